@@ -1,0 +1,209 @@
+"""Settings: `config.toml` defaults, overridden by `ECLSS_<SECTION>__<KEY>` environment variables.
+
+Only entry points call `load_settings`; library functions take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ECLSS_"
+CONFIG_ENV_VAR = "ECLSS_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    root: str
+    archives: str
+    reports: str
+    local_pipeline_root: str
+
+    def url(self, relative: str) -> str:
+        """Join `relative` onto the data root (a local folder or an s3:// URL)."""
+        return f"{self.root.rstrip('/')}/{relative.lstrip('/')}"
+
+    @property
+    def archives_url(self) -> str:
+        return self.url(self.archives)
+
+    @property
+    def reports_url(self) -> str:
+        return self.url(self.reports)
+
+
+@dataclass(frozen=True)
+class ColumnSettings:
+    timestamp: str
+    report_id: str
+    report_start: str
+    report_end: str
+    label: str
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    years: list[int]
+    days_per_year: int
+    sampling_period_s: float
+    n_channels: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SplitArchiveSettings:
+    partition_period: str
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings:
+    resample_period: str
+    aggregation: str
+    max_gap_periods: int
+    max_missing_share: float
+    sample_frac: float
+    cluster: str
+    n_workers: int
+    worker_cpu: str
+    worker_memory: str
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    test_window_hours: float
+    val_share: float
+    block_hours: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    kind: str
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    namespace: str
+    minio_endpoint: str
+    s3_secret_name: str
+    image: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: DataSettings
+    columns: ColumnSettings
+    generator: GeneratorSettings
+    split_archives: SplitArchiveSettings
+    preprocessing: PreprocessingSettings
+    split: SplitSettings
+    scaling: ScalingSettings
+    platform: PlatformSettings
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the config file: `explicit`, then $ECLSS_CONFIG, ./config.toml, the project's own."""
+    candidates = [explicit, os.environ.get(CONFIG_ENV_VAR), "config.toml"]
+    candidates.append(Path(__file__).resolve().parent.parent / "config.toml")
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    if explicit:
+        raise ConfigError(f"config file {explicit} does not exist")
+    raise ConfigError(f"no config.toml found (set {CONFIG_ENV_VAR} or run from the project root)")
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    dotenv: bool = True,
+) -> Settings:
+    """Read the config file, apply `.env` (if `dotenv`) and environment overrides.
+
+    Args:
+        path: Config file; found by `find_config_file` when omitted.
+        environ: Environment to read overrides from; `os.environ` when omitted.
+        dotenv: Load `./.env` into the process environment first (existing variables win).
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        ConfigError: The file is missing, a section or key is missing or unknown, or an
+            override has the wrong type.
+    """
+    if dotenv and environ is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(Path.cwd() / ".env", override=False)
+    env = os.environ if environ is None else environ
+    config_path = find_config_file(path)
+    try:
+        raw = tomllib.loads(config_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from exc
+    sections = {}
+    for section in dataclasses.fields(Settings):
+        section_type = typing.get_type_hints(Settings)[section.name]
+        values = raw.get(section.name)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{config_path}: missing section [{section.name}]")
+        sections[section.name] = _build_section(section_type, section.name, values, env, config_path)
+    return Settings(**sections)
+
+
+def _build_section(
+    section_type: type, name: str, values: dict[str, Any], env: typing.Mapping[str, str], path: Path
+) -> Any:
+    hints = typing.get_type_hints(section_type)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    resolved = {}
+    for key, hint in hints.items():
+        env_name = f"{ENV_PREFIX}{name}__{key}".upper()
+        if env_name in env:
+            resolved[key] = _parse_override(env_name, env[env_name], hint)
+        elif key in values:
+            resolved[key] = _check_type(f"{path} [{name}] {key}", values[key], hint)
+        else:
+            raise ConfigError(f"{path}: missing key '{key}' in [{name}]")
+    return section_type(**resolved)
+
+
+def _parse_override(env_name: str, raw: str, hint: Any) -> Any:
+    if hint is str:
+        return raw
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{env_name}={raw!r} is not a valid {_type_name(hint)}") from exc
+    return _check_type(env_name, value, hint)
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if isinstance(value, list) and all(
+            isinstance(v, item_type) and not isinstance(v, bool) for v in value
+        ):
+            return list(value)
+    elif isinstance(value, hint) and not (isinstance(value, bool) and hint is not bool):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint)) if typing.get_origin(hint) is None else str(hint)

@@ -1,0 +1,103 @@
+"""The Dask cluster of the preprocessing step: a LocalCluster, or a DaskCluster in Kubernetes."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ClusterKind = Literal["local", "kubernetes"]
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where Dask runs.
+
+    Attributes:
+        kind: "local" (processes on this machine) or "kubernetes" (dask-kubernetes operator).
+        n_workers: Worker count.
+        worker_cpu: CPU request and limit of each Kubernetes worker.
+        worker_memory: Memory request and limit of each Kubernetes worker.
+        image: Image of the Kubernetes scheduler and workers (the project image).
+        namespace: Kubernetes namespace; the current one when empty.
+        s3_secret_name: Kubernetes secret whose AWS_* keys the workers get as environment.
+        s3_endpoint: AWS_ENDPOINT_URL given to the workers (MinIO), when set.
+    """
+
+    kind: ClusterKind = "local"
+    n_workers: int = 2
+    worker_cpu: str = "1"
+    worker_memory: str = "4Gi"
+    image: str = ""
+    namespace: str = ""
+    s3_secret_name: str = ""
+    s3_endpoint: str = ""
+
+
+def worker_env(options: ClusterOptions) -> list[dict[str, Any]]:
+    """Environment of Kubernetes workers: S3 credentials by secret reference, never by value."""
+    env: list[dict[str, Any]] = []
+    if options.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": options.s3_endpoint})
+    if options.s3_secret_name:
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": options.s3_secret_name, "key": key}}}
+            for key in S3_SECRET_KEYS
+        ]
+    return env
+
+
+def build_cluster_spec(options: ClusterOptions, name: str) -> dict[str, Any]:
+    """Return the DaskCluster custom resource for `options`, named `name`."""
+    from dask_kubernetes.operator import make_cluster_spec
+
+    if not options.image:
+        raise ValueError("--worker-image is required for a Kubernetes Dask cluster")
+    resources = {
+        "requests": {"cpu": options.worker_cpu, "memory": options.worker_memory},
+        "limits": {"cpu": options.worker_cpu, "memory": options.worker_memory},
+    }
+    return make_cluster_spec(
+        name=name,
+        image=options.image,
+        n_workers=options.n_workers,
+        resources=resources,
+        env=worker_env(options),
+    )
+
+
+def unique_cluster_name(prefix: str = "preprocess") -> str:
+    """A DaskCluster name that two concurrent runs never share."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def dask_client(options: ClusterOptions) -> Iterator[Any]:
+    """Start the cluster, yield a connected `distributed.Client`, and always shut both down."""
+    from distributed import Client, LocalCluster
+
+    if options.n_workers < 1:
+        raise ValueError(f"--n-workers must be >= 1, got {options.n_workers}")
+    if options.kind == "local":
+        cluster = LocalCluster(
+            n_workers=options.n_workers, threads_per_worker=1, dashboard_address=None
+        )
+    elif options.kind == "kubernetes":
+        from dask_kubernetes.operator import KubeCluster
+
+        spec = build_cluster_spec(options, unique_cluster_name())
+        cluster = KubeCluster(
+            custom_cluster_spec=spec,
+            namespace=options.namespace or None,
+            shutdown_on_close=True,
+        )
+    else:
+        raise ValueError(f"--cluster must be 'local' or 'kubernetes', got {options.kind!r}")
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()

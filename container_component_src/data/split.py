@@ -1,0 +1,100 @@
+"""Train/validation/test split by time: test around each anomaly, train/val in whole blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from container_component_src import storage
+from container_component_src.data.labels import label_rows
+from container_component_src.storage import InputError
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How rows are assigned.
+
+    Attributes:
+        test_window_hours: Test takes this many hours before and after each anomaly interval.
+        val_share: Share of the remaining time blocks that go to validation.
+        block_hours: Length of the contiguous blocks that train and validation are made of.
+        seed: Seed of the block assignment.
+    """
+
+    test_window_hours: float = 12.0
+    val_share: float = 0.2
+    block_hours: float = 24.0
+    seed: int = 42
+
+    def validate(self) -> None:
+        if self.test_window_hours < 0:
+            raise ValueError(f"--test-window-hours must be >= 0, got {self.test_window_hours}")
+        if not 0.0 < self.val_share < 1.0:
+            raise ValueError(f"--val-share must be in (0, 1), got {self.val_share}")
+        if self.block_hours <= 0:
+            raise ValueError(f"--block-hours must be > 0, got {self.block_hours}")
+
+
+def assign_splits(
+    times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray, options: SplitOptions
+) -> np.ndarray:
+    """Return 0 (train), 1 (val) or 2 (test) per row.
+
+    Test: every row within `test_window_hours` of an anomaly interval. The other rows are cut
+    into `block_hours` blocks; a seeded draw sends `val_share` of the blocks to validation.
+    """
+    window = int(pd.Timedelta(hours=options.test_window_hours).value)
+    split = np.zeros(times_ns.size, dtype=np.int8)
+    split[label_rows(times_ns, starts_ns - window, ends_ns + window).astype(bool)] = 2
+    rest = split == 0
+    block_ns = int(pd.Timedelta(hours=options.block_hours).value)
+    blocks = (times_ns[rest] - times_ns.min()) // block_ns if rest.any() else np.empty(0, dtype=np.int64)
+    unique = np.unique(blocks)
+    n_val = min(max(1, round(options.val_share * unique.size)), unique.size - 1)
+    val_blocks = np.random.default_rng(options.seed).choice(unique, size=max(n_val, 0), replace=False)
+    split[np.flatnonzero(rest)[np.isin(blocks, val_blocks)]] = 1
+    return split
+
+
+def run_split_dataset(
+    labelled_url: str,
+    intervals_url: str,
+    train_url: str,
+    val_url: str,
+    test_url: str,
+    options: SplitOptions,
+    label_column: str = "label",
+) -> dict[str, int]:
+    """Write the train, validation and test sets; return their row counts.
+
+    Raises:
+        InputError: The labels are missing, no interval overlaps the telemetry (empty test
+            set), or too little time is left for train and validation.
+    """
+    options.validate()
+    frame = storage.read_parquet(labelled_url)
+    if label_column not in frame.columns:
+        raise InputError(f"telemetry {labelled_url} has no label column '{label_column}': run label-series first")
+    intervals = storage.read_parquet(intervals_url)
+    times = frame.index.asi8
+    split = assign_splits(
+        times,
+        intervals["start"].to_numpy("datetime64[ns]").astype("int64"),
+        intervals["end"].to_numpy("datetime64[ns]").astype("int64"),
+        options,
+    )
+    counts = {name: int((split == code).sum()) for code, name in enumerate(("train", "val", "test"))}
+    if counts["test"] == 0:
+        raise InputError(f"no anomaly interval in {intervals_url} overlaps the telemetry in {labelled_url}: the test set would be empty")
+    if counts["train"] == 0 or counts["val"] == 0:
+        raise InputError(
+            f"telemetry {labelled_url} leaves {counts['train']} train and {counts['val']} validation rows outside the "
+            f"test windows: lower --test-window-hours or --block-hours"
+        )
+    if frame[label_column].to_numpy()[split < 2].any():
+        raise AssertionError("labelled rows outside the test windows")
+    for code, url in enumerate((train_url, val_url, test_url)):
+        storage.write_parquet(frame[split == code], url)
+    return counts

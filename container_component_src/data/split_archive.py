@@ -1,0 +1,142 @@
+"""Split yearly archives into time partitions, streaming row groups (never a whole year)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from container_component_src import storage
+from container_component_src.storage import InputError
+
+PARTITION_METADATA_KEY = b"eclss.partition"
+TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
+
+
+def list_archives(archives_url: str) -> list[str]:
+    """Return the archive parquet files under `archives_url`, sorted.
+
+    Raises:
+        InputError: The folder is missing or holds no parquet file.
+    """
+    archives = storage.list_files(archives_url, ".parquet")
+    if not archives:
+        raise InputError(f"folder {archives_url} holds no .parquet archive")
+    return archives
+
+
+def parse_period(period: str, option: str) -> pd.Timedelta:
+    """Parse a pandas period such as '1D' or '30s'; raise naming `option` when it is not one."""
+    try:
+        value = pd.Timedelta(period)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {period!r} is not a period such as '1D' or '30s'") from exc
+    if value <= pd.Timedelta(0):
+        raise ValueError(f"{option}: {period!r} must be positive")
+    return value
+
+
+def partition_ids(timestamps_ns: np.ndarray, period_ns: int) -> np.ndarray:
+    """Index of the partition (epoch-aligned period) holding each timestamp."""
+    return np.floor_divide(timestamps_ns, period_ns)
+
+
+def _normalise_timestamps(table: pa.Table, column: str, url: str) -> pa.Table:
+    """Return `table` with `column` as non-null UTC nanosecond timestamps."""
+    values = table.column(column)
+    if not pa.types.is_timestamp(values.type):
+        raise InputError(f"archive {url}: column '{column}' is {values.type}, expected a timestamp")
+    if values.null_count:
+        raise InputError(f"archive {url}: column '{column}' has {values.null_count} empty timestamps")
+    if values.type.tz is None:
+        values = pc.assume_timezone(values, "UTC")
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, pa.field(column, TIMESTAMP_TYPE), values.cast(TIMESTAMP_TYPE))
+
+
+def run_split_archive(
+    archive_url: str,
+    out_url: str,
+    timestamp_column: str = "normalizedTime",
+    partition_period: str = "1D",
+    batch_rows: int = 65_536,
+) -> dict[str, int]:
+    """Split one archive into one parquet file per `partition_period`, in `out_url`.
+
+    Each partition records its time range in the schema metadata, so that preprocessing can
+    put its rows on a regular grid without reading them first.
+
+    Returns:
+        Counts: rows and partitions written.
+
+    Raises:
+        InputError: The archive is missing, has no timestamp column, no rows or bad timestamps.
+    """
+    period_ns = parse_period(partition_period, "--partition-period").value
+    storage.require(archive_url, "archive")
+    fs, path = storage.filesystem(archive_url)
+    with fs.open(path, "rb") as handle:
+        source = pq.ParquetFile(handle)
+        names = source.schema_arrow.names
+        if timestamp_column not in names:
+            raise InputError(
+                f"archive {archive_url} has no timestamp column '{timestamp_column}' "
+                f"(columns: {', '.join(names[:10])}{'...' if len(names) > 10 else ''})"
+            )
+        if source.metadata.num_rows == 0:
+            raise InputError(f"archive {archive_url} holds no rows")
+        with storage.atomic_directory(out_url) as out_dir:
+            writers: dict[int, pq.ParquetWriter] = {}
+            rows = 0
+            try:
+                batches = source.iter_batches(batch_size=batch_rows)
+                total = -(-source.metadata.num_rows // batch_rows)
+                for batch in tqdm(batches, total=total, desc=f"split {path.rsplit('/', 1)[-1]}", unit="batch"):
+                    table = _normalise_timestamps(pa.Table.from_batches([batch]), timestamp_column, archive_url)
+                    rows += _write_partitions(table, timestamp_column, period_ns, out_dir, writers)
+            finally:
+                for writer in writers.values():
+                    writer.close()
+    return {"rows": rows, "partitions": len(writers)}
+
+
+def _write_partitions(
+    table: pa.Table,
+    timestamp_column: str,
+    period_ns: int,
+    out_dir: str,
+    writers: dict[int, pq.ParquetWriter],
+) -> int:
+    ts = table.column(timestamp_column).to_numpy().astype("int64")
+    ids = partition_ids(ts, period_ns)
+    if np.any(ids[1:] < ids[:-1]):
+        order = np.argsort(ids, kind="stable")
+        table, ids = table.take(order), ids[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    for lo, hi in zip(starts, [*starts[1:], ids.size], strict=True):
+        pid = int(ids[lo])
+        if pid not in writers:
+            start = pd.Timestamp(pid * period_ns, tz="UTC")
+            meta = {"start": start.isoformat(), "end": (start + pd.Timedelta(period_ns)).isoformat()}
+            schema = table.schema.with_metadata(
+                {**(table.schema.metadata or {}), PARTITION_METADATA_KEY: json.dumps(meta).encode()}
+            )
+            name = storage.join(out_dir, f"part-{start:%Y%m%dT%H%M%S}.parquet")
+            fs, path = storage.filesystem(name)
+            writers[pid] = pq.ParquetWriter(path, schema, filesystem=fs)
+        writers[pid].write_table(table.slice(lo, hi - lo).replace_schema_metadata(writers[pid].schema.metadata))
+    return table.num_rows
+
+
+def partition_range(metadata: dict[bytes, bytes] | None, url: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Read the [start, end) time range that `run_split_archive` stored in a partition."""
+    try:
+        meta = json.loads((metadata or {})[PARTITION_METADATA_KEY])
+        return pd.Timestamp(meta["start"]), pd.Timestamp(meta["end"])
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"partition {url} has no time range: was it written by split-archive?") from exc

@@ -1,0 +1,331 @@
+"""The multi-command entry point of the pipeline image: one subcommand per pipeline step.
+
+Option defaults come from config.toml (and its ECLSS_* environment overrides); every KFP
+component runs exactly one of these subcommands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from container_component_src.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="ECLSS telemetry anomaly detection: the steps of the Kubeflow pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+Columns = "Columns"
+Cluster = "Dask cluster"
+
+
+class Aggregation(str, Enum):
+    mean = "mean"
+    min = "min"
+    max = "max"
+    median = "median"
+    first = "first"
+    last = "last"
+
+
+class ClusterKind(str, Enum):
+    local = "local"
+    kubernetes = "kubernetes"
+
+
+class ScalerKind(str, Enum):
+    standard = "standard"
+    minmax = "minmax"
+
+
+def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Option defaults per subcommand, taken from the settings."""
+    c, g, p, s = settings.columns, settings.generator, settings.preprocessing, settings.split
+    return {
+        "generate-data": {
+            "archives": settings.data.archives_url,
+            "reports": settings.data.reports_url,
+            "ground_truth": settings.data.url("ground_truth.parquet"),
+            "years": g.years,
+            "days_per_year": g.days_per_year,
+            "sampling_period_s": g.sampling_period_s,
+            "n_channels": g.n_channels,
+            "seed": g.seed,
+            "timestamp_column": c.timestamp,
+        },
+        "list-archives": {"archives": settings.data.archives_url},
+        "split-archive": {"timestamp_column": c.timestamp, "partition_period": settings.split_archives.partition_period},
+        "preprocess": {
+            "timestamp_column": c.timestamp,
+            "resample_period": p.resample_period,
+            "aggregation": p.aggregation,
+            "max_gap_periods": p.max_gap_periods,
+            "max_missing_share": p.max_missing_share,
+            "sample_frac": p.sample_frac,
+            "cluster": p.cluster,
+            "n_workers": p.n_workers,
+            "worker_cpu": p.worker_cpu,
+            "worker_memory": p.worker_memory,
+            "worker_image": settings.platform.image,
+            "namespace": settings.platform.namespace,
+            "s3_secret_name": settings.platform.s3_secret_name,
+        },
+        "parse-reports": {
+            "reports": settings.data.reports_url,
+            "id_column": c.report_id,
+            "start_column": c.report_start,
+            "end_column": c.report_end,
+        },
+        "label-series": {"label_column": c.label},
+        "split-dataset": {
+            "test_window_hours": s.test_window_hours,
+            "val_share": s.val_share,
+            "block_hours": s.block_hours,
+            "seed": s.seed,
+            "label_column": c.label,
+        },
+        "fit-scaler": {"kind": settings.scaling.kind, "label_column": c.label},
+    }
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config file (default: $ECLSS_CONFIG, ./config.toml, the project's).", dir_okay=False),
+    ] = None,
+) -> None:
+    """Steps of the ECLSS anomaly-detection pipeline; defaults come from config.toml."""
+    with _clear_errors():
+        settings = load_settings(config)
+    ctx.obj = settings
+    ctx.default_map = cli_defaults(settings)
+
+
+@contextlib.contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Turn a bad input or option into one line on stderr and exit code 1."""
+    from container_component_src.storage import InputError
+
+    try:
+        yield
+    except (InputError, ConfigError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _report(result: Any) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def generate_data(
+    archives: Annotated[str, typer.Option(help="Folder (or s3:// URL) for the yearly archive parquet files.")],
+    reports: Annotated[str, typer.Option(help="Anomaly reports file to write (.xlsx or .csv).")],
+    ground_truth: Annotated[str, typer.Option(help="Parquet file for the exact injected anomaly intervals.")],
+    years: Annotated[list[int], typer.Option("--years", help="Year of an archive; repeat for several.")],
+    days_per_year: Annotated[int, typer.Option(help="Days of telemetry per year, from 1 January.")],
+    sampling_period_s: Annotated[float, typer.Option(help="Nominal sampling period in seconds.")],
+    n_channels: Annotated[int, typer.Option(help="Number of float channels.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")],
+    timestamp_column: Annotated[str, typer.Option(help="Name of the timestamp column.", rich_help_panel=Columns)],
+    anomalies_per_day: Annotated[float, typer.Option(help="Mean injected anomalies per day.")] = 0.5,
+) -> None:
+    """Generate ECLSS-like telemetry archives, anomaly reports and their ground truth."""
+    from container_component_src.data.generate import GeneratorOptions, run_generate_data
+
+    with _clear_errors():
+        options = GeneratorOptions(
+            years=tuple(years),
+            days_per_year=days_per_year,
+            sampling_period_s=sampling_period_s,
+            n_channels=n_channels,
+            seed=seed,
+            anomalies_per_day=anomalies_per_day,
+        )
+        _report(run_generate_data(archives, reports, ground_truth, options, timestamp_column))
+
+
+@app.command()
+def list_archives(
+    archives: Annotated[str, typer.Option(help="Folder (or s3:// URL) holding the yearly archives.")],
+    out: Annotated[Path | None, typer.Option(help="Write the list as JSON here too.", dir_okay=False)] = None,
+) -> None:
+    """List the yearly archive parquet files (at run time, for the parallel split)."""
+    from container_component_src import storage
+    from container_component_src.data.split_archive import list_archives as list_archive_files
+
+    with _clear_errors():
+        found = list_archive_files(archives)
+        if out is not None:
+            storage.write_json(found, str(out))
+        _report(found)
+
+
+@app.command()
+def split_archive(
+    archive: Annotated[str, typer.Option(help="One yearly archive parquet file (path or s3:// URL).")],
+    out: Annotated[str, typer.Option(help="Folder for the partition files.")],
+    timestamp_column: Annotated[str, typer.Option(help="Name of the timestamp column.", rich_help_panel=Columns)],
+    partition_period: Annotated[str, typer.Option(help="Time span of one partition file, e.g. 1D or 6h.")],
+) -> None:
+    """Split one yearly archive into time partitions, streaming its row groups."""
+    from container_component_src.data.split_archive import run_split_archive
+
+    with _clear_errors():
+        _report(run_split_archive(archive, out, timestamp_column, partition_period))
+
+
+@app.command()
+def preprocess(
+    partitions: Annotated[list[str], typer.Option("--partitions", help="Partition folder or file; repeat for several.")],
+    out: Annotated[str, typer.Option(help="Folder for the time-indexed parquet output.")],
+    quality_report: Annotated[str, typer.Option(help="JSON file for the data-quality report.")],
+    timestamp_column: Annotated[str, typer.Option(help="Name of the timestamp column.", rich_help_panel=Columns)],
+    resample_period: Annotated[str, typer.Option(help="Grid period, e.g. 1min; must divide the partitions.")],
+    aggregation: Annotated[Aggregation, typer.Option(help="How samples within a period combine.")],
+    max_gap_periods: Annotated[int, typer.Option(help="Interpolate gaps up to this many periods; drop longer ones.")],
+    max_missing_share: Annotated[float, typer.Option(help="Drop channels missing on more of the grid than this.")],
+    sample_frac: Annotated[float, typer.Option(help="Share of output rows to keep (1.0 = all).")],
+    cluster: Annotated[ClusterKind, typer.Option(help="Where Dask runs.", rich_help_panel=Cluster)],
+    n_workers: Annotated[int, typer.Option(help="Dask workers.", rich_help_panel=Cluster)],
+    worker_cpu: Annotated[str, typer.Option(help="CPU per Kubernetes worker.", rich_help_panel=Cluster)],
+    worker_memory: Annotated[str, typer.Option(help="Memory per Kubernetes worker.", rich_help_panel=Cluster)],
+    worker_image: Annotated[str, typer.Option(help="Image of Kubernetes workers.", rich_help_panel=Cluster)],
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace (empty: current).", rich_help_panel=Cluster)],
+    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)],
+    s3_endpoint: Annotated[
+        str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed of --sample-frac.")] = 0,
+) -> None:
+    """Resample the partitions onto a regular grid with Dask and report data quality."""
+    from container_component_src.data.dask_cluster import ClusterOptions, dask_client
+    from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
+
+    with _clear_errors():
+        options = PreprocessOptions(
+            resample_period=resample_period,
+            aggregation=aggregation.value,
+            max_gap_periods=max_gap_periods,
+            max_missing_share=max_missing_share,
+            sample_frac=sample_frac,
+            seed=seed,
+        )
+        options.validate()
+        cluster_options = ClusterOptions(
+            kind=cluster.value,
+            n_workers=n_workers,
+            worker_cpu=worker_cpu,
+            worker_memory=worker_memory,
+            image=worker_image,
+            namespace=namespace,
+            s3_secret_name=s3_secret_name,
+            s3_endpoint=s3_endpoint,
+        )
+        with dask_client(cluster_options) as client:
+            summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column)
+        _report({k: v for k, v in summary.items() if k != "channels"})
+
+
+@app.command()
+def parse_reports(
+    reports: Annotated[str, typer.Option(help="Anomaly reports (.xls, .xlsx or .csv; path or s3:// URL).")],
+    out: Annotated[str, typer.Option(help="Parquet file for the intervals.")],
+    id_column: Annotated[str, typer.Option(help="Report id column.", rich_help_panel=Columns)],
+    start_column: Annotated[str, typer.Option(help="Start column (YYYY/DOY/HH:MM:SS).", rich_help_panel=Columns)],
+    end_column: Annotated[str, typer.Option(help="End time or duration column.", rich_help_panel=Columns)],
+) -> None:
+    """Parse and validate anomaly reports into UTC intervals."""
+    from container_component_src.data.labels import run_parse_reports
+
+    with _clear_errors():
+        _report({"intervals": run_parse_reports(reports, out, id_column, start_column, end_column)})
+
+
+@app.command()
+def label_series(
+    telemetry: Annotated[str, typer.Option(help="Preprocessed telemetry (parquet file or folder).")],
+    intervals: Annotated[str, typer.Option(help="Intervals parquet from parse-reports.")],
+    out: Annotated[str, typer.Option(help="Parquet file for the labelled telemetry.")],
+    label_column: Annotated[str, typer.Option(help="Name of the 0/1 label column.", rich_help_panel=Columns)],
+) -> None:
+    """Label each telemetry row 1 inside any anomaly interval, else 0."""
+    from container_component_src.data.labels import run_label_series
+
+    with _clear_errors():
+        _report(run_label_series(telemetry, intervals, out, label_column))
+
+
+@app.command()
+def split_dataset(
+    labelled: Annotated[str, typer.Option(help="Labelled telemetry parquet.")],
+    intervals: Annotated[str, typer.Option(help="Intervals parquet from parse-reports.")],
+    train: Annotated[str, typer.Option(help="Parquet file for the training set.")],
+    val: Annotated[str, typer.Option(help="Parquet file for the validation set.")],
+    test: Annotated[str, typer.Option(help="Parquet file for the test set.")],
+    test_window_hours: Annotated[float, typer.Option(help="Hours around each anomaly that go to test.")],
+    val_share: Annotated[float, typer.Option(help="Share of the remaining blocks that go to validation.")],
+    block_hours: Annotated[float, typer.Option(help="Length of the train/validation time blocks.")],
+    seed: Annotated[int, typer.Option(help="Seed of the block assignment.")],
+    label_column: Annotated[str, typer.Option(help="Name of the 0/1 label column.", rich_help_panel=Columns)],
+) -> None:
+    """Split by time: test around anomalies, train and validation in whole blocks."""
+    from container_component_src.data.split import SplitOptions, run_split_dataset
+
+    with _clear_errors():
+        options = SplitOptions(test_window_hours, val_share, block_hours, seed)
+        _report(run_split_dataset(labelled, intervals, train, val, test, options, label_column))
+
+
+@app.command()
+def fit_scaler(
+    train: Annotated[str, typer.Option(help="Training set parquet.")],
+    out: Annotated[str, typer.Option(help="JSON file for the fitted scaler.")],
+    kind: Annotated[ScalerKind, typer.Option(help="Standard (mean/std) or min-max scaling.")],
+    label_column: Annotated[str, typer.Option(help="Column left unscaled.", rich_help_panel=Columns)],
+) -> None:
+    """Fit the scaler on the training set only."""
+    from container_component_src.data.scaling import run_fit_scaler
+
+    with _clear_errors():
+        scaler = run_fit_scaler(train, out, kind.value, label_column)
+        _report({"kind": scaler["kind"], "channels": len(scaler["channels"]), "constant": scaler["constant_channels"]})
+
+
+@app.command()
+def apply_scaler(
+    scaler: Annotated[str, typer.Option(help="Scaler JSON from fit-scaler.")],
+    train: Annotated[str, typer.Option(help="Training set parquet.")],
+    val: Annotated[str, typer.Option(help="Validation set parquet.")],
+    test: Annotated[str, typer.Option(help="Test set parquet.")],
+    train_out: Annotated[str, typer.Option(help="Scaled training set.")],
+    val_out: Annotated[str, typer.Option(help="Scaled validation set.")],
+    test_out: Annotated[str, typer.Option(help="Scaled test set (labels kept).")],
+) -> None:
+    """Scale the train, validation and test sets with the fitted scaler."""
+    from container_component_src.data.scaling import run_apply_scaler
+
+    with _clear_errors():
+        _report(run_apply_scaler(scaler, [(train, train_out), (val, val_out), (test, test_out)]))
+
+
+def run_subcommand(*args: str) -> None:
+    """Run one subcommand in this process (what every KFP component does); exit non-zero on failure."""
+    code = app(list(args), prog_name="container_component_src.main", standalone_mode=False)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    app(prog_name="python -m container_component_src.main")

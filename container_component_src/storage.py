@@ -1,0 +1,152 @@
+"""All file I/O of the pipeline, through fsspec: local paths and s3:// URLs with the same code.
+
+S3 (MinIO) is configured the standard AWS way, through the environment: AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY. Writes are atomic: a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+
+class InputError(ValueError):
+    """An input file is missing or unusable; the message names the file and the problem."""
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the filesystem serving `url` and the path within it."""
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs, path
+
+
+def is_local(url: str) -> bool:
+    return isinstance(filesystem(url)[0], LocalFileSystem)
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path parts onto a local path or URL."""
+    return "/".join([str(url).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+def require(url: str, what: str) -> None:
+    """Raise InputError naming `url` when it does not exist."""
+    if not exists(url):
+        raise InputError(f"{what} {url} does not exist")
+
+
+def list_files(url: str, suffix: str) -> list[str]:
+    """Return the files directly under the folder `url` ending in `suffix`, sorted, as URLs."""
+    fs, path = filesystem(url)
+    if not fs.isdir(path):
+        raise InputError(f"folder {url} does not exist")
+    names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(suffix) and fs.isfile(p))
+    return [_unstrip(url, fs, p) for p in names]
+
+
+def _unstrip(url: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+@contextlib.contextmanager
+def atomic_write(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open `url` for writing so that it appears only complete, and not at all on error.
+
+    Locally: a temporary sibling file renamed into place. On S3: an object becomes visible
+    only when its upload completes, and the upload is discarded on error.
+    """
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, mode) as handle:
+                yield handle
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    handle = fs.open(path, mode)
+    try:
+        yield handle
+    except BaseException:
+        if hasattr(handle, "discard"):
+            handle.discard()
+        raise
+    handle.close()
+
+
+@contextlib.contextmanager
+def atomic_directory(url: str) -> Iterator[str]:
+    """Yield a folder to fill; it replaces `url` only when the block succeeds.
+
+    Locally the folder is a temporary sibling renamed into place. On S3 the objects are written
+    under `url` directly (each object is atomic; S3 has no folder to rename).
+    """
+    fs, path = filesystem(url)
+    if not isinstance(fs, LocalFileSystem):
+        yield url
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield str(tmp)
+        if target.exists():
+            old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:8]}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_parquet(frame: pd.DataFrame, url: str) -> None:
+    """Write a frame (its index included) to one parquet file, atomically."""
+    table = pa.Table.from_pandas(frame, preserve_index=True)
+    with atomic_write(url) as handle:
+        pq.write_table(table, handle)
+
+
+def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a parquet file or a folder of parquet files into one frame."""
+    require(url, "parquet input")
+    fs, path = filesystem(url)
+    try:
+        table = pq.read_table(path, filesystem=fs, columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{url} is not readable parquet: {exc}") from exc
+    return table.to_pandas()
+
+
+def write_json(data: Any, url: str) -> None:
+    with atomic_write(url, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+
+
+def read_json(url: str) -> Any:
+    require(url, "JSON input")
+    with fsspec.open(url, "r") as handle:
+        return json.load(handle)

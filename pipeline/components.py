@@ -1,0 +1,147 @@
+"""KFP lightweight components: each runs exactly one subcommand of the shared image.
+
+The image is a placeholder here; `build_pipeline` sets the configured one on every task.
+Bodies are hermetic (imports inside), as KFP requires.
+"""
+
+from typing import List  # noqa: UP035 - KFP's type parser needs typing.List
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+PLACEHOLDER_IMAGE = "eclss-anomaly-pipeline"
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def list_archives(archives: str, listing: Output[Artifact]) -> List[str]:
+    """Runs `list-archives`."""
+    import json
+
+    from container_component_src.main import run_subcommand
+
+    run_subcommand("list-archives", "--archives", archives, "--out", listing.path)
+    with open(listing.path) as handle:
+        return json.load(handle)
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def split_archive(archive: str, timestamp_column: str, partition_period: str, partitions: Output[Dataset]):
+    """Runs `split-archive`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "split-archive", "--archive", archive, "--out", partitions.path,
+        "--timestamp-column", timestamp_column, "--partition-period", partition_period,
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def preprocess(
+    partitions: Input[List[Dataset]],
+    timestamp_column: str,
+    resample_period: str,
+    aggregation: str,
+    max_gap_periods: int,
+    max_missing_share: float,
+    sample_frac: float,
+    cluster: str,
+    n_workers: int,
+    worker_cpu: str,
+    worker_memory: str,
+    worker_image: str,
+    namespace: str,
+    s3_secret_name: str,
+    telemetry: Output[Dataset],
+    quality_report: Output[Artifact],
+):
+    """Runs `preprocess`."""
+    from container_component_src.main import run_subcommand
+
+    # Kubernetes workers cannot see this pod's files: they read the artifacts from object storage.
+    sources = [p.uri if cluster == "kubernetes" else p.path for p in partitions]
+    run_subcommand(
+        "preprocess", *[arg for s in sources for arg in ("--partitions", s)],
+        "--out", telemetry.path, "--quality-report", quality_report.path,
+        "--timestamp-column", timestamp_column, "--resample-period", resample_period,
+        "--aggregation", aggregation, "--max-gap-periods", str(max_gap_periods),
+        "--max-missing-share", str(max_missing_share), "--sample-frac", str(sample_frac),
+        "--cluster", cluster, "--n-workers", str(n_workers), "--worker-cpu", worker_cpu,
+        "--worker-memory", worker_memory, "--worker-image", worker_image,
+        "--namespace", namespace, "--s3-secret-name", s3_secret_name,
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def parse_reports(reports: str, id_column: str, start_column: str, end_column: str, intervals: Output[Dataset]):
+    """Runs `parse-reports`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "parse-reports", "--reports", reports, "--out", intervals.path, "--id-column", id_column,
+        "--start-column", start_column, "--end-column", end_column,
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def label_series(telemetry: Input[Dataset], intervals: Input[Dataset], label_column: str, labelled: Output[Dataset]):
+    """Runs `label-series`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "label-series", "--telemetry", telemetry.path, "--intervals", intervals.path,
+        "--out", labelled.path, "--label-column", label_column,
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def split_dataset(
+    labelled: Input[Dataset],
+    intervals: Input[Dataset],
+    test_window_hours: float,
+    val_share: float,
+    block_hours: float,
+    seed: int,
+    label_column: str,
+    train: Output[Dataset],
+    val: Output[Dataset],
+    test: Output[Dataset],
+):
+    """Runs `split-dataset`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "split-dataset", "--labelled", labelled.path, "--intervals", intervals.path,
+        "--train", train.path, "--val", val.path, "--test", test.path,
+        "--test-window-hours", str(test_window_hours), "--val-share", str(val_share),
+        "--block-hours", str(block_hours), "--seed", str(seed), "--label-column", label_column,
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def fit_scaler(train: Input[Dataset], kind: str, label_column: str, scaler: Output[Artifact]):
+    """Runs `fit-scaler`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "fit-scaler", "--train", train.path, "--out", scaler.path, "--kind", kind, "--label-column", label_column
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def apply_scaler(
+    scaler: Input[Artifact],
+    train: Input[Dataset],
+    val: Input[Dataset],
+    test: Input[Dataset],
+    scaled_train: Output[Dataset],
+    scaled_val: Output[Dataset],
+    scaled_test: Output[Dataset],
+):
+    """Runs `apply-scaler`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "apply-scaler", "--scaler", scaler.path, "--train", train.path, "--val", val.path,
+        "--test", test.path, "--train-out", scaled_train.path, "--val-out", scaled_val.path,
+        "--test-out", scaled_test.path,
+    )

@@ -1,0 +1,162 @@
+"""The ECLSS anomaly-detection DAG. Only wiring: tasks, edges, names, images.
+
+`build_pipeline(settings)` applies compile-time settings (image); per-run knobs are pipeline
+parameters whose defaults come from the same settings.
+"""
+
+from collections.abc import Callable
+from typing import List, NamedTuple  # noqa: UP035 - KFP's type parser needs typing.List
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset
+
+from container_component_src.config import Settings
+from pipeline import components
+
+PIPELINE_NAME = "eclss-anomaly-detection"
+
+
+class PipelineOutputs(NamedTuple):
+    quality_report: Artifact
+    scaler: Artifact
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+
+def build_pipeline(settings: Settings) -> Callable[..., object]:
+    """Return the pipeline function, with the project image and defaults from `settings`."""
+    image = settings.platform.image
+    columns, pre, split = settings.columns, settings.preprocessing, settings.split
+
+    def task(t: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+        return t.set_container_image(image).set_display_name(name)
+
+    @dsl.pipeline(name="split-archives", description="List the yearly archives, split each in parallel.")
+    def split_archives(archives: str, timestamp_column: str, partition_period: str) -> List[Dataset]:
+        listing = task(components.list_archives(archives=archives), "list-archives")
+        with dsl.ParallelFor(listing.outputs["Output"]) as archive:
+            split_task = task(
+                components.split_archive(
+                    archive=archive, timestamp_column=timestamp_column, partition_period=partition_period
+                ),
+                "split-archive",
+            )
+        return dsl.Collected(split_task.outputs["partitions"])
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Anomaly detection on ISS Columbus ECLSS telemetry.")
+    def eclss_pipeline(
+        archives: str = settings.data.archives_url,
+        reports: str = settings.data.reports_url,
+        timestamp_column: str = columns.timestamp,
+        partition_period: str = settings.split_archives.partition_period,
+        resample_period: str = pre.resample_period,
+        aggregation: str = pre.aggregation,
+        max_gap_periods: int = pre.max_gap_periods,
+        max_missing_share: float = pre.max_missing_share,
+        sample_frac: float = pre.sample_frac,
+        dask_cluster: str = pre.cluster,
+        dask_workers: int = pre.n_workers,
+        dask_worker_cpu: str = pre.worker_cpu,
+        dask_worker_memory: str = pre.worker_memory,
+        test_window_hours: float = split.test_window_hours,
+        val_share: float = split.val_share,
+        block_hours: float = split.block_hours,
+        split_seed: int = split.seed,
+        scaler_kind: str = settings.scaling.kind,
+    ) -> PipelineOutputs:
+        """Split archives -> preprocess (Dask) -> labels -> train/val/test split -> scaling.
+
+        Args:
+            archives: Folder or s3:// URL of the yearly archive parquet files.
+            reports: Anomaly reports file (.xls, .xlsx or .csv).
+            timestamp_column: Timestamp column of the archives.
+            partition_period: Time span of one partition file.
+            resample_period: Period of the regular time grid.
+            aggregation: How samples within a grid period combine (mean, min, max, ...).
+            max_gap_periods: Gaps up to this many periods are interpolated, longer ones dropped.
+            max_missing_share: Channels missing on more of the grid than this are dropped.
+            sample_frac: Share of grid rows kept (1.0 keeps all).
+            dask_cluster: "local" (in the task's pod) or "kubernetes" (a DaskCluster).
+            dask_workers: Dask worker count.
+            dask_worker_cpu: CPU per Kubernetes Dask worker.
+            dask_worker_memory: Memory per Kubernetes Dask worker.
+            test_window_hours: Hours around each anomaly that form the test set.
+            val_share: Share of the remaining time blocks used for validation.
+            block_hours: Length of the train/validation time blocks.
+            split_seed: Seed of the block assignment.
+            scaler_kind: "standard" or "minmax".
+        """
+        partitions = split_archives(
+            archives=archives, timestamp_column=timestamp_column, partition_period=partition_period
+        ).set_display_name("split-archives")
+        preprocessed = task(
+            components.preprocess(
+                partitions=partitions.output,
+                timestamp_column=timestamp_column,
+                resample_period=resample_period,
+                aggregation=aggregation,
+                max_gap_periods=max_gap_periods,
+                max_missing_share=max_missing_share,
+                sample_frac=sample_frac,
+                cluster=dask_cluster,
+                n_workers=dask_workers,
+                worker_cpu=dask_worker_cpu,
+                worker_memory=dask_worker_memory,
+                worker_image=image,
+                namespace=settings.platform.namespace,
+                s3_secret_name=settings.platform.s3_secret_name,
+            ),
+            "preprocess",
+        )
+        intervals = task(
+            components.parse_reports(
+                reports=reports,
+                id_column=columns.report_id,
+                start_column=columns.report_start,
+                end_column=columns.report_end,
+            ),
+            "parse-reports",
+        )
+        labelled = task(
+            components.label_series(
+                telemetry=preprocessed.outputs["telemetry"],
+                intervals=intervals.outputs["intervals"],
+                label_column=columns.label,
+            ),
+            "label-series",
+        )
+        splits = task(
+            components.split_dataset(
+                labelled=labelled.outputs["labelled"],
+                intervals=intervals.outputs["intervals"],
+                test_window_hours=test_window_hours,
+                val_share=val_share,
+                block_hours=block_hours,
+                seed=split_seed,
+                label_column=columns.label,
+            ),
+            "split-dataset",
+        )
+        scaler = task(
+            components.fit_scaler(train=splits.outputs["train"], kind=scaler_kind, label_column=columns.label),
+            "fit-scaler",
+        )
+        scaled = task(
+            components.apply_scaler(
+                scaler=scaler.outputs["scaler"],
+                train=splits.outputs["train"],
+                val=splits.outputs["val"],
+                test=splits.outputs["test"],
+            ),
+            "apply-scaler",
+        )
+        return PipelineOutputs(
+            quality_report=preprocessed.outputs["quality_report"],
+            scaler=scaler.outputs["scaler"],
+            train=scaled.outputs["scaled_train"],
+            val=scaled.outputs["scaled_val"],
+            test=scaled.outputs["scaled_test"],
+        )
+
+    return eclss_pipeline
