@@ -112,13 +112,14 @@ class Settings:
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Return the config file: `explicit`, then $ECLSS_CONFIG, ./config.toml, the project's own."""
-    candidates = [explicit, os.environ.get(CONFIG_ENV_VAR), "config.toml"]
-    candidates.append(Path(__file__).resolve().parent.parent / "config.toml")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return Path(explicit)
+    candidates = [os.environ.get(CONFIG_ENV_VAR), "config.toml", Path(__file__).resolve().parent.parent / "config.toml"]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
-    if explicit:
-        raise ConfigError(f"config file {explicit} does not exist")
     raise ConfigError(f"no config.toml found (set {CONFIG_ENV_VAR} or run from the project root)")
 
 
@@ -196,9 +197,7 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin is list:
         (item_type,) = typing.get_args(hint)
-        if isinstance(value, list) and all(
-            isinstance(v, item_type) and not isinstance(v, bool) for v in value
-        ):
+        if isinstance(value, list) and all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):
             return list(value)
     elif isinstance(value, hint) and not (isinstance(value, bool) and hint is not bool):
         return value

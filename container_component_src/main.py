@@ -10,7 +10,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +28,7 @@ Columns = "Columns"
 Cluster = "Dask cluster"
 
 
-class Aggregation(str, Enum):
+class Aggregation(StrEnum):
     mean = "mean"
     min = "min"
     max = "max"
@@ -37,12 +37,12 @@ class Aggregation(str, Enum):
     last = "last"
 
 
-class ClusterKind(str, Enum):
+class ClusterKind(StrEnum):
     local = "local"
     kubernetes = "kubernetes"
 
 
-class ScalerKind(str, Enum):
+class ScalerKind(StrEnum):
     standard = "standard"
     minmax = "minmax"
 
@@ -63,7 +63,10 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "timestamp_column": c.timestamp,
         },
         "list-archives": {"archives": settings.data.archives_url},
-        "split-archive": {"timestamp_column": c.timestamp, "partition_period": settings.split_archives.partition_period},
+        "split-archive": {
+            "timestamp_column": c.timestamp,
+            "partition_period": settings.split_archives.partition_period,
+        },
         "preprocess": {
             "timestamp_column": c.timestamp,
             "resample_period": p.resample_period,
@@ -188,7 +191,9 @@ def split_archive(
 
 @app.command()
 def preprocess(
-    partitions: Annotated[list[str], typer.Option("--partitions", help="Partition folder or file; repeat for several.")],
+    partitions: Annotated[
+        list[str], typer.Option("--partitions", help="Partition folder or file; repeat for several.")
+    ],
     out: Annotated[str, typer.Option(help="Folder for the time-indexed parquet output.")],
     quality_report: Annotated[str, typer.Option(help="JSON file for the data-quality report.")],
     timestamp_column: Annotated[str, typer.Option(help="Name of the timestamp column.", rich_help_panel=Columns)],
@@ -203,7 +208,9 @@ def preprocess(
     worker_memory: Annotated[str, typer.Option(help="Memory per Kubernetes worker.", rich_help_panel=Cluster)],
     worker_image: Annotated[str, typer.Option(help="Image of Kubernetes workers.", rich_help_panel=Cluster)],
     namespace: Annotated[str, typer.Option(help="Kubernetes namespace (empty: current).", rich_help_panel=Cluster)],
-    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)],
+    s3_secret_name: Annotated[
+        str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)
+    ],
     s3_endpoint: Annotated[
         str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
     ] = "",

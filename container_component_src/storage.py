@@ -27,8 +27,14 @@ class InputError(ValueError):
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Return the filesystem serving `url` and the path within it."""
-    fs, path = fsspec.core.url_to_fs(str(url))
+    """Return the filesystem serving `url` and the path within it.
+
+    KFP names artifacts on MinIO `minio://bucket/key`: that is served as `s3://bucket/key`.
+    """
+    url = str(url)
+    if url.startswith("minio://"):
+        url = "s3://" + url.removeprefix("minio://")
+    fs, path = fsspec.core.url_to_fs(url)
     return fs, path
 
 
@@ -88,8 +94,9 @@ def atomic_write(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
     try:
         yield handle
     except BaseException:
-        if hasattr(handle, "discard"):
-            handle.discard()
+        handle.discard()
+        # A discarded upload must not be flushed again when the object is collected.
+        handle.closed = True
         raise
     handle.close()
 
@@ -148,5 +155,6 @@ def write_json(data: Any, url: str) -> None:
 
 def read_json(url: str) -> Any:
     require(url, "JSON input")
-    with fsspec.open(url, "r") as handle:
+    fs, path = filesystem(url)
+    with fs.open(path, "r") as handle:
         return json.load(handle)

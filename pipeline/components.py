@@ -4,7 +4,7 @@ The image is a placeholder here; `build_pipeline` sets the configured one on eve
 Bodies are hermetic (imports inside), as KFP requires.
 """
 
-from typing import List  # noqa: UP035 - KFP's type parser needs typing.List
+from typing import List
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -30,8 +30,15 @@ def split_archive(archive: str, timestamp_column: str, partition_period: str, pa
     from container_component_src.main import run_subcommand
 
     run_subcommand(
-        "split-archive", "--archive", archive, "--out", partitions.path,
-        "--timestamp-column", timestamp_column, "--partition-period", partition_period,
+        "split-archive",
+        "--archive",
+        archive,
+        "--out",
+        partitions.path,
+        "--timestamp-column",
+        timestamp_column,
+        "--partition-period",
+        partition_period,
     )
 
 
@@ -60,14 +67,38 @@ def preprocess(
     # Kubernetes workers cannot see this pod's files: they read the artifacts from object storage.
     sources = [p.uri if cluster == "kubernetes" else p.path for p in partitions]
     run_subcommand(
-        "preprocess", *[arg for s in sources for arg in ("--partitions", s)],
-        "--out", telemetry.path, "--quality-report", quality_report.path,
-        "--timestamp-column", timestamp_column, "--resample-period", resample_period,
-        "--aggregation", aggregation, "--max-gap-periods", str(max_gap_periods),
-        "--max-missing-share", str(max_missing_share), "--sample-frac", str(sample_frac),
-        "--cluster", cluster, "--n-workers", str(n_workers), "--worker-cpu", worker_cpu,
-        "--worker-memory", worker_memory, "--worker-image", worker_image,
-        "--namespace", namespace, "--s3-secret-name", s3_secret_name,
+        "preprocess",
+        *[arg for s in sources for arg in ("--partitions", s)],
+        "--out",
+        telemetry.path,
+        "--quality-report",
+        quality_report.path,
+        "--timestamp-column",
+        timestamp_column,
+        "--resample-period",
+        resample_period,
+        "--aggregation",
+        aggregation,
+        "--max-gap-periods",
+        str(max_gap_periods),
+        "--max-missing-share",
+        str(max_missing_share),
+        "--sample-frac",
+        str(sample_frac),
+        "--cluster",
+        cluster,
+        "--n-workers",
+        str(n_workers),
+        "--worker-cpu",
+        worker_cpu,
+        "--worker-memory",
+        worker_memory,
+        "--worker-image",
+        worker_image,
+        "--namespace",
+        namespace,
+        "--s3-secret-name",
+        s3_secret_name,
     )
 
 
@@ -77,8 +108,17 @@ def parse_reports(reports: str, id_column: str, start_column: str, end_column: s
     from container_component_src.main import run_subcommand
 
     run_subcommand(
-        "parse-reports", "--reports", reports, "--out", intervals.path, "--id-column", id_column,
-        "--start-column", start_column, "--end-column", end_column,
+        "parse-reports",
+        "--reports",
+        reports,
+        "--out",
+        intervals.path,
+        "--id-column",
+        id_column,
+        "--start-column",
+        start_column,
+        "--end-column",
+        end_column,
     )
 
 
@@ -88,8 +128,15 @@ def label_series(telemetry: Input[Dataset], intervals: Input[Dataset], label_col
     from container_component_src.main import run_subcommand
 
     run_subcommand(
-        "label-series", "--telemetry", telemetry.path, "--intervals", intervals.path,
-        "--out", labelled.path, "--label-column", label_column,
+        "label-series",
+        "--telemetry",
+        telemetry.path,
+        "--intervals",
+        intervals.path,
+        "--out",
+        labelled.path,
+        "--label-column",
+        label_column,
     )
 
 
@@ -110,10 +157,27 @@ def split_dataset(
     from container_component_src.main import run_subcommand
 
     run_subcommand(
-        "split-dataset", "--labelled", labelled.path, "--intervals", intervals.path,
-        "--train", train.path, "--val", val.path, "--test", test.path,
-        "--test-window-hours", str(test_window_hours), "--val-share", str(val_share),
-        "--block-hours", str(block_hours), "--seed", str(seed), "--label-column", label_column,
+        "split-dataset",
+        "--labelled",
+        labelled.path,
+        "--intervals",
+        intervals.path,
+        "--train",
+        train.path,
+        "--val",
+        val.path,
+        "--test",
+        test.path,
+        "--test-window-hours",
+        str(test_window_hours),
+        "--val-share",
+        str(val_share),
+        "--block-hours",
+        str(block_hours),
+        "--seed",
+        str(seed),
+        "--label-column",
+        label_column,
     )
 
 
@@ -141,7 +205,19 @@ def apply_scaler(
     from container_component_src.main import run_subcommand
 
     run_subcommand(
-        "apply-scaler", "--scaler", scaler.path, "--train", train.path, "--val", val.path,
-        "--test", test.path, "--train-out", scaled_train.path, "--val-out", scaled_val.path,
-        "--test-out", scaled_test.path,
+        "apply-scaler",
+        "--scaler",
+        scaler.path,
+        "--train",
+        train.path,
+        "--val",
+        val.path,
+        "--test",
+        test.path,
+        "--train-out",
+        scaled_train.path,
+        "--val-out",
+        scaled_val.path,
+        "--test-out",
+        scaled_test.path,
     )

@@ -5,7 +5,7 @@ parameters whose defaults come from the same settings.
 """
 
 from collections.abc import Callable
-from typing import List, NamedTuple  # noqa: UP035 - KFP's type parser needs typing.List
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset

@@ -82,9 +82,7 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
     if options.n_workers < 1:
         raise ValueError(f"--n-workers must be >= 1, got {options.n_workers}")
     if options.kind == "local":
-        cluster = LocalCluster(
-            n_workers=options.n_workers, threads_per_worker=1, dashboard_address=None
-        )
+        cluster = LocalCluster(n_workers=options.n_workers, threads_per_worker=1, dashboard_address=":0")
     elif options.kind == "kubernetes":
         from dask_kubernetes.operator import KubeCluster
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -322,7 +323,7 @@ class _YearWriter:
         for k, lo in enumerate(range(0, self.n_nominal, step)):
             rng = np.random.default_rng([self.options.seed, self.year, k])
             nominal = self.t0 + period * np.arange(lo, min(lo + step, self.n_nominal))
-            t = nominal + rng.uniform(-0.2, 0.2, nominal.size) * period
+            t = nominal + rng.uniform(0.0, 0.4, nominal.size) * period  # stays inside the year
             keep = (rng.random(t.size) > 0.01) & ~_inside(t, self.losses)
             t = t[keep]
             values = clean_signals(t, self.specs, self.drivers)
@@ -342,7 +343,7 @@ def _doy(seconds: float, round_up: bool = False) -> pd.Timestamp:
 
 def format_doy(ts: pd.Timestamp) -> str:
     """Format as the reports do: YYYY/DOY/HH:MM:SS."""
-    return f"{ts.year}/{ts.dayofyear:03d}/{ts:%H:%M:%S}"
+    return f"{ts.year}/{ts.day_of_year:03d}/{ts:%H:%M:%S}"
 
 
 def format_duration(seconds: float) -> str:
@@ -363,7 +364,9 @@ def anomaly_reports(anomalies: list[Anomaly], specs: list[ChannelSpec]) -> pd.Da
                 "SYMBOL": a.channel.upper(),
                 "TITLE": f"{a.kind.replace('_', ' ').capitalize()} on {titles[a.channel]}",
                 "EVENT GMT (DOY/HH:MM:SS)": format_doy(start),
-                "Duration/End GMT": format_doy(end) if i % 2 == 0 else format_duration(end.timestamp() - start.timestamp()),
+                "Duration/End GMT": format_doy(end)
+                if i % 2 == 0
+                else format_duration(end.timestamp() - start.timestamp()),
             }
         )
     return pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
@@ -413,4 +416,3 @@ def run_generate_data(
     truth["end"] = pd.to_datetime(truth.pop("end_s"), unit="s", utc=True)
     storage.write_parquet(truth, ground_truth_url)
     return {"rows": rows, "channels": len(specs), "anomalies": len(all_anomalies), "archives": len(options.years)}
-

@@ -27,8 +27,7 @@ def read_reports(url: str) -> pd.DataFrame:
         data = io.BytesIO(handle.read())
     if suffix == "csv":
         return pd.read_csv(data, dtype=str, keep_default_na=False)
-    engine = "xlrd" if suffix == "xls" else "openpyxl"
-    return pd.read_excel(data, dtype=str, engine=engine, keep_default_na=False)
+    return pd.read_excel(data, dtype=str, engine="calamine", keep_default_na=False)
 
 
 def parse_doy(text: str) -> pd.Timestamp:
@@ -49,9 +48,7 @@ def parse_duration(text: str) -> pd.Timedelta:
     return pd.Timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds))
 
 
-def parse_reports(
-    raw: pd.DataFrame, source: str, id_column: str, start_column: str, end_column: str
-) -> pd.DataFrame:
+def parse_reports(raw: pd.DataFrame, source: str, id_column: str, start_column: str, end_column: str) -> pd.DataFrame:
     """Return one row per report: id, UTC start and end (end given as a time or a duration).
 
     Raises:
@@ -69,13 +66,16 @@ def parse_reports(
         try:
             start = parse_doy(str(start_text))
         except ValueError:
-            raise InputError(f"{where}: column '{start_column}' value {start_text!r} is not YYYY/DOY/HH:MM:SS") from None
+            raise InputError(
+                f"{where}: column '{start_column}' value {start_text!r} is not YYYY/DOY/HH:MM:SS"
+            ) from None
         end_text = str(end_text).strip()
         try:
             end = parse_doy(end_text) if _DOY.match(end_text) else start + parse_duration(end_text)
         except ValueError:
             raise InputError(
-                f"{where}: column '{end_column}' value {end_text!r} is neither YYYY/DOY/HH:MM:SS nor a duration HH:MM:SS"
+                f"{where}: column '{end_column}' value {end_text!r} is neither YYYY/DOY/HH:MM:SS "
+                "nor a duration HH:MM:SS"
             ) from None
         if end < start:
             raise InputError(f"{where}: end {end_text!r} is before start {start_text!r}")
@@ -84,6 +84,11 @@ def parse_reports(
     intervals["start"] = pd.to_datetime(intervals["start"], utc=True)
     intervals["end"] = pd.to_datetime(intervals["end"], utc=True)
     return intervals.sort_values("start", ignore_index=True)
+
+
+def to_ns(times: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """Nanoseconds since the epoch as int64, whatever the datetime unit (pandas 3 may use us)."""
+    return pd.DatetimeIndex(times).as_unit("ns").asi8
 
 
 def label_rows(times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray) -> np.ndarray:
@@ -115,17 +120,15 @@ def run_parse_reports(
     return len(intervals)
 
 
-def run_label_series(telemetry_url: str, intervals_url: str, out_url: str, label_column: str = "label") -> dict[str, int]:
+def run_label_series(
+    telemetry_url: str, intervals_url: str, out_url: str, label_column: str = "label"
+) -> dict[str, int]:
     """Add a 0/1 `label_column` to the telemetry: 1 inside any anomaly interval."""
     telemetry = storage.read_parquet(telemetry_url)
     intervals = storage.read_parquet(intervals_url)
     if label_column in telemetry.columns:
         raise InputError(f"telemetry {telemetry_url} already has a column '{label_column}'")
-    labels = label_rows(
-        telemetry.index.asi8,
-        intervals["start"].to_numpy("datetime64[ns]").astype("int64"),
-        intervals["end"].to_numpy("datetime64[ns]").astype("int64"),
-    )
+    labels = label_rows(to_ns(telemetry.index), to_ns(intervals["start"]), to_ns(intervals["end"]))
     labelled = telemetry.assign(**{label_column: labels})
     storage.write_parquet(labelled, out_url)
     return {"rows": len(labelled), "anomalous_rows": int(labels.sum()), "intervals": len(intervals)}

@@ -154,7 +154,7 @@ def fill_gaps(values: np.ndarray, max_gap: int, before: int = 0, after: int = 0)
         bounded = (positions > valid_pos[0]) & (positions < valid_pos[-1])
         fill = missing & bounded & (run_length <= max_gap)
         fill[:before] = False
-        fill[values.shape[0] - after:] = False
+        fill[values.shape[0] - after :] = False
         if fill.any():
             out[fill, j] = np.interp(positions[fill], valid_pos, values[~missing, j])
             filled += int(fill.sum())
@@ -185,7 +185,8 @@ def _inspect(url: str, timestamp_column: str) -> Partition:
         raise InputError(f"partition {url} has no timestamp column '{timestamp_column}'")
     start, end = partition_range(schema.metadata, url)
     numeric = tuple(
-        f.name for f in schema
+        f.name
+        for f in schema
         if f.name != timestamp_column and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
     )
     other = tuple(f.name for f in schema if f.name != timestamp_column and f.name not in numeric)
@@ -219,7 +220,13 @@ def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, in
 
 
 def _grid_partition(
-    partition: Partition, channels: list[str], grid_start: int, n_bins: int, period_ns: int, how: str, timestamp_column: str
+    partition: Partition,
+    channels: list[str],
+    grid_start: int,
+    n_bins: int,
+    period_ns: int,
+    how: str,
+    timestamp_column: str,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Stage 1 task: read one partition and put it on its grid."""
     fs, path = storage.filesystem(partition.url)
@@ -340,7 +347,9 @@ def run_preprocess(
         )
     grids = plan_grid(partitions, period_ns)
     stage1 = [
-        client.submit(_grid_partition, p, channels, start, n, period_ns, options.aggregation, timestamp_column, pure=False)
+        client.submit(
+            _grid_partition, p, channels, start, n, period_ns, options.aggregation, timestamp_column, pure=False
+        )
         for p, (start, n) in zip(partitions, grids, strict=True)
     ]
     stats = list(_gather(client, [client.submit(itemgetter(1), f) for f in stage1], "grid partitions"))

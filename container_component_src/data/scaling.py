@@ -53,7 +53,9 @@ def channel_columns(frame: pd.DataFrame, label_column: str) -> list[str]:
     return [c for c in frame.columns if c != label_column and pd.api.types.is_numeric_dtype(frame[c])]
 
 
-def run_fit_scaler(train_url: str, scaler_url: str, kind: ScalerKind = "standard", label_column: str = "label") -> dict[str, Any]:
+def run_fit_scaler(
+    train_url: str, scaler_url: str, kind: ScalerKind = "standard", label_column: str = "label"
+) -> dict[str, Any]:
     """Fit the scaler on the training set and write it as JSON."""
     train = storage.read_parquet(train_url)
     if train.empty:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from container_component_src import storage
-from container_component_src.data.labels import label_rows
+from container_component_src.data.labels import label_rows, to_ns
 from container_component_src.storage import InputError
 
 
@@ -78,16 +78,13 @@ def run_split_dataset(
     if label_column not in frame.columns:
         raise InputError(f"telemetry {labelled_url} has no label column '{label_column}': run label-series first")
     intervals = storage.read_parquet(intervals_url)
-    times = frame.index.asi8
-    split = assign_splits(
-        times,
-        intervals["start"].to_numpy("datetime64[ns]").astype("int64"),
-        intervals["end"].to_numpy("datetime64[ns]").astype("int64"),
-        options,
-    )
+    split = assign_splits(to_ns(frame.index), to_ns(intervals["start"]), to_ns(intervals["end"]), options)
     counts = {name: int((split == code).sum()) for code, name in enumerate(("train", "val", "test"))}
     if counts["test"] == 0:
-        raise InputError(f"no anomaly interval in {intervals_url} overlaps the telemetry in {labelled_url}: the test set would be empty")
+        raise InputError(
+            f"no anomaly interval in {intervals_url} overlaps the telemetry in {labelled_url}: "
+            "the test set would be empty"
+        )
     if counts["train"] == 0 or counts["val"] == 0:
         raise InputError(
             f"telemetry {labelled_url} leaves {counts['train']} train and {counts['val']} validation rows outside the "

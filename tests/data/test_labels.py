@@ -1,0 +1,115 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from container_component_src.data.labels import (
+    label_rows,
+    parse_doy,
+    parse_duration,
+    parse_reports,
+    read_reports,
+    run_label_series,
+    run_parse_reports,
+)
+from container_component_src.storage import InputError
+
+COLUMNS = ("ID", "EVENT GMT (DOY/HH:MM:SS)", "Duration/End GMT")
+
+
+def _reports(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def test_doy_and_durations() -> None:
+    assert parse_doy("2021/045/13:22:05") == pd.Timestamp("2021-02-14 13:22:05", tz="UTC")
+    assert parse_doy(" 2020/366/23:59:59.5 ") == pd.Timestamp("2020-12-31 23:59:59.5", tz="UTC")
+    assert parse_duration("26:01:02") == pd.Timedelta(hours=26, minutes=1, seconds=2)
+    assert parse_duration("2/01:00:00") == pd.Timedelta(days=2, hours=1)
+    for bad in ("2021-02-14 13:22:05", "2021/045", "yesterday"):
+        with pytest.raises(ValueError):
+            parse_doy(bad)
+
+
+def test_end_as_time_or_duration() -> None:
+    intervals = parse_reports(
+        _reports(("B", "2021/002/00:00:00", "01:30:00"), ("A", "2021/001/10:00:00", "2021/001/12:00:00")),
+        "r.csv",
+        *COLUMNS,
+    )
+    assert list(intervals["id"]) == ["A", "B"]
+    assert intervals.loc[1, "end"] == pd.Timestamp("2021-01-02 01:30", tz="UTC")
+    assert intervals.loc[0, "end"] - intervals.loc[0, "start"] == pd.Timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            ("AR-7", "2021-01-01 00:00", "01:00:00"),
+            r"r.xlsx, report AR-7: column 'EVENT GMT \(DOY/HH:MM:SS\)' value '2021-01-01 00:00'",
+        ),
+        (("AR-8", "2021/001/00:00:00", "soon"), r"report AR-8: column 'Duration/End GMT' value 'soon' is neither"),
+        (("AR-9", "2021/002/00:00:00", "2021/001/23:00:00"), r"report AR-9: end '2021/001/23:00:00' is before start"),
+        (("", "2021/xx/00:00:00", "01:00:00"), r"report in row 2: column 'EVENT GMT"),
+    ],
+)
+def test_bad_reports_name_file_report_and_value(row: tuple[str, str, str], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_reports(_reports(row), "r.xlsx", *COLUMNS)
+
+
+def test_missing_column() -> None:
+    with pytest.raises(InputError, match="r.csv has no column 'Duration/End GMT'"):
+        parse_reports(_reports(("A", "2021/001/00:00:00", "01:00:00")).drop(columns=COLUMNS[2]), "r.csv", *COLUMNS)
+
+
+def test_reads_xls_xlsx_and_csv(tmp_path: Path) -> None:
+    frame = _reports(("A", "2021/001/10:00:00", "02:00:00"))
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    frame.to_excel(tmp_path / "r.xlsx", index=False)
+    import xlwt
+
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("reports")
+    for i, values in enumerate([COLUMNS, *frame.itertuples(index=False)]):
+        for j, value in enumerate(values):
+            sheet.write(i, j, value)
+    book.save(str(tmp_path / "r.xls"))
+    for name in ("r.csv", "r.xlsx", "r.xls"):
+        pd.testing.assert_frame_equal(read_reports(str(tmp_path / name)), frame, check_dtype=False)
+    (tmp_path / "r.txt").write_text("x")
+    with pytest.raises(InputError, match=r"r.txt must be .xls, .xlsx or .csv"):
+        read_reports(str(tmp_path / "r.txt"))
+
+
+def _naive_labels(times: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    return np.array([any(s <= t <= e for s, e in zip(starts, ends, strict=True)) for t in times], dtype=np.int8)
+
+
+def test_label_rows_matches_naive_loop() -> None:
+    rng = np.random.default_rng(1)
+    times = np.sort(rng.integers(0, 10_000, 3_000))
+    starts = rng.integers(0, 10_000, 40)
+    ends = starts + rng.integers(0, 400, 40)
+    np.testing.assert_array_equal(label_rows(times, starts, ends), _naive_labels(times, starts, ends))
+
+
+def test_label_rows_edges_and_nesting() -> None:
+    times = np.arange(0, 20)
+    # A long interval containing a short one that ends first: the long one still counts.
+    got = label_rows(times, np.array([2, 4, 15]), np.array([10, 5, 15]))
+    assert list(np.flatnonzero(got)) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 15]
+    assert label_rows(times, np.array([], dtype=np.int64), np.array([], dtype=np.int64)).sum() == 0
+
+
+def test_run_label_series(tmp_path: Path) -> None:
+    index = pd.date_range("2021-01-01", periods=10, freq="1h", tz="UTC", name="normalizedTime")
+    pd.DataFrame({"x": np.arange(10.0)}, index=index).to_parquet(tmp_path / "t.parquet")
+    _reports(("A", "2021/001/02:00:00", "02:00:00")).to_csv(tmp_path / "r.csv", index=False)
+    assert run_parse_reports(str(tmp_path / "r.csv"), str(tmp_path / "i.parquet")) == 1
+    counts = run_label_series(str(tmp_path / "t.parquet"), str(tmp_path / "i.parquet"), str(tmp_path / "l.parquet"))
+    labelled = pd.read_parquet(tmp_path / "l.parquet")
+    assert list(labelled["label"]) == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert counts == {"rows": 10, "anomalous_rows": 3, "intervals": 1}

@@ -1,0 +1,174 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from container_component_src.data.labels import to_ns
+from container_component_src.data.preprocess import PreprocessOptions, fill_gaps, resample, run_preprocess
+from container_component_src.data.split_archive import list_archives, run_split_archive
+from container_component_src.storage import InputError
+
+MIN = 60_000_000_000
+
+
+@pytest.fixture(scope="module")
+def tiny_partitions(tiny_data: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("parts") / "2021"
+    run_split_archive(list_archives(tiny_data["archives"])[0], str(out))
+    return str(out)
+
+
+@pytest.mark.parametrize("how", ["mean", "min", "max", "median", "first", "last"])
+def test_resample_matches_pandas(how: str) -> None:
+    rng = np.random.default_rng(0)
+    ts = np.sort(rng.integers(0, 50 * MIN, 2_000))
+    values = rng.normal(size=(ts.size, 3))
+    values[rng.random(values.shape) < 0.2] = np.nan
+    values[(ts > 10 * MIN) & (ts < 12 * MIN), 1] = np.nan
+    got = resample(ts, values, 0, 50, MIN, how)
+    frame = pd.DataFrame(values, index=pd.to_datetime(ts, utc=True))
+    expected = (
+        frame.resample("1min", origin="epoch").agg(how).reindex(pd.date_range(0, periods=50, freq="1min", tz="UTC"))
+    )
+    np.testing.assert_allclose(got, expected.to_numpy(), equal_nan=True)
+
+
+def test_fill_gaps_only_short_bounded_runs() -> None:
+    column = np.array([np.nan, 1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0, np.nan])
+    filled, count = fill_gaps(column[:, None], max_gap=2)
+    np.testing.assert_allclose(filled[:, 0], [np.nan, 1, 2, 3, np.nan, np.nan, np.nan, 7, np.nan], equal_nan=True)
+    assert count == 1
+    filled, count = fill_gaps(column[:, None], max_gap=3)
+    np.testing.assert_allclose(filled[:, 0], [np.nan, 1, 2, 3, 4, 5, 6, 7, np.nan])
+    assert count == 4
+    assert fill_gaps(column[:, None], max_gap=0)[1] == 0
+
+
+def test_fill_gaps_context_is_not_counted() -> None:
+    column = np.array([1.0, np.nan, 3.0, np.nan, 5.0])[:, None]
+    filled, count = fill_gaps(column, max_gap=1, before=2, after=1)
+    assert np.isnan(filled[1, 0]) and filled[3, 0] == 4.0 and count == 1
+
+
+def test_preprocess_generated_data(tiny_partitions: str, dask_test_client: object, tmp_path: Path) -> None:
+    out, report_path = tmp_path / "telemetry", tmp_path / "quality.json"
+    report = run_preprocess([tiny_partitions], str(out), str(report_path), dask_test_client, PreprocessOptions())
+    frame = pd.read_parquet(out)
+    assert frame.index.name == "normalizedTime" and str(frame.index.tz) == "UTC"
+    assert frame.index.is_monotonic_increasing and frame.index.is_unique
+    assert (np.diff(to_ns(frame.index)) % MIN == 0).all()
+    assert not frame.isna().any().any()
+    assert len(frame.columns) == 6
+    assert report["output_rows"] == len(frame) <= report["grid_rows"] == 4 * 1440
+    assert report["output_rows"] + report["dropped_incomplete_rows"] == report["grid_rows"]
+    saved = json.loads(report_path.read_text())
+    channel = saved["channels"]["cabin_air_temp_degC"]
+    assert set(channel) == {
+        "raw_missing_share",
+        "grid_missing_share",
+        "min",
+        "max",
+        "mean",
+        "std",
+        "flat_line_share",
+        "dropped",
+    }
+    assert 21 < channel["mean"] < 24 and channel["min"] < channel["mean"] < channel["max"] and channel["std"] > 0
+
+
+def _partition(path: Path, start: str, minutes: list[float], **channels: list) -> None:
+    base = pd.Timestamp(start, tz="UTC")
+    data = {"normalizedTime": pa.array([base + pd.Timedelta(minutes=m) for m in minutes], pa.timestamp("ns", tz="UTC"))}
+    data.update({k: pa.array(v) for k, v in channels.items()})
+    table = pa.table(data)
+    meta = {
+        b"eclss.partition": json.dumps(
+            {"start": base.isoformat(), "end": (base + pd.Timedelta(hours=1)).isoformat()}
+        ).encode()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def test_gap_across_partitions_and_channel_drop(tmp_path: Path, dask_test_client: object) -> None:
+    parts = tmp_path / "parts"
+    minutes = [float(m) for m in range(60)]
+    x1 = [float(m) for m in range(58)] + [np.nan, np.nan]
+    x2 = [np.nan] + [float(m) for m in range(61, 120)]
+    _partition(parts / "a.parquet", "2021-01-01 00:00", minutes, x=x1, dead=[np.nan] * 60, mode=["a"] * 60)
+    _partition(parts / "b.parquet", "2021-01-01 01:00", minutes, x=x2, dead=[np.nan] * 60, mode=["b"] * 60)
+    options = PreprocessOptions(max_gap_periods=3)
+    report = run_preprocess([str(parts)], str(tmp_path / "out"), str(tmp_path / "q.json"), dask_test_client, options)
+    frame = pd.read_parquet(tmp_path / "out")
+    assert list(frame.columns) == ["x"]
+    np.testing.assert_allclose(frame["x"].to_numpy(), np.arange(120.0))
+    assert report["filled_cells"] == 3
+    assert report["channels"]["dead"]["dropped"] == "no value at all"
+    assert report["non_numeric_columns_dropped"] == ["mode"]
+
+
+def test_sample_frac_and_flat_line(tmp_path: Path, dask_test_client: object) -> None:
+    parts = tmp_path / "parts"
+    _partition(parts / "a.parquet", "2021-01-01", [float(m) for m in range(60)], x=[1.0] * 60, y=list(np.arange(60.0)))
+    options = PreprocessOptions(sample_frac=0.5, seed=1)
+    report = run_preprocess([str(parts)], str(tmp_path / "o"), str(tmp_path / "q.json"), dask_test_client, options)
+    assert 15 < report["output_rows"] < 45
+    assert report["output_rows"] + report["sampled_out_rows"] == 60
+    assert report["channels"]["x"]["flat_line_share"] == 1.0 and report["channels"]["y"]["flat_line_share"] == 0.0
+
+
+def test_unusable_data(tmp_path: Path, dask_test_client: object) -> None:
+    only_text = tmp_path / "text"
+    _partition(only_text / "a.parquet", "2021-01-01", [0.0, 1.0], mode=["a", "b"])
+    with pytest.raises(InputError, match=r"no numeric channel in .*a.parquet .*non-numeric columns: mode"):
+        run_preprocess(
+            [str(only_text)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+        )
+    all_nan = tmp_path / "nan"
+    _partition(all_nan / "a.parquet", "2021-01-01", [0.0, 1.0], x=[np.nan, np.nan])
+    with pytest.raises(InputError, match="no usable channel in .*a.parquet"):
+        run_preprocess([str(all_nan)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions())
+    assert not (tmp_path / "o").exists() and not (tmp_path / "q").exists()
+
+
+def test_bad_partitions(tmp_path: Path, dask_test_client: object) -> None:
+    empty = tmp_path / "empty"
+    _partition(empty / "a.parquet", "2021-01-01", [], x=pa.array([], pa.float64()))
+    with pytest.raises(InputError, match=r"partition .*empty/a.parquet holds no rows"):
+        run_preprocess([str(empty)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions())
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pq.write_table(
+        pa.table({"normalizedTime": pa.array([0], pa.timestamp("ns", tz="UTC")), "x": [1.0]}), plain / "p.parquet"
+    )
+    with pytest.raises(InputError, match="no time range: was it written by split-archive"):
+        run_preprocess([str(plain)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions())
+    with pytest.raises(InputError, match="partition input .*missing does not exist"):
+        run_preprocess(
+            [str(tmp_path / "missing")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+        )
+
+
+def test_period_must_divide_partitions(tiny_partitions: str, dask_test_client: object, tmp_path: Path) -> None:
+    options = PreprocessOptions(resample_period="7min")
+    with pytest.raises(ValueError, match="--resample-period 0 days 00:07:00 does not divide the partitions"):
+        run_preprocess([tiny_partitions], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, options)
+
+
+@pytest.mark.parametrize(
+    ("change", "option"),
+    [
+        ({"aggregation": "sum"}, "--aggregation"),
+        ({"sample_frac": 0.0}, "--sample-frac"),
+        ({"max_missing_share": 2.0}, "--max-missing-share"),
+        ({"max_gap_periods": -1}, "--max-gap-periods"),
+        ({"resample_period": "soon"}, "--resample-period"),
+    ],
+)
+def test_bad_options(change: dict, option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        PreprocessOptions(**change).validate()

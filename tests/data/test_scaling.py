@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from container_component_src.data.scaling import apply_scaler, fit_scaler, run_apply_scaler, run_fit_scaler
+from container_component_src.storage import InputError
+
+
+def _frame(values: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        values, index=pd.date_range("2021-01-01", periods=len(next(iter(values.values()))), freq="1min", tz="UTC")
+    )
+
+
+def test_standard_and_minmax() -> None:
+    frame = _frame({"a": [1.0, 2.0, 3.0], "b": [10.0, 10.0, 10.0]})
+    standard = apply_scaler(frame, fit_scaler(frame, ["a", "b"], "standard"), "f")
+    np.testing.assert_allclose(standard["a"], [-1.2247449, 0, 1.2247449], rtol=1e-6)
+    np.testing.assert_allclose(standard["b"], [0, 0, 0])
+    minmax = apply_scaler(frame, fit_scaler(frame, ["a", "b"], "minmax"), "f")
+    np.testing.assert_allclose(minmax["a"], [0, 0.5, 1])
+    assert fit_scaler(frame, ["a", "b"])["constant_channels"] == ["b"]
+    with pytest.raises(ValueError, match="--kind"):
+        fit_scaler(frame, ["a"], "robust")  # type: ignore[arg-type]
+
+
+def test_fitted_on_train_only_labels_untouched(tmp_path: Path) -> None:
+    train = _frame({"a": [0.0, 2.0], "label": [0, 0]})
+    test = _frame({"a": [100.0, 2.0], "label": [1, 0]})
+    train.to_parquet(tmp_path / "train.parquet")
+    test.to_parquet(tmp_path / "test.parquet")
+    scaler = run_fit_scaler(str(tmp_path / "train.parquet"), str(tmp_path / "s.json"))
+    assert scaler["channels"] == ["a"] and scaler["center"] == [1.0]
+    run_apply_scaler(str(tmp_path / "s.json"), [(str(tmp_path / "test.parquet"), str(tmp_path / "out.parquet"))])
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    np.testing.assert_allclose(out["a"], [99.0, 1.0])
+    assert list(out["label"]) == [1, 0]
+
+
+def test_missing_channel_is_named() -> None:
+    scaler = fit_scaler(_frame({"a": [1.0, 2.0], "b": [1.0, 3.0]}), ["a", "b"])
+    with pytest.raises(InputError, match="val.parquet lacks channel\\(s\\) the scaler was fitted on: b"):
+        apply_scaler(_frame({"a": [1.0]}), scaler, "val.parquet")
+
+
+def test_empty_train(tmp_path: Path) -> None:
+    _frame({"a": [1.0]}).iloc[:0].to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError, match="t.parquet holds no rows"):
+        run_fit_scaler(str(tmp_path / "t.parquet"), str(tmp_path / "s.json"))

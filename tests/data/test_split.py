@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from container_component_src.data.split import SplitOptions, assign_splits, run_split_dataset
+from container_component_src.storage import InputError
+
+HOUR = 3_600_000_000_000
+
+
+def test_test_windows_and_whole_blocks() -> None:
+    times = np.arange(0, 24 * 10) * HOUR
+    split = assign_splits(
+        times,
+        np.array([50 * HOUR]),
+        np.array([52 * HOUR]),
+        SplitOptions(test_window_hours=3, val_share=0.3, block_hours=24),
+    )
+    assert set(np.flatnonzero(split == 2)) == set(range(47, 56))
+    rest = split < 2
+    blocks = times[rest] // (24 * HOUR)
+    for block in np.unique(blocks):
+        assert len(set(split[rest][blocks == block])) == 1, "a block is split between train and val"
+    val_blocks = np.unique(blocks[split[rest] == 1])
+    assert len(val_blocks) == 3
+
+
+def test_seeded() -> None:
+    times = np.arange(0, 24 * 30) * HOUR
+    args = (times, np.array([5 * HOUR]), np.array([6 * HOUR]))
+    np.testing.assert_array_equal(
+        assign_splits(*args, SplitOptions(seed=1)), assign_splits(*args, SplitOptions(seed=1))
+    )
+    assert not np.array_equal(assign_splits(*args, SplitOptions(seed=1)), assign_splits(*args, SplitOptions(seed=2)))
+
+
+def _inputs(tmp_path: Path, hours: int, anomaly: tuple[str, str] | None) -> tuple[str, str]:
+    index = pd.date_range("2021-01-01", periods=hours, freq="1h", tz="UTC", name="normalizedTime")
+    frame = pd.DataFrame({"x": np.arange(float(hours)), "label": np.zeros(hours, dtype=np.int8)}, index=index)
+    intervals = pd.DataFrame({"id": [], "start": pd.to_datetime([], utc=True), "end": pd.to_datetime([], utc=True)})
+    if anomaly:
+        start, end = pd.Timestamp(anomaly[0], tz="UTC"), pd.Timestamp(anomaly[1], tz="UTC")
+        intervals = pd.DataFrame({"id": ["A"], "start": [start], "end": [end]})
+        frame.loc[start:end, "label"] = 1
+    frame.to_parquet(tmp_path / "l.parquet")
+    intervals.to_parquet(tmp_path / "i.parquet")
+    return str(tmp_path / "l.parquet"), str(tmp_path / "i.parquet")
+
+
+def test_run_split_dataset(tmp_path: Path) -> None:
+    labelled, intervals = _inputs(tmp_path, 24 * 8, ("2021-01-04 10:00", "2021-01-04 12:00"))
+    outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
+    counts = run_split_dataset(
+        labelled, intervals, *outs, SplitOptions(test_window_hours=2, block_hours=24, val_share=0.25)
+    )
+    train, val, test = (pd.read_parquet(o) for o in outs)
+    assert counts == {"train": len(train), "val": len(val), "test": len(test)}
+    assert len(train) + len(val) + len(test) == 24 * 8
+    assert test["label"].sum() == 3 and train["label"].sum() == 0 and val["label"].sum() == 0
+    assert not set(train.index) & set(val.index)
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
+    labelled, intervals = _inputs(tmp_path, 48, None)
+    with pytest.raises(InputError, match="test set would be empty"):
+        run_split_dataset(labelled, intervals, *outs, SplitOptions())
+    labelled, intervals = _inputs(tmp_path, 24, ("2021-01-01 10:00", "2021-01-01 11:00"))
+    with pytest.raises(InputError, match="lower --test-window-hours or --block-hours"):
+        run_split_dataset(labelled, intervals, *outs, SplitOptions(test_window_hours=48))
+    pd.read_parquet(labelled).drop(columns="label").to_parquet(tmp_path / "unlabelled.parquet")
+    with pytest.raises(InputError, match="has no label column 'label': run label-series first"):
+        run_split_dataset(str(tmp_path / "unlabelled.parquet"), intervals, *outs, SplitOptions())
+    with pytest.raises(ValueError, match="--val-share"):
+        SplitOptions(val_share=1.0).validate()
+    assert not any(Path(o).exists() for o in outs)

@@ -1,0 +1,63 @@
+import dataclasses
+from pathlib import Path
+
+import yaml
+from kfp import compiler
+
+from container_component_src.config import load_settings
+from pipeline.components import PLACEHOLDER_IMAGE
+from pipeline.pipeline_definition import build_pipeline
+
+EXPECTED_TASKS = {"preprocess", "parse-reports", "label-series", "split-dataset", "fit-scaler", "apply-scaler"}
+
+
+def _settings(project_root: Path, image: str = "registry.example/eclss:test"):
+    settings = load_settings(project_root / "config.toml", environ={})
+    return dataclasses.replace(settings, platform=dataclasses.replace(settings.platform, image=image))
+
+
+def _compile(project_root: Path, tmp_path: Path) -> dict:
+    path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(build_pipeline(_settings(project_root)), str(path))
+    return yaml.safe_load(path.read_text())
+
+
+def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
+    spec = _compile(project_root, tmp_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == EXPECTED_TASKS | {"split-archives"}
+    deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert deps["preprocess"] == {"split-archives"}
+    assert deps["label-series"] == {"preprocess", "parse-reports"}
+    assert deps["split-dataset"] == {"label-series", "parse-reports"}
+    assert deps["apply-scaler"] == {"fit-scaler", "split-dataset"}
+    sub = spec["components"]["comp-split-archives"]["dag"]["tasks"]
+    loop = next(t for t in sub.values() if "parameterIterator" in t)
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("list-archives-Output")
+
+
+def test_every_task_uses_the_configured_image(project_root: Path, tmp_path: Path) -> None:
+    spec = _compile(project_root, tmp_path)
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 8
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == "registry.example/eclss:test"
+        assert "pip install" not in " ".join(container["command"])
+    assert PLACEHOLDER_IMAGE + '"' not in (tmp_path / "pipeline.yaml").read_text()
+
+
+def test_parameters_have_config_defaults(project_root: Path, tmp_path: Path) -> None:
+    spec = _compile(project_root, tmp_path)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["resample_period"]["defaultValue"] == "1min"
+    assert params["archives"]["defaultValue"] == "local_data/archives"
+    assert all(p.get("description") for p in params.values()), "every parameter is documented"
+
+
+def test_compiling_reads_no_environment(project_root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-secret-xyz")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://sentinel-endpoint:9000")
+    _compile(project_root, tmp_path)
+    text = (tmp_path / "pipeline.yaml").read_text()
+    assert "sentinel" not in text

@@ -1,0 +1,148 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from container_component_src.main import app, run_subcommand
+
+runner = CliRunner()
+COMMANDS = [
+    "generate-data",
+    "list-archives",
+    "split-archive",
+    "preprocess",
+    "parse-reports",
+    "label-series",
+    "split-dataset",
+    "fit-scaler",
+    "apply-scaler",
+]
+
+
+def test_help_lists_every_step() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help_with_config_defaults(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "--" in result.output
+
+
+def test_data_steps_through_the_cli(tmp_path: Path) -> None:
+    """The whole data half, one subcommand at a time, as the KFP tasks run them."""
+    d = tmp_path
+    generate = [
+        "generate-data",
+        "--archives",
+        f"{d}/archives",
+        "--reports",
+        f"{d}/reports.xlsx",
+        "--ground-truth",
+        f"{d}/truth.parquet",
+        "--years",
+        "2021",
+        "--days-per-year",
+        "4",
+        "--sampling-period-s",
+        "60",
+        "--n-channels",
+        "5",
+        "--anomalies-per-day",
+        "1",
+    ]
+    result = runner.invoke(app, generate)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["archives"] == 1
+    steps = [
+        ["list-archives", "--archives", f"{d}/archives", "--out", f"{d}/listing.json"],
+        ["split-archive", "--archive", f"{d}/archives/eclss_2021.parquet", "--out", f"{d}/parts"],
+        [
+            "preprocess",
+            "--partitions",
+            f"{d}/parts",
+            "--out",
+            f"{d}/telemetry",
+            "--quality-report",
+            f"{d}/q.json",
+            "--n-workers",
+            "1",
+        ],
+        ["parse-reports", "--reports", f"{d}/reports.xlsx", "--out", f"{d}/intervals.parquet"],
+        [
+            "label-series",
+            "--telemetry",
+            f"{d}/telemetry",
+            "--intervals",
+            f"{d}/intervals.parquet",
+            "--out",
+            f"{d}/l.parquet",
+        ],
+        [
+            "split-dataset",
+            "--labelled",
+            f"{d}/l.parquet",
+            "--intervals",
+            f"{d}/intervals.parquet",
+            "--train",
+            f"{d}/train.parquet",
+            "--val",
+            f"{d}/val.parquet",
+            "--test",
+            f"{d}/test.parquet",
+            "--block-hours",
+            "6",
+        ],
+        ["fit-scaler", "--train", f"{d}/train.parquet", "--out", f"{d}/scaler.json"],
+        [
+            "apply-scaler",
+            "--scaler",
+            f"{d}/scaler.json",
+            "--train",
+            f"{d}/train.parquet",
+            "--val",
+            f"{d}/val.parquet",
+            "--test",
+            f"{d}/test.parquet",
+            "--train-out",
+            f"{d}/s_train.parquet",
+            "--val-out",
+            f"{d}/s_val.parquet",
+            "--test-out",
+            f"{d}/s_test.parquet",
+        ],
+    ]
+    for step in steps:
+        result = runner.invoke(app, step)
+        assert result.exit_code == 0, f"{step[0]}: {result.output}"
+    scaled = pd.read_parquet(f"{d}/s_train.parquet")
+    assert abs(scaled.drop(columns="label").mean()).max() < 1e-3
+    assert pd.read_parquet(f"{d}/s_test.parquet")["label"].sum() > 0
+
+
+def test_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["split-archive", "--archive", f"{tmp_path}/nope.parquet", "--out", f"{tmp_path}/o"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: archive {tmp_path}/nope.parquet does not exist"]
+
+
+def test_bad_option_value_is_rejected() -> None:
+    result = runner.invoke(app, ["fit-scaler", "--train", "t", "--out", "o", "--kind", "robust"])
+    assert result.exit_code == 2 and "robust" in result.output
+
+
+def test_bad_config_is_reported(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--config", f"{tmp_path}/none.toml", "list-archives"])
+    assert result.exit_code != 0
+
+
+def test_run_subcommand_exits_non_zero(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_subcommand("list-archives", "--archives", str(tmp_path))
+    assert exc.value.code == 1

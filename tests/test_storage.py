@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from container_component_src import storage
+from container_component_src.storage import InputError
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), storage.atomic_write(str(target), "w") as handle:
+        handle.write("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_directory_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "parts"
+    with storage.atomic_directory(str(target)) as folder:
+        Path(folder, "a.txt").write_text("first")
+    with pytest.raises(RuntimeError), storage.atomic_directory(str(target)) as folder:
+        Path(folder, "b.txt").write_text("second")
+        raise RuntimeError("boom")
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    with storage.atomic_directory(str(target)) as folder:
+        Path(folder, "c.txt").write_text("third")
+    assert [p.name for p in target.iterdir()] == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts"]
+
+
+def test_parquet_round_trip_and_listing(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0]}, index=pd.date_range("2021-01-01", periods=2, tz="UTC", name="t"))
+    storage.write_parquet(frame, str(tmp_path / "a.parquet"))
+    (tmp_path / "note.txt").write_text("not parquet")
+    pd.testing.assert_frame_equal(storage.read_parquet(str(tmp_path / "a.parquet")), frame, check_freq=False)
+    assert storage.list_files(str(tmp_path), ".parquet") == [str(tmp_path / "a.parquet")]
+
+
+def test_missing_inputs_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nowhere.parquet does not exist"):
+        storage.read_parquet(str(tmp_path / "nowhere.parquet"))
+    with pytest.raises(InputError, match="folder .*absent does not exist"):
+        storage.list_files(str(tmp_path / "absent"), ".parquet")
+    (tmp_path / "bad.parquet").write_text("not parquet at all")
+    with pytest.raises(InputError, match="bad.parquet is not readable parquet"):
+        storage.read_parquet(str(tmp_path / "bad.parquet"))
+
+
+def test_s3_same_code_path(s3_bucket: str) -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    url = f"{s3_bucket}/data/a.parquet"
+    storage.write_parquet(frame, url)
+    storage.write_json({"k": 1}, f"{s3_bucket}/data/meta.json")
+    assert storage.list_files(f"{s3_bucket}/data", ".parquet") == [url]
+    pd.testing.assert_frame_equal(storage.read_parquet(url), frame)
+    assert storage.read_json(f"{s3_bucket}/data/meta.json") == {"k": 1}
+
+
+def test_s3_failed_write_leaves_no_object(s3_bucket: str) -> None:
+    url = f"{s3_bucket}/data/partial.bin"
+    with pytest.raises(RuntimeError), storage.atomic_write(url) as handle:
+        handle.write(b"x" * (6 * 2**20))
+        raise RuntimeError("boom")
+    assert not storage.exists(url)
+
+
+def test_kfp_minio_uris_are_served_by_s3(s3_bucket: str) -> None:
+    storage.write_json([1, 2], f"{s3_bucket}/artifacts/listing")
+    assert storage.read_json("minio://telemetry/artifacts/listing") == [1, 2]
