@@ -17,8 +17,8 @@ class ClusterOptions:
     """Where Dask runs.
 
     Attributes:
-        kind: "local" (processes on this machine) or "kubernetes" (dask-kubernetes operator).
-        n_workers: Worker count.
+        kind: "local" (threads in this process) or "kubernetes" (dask-kubernetes operator).
+        n_workers: Worker count (local: worker threads).
         worker_cpu: CPU request and limit of each Kubernetes worker.
         worker_memory: Memory request and limit of each Kubernetes worker.
         image: Image of the Kubernetes scheduler and workers (the project image).
@@ -82,7 +82,11 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
     if options.n_workers < 1:
         raise ValueError(f"--n-workers must be >= 1, got {options.n_workers}")
     if options.kind == "local":
-        cluster = LocalCluster(n_workers=options.n_workers, threads_per_worker=1, dashboard_address=":0")
+        # One in-process worker with a thread per requested worker: the heavy work (Parquet
+        # decoding, numpy reductions) releases the GIL, and no data is copied between processes.
+        cluster = LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=options.n_workers, dashboard_address=":0"
+        )
     elif options.kind == "kubernetes":
         from dask_kubernetes.operator import KubeCluster
 

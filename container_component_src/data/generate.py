@@ -406,7 +406,11 @@ def run_generate_data(
         anomalies, writer = generate_year(year, options, specs, timestamp_column)
         all_anomalies += anomalies
         url = storage.join(archives_url, f"eclss_{year}.parquet")
-        with storage.atomic_write(url) as handle, pq.ParquetWriter(handle, writer.schema()) as out:
+        schema = writer.schema()
+        with (
+            storage.atomic_write(url) as handle,
+            pq.ParquetWriter(handle, schema, **storage.parquet_options(schema)) as out,
+        ):
             for table in tqdm(writer.row_groups(), total=writer.n_row_groups, desc=f"archive {year}", unit="group"):
                 out.write_table(table)
                 rows += table.num_rows

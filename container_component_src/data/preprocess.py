@@ -1,13 +1,17 @@
 """Dask preprocessing: partitions -> a regular time grid of numeric channels, plus a quality report.
 
-Stage 1 (one Dask task per partition) reads a partition and puts it on the grid, with per
-channel statistics. The driver then drops channels that are mostly missing. Stage 2 fills short
-gaps (using the neighbouring partitions' edges), drops the rows still incomplete and optionally
-samples; the driver writes one sorted, time-indexed parquet file per partition.
+Stage 1 (one Dask task per batch of consecutive partitions) reads the partitions and puts them
+on the grid, with per-channel statistics. The driver merges the statistics and drops channels
+that are mostly missing. Stage 2 fills short gaps (using the neighbouring batches' edges), drops
+the rows still incomplete and optionally samples; the driver writes one sorted, time-indexed
+parquet file per batch. Arrays are channel-major (channels x rows) throughout.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
@@ -15,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -72,93 +77,168 @@ class PreprocessOptions:
             raise ValueError(f"--sample-frac must be in (0, 1], got {self.sample_frac}")
 
 
-def resample(ts_ns: np.ndarray, values: np.ndarray, start_ns: int, n_bins: int, period_ns: int, how: str) -> np.ndarray:
-    """Aggregate sorted samples into `n_bins` periods from `start_ns`; empty periods are NaN.
+def resample(
+    ts_chunks: list[np.ndarray],
+    column_chunks: list[list[np.ndarray] | None],
+    segment_starts_ns: np.ndarray,
+    segment_bins: np.ndarray,
+    period_ns: int,
+    how: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aggregate samples onto grid segments; empty periods are NaN.
+
+    Samples arrive in chunks (as Arrow decodes them), processed without copying them together.
 
     Args:
-        ts_ns: Sorted sample times (ns since epoch).
-        values: Samples, shape (len(ts_ns), channels); NaN is a missing sample.
-        start_ns: Start of the first period.
-        n_bins: Number of periods.
+        ts_chunks: Sample times (ns since epoch) per chunk; sorted overall, each inside a segment.
+        column_chunks: Per channel, its samples per chunk (None: channel absent); NaN is missing.
+        segment_starts_ns: Start of each grid segment (sorted, multiples of `period_ns`).
+        segment_bins: Number of periods of each segment.
         period_ns: Period length.
         how: One of AGGREGATIONS; NaN samples are ignored.
 
     Returns:
-        Array of shape (n_bins, channels).
+        The segments' grids side by side, shape (channels, segment_bins.sum()), and the count
+        of non-NaN samples per channel.
     """
-    bins = (ts_ns - start_ns) // period_ns
-    inside = (bins >= 0) & (bins < n_bins)
-    bins, values = bins[inside], values[inside]
-    out = np.full((n_bins, values.shape[1]), np.nan)
-    if how == "mean":
-        for j in range(values.shape[1]):
-            valid = ~np.isnan(values[:, j])
-            counts = np.bincount(bins[valid], minlength=n_bins)
-            sums = np.bincount(bins[valid], weights=values[valid, j], minlength=n_bins)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[:, j] = np.where(counts > 0, sums / counts, np.nan)
-    elif how in ("min", "max"):
-        if bins.size:
-            starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
-            reduce = np.fmin if how == "min" else np.fmax
-            out[bins[starts]] = reduce.reduceat(values, starts, axis=0)
-    else:
-        frame = pd.DataFrame(values).groupby(bins, sort=True).agg(how)
-        out[frame.index.to_numpy()] = frame.to_numpy()
-    return out
+    n_bins = int(segment_bins.sum())
+    first_bin = segment_starts_ns // period_ns
+    offsets = np.r_[0, np.cumsum(segment_bins)[:-1]]
+    positions = []
+    for ts in ts_chunks:
+        bins = ts // period_ns
+        segment = np.searchsorted(first_bin, bins, side="right") - 1
+        positions.append(offsets[segment] + bins - first_bin[segment])
+    valid = np.zeros(len(column_chunks), dtype=np.int64)
+    if how not in ("mean", "min", "max"):
+        return _resample_with_pandas(positions, column_chunks, n_bins, how, valid)
+    # Samples are sorted, so each period is a contiguous run of a chunk: reduce runs in one call.
+    runs = []
+    for position in positions:
+        starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
+        runs.append((starts, position[starts], np.diff(np.r_[starts, position.size])))
+    initial = {"mean": 0.0, "min": np.inf, "max": -np.inf}[how]
+    grid = np.full((len(column_chunks), n_bins), initial)
+    counts = np.zeros(n_bins, dtype=np.int64)
+    for j, chunks in enumerate(column_chunks):
+        if chunks is None:
+            grid[j] = np.nan
+            continue
+        counts[:] = 0
+        for samples, (starts, present, lengths) in zip(chunks, runs, strict=True):
+            if not samples.size:
+                continue
+            missing = np.isnan(samples)
+            n_missing = int(np.count_nonzero(missing))
+            valid[j] += samples.size - n_missing
+            # Few samples are missing: count them per period rather than count the valid ones.
+            counts[present] += (
+                lengths
+                - np.bincount(np.searchsorted(starts, np.flatnonzero(missing), side="right") - 1, minlength=starts.size)
+                if n_missing
+                else lengths
+            )
+            # A period split across two chunks gets two partial results: accumulate, never assign.
+            if how == "mean":
+                clean = np.where(missing, np.float32(0), samples) if n_missing else samples
+                grid[j, present] += np.add.reduceat(clean, starts, dtype=np.float64)
+            else:
+                reduce = np.fmin if how == "min" else np.fmax
+                grid[j, present] = reduce(grid[j, present], reduce.reduceat(samples, starts))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            grid[j] = np.where(counts > 0, grid[j] / counts if how == "mean" else grid[j], np.nan)
+    return grid, valid
 
 
-def partition_statistics(values: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel sums that combine across partitions into the quality report."""
-    valid = ~np.isnan(values)
-    filled = np.where(valid, values, 0.0)
-    pairs = valid[1:] & valid[:-1]
+def _resample_with_pandas(
+    positions: list[np.ndarray], column_chunks: list[list[np.ndarray] | None], n_bins: int, how: str, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median, first and last: pandas group-by over the concatenated samples."""
+    position = np.concatenate(positions)
+    grid = np.full((len(column_chunks), n_bins), np.nan)
+    for j, chunks in enumerate(column_chunks):
+        if chunks is None:
+            continue
+        samples = pd.Series(np.concatenate(chunks))
+        valid[j] = samples.notna().sum()
+        aggregated = samples.groupby(position, sort=True).agg(how)
+        grid[j, aggregated.index.to_numpy()] = aggregated.to_numpy()
+    return grid, valid
+
+
+def grid_statistics(grid: np.ndarray, raw_rows: int, raw_valid: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel statistics of one gridded partition (channels x bins), before gap filling.
+
+    Mean and spread are kept as count, mean and sum of squared deviations, which merge exactly
+    and stably across partitions (`merge_statistics`).
+    """
+    valid = ~np.isnan(grid)
+    n = valid.sum(axis=1)
+    filled = np.where(valid, grid, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, filled.sum(axis=1) / n, 0.0)
+    deviations = np.where(valid, grid - mean[:, None], 0.0)
     return {
-        "raw_rows": np.full(values.shape[1], values.shape[0]),
-        "raw_missing": (~valid).sum(axis=0),
-        "sum": filled.sum(axis=0),
-        "sumsq": (filled * filled).sum(axis=0),
-        "min": np.where(valid.any(axis=0), np.nanmin(np.where(valid, values, np.inf), axis=0), np.nan),
-        "max": np.where(valid.any(axis=0), np.nanmax(np.where(valid, values, -np.inf), axis=0), np.nan),
-        "flat": (pairs & (values[1:] == values[:-1])).sum(axis=0),
-        "pairs": pairs.sum(axis=0),
-        "grid_bins": np.full(values.shape[1], grid.shape[0]),
-        "grid_missing": np.isnan(grid).sum(axis=0),
+        "raw_rows": np.full(grid.shape[0], raw_rows),
+        "raw_valid": raw_valid,
+        "n": n,
+        "mean": mean,
+        "m2": (deviations * deviations).sum(axis=1),
+        "min": np.fmin.reduce(grid, axis=1),
+        "max": np.fmax.reduce(grid, axis=1),
+        "flat": (grid[:, 1:] == grid[:, :-1]).sum(axis=1),
+        "pairs": (valid[:, 1:] & valid[:, :-1]).sum(axis=1),
+        "grid_bins": np.full(grid.shape[0], grid.shape[1]),
     }
+
+
+def merge_statistics(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Combine two partitions' statistics (Chan et al.'s parallel mean and variance)."""
+    n = a["n"] + b["n"]
+    safe_n = np.maximum(n, 1)
+    delta = b["mean"] - a["mean"]
+    merged = {key: a[key] + b[key] for key in ("raw_rows", "raw_valid", "flat", "pairs", "grid_bins")}
+    merged.update(
+        n=n,
+        mean=a["mean"] + delta * b["n"] / safe_n,
+        m2=a["m2"] + b["m2"] + delta * delta * a["n"] * b["n"] / safe_n,
+        min=np.fmin(a["min"], b["min"]),
+        max=np.fmax(a["max"], b["max"]),
+    )
+    return merged
 
 
 def fill_gaps(values: np.ndarray, max_gap: int, before: int = 0, after: int = 0) -> tuple[np.ndarray, int]:
     """Linearly interpolate NaN runs of at most `max_gap` rows that have values on both sides.
 
     Args:
-        values: Grid values, shape (rows, channels); the first `before` rows are context only.
+        values: Grid values, channel-major (channels, rows); the first `before` and last
+            `after` rows are context from neighbouring partitions.
         max_gap: Longest run of missing rows to fill.
-        before: Leading context rows (from the previous partition), never counted as filled.
-        after: Trailing context rows (from the next partition), never counted as filled.
+        before: Leading context rows (filled like the rest, never counted).
+        after: Trailing context rows (filled like the rest, never counted).
 
     Returns:
-        The filled array and the number of cells filled.
+        The filled array and the number of cells filled outside the context rows.
     """
     out = values.copy()
-    filled = 0
-    if max_gap == 0:
+    missing = np.isnan(values)
+    if max_gap == 0 or not missing.any():
         return out, 0
-    positions = np.arange(values.shape[0])
-    for j in range(values.shape[1]):
-        missing = np.isnan(values[:, j])
-        if not missing.any() or missing.all():
-            continue
-        run_id = np.cumsum(np.r_[True, missing[1:] != missing[:-1]])
-        run_length = np.bincount(run_id)[run_id]
-        valid_pos = positions[~missing]
-        bounded = (positions > valid_pos[0]) & (positions < valid_pos[-1])
-        fill = missing & bounded & (run_length <= max_gap)
-        fill[:before] = False
-        fill[values.shape[0] - after :] = False
-        if fill.any():
-            out[fill, j] = np.interp(positions[fill], valid_pos, values[~missing, j])
-            filled += int(fill.sum())
-    return out, filled
+    # Every maximal NaN run of every channel at once: +1 where a run starts, -1 after it ends.
+    edges = np.diff(np.pad(missing, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    lengths = ends - starts
+    fillable = (lengths <= max_gap) & (starts > 0) & (ends < values.shape[1])
+    rows, starts, ends, lengths = rows[fillable], starts[fillable], ends[fillable], lengths[fillable]
+    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cell_rows, cell_cols = np.repeat(rows, lengths), np.repeat(starts, lengths) + step
+    left, right = values[rows, starts - 1], values[rows, ends]
+    weight = (step + 1) / np.repeat(lengths + 1, lengths)
+    out[cell_rows, cell_cols] = np.repeat(left, lengths) + weight * np.repeat(right - left, lengths)
+    counted = (cell_cols >= before) & (cell_cols < values.shape[1] - after)
+    return out, int(counted.sum())
 
 
 def inspect_partitions(urls: list[str], timestamp_column: str) -> list[Partition]:
@@ -175,9 +255,8 @@ def inspect_partitions(urls: list[str], timestamp_column: str) -> list[Partition
 
 
 def _inspect(url: str, timestamp_column: str) -> Partition:
-    fs, path = storage.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        meta = pq.ParquetFile(handle).metadata
+    fs, path = storage.arrow_filesystem(url)
+    meta = pq.read_metadata(path, filesystem=fs)
     schema = meta.schema.to_arrow_schema()
     if meta.num_rows == 0:
         raise InputError(f"partition {url} holds no rows")
@@ -219,93 +298,156 @@ def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, in
     return grids
 
 
-def _grid_partition(
-    partition: Partition,
-    channels: list[str],
-    grid_start: int,
-    n_bins: int,
-    period_ns: int,
-    how: str,
-    timestamp_column: str,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Stage 1 task: read one partition and put it on its grid."""
-    fs, path = storage.filesystem(partition.url)
-    present = [c for c in channels if c in partition.numeric]
-    table = pq.read_table(path, filesystem=fs, columns=[timestamp_column, *present])
-    ts = table.column(timestamp_column).cast(TIMESTAMP_TYPE).to_numpy().astype("int64")
-    values = np.full((table.num_rows, len(channels)), np.nan)
-    for j, name in enumerate(channels):
-        if name in present:
-            values[:, j] = table.column(name).to_numpy(zero_copy_only=False).astype("float64", copy=False)
-    if np.any(ts[1:] < ts[:-1]):
+def plan_batches(partitions: list[Partition], n_workers: int, max_rows: int = 1_000_000) -> list[list[int]]:
+    """Group consecutive partitions into Dask tasks: about eight per worker, at most `max_rows` rows each."""
+    target = min(max_rows, max(1, sum(p.rows for p in partitions) // (8 * max(n_workers, 1))))
+    batches: list[list[int]] = [[]]
+    rows = 0
+    for i, partition in enumerate(partitions):
+        if batches[-1] and rows + partition.rows > target:
+            batches.append([])
+            rows = 0
+        batches[-1].append(i)
+        rows += partition.rows
+    return batches
+
+
+def _read_batch(
+    partitions: list[Partition], channels: list[str], timestamp_column: str
+) -> tuple[list[np.ndarray], list[list[np.ndarray] | None]]:
+    """Sample times (ns) and samples per channel (None if absent) of partitions, in sorted chunks.
+
+    One pyarrow dataset scan reads all of them, decoding files and columns in parallel; the
+    chunks are numpy views of Arrow's buffers where the data allows.
+    """
+    fs, _ = storage.arrow_filesystem(partitions[0].url)
+    present = [c for c in channels if any(c in p.numeric for p in partitions)]
+    schema = pa.schema([pa.field(timestamp_column, TIMESTAMP_TYPE)] + [pa.field(c, pa.float32()) for c in present])
+    paths = [storage.arrow_filesystem(p.url)[1] for p in partitions]
+    table = pads.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table()
+    ts_chunks = [chunk.to_numpy().view("int64") for chunk in table.column(timestamp_column).chunks]
+    column_chunks = [
+        [chunk.to_numpy(zero_copy_only=False) for chunk in table.column(name).chunks] if name in present else None
+        for name in channels
+    ]
+    non_empty = [t for t in ts_chunks if t.size]
+    ordered = all(np.all(t[1:] >= t[:-1]) for t in non_empty) and all(
+        a[-1] <= b[0] for a, b in itertools.pairwise(non_empty)
+    )
+    if not ordered:
+        ts = np.concatenate(ts_chunks)
         order = np.argsort(ts, kind="stable")
-        ts, values = ts[order], values[order]
-    grid = resample(ts, values, grid_start, n_bins, period_ns, how)
-    return grid, partition_statistics(values, grid)
+        ts_chunks = [ts[order]]
+        column_chunks = [None if c is None else [np.concatenate(c)[order]] for c in column_chunks]
+    return ts_chunks, column_chunks
 
 
-def _finish_partition(
+Piece = tuple[int, np.ndarray]  # (grid start in ns, values on the grid: channels x bins)
+
+
+def _grid_batch(
+    batch: list[tuple[Partition, int, int]], channels: list[str], period_ns: int, how: str, timestamp_column: str
+) -> tuple[list[Piece], dict[str, np.ndarray]]:
+    """Stage 1 task: read consecutive partitions and put each on its grid, with statistics."""
+    partitions = [p for p, _, _ in batch]
+    starts = np.array([start for _, start, _ in batch], dtype=np.int64)
+    bins = np.array([n for _, _, n in batch], dtype=np.int64)
+    ts, columns = _read_batch(partitions, channels, timestamp_column)
+    grid, raw_valid = resample(ts, columns, starts, bins, period_ns, how)
+    split = np.split(grid, np.cumsum(bins)[:-1], axis=1)
+    pieces = [(int(start), piece) for start, piece in zip(starts, split, strict=True)]
+    zeros = np.zeros(len(channels), dtype=np.int64)
+    stats = functools.reduce(merge_statistics, (grid_statistics(piece, 0, zeros) for _, piece in pieces))
+    stats["raw_rows"] = np.full(len(channels), sum(t.size for t in ts))
+    stats["raw_valid"] = raw_valid
+    return pieces, stats
+
+
+def _edge_pieces(pieces: list[Piece]) -> list[Piece]:
+    """The first and last piece of a batch (one piece when the batch has one)."""
+    return [pieces[0], pieces[-1]] if len(pieces) > 1 else pieces
+
+
+def _adjacent(a: Piece, b: Piece, period_ns: int) -> bool:
+    return a[0] + a[1].shape[1] * period_ns == b[0]
+
+
+def _finish_batch(
     index: int,
-    current: np.ndarray,
-    previous: np.ndarray | None,
-    following: np.ndarray | None,
+    pieces: list[Piece],
+    previous: list[Piece] | None,
+    following: list[Piece] | None,
     keep: np.ndarray,
-    grid_start: int,
     period_ns: int,
     options: PreprocessOptions,
 ) -> tuple[int, pd.DataFrame, dict[str, int]]:
-    """Stage 2 task: fill short gaps (with neighbour context), drop incomplete rows, sample."""
-    context = options.max_gap_periods + 1
-    head = previous[-context:, keep] if previous is not None else np.empty((0, keep.sum()))
-    tail = following[:context, keep] if following is not None else np.empty((0, keep.sum()))
-    stacked = np.vstack([head, current[:, keep], tail])
-    filled, n_filled = fill_gaps(stacked, options.max_gap_periods, before=len(head), after=len(tail))
-    values = filled[len(head) : len(head) + current.shape[0]]
-    complete = ~np.isnan(values).any(axis=1)
-    times = pd.DatetimeIndex(grid_start + period_ns * np.arange(current.shape[0]), tz="UTC")
+    """Stage 2 task: fill short gaps (with neighbouring batches' edges), drop incomplete rows, sample."""
+    before = previous[-1] if previous and _adjacent(previous[-1], pieces[0], period_ns) else None
+    after = following[0] if following and _adjacent(pieces[-1], following[0], period_ns) else None
+    sequence = [p for p in (before, *pieces, after) if p is not None]
+    runs: list[list[Piece]] = [[sequence[0]]]
+    for piece in sequence[1:]:
+        if _adjacent(runs[-1][-1], piece, period_ns):
+            runs[-1].append(piece)
+        else:
+            runs.append([piece])
+    times, blocks, n_filled = [], [], 0
+    for run in runs:
+        n_before = run[0][1].shape[1] if run[0] is before else 0
+        n_after = run[-1][1].shape[1] if run[-1] is after else 0
+        stacked = np.hstack([grid[keep] for _, grid in run])
+        filled, count = fill_gaps(stacked, options.max_gap_periods, n_before, n_after)
+        core = filled[:, n_before : filled.shape[1] - n_after]
+        if core.shape[1]:
+            first = run[1][0] if run[0] is before else run[0][0]
+            times.append(first + period_ns * np.arange(core.shape[1]))
+            blocks.append(core)
+            n_filled += count
+    values = np.hstack(blocks)
+    complete = ~np.isnan(values).any(axis=0)
     rows = complete
     if options.sample_frac < 1.0:
         rng = np.random.default_rng([options.seed, index])
         rows = complete & (rng.random(complete.size) < options.sample_frac)
     counts = {
-        "grid_rows": int(current.shape[0]),
+        "grid_rows": int(values.shape[1]),
         "filled_cells": n_filled,
         "dropped_incomplete_rows": int((~complete).sum()),
         "sampled_out_rows": int((complete & ~rows).sum()),
         "output_rows": int(rows.sum()),
     }
-    return index, pd.DataFrame(values[rows].astype("float32"), index=times[rows]), counts
+    index_values = pd.DatetimeIndex(np.concatenate(times)[rows], tz="UTC")
+    return index, pd.DataFrame(values[:, rows].T.astype("float32"), index=index_values), counts
 
 
 def quality_report(
-    channels: list[str], stats: list[dict[str, np.ndarray]], max_missing_share: float
+    channels: list[str], stats: dict[str, np.ndarray], max_missing_share: float
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Combine partition statistics into a per-channel report and the mask of channels kept."""
-    total = {key: np.sum([s[key] for s in stats], axis=0) for key in stats[0] if key not in ("min", "max")}
-    lows = np.array([s["min"] for s in stats])
-    highs = np.array([s["max"] for s in stats])
-    valid = total["raw_rows"] - total["raw_missing"]
+    """Turn merged statistics into a per-channel report and the mask of channels kept.
+
+    Missing shares are of the raw samples and of the grid; the other figures describe the gridded
+    series before gap filling (what the model sees), which keeps preprocessing to one pass over
+    the raw samples.
+    """
     report: dict[str, Any] = {}
     keep = np.zeros(len(channels), dtype=bool)
     for j, name in enumerate(channels):
-        n = int(valid[j])
-        mean = total["sum"][j] / n if n else float("nan")
-        var = max(total["sumsq"][j] / n - mean * mean, 0.0) if n else float("nan")
-        grid_missing = float(total["grid_missing"][j] / max(total["grid_bins"][j], 1))
+        n = int(stats["n"][j])
+        grid_missing = float(1 - n / max(stats["grid_bins"][j], 1))
         reason = None
-        if n == 0:
+        if stats["raw_valid"][j] == 0:
             reason = "no value at all"
         elif grid_missing > max_missing_share:
             reason = f"missing on {grid_missing:.0%} of the grid (> {max_missing_share:.0%})"
         keep[j] = reason is None
         report[name] = {
-            "raw_missing_share": float(total["raw_missing"][j] / max(total["raw_rows"][j], 1)),
+            "raw_missing_share": float(1 - stats["raw_valid"][j] / max(stats["raw_rows"][j], 1)),
             "grid_missing_share": grid_missing,
-            "min": float(np.nanmin(lows[:, j])) if n else None,
-            "max": float(np.nanmax(highs[:, j])) if n else None,
-            "mean": float(mean) if n else None,
-            "std": float(np.sqrt(var)) if n else None,
-            "flat_line_share": float(total["flat"][j] / total["pairs"][j]) if total["pairs"][j] else None,
+            "min": float(stats["min"][j]) if n else None,
+            "max": float(stats["max"][j]) if n else None,
+            "mean": float(stats["mean"][j]) if n else None,
+            "std": float(np.sqrt(stats["m2"][j] / n)) if n else None,
+            "flat_line_share": float(stats["flat"][j] / stats["pairs"][j]) if stats["pairs"][j] else None,
             "dropped": reason,
         }
     return report, keep
@@ -323,7 +465,7 @@ def run_preprocess(
 
     Args:
         partition_urls: Partition files, or folders of them (outputs of split-archive).
-        out_url: Folder for the time-indexed parquet output (one file per partition).
+        out_url: Folder for the time-indexed parquet output (one file per batch of partitions).
         quality_report_url: JSON file for the data-quality report.
         client: A connected `distributed.Client`.
         options: Grid, gap and sampling options.
@@ -346,42 +488,48 @@ def run_preprocess(
             f"(non-numeric columns: {', '.join(non_numeric) or 'none'})"
         )
     grids = plan_grid(partitions, period_ns)
+    batches = plan_batches(partitions, len(client.scheduler_info()["workers"]))
     stage1 = [
         client.submit(
-            _grid_partition, p, channels, start, n, period_ns, options.aggregation, timestamp_column, pure=False
+            _grid_batch,
+            [(partitions[i], *grids[i]) for i in batch],
+            channels,
+            period_ns,
+            options.aggregation,
+            timestamp_column,
+            pure=False,
         )
-        for p, (start, n) in zip(partitions, grids, strict=True)
+        for batch in batches
     ]
-    stats = list(_gather(client, [client.submit(itemgetter(1), f) for f in stage1], "grid partitions"))
+    batch_stats = _gather(client, [client.submit(itemgetter(1), f) for f in stage1], "grid", len(partitions), batches)
+    stats = functools.reduce(merge_statistics, batch_stats)
     report, keep = quality_report(channels, stats, options.max_missing_share)
     if not keep.any():
         raise InputError(
             f"no usable channel in {partitions[0].url} and the other partitions: every channel is all NaN "
             f"or missing on more than {options.max_missing_share:.0%} of the grid"
         )
-    grid_arrays = [client.submit(itemgetter(0), f) for f in stage1]
-    stage2 = []
-    for i, (start, _) in enumerate(grids):
-        adjacent_prev = i > 0 and partitions[i - 1].end_ns == partitions[i].start_ns
-        adjacent_next = i + 1 < len(grids) and partitions[i].end_ns == partitions[i + 1].start_ns
-        stage2.append(
-            client.submit(
-                _finish_partition,
-                i,
-                grid_arrays[i],
-                grid_arrays[i - 1] if adjacent_prev else None,
-                grid_arrays[i + 1] if adjacent_next else None,
-                keep,
-                start,
-                period_ns,
-                options,
-                pure=False,
-            )
+    pieces = [client.submit(itemgetter(0), f) for f in stage1]
+    # Neighbouring batches lend only their edge partitions, as gap-filling context.
+    edges = [client.submit(_edge_pieces, f) for f in pieces]
+    stage2 = [
+        client.submit(
+            _finish_batch,
+            i,
+            pieces[i],
+            edges[i - 1] if i > 0 else None,
+            edges[i + 1] if i + 1 < len(pieces) else None,
+            keep,
+            period_ns,
+            options,
+            pure=False,
         )
+        for i in range(len(batches))
+    ]
     kept = [c for c, k in zip(channels, keep, strict=True) if k]
     counts: dict[str, int] = {}
     with storage.atomic_directory(out_url) as out_dir:
-        for index, frame, part_counts in _gather(client, stage2, "fill and write"):
+        for index, frame, part_counts in _gather(client, stage2, "fill and write", len(partitions), batches):
             frame.columns = kept
             frame.index.name = timestamp_column
             storage.write_parquet(frame, storage.join(out_dir, f"part-{index:05d}.parquet"))
@@ -403,9 +551,12 @@ def run_preprocess(
     return summary
 
 
-def _gather(client: Any, futures: list[Any], description: str):
-    """Yield future results as they complete, with a progress bar."""
+def _gather(client: Any, futures: list[Any], description: str, total: int, batches: list[list[int]]) -> Iterator[Any]:
+    """Yield the batches' results as they complete, with a progress bar counting partitions."""
     from distributed import as_completed
 
-    for future in tqdm(as_completed(futures), total=len(futures), desc=description, unit="partition"):
-        yield future.result()
+    sizes = {future.key: len(batch) for future, batch in zip(futures, batches, strict=True)}
+    with tqdm(total=total, desc=description, unit="partition") as bar:
+        for future in as_completed(futures):
+            yield future.result()
+            bar.update(sizes[future.key])

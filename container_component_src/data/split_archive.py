@@ -128,7 +128,7 @@ def _write_partitions(
             )
             name = storage.join(out_dir, f"part-{start:%Y%m%dT%H%M%S}.parquet")
             fs, path = storage.filesystem(name)
-            writers[pid] = pq.ParquetWriter(path, schema, filesystem=fs)
+            writers[pid] = pq.ParquetWriter(path, schema, filesystem=fs, **storage.parquet_options(schema))
         writers[pid].write_table(table.slice(lo, hi - lo).replace_schema_metadata(writers[pid].schema.metadata))
     return table.num_rows
 

@@ -1,3 +1,4 @@
+import itertools
 import json
 from pathlib import Path
 
@@ -26,32 +27,48 @@ def tiny_partitions(tiny_data: dict[str, str], tmp_path_factory: pytest.TempPath
 def test_resample_matches_pandas(how: str) -> None:
     rng = np.random.default_rng(0)
     ts = np.sort(rng.integers(0, 50 * MIN, 2_000))
-    values = rng.normal(size=(ts.size, 3))
+    values = rng.normal(size=(ts.size, 3)).astype(np.float32)
     values[rng.random(values.shape) < 0.2] = np.nan
     values[(ts > 10 * MIN) & (ts < 12 * MIN), 1] = np.nan
-    got = resample(ts, values, 0, 50, MIN, how)
+    # Three chunks, split mid-period, as Arrow may deliver them.
+    cuts = [0, 700, 1301, ts.size]
+    ts_chunks = [ts[a:b] for a, b in itertools.pairwise(cuts)]
+    columns = [[c[a:b] for a, b in itertools.pairwise(cuts)] for c in values.T]
+    got, valid = resample(ts_chunks, [*columns, None], np.array([0]), np.array([50]), MIN, how)
+    assert list(valid) == [*(~np.isnan(values)).sum(axis=0), 0]
+    assert np.isnan(got[3]).all()
+    got = got[:3].T
     frame = pd.DataFrame(values, index=pd.to_datetime(ts, utc=True))
     expected = (
         frame.resample("1min", origin="epoch").agg(how).reindex(pd.date_range(0, periods=50, freq="1min", tz="UTC"))
     )
-    np.testing.assert_allclose(got, expected.to_numpy(), equal_nan=True)
+    np.testing.assert_allclose(got, expected.to_numpy(), equal_nan=True, rtol=1e-5, atol=1e-6)
+
+
+def test_resample_segments_side_by_side() -> None:
+    ts = np.array([0, 1, 2, 30, 31, 95]) * MIN
+    values = np.array([1.0, 3.0, 5.0, 7.0, 9.0, 11.0], dtype=np.float32)
+    grid, valid = resample([ts], [[values]], np.array([0, 30 * MIN, 90 * MIN]), np.array([3, 2, 10]), MIN, "mean")
+    expected = [1, 3, 5, 7, 9, *[np.nan] * 5, 11, *[np.nan] * 4]
+    np.testing.assert_allclose(grid[0], expected)
+    assert valid[0] == 6
 
 
 def test_fill_gaps_only_short_bounded_runs() -> None:
     column = np.array([np.nan, 1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0, np.nan])
-    filled, count = fill_gaps(column[:, None], max_gap=2)
-    np.testing.assert_allclose(filled[:, 0], [np.nan, 1, 2, 3, np.nan, np.nan, np.nan, 7, np.nan], equal_nan=True)
+    filled, count = fill_gaps(column[None, :], max_gap=2)
+    np.testing.assert_allclose(filled[0], [np.nan, 1, 2, 3, np.nan, np.nan, np.nan, 7, np.nan], equal_nan=True)
     assert count == 1
-    filled, count = fill_gaps(column[:, None], max_gap=3)
-    np.testing.assert_allclose(filled[:, 0], [np.nan, 1, 2, 3, 4, 5, 6, 7, np.nan])
+    filled, count = fill_gaps(column[None, :], max_gap=3)
+    np.testing.assert_allclose(filled[0], [np.nan, 1, 2, 3, 4, 5, 6, 7, np.nan])
     assert count == 4
-    assert fill_gaps(column[:, None], max_gap=0)[1] == 0
+    assert fill_gaps(column[None, :], max_gap=0)[1] == 0
 
 
 def test_fill_gaps_context_is_not_counted() -> None:
-    column = np.array([1.0, np.nan, 3.0, np.nan, 5.0])[:, None]
+    column = np.array([1.0, np.nan, 3.0, np.nan, 5.0])[None, :]
     filled, count = fill_gaps(column, max_gap=1, before=2, after=1)
-    assert np.isnan(filled[1, 0]) and filled[3, 0] == 4.0 and count == 1
+    assert filled[0, 1] == 2.0 and filled[0, 3] == 4.0 and count == 1
 
 
 def test_preprocess_generated_data(tiny_partitions: str, dask_test_client: object, tmp_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""Shared helpers of the benchmarks: timing, the benchmark data set, result tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from container_component_src.data.generate import GeneratorOptions, run_generate_data
+
+RESULTS_DIR = Path(__file__).parent / "results"
+# Tens of millions of rows: three years at a 3 s nominal period, 16 channels (~30 M rows).
+FULL = GeneratorOptions(years=(2021, 2022, 2023), days_per_year=365, sampling_period_s=3.0, n_channels=16, seed=7)
+SMALL = GeneratorOptions(years=(2021, 2022), days_per_year=30, sampling_period_s=3.0, n_channels=16, seed=7)
+# For the benchmarks' own smoke test.
+TINY = GeneratorOptions(years=(2021,), days_per_year=3, sampling_period_s=60.0, n_channels=4, seed=7)
+SIZES = {"full": FULL, "small": SMALL, "tiny": TINY}
+
+
+def best_of(repeats: int, func: Callable[[], Any]) -> tuple[float, Any]:
+    """Run `func` `repeats` times; return the fastest wall time and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = func()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def benchmark_data(root: Path, size: str) -> dict[str, str]:
+    """Generate (once) the archives of the `size` data set under `root`."""
+    options = SIZES[size]
+    folder = root / f"eclss-{size}"
+    urls = {
+        "archives": str(folder / "archives"),
+        "reports": str(folder / "anomaly_reports.xlsx"),
+        "truth": str(folder / "ground_truth.parquet"),
+    }
+    if not Path(urls["truth"]).exists():
+        run_generate_data(urls["archives"], urls["reports"], urls["truth"], options)
+    return urls
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def save(name: str, rows: list[dict[str, Any]]) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), "results": rows}, indent=2))
+    return path

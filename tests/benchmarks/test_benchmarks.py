@@ -1,0 +1,20 @@
+"""The benchmarks run (on tiny sizes) and report what they claim; timings are not asserted."""
+
+from pathlib import Path
+
+from benchmarks import bench_label_join, bench_preprocess
+
+
+def test_label_join_benchmark_runs() -> None:
+    (row,) = bench_label_join.run(n_rows=20_000, n_intervals=20, n_naive_rows=500)
+    assert row["ratio"] > 0 and row["rows_per_s"] > 0 and isinstance(row["met"], bool)
+
+
+def test_preprocess_benchmark_runs(tmp_path: Path) -> None:
+    rows = bench_preprocess.run(tmp_path, size="tiny", n_workers=1)
+    assert [r["benchmark"] for r in rows] == [
+        "split archives",
+        "pyarrow scan (baseline)",
+        "preprocess (Dask, 1min grid)",
+    ]
+    assert rows[2]["ratio"] > 0
