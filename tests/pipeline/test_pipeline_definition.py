@@ -61,3 +61,12 @@ def test_compiling_reads_no_environment(project_root: Path, tmp_path: Path, monk
     _compile(project_root, tmp_path)
     text = (tmp_path / "pipeline.yaml").read_text()
     assert "sentinel" not in text
+
+
+def test_dag_picture_source(project_root: Path, tmp_path: Path) -> None:
+    from pipeline.render_dag import to_dot
+
+    dot = to_dot(_compile(project_root, tmp_path))
+    assert '"split-archives/for-loop-1/split-archive" -> "preprocess"' in dot
+    assert '"split-archives/list-archives" -> "split-archives/for-loop-1/split-archive"' in dot
+    assert '"fit-scaler" -> "apply-scaler"' in dot
