@@ -128,26 +128,39 @@ def resample(
         for samples, (starts, present, lengths) in zip(chunks, runs, strict=True):
             if not samples.size:
                 continue
-            missing = np.isnan(samples)
-            n_missing = int(np.count_nonzero(missing))
-            valid[j] += samples.size - n_missing
-            # Few samples are missing: count them per period rather than count the valid ones.
-            counts[present] += (
-                lengths
-                - np.bincount(np.searchsorted(starts, np.flatnonzero(missing), side="right") - 1, minlength=starts.size)
-                if n_missing
-                else lengths
-            )
-            # A period split across two chunks gets two partial results: accumulate, never assign.
             if how == "mean":
-                clean = np.where(missing, np.float32(0), samples) if n_missing else samples
-                grid[j, present] += np.add.reduceat(clean, starts, dtype=np.float64)
+                totals, chunk_counts = _nan_aware_sums(samples, starts, lengths)
+                # A period split across two chunks gets two partial results: accumulate them.
+                grid[j, present] += totals
             else:
+                missing = np.isnan(samples)
+                chunk_counts = lengths - np.add.reduceat(missing, starts, dtype=np.int64)
                 reduce = np.fmin if how == "min" else np.fmax
                 grid[j, present] = reduce(grid[j, present], reduce.reduceat(samples, starts))
+            counts[present] += chunk_counts
+            valid[j] += int(chunk_counts.sum())
         with np.errstate(invalid="ignore", divide="ignore"):
             grid[j] = np.where(counts > 0, grid[j] / counts if how == "mean" else grid[j], np.nan)
     return grid, valid
+
+
+def _nan_aware_sums(samples: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count the non-NaN samples of each run.
+
+    One NaN-propagating pass over all samples; only the few runs that came out NaN are summed
+    again without their missing samples.
+    """
+    sums = np.add.reduceat(samples, starts, dtype=np.float64)
+    bad = np.isnan(sums)
+    if not bad.any():
+        return sums, lengths
+    subset = samples[np.repeat(bad, lengths)]
+    missing = np.isnan(subset)
+    sub_starts = np.r_[0, np.cumsum(lengths[bad])[:-1]]
+    sums[bad] = np.add.reduceat(np.where(missing, 0, subset), sub_starts, dtype=np.float64)
+    counts = lengths.copy()
+    counts[bad] -= np.add.reduceat(missing, sub_starts, dtype=np.int64)
+    return sums, counts
 
 
 def _resample_with_pandas(
