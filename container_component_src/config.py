@@ -91,6 +91,32 @@ class ScalingSettings:
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    max_epochs: int
+    patience: int
+    accelerator: str
+    devices: int
+    num_nodes: int
+    seed: int
+    learning_rate: float
+    batch_size: int
+    beta: float
+    hidden_size: int
+    latent_dim: int
+    mse_weight: float
+    n_hidden_layers: int
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    algorithm: str
+    max_trials: int
+    max_failed_trials: int
+    epochs_per_trial: int
+    search_space: str
+
+
+@dataclass(frozen=True)
 class PlatformSettings:
     namespace: str
     minio_endpoint: str
@@ -107,6 +133,8 @@ class Settings:
     preprocessing: PreprocessingSettings
     split: SplitSettings
     scaling: ScalingSettings
+    training: TrainingSettings
+    tuning: TuningSettings
     platform: PlatformSettings
 
 

@@ -7,6 +7,7 @@ component runs exactly one of these subcommands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ app = typer.Typer(
 
 Columns = "Columns"
 Cluster = "Dask cluster"
+Hyper = "Hyperparameters"
+Run = "Training run"
 
 
 class Aggregation(StrEnum):
@@ -97,7 +100,20 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "label_column": c.label,
         },
         "fit-scaler": {"kind": settings.scaling.kind, "label_column": c.label},
+        "train": _training_defaults(settings),
+        "tune": {
+            **_training_defaults(settings),
+            "algorithm": settings.tuning.algorithm,
+            "max_trials": settings.tuning.max_trials,
+            "max_failed_trials": settings.tuning.max_failed_trials,
+            "max_epochs": settings.tuning.epochs_per_trial,
+            "search_space": settings.tuning.search_space,
+        },
     }
+
+
+def _training_defaults(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings.training)
 
 
 @app.callback()
@@ -325,6 +341,114 @@ def apply_scaler(
 
     with _clear_errors():
         _report(run_apply_scaler(scaler, [(train, train_out), (val, val_out), (test, test_out)]))
+
+
+def _model_params(
+    learning_rate: float,
+    batch_size: int,
+    beta: float,
+    hidden_size: int,
+    latent_dim: int,
+    mse_weight: float,
+    n_hidden_layers: int,
+) -> Any:
+    from container_component_src.model.train import ModelParams
+
+    params = ModelParams(learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers)
+    params.validate()
+    return params
+
+
+LearningRate = Annotated[float, typer.Option(help="Adam learning rate.", rich_help_panel=Hyper)]
+BatchSize = Annotated[int, typer.Option(help="Rows per batch.", rich_help_panel=Hyper)]
+Beta = Annotated[float, typer.Option(help="Weight of the KL term.", rich_help_panel=Hyper)]
+HiddenSize = Annotated[int, typer.Option(help="First hidden layer width (each next halves).", rich_help_panel=Hyper)]
+LatentDim = Annotated[int, typer.Option(help="Latent size.", rich_help_panel=Hyper)]
+MseWeight = Annotated[float, typer.Option(help="Share of squared error in the likelihood term.", rich_help_panel=Hyper)]
+HiddenLayers = Annotated[int, typer.Option(help="Hidden layers of encoder and decoder.", rich_help_panel=Hyper)]
+MaxEpochs = Annotated[
+    int, typer.Option(help="Upper bound on epochs (early stopping ends sooner).", rich_help_panel=Run)
+]
+Patience = Annotated[int, typer.Option(help="Epochs without improvement before stopping.", rich_help_panel=Run)]
+Accelerator = Annotated[str, typer.Option(help="cpu, gpu or auto.", rich_help_panel=Run)]
+Devices = Annotated[int, typer.Option(help="Devices per node; more than one trains with DDP.", rich_help_panel=Run)]
+Nodes = Annotated[int, typer.Option(help="Nodes (PyTorchJob replicas).", rich_help_panel=Run)]
+Seed = Annotated[int, typer.Option(help="Seed of initialisation, sampling and shuffling.", rich_help_panel=Run)]
+
+
+@app.command()
+def train(
+    train: Annotated[str, typer.Option(help="Scaled training set (parquet).")],
+    val: Annotated[str, typer.Option(help="Scaled validation set (parquet).")],
+    scaler: Annotated[str, typer.Option(help="Scaler JSON from fit-scaler (gives the channels).")],
+    out: Annotated[str, typer.Option(help="Folder for the Model artifact.")],
+    learning_rate: LearningRate,
+    batch_size: BatchSize,
+    beta: Beta,
+    hidden_size: HiddenSize,
+    latent_dim: LatentDim,
+    mse_weight: MseWeight,
+    n_hidden_layers: HiddenLayers,
+    max_epochs: MaxEpochs,
+    patience: Patience,
+    accelerator: Accelerator,
+    devices: Devices,
+    num_nodes: Nodes,
+    seed: Seed,
+    params: Annotated[
+        str | None, typer.Option(help="Best-parameters JSON from tune; its values replace the options above.")
+    ] = None,
+) -> None:
+    """Train the VAE (Lightning, CPU or GPU, DDP with several devices) and write the Model artifact."""
+    from container_component_src.model.train import ModelParams, TrainOptions, run_train
+
+    with _clear_errors():
+        model_params = _model_params(
+            learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers
+        )
+        if params:
+            from container_component_src import storage
+
+            model_params = ModelParams(**storage.read_json(params)["parameters"])
+            model_params.validate()
+        options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed)
+        _report(run_train(train, val, scaler, out, model_params, options))
+
+
+@app.command()
+def tune(
+    train: Annotated[str, typer.Option(help="Scaled training set (parquet).")],
+    val: Annotated[str, typer.Option(help="Scaled validation set (parquet).")],
+    scaler: Annotated[str, typer.Option(help="Scaler JSON from fit-scaler (gives the channels).")],
+    out: Annotated[str, typer.Option(help="JSON file for the best parameters.")],
+    search_space: Annotated[str, typer.Option(help="Katib-style search space as JSON (see config.toml).")],
+    algorithm: Annotated[str, typer.Option(help="random, tpe, grid or bayesianoptimization.")],
+    max_trials: Annotated[int, typer.Option(help="Trials to run.")],
+    max_failed_trials: Annotated[int, typer.Option(help="Failed trials tolerated.")],
+    learning_rate: LearningRate,
+    batch_size: BatchSize,
+    beta: Beta,
+    hidden_size: HiddenSize,
+    latent_dim: LatentDim,
+    mse_weight: MseWeight,
+    n_hidden_layers: HiddenLayers,
+    max_epochs: MaxEpochs,
+    patience: Patience,
+    accelerator: Accelerator,
+    devices: Devices,
+    num_nodes: Nodes,
+    seed: Seed,
+) -> None:
+    """Search hyperparameters locally (optuna, the same trials Katib would run); write the best."""
+    from container_component_src.model.train import TrainOptions
+    from container_component_src.model.tune import run_tune
+
+    with _clear_errors():
+        base = _model_params(learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers)
+        options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed, progress=False)
+        _report(
+            run_tune(train, val, scaler, out, search_space, base, options, algorithm, max_trials, max_failed_trials)
+        )
 
 
 def run_subcommand(*args: str) -> None:

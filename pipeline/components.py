@@ -7,7 +7,7 @@ Bodies are hermetic (imports inside), as KFP requires.
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 PLACEHOLDER_IMAGE = "eclss-anomaly-pipeline"
 
@@ -220,4 +220,86 @@ def apply_scaler(
         scaled_val.path,
         "--test-out",
         scaled_test.path,
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def tune(
+    train: Input[Dataset],
+    val: Input[Dataset],
+    scaler: Input[Artifact],
+    search_space: str,
+    algorithm: str,
+    max_trials: int,
+    max_failed_trials: int,
+    epochs_per_trial: int,
+    seed: int,
+    best_params: Output[Artifact],
+):
+    """Runs `tune`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "tune",
+        "--train",
+        train.path,
+        "--val",
+        val.path,
+        "--scaler",
+        scaler.path,
+        "--out",
+        best_params.path,
+        "--search-space",
+        search_space,
+        "--algorithm",
+        algorithm,
+        "--max-trials",
+        str(max_trials),
+        "--max-failed-trials",
+        str(max_failed_trials),
+        "--max-epochs",
+        str(epochs_per_trial),
+        "--seed",
+        str(seed),
+    )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def train(
+    train: Input[Dataset],
+    val: Input[Dataset],
+    scaler: Input[Artifact],
+    best_params: Input[Artifact],
+    max_epochs: int,
+    patience: int,
+    accelerator: str,
+    devices: int,
+    seed: int,
+    model: Output[Model],
+):
+    """Runs `train`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "train",
+        "--train",
+        train.path,
+        "--val",
+        val.path,
+        "--scaler",
+        scaler.path,
+        "--params",
+        best_params.path,
+        "--out",
+        model.path,
+        "--max-epochs",
+        str(max_epochs),
+        "--patience",
+        str(patience),
+        "--accelerator",
+        accelerator,
+        "--devices",
+        str(devices),
+        "--seed",
+        str(seed),
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import List, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset
+from kfp.dsl import Artifact, Dataset, Model
 
 from container_component_src.config import Settings
 from pipeline import components
@@ -22,12 +22,15 @@ class PipelineOutputs(NamedTuple):
     train: Dataset
     val: Dataset
     test: Dataset
+    best_params: Artifact
+    model: Model
 
 
 def build_pipeline(settings: Settings) -> Callable[..., object]:
     """Return the pipeline function, with the project image and defaults from `settings`."""
     image = settings.platform.image
     columns, pre, split = settings.columns, settings.preprocessing, settings.split
+    training, tuning = settings.training, settings.tuning
 
     def task(t: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
         return t.set_container_image(image).set_display_name(name)
@@ -64,8 +67,18 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
         block_hours: float = split.block_hours,
         split_seed: int = split.seed,
         scaler_kind: str = settings.scaling.kind,
+        search_space: str = tuning.search_space,
+        tune_algorithm: str = tuning.algorithm,
+        max_trials: int = tuning.max_trials,
+        max_failed_trials: int = tuning.max_failed_trials,
+        epochs_per_trial: int = tuning.epochs_per_trial,
+        max_epochs: int = training.max_epochs,
+        patience: int = training.patience,
+        accelerator: str = training.accelerator,
+        devices: int = training.devices,
+        seed: int = training.seed,
     ) -> PipelineOutputs:
-        """Split archives -> preprocess (Dask) -> labels -> train/val/test split -> scaling.
+        """Split archives -> preprocess (Dask) -> labels -> split -> scaling -> tuning -> training.
 
         Args:
             archives: Folder or s3:// URL of the yearly archive parquet files.
@@ -86,6 +99,16 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             block_hours: Length of the train/validation time blocks.
             split_seed: Seed of the block assignment.
             scaler_kind: "standard" or "minmax".
+            search_space: Hyperparameter search space, Katib-style JSON (see config.toml).
+            tune_algorithm: random, tpe, grid or bayesianoptimization.
+            max_trials: Tuning trials.
+            max_failed_trials: Failed trials tolerated before tuning fails.
+            epochs_per_trial: Maximum epochs of each tuning trial.
+            max_epochs: Maximum epochs of the final training (early stopping ends sooner).
+            patience: Epochs without improvement of the validation objective before stopping.
+            accelerator: "cpu", "gpu" or "auto".
+            devices: Devices for training; more than one trains with DDP.
+            seed: Seed of tuning and training.
         """
         partitions = split_archives(
             archives=archives, timestamp_column=timestamp_column, partition_period=partition_period
@@ -151,7 +174,37 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             ),
             "apply-scaler",
         )
+        tuned = task(
+            components.tune(
+                train=scaled.outputs["scaled_train"],
+                val=scaled.outputs["scaled_val"],
+                scaler=scaler.outputs["scaler"],
+                search_space=search_space,
+                algorithm=tune_algorithm,
+                max_trials=max_trials,
+                max_failed_trials=max_failed_trials,
+                epochs_per_trial=epochs_per_trial,
+                seed=seed,
+            ),
+            "tune",
+        )
+        trained = task(
+            components.train(
+                train=scaled.outputs["scaled_train"],
+                val=scaled.outputs["scaled_val"],
+                scaler=scaler.outputs["scaler"],
+                best_params=tuned.outputs["best_params"],
+                max_epochs=max_epochs,
+                patience=patience,
+                accelerator=accelerator,
+                devices=devices,
+                seed=seed,
+            ),
+            "train",
+        )
         return PipelineOutputs(
+            best_params=tuned.outputs["best_params"],
+            model=trained.outputs["model"],
             quality_report=preprocessed.outputs["quality_report"],
             scaler=scaler.outputs["scaler"],
             train=scaled.outputs["scaled_train"],

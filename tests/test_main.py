@@ -121,6 +121,50 @@ def test_data_steps_through_the_cli(tmp_path: Path) -> None:
     for step in steps:
         result = runner.invoke(app, step)
         assert result.exit_code == 0, f"{step[0]}: {result.output}"
+    tune = [
+        "tune",
+        "--train",
+        f"{d}/s_train.parquet",
+        "--val",
+        f"{d}/s_val.parquet",
+        "--scaler",
+        f"{d}/scaler.json",
+        "--out",
+        f"{d}/best.json",
+        "--max-trials",
+        "1",
+        "--max-epochs",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--search-space",
+        '{"beta": {"type": "double", "min": 0.5, "max": 1.0}}',
+    ]
+    result = runner.invoke(app, tune)
+    assert result.exit_code == 0, result.output
+    train = [
+        "train",
+        "--train",
+        f"{d}/s_train.parquet",
+        "--val",
+        f"{d}/s_val.parquet",
+        "--scaler",
+        f"{d}/scaler.json",
+        "--out",
+        f"{d}/model",
+        "--params",
+        f"{d}/best.json",
+        "--max-epochs",
+        "1",
+        "--accelerator",
+        "cpu",
+    ]
+    result = runner.invoke(app, train)
+    assert result.exit_code == 0, result.output
+    assert (
+        json.loads((Path(d) / "model" / "hparams.json").read_text())["beta"]
+        == json.loads((Path(d) / "best.json").read_text())["parameters"]["beta"]
+    )
     scaled = pd.read_parquet(f"{d}/s_train.parquet")
     assert abs(scaled.drop(columns="label").mean()).max() < 1e-3
     assert pd.read_parquet(f"{d}/s_test.parquet")["label"].sum() > 0
@@ -140,6 +184,14 @@ def test_bad_option_value_is_rejected() -> None:
 def test_bad_config_is_reported(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", f"{tmp_path}/none.toml", "list-archives"])
     assert result.exit_code != 0
+
+
+def test_bad_search_space_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["tune", "--train", "t", "--val", "v", "--scaler", "s", "--out", "o", "--search-space", '{"dropout": {}}']
+    )
+    assert result.exit_code == 1
+    assert "Error: --search-space: unknown parameter 'dropout'" in result.output
 
 
 def test_run_subcommand_exits_non_zero(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from benchmarks import bench_label_join, bench_preprocess
+from benchmarks import bench_label_join, bench_preprocess, bench_training
 
 
 def test_label_join_benchmark_runs() -> None:
@@ -18,3 +18,8 @@ def test_preprocess_benchmark_runs(tmp_path: Path) -> None:
         "preprocess (Dask, 1min grid)",
     ]
     assert rows[2]["ratio"] > 0
+
+
+def test_training_benchmark_runs() -> None:
+    (row,) = bench_training.run(n_rows=4_096, n_features=4, batch_size=512, epochs=1)
+    assert row["rows_per_s"] > 0 and row["ratio"] > -1

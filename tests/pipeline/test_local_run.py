@@ -1,6 +1,7 @@
 """End to end: the DAG through kfp.local, on generated data, as `--local` runs it."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,11 +19,15 @@ EXPECTED_OUTPUTS = {
     "split-dataset": ["train", "val", "test"],
     "fit-scaler": ["scaler"],
     "apply-scaler": ["scaled_train", "scaled_val", "scaled_test"],
+    "tune": ["best_params"],
+    "train": ["model"],
 }
 
 
 def _non_empty(path: Path) -> bool:
-    return (path.is_file() and path.stat().st_size > 0) or (path.is_dir() and any(path.rglob("*.parquet")))
+    return (path.is_file() and path.stat().st_size > 0) or (
+        path.is_dir() and any(f.stat().st_size for f in path.rglob("*"))
+    )
 
 
 @pytest.mark.e2e
@@ -44,7 +49,8 @@ def test_local_pipeline_run(project_root: Path, tmp_path: Path, monkeypatch: pyt
         ),
     )
     monkeypatch.chdir(project_root)
-    outputs = run_local(settings, {"dask_workers": 1, "block_hours": 6.0}, caching=False)
+    params = {"dask_workers": 1, "block_hours": 6.0, "max_trials": 2, "epochs_per_trial": 1, "max_epochs": 2}
+    outputs = run_local(settings, params, caching=False)
     run_dir = Path(outputs["train"]).parent.parent
     for task, names in EXPECTED_OUTPUTS.items():
         for name in names:
@@ -56,4 +62,7 @@ def test_local_pipeline_run(project_root: Path, tmp_path: Path, monkeypatch: pyt
     assert all(_non_empty(p) for p in splits), "both archives are split in the ParallelFor"
     train, test = pd.read_parquet(outputs["train"]), pd.read_parquet(outputs["test"])
     assert train["label"].sum() == 0 and test["label"].sum() > 0
-    assert set(outputs) == {"quality_report", "scaler", "train", "val", "test"}
+    assert set(outputs) == {"quality_report", "scaler", "train", "val", "test", "best_params", "model"}
+    assert (Path(outputs["model"]) / "model.torchscript.pt").is_file()
+    best = json.loads(Path(outputs["best_params"]).read_text())
+    assert best["trials"] == 2 and best["objective"]["name"] == "val_nll"

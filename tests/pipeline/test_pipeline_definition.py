@@ -8,7 +8,16 @@ from container_component_src.config import load_settings
 from pipeline.components import PLACEHOLDER_IMAGE
 from pipeline.pipeline_definition import build_pipeline
 
-EXPECTED_TASKS = {"preprocess", "parse-reports", "label-series", "split-dataset", "fit-scaler", "apply-scaler"}
+EXPECTED_TASKS = {
+    "preprocess",
+    "parse-reports",
+    "label-series",
+    "split-dataset",
+    "fit-scaler",
+    "apply-scaler",
+    "tune",
+    "train",
+}
 
 
 def _settings(project_root: Path, image: str = "registry.example/eclss:test"):
@@ -31,6 +40,8 @@ def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
     assert deps["label-series"] == {"preprocess", "parse-reports"}
     assert deps["split-dataset"] == {"label-series", "parse-reports"}
     assert deps["apply-scaler"] == {"fit-scaler", "split-dataset"}
+    assert deps["tune"] == {"apply-scaler", "fit-scaler"}
+    assert deps["train"] == {"apply-scaler", "fit-scaler", "tune"}
     sub = spec["components"]["comp-split-archives"]["dag"]["tasks"]
     loop = next(t for t in sub.values() if "parameterIterator" in t)
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("list-archives-Output")
@@ -39,7 +50,7 @@ def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
 def test_every_task_uses_the_configured_image(project_root: Path, tmp_path: Path) -> None:
     spec = _compile(project_root, tmp_path)
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 8
+    assert len(executors) == 10
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == "registry.example/eclss:test"

@@ -1,0 +1,60 @@
+"""Reading training rows and writing/reading the Model artifact (a folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from container_component_src import storage
+from container_component_src.storage import InputError
+
+WEIGHTS = "model.pt"
+TORCHSCRIPT = "model.torchscript.pt"
+SCALER = "scaler.json"
+CHANNELS = "channels.json"
+HPARAMS = "hparams.json"
+METRICS = "metrics.json"
+
+
+def load_rows(url: str, channels: list[str]) -> torch.Tensor:
+    """The `channels` columns of a parquet set as one float32 tensor, checked for gaps."""
+    frame = storage.read_parquet(url)
+    missing = [c for c in channels if c not in frame.columns]
+    if missing:
+        raise InputError(f"{url} lacks channel(s) {', '.join(missing)}")
+    if frame.empty:
+        raise InputError(f"{url} holds no rows")
+    values = frame[channels].to_numpy(np.float32)
+    if not np.isfinite(values).all():
+        raise InputError(f"{url} has NaN or infinite values: preprocess it first")
+    return torch.from_numpy(np.ascontiguousarray(values))
+
+
+def write_model_artifact(
+    out_dir: str,
+    vae: torch.nn.Module,
+    scaler: dict[str, Any],
+    hparams: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
+    """Write everything serving needs into `out_dir`, atomically: weights, TorchScript, scaler,
+    channel order, hyperparameters and training metrics."""
+    scripted = torch.jit.script(vae.cpu().eval())
+    with storage.atomic_directory(out_dir) as folder:
+        root = Path(folder)
+        torch.save(vae.state_dict(), root / WEIGHTS)
+        scripted.save(str(root / TORCHSCRIPT))
+        for name, content in ((SCALER, scaler), (CHANNELS, scaler["channels"]), (HPARAMS, hparams), (METRICS, metrics)):
+            (root / name).write_text(json.dumps(content, indent=2))
+
+
+def load_scripted(model_dir: str) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """The TorchScript model and the scaler of a Model artifact folder."""
+    root = Path(model_dir)
+    if not (root / TORCHSCRIPT).is_file():
+        raise InputError(f"model folder {model_dir} has no {TORCHSCRIPT}: was it written by train?")
+    return torch.jit.load(str(root / TORCHSCRIPT)), json.loads((root / SCALER).read_text())

@@ -1,0 +1,196 @@
+"""Hyperparameter search: one search-space specification for Katib (cluster) and optuna (local).
+
+Optuna is the library behind Katib's tpe and grid suggestions; locally its trials run through
+the same `fit` as training, in this process, on data loaded once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from container_component_src import storage
+from container_component_src.model.train import OBJECTIVE, ModelParams, TrainOptions
+
+ALGORITHMS = ("random", "tpe", "grid", "bayesianoptimization")
+PARAMETER_TYPES = ("double", "int", "discrete", "categorical")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched hyperparameter, in Katib's terms.
+
+    Attributes:
+        name: A field of ModelParams.
+        type: "double", "int", "discrete" or "categorical".
+        min: Lower bound (double, int).
+        max: Upper bound (double, int).
+        step: Grid step (double, int; required by the grid algorithm).
+        log: Sample on a log scale (double, int).
+        values: The choices (discrete, categorical).
+    """
+
+    name: str
+    type: str
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    log: bool = False
+    values: tuple[Any, ...] = ()
+
+
+def parse_search_space(spec: str | dict[str, Any]) -> list[Parameter]:
+    """Parse a JSON object {name: {"type": ..., ...}} into parameters; errors name the parameter.
+
+    Example: {"learning_rate": {"type": "double", "min": 1e-4, "max": 1e-2, "log": true},
+    "batch_size": {"type": "discrete", "values": [256, 512]}}
+    """
+    raw = json.loads(spec) if isinstance(spec, str) else spec
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError("--search-space must be a non-empty JSON object")
+    known = {f.name for f in fields(ModelParams)}
+    parameters = []
+    for name, body in raw.items():
+        if name not in known:
+            raise ValueError(f"--search-space: unknown parameter {name!r} (known: {', '.join(sorted(known))})")
+        kind = body.get("type")
+        if kind not in PARAMETER_TYPES:
+            raise ValueError(f"--search-space {name}: type must be one of {', '.join(PARAMETER_TYPES)}")
+        if kind in ("double", "int"):
+            if body.get("min") is None or body.get("max") is None or body["min"] > body["max"]:
+                raise ValueError(f"--search-space {name}: needs min <= max")
+        elif not body.get("values"):
+            raise ValueError(f"--search-space {name}: needs a non-empty list of values")
+        extra = set(body) - {"type", "min", "max", "step", "log", "values"}
+        if extra:
+            raise ValueError(f"--search-space {name}: unknown key(s) {', '.join(sorted(extra))}")
+        parameters.append(
+            Parameter(
+                name,
+                kind,
+                body.get("min"),
+                body.get("max"),
+                body.get("step"),
+                bool(body.get("log")),
+                tuple(body.get("values", ())),
+            )
+        )
+    return parameters
+
+
+def grid_values(parameter: Parameter) -> list[Any]:
+    """All values of a parameter on the grid (Katib's grid needs a step for ranges)."""
+    if parameter.values:
+        return list(parameter.values)
+    if parameter.step is None:
+        raise ValueError(f"--search-space {parameter.name}: the grid algorithm needs a step")
+    count = math.floor((parameter.max - parameter.min) / parameter.step + 1e-9) + 1
+    values = [parameter.min + i * parameter.step for i in range(count)]
+    return [int(v) for v in values] if parameter.type == "int" else values
+
+
+def _sampler(algorithm: str, parameters: list[Parameter], seed: int) -> Any:
+    import optuna
+
+    if algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if algorithm == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if algorithm == "grid":
+        return optuna.samplers.GridSampler({p.name: grid_values(p) for p in parameters}, seed=seed)
+    if algorithm == "bayesianoptimization":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+
+
+def _suggest(trial: Any, parameter: Parameter) -> Any:
+    if parameter.type == "double":
+        step = None if parameter.log else parameter.step
+        return trial.suggest_float(parameter.name, parameter.min, parameter.max, log=parameter.log, step=step)
+    if parameter.type == "int":
+        return trial.suggest_int(
+            parameter.name, int(parameter.min), int(parameter.max), log=parameter.log, step=int(parameter.step or 1)
+        )
+    return trial.suggest_categorical(parameter.name, list(parameter.values))
+
+
+def run_tune(
+    train_url: str,
+    val_url: str,
+    scaler_url: str,
+    best_url: str,
+    search_space: str | dict[str, Any],
+    base: ModelParams,
+    options: TrainOptions,
+    algorithm: str = "tpe",
+    max_trials: int = 8,
+    max_failed_trials: int = 3,
+) -> dict[str, Any]:
+    """Search hyperparameters locally with optuna and write the best ones as JSON.
+
+    Args:
+        train_url: Scaled training set.
+        val_url: Scaled validation set.
+        scaler_url: Fitted scaler (gives the channels).
+        best_url: JSON output: {"parameters": ..., "objective": ..., "trials": ...}.
+        search_space: The search space (see `parse_search_space`).
+        base: Values of the parameters that are not searched.
+        options: Training options of each trial (few epochs).
+        algorithm: One of ALGORITHMS.
+        max_trials: Trials to run.
+        max_failed_trials: Failed trials (non-finite loss) tolerated before giving up.
+
+    Returns:
+        What was written to `best_url`.
+    """
+    import optuna
+
+    from container_component_src.model.data import TelemetryDataModule
+    from container_component_src.model.system import NonFiniteLossError
+    from container_component_src.model.train import fit
+
+    parameters = parse_search_space(search_space)
+    if max_trials < 1:
+        raise ValueError(f"--max-trials must be >= 1, got {max_trials}")
+    sampler = _sampler(algorithm, parameters, options.seed)
+    channels = storage.read_json(scaler_url)["channels"]
+    datamodule = TelemetryDataModule(train_url, val_url, channels, base.batch_size, options.seed)
+    datamodule.setup("fit")
+    failures: list[str] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = replace(base, **{p.name: _suggest(trial, p) for p in parameters})
+        with tempfile.TemporaryDirectory() as checkpoints:
+            try:
+                trainer, _ = fit(datamodule, len(channels), params, options, checkpoints)
+            except NonFiniteLossError as exc:
+                failures.append(f"trial {trial.number}: {exc}")
+                print(f"Trial {trial.number} failed: {exc}", flush=True)
+                if len(failures) > max_failed_trials:
+                    trial.study.stop()
+                raise optuna.TrialPruned from exc
+            return float(trainer.checkpoint_callback.best_model_score)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.optimize(objective, n_trials=max_trials, show_progress_bar=options.progress)
+    if len(failures) > max_failed_trials:
+        raise RuntimeError(
+            f"{len(failures)} trials failed (more than --max-failed-trials {max_failed_trials}): {failures[-1]}"
+        )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"no trial finished: {failures[-1] if failures else 'no trial ran'}")
+    best = replace(base, **study.best_trial.params)
+    result = {
+        "parameters": asdict(best),
+        "objective": {"name": OBJECTIVE, "value": study.best_value},
+        "algorithm": algorithm,
+        "trials": len(study.trials),
+        "failed_trials": len(failures),
+    }
+    storage.write_json(result, best_url)
+    return result

@@ -1,0 +1,80 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from container_component_src.model.io import load_scripted
+from container_component_src.model.train import ModelParams, TrainOptions, run_train
+
+FAST = TrainOptions(max_epochs=6, patience=2, accelerator="cpu", progress=False)
+PARAMS = ModelParams(batch_size=256, hidden_size=32, latent_dim=3)
+
+
+@pytest.fixture(scope="module")
+def trained(scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    out = tmp_path_factory.mktemp("model") / "model"
+    metrics = run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(out), PARAMS, FAST)
+    return str(out), metrics
+
+
+def test_artifact_has_what_serving_needs(trained: tuple[str, dict], scaled_sets: dict[str, str]) -> None:
+    out, metrics = trained
+    names = {p.name for p in Path(out).iterdir()}
+    assert names == {"model.pt", "model.torchscript.pt", "scaler.json", "channels.json", "hparams.json", "metrics.json"}
+    scaler = json.loads(Path(scaled_sets["scaler"]).read_text())
+    assert json.loads((Path(out) / "channels.json").read_text()) == scaler["channels"]
+    assert json.loads((Path(out) / "hparams.json").read_text())["hidden_size"] == 32
+    assert metrics["val_nll"] > 0 and 1 <= metrics["epochs"] <= 6 and metrics["train_rows"] > 0
+
+
+def test_scores_out_of_distribution_rows_higher(trained: tuple[str, dict], scaled_sets: dict[str, str]) -> None:
+    model, scaler = load_scripted(trained[0])
+    val = torch.tensor(pd.read_parquet(scaled_sets["val"])[scaler["channels"]].to_numpy("float32"))
+    with torch.no_grad():
+        normal, shifted = model.score(val), model.score(val + 4.0)
+    assert shifted.mean() > normal.mean() + 10
+    test = pd.read_parquet(scaled_sets["test"])
+    with torch.no_grad():
+        scores = model.score(torch.tensor(test[scaler["channels"]].to_numpy("float32"))).numpy()
+    labels = test["label"].to_numpy() == 1
+    assert scores[labels].mean() > scores[~labels].mean(), "the injected anomalies score higher"
+
+
+def test_prints_objective_lines_for_katib(scaled_sets: dict[str, str], tmp_path: Path, capsys) -> None:
+    options = TrainOptions(max_epochs=2, patience=2, accelerator="cpu", progress=False, seed=3)
+    first = run_train(
+        scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "a"), PARAMS, options
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch=")]
+    assert len(lines) == 2 and "val_nll=" in lines[0] and "val_loss=" in lines[0]
+    second = run_train(
+        scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "b"), PARAMS, options
+    )
+    assert first["val_nll"] == second["val_nll"], "seeded runs are deterministic"
+
+
+def test_bad_hyperparameters(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="invalid hyperparameters"):
+        run_train(
+            scaled_sets["train"],
+            scaled_sets["val"],
+            scaled_sets["scaler"],
+            str(tmp_path / "m"),
+            ModelParams(learning_rate=-1.0),
+            FAST,
+        )
+    assert not (tmp_path / "m").exists()
+
+
+def test_ddp_with_two_local_processes(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    options = TrainOptions(max_epochs=1, patience=1, accelerator="cpu", devices=2, progress=False)
+    metrics = run_train(
+        scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "m"), PARAMS, options
+    )
+    assert metrics["epochs"] == 1 and metrics["val_nll"] > 0
+    model, _ = load_scripted(str(tmp_path / "m"))
+    assert model.score(torch.zeros(2, len(json.loads(Path(scaled_sets["scaler"]).read_text())["channels"]))).shape == (
+        2,
+    )
