@@ -4,13 +4,14 @@
 parameters whose defaults come from the same settings.
 """
 
+import json
 from collections.abc import Callable
 from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Model
 
-from container_component_src.config import Settings
+from container_component_src.config import ConfigError, Settings
 from pipeline import components
 
 PIPELINE_NAME = "eclss-anomaly-detection"
@@ -26,11 +27,20 @@ class PipelineOutputs(NamedTuple):
     model: Model
 
 
+def _compact_json(text: str, where: str) -> str:
+    """One-line JSON: a multi-line default would not survive KFP's YAML."""
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+
+
 def build_pipeline(settings: Settings) -> Callable[..., object]:
     """Return the pipeline function, with the project image and defaults from `settings`."""
     image = settings.platform.image
     columns, pre, split = settings.columns, settings.preprocessing, settings.split
     training, tuning = settings.training, settings.tuning
+    search_space_default = _compact_json(tuning.search_space, "[tuning] search_space")
 
     def task(t: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
         return t.set_container_image(image).set_display_name(name)
@@ -67,7 +77,7 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
         block_hours: float = split.block_hours,
         split_seed: int = split.seed,
         scaler_kind: str = settings.scaling.kind,
-        search_space: str = tuning.search_space,
+        search_space: str = search_space_default,
         tune_algorithm: str = tuning.algorithm,
         max_trials: int = tuning.max_trials,
         max_failed_trials: int = tuning.max_failed_trials,

@@ -1,10 +1,12 @@
 import dataclasses
+import json
 from pathlib import Path
 
+import pytest
 import yaml
 from kfp import compiler
 
-from container_component_src.config import load_settings
+from container_component_src.config import ConfigError, load_settings
 from pipeline.components import PLACEHOLDER_IMAGE
 from pipeline.pipeline_definition import build_pipeline
 
@@ -81,3 +83,20 @@ def test_dag_picture_source(project_root: Path, tmp_path: Path) -> None:
     assert '"split-archives/for-loop-1/split-archive" -> "preprocess"' in dot
     assert '"split-archives/list-archives" -> "split-archives/for-loop-1/split-archive"' in dot
     assert '"fit-scaler" -> "apply-scaler"' in dot
+
+
+def test_compiled_yaml_loads_back_into_kfp(project_root: Path, tmp_path: Path) -> None:
+    from kfp import components
+
+    spec = _compile(project_root, tmp_path)
+    loaded = components.load_component_from_file(str(tmp_path / "pipeline.yaml"))
+    assert loaded.name == "eclss-anomaly-detection"
+    space = json.loads(spec["root"]["inputDefinitions"]["parameters"]["search_space"]["defaultValue"])
+    assert "learning_rate" in space
+
+
+def test_invalid_search_space_in_config_is_named(project_root: Path) -> None:
+    settings = _settings(project_root)
+    broken = dataclasses.replace(settings, tuning=dataclasses.replace(settings.tuning, search_space="{oops"))
+    with pytest.raises(ConfigError, match=r"\[tuning\] search_space is not valid JSON"):
+        build_pipeline(broken)
