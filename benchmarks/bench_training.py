@@ -18,13 +18,14 @@ def _pure_epoch(system: Any, batches: list[torch.Tensor], optimizer: torch.optim
         optimizer.step()
 
 
-def run(n_rows: int = 200_000, n_features: int = 16, batch_size: int = 512, epochs: int = 3) -> list[dict[str, Any]]:
+def run(n_rows: int = 200_000, n_features: int = 16, batch_size: int = 512, epochs: int = 5) -> list[dict[str, Any]]:
     import pytorch_lightning as pl
 
     from container_component_src.model.data import batch_loader
     from container_component_src.model.system import VAESystem
-    from container_component_src.model.train import progress_bar
+    from container_component_src.model.train import hide_unused_gpus, progress_bar
 
+    hide_unused_gpus("cpu")
     torch.manual_seed(0)
     rows = torch.randn(n_rows, n_features)
     system = VAESystem(n_features=n_features)
