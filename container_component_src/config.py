@@ -109,7 +109,10 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class TuningSettings:
+    backend: str
     algorithm: str
+    parallel_trials: int
+    timeout_s: int
     max_trials: int
     max_failed_trials: int
     epochs_per_trial: int

@@ -28,6 +28,7 @@ app = typer.Typer(
 Columns = "Columns"
 Cluster = "Dask cluster"
 Hyper = "Hyperparameters"
+Katib = "Katib (--backend katib)"
 Run = "Training run"
 
 
@@ -43,6 +44,11 @@ class Aggregation(StrEnum):
 class ClusterKind(StrEnum):
     local = "local"
     kubernetes = "kubernetes"
+
+
+class TuneBackend(StrEnum):
+    local = "local"
+    katib = "katib"
 
 
 class ScalerKind(StrEnum):
@@ -108,6 +114,12 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "max_failed_trials": settings.tuning.max_failed_trials,
             "max_epochs": settings.tuning.epochs_per_trial,
             "search_space": settings.tuning.search_space,
+            "backend": settings.tuning.backend,
+            "parallel_trials": settings.tuning.parallel_trials,
+            "timeout_s": settings.tuning.timeout_s,
+            "image": settings.platform.image,
+            "namespace": settings.platform.namespace,
+            "s3_secret_name": settings.platform.s3_secret_name,
         },
     }
 
@@ -438,16 +450,64 @@ def tune(
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
+    backend: Annotated[
+        TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")
+    ] = TuneBackend.local,
+    namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)] = "",
+    image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)] = "",
+    parallel_trials: Annotated[int, typer.Option(help="Katib trials at once.", rich_help_panel=Katib)] = 2,
+    timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Katib)] = 3600,
+    keep_experiment: Annotated[
+        bool, typer.Option(help="Keep the Experiment after it ends.", rich_help_panel=Katib)
+    ] = False,
+    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for trials.", rich_help_panel=Katib)] = "",
+    s3_endpoint: Annotated[
+        str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint of the trials.", rich_help_panel=Katib)
+    ] = "",
 ) -> None:
-    """Search hyperparameters locally (optuna, the same trials Katib would run); write the best."""
+    """Search hyperparameters: locally with optuna, or as a Katib Experiment; write the best."""
     from container_component_src.model.train import TrainOptions
-    from container_component_src.model.tune import run_tune
 
     with _clear_errors():
         base = _model_params(learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers)
-        options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed, progress=False)
+        if backend is TuneBackend.local:
+            from container_component_src.model.tune import run_tune
+
+            options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed, progress=False)
+            _report(
+                run_tune(train, val, scaler, out, search_space, base, options, algorithm, max_trials, max_failed_trials)
+            )
+            return
+        from container_component_src.cluster.katib import KatibOptions, run_katib_tune
+        from container_component_src.cluster.kube import current_namespace
+
+        katib_options = KatibOptions(
+            image=image,
+            namespace=namespace or current_namespace(),
+            parallel_trials=parallel_trials,
+            timeout_s=timeout_s,
+            keep=keep_experiment,
+            s3_secret_name=s3_secret_name,
+            s3_endpoint=s3_endpoint,
+            gpus=devices if accelerator == "gpu" else 0,
+        )
+        data_args = ["--train", train, "--val", val, "--scaler", scaler]
+        run_args = [
+            "--max-epochs",
+            str(max_epochs),
+            "--patience",
+            str(patience),
+            "--accelerator",
+            accelerator,
+            "--devices",
+            str(devices),
+            "--seed",
+            str(seed),
+        ]
         _report(
-            run_tune(train, val, scaler, out, search_space, base, options, algorithm, max_trials, max_failed_trials)
+            run_katib_tune(
+                data_args, out, search_space, base, run_args, katib_options, algorithm, max_trials, max_failed_trials
+            )
         )
 
 

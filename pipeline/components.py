@@ -234,21 +234,38 @@ def tune(
     max_failed_trials: int,
     epochs_per_trial: int,
     seed: int,
+    backend: str,
+    parallel_trials: int,
+    image: str,
+    namespace: str,
+    s3_secret_name: str,
     best_params: Output[Artifact],
 ):
     """Runs `tune`."""
     from container_component_src.main import run_subcommand
 
+    # Katib trials run in their own pods: they read the artifacts from object storage.
+    data = [(a.uri if backend == "katib" else a.path) for a in (train, val, scaler)]
     run_subcommand(
         "tune",
         "--train",
-        train.path,
+        data[0],
         "--val",
-        val.path,
+        data[1],
         "--scaler",
-        scaler.path,
+        data[2],
         "--out",
         best_params.path,
+        "--backend",
+        backend,
+        "--parallel-trials",
+        str(parallel_trials),
+        "--image",
+        image,
+        "--namespace",
+        namespace,
+        "--s3-secret-name",
+        s3_secret_name,
         "--search-space",
         search_space,
         "--algorithm",

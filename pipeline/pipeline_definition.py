@@ -78,6 +78,8 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
         split_seed: int = split.seed,
         scaler_kind: str = settings.scaling.kind,
         search_space: str = search_space_default,
+        tune_backend: str = tuning.backend,
+        parallel_trials: int = tuning.parallel_trials,
         tune_algorithm: str = tuning.algorithm,
         max_trials: int = tuning.max_trials,
         max_failed_trials: int = tuning.max_failed_trials,
@@ -110,6 +112,8 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             split_seed: Seed of the block assignment.
             scaler_kind: "standard" or "minmax".
             search_space: Hyperparameter search space, Katib-style JSON (see config.toml).
+            tune_backend: "local" (optuna in the task) or "katib" (a Katib Experiment).
+            parallel_trials: Katib trials running at once.
             tune_algorithm: random, tpe, grid or bayesianoptimization.
             max_trials: Tuning trials.
             max_failed_trials: Failed trials tolerated before tuning fails.
@@ -195,6 +199,11 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
                 max_failed_trials=max_failed_trials,
                 epochs_per_trial=epochs_per_trial,
                 seed=seed,
+                backend=tune_backend,
+                parallel_trials=parallel_trials,
+                image=image,
+                namespace=settings.platform.namespace,
+                s3_secret_name=settings.platform.s3_secret_name,
             ),
             "tune",
         )

@@ -1,0 +1,291 @@
+"""Tuning on the cluster: a Katib Experiment whose trials run the `train` subcommand of this image.
+
+The search space is the one local tuning uses (`model.tune.parse_search_space`); trials print
+`val_nll=...` lines that Katib's StdOut metrics collector reads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from container_component_src.data.dask_cluster import S3_SECRET_KEYS
+from container_component_src.model.train import OBJECTIVE, ModelParams
+from container_component_src.model.tune import Parameter
+
+GROUP, VERSION, PLURAL = "kubeflow.org", "v1beta1", "experiments"
+TRIAL_CONTAINER = "training"
+
+
+@dataclass(frozen=True)
+class KatibOptions:
+    """Where and how the trials run.
+
+    Attributes:
+        image: The project image the trials run.
+        namespace: Namespace of the Experiment.
+        parallel_trials: Trials running at once.
+        timeout_s: Give up (and fail the task) after this long.
+        poll_s: Seconds between status checks.
+        keep: Keep the Experiment after it ends (it is deleted by default).
+        s3_secret_name: Secret whose AWS_* keys the trials get as environment.
+        s3_endpoint: AWS_ENDPOINT_URL of the trials (MinIO).
+        cpu: CPU request and limit per trial.
+        memory: Memory request and limit per trial.
+        gpus: GPUs per trial.
+    """
+
+    image: str
+    namespace: str
+    parallel_trials: int = 2
+    timeout_s: int = 3600
+    poll_s: float = 15.0
+    keep: bool = False
+    s3_secret_name: str = ""
+    s3_endpoint: str = ""
+    cpu: str = "2"
+    memory: str = "4Gi"
+    gpus: int = 0
+
+
+def experiment_name(prefix: str = "eclss-tune") -> str:
+    """An Experiment name that two runs never share."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def trial_command(
+    data_args: list[str], parameters: list[Parameter], base: ModelParams, run_args: list[str]
+) -> list[str]:
+    """The `train` command of a trial: searched values come from Katib's trial parameters."""
+    searched = {p.name for p in parameters}
+    command = ["python", "-m", "container_component_src.main", "train", *data_args, "--out", "/tmp/model"]
+    for field in fields(ModelParams):
+        value = f"${{trialParameters.{field.name}}}" if field.name in searched else str(getattr(base, field.name))
+        command += [f"--{field.name.replace('_', '-')}", value]
+    return command + run_args
+
+
+def _feasible_space(parameter: Parameter) -> Any:
+    from kubeflow.katib import V1beta1FeasibleSpace
+
+    if parameter.values:
+        return V1beta1FeasibleSpace(list=[str(v) for v in parameter.values])
+    return V1beta1FeasibleSpace(
+        min=str(parameter.min),
+        max=str(parameter.max),
+        step=None if parameter.step is None else str(parameter.step),
+        distribution="logUniform" if parameter.log else None,
+    )
+
+
+def _trial_env(options: KatibOptions) -> list[dict[str, Any]]:
+    env = [{"name": "AWS_ENDPOINT_URL", "value": options.s3_endpoint}] if options.s3_endpoint else []
+    if options.s3_secret_name:
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": options.s3_secret_name, "key": key}}}
+            for key in S3_SECRET_KEYS
+        ]
+    return env
+
+
+def build_experiment(
+    name: str,
+    parameters: list[Parameter],
+    command: list[str],
+    options: KatibOptions,
+    algorithm: str = "tpe",
+    max_trials: int = 8,
+    max_failed_trials: int = 3,
+) -> Any:
+    """The Katib Experiment (typed SDK model) that searches `parameters` by running `command`."""
+    from kubeflow.katib import (
+        V1beta1AlgorithmSpec,
+        V1beta1CollectorSpec,
+        V1beta1Experiment,
+        V1beta1ExperimentSpec,
+        V1beta1MetricsCollectorSpec,
+        V1beta1ObjectiveSpec,
+        V1beta1ParameterSpec,
+        V1beta1TrialParameterSpec,
+        V1beta1TrialTemplate,
+    )
+    from kubernetes.client import V1ObjectMeta
+
+    resources = {"cpu": options.cpu, "memory": options.memory}
+    if options.gpus:
+        resources["nvidia.com/gpu"] = str(options.gpus)
+    trial_spec = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": TRIAL_CONTAINER,
+                            "image": options.image,
+                            "command": command,
+                            "env": _trial_env(options),
+                            "resources": {"requests": resources, "limits": resources},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    return V1beta1Experiment(
+        api_version=f"{GROUP}/{VERSION}",
+        kind="Experiment",
+        metadata=V1ObjectMeta(name=name, namespace=options.namespace),
+        spec=V1beta1ExperimentSpec(
+            objective=V1beta1ObjectiveSpec(
+                type="minimize", objective_metric_name=OBJECTIVE, additional_metric_names=["val_loss"]
+            ),
+            algorithm=V1beta1AlgorithmSpec(algorithm_name=algorithm),
+            parameters=[
+                V1beta1ParameterSpec(name=p.name, parameter_type=p.type, feasible_space=_feasible_space(p))
+                for p in parameters
+            ],
+            max_trial_count=max_trials,
+            parallel_trial_count=options.parallel_trials,
+            max_failed_trial_count=max_failed_trials,
+            metrics_collector_spec=V1beta1MetricsCollectorSpec(collector=V1beta1CollectorSpec(kind="StdOut")),
+            trial_template=V1beta1TrialTemplate(
+                primary_container_name=TRIAL_CONTAINER,
+                trial_parameters=[V1beta1TrialParameterSpec(name=p.name, reference=p.name) for p in parameters],
+                trial_spec=trial_spec,
+            ),
+        ),
+    )
+
+
+def run_experiment(
+    api_client: Any,
+    experiment: Any,
+    options: KatibOptions,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Create the Experiment, wait for it, return its best trial; delete it unless `options.keep`.
+
+    Raises:
+        RuntimeError: The Experiment failed, or its best objective is not finite.
+        TimeoutError: It did not finish within `options.timeout_s`.
+    """
+    from kubernetes.client import CustomObjectsApi
+
+    api = CustomObjectsApi(api_client)
+    name, namespace = experiment.metadata.name, experiment.metadata.namespace
+    api.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, api_client.sanitize_for_serialization(experiment)
+    )
+    print(f"Created Katib Experiment {namespace}/{name}", flush=True)
+    try:
+        deadline = clock() + options.timeout_s
+        while True:
+            status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status", {})
+            conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
+            print(
+                f"Experiment {name}: {status.get('trialsSucceeded', 0)} trials succeeded, "
+                f"{status.get('trialsRunning', 0)} running, {status.get('trialsFailed', 0)} failed",
+                flush=True,
+            )
+            if "Succeeded" in conditions:
+                break
+            if "Failed" in conditions:
+                failed = conditions["Failed"]
+                raise RuntimeError(f"Katib Experiment {name} failed: {failed.get('reason')}: {failed.get('message')}")
+            if clock() > deadline:
+                raise TimeoutError(f"Katib Experiment {name} did not finish within {options.timeout_s} s")
+            sleep(options.poll_s)
+        return _best_trial(name, status)
+    finally:
+        if not options.keep:
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            print(f"Deleted Katib Experiment {namespace}/{name}", flush=True)
+
+
+def _best_trial(name: str, status: dict[str, Any]) -> dict[str, Any]:
+    optimal = status.get("currentOptimalTrial") or {}
+    metrics = {m["name"]: m for m in (optimal.get("observation") or {}).get("metrics", [])}
+    try:
+        value = float(metrics[OBJECTIVE].get("min", metrics[OBJECTIVE].get("latest")))
+    except (KeyError, TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise RuntimeError(f"Katib Experiment {name} has no trial with a finite {OBJECTIVE}")
+    return {
+        "assignments": {a["name"]: a["value"] for a in optimal.get("parameterAssignments", [])},
+        "objective": value,
+        "trials": int(status.get("trialsSucceeded", 0)) + int(status.get("trialsFailed", 0)),
+        "failed_trials": int(status.get("trialsFailed", 0)),
+    }
+
+
+def best_params(base: ModelParams, assignments: dict[str, str]) -> ModelParams:
+    """Katib's string assignments, typed as ModelParams fields."""
+    kinds = {f.name: type(getattr(base, f.name)) for f in fields(ModelParams)}
+    return replace(base, **{k: kinds[k](float(v)) if kinds[k] is int else kinds[k](v) for k, v in assignments.items()})
+
+
+def tune_result(base: ModelParams, best: dict[str, Any], algorithm: str) -> dict[str, Any]:
+    """The best-parameters document, in the format local tuning writes."""
+    return {
+        "parameters": asdict(best_params(base, best["assignments"])),
+        "objective": {"name": OBJECTIVE, "value": best["objective"]},
+        "algorithm": algorithm,
+        "trials": best["trials"],
+        "failed_trials": best["failed_trials"],
+    }
+
+
+def run_katib_tune(
+    data_args: list[str],
+    best_url: str,
+    search_space: str | dict[str, Any],
+    base: ModelParams,
+    run_args: list[str],
+    options: KatibOptions,
+    algorithm: str = "tpe",
+    max_trials: int = 8,
+    max_failed_trials: int = 3,
+    api_client: Any = None,
+) -> dict[str, Any]:
+    """Tune with Katib and write the best parameters in the format local tuning writes.
+
+    Args:
+        data_args: `train` options naming the data the trials read (object-storage URLs).
+        best_url: JSON output.
+        search_space: The search space (see `model.tune.parse_search_space`).
+        base: Values of the parameters that are not searched.
+        run_args: Further `train` options of each trial (epochs, accelerator, seed...).
+        options: Where and how the trials run.
+        algorithm: Katib algorithm name.
+        max_trials: Trials to run.
+        max_failed_trials: Failed trials before Katib fails the Experiment.
+        api_client: Kubernetes API client; the current context's when omitted.
+    """
+    from container_component_src import storage
+    from container_component_src.cluster.kube import kube_api_client
+    from container_component_src.model.tune import ALGORITHMS, parse_search_space
+
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    if not options.image:
+        raise ValueError("--image is required to tune with Katib")
+    parameters = parse_search_space(search_space)
+    command = trial_command(data_args, parameters, base, run_args)
+    experiment = build_experiment(
+        experiment_name(), parameters, command, options, algorithm, max_trials, max_failed_trials
+    )
+    best = run_experiment(api_client or kube_api_client(), experiment, options)
+    result = tune_result(base, best, algorithm)
+    storage.write_json(result, best_url)
+    return result

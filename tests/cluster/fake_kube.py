@@ -1,0 +1,98 @@
+"""A small fake of the Kubernetes API for custom objects, served over HTTP on loopback.
+
+The real `kubernetes` client talks to it, so requests, paths and (de)serialisation are exercised
+as on a cluster. Each GET of an object returns the next status of a scripted sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_PATH = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(/(?P<name>[^/?]+))?"
+)
+
+
+class FakeKube:
+    """Stored objects, the scripted statuses, and every request received."""
+
+    def __init__(self, statuses: list[dict[str, Any]]) -> None:
+        self.statuses = statuses
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        self.gets = 0
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        self.requests.append((method, path, body))
+        match = _PATH.match(path)
+        if not match:
+            return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
+        key = (match["ns"], match["plural"], match["name"] or (body or {}).get("metadata", {}).get("name", ""))
+        if method == "POST":
+            if key in self.objects:
+                return 409, {"kind": "Status", "status": "Failure", "reason": "AlreadyExists", "code": 409}
+            self.objects[key] = body
+            return 201, body
+        if key not in self.objects:
+            return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
+        if method == "GET":
+            status = self.statuses[min(self.gets, len(self.statuses) - 1)]
+            self.gets += 1
+            return 200, {**self.objects[key], "status": status}
+        if method == "DELETE":
+            del self.objects[key]
+            return 200, {"kind": "Status", "status": "Success", "code": 200}
+        return 405, {"kind": "Status", "status": "Failure", "code": 405}
+
+
+@contextmanager
+def serve(fake: FakeKube) -> Iterator[str]:
+    """Serve `fake` on a free loopback port; yield its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            code, payload = fake.handle(method, self.path, body)
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._reply("GET")
+
+        def do_POST(self) -> None:
+            self._reply("POST")
+
+        def do_DELETE(self) -> None:
+            self._reply("DELETE")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def api_client(url: str) -> Any:
+    """A real kubernetes ApiClient pointed at the fake."""
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = url
+    return client.ApiClient(configuration)
