@@ -92,6 +92,9 @@ class ScalingSettings:
 
 @dataclass(frozen=True)
 class TrainingSettings:
+    backend: str
+    replicas: int
+    timeout_s: int
     max_epochs: int
     patience: int
     accelerator: str

@@ -29,6 +29,7 @@ Columns = "Columns"
 Cluster = "Dask cluster"
 Hyper = "Hyperparameters"
 Katib = "Katib (--backend katib)"
+Job = "PyTorchJob (--backend pytorchjob)"
 Run = "Training run"
 
 
@@ -49,6 +50,11 @@ class ClusterKind(StrEnum):
 class TuneBackend(StrEnum):
     local = "local"
     katib = "katib"
+
+
+class TrainBackend(StrEnum):
+    local = "local"
+    pytorchjob = "pytorchjob"
 
 
 class ScalerKind(StrEnum):
@@ -106,7 +112,15 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "label_column": c.label,
         },
         "fit-scaler": {"kind": settings.scaling.kind, "label_column": c.label},
-        "train": _training_defaults(settings),
+        "train": {
+            **_training_defaults(settings),
+            "backend": settings.training.backend,
+            "replicas": settings.training.replicas,
+            "timeout_s": settings.training.timeout_s,
+            "image": settings.platform.image,
+            "namespace": settings.platform.namespace,
+            "s3_secret_name": settings.platform.s3_secret_name,
+        },
         "tune": {
             **_training_defaults(settings),
             "algorithm": settings.tuning.algorithm,
@@ -125,7 +139,23 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _training_defaults(settings: Settings) -> dict[str, Any]:
-    return dataclasses.asdict(settings.training)
+    """Hyperparameters and run options shared by `train` and `tune`."""
+    shared = (
+        "max_epochs",
+        "patience",
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "seed",
+        "learning_rate",
+        "batch_size",
+        "beta",
+        "hidden_size",
+        "latent_dim",
+        "mse_weight",
+        "n_hidden_layers",
+    )
+    return {name: getattr(settings.training, name) for name in shared}
 
 
 @app.callback()
@@ -410,8 +440,22 @@ def train(
     params: Annotated[
         str | None, typer.Option(help="Best-parameters JSON from tune; its values replace the options above.")
     ] = None,
+    backend: Annotated[
+        TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")
+    ] = TrainBackend.local,
+    replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)] = 2,
+    namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)] = "",
+    image: Annotated[str, typer.Option(help="Image the replicas run.", rich_help_panel=Job)] = "",
+    timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Job)] = 7200,
+    scratch: Annotated[
+        str, typer.Option(help="Object-storage folder, unique to the run, for the master's model.", rich_help_panel=Job)
+    ] = "",
+    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for replicas.", rich_help_panel=Job)] = "",
+    s3_endpoint: Annotated[
+        str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint of the replicas.", rich_help_panel=Job)
+    ] = "",
 ) -> None:
-    """Train the VAE (Lightning, CPU or GPU, DDP with several devices) and write the Model artifact."""
+    """Train the VAE (Lightning, CPU or GPU, DDP) here or as a PyTorchJob; write the Model artifact."""
     from container_component_src.model.train import ModelParams, TrainOptions, run_train
 
     with _clear_errors():
@@ -423,8 +467,42 @@ def train(
 
             model_params = ModelParams(**storage.read_json(params)["parameters"])
             model_params.validate()
-        options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed)
-        _report(run_train(train, val, scaler, out, model_params, options))
+        if backend is TrainBackend.local:
+            options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed)
+            _report(run_train(train, val, scaler, out, model_params, options))
+            return
+        from container_component_src.cluster.kube import current_namespace
+        from container_component_src.cluster.pytorchjob import PyTorchJobOptions, run_pytorchjob_train
+
+        if not scratch:
+            raise ValueError("--scratch is required to train with a PyTorchJob")
+        job_options = PyTorchJobOptions(
+            image=image,
+            namespace=namespace or current_namespace(),
+            replicas=replicas,
+            gpus_per_replica=devices if accelerator == "gpu" else 0,
+            timeout_s=timeout_s,
+            s3_secret_name=s3_secret_name,
+            s3_endpoint=s3_endpoint,
+        )
+        train_args = [
+            "--train",
+            train,
+            "--val",
+            val,
+            "--scaler",
+            scaler,
+            "--max-epochs",
+            str(max_epochs),
+            "--patience",
+            str(patience),
+            "--seed",
+            str(seed),
+        ]
+        for name, value in dataclasses.asdict(model_params).items():
+            train_args += [f"--{name.replace('_', '-')}", str(value)]
+        run_pytorchjob_train(train_args, out, scratch, job_options)
+        _report({"model": out, "replicas": replicas})
 
 
 @app.command()

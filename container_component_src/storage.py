@@ -145,6 +145,28 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     return {"use_dictionary": [f.name for f in schema if not pa.types.is_floating(f.type)]}
 
 
+def copy_directory(source: str, target: str) -> None:
+    """Copy a folder between any two locations (local or object storage); `target` is replaced
+    atomically where the filesystem allows."""
+    src_fs, src_path = filesystem(source)
+    if not src_fs.isdir(src_path):
+        raise InputError(f"folder {source} does not exist")
+    with atomic_directory(target) as folder:
+        dst_fs, dst_path = filesystem(folder)
+        for path in src_fs.find(src_path):
+            target_path = f"{dst_path}/{path[len(src_path.rstrip('/')) + 1 :]}"
+            dst_fs.makedirs(target_path.rsplit("/", 1)[0], exist_ok=True)
+            with src_fs.open(path, "rb") as reader, dst_fs.open(target_path, "wb") as writer:
+                shutil.copyfileobj(reader, writer)
+
+
+def remove_directory(url: str) -> None:
+    """Delete a folder and everything under it."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def write_parquet(frame: pd.DataFrame, url: str) -> None:
     """Write a frame (its index included) to one parquet file, atomically."""
     table = pa.Table.from_pandas(frame, preserve_index=True)

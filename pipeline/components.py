@@ -292,23 +292,44 @@ def train(
     accelerator: str,
     devices: int,
     seed: int,
+    backend: str,
+    replicas: int,
+    image: str,
+    namespace: str,
+    s3_secret_name: str,
     model: Output[Model],
 ):
     """Runs `train`."""
     from container_component_src.main import run_subcommand
 
+    # PyTorchJob replicas run in their own pods: they read the artifacts from object storage,
+    # and the master writes the model next to this task's output, from where it is copied.
+    cluster = backend == "pytorchjob"
+    data = [(a.uri if cluster else a.path) for a in (train, val, scaler, best_params)]
     run_subcommand(
         "train",
         "--train",
-        train.path,
+        data[0],
         "--val",
-        val.path,
+        data[1],
         "--scaler",
-        scaler.path,
+        data[2],
         "--params",
-        best_params.path,
+        data[3],
         "--out",
         model.path,
+        "--backend",
+        backend,
+        "--replicas",
+        str(replicas),
+        "--image",
+        image,
+        "--namespace",
+        namespace,
+        "--s3-secret-name",
+        s3_secret_name,
+        "--scratch",
+        f"{model.uri}-pytorchjob" if cluster else "",
         "--max-epochs",
         str(max_epochs),
         "--patience",

@@ -84,6 +84,8 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
         max_trials: int = tuning.max_trials,
         max_failed_trials: int = tuning.max_failed_trials,
         epochs_per_trial: int = tuning.epochs_per_trial,
+        train_backend: str = training.backend,
+        replicas: int = training.replicas,
         max_epochs: int = training.max_epochs,
         patience: int = training.patience,
         accelerator: str = training.accelerator,
@@ -118,6 +120,8 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             max_trials: Tuning trials.
             max_failed_trials: Failed trials tolerated before tuning fails.
             epochs_per_trial: Maximum epochs of each tuning trial.
+            train_backend: "local" (Lightning in the task) or "pytorchjob" (a PyTorchJob).
+            replicas: PyTorchJob replicas (one master, the rest workers).
             max_epochs: Maximum epochs of the final training (early stopping ends sooner).
             patience: Epochs without improvement of the validation objective before stopping.
             accelerator: "cpu", "gpu" or "auto".
@@ -218,6 +222,11 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
                 accelerator=accelerator,
                 devices=devices,
                 seed=seed,
+                backend=train_backend,
+                replicas=replicas,
+                image=image,
+                namespace=settings.platform.namespace,
+                s3_secret_name=settings.platform.s3_secret_name,
             ),
             "train",
         )

@@ -70,3 +70,17 @@ def test_s3_failed_write_leaves_no_object(s3_bucket: str) -> None:
 def test_kfp_minio_uris_are_served_by_s3(s3_bucket: str) -> None:
     storage.write_json([1, 2], f"{s3_bucket}/artifacts/listing")
     assert storage.read_json("minio://telemetry/artifacts/listing") == [1, 2]
+
+
+def test_copy_directory_between_local_and_s3(tmp_path: Path, s3_bucket: str) -> None:
+    (tmp_path / "model" / "sub").mkdir(parents=True)
+    (tmp_path / "model" / "a.json").write_text("{}")
+    (tmp_path / "model" / "sub" / "b.bin").write_bytes(b"\x00\x01")
+    storage.copy_directory(str(tmp_path / "model"), f"{s3_bucket}/scratch/model")
+    storage.copy_directory(f"{s3_bucket}/scratch/model", str(tmp_path / "back"))
+    assert (tmp_path / "back" / "a.json").read_text() == "{}"
+    assert (tmp_path / "back" / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+    storage.remove_directory(f"{s3_bucket}/scratch/model")
+    assert not storage.exists(f"{s3_bucket}/scratch/model/a.json")
+    with pytest.raises(InputError, match="folder .*nothing does not exist"):
+        storage.copy_directory(str(tmp_path / "nothing"), str(tmp_path / "x"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,16 @@ def write_model_artifact(
     hparams: dict[str, Any],
     metrics: dict[str, Any],
 ) -> None:
-    """Write everything serving needs into `out_dir`, atomically: weights, TorchScript, scaler,
-    channel order, hyperparameters and training metrics."""
+    """Write everything serving needs into `out_dir` (a local folder or object-storage URL),
+    atomically: weights, TorchScript, scaler, channel order, hyperparameters and metrics."""
     scripted = torch.jit.script(vae.cpu().eval())
-    with storage.atomic_directory(out_dir) as folder:
+    with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         torch.save(vae.state_dict(), root / WEIGHTS)
         scripted.save(str(root / TORCHSCRIPT))
         for name, content in ((SCALER, scaler), (CHANNELS, scaler["channels"]), (HPARAMS, hparams), (METRICS, metrics)):
             (root / name).write_text(json.dumps(content, indent=2))
+        storage.copy_directory(folder, out_dir)
 
 
 def load_scripted(model_dir: str) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:

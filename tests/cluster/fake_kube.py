@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+_PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(/(?P<pod>[^/?]+)/log)?")
 _PATH = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(/(?P<name>[^/?]+))?"
 )
@@ -22,14 +23,25 @@ _PATH = re.compile(
 class FakeKube:
     """Stored objects, the scripted statuses, and every request received."""
 
-    def __init__(self, statuses: list[dict[str, Any]]) -> None:
+    def __init__(self, statuses: list[dict[str, Any]], logs: list[str] | None = None) -> None:
         self.statuses = statuses
+        self.logs = logs or [""]
+        self.log_reads = 0
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.gets = 0
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         self.requests.append((method, path, body))
+        pods = _PODS.match(path)
+        if pods and method == "GET":
+            if pods["pod"]:
+                text = self.logs[min(self.log_reads, len(self.logs) - 1)]
+                self.log_reads += 1
+                return 200, text
+            job = re.search(r"job-name%3D([^%,&]+)", path)
+            items = [{"metadata": {"name": f"{job[1]}-master-0"}}] if job and self.objects else []
+            return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
         match = _PATH.match(path)
         if not match:
             return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
@@ -60,9 +72,10 @@ def serve(fake: FakeKube) -> Iterator[str]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
             code, payload = fake.handle(method, self.path, body)
-            data = json.dumps(payload).encode()
+            text = isinstance(payload, str)
+            data = payload.encode() if text else json.dumps(payload).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
