@@ -80,6 +80,7 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
         search_space: str = search_space_default,
         tune_backend: str = tuning.backend,
         parallel_trials: int = tuning.parallel_trials,
+        keep_experiment: bool = False,
         tune_algorithm: str = tuning.algorithm,
         max_trials: int = tuning.max_trials,
         max_failed_trials: int = tuning.max_failed_trials,
@@ -116,6 +117,7 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             search_space: Hyperparameter search space, Katib-style JSON (see config.toml).
             tune_backend: "local" (optuna in the task) or "katib" (a Katib Experiment).
             parallel_trials: Katib trials running at once.
+            keep_experiment: Keep the Katib Experiment after it ends (for inspection); deleted otherwise.
             tune_algorithm: random, tpe, grid or bayesianoptimization.
             max_trials: Tuning trials.
             max_failed_trials: Failed trials tolerated before tuning fails.
@@ -205,6 +207,7 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
                 seed=seed,
                 backend=tune_backend,
                 parallel_trials=parallel_trials,
+                keep_experiment=keep_experiment,
                 image=image,
                 namespace=settings.platform.namespace,
                 s3_secret_name=settings.platform.s3_secret_name,

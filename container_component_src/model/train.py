@@ -90,6 +90,18 @@ def progress_bar(enabled: bool) -> list[Any]:
     return [TQDMProgressBar(refresh_rate=25)] if enabled else []
 
 
+def cluster_environment() -> list[Any]:
+    """Lightning's plugin for a PyTorchJob replica, which Lightning does not detect by itself.
+
+    The Training Operator sets MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK (one process per
+    replica); torchrun would also set LOCAL_RANK, and Lightning detects that case on its own.
+    """
+    from lightning_fabric.plugins.environments import KubeflowEnvironment
+
+    operator = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"} <= os.environ.keys()
+    return [KubeflowEnvironment()] if operator and "LOCAL_RANK" not in os.environ else []
+
+
 def _strategy(options: TrainOptions) -> str:
     if options.devices * options.num_nodes == 1:
         return "auto"
@@ -135,6 +147,7 @@ def fit(
         enable_progress_bar=options.progress,
         enable_model_summary=False,
         logger=False,
+        plugins=cluster_environment(),
     )
     datamodule.batch_size = params.batch_size
     trainer.fit(system, datamodule=datamodule)

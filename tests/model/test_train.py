@@ -78,3 +78,37 @@ def test_ddp_with_two_local_processes(scaled_sets: dict[str, str], tmp_path: Pat
     assert model.score(torch.zeros(2, len(json.loads(Path(scaled_sets["scaler"]).read_text())["channels"]))).shape == (
         2,
     )
+
+
+def test_lightning_takes_rank_and_world_size_from_the_training_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PyTorchJob replica: the operator's variables make Lightning join the job's process group."""
+    import pytorch_lightning as pl
+    from lightning_fabric.plugins.environments import KubeflowEnvironment
+
+    from container_component_src.model.train import _strategy, cluster_environment
+
+    for name, value in {
+        "KUBERNETES_PORT": "tcp://10.0.0.1:443",
+        "MASTER_ADDR": "eclss-train-x-master-0",
+        "MASTER_PORT": "23456",
+        "WORLD_SIZE": "3",
+        "RANK": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    options = TrainOptions(accelerator="cpu", devices=1, num_nodes=3)
+    assert _strategy(options) == "ddp"
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        num_nodes=3,
+        strategy=_strategy(options),
+        logger=False,
+        plugins=cluster_environment(),
+    )
+    environment = trainer.strategy.cluster_environment
+    assert isinstance(environment, KubeflowEnvironment)
+    assert (environment.world_size(), environment.global_rank(), environment.main_address) == (
+        3,
+        2,
+        "eclss-train-x-master-0",
+    )
