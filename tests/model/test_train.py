@@ -7,6 +7,7 @@ import torch
 
 from container_component_src.model.io import load_scripted
 from container_component_src.model.train import ModelParams, TrainOptions, run_train
+from container_component_src.storage import InputError
 
 FAST = TrainOptions(max_epochs=6, patience=2, accelerator="cpu", progress=False)
 PARAMS = ModelParams(batch_size=256, hidden_size=32, latent_dim=3)
@@ -112,3 +113,29 @@ def test_lightning_takes_rank_and_world_size_from_the_training_operator(monkeypa
         2,
         "eclss-train-x-master-0",
     )
+
+
+def test_missing_inputs_are_named(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from container_component_src.main import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--train",
+            scaled_sets["train"],
+            "--val",
+            scaled_sets["val"],
+            "--scaler",
+            scaled_sets["scaler"],
+            "--out",
+            str(tmp_path / "m"),
+            "--params",
+            str(tmp_path / "best.json"),
+        ],
+    )
+    assert result.exit_code == 1 and f"JSON input {tmp_path / 'best.json'} does not exist" in result.output
+    with pytest.raises(InputError, match="has no model.torchscript.pt: was it written by train"):
+        load_scripted(str(tmp_path))
