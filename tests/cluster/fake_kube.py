@@ -109,3 +109,19 @@ def api_client(url: str) -> Any:
     configuration = client.Configuration()
     configuration.host = url
     return client.ApiClient(configuration)
+
+
+def write_kubeconfig(path: Any, url: str, namespace: str = "team") -> None:
+    """A kubeconfig whose current context is the fake (JSON is valid YAML)."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": url}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": namespace}}],
+                "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
+            }
+        )
+    )

@@ -12,7 +12,7 @@ from container_component_src.cluster.katib import (
 )
 from container_component_src.model.train import ModelParams
 from container_component_src.model.tune import parse_search_space
-from tests.cluster.fake_kube import FakeKube, api_client, serve
+from tests.cluster.fake_kube import FakeKube, api_client, serve, write_kubeconfig
 
 SPACE = parse_search_space(
     {
@@ -176,18 +176,7 @@ def test_tune_command_with_katib_backend(tmp_path, monkeypatch: pytest.MonkeyPat
 
     fake = FakeKube([RUNNING, SUCCEEDED])
     with serve(fake) as url:
-        (tmp_path / "kubeconfig").write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "fake",
-                    "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "team"}}],
-                    "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
-                }
-            )
-        )
+        write_kubeconfig(tmp_path / "kubeconfig", url)
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
         monkeypatch.setattr("container_component_src.cluster.katib.time.sleep", lambda s: None)
         result = CliRunner().invoke(

@@ -11,7 +11,7 @@ from container_component_src.cluster.pytorchjob import (
     run_pytorchjob,
     run_pytorchjob_train,
 )
-from tests.cluster.fake_kube import FakeKube, api_client, serve
+from tests.cluster.fake_kube import FakeKube, api_client, serve, write_kubeconfig
 
 OPTIONS = PyTorchJobOptions(
     image="registry.example/eclss:abc",
@@ -150,18 +150,7 @@ def test_train_command_with_pytorchjob_backend(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "best.json").write_text(json.dumps({"parameters": {"learning_rate": 0.004, "batch_size": 256}}))
     fake = FakeKube([RUNNING, SUCCEEDED], logs=["epoch=0 val_nll=1.5\n"])
     with serve(fake) as url:
-        (tmp_path / "kubeconfig").write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "fake",
-                    "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-                    "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
-                }
-            )
-        )
+        write_kubeconfig(tmp_path / "kubeconfig", url)
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
         monkeypatch.setattr("container_component_src.cluster.pytorchjob.time.sleep", lambda s: None)
         result = CliRunner().invoke(
