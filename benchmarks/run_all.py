@@ -26,12 +26,17 @@ def main(
     from rich.console import Console
     from rich.table import Table
 
-    from benchmarks import bench_label_join, bench_preprocess, bench_training
+    from benchmarks import bench_label_join, bench_preprocess, bench_threshold_sweep, bench_training
     from benchmarks.common import SIZES, machine, save
 
     if size not in SIZES:
         raise typer.BadParameter(f"--size must be one of {', '.join(SIZES)}")
-    rows = bench_preprocess.run(data_dir, size, workers) + bench_label_join.run() + bench_training.run()
+    rows = (
+        bench_preprocess.run(data_dir, size, workers)
+        + bench_label_join.run()
+        + bench_threshold_sweep.run()
+        + bench_training.run()
+    )
     table = Table(title=f"ECLSS pipeline benchmarks ({machine()})")
     for column in ("benchmark", "case", "seconds", "rows/s", "ratio", "target", "met"):
         table.add_column(column)

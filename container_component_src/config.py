@@ -123,6 +123,17 @@ class TuningSettings:
 
 
 @dataclass(frozen=True)
+class EvaluationSettings:
+    smoothing_window: int
+    val_quantile: float
+    n_thresholds: int
+    low_quantile: float
+    high_quantile: float
+    worst_events: int
+    deploy_threshold: float
+
+
+@dataclass(frozen=True)
 class PlatformSettings:
     namespace: str
     minio_endpoint: str
@@ -141,6 +152,7 @@ class Settings:
     scaling: ScalingSettings
     training: TrainingSettings
     tuning: TuningSettings
+    evaluation: EvaluationSettings
     platform: PlatformSettings
 
 

@@ -135,6 +135,15 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "namespace": settings.platform.namespace,
             "s3_secret_name": settings.platform.s3_secret_name,
         },
+        "evaluate": {
+            "smoothing_window": settings.evaluation.smoothing_window,
+            "val_quantile": settings.evaluation.val_quantile,
+            "n_thresholds": settings.evaluation.n_thresholds,
+            "low_quantile": settings.evaluation.low_quantile,
+            "high_quantile": settings.evaluation.high_quantile,
+            "worst_events": settings.evaluation.worst_events,
+            "label_column": c.label,
+        },
     }
 
 
@@ -587,6 +596,33 @@ def tune(
                 data_args, out, search_space, base, run_args, katib_options, algorithm, max_trials, max_failed_trials
             )
         )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Model artifact folder written by train.")],
+    val: Annotated[str, typer.Option(help="Scaled validation set (parquet): gives the label-free threshold.")],
+    test: Annotated[str, typer.Option(help="Scaled, labelled test set (parquet).")],
+    results: Annotated[str, typer.Option(help="Parquet file for the per-row scores and predictions.")],
+    summary: Annotated[str, typer.Option(help="JSON file for the metrics and the deploy decision's inputs.")],
+    report: Annotated[str, typer.Option(help="HTML file for the interactive report.")],
+    smoothing_window: Annotated[int, typer.Option(help="Rows in the trailing median of scores (1: none).")],
+    val_quantile: Annotated[float, typer.Option(help="Quantile of validation scores used as threshold.")],
+    n_thresholds: Annotated[int, typer.Option(help="Thresholds in the sweep over test scores.")],
+    low_quantile: Annotated[float, typer.Option(help="Lowest swept threshold, as a quantile of test scores.")],
+    high_quantile: Annotated[float, typer.Option(help="Highest swept threshold, as a quantile of test scores.")],
+    worst_events: Annotated[int, typer.Option(help="Highest-scoring events shown per channel in the report.")],
+    label_column: Annotated[str, typer.Option(help="Label column of the test set.", rich_help_panel=Columns)],
+) -> None:
+    """Score validation and test rows, sweep thresholds, write metrics (point F1, Fc1,
+    point-adjusted F1, PR-AUC), the results parquet and the HTML report."""
+    from container_component_src.evaluation.evaluate import EvaluateOptions, run_evaluate
+
+    with _clear_errors():
+        options = EvaluateOptions(
+            smoothing_window, val_quantile, n_thresholds, low_quantile, high_quantile, worst_events, label_column
+        )
+        _report(run_evaluate(model, val, test, results, summary, report, options))
 
 
 def run_subcommand(*args: str) -> None:

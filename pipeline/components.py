@@ -7,7 +7,7 @@ Bodies are hermetic (imports inside), as KFP requires.
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 PLACEHOLDER_IMAGE = "eclss-anomaly-pipeline"
 
@@ -343,3 +343,65 @@ def train(
         "--seed",
         str(seed),
     )
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    val: Input[Dataset],
+    test: Input[Dataset],
+    smoothing_window: int,
+    val_quantile: float,
+    n_thresholds: int,
+    low_quantile: float,
+    high_quantile: float,
+    worst_events: int,
+    label_column: str,
+    results: Output[Dataset],
+    summary: Output[Artifact],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+) -> float:
+    """Runs `evaluate`; returns Fc1 at the label-free threshold, which the deploy gate compares."""
+    import json
+
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "evaluate",
+        "--model",
+        model.path,
+        "--val",
+        val.path,
+        "--test",
+        test.path,
+        "--results",
+        results.path,
+        "--summary",
+        summary.path,
+        "--report",
+        report.path,
+        "--smoothing-window",
+        str(smoothing_window),
+        "--val-quantile",
+        str(val_quantile),
+        "--n-thresholds",
+        str(n_thresholds),
+        "--low-quantile",
+        str(low_quantile),
+        "--high-quantile",
+        str(high_quantile),
+        "--worst-events",
+        str(worst_events),
+        "--label-column",
+        label_column,
+    )
+    with open(summary.path) as handle:
+        content = json.load(handle)
+    for name, value in content["metrics"].items():
+        metrics.log_metric(name, value)
+    confusion, roc = content["confusion_matrix"], content["roc"]
+    classification.log_confusion_matrix(confusion["categories"], confusion["matrix"])
+    classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
+    return content["deploy"]["fc1"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import List, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Model
+from kfp.dsl import HTML, Artifact, Dataset, Model
 
 from container_component_src.config import ConfigError, Settings
 from pipeline import components
@@ -25,6 +25,9 @@ class PipelineOutputs(NamedTuple):
     test: Dataset
     best_params: Artifact
     model: Model
+    results: Dataset
+    evaluation_summary: Artifact
+    report: HTML
 
 
 def _compact_json(text: str, where: str) -> str:
@@ -39,7 +42,7 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
     """Return the pipeline function, with the project image and defaults from `settings`."""
     image = settings.platform.image
     columns, pre, split = settings.columns, settings.preprocessing, settings.split
-    training, tuning = settings.training, settings.tuning
+    training, tuning, evaluation = settings.training, settings.tuning, settings.evaluation
     search_space_default = _compact_json(tuning.search_space, "[tuning] search_space")
 
     def task(t: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
@@ -92,8 +95,14 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
         accelerator: str = training.accelerator,
         devices: int = training.devices,
         seed: int = training.seed,
+        smoothing_window: int = evaluation.smoothing_window,
+        val_quantile: float = evaluation.val_quantile,
+        n_thresholds: int = evaluation.n_thresholds,
+        low_quantile: float = evaluation.low_quantile,
+        high_quantile: float = evaluation.high_quantile,
+        worst_events: int = evaluation.worst_events,
     ) -> PipelineOutputs:
-        """Split archives -> preprocess (Dask) -> labels -> split -> scaling -> tuning -> training.
+        """Split archives -> preprocess (Dask) -> labels -> split -> scaling -> tuning -> training -> evaluation.
 
         Args:
             archives: Folder or s3:// URL of the yearly archive parquet files.
@@ -129,6 +138,12 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             accelerator: "cpu", "gpu" or "auto".
             devices: Devices for training; more than one trains with DDP.
             seed: Seed of tuning and training.
+            smoothing_window: Rows in the trailing rolling median of anomaly scores (1: none).
+            val_quantile: Quantile of validation scores that gives the deployed, label-free threshold.
+            n_thresholds: Thresholds in the sweep over test scores.
+            low_quantile: Lowest swept threshold, as a quantile of test scores.
+            high_quantile: Highest swept threshold, as a quantile of test scores.
+            worst_events: Highest-scoring events shown channel by channel in the report.
         """
         partitions = split_archives(
             archives=archives, timestamp_column=timestamp_column, partition_period=partition_period
@@ -233,9 +248,27 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             ),
             "train",
         )
+        evaluated = task(
+            components.evaluate(
+                model=trained.outputs["model"],
+                val=scaled.outputs["scaled_val"],
+                test=scaled.outputs["scaled_test"],
+                smoothing_window=smoothing_window,
+                val_quantile=val_quantile,
+                n_thresholds=n_thresholds,
+                low_quantile=low_quantile,
+                high_quantile=high_quantile,
+                worst_events=worst_events,
+                label_column=columns.label,
+            ),
+            "evaluate",
+        )
         return PipelineOutputs(
             best_params=tuned.outputs["best_params"],
             model=trained.outputs["model"],
+            results=evaluated.outputs["results"],
+            evaluation_summary=evaluated.outputs["summary"],
+            report=evaluated.outputs["report"],
             quality_report=preprocessed.outputs["quality_report"],
             scaler=scaler.outputs["scaler"],
             train=scaled.outputs["scaled_train"],

@@ -1,14 +1,21 @@
-"""Shared fixtures: small generated data, an in-process Dask client, a loopback S3 server."""
+"""Shared fixtures: small generated data, the data steps run on it, a model trained on it, an
+in-process Dask client, a loopback S3 server."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from container_component_src.data.generate import GeneratorOptions, run_generate_data
+from container_component_src.data.labels import run_label_series, run_parse_reports
+from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
+from container_component_src.data.scaling import run_apply_scaler, run_fit_scaler
+from container_component_src.data.split import SplitOptions, run_split_dataset
+from container_component_src.data.split_archive import list_archives, run_split_archive
 
 TINY = GeneratorOptions(
     years=(2021,),
@@ -32,6 +39,46 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
     run_generate_data(urls["archives"], urls["reports"], urls["truth"], TINY)
     return urls
+
+
+@pytest.fixture(scope="session")
+def scaled_sets(
+    tiny_data: dict[str, str], dask_test_client: object, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Scaled train/val/test sets with a scaler, made from the tiny data through the data steps."""
+    d = tmp_path_factory.mktemp("scaled")
+    run_split_archive(list_archives(tiny_data["archives"])[0], str(d / "parts"))
+    run_preprocess([str(d / "parts")], str(d / "telemetry"), str(d / "q.json"), dask_test_client, PreprocessOptions())
+    run_parse_reports(tiny_data["reports"], str(d / "intervals.parquet"))
+    run_label_series(str(d / "telemetry"), str(d / "intervals.parquet"), str(d / "labelled.parquet"))
+    names = ("train", "val", "test")
+    run_split_dataset(
+        str(d / "labelled.parquet"),
+        str(d / "intervals.parquet"),
+        *(str(d / f"{n}.parquet") for n in names),
+        SplitOptions(test_window_hours=2, block_hours=6),
+    )
+    run_fit_scaler(str(d / "train.parquet"), str(d / "scaler.json"))
+    run_apply_scaler(str(d / "scaler.json"), [(str(d / f"{n}.parquet"), str(d / f"s_{n}.parquet")) for n in names])
+    return {
+        "train": str(d / "s_train.parquet"),
+        "val": str(d / "s_val.parquet"),
+        "test": str(d / "s_test.parquet"),
+        "scaler": str(d / "scaler.json"),
+        "root": str(Path(d)),
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_model(scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small VAE trained on the scaled tiny data: its Model artifact folder and metrics."""
+    from container_component_src.model.train import ModelParams, TrainOptions, run_train
+
+    out = tmp_path_factory.mktemp("model") / "model"
+    options = TrainOptions(max_epochs=6, patience=2, accelerator="cpu", progress=False)
+    params = ModelParams(batch_size=256, hidden_size=32, latent_dim=3)
+    metrics = run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(out), params, options)
+    return {"model": str(out), "metrics": metrics}
 
 
 @pytest.fixture(scope="session")

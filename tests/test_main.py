@@ -18,6 +18,9 @@ COMMANDS = [
     "split-dataset",
     "fit-scaler",
     "apply-scaler",
+    "tune",
+    "train",
+    "evaluate",
 ]
 
 
@@ -165,6 +168,12 @@ def test_data_steps_through_the_cli(tmp_path: Path) -> None:
         json.loads((Path(d) / "model" / "hparams.json").read_text())["beta"]
         == json.loads((Path(d) / "best.json").read_text())["parameters"]["beta"]
     )
+    evaluate = ["evaluate", "--model", f"{d}/model", "--val", f"{d}/s_val.parquet", "--test", f"{d}/s_test.parquet"]
+    evaluate += ["--results", f"{d}/results.parquet", "--summary", f"{d}/summary.json", "--report", f"{d}/report.html"]
+    result = runner.invoke(app, evaluate)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((Path(d) / "summary.json").read_text())
+    assert json.loads(result.output)["deploy"]["fc1"] == summary["deploy"]["fc1"]
     scaled = pd.read_parquet(f"{d}/s_train.parquet")
     assert abs(scaled.drop(columns="label").mean()).max() < 1e-3
     assert pd.read_parquet(f"{d}/s_test.parquet")["label"].sum() > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,4 +60,9 @@ def load_scripted(model_dir: str) -> tuple[torch.jit.ScriptModule, dict[str, Any
     root = Path(model_dir)
     if not (root / TORCHSCRIPT).is_file():
         raise InputError(f"model folder {model_dir} has no {TORCHSCRIPT}: was it written by train?")
-    return torch.jit.load(str(root / TORCHSCRIPT)), json.loads((root / SCALER).read_text())
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still what serving loads.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+        scripted = torch.jit.load(str(root / TORCHSCRIPT))
+    if not hasattr(scripted, "channel_scores"):
+        raise InputError(f"model folder {model_dir} was written by an older version without channel scores: retrain")
+    return scripted, json.loads((root / SCALER).read_text())

@@ -49,16 +49,26 @@ class VAE(nn.Module):
         mean, logvar = self.encode(x)
         return self.decode(mean), mean, logvar
 
-    def nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
-        """Negative log-likelihood of each row under N(x_mean, exp(log_var_x)), shape (rows,)."""
+    def channel_nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
+        """Negative log-likelihood of each value under N(x_mean, exp(log_var_x)), shape (rows, channels)."""
         log_var = self.log_var_x.clamp(-12.0, 12.0)
-        return 0.5 * (math.log(2.0 * math.pi) + log_var + (x - x_mean) ** 2 / log_var.exp()).sum(dim=1)
+        return 0.5 * (math.log(2.0 * math.pi) + log_var + (x - x_mean) ** 2 / log_var.exp())
+
+    def nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
+        """Negative log-likelihood of each row, shape (rows,)."""
+        return self.channel_nll(x, x_mean).sum(dim=1)
 
     @torch.jit.export
     def score(self, x: Tensor) -> Tensor:
         """Anomaly score of each row: its negative log-likelihood, decoded from the latent mean."""
         x_mean, _, _ = self.forward(x)
         return self.nll(x, x_mean)
+
+    @torch.jit.export
+    def channel_scores(self, x: Tensor) -> Tensor:
+        """Each channel's share of the anomaly score, shape (rows, channels); rows sum to `score`."""
+        x_mean, _, _ = self.forward(x)
+        return self.channel_nll(x, x_mean)
 
 
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:

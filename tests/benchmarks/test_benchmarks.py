@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from benchmarks import bench_label_join, bench_preprocess, bench_training
+from benchmarks import bench_label_join, bench_preprocess, bench_threshold_sweep, bench_training
 
 
 def test_label_join_benchmark_runs() -> None:
@@ -23,3 +23,8 @@ def test_preprocess_benchmark_runs(tmp_path: Path) -> None:
 def test_training_benchmark_runs() -> None:
     (row,) = bench_training.run(n_rows=4_096, n_features=4, batch_size=512, epochs=1)
     assert row["rows_per_s"] > 0 and row["ratio"] > -1
+
+
+def test_threshold_sweep_benchmark_checks_itself_against_the_loop() -> None:
+    (row,) = bench_threshold_sweep.run(n_rows=50_000, n_thresholds=100, n_naive_thresholds=5)
+    assert row["ratio"] > 0 and row["speedup_vs_loop"] > 0 and isinstance(row["met"], bool)

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -13,15 +14,8 @@ FAST = TrainOptions(max_epochs=6, patience=2, accelerator="cpu", progress=False)
 PARAMS = ModelParams(batch_size=256, hidden_size=32, latent_dim=3)
 
 
-@pytest.fixture(scope="module")
-def trained(scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    out = tmp_path_factory.mktemp("model") / "model"
-    metrics = run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(out), PARAMS, FAST)
-    return str(out), metrics
-
-
-def test_artifact_has_what_serving_needs(trained: tuple[str, dict], scaled_sets: dict[str, str]) -> None:
-    out, metrics = trained
+def test_artifact_has_what_serving_needs(trained_model: dict[str, Any], scaled_sets: dict[str, str]) -> None:
+    out, metrics = trained_model["model"], trained_model["metrics"]
     names = {p.name for p in Path(out).iterdir()}
     assert names == {"model.pt", "model.torchscript.pt", "scaler.json", "channels.json", "hparams.json", "metrics.json"}
     scaler = json.loads(Path(scaled_sets["scaler"]).read_text())
@@ -30,8 +24,8 @@ def test_artifact_has_what_serving_needs(trained: tuple[str, dict], scaled_sets:
     assert metrics["val_nll"] > 0 and 1 <= metrics["epochs"] <= 6 and metrics["train_rows"] > 0
 
 
-def test_scores_out_of_distribution_rows_higher(trained: tuple[str, dict], scaled_sets: dict[str, str]) -> None:
-    model, scaler = load_scripted(trained[0])
+def test_scores_out_of_distribution_rows_higher(trained_model: dict[str, Any], scaled_sets: dict[str, str]) -> None:
+    model, scaler = load_scripted(trained_model["model"])
     val = torch.tensor(pd.read_parquet(scaled_sets["val"])[scaler["channels"]].to_numpy("float32"))
     with torch.no_grad():
         normal, shifted = model.score(val), model.score(val + 4.0)

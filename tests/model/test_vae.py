@@ -23,6 +23,8 @@ def test_score_is_the_nll_of_the_latent_mean_and_scripts() -> None:
         expected = vae.nll(x, vae.decode(vae.encode(x)[0]))
         torch.testing.assert_close(vae.score(x), expected)
         torch.testing.assert_close(scripted.score(x), expected)
+        torch.testing.assert_close(scripted.channel_scores(x).sum(dim=1), expected)
+        assert scripted.channel_scores(x).shape == (10, 4)
 
 
 def test_nll_matches_torch_distributions() -> None:

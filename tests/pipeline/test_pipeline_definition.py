@@ -19,6 +19,7 @@ EXPECTED_TASKS = {
     "apply-scaler",
     "tune",
     "train",
+    "evaluate",
 }
 
 
@@ -44,6 +45,7 @@ def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
     assert deps["apply-scaler"] == {"fit-scaler", "split-dataset"}
     assert deps["tune"] == {"apply-scaler", "fit-scaler"}
     assert deps["train"] == {"apply-scaler", "fit-scaler", "tune"}
+    assert deps["evaluate"] == {"train", "apply-scaler"}
     sub = spec["components"]["comp-split-archives"]["dag"]["tasks"]
     loop = next(t for t in sub.values() if "parameterIterator" in t)
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("list-archives-Output")
@@ -52,7 +54,7 @@ def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
 def test_every_task_uses_the_configured_image(project_root: Path, tmp_path: Path) -> None:
     spec = _compile(project_root, tmp_path)
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 10
+    assert len(executors) == 11
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == "registry.example/eclss:test"

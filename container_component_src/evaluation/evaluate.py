@@ -1,0 +1,220 @@
+"""The evaluation stage: score validation and test rows, sweep thresholds, report, decide.
+
+Two thresholds are reported. The label-free one (a quantile of validation scores, which hold no
+labelled anomaly) is what the deployed model uses and what the deploy gate judges; the one with
+the best Fc1 on the test labels is there to compare with published tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from container_component_src import storage
+from container_component_src.evaluation import metrics, report, scoring
+from container_component_src.storage import InputError
+
+CONFUSION_CATEGORIES = ["normal", "anomaly"]
+ROC_POINTS = 200
+SUMMARY_METRICS = ("threshold", "fc1", "f1", "precision", "recall", "event_recall", "pa_recall", "pa_f1")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How scores become decisions.
+
+    Attributes:
+        smoothing_window: Rows in the trailing rolling median of scores (1: no smoothing).
+        val_quantile: Quantile of validation scores that gives the label-free threshold.
+        n_thresholds: Thresholds in the sweep.
+        low_quantile: Lowest threshold of the sweep, as a quantile of test scores.
+        high_quantile: Highest threshold of the sweep, as a quantile of test scores.
+        worst_events: Highest-scoring events shown channel by channel in the report.
+        label_column: Label column of the test set.
+        seed: Seed of the random-score baseline.
+    """
+
+    smoothing_window: int = 1
+    val_quantile: float = 0.99
+    n_thresholds: int = 1000
+    low_quantile: float = 0.0
+    high_quantile: float = 1.0
+    worst_events: int = 4
+    label_column: str = "label"
+    seed: int = 0
+
+
+def score_split(model: Any, frame: pd.DataFrame, channels: list[str], window: int, source: str) -> pd.DataFrame:
+    """Raw and smoothed scores of one split, with its time segments, indexed like `frame`."""
+    if frame.empty:
+        raise InputError(f"{source} holds no rows")
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise InputError(f"{source} is not indexed by time: use the output of apply-scaler")
+    raw = scoring.score_rows(model, scoring.channel_matrix(frame, channels, source), progress=True)
+    segments = scoring.segment_ids(frame.index)
+    smoothed = scoring.smooth_scores(raw, window, segments)
+    return pd.DataFrame({"score": raw, "smoothed_score": smoothed, "segment": segments}, index=frame.index)
+
+
+def event_table(labels: np.ndarray, times: pd.DatetimeIndex, scores: np.ndarray) -> pd.DataFrame:
+    """One row per labelled event: first and last row, timestamps and peak score."""
+    starts, ends = metrics.find_events(labels)
+    peaks = metrics.event_peaks(scores, starts, ends)
+    return pd.DataFrame(
+        {
+            "first_row": starts,
+            "last_row": ends - 1,
+            "start": times[starts],
+            "end": times[ends - 1],
+            "peak_score": peaks,
+        }
+    )
+
+
+def event_views(
+    model: Any, test: pd.DataFrame, channels: list[str], events: pd.DataFrame, threshold: float, count: int
+) -> list[report.EventView]:
+    """Per-channel views of the `count` events with the highest peak score, with context rows."""
+    views = []
+    for number, event in events.nlargest(count, "peak_score").iterrows():
+        length = int(event["last_row"] - event["first_row"] + 1)
+        margin = max(30, length)
+        rows = test.iloc[max(0, int(event["first_row"]) - margin) : int(event["last_row"]) + margin + 1]
+        values = scoring.channel_matrix(rows, channels, "test set")
+        found = "found" if event["peak_score"] > threshold else "missed"
+        views.append(
+            report.EventView(
+                title=f"Event {number + 1}: {event['start']:%Y-%m-%d %H:%M} to {event['end']:%H:%M} UTC, "
+                f"{length} rows, peak score {event['peak_score']:.4g} ({found} at the label-free threshold)",
+                times=rows.index,
+                channels=channels,
+                contributions=scoring.score_rows(model, values, per_channel=True).T,
+                values=values.T,
+                start=event["start"],
+                end=event["end"],
+            )
+        )
+    return views
+
+
+def _roc(sweep: pd.DataFrame, n_negative: int) -> dict[str, list[float]]:
+    """ROC points (false-positive rate, recall, threshold) from the sweep, at most `ROC_POINTS`."""
+    keep = np.unique(np.linspace(0, len(sweep) - 1, min(ROC_POINTS, len(sweep))).round().astype(int))
+    rows = sweep.iloc[keep]
+    fpr = rows["fp"].to_numpy() / n_negative if n_negative else np.zeros(len(rows))
+    return {"fpr": fpr.tolist(), "tpr": rows["recall"].tolist(), "thresholds": rows["threshold"].tolist()}
+
+
+def evaluate_scores(
+    val_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, options: EvaluateOptions
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Thresholds, metrics and baselines from (smoothed) scores; no I/O.
+
+    Returns:
+        The summary (see `run_evaluate`) without model and counts, and the test sweep.
+    """
+    threshold = metrics.quantile_threshold(val_scores, options.val_quantile)
+    grid = metrics.threshold_grid(test_scores, options.n_thresholds, options.low_quantile, options.high_quantile)
+    sweep = metrics.sweep_thresholds(test_scores, labels, np.union1d(grid, [threshold]))
+    label_free = metrics.metrics_at(test_scores, labels, threshold)
+    best = {name: float(value) for name, value in sweep.loc[sweep["fc1"].idxmax()].items()}
+    n_positive = int(np.asarray(labels).sum())
+    summary = {
+        "label_free": label_free,
+        "best_fc1": best,
+        "pr_auc": metrics.average_precision(test_scores, labels),
+        "baselines": metrics.baselines(labels, label_free["flagged_share"], options.seed),
+        "confusion_matrix": {
+            "categories": CONFUSION_CATEGORIES,
+            "matrix": [
+                [int(len(labels) - n_positive - label_free["fp"]), int(label_free["fp"])],
+                [int(label_free["fn"]), int(label_free["tp"])],
+            ],
+        },
+        "roc": _roc(sweep, len(labels) - n_positive),
+    }
+    return summary, sweep
+
+
+def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers as one flat name -> number map (for KFP Metrics and run comparison)."""
+    flat = {name: summary["label_free"][name] for name in SUMMARY_METRICS}
+    flat |= {f"best_{name}": summary["best_fc1"][name] for name in SUMMARY_METRICS}
+    flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": v for k, v in summary["baselines"].items()}}
+    return flat | {name: float(value) for name, value in summary["counts"].items()}
+
+
+def run_evaluate(
+    model_dir: str,
+    val_url: str,
+    test_url: str,
+    results_url: str,
+    summary_url: str,
+    report_url: str,
+    options: EvaluateOptions,
+) -> dict[str, Any]:
+    """Score the scaled validation and test sets with the Model artifact and write the results
+    parquet (timestamp, split, score, smoothed score, label, prediction), the JSON summary and
+    the HTML report.
+
+    Returns:
+        The summary: metrics at both thresholds, PR-AUC, baselines, confusion matrix, ROC
+        points, counts, and `deploy` (the label-free threshold and its Fc1).
+
+    Raises:
+        InputError: A set is empty, lacks a channel or the label, or holds NaN.
+    """
+    from container_component_src.model.io import load_scripted
+
+    model, scaler = load_scripted(model_dir)
+    channels = scaler["channels"]
+    val, test = storage.read_parquet(val_url), storage.read_parquet(test_url)
+    if options.label_column not in test.columns:
+        raise InputError(f"test set {test_url} has no label column '{options.label_column}'")
+    labels = test[options.label_column].to_numpy()
+    if not np.isin(labels, (0, 1)).all():
+        raise InputError(f"label column '{options.label_column}' of {test_url} holds values other than 0 and 1")
+    val_scored = score_split(model, val, channels, options.smoothing_window, val_url)
+    test_scored = score_split(model, test, channels, options.smoothing_window, test_url)
+
+    summary, sweep = evaluate_scores(
+        val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options
+    )
+    events = event_table(labels, test.index, test_scored["smoothed_score"].to_numpy())
+    threshold = summary["label_free"]["threshold"]
+    summary |= {
+        "model": model_dir,
+        "options": asdict(options),
+        "counts": {
+            "val_rows": len(val),
+            "test_rows": len(test),
+            "test_events": len(events),
+            "anomaly_share": float(labels.mean()),
+        },
+        # Served rows are scored one by one: their threshold is the same quantile of raw scores.
+        "deploy": {
+            "fc1": summary["label_free"]["fc1"],
+            "threshold": metrics.quantile_threshold(val_scored["score"].to_numpy(), options.val_quantile),
+            "evaluated_threshold": threshold,
+            "smoothing_window": options.smoothing_window,
+        },
+    }
+    summary["metrics"] = flat_metrics(summary)
+
+    val_labels = val[options.label_column].to_numpy() if options.label_column in val.columns else 0
+    results = pd.concat(
+        [val_scored.assign(split="val", label=val_labels), test_scored.assign(split="test", label=labels)]
+    )
+    results["label"] = results["label"].astype(np.int8)
+    results["prediction"] = (results["smoothed_score"] > threshold).astype(np.int8)
+    views = event_views(model, test, channels, events, threshold, options.worst_events)
+    page = report.render_report(results, sweep, summary, events, views)
+
+    storage.write_parquet(results[["split", "score", "smoothed_score", "label", "prediction"]], results_url)
+    storage.write_json(summary, summary_url)
+    with storage.atomic_write(report_url, "w") as handle:
+        handle.write(page)
+    return {"metrics": summary["metrics"], "deploy": summary["deploy"]}

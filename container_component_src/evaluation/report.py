@@ -1,0 +1,313 @@
+"""The evaluation report: one self-contained HTML page of interactive plotly figures.
+
+plotly.js is inlined once, so the page opens from a local folder or the Kubeflow UI with no
+network. Long series are decimated (per-bucket minimum and maximum, so peaks survive).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MAX_POINTS = 20_000
+SPLIT_COLOURS = {"val": "#7f8c8d", "test": "#1f77b4"}
+THRESHOLD_COLOURS = {"label-free": "#d62728", "best Fc1 (test labels)": "#2ca02c"}
+
+
+@dataclass(frozen=True)
+class EventView:
+    """Rows around one anomaly event, for the per-channel view.
+
+    Attributes:
+        title: Heading of the event (id, time, peak score).
+        times: Timestamps of the rows shown.
+        channels: Channel names.
+        contributions: Each channel's share of the score, shape (channels, rows).
+        values: Scaled channel values, shape (channels, rows).
+        start: First timestamp of the event.
+        end: Last timestamp of the event.
+    """
+
+    title: str
+    times: pd.DatetimeIndex
+    channels: list[str]
+    contributions: np.ndarray
+    values: np.ndarray
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+
+def decimate(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Indices of at most `max_points` rows that keep each bucket's minimum and maximum."""
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    bucket = -(-n // (max_points // 2))
+    padded = np.full(-(-n // bucket) * bucket, np.nan)
+    padded[:n] = values
+    grid = padded.reshape(-1, bucket)
+    offsets = np.arange(grid.shape[0]) * bucket
+    low = np.nanargmin(np.where(np.isnan(grid), np.inf, grid), axis=1) + offsets
+    high = np.nanargmax(np.where(np.isnan(grid), -np.inf, grid), axis=1) + offsets
+    return np.unique(np.concatenate((low, high)))
+
+
+def symlog(values: np.ndarray | float) -> np.ndarray:
+    """sign(x) * log10(1 + |x|): a log scale that keeps sign and zero (scores span decades)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.sign(values) * np.log10(1.0 + np.abs(values))
+
+
+def symlog_axis(low: float, high: float, title: str) -> dict[str, Any]:
+    """A plotly axis for symlog-transformed data whose ticks read in the original units."""
+    decades = [10.0**k for k in range(0, 10)]
+    raw = sorted({0.0, *decades, *(-d for d in decades)})
+    ticks = [v for v in raw if symlog(low) - 0.5 <= symlog(v) <= symlog(high) + 0.5]
+    return {
+        "title": f"{title} (symmetric log scale)",
+        "tickvals": symlog(np.array(ticks)).tolist(),
+        "ticktext": [f"{v:g}" for v in ticks],
+        "range": [float(symlog(low)) - 0.1, float(symlog(high)) + 0.1],
+    }
+
+
+def _with_gaps(times: pd.DatetimeIndex, values: np.ndarray, segments: np.ndarray) -> tuple[list[Any], list[Any]]:
+    """x/y lists with a None between segments, so lines do not bridge gaps in time."""
+    breaks = np.flatnonzero(np.diff(segments)) + 1
+    xs: list[Any] = []
+    ys: list[Any] = []
+    for part_x, part_y in zip(np.split(np.asarray(times), breaks), np.split(values, breaks), strict=True):
+        xs += [*part_x, None]
+        ys += [*part_y.tolist(), None]
+    return xs, ys
+
+
+def score_figure(results: pd.DataFrame, thresholds: dict[str, float], events: pd.DataFrame) -> Any:
+    """Anomaly score (negative log-likelihood) over time, anomaly intervals shaded, thresholds drawn."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    if len(events):
+        # One step-shaped area on a hidden 0-1 axis shades every interval, however many there are.
+        starts, ends = events["start"].to_numpy(), events["end"].to_numpy()
+        xs = np.stack((starts, starts, ends, ends), axis=1).ravel()
+        figure.add_trace(
+            go.Scatter(
+                x=xs,
+                y=np.tile([0, 1, 1, 0], len(events)),
+                fill="tozeroy",
+                mode="none",
+                yaxis="y2",
+                fillcolor="rgba(255,127,14,0.3)",
+                name="labelled anomaly",
+                hoverinfo="skip",
+            )
+        )
+    for split, part in results.groupby("split", sort=False):
+        keep = decimate(part["smoothed_score"].to_numpy())
+        kept = part.iloc[keep]
+        xs, ys = _with_gaps(kept.index, kept["smoothed_score"].to_numpy(), kept["segment"].to_numpy())
+        figure.add_trace(
+            go.Scattergl(
+                x=xs,
+                y=[None if y is None else float(symlog(y)) for y in ys],
+                customdata=ys,
+                mode="lines",
+                name=f"{split} score",
+                line={"color": SPLIT_COLOURS.get(split)},
+                hovertemplate="%{x}<br>score %{customdata:.4g}<extra></extra>",
+            )
+        )
+    for (name, value), position in zip(thresholds.items(), ("top left", "bottom right"), strict=False):
+        figure.add_hline(
+            y=float(symlog(value)),
+            line={"color": THRESHOLD_COLOURS[name], "dash": "dash"},
+            annotation_text=f"{name} threshold {value:.4g}",
+            annotation_position=position,
+        )
+    scores = results["smoothed_score"].to_numpy()
+    figure.update_layout(
+        title="Anomaly score over time (validation and test rows)",
+        yaxis=symlog_axis(
+            min(scores.min(), *thresholds.values()), max(scores.max(), *thresholds.values()), "negative log-likelihood"
+        ),
+        yaxis2={"range": [0, 1], "overlaying": "y", "visible": False},
+        xaxis={"title": "time (UTC)"},
+        height=520,
+        legend={"orientation": "h", "y": 1.08},
+    )
+    return figure
+
+
+def curves_figure(sweep: pd.DataFrame, thresholds: dict[str, float]) -> Any:
+    """Precision, recall, F1, event recall, Fc1 and point-adjusted F1 against the threshold."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for column, name in (
+        ("precision", "precision"),
+        ("recall", "recall (point)"),
+        ("f1", "F1 (point)"),
+        ("event_recall", "recall (event)"),
+        ("fc1", "Fc1 (composite)"),
+        ("pa_f1", "F1 (point-adjusted)"),
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=symlog(sweep["threshold"].to_numpy()),
+                y=sweep[column],
+                customdata=sweep["threshold"],
+                mode="lines",
+                name=name,
+                hovertemplate="threshold %{customdata:.4g}: %{y:.3f}",
+            )
+        )
+    for (name, value), position in zip(thresholds.items(), ("top right", "bottom left"), strict=False):
+        figure.add_vline(
+            x=float(symlog(value)),
+            line={"color": THRESHOLD_COLOURS[name], "dash": "dash"},
+            annotation_text=name,
+            annotation_position=position,
+        )
+    figure.update_layout(
+        title="Test metrics against the threshold",
+        xaxis=symlog_axis(sweep["threshold"].min(), sweep["threshold"].max(), "threshold (negative log-likelihood)"),
+        yaxis={"title": "score", "range": [0, 1.02]},
+        height=460,
+    )
+    return figure
+
+
+def pr_figure(sweep: pd.DataFrame, pr_auc: float) -> Any:
+    """The point-wise precision-recall curve of the test set."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(
+        go.Scatter(
+            x=sweep["recall"],
+            y=sweep["precision"],
+            mode="lines",
+            name="precision-recall",
+            customdata=sweep["threshold"],
+            hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.4g}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=f"Precision-recall (point-wise), area {pr_auc:.3f}",
+        xaxis={"title": "recall", "range": [0, 1.02]},
+        yaxis={"title": "precision", "range": [0, 1.02]},
+        height=460,
+        width=560,
+    )
+    return figure
+
+
+def event_figure(event: EventView, top_channels: int = 3) -> Any:
+    """One event: each channel's share of the score as a heatmap, and the most involved channels."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    inside = (event.times >= event.start) & (event.times <= event.end)
+    ranking = np.argsort(-event.contributions[:, inside].mean(axis=1))[:top_channels]
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.6, 0.4])
+    figure.add_trace(
+        go.Heatmap(
+            x=event.times,
+            y=event.channels,
+            z=event.contributions,
+            colorscale="Viridis",
+            colorbar={"title": "NLL", "len": 0.6, "y": 0.7},
+            name="channel NLL",
+        ),
+        row=1,
+        col=1,
+    )
+    for index in ranking:
+        figure.add_trace(
+            go.Scatter(x=event.times, y=event.values[index], mode="lines", name=event.channels[index]), row=2, col=1
+        )
+    figure.add_vrect(x0=event.start, x1=event.end, fillcolor="#ff7f0e", opacity=0.2, line_width=0, row=2, col=1)
+    figure.update_yaxes(title_text="scaled value", row=2, col=1)
+    figure.update_layout(title=event.title, height=620, legend={"orientation": "h", "y": -0.12})
+    return figure
+
+
+def _metrics_table(summary: dict[str, Any]) -> str:
+    chosen, best, base = summary["label_free"], summary["best_fc1"], summary["baselines"]
+    rows = [
+        ("threshold", chosen["threshold"], best["threshold"]),
+        ("Fc1 (composite)", chosen["fc1"], best["fc1"]),
+        ("F1 (point)", chosen["f1"], best["f1"]),
+        ("precision (point)", chosen["precision"], best["precision"]),
+        ("recall (point)", chosen["recall"], best["recall"]),
+        ("recall (event)", chosen["event_recall"], best["event_recall"]),
+        ("F1 (point-adjusted)", chosen["pa_f1"], best["pa_f1"]),
+        ("flagged share", chosen["flagged_share"], best["flagged_share"]),
+    ]
+    body = "".join(f"<tr><th>{name}</th><td>{a:.4g}</td><td>{b:.4g}</td></tr>" for name, a, b in rows)
+    counts = summary["counts"]
+    return (
+        "<table><tr><th></th><th>label-free threshold (deployed)</th><th>best Fc1 on test labels</th></tr>"
+        f"{body}</table>"
+        f"<p>Area under the precision-recall curve: <b>{summary['pr_auc']:.4f}</b>. "
+        f"Baselines on the same labels: every row flagged Fc1 {base['all_positive_fc1']:.4f} "
+        f"(F1 {base['all_positive_f1']:.4f}); random scores flagging the same share Fc1 {base['random_fc1']:.4f} "
+        f"(F1 {base['random_f1']:.4f}).</p>"
+        f"<p>{counts['test_rows']:,} test rows, {counts['test_events']} labelled events "
+        f"({counts['anomaly_share']:.1%} of rows), {counts['val_rows']:,} validation rows.</p>"
+    )
+
+
+PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+    "th:first-child{text-align:left}.note{color:#555;font-size:0.9em}"
+)
+
+
+def render_report(
+    results: pd.DataFrame,
+    sweep: pd.DataFrame,
+    summary: dict[str, Any],
+    events: pd.DataFrame,
+    event_views: list[EventView],
+) -> str:
+    """The whole report as one HTML string.
+
+    Args:
+        results: Rows with `split`, `segment`, `smoothed_score`, indexed by time.
+        sweep: Output of `sweep_thresholds` on the test set.
+        summary: The evaluation summary (see `evaluate.run_evaluate`).
+        events: Labelled events of the test set (`start`, `end` timestamps).
+        event_views: Per-channel views of the highest-scoring events.
+    """
+    from plotly.offline import get_plotlyjs
+
+    thresholds = {
+        "label-free": summary["label_free"]["threshold"],
+        "best Fc1 (test labels)": summary["best_fc1"]["threshold"],
+    }
+    figures = [
+        score_figure(results, thresholds, events),
+        curves_figure(sweep, thresholds),
+        pr_figure(sweep, summary["pr_auc"]),
+        *[event_figure(view) for view in event_views],
+    ]
+    divs = "".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
+    options = summary["options"]
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ECLSS anomaly detection: evaluation</title>"
+        f"<style>{PAGE_STYLE}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+        "<h1>ECLSS anomaly detection: evaluation</h1>"
+        f"<p class='note'>Model {html.escape(str(summary['model']))}. Scores are the negative log-likelihood "
+        f"of each row under the VAE, smoothed by a trailing median over {options['smoothing_window']} row(s). "
+        f"The label-free threshold is the {options['val_quantile']} quantile of validation scores; it is the one "
+        "the deployed model uses. A row is flagged when its score is above the threshold. Fc1 is the "
+        "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
+        "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"
+        f"{_metrics_table(summary)}{divs}</body></html>"
+    )

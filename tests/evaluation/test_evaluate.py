@@ -1,0 +1,92 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from container_component_src.evaluation.evaluate import EvaluateOptions, run_evaluate
+from container_component_src.storage import InputError
+
+
+@pytest.fixture(scope="module")
+def evaluated(
+    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("evaluation")
+    paths = {name: str(out / name) for name in ("results.parquet", "summary.json", "report.html")}
+    returned = run_evaluate(
+        trained_model["model"],
+        scaled_sets["val"],
+        scaled_sets["test"],
+        paths["results.parquet"],
+        paths["summary.json"],
+        paths["report.html"],
+        EvaluateOptions(n_thresholds=200, worst_events=2),
+    )
+    return {"returned": returned, "summary": json.loads(Path(paths["summary.json"]).read_text()), **paths}
+
+
+def test_the_model_finds_the_injected_anomalies_better_than_trivial_detectors(evaluated: dict[str, Any]) -> None:
+    m = evaluated["summary"]["metrics"]
+    assert m["fc1"] > m["baseline_all_positive_fc1"] + 0.15, m
+    assert m["fc1"] > m["baseline_random_fc1"] + 0.15, m
+    assert m["pr_auc"] > m["anomaly_share"] + 0.2, m
+    assert m["best_fc1"] >= m["fc1"] - 1e-9
+
+
+def test_results_hold_every_row_with_its_prediction(evaluated: dict[str, Any], scaled_sets: dict[str, str]) -> None:
+    results = pd.read_parquet(evaluated["results.parquet"])
+    val, test = pd.read_parquet(scaled_sets["val"]), pd.read_parquet(scaled_sets["test"])
+    assert list(results.columns) == ["split", "score", "smoothed_score", "label", "prediction"]
+    assert (results["split"] == "val").sum() == len(val) and (results["split"] == "test").sum() == len(test)
+    assert isinstance(results.index, pd.DatetimeIndex)
+    threshold = evaluated["summary"]["label_free"]["threshold"]
+    assert (results["prediction"] == (results["smoothed_score"] > threshold)).all()
+    tested = results[results["split"] == "test"]
+    assert (tested["label"].to_numpy() == test["label"].to_numpy()).all()
+    confusion = np.array(evaluated["summary"]["confusion_matrix"]["matrix"])
+    assert confusion[1, 1] == ((tested["label"] == 1) & (tested["prediction"] == 1)).sum()
+    assert confusion.sum() == len(test)
+
+
+def test_summary_carries_the_deploy_inputs_and_kfp_metrics(evaluated: dict[str, Any]) -> None:
+    summary = evaluated["summary"]
+    assert summary["deploy"]["fc1"] == summary["label_free"]["fc1"] == summary["metrics"]["fc1"]
+    assert evaluated["returned"]["deploy"] == summary["deploy"]
+    assert all(isinstance(v, float) and np.isfinite(v) for v in summary["metrics"].values())
+    roc = summary["roc"]
+    assert len(roc["fpr"]) == len(roc["tpr"]) == len(roc["thresholds"]) <= 200
+    page = Path(evaluated["report.html"]).read_text()
+    assert "<script src" not in page and "Plotly.newPlot" in page
+
+
+def test_smoothing_changes_scores_but_not_the_row_count(
+    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
+) -> None:
+    run_evaluate(
+        trained_model["model"],
+        scaled_sets["val"],
+        scaled_sets["test"],
+        str(tmp_path / "r.parquet"),
+        str(tmp_path / "s.json"),
+        str(tmp_path / "r.html"),
+        EvaluateOptions(smoothing_window=5, n_thresholds=50, worst_events=0),
+    )
+    results = pd.read_parquet(tmp_path / "r.parquet")
+    assert not np.allclose(results["score"], results["smoothed_score"])
+    assert json.loads((tmp_path / "s.json").read_text())["deploy"]["smoothing_window"] == 5
+
+
+def test_bad_inputs_are_named_and_nothing_is_written(
+    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
+) -> None:
+    unlabelled = tmp_path / "unlabelled.parquet"
+    pd.read_parquet(scaled_sets["test"]).drop(columns="label").to_parquet(unlabelled)
+    outputs = [str(tmp_path / n) for n in ("r.parquet", "s.json", "r.html")]
+    with pytest.raises(InputError, match="unlabelled.parquet has no label column 'label'"):
+        run_evaluate(trained_model["model"], scaled_sets["val"], str(unlabelled), *outputs, EvaluateOptions())
+    with pytest.raises(InputError, match="has no model.torchscript.pt"):
+        run_evaluate(str(tmp_path), scaled_sets["val"], scaled_sets["test"], *outputs, EvaluateOptions())
+    assert not any(Path(o).exists() for o in outputs)

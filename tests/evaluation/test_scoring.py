@@ -1,0 +1,52 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from container_component_src.evaluation import scoring
+from container_component_src.model.vae import VAE
+from container_component_src.storage import InputError
+
+
+@pytest.fixture(scope="module")
+def scripted() -> torch.jit.ScriptModule:
+    torch.manual_seed(0)
+    return torch.jit.script(VAE(3, [8], 2).eval())
+
+
+def test_scores_match_the_model_in_any_batch_size(scripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = np.random.default_rng(0).normal(size=(1000, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = scripted.score(torch.from_numpy(values)).double().numpy()
+    monkeypatch.setattr(scoring, "SCORE_BATCH_ROWS", 128)
+    np.testing.assert_allclose(scoring.score_rows(scripted, values, progress=True), expected, rtol=1e-6)
+    per_channel = scoring.score_rows(scripted, values, per_channel=True)
+    assert per_channel.shape == (1000, 3)
+    np.testing.assert_allclose(per_channel.sum(axis=1), expected, rtol=1e-5)
+    assert scoring.score_rows(scripted, values[:0]).shape == (0,)
+
+
+def test_channel_matrix_names_the_problem() -> None:
+    frame = pd.DataFrame({"a": [1.0, np.nan], "b": [1.0, 2.0]})
+    with pytest.raises(InputError, match="test.parquet lacks channel.*c"):
+        scoring.channel_matrix(frame, ["a", "c"], "test.parquet")
+    with pytest.raises(InputError, match="NaN or infinite values in a"):
+        scoring.channel_matrix(frame, ["a", "b"], "test.parquet")
+    assert scoring.channel_matrix(frame, ["b"], "x").flags.c_contiguous
+
+
+def test_segments_start_after_gaps() -> None:
+    times = pd.DatetimeIndex(
+        ["2021-01-01 00:00", "2021-01-01 00:01", "2021-01-01 00:02", "2021-01-01 03:00", "2021-01-01 03:01"], tz="UTC"
+    ).as_unit("us")
+    assert scoring.segment_ids(times).tolist() == [0, 0, 0, 1, 1]
+    assert scoring.segment_ids(times[:1]).tolist() == [0]
+
+
+def test_trailing_median_restarts_in_each_segment() -> None:
+    scores = np.array([1.0, 100.0, 1.0, 1.0, 50.0, 70.0])
+    segments = np.array([0, 0, 0, 0, 1, 1])
+    assert scoring.smooth_scores(scores, 3, segments).tolist() == [1.0, 50.5, 1.0, 1.0, 50.0, 60.0]
+    assert scoring.smooth_scores(scores, 1, segments).tolist() == scores.tolist()
+    with pytest.raises(ValueError, match="smoothing-window"):
+        scoring.smooth_scores(scores, 0, segments)
