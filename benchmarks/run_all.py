@@ -26,7 +26,7 @@ def main(
     from rich.console import Console
     from rich.table import Table
 
-    from benchmarks import bench_label_join, bench_preprocess, bench_threshold_sweep, bench_training
+    from benchmarks import bench_label_join, bench_preprocess, bench_serving, bench_threshold_sweep, bench_training
     from benchmarks.common import SIZES, machine, save
 
     if size not in SIZES:
@@ -36,6 +36,7 @@ def main(
         + bench_label_join.run()
         + bench_threshold_sweep.run()
         + bench_training.run()
+        + bench_serving.run()
     )
     table = Table(title=f"ECLSS pipeline benchmarks ({machine()})")
     for column in ("benchmark", "case", "seconds", "rows/s", "ratio", "target", "met"):

@@ -134,8 +134,38 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    backend: str
+    name: str
+    http_port: int
+    max_batch_rows: int
+    local_model_dir: str
+    model_store: str
+    deployment_mode: str
+    service_account: str
+    gpus: int
+    cpu: str
+    memory: str
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    resources: dict[str, dict[str, str]]
+    train_gpus: int
+    gpu_resource: str
+    node_selector: dict[str, str]
+    gpu_node_selector: dict[str, str]
+    tolerations: list[dict[str, str]]
+    image_pull_secret: str
+    retries: int
+    timeout_s: int
+
+
+@dataclass(frozen=True)
 class PlatformSettings:
     namespace: str
+    experiment: str
     minio_endpoint: str
     s3_secret_name: str
     image: str
@@ -153,6 +183,8 @@ class Settings:
     training: TrainingSettings
     tuning: TuningSettings
     evaluation: EvaluationSettings
+    serving: ServingSettings
+    kubernetes: KubernetesSettings
     platform: PlatformSettings
 
 
@@ -237,15 +269,19 @@ def _parse_override(env_name: str, raw: str, hint: Any) -> Any:
     return _check_type(env_name, value, hint)
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    return isinstance(value, hint) and not (isinstance(value, bool) and hint is not bool)
+
+
 def _check_type(where: str, value: Any, hint: Any) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item_type,) = typing.get_args(hint)
-        if isinstance(value, list) and all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):
-            return list(value)
-    elif isinstance(value, hint) and not (isinstance(value, bool) and hint is not bool):
+    if _matches(value, hint):
         return value
     raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
 

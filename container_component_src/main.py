@@ -144,6 +144,27 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "worst_events": settings.evaluation.worst_events,
             "label_column": c.label,
         },
+        "serve": {
+            "name": settings.serving.name,
+            "http_port": settings.serving.http_port,
+            "max_batch_rows": settings.serving.max_batch_rows,
+        },
+        "deploy": {
+            "backend": settings.serving.backend,
+            "name": settings.serving.name,
+            "http_port": settings.serving.http_port,
+            "max_batch_rows": settings.serving.max_batch_rows,
+            "local_model_dir": settings.serving.local_model_dir,
+            "model_store": settings.serving.model_store,
+            "deployment_mode": settings.serving.deployment_mode,
+            "service_account": settings.serving.service_account,
+            "gpus": settings.serving.gpus,
+            "cpu": settings.serving.cpu,
+            "memory": settings.serving.memory,
+            "timeout_s": settings.serving.timeout_s,
+            "image": settings.platform.image,
+            "namespace": settings.platform.namespace,
+        },
     }
 
 
@@ -623,6 +644,110 @@ def evaluate(
             smoothing_window, val_quantile, n_thresholds, low_quantile, high_quantile, worst_events, label_column
         )
         _report(run_evaluate(model, val, test, results, summary, report, options))
+
+
+class ServeRole(StrEnum):
+    combined = "combined"
+    predictor = "predictor"
+    transformer = "transformer"
+
+
+class Protocol(StrEnum):
+    v1 = "v1"
+    v2 = "v2"
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[str, typer.Option(help="Published model folder (written by deploy, or by train).")],
+    # The underscore spellings are the arguments KServe appends to a transformer's command.
+    name: Annotated[str, typer.Option("--name", "--model_name", help="Model name in the URL paths.")],
+    http_port: Annotated[int, typer.Option("--http-port", "--http_port", help="Port to listen on.")],
+    max_batch_rows: Annotated[int, typer.Option(help="Largest request accepted; larger ones get HTTP 400.")],
+    role: Annotated[
+        ServeRole, typer.Option(help="combined: one process does all; predictor or transformer: KServe's split.")
+    ] = ServeRole.combined,
+    predictor_host: Annotated[
+        str, typer.Option("--predictor-host", "--predictor_host", help="host:port of the predictor (transformer role).")
+    ] = "",
+    predictor_protocol: Annotated[Protocol, typer.Option(help="Protocol of the predictor.")] = Protocol.v1,
+    threshold: Annotated[
+        float | None, typer.Option(help="Anomaly flag threshold (default: the folder's serving.json).")
+    ] = None,
+) -> None:
+    """Serve the model with the KServe model server: V1 and V2 (Open Inference Protocol)
+    predictions, health, readiness and metadata. Runs in the foreground until interrupted."""
+    from container_component_src.serving.server import ServeOptions, run_serve
+
+    with _clear_errors():
+        options = ServeOptions(
+            role.value, name, http_port, predictor_host, predictor_protocol.value, threshold, max_batch_rows
+        )
+        options.validate()
+        run_serve(model_dir, options)
+
+
+Kserve = "InferenceService (--backend kserve)"
+
+
+@app.command()
+def deploy(
+    model: Annotated[str, typer.Option(help="Model artifact folder written by train.")],
+    summary: Annotated[str, typer.Option(help="Summary JSON written by evaluate (gives the threshold).")],
+    out: Annotated[str, typer.Option(help="JSON file for where the model is served and how to call it.")],
+    backend: Annotated[str, typer.Option(help="local: publish and smoke-test here; kserve: an InferenceService.")],
+    name: Annotated[str, typer.Option(help="Model name (and InferenceService name).")],
+    http_port: Annotated[int, typer.Option(help="Port in the printed serve command (local).")],
+    max_batch_rows: Annotated[int, typer.Option(help="Largest request accepted.")],
+    local_model_dir: Annotated[str, typer.Option(help="Folder the local deploy publishes to.")],
+    model_store: Annotated[
+        str,
+        typer.Option(help="s3:// folder to publish under (empty: next to the Model artifact).", rich_help_panel=Kserve),
+    ],
+    deployment_mode: Annotated[str, typer.Option(help="RawDeployment or Serverless.", rich_help_panel=Kserve)],
+    service_account: Annotated[
+        str, typer.Option(help="Service account with the MinIO secret (empty: default).", rich_help_panel=Kserve)
+    ],
+    gpus: Annotated[int, typer.Option(help="GPUs of the predictor.", rich_help_panel=Kserve)],
+    cpu: Annotated[str, typer.Option(help="CPU per container.", rich_help_panel=Kserve)],
+    memory: Annotated[str, typer.Option(help="Memory per container.", rich_help_panel=Kserve)],
+    timeout_s: Annotated[int, typer.Option(help="Fail when not ready after this long.", rich_help_panel=Kserve)],
+    image: Annotated[str, typer.Option(help="Image of predictor and transformer.", rich_help_panel=Kserve)],
+    namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Kserve)],
+    artifact_uri: Annotated[str, typer.Option(help="URI of the Model artifact.", rich_help_panel=Kserve)] = "",
+    run_id: Annotated[
+        str, typer.Option(help="Unique run name (folder under --model-store).", rich_help_panel=Kserve)
+    ] = "",
+) -> None:
+    """Publish the model with its threshold and serve it: locally (start the KServe server, smoke-test
+    V1 and V2, stop, print the serve command) or as a KServe InferenceService (create or patch,
+    wait until ready)."""
+    from container_component_src import storage
+    from container_component_src.serving.deploy import DeployOptions, run_deploy
+
+    with _clear_errors():
+        options = DeployOptions(backend, name, local_model_dir, model_store, http_port, max_batch_rows)
+        cluster = None
+        if backend == "kserve":
+            from container_component_src.cluster.inference_service import InferenceServiceOptions
+            from container_component_src.cluster.kube import current_namespace
+
+            cluster = InferenceServiceOptions(
+                name=name,
+                namespace=namespace or current_namespace(),
+                image=image,
+                storage_uri="",
+                deployment_mode=deployment_mode,
+                service_account=service_account,
+                gpus=gpus,
+                cpu=cpu,
+                memory=memory,
+                max_batch_rows=max_batch_rows,
+                timeout_s=timeout_s,
+            )
+        result = run_deploy(model, summary, options, artifact_uri, run_id, cluster)
+        storage.write_json(result, out)
+        _report(result)
 
 
 def run_subcommand(*args: str) -> None:

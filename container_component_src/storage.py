@@ -27,15 +27,16 @@ class InputError(ValueError):
     """An input file is missing or unusable; the message names the file and the problem."""
 
 
-def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Return the filesystem serving `url` and the path within it.
-
-    KFP names artifacts on MinIO `minio://bucket/key`: that is served as `s3://bucket/key`.
-    """
+def s3_url(url: str) -> str:
+    """KFP names artifacts on MinIO `minio://bucket/key`; everything else (fsspec, KServe's
+    storage initializer) knows them as `s3://bucket/key`."""
     url = str(url)
-    if url.startswith("minio://"):
-        url = "s3://" + url.removeprefix("minio://")
-    fs, path = fsspec.core.url_to_fs(url)
+    return "s3://" + url.removeprefix("minio://") if url.startswith("minio://") else url
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the filesystem serving `url` and the path within it."""
+    fs, path = fsspec.core.url_to_fs(s3_url(url))
     return fs, path
 
 

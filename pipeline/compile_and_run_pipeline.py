@@ -1,10 +1,13 @@
-"""Compile the ECLSS pipeline, or run it locally through kfp.local (no cluster, no Docker).
+"""Compile the ECLSS pipeline and run it: in the cluster, from a laptop, or locally.
 
-python -m pipeline.compile_and_run_pipeline --local
+python -m pipeline.compile_and_run_pipeline                 # inside a Kubeflow notebook
+python -m pipeline.compile_and_run_pipeline --remote        # from a laptop, through Dex (.env)
+python -m pipeline.compile_and_run_pipeline --local         # here, through kfp.local
 python -m pipeline.compile_and_run_pipeline --compile-only pipeline.yaml
 """
 
 import inspect
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -98,8 +101,83 @@ def run_local(settings: Settings, params: dict[str, Any], caching: bool) -> dict
         enable_caching=caching,
         cache_root=str(pipeline_root / ".cache"),
     )
-    run = build_pipeline(settings)(**{**local_data_params(settings), **params})
+    run = build_pipeline(settings, for_kubernetes=False)(**{**local_data_params(settings), **params})
     return {name: artifact.path for name, artifact in run.outputs.items()}
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def in_cluster_client() -> tuple[Any, str]:
+    """A `kfp.Client` authenticated by this pod's service-account token, and the pod's namespace.
+
+    Raises:
+        ValueError: Not running in a pod (use --remote or --local).
+    """
+    import kfp
+
+    if not SERVICE_ACCOUNT_NAMESPACE.is_file():
+        raise ValueError("not running inside the cluster: use --remote (from a laptop) or --local")
+    namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return kfp.Client(namespace=namespace), namespace
+
+
+def cron_expression(schedule: str) -> str:
+    """KFP's cron has a seconds field: a five-field expression runs at second 0.
+
+    Raises:
+        ValueError: Not five or six fields.
+    """
+    fields = schedule.split()
+    if len(fields) == 5:
+        return f"0 {schedule.strip()}"
+    if len(fields) == 6:
+        return " ".join(fields)
+    raise ValueError(f"--schedule {schedule!r}: expected a cron expression of 5 (or 6, with seconds) fields")
+
+
+def submit(
+    client: Any,
+    pipeline_func: Any,
+    params: dict[str, Any],
+    namespace: str,
+    experiment: str,
+    run_name: str,
+    caching: bool,
+    schedule: str | None = None,
+) -> dict[str, str]:
+    """Start a run (or, with `schedule`, create a recurring run) of the pipeline.
+
+    Returns:
+        The run's (or recurring run's) id.
+    """
+    import tempfile
+
+    from kfp import compiler
+
+    if not schedule:
+        result = client.create_run_from_pipeline_func(
+            pipeline_func,
+            arguments=params,
+            run_name=run_name,
+            experiment_name=experiment,
+            namespace=namespace,
+            enable_caching=caching,
+        )
+        return {"run_id": result.run_id}
+    experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
+    with tempfile.TemporaryDirectory() as folder:
+        package = str(Path(folder) / "pipeline.yaml")
+        compiler.Compiler().compile(pipeline_func, package)
+        job = client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=run_name,
+            cron_expression=cron_expression(schedule),
+            pipeline_package_path=package,
+            params=params,
+            enable_caching=caching,
+        )
+    return {"recurring_run_id": job.recurring_run_id}
 
 
 def print_outputs(outputs: dict[str, str], seconds: float) -> None:
@@ -121,6 +199,11 @@ def print_outputs(outputs: dict[str, str], seconds: float) -> None:
     console.print(table)
     for name, path in outputs.items():
         console.print(f"[bold]{name}[/bold]: {path}")
+    if "report" in outputs:
+        # KFP names the artifact file `report`; a browser needs the extension to render it.
+        page = run_dir / "evaluation_report.html"
+        shutil.copyfile(outputs["report"], page)
+        console.print(f"Evaluation report (opens offline): [bold]file://{page}[/bold]")
 
 
 @app.command()
@@ -128,39 +211,74 @@ def main(
     local: Annotated[
         bool, typer.Option("--local", help="Run the whole DAG on this machine through kfp.local.")
     ] = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="Submit from outside the cluster, logging in through Dex (KFP_* in .env).")
+    ] = False,
     compile_only: Annotated[
         Path | None, typer.Option(help="Only compile the pipeline to this YAML file.", dir_okay=False)
     ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Override a pipeline parameter: key=value (repeatable).")
     ] = None,
-    caching: Annotated[bool, typer.Option(help="Reuse outputs of tasks whose inputs did not change.")] = False,
+    caching: Annotated[
+        bool, typer.Option(help="Reuse outputs of tasks whose inputs did not change (--no-caching reruns all).")
+    ] = False,
+    experiment: Annotated[str | None, typer.Option(help="Experiment of the run (default: from config).")] = None,
+    run_name: Annotated[str | None, typer.Option(help="Run name (default: pipeline name and time).")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="Create a recurring run on this cron schedule, e.g. '0 3 * * *'.")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (default: ./config.toml).", dir_okay=False)] = None,
 ) -> None:
-    """Compile the ECLSS anomaly-detection pipeline or run it locally."""
-    from pipeline.pipeline_definition import build_pipeline
+    """Compile the ECLSS anomaly-detection pipeline and run it: in the cluster (the default, from a
+    Kubeflow notebook), from outside it (--remote), or on this machine (--local)."""
+    from pipeline.pipeline_definition import PIPELINE_NAME, build_pipeline
 
     try:
+        if local + remote + (compile_only is not None) > 1:
+            raise ValueError("choose one of --local, --remote and --compile-only")
+        if schedule and (local or compile_only):
+            raise ValueError("--schedule creates a recurring run in the cluster: use it without --local")
         settings = load_settings(config)
         pipeline_func = build_pipeline(settings)
         params = parse_params(pipeline_func, param or [])
-    except (ConfigError, ValueError) as exc:
+        if compile_only is not None:
+            from kfp import compiler
+
+            compile_only.parent.mkdir(parents=True, exist_ok=True)
+            compiler.Compiler().compile(pipeline_func, str(compile_only), pipeline_parameters=params or None)
+            typer.echo(f"Compiled the pipeline to {compile_only}")
+            return
+        if local:
+            ensure_local_data(settings)
+            start = time.perf_counter()
+            outputs = run_local(settings, params, caching)
+            print_outputs(outputs, time.perf_counter() - start)
+            return
+        if remote:
+            import os
+
+            from pipeline.auth_session import RemoteSettings, remote_client
+
+            remote_settings = RemoteSettings.from_env(os.environ)
+            client, namespace = remote_client(remote_settings), remote_settings.namespace
+        else:
+            client, namespace = in_cluster_client()
+        name = run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+        submitted = submit(
+            client,
+            pipeline_func,
+            params,
+            namespace,
+            experiment or settings.platform.experiment,
+            name,
+            caching,
+            schedule,
+        )
+    except (ConfigError, ValueError, RuntimeError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
-    if compile_only is not None:
-        from kfp import compiler
-
-        compile_only.parent.mkdir(parents=True, exist_ok=True)
-        compiler.Compiler().compile(pipeline_func, str(compile_only), pipeline_parameters=params or None)
-        typer.echo(f"Compiled the pipeline to {compile_only}")
-        return
-    if not local:
-        typer.echo("Error: choose --local (run on this machine) or --compile-only PATH", err=True)
-        raise typer.Exit(2)
-    ensure_local_data(settings)
-    start = time.perf_counter()
-    outputs = run_local(settings, params, caching)
-    print_outputs(outputs, time.perf_counter() - start)
+    typer.echo(f"Submitted {name} to namespace {namespace}: {submitted}")
 
 
 if __name__ == "__main__":

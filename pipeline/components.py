@@ -405,3 +405,55 @@ def evaluate(
     classification.log_confusion_matrix(confusion["categories"], confusion["matrix"])
     classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
     return content["deploy"]["fc1"]
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def deploy(
+    model: Input[Model],
+    summary: Input[Artifact],
+    backend: str,
+    name: str,
+    local_model_dir: str,
+    model_store: str,
+    run_id: str,
+    deployment_mode: str,
+    service_account: str,
+    gpus: int,
+    image: str,
+    namespace: str,
+    endpoint: Output[Artifact],
+):
+    """Runs `deploy`."""
+    from container_component_src.main import run_subcommand
+
+    run_subcommand(
+        "deploy",
+        "--model",
+        model.path,
+        "--summary",
+        summary.path,
+        "--out",
+        endpoint.path,
+        "--backend",
+        backend,
+        "--name",
+        name,
+        "--local-model-dir",
+        local_model_dir,
+        "--model-store",
+        model_store,
+        "--artifact-uri",
+        model.uri,
+        "--run-id",
+        run_id,
+        "--deployment-mode",
+        deployment_mode,
+        "--service-account",
+        service_account,
+        "--gpus",
+        str(gpus),
+        "--image",
+        image,
+        "--namespace",
+        namespace,
+    )

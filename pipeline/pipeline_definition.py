@@ -38,15 +38,74 @@ def _compact_json(text: str, where: str) -> str:
         raise ConfigError(f"{where} is not valid JSON: {exc}") from None
 
 
-def build_pipeline(settings: Settings) -> Callable[..., object]:
-    """Return the pipeline function, with the project image and defaults from `settings`."""
+# Tasks whose rerun is harmless: they write their outputs atomically and start nothing that lives on.
+SAFE_TO_RETRY = {
+    "list-archives",
+    "split-archive",
+    "preprocess",
+    "parse-reports",
+    "label-series",
+    "split-dataset",
+    "fit-scaler",
+    "apply-scaler",
+    "evaluate",
+}
+# Tasks that train in their own pod when the backend is local.
+GPU_TASKS = {"tune", "train"}
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def configure_for_kubernetes(task: dsl.PipelineTask, name: str, settings: Settings) -> None:
+    """Resources, placement, credentials, timeout and retries of one task on the cluster.
+
+    Raises:
+        ConfigError: [kubernetes] resources lack "default", or an entry lacks cpu or memory.
+    """
+    from kfp import kubernetes
+
+    k8s = settings.kubernetes
+    resources = k8s.resources.get(name) or k8s.resources.get("default")
+    if not resources or not {"cpu", "memory"} <= set(resources):
+        raise ConfigError(f'[kubernetes] resources need cpu and memory for "{name}" or "default"')
+    task.set_cpu_request(resources["cpu"]).set_cpu_limit(resources["cpu"])
+    task.set_memory_request(resources["memory"]).set_memory_limit(resources["memory"])
+    node_selector = dict(k8s.node_selector)
+    if name in GPU_TASKS and k8s.train_gpus:
+        task.set_accelerator_type(k8s.gpu_resource).set_accelerator_limit(k8s.train_gpus)
+        node_selector |= k8s.gpu_node_selector
+    for key, value in node_selector.items():
+        kubernetes.add_node_selector(task, key, value)
+    for toleration in k8s.tolerations:
+        kubernetes.add_toleration(task, **toleration)
+    if k8s.image_pull_secret:
+        kubernetes.set_image_pull_secrets(task, [k8s.image_pull_secret])
+    if k8s.timeout_s:
+        kubernetes.set_timeout(task, k8s.timeout_s)
+    if name in SAFE_TO_RETRY and k8s.retries:
+        task.set_retry(num_retries=k8s.retries, backoff_duration="30s", backoff_factor=2.0)
+    # Object storage: the endpoint is configuration, the keys come from the secret by reference.
+    task.set_env_variable("AWS_ENDPOINT_URL", settings.platform.minio_endpoint)
+    kubernetes.use_secret_as_env(task, settings.platform.s3_secret_name, {key: key for key in S3_KEYS})
+
+
+def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[..., object]:
+    """Return the pipeline function, with the project image and defaults from `settings`.
+
+    Args:
+        settings: The project settings.
+        for_kubernetes: Apply the [kubernetes] task settings (resources, placement, secrets);
+            kfp.local runs leave them out.
+    """
     image = settings.platform.image
     columns, pre, split = settings.columns, settings.preprocessing, settings.split
-    training, tuning, evaluation = settings.training, settings.tuning, settings.evaluation
+    training, tuning, evaluation, serving = settings.training, settings.tuning, settings.evaluation, settings.serving
     search_space_default = _compact_json(tuning.search_space, "[tuning] search_space")
 
     def task(t: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
-        return t.set_container_image(image).set_display_name(name)
+        t.set_container_image(image).set_display_name(name)
+        if for_kubernetes:
+            configure_for_kubernetes(t, name, settings)
+        return t
 
     @dsl.pipeline(name="split-archives", description="List the yearly archives, split each in parallel.")
     def split_archives(archives: str, timestamp_column: str, partition_period: str) -> List[Dataset]:
@@ -101,8 +160,12 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
         low_quantile: float = evaluation.low_quantile,
         high_quantile: float = evaluation.high_quantile,
         worst_events: int = evaluation.worst_events,
+        deploy_threshold: float = evaluation.deploy_threshold,
+        serving_backend: str = serving.backend,
+        serving_gpus: int = serving.gpus,
     ) -> PipelineOutputs:
-        """Split archives -> preprocess (Dask) -> labels -> split -> scaling -> tuning -> training -> evaluation.
+        """Split archives -> preprocess (Dask) -> labels -> split -> scaling -> tuning -> training -> evaluation
+        -> deploy (only when Fc1 beats `deploy_threshold`).
 
         Args:
             archives: Folder or s3:// URL of the yearly archive parquet files.
@@ -144,6 +207,10 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             low_quantile: Lowest swept threshold, as a quantile of test scores.
             high_quantile: Highest swept threshold, as a quantile of test scores.
             worst_events: Highest-scoring events shown channel by channel in the report.
+            deploy_threshold: Deploy only when Fc1 at the label-free threshold is above this.
+            serving_backend: "local" (publish to a folder and smoke-test the KServe server in the task)
+                or "kserve" (an InferenceService).
+            serving_gpus: GPUs of the InferenceService predictor.
         """
         partitions = split_archives(
             archives=archives, timestamp_column=timestamp_column, partition_period=partition_period
@@ -263,6 +330,24 @@ def build_pipeline(settings: Settings) -> Callable[..., object]:
             ),
             "evaluate",
         )
+        with dsl.If(evaluated.outputs["Output"] > deploy_threshold, name="fc1-above-deploy-threshold"):
+            task(
+                components.deploy(
+                    model=trained.outputs["model"],
+                    summary=evaluated.outputs["summary"],
+                    backend=serving_backend,
+                    name=serving.name,
+                    local_model_dir=serving.local_model_dir,
+                    model_store=serving.model_store,
+                    run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                    deployment_mode=serving.deployment_mode,
+                    service_account=serving.service_account,
+                    gpus=serving_gpus,
+                    image=image,
+                    namespace=settings.platform.namespace,
+                ),
+                "deploy",
+            )
         return PipelineOutputs(
             best_params=tuned.outputs["best_params"],
             model=trained.outputs["model"],

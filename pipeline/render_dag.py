@@ -23,6 +23,8 @@ def _tasks(spec: dict[str, Any], dag: dict[str, Any], prefix: str, lines: list[s
         node = f"{prefix}{name}"
         component = spec["components"][task["componentRef"]["name"]]
         label = name + (" (ParallelFor)" if "parameterIterator" in task or "artifactIterator" in task else "")
+        if "triggerPolicy" in task:  # A dsl.If: name the branch after what it checks.
+            label = f"if {task['taskInfo']['name']}"
         if "dag" in component:
             lines.append(f'  subgraph "cluster_{node}" {{ label="{label}"; style="rounded,dashed"; color="#7a869a";')
             ends[name] = _tasks(spec, component["dag"], f"{node}/", lines)
@@ -71,7 +73,7 @@ def main(
     with tempfile.TemporaryDirectory() as tmp:
         compiled = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(build_pipeline(load_settings(config)), str(compiled))
-        spec = yaml.safe_load(compiled.read_text())
+        spec = next(yaml.safe_load_all(compiled.read_text()))  # the pipeline; the platform spec follows
     fmt = out.suffix.lstrip(".") or "png"
     subprocess.run([dot, f"-T{fmt}", "-Gdpi=130", "-o", str(out)], input=to_dot(spec), text=True, check=True)
     typer.echo(f"Wrote {out}")

@@ -21,6 +21,8 @@ COMMANDS = [
     "tune",
     "train",
     "evaluate",
+    "deploy",
+    "serve",
 ]
 
 

@@ -36,15 +36,19 @@ def fit_scaler(frame: pd.DataFrame, channels: list[str], kind: ScalerKind = "sta
     }
 
 
+def scale_values(values: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
+    """Scale a (rows, channels) matrix whose columns are in the scaler's channel order; float32."""
+    return ((values - np.asarray(scaler["center"])) / np.asarray(scaler["scale"])).astype(np.float32)
+
+
 def apply_scaler(frame: pd.DataFrame, scaler: dict[str, Any], source: str) -> pd.DataFrame:
     """Scale the scaler's channels of `frame`; other columns (labels) pass through unchanged."""
     channels = scaler["channels"]
     missing = [c for c in channels if c not in frame.columns]
     if missing:
         raise InputError(f"{source} lacks channel(s) the scaler was fitted on: {', '.join(missing)}")
-    scaled = (frame[channels].to_numpy("float64") - np.asarray(scaler["center"])) / np.asarray(scaler["scale"])
     out = frame.copy()
-    out[channels] = scaled.astype("float32")
+    out[channels] = scale_values(frame[channels].to_numpy("float64"), scaler)
     return out
 
 

@@ -1,7 +1,8 @@
 """The evaluation report: one self-contained HTML page of interactive plotly figures.
 
 plotly.js is inlined once, so the page opens from a local folder or the Kubeflow UI with no
-network. Long series are decimated (per-bucket minimum and maximum, so peaks survive).
+network. Long series are decimated (per-bucket minimum and maximum, so peaks survive), and long
+stretches without validation or test rows are cut from the time axis.
 """
 
 from __future__ import annotations
@@ -86,6 +87,19 @@ def _with_gaps(times: pd.DatetimeIndex, values: np.ndarray, segments: np.ndarray
     return xs, ys
 
 
+def time_breaks(times: pd.DatetimeIndex, share: float = 0.05) -> list[dict[str, Any]]:
+    """Plotly axis breaks hiding each stretch without data longer than a day and `share` of the span."""
+    if len(times) < 2:
+        return []
+    ordered = times.sort_values()
+    steps = ordered[1:] - ordered[:-1]
+    limit = max(pd.Timedelta(days=1), share * (ordered[-1] - ordered[0]))
+    return [
+        {"values": [start.isoformat()], "dvalue": step.total_seconds() * 1e3}
+        for start, step in zip(ordered[:-1][steps > limit], steps[steps > limit], strict=True)
+    ]
+
+
 def score_figure(results: pd.DataFrame, thresholds: dict[str, float], events: pd.DataFrame) -> Any:
     """Anomaly score (negative log-likelihood) over time, anomaly intervals shaded, thresholds drawn."""
     import plotly.graph_objects as go
@@ -112,7 +126,7 @@ def score_figure(results: pd.DataFrame, thresholds: dict[str, float], events: pd
         kept = part.iloc[keep]
         xs, ys = _with_gaps(kept.index, kept["smoothed_score"].to_numpy(), kept["segment"].to_numpy())
         figure.add_trace(
-            go.Scattergl(
+            go.Scatter(
                 x=xs,
                 y=[None if y is None else float(symlog(y)) for y in ys],
                 customdata=ys,
@@ -136,7 +150,7 @@ def score_figure(results: pd.DataFrame, thresholds: dict[str, float], events: pd
             min(scores.min(), *thresholds.values()), max(scores.max(), *thresholds.values()), "negative log-likelihood"
         ),
         yaxis2={"range": [0, 1], "overlaying": "y", "visible": False},
-        xaxis={"title": "time (UTC)"},
+        xaxis={"title": "time (UTC)", "rangebreaks": time_breaks(results.index)},
         height=520,
         legend={"orientation": "h", "y": 1.08},
     )

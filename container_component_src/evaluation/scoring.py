@@ -33,15 +33,20 @@ def channel_matrix(frame: pd.DataFrame, channels: list[str], source: str) -> np.
 
 
 def score_rows(
-    model: torch.jit.ScriptModule, values: np.ndarray, per_channel: bool = False, progress: bool = False
+    model: torch.jit.ScriptModule,
+    values: np.ndarray,
+    per_channel: bool = False,
+    progress: bool = False,
+    device: str = "cpu",
 ) -> np.ndarray:
-    """Anomaly scores (negative log-likelihood) of scaled rows, in batches on the CPU.
+    """Anomaly scores (negative log-likelihood) of scaled rows, in batches.
 
     Args:
-        model: The TorchScript VAE of a Model artifact.
+        model: The TorchScript VAE of a Model artifact, on `device`.
         values: Scaled rows, shape (rows, channels), in the model's channel order.
         per_channel: Return each channel's share of the score, shape (rows, channels).
         progress: Show a progress bar.
+        device: Where the model runs ("cpu" or "cuda").
 
     Returns:
         float64 scores, shape (rows,) or (rows, channels).
@@ -54,7 +59,7 @@ def score_rows(
     batches = range(0, len(tensor), SCORE_BATCH_ROWS)
     with torch.inference_mode():
         parts = [
-            method(tensor[start : start + SCORE_BATCH_ROWS]).double().numpy()
+            method(tensor[start : start + SCORE_BATCH_ROWS].to(device)).double().cpu().numpy()
             for start in tqdm(batches, desc="scoring", unit="batch", disable=not progress or len(batches) < 2)
         ]
     if not parts:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from benchmarks import bench_label_join, bench_preprocess, bench_threshold_sweep, bench_training
+from benchmarks import bench_label_join, bench_preprocess, bench_serving, bench_threshold_sweep, bench_training
 
 
 def test_label_join_benchmark_runs() -> None:
@@ -28,3 +28,9 @@ def test_training_benchmark_runs() -> None:
 def test_threshold_sweep_benchmark_checks_itself_against_the_loop() -> None:
     (row,) = bench_threshold_sweep.run(n_rows=50_000, n_thresholds=100, n_naive_thresholds=5)
     assert row["ratio"] > 0 and row["speedup_vs_loop"] > 0 and isinstance(row["met"], bool)
+
+
+def test_serving_benchmark_runs_against_the_real_server() -> None:
+    rows = bench_serving.run(n_channels=4, batch_sizes=(1,), concurrencies=(2,), seconds=0.5)
+    assert [r["case"] for r in rows] == ["V1, 1 row(s), 2 client(s)", "V2, 1 row(s), 2 client(s)"]
+    assert all(r["failed"] == 0 and r["requests"] > 0 and r["ratio"] > 1 for r in rows)

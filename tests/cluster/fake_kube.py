@@ -57,6 +57,9 @@ class FakeKube:
             status = self.statuses[min(self.gets, len(self.statuses) - 1)]
             self.gets += 1
             return 200, {**self.objects[key], "status": status}
+        if method == "PATCH":
+            self.objects[key] = {**self.objects[key], **body}
+            return 200, self.objects[key]
         if method == "DELETE":
             del self.objects[key]
             return 200, {"kind": "Status", "status": "Success", "code": 200}
@@ -85,6 +88,9 @@ def serve(fake: FakeKube) -> Iterator[str]:
 
         def do_POST(self) -> None:
             self._reply("POST")
+
+        def do_PATCH(self) -> None:
+            self._reply("PATCH")
 
         def do_DELETE(self) -> None:
             self._reply("DELETE")

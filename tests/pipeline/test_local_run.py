@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from container_component_src.config import load_settings
-from container_component_src.data.generate import GeneratorOptions, run_generate_data
-from pipeline.compile_and_run_pipeline import run_local
+from pipeline.compile_and_run_pipeline import ensure_local_data, run_local
 
 EXPECTED_OUTPUTS = {
     "list-archives": ["listing"],
@@ -21,7 +20,9 @@ EXPECTED_OUTPUTS = {
     "apply-scaler": ["scaled_train", "scaled_val", "scaled_test"],
     "tune": ["best_params"],
     "train": ["model"],
+    "evaluate": ["results", "summary", "report"],
 }
+IF_DEPLOYED = {"deploy": ["endpoint"]}
 
 
 def _non_empty(path: Path) -> bool:
@@ -32,27 +33,22 @@ def _non_empty(path: Path) -> bool:
 
 @pytest.mark.e2e
 def test_local_pipeline_run(project_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    options = GeneratorOptions(
-        years=(2021, 2022), days_per_year=5, sampling_period_s=60.0, n_channels=6, seed=1, anomalies_per_day=0.8
-    )
-    run_generate_data(
-        str(tmp_path / "data/archives"),
-        str(tmp_path / "data/anomaly_reports.xlsx"),
-        str(tmp_path / "data/truth.parquet"),
-        options,
-    )
+    """What `--local` does, on the default generated data set; short tuning and training."""
     settings = load_settings(project_root / "config.toml", environ={})
     settings = dataclasses.replace(
         settings,
         data=dataclasses.replace(
             settings.data, root=str(tmp_path / "data"), local_pipeline_root=str(tmp_path / "runs")
         ),
+        serving=dataclasses.replace(settings.serving, local_model_dir=str(tmp_path / "served")),
     )
+    ensure_local_data(settings)
     monkeypatch.chdir(project_root)
-    params = {"dask_workers": 1, "block_hours": 6.0, "max_trials": 2, "epochs_per_trial": 1, "max_epochs": 2}
-    outputs = run_local(settings, params, caching=False)
+    params = {"max_trials": 2, "epochs_per_trial": 1, "max_epochs": 3}
+    # Fc1 is always above -1: the deploy branch must run.
+    outputs = run_local(settings, {**params, "deploy_threshold": -1.0}, caching=True)
     run_dir = Path(outputs["train"]).parent.parent
-    for task, names in EXPECTED_OUTPUTS.items():
+    for task, names in {**EXPECTED_OUTPUTS, **IF_DEPLOYED}.items():
         for name in names:
             assert _non_empty(run_dir / task / name), f"{task}/{name} is missing or empty"
     splits = [
@@ -62,7 +58,35 @@ def test_local_pipeline_run(project_root: Path, tmp_path: Path, monkeypatch: pyt
     assert all(_non_empty(p) for p in splits), "both archives are split in the ParallelFor"
     train, test = pd.read_parquet(outputs["train"]), pd.read_parquet(outputs["test"])
     assert train["label"].sum() == 0 and test["label"].sum() > 0
-    assert set(outputs) == {"quality_report", "scaler", "train", "val", "test", "best_params", "model"}
+    assert set(outputs) == {
+        "quality_report",
+        "scaler",
+        "train",
+        "val",
+        "test",
+        "best_params",
+        "model",
+        "results",
+        "evaluation_summary",
+        "report",
+    }
     assert (Path(outputs["model"]) / "model.torchscript.pt").is_file()
     best = json.loads(Path(outputs["best_params"]).read_text())
     assert best["trials"] == 2 and best["objective"]["name"] == "val_nll"
+    summary = json.loads(Path(outputs["evaluation_summary"]).read_text())
+    # Metrics and ClassificationMetrics live in the artifacts' metadata, which the KFP UI shows.
+    executor_output = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())["artifacts"]
+    metrics = executor_output["metrics"]["artifacts"][0]["metadata"]
+    assert metrics["fc1"] == summary["deploy"]["fc1"] and "pr_auc" in metrics and "best_fc1" in metrics
+    assert metrics["fc1"] > metrics["baseline_all_positive_fc1"] + 0.2, "even a short training finds the anomalies"
+    classification = executor_output["classification"]["artifacts"][0]["metadata"]
+    assert classification["confusionMatrix"]["rows"] and classification["confidenceMetrics"]
+    endpoint = json.loads((run_dir / "deploy" / "endpoint").read_text())
+    assert endpoint["threshold"] == summary["deploy"]["threshold"]
+    assert (tmp_path / "served" / "serving.json").is_file() and endpoint["smoke"]["anomaly"][1] is True
+
+    # Fc1 is never above 1.01: the same run (from the cache) must skip the deploy.
+    runs = set((tmp_path / "runs").glob("eclss-*"))
+    run_local(settings, {**params, "deploy_threshold": 1.01}, caching=True)
+    (second_run,) = set((tmp_path / "runs").glob("eclss-*")) - runs
+    assert not (second_run / "deploy").exists()

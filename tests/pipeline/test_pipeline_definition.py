@@ -28,16 +28,20 @@ def _settings(project_root: Path, image: str = "registry.example/eclss:test"):
     return dataclasses.replace(settings, platform=dataclasses.replace(settings.platform, image=image))
 
 
-def _compile(project_root: Path, tmp_path: Path) -> dict:
+def _compile(project_root: Path, tmp_path: Path, settings=None) -> dict:
     path = tmp_path / "pipeline.yaml"
-    compiler.Compiler().compile(build_pipeline(_settings(project_root)), str(path))
-    return yaml.safe_load(path.read_text())
+    compiler.Compiler().compile(build_pipeline(settings or _settings(project_root)), str(path))
+    return next(yaml.safe_load_all(path.read_text()))
+
+
+def _documents(tmp_path: Path) -> list[dict]:
+    return list(yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text()))
 
 
 def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
     spec = _compile(project_root, tmp_path)
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == EXPECTED_TASKS | {"split-archives"}
+    assert set(tasks) == EXPECTED_TASKS | {"split-archives", "condition-1"}
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps["preprocess"] == {"split-archives"}
     assert deps["label-series"] == {"preprocess", "parse-reports"}
@@ -46,6 +50,13 @@ def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
     assert deps["tune"] == {"apply-scaler", "fit-scaler"}
     assert deps["train"] == {"apply-scaler", "fit-scaler", "tune"}
     assert deps["evaluate"] == {"train", "apply-scaler"}
+    gate = tasks["condition-1"]
+    assert gate["taskInfo"]["name"] == "fc1-above-deploy-threshold"
+    assert gate["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--evaluate-Output'] > "
+        "inputs.parameter_values['pipelinechannel--deploy_threshold']"
+    )
+    assert set(spec["components"]["comp-condition-1"]["dag"]["tasks"]) == {"deploy"}
     sub = spec["components"]["comp-split-archives"]["dag"]["tasks"]
     loop = next(t for t in sub.values() if "parameterIterator" in t)
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("list-archives-Output")
@@ -54,7 +65,7 @@ def test_dag_tasks_and_edges(project_root: Path, tmp_path: Path) -> None:
 def test_every_task_uses_the_configured_image(project_root: Path, tmp_path: Path) -> None:
     spec = _compile(project_root, tmp_path)
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 11
+    assert len(executors) == 12
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == "registry.example/eclss:test"
@@ -102,3 +113,67 @@ def test_invalid_search_space_in_config_is_named(project_root: Path) -> None:
     broken = dataclasses.replace(settings, tuning=dataclasses.replace(settings.tuning, search_space="{oops"))
     with pytest.raises(ConfigError, match=r"\[tuning\] search_space is not valid JSON"):
         build_pipeline(broken)
+
+
+def test_ir_parses_strictly_into_the_protobuf_messages(project_root: Path, tmp_path: Path) -> None:
+    """No field unknown to KFP's PipelineSpec, PlatformSpec or KubernetesExecutorConfig."""
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    _compile(project_root, tmp_path)
+    pipeline, platform = _documents(tmp_path)
+    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    platform_spec = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(pipeline["deploymentSpec"]["executors"]), "every task has Kubernetes settings"
+    for config in executors.values():
+        json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+    assert "kubernetes" in platform_spec.platforms
+
+
+def test_kubernetes_task_settings(project_root: Path, tmp_path: Path) -> None:
+    settings = _settings(project_root)
+    k8s = dataclasses.replace(
+        settings.kubernetes,
+        train_gpus=1,
+        node_selector={"pool": "ml"},
+        gpu_node_selector={"accelerator": "h100"},
+        tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+        image_pull_secret="registry-pull",
+        timeout_s=7200,
+    )
+    pipeline = _compile(project_root, tmp_path, dataclasses.replace(settings, kubernetes=k8s))
+    executors = pipeline["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["resources"]["resourceCpuLimit"] == "4" and train["resources"]["resourceMemoryLimit"] == "8Gi"
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "accelerator" not in executors["exec-fit-scaler"]["container"]["resources"]
+    assert executors["exec-fit-scaler"]["container"]["resources"]["resourceMemoryLimit"] == "2Gi"
+    assert {"name": "AWS_ENDPOINT_URL", "value": settings.platform.minio_endpoint} in train["env"]
+    platform = _documents(tmp_path)[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert platform["exec-train"]["nodeSelector"]["labels"] == {"pool": "ml", "accelerator": "h100"}
+    assert platform["exec-fit-scaler"]["nodeSelector"]["labels"] == {"pool": "ml"}
+    assert platform["exec-evaluate"]["tolerations"][0]["key"] == "dedicated"
+    assert platform["exec-evaluate"]["imagePullSecret"][0]["secretName"] == "registry-pull"
+    assert platform["exec-evaluate"]["activeDeadlineSeconds"] == "7200"
+    secret = platform["exec-deploy"]["secretAsEnv"][0]
+    assert secret["secretName"] == settings.platform.s3_secret_name
+    assert {k["envVar"] for k in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_retries_only_where_a_rerun_is_harmless(project_root: Path, tmp_path: Path) -> None:
+    spec = _compile(project_root, tmp_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["preprocess"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["evaluate"]["retryPolicy"]["maxRetryCount"] == 2
+    assert "retryPolicy" not in tasks["train"] and "retryPolicy" not in tasks["tune"]
+    deploy = spec["components"]["comp-condition-1"]["dag"]["tasks"]["deploy"]
+    assert "retryPolicy" not in deploy
+
+
+def test_resources_need_a_default(project_root: Path) -> None:
+    settings = _settings(project_root)
+    k8s = dataclasses.replace(settings.kubernetes, resources={"train": {"cpu": "1", "memory": "1Gi"}})
+    with pytest.raises(ConfigError, match='cpu and memory for "list-archives" or "default"'):
+        build_pipeline(dataclasses.replace(settings, kubernetes=k8s))

@@ -1,0 +1,136 @@
+"""Serving: the real KServe model server on loopback under concurrent clients, against calling the
+TorchScript model directly in this process (the floor a server cannot beat)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import best_of
+
+NAME = "eclss-bench"
+
+
+def publish_untrained_model(folder: Path, n_channels: int) -> tuple[str, list[str]]:
+    """A model of the production shape (serving cost does not depend on training)."""
+    import torch
+
+    from container_component_src.model.io import write_model_artifact
+    from container_component_src.model.vae import VAE
+    from container_component_src.serving.deploy import publish_model
+
+    torch.manual_seed(0)
+    channels = [f"channel_{i:02d}" for i in range(n_channels)]
+    scaler = {"kind": "standard", "channels": channels, "center": [0.0] * n_channels, "scale": [1.0] * n_channels}
+    write_model_artifact(str(folder / "model"), VAE(n_channels, [64, 32], 4), scaler, {}, {})
+    summary = {"deploy": {"threshold": 50.0, "fc1": 0.0}, "options": {"val_quantile": 0.99}}
+    publish_model(str(folder / "model"), summary, str(folder / "published"))
+    return str(folder / "published"), channels
+
+
+def bodies(channels: list[str], rows: int, rng: np.random.Generator) -> dict[str, dict[str, Any]]:
+    from container_component_src.serving.inference import v1_request, v2_request
+
+    values = rng.normal(size=(rows, len(channels))).round(4)
+    return {
+        "v1": v1_request([dict(zip(channels, row.tolist(), strict=True)) for row in values]),
+        "v2": v2_request({c: values[:, i].tolist() for i, c in enumerate(channels)}),
+    }
+
+
+async def load(url: str, body: dict[str, Any], concurrency: int, seconds: float) -> tuple[list[float], int]:
+    """`concurrency` clients sending `body` back to back for `seconds`; latencies and failures.
+
+    The body is encoded once: the load generator should not spend the shared CPUs on JSON.
+    """
+    import httpx
+    import orjson
+
+    content, headers = orjson.dumps(body), {"content-type": "application/json"}
+
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                try:
+                    response = await client.post(url, content=content, headers=headers)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - start) if ok else None
+                failures += not ok
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, failures
+
+
+def direct_seconds(published: str, rows: int, rng: np.random.Generator) -> float:
+    """Median time of scoring `rows` rows in this process: scale, TorchScript, threshold."""
+    from container_component_src.serving.inference import AnomalyScorer
+
+    scorer = AnomalyScorer.load(published)
+    values = rng.normal(size=(rows, len(scorer.channels)))
+    times = [best_of(1, lambda: scorer.score(scorer.scale(values)))[0] for _ in range(200)]
+    return float(np.median(times))
+
+
+def run(
+    n_channels: int = 16,
+    batch_sizes: tuple[int, ...] = (1, 1000),
+    concurrencies: tuple[int, ...] = (1, 8),
+    seconds: float = 5.0,
+) -> list[dict[str, Any]]:
+    from container_component_src.serving.deploy import free_port, wait_for_server
+
+    rng = np.random.default_rng(0)
+    rows_out = []
+    with tempfile.TemporaryDirectory() as folder:
+        published, channels = publish_untrained_model(Path(folder), n_channels)
+        port, log = free_port(), Path(folder) / "server.log"
+        command = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", published]
+        command += ["--name", NAME, "--http-port", str(port)]
+        with open(log, "w") as handle:
+            server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for_server(base, NAME, server, 180, log)
+            for batch in batch_sizes:
+                direct = direct_seconds(published, batch, rng)
+                for protocol, body in bodies(channels, batch, rng).items():
+                    path = f"/v1/models/{NAME}:predict" if protocol == "v1" else f"/v2/models/{NAME}/infer"
+                    for concurrency in concurrencies:
+                        latencies, failures = asyncio.run(load(base + path, body, concurrency, seconds))
+                        p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
+                        row = {
+                            "benchmark": "serving",
+                            "case": f"{protocol.upper()}, {batch:,} row(s), {concurrency} client(s)",
+                            "seconds": round(float(p50), 5),
+                            "p50_ms": round(float(p50) * 1e3, 2),
+                            "p99_ms": round(float(p99) * 1e3, 2),
+                            "requests": len(latencies),
+                            "failed": failures,
+                            "rows_per_s": round(len(latencies) * batch / seconds),
+                            "baseline": f"TorchScript in process, {direct * 1e3:.3f} ms per {batch:,} row(s)",
+                            "ratio": round(float(p50) / direct, 1),
+                            "ratio_meaning": "server p50 / direct call",
+                        }
+                        if (protocol, batch, concurrency) == ("v2", 1, 1):
+                            row |= {"target": "1-row V2 p50 < 10 ms, 0 failed", "met": p50 < 0.010 and not failures}
+                        rows_out.append(row)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return rows_out

@@ -1,0 +1,208 @@
+"""The deploy stage: publish the model with its serving threshold, then serve it.
+
+Locally: publish to a local folder (the local equivalent of the storage URI), start the KServe
+model server on a free port, smoke-test both protocols, stop it, and print the command that
+serves it. On the cluster: publish to object storage and create or patch an InferenceService.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from container_component_src import storage
+from container_component_src.serving.inference import SERVING_FILE, v1_request, v2_request
+
+BACKENDS = ("local", "kserve")
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """Where and how the model is served.
+
+    Attributes:
+        backend: "local" or "kserve".
+        name: Model name (and InferenceService name).
+        local_model_dir: Folder the local deploy publishes to.
+        model_store: Object-storage folder the cluster deploy publishes under (empty: next to
+            the Model artifact).
+        http_port: Port in the printed serve command.
+        max_batch_rows: Largest request accepted.
+        startup_timeout_s: How long the local smoke test waits for the server.
+    """
+
+    backend: str = "local"
+    name: str = "eclss-anomaly"
+    local_model_dir: str = "local_data/served_model"
+    model_store: str = ""
+    http_port: int = 8080
+    max_batch_rows: int = 100_000
+    startup_timeout_s: float = 120.0
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be local or kserve, got {self.backend!r}")
+
+
+def serving_config(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the server needs from the evaluation: the flag threshold, and its Fc1 for the record."""
+    deploy = summary["deploy"]
+    return {
+        "threshold": deploy["threshold"],
+        "fc1": deploy["fc1"],
+        "val_quantile": summary["options"]["val_quantile"],
+    }
+
+
+def publish_target(options: DeployOptions, artifact_uri: str, run_id: str) -> str:
+    """Where the model is published: the local folder, or object storage unique to the run."""
+    if options.backend == "local":
+        return str(Path(options.local_model_dir).resolve())
+    if options.model_store:
+        return storage.join(options.model_store, options.name, run_id)
+    return storage.s3_url(f"{artifact_uri.rstrip('/')}-serving")
+
+
+def publish_model(model_dir: str, summary: dict[str, Any], target: str) -> None:
+    """Copy the Model artifact plus serving.json to `target` (replaced atomically where possible)."""
+    with tempfile.TemporaryDirectory() as folder:
+        staged = Path(folder) / "model"
+        storage.copy_directory(model_dir, str(staged))
+        storage.write_json(serving_config(summary), str(staged / SERVING_FILE))
+        storage.copy_directory(str(staged), target)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def smoke_rows(scaler: dict[str, Any]) -> list[dict[str, float]]:
+    """Two raw rows: one at the training mean (typical), one 50 scales away on every channel."""
+    center, scale = np.asarray(scaler["center"]), np.asarray(scaler["scale"])
+    return [dict(zip(scaler["channels"], row.tolist(), strict=True)) for row in (center, center + 50 * scale)]
+
+
+def wait_for_server(base_url: str, name: str, process: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    """Wait until the model reports ready; fail with the server's log if it exits or times out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the model server exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"{base_url}/v2/models/{name}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the model server was not ready within {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def smoke_test(base_url: str, name: str, rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Send the rows through V1 and V2; check both answer alike and the outlier is flagged.
+
+    Raises:
+        RuntimeError: A request fails, the protocols disagree, or the outlier is not flagged.
+    """
+    import httpx
+
+    v1 = httpx.post(f"{base_url}/v1/models/{name}:predict", json=v1_request(rows), timeout=30)
+    columns = {c: [row[c] for row in rows] for c in rows[0]}
+    v2 = httpx.post(f"{base_url}/v2/models/{name}/infer", json=v2_request(columns), timeout=30)
+    for protocol, response in (("V1", v1), ("V2", v2)):
+        if response.status_code != 200:
+            raise RuntimeError(f"smoke test: {protocol} request failed with {response.status_code}: {response.text}")
+    v1_scores = [p["score"] for p in v1.json()["predictions"]]
+    outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+    if not np.allclose(v1_scores, outputs["score"], rtol=1e-5):
+        raise RuntimeError(f"smoke test: V1 scores {v1_scores} differ from V2 scores {outputs['score']}")
+    if not outputs["anomaly"][1]:
+        raise RuntimeError(f"smoke test: a row 50 scales off the training mean was not flagged ({outputs})")
+    return {"v1_scores": v1_scores, "v2_scores": outputs["score"], "anomaly": outputs["anomaly"]}
+
+
+def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]:
+    """Start the server on a free port, smoke-test it, and stop it."""
+    port = free_port()
+    command = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", model_dir]
+    command += ["--name", options.name, "--http-port", str(port), "--max-batch-rows", str(options.max_batch_rows)]
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "server.log"
+        with open(log, "w") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_for_server(base_url, options.name, process, options.startup_timeout_s, log)
+            rows = smoke_rows(storage.read_json(storage.join(model_dir, "scaler.json")))
+            return smoke_test(base_url, options.name, rows)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_deploy(
+    model_dir: str,
+    summary_url: str,
+    options: DeployOptions,
+    artifact_uri: str = "",
+    run_id: str = "",
+    cluster: Any = None,
+) -> dict[str, Any]:
+    """Publish the model and serve it (see the module docstring).
+
+    Args:
+        model_dir: The Model artifact folder written by train.
+        summary_url: The summary JSON written by evaluate (gives the threshold).
+        options: Where and how.
+        artifact_uri: URI of the Model artifact (the cluster publishes next to it by default).
+        run_id: Unique name of this run (a folder under `model_store`).
+        cluster: InferenceService options (kserve backend only).
+
+    Returns:
+        Where the model is, how to call it, and the smoke-test answers (local).
+    """
+    options.validate()
+    summary = storage.read_json(summary_url)
+    target = publish_target(options, artifact_uri or model_dir, run_id or time.strftime("%Y%m%d-%H%M%S"))
+    publish_model(model_dir, summary, target)
+    print(f"Published the model to {target}", flush=True)
+    if options.backend == "kserve":
+        from dataclasses import replace
+
+        from container_component_src.cluster.inference_service import run_inference_service_deploy
+
+        return {"backend": "kserve", **run_inference_service_deploy(replace(cluster, storage_uri=target))}
+    smoke = serve_locally_once(target, options)
+    command = (
+        f"uv run python -m container_component_src.main serve --model-dir {target} --http-port {options.http_port}"
+    )
+    print(f"Smoke test passed (V1 and V2). Serve the model with:\n  {command}", flush=True)
+    return {
+        "backend": "local",
+        "model_dir": target,
+        "command": command,
+        "v1_url": f"http://localhost:{options.http_port}/v1/models/{options.name}:predict",
+        "v2_url": f"http://localhost:{options.http_port}/v2/models/{options.name}/infer",
+        "smoke": smoke,
+        "threshold": serving_config(summary)["threshold"],
+    }

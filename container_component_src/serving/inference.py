@@ -1,0 +1,227 @@
+"""What the model server does with a request, without the server: check and order the channels,
+scale, score, flag. The KServe classes in `kserve_models.py` only translate protocols to these.
+
+Request layouts (named by channel, so clients never depend on column order):
+- V1 raw: {"instances": [{"<channel>": value, ...}, ...]}
+- V2 raw: one FP32/FP64 tensor per channel, named after it, shape [rows] or [rows, 1]
+- scaled (transformer -> predictor): V1 {"instances": [[...], ...]} or one V2 tensor "scaled"
+  of shape [rows, channels], in the model's channel order
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SERVING_FILE = "serving.json"
+SCALED_TENSOR = "scaled"
+DEFAULT_MAX_BATCH_ROWS = 100_000
+
+
+class RequestError(ValueError):
+    """A request the server must refuse with HTTP 400; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What a served model needs besides its weights: the threshold of its anomaly flag.
+
+    Attributes:
+        threshold: Rows scoring above it are flagged as anomalous.
+        fc1: Fc1 of the model at that threshold on the test set (for the record).
+    """
+
+    threshold: float
+    fc1: float | None = None
+
+    @classmethod
+    def read(cls, model_dir: str) -> ServingConfig:
+        """Read `serving.json` of a published model folder.
+
+        Raises:
+            FileNotFoundError: The folder was not published by `deploy` (give --threshold).
+        """
+        path = Path(model_dir) / SERVING_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: publish the model with deploy, or pass --threshold")
+        content = json.loads(path.read_text())
+        return cls(threshold=float(content["threshold"]), fc1=content.get("fc1"))
+
+
+def _check_rows(count: int, max_rows: int) -> None:
+    if count == 0:
+        raise RequestError("the request holds no rows")
+    if count > max_rows:
+        raise RequestError(f"the request holds {count:,} rows; the limit is {max_rows:,} per request")
+
+
+def _bad_value(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
+
+
+def _describe(value: Any) -> str:
+    return "NaN or infinite" if isinstance(value, float) else f"{json.dumps(value)[:40]} is not a number"
+
+
+def _check_finite(values: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        row, column = np.argwhere(~np.isfinite(values))[0]
+        raise RequestError(f"{what}: row {row}, column {column} is NaN or infinite")
+    return values
+
+
+def records_to_matrix(instances: Any, channels: list[str], max_rows: int) -> np.ndarray:
+    """V1 raw instances (one object per row, keyed by channel) as a float64 matrix in `channels` order.
+
+    Raises:
+        RequestError: Not a list of objects, no rows, too many rows, an unknown or missing
+            channel, or a value that is not a finite number.
+    """
+    if not isinstance(instances, list):
+        raise RequestError('"instances" must be a list of objects keyed by channel')
+    _check_rows(len(instances), max_rows)
+    known = set(channels)
+    rows = []
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, dict):
+            raise RequestError(f"instance {index} is not an object keyed by channel")
+        if len(instance) != len(channels) or not known.issuperset(instance):
+            unknown, missing = sorted(set(instance) - known), [c for c in channels if c not in instance]
+            problem = f"unknown channel(s) {', '.join(unknown)}" if unknown else f"lacks {', '.join(missing)}"
+            raise RequestError(f"instance {index}: {problem} (expected: {', '.join(channels)})")
+        rows.append([instance[c] for c in channels])
+    try:
+        values = np.array(rows)  # Numbers give an int or float array; a string or null does not.
+    except ValueError:  # A value is a list: the rows are ragged.
+        values = np.empty(0, dtype=object)
+    if values.dtype.kind not in "iuf" or not np.isfinite(values).all():
+        for index, row in enumerate(rows):
+            for channel, value in zip(channels, row, strict=True):
+                if _bad_value(value):
+                    raise RequestError(f"instance {index}, channel {channel}: {_describe(value)}")
+    return values.astype(np.float64)
+
+
+def scaled_rows_to_matrix(instances: Any, n_channels: int, max_rows: int) -> np.ndarray:
+    """V1 scaled instances (lists in the model's channel order) as a float32 matrix.
+
+    Raises:
+        RequestError: Not a list of equal-length numeric lists, wrong width, or not finite.
+    """
+    if not isinstance(instances, list):
+        raise RequestError('"instances" must be a list of rows')
+    _check_rows(len(instances), max_rows)
+    try:
+        values = np.array(instances, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise RequestError("instances must be lists of numbers of equal length") from None
+    if values.ndim != 2 or values.shape[1] != n_channels:
+        raise RequestError(f"instances have shape {list(values.shape)}; expected [rows, {n_channels}]")
+    return _check_finite(values, "instances")
+
+
+def tensors_to_matrix(tensors: dict[str, np.ndarray], channels: list[str], max_rows: int) -> np.ndarray:
+    """V2 raw tensors (one per channel) as a float64 matrix in `channels` order.
+
+    Raises:
+        RequestError: An unknown or missing channel, a shape other than [rows] or [rows, 1],
+            tensors of different lengths, no rows, too many rows, or a value that is not finite.
+    """
+    unknown = sorted(set(tensors) - set(channels))
+    missing = [c for c in channels if c not in tensors]
+    if unknown or missing:
+        parts = [f"unknown input(s) {', '.join(unknown)}"] if unknown else []
+        parts += [f"missing input(s) {', '.join(missing)}"] if missing else []
+        raise RequestError(f"{'; '.join(parts)} (expected one tensor per channel: {', '.join(channels)})")
+    columns = []
+    for channel in channels:
+        tensor = tensors[channel]
+        if tensor.ndim == 2 and tensor.shape[1] == 1:
+            tensor = tensor[:, 0]
+        if tensor.ndim != 1:
+            raise RequestError(f"input {channel} has shape {list(tensor.shape)}; expected [rows] or [rows, 1]")
+        columns.append(tensor)
+    lengths = {len(c) for c in columns}
+    if len(lengths) > 1:
+        raise RequestError(f"inputs have different lengths: {sorted(lengths)}")
+    _check_rows(lengths.pop(), max_rows)
+    values = np.stack(columns, axis=1).astype(np.float64)
+    if not np.isfinite(values).all():
+        row, column = np.argwhere(~np.isfinite(values))[0]
+        raise RequestError(f"input {channels[column]}, row {row}: NaN or infinite")
+    return values
+
+
+def scaled_tensor_to_matrix(tensor: np.ndarray, n_channels: int, max_rows: int) -> np.ndarray:
+    """The V2 `scaled` tensor as a float32 matrix.
+
+    Raises:
+        RequestError: Wrong shape, no rows, too many rows, or not finite.
+    """
+    if tensor.ndim != 2 or tensor.shape[1] != n_channels:
+        raise RequestError(f"input {SCALED_TENSOR} has shape {list(tensor.shape)}; expected [rows, {n_channels}]")
+    _check_rows(len(tensor), max_rows)
+    return _check_finite(tensor.astype(np.float32, copy=False), f"input {SCALED_TENSOR}")
+
+
+@dataclass
+class AnomalyScorer:
+    """The model, scaler and threshold of a published model folder, ready to score requests."""
+
+    model: Any
+    scaler: dict[str, Any]
+    threshold: float
+    device: str = "cpu"
+
+    @property
+    def channels(self) -> list[str]:
+        return self.scaler["channels"]
+
+    @classmethod
+    def load(cls, model_dir: str, threshold: float | None = None) -> AnomalyScorer:
+        """Load a Model artifact folder onto the GPU when there is one; the threshold comes from
+        `serving.json` unless given."""
+        import torch
+
+        from container_component_src.model.io import load_scripted
+
+        torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, scaler = load_scripted(model_dir)
+        if threshold is None:
+            threshold = ServingConfig.read(model_dir).threshold
+        return cls(model=model.to(device), scaler=scaler, threshold=threshold, device=device)
+
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        """Raw rows in channel order, scaled as in training."""
+        from container_component_src.data.scaling import scale_values
+
+        return scale_values(values, self.scaler)
+
+    def score(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (negative log-likelihood) and anomaly flags of scaled rows."""
+        from container_component_src.evaluation.scoring import score_rows
+
+        scores = score_rows(self.model, scaled, device=self.device)
+        return scores, scores > self.threshold
+
+
+def v1_request(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """A V1 request body for raw rows keyed by channel."""
+    return {"instances": rows}
+
+
+def v2_request(columns: dict[str, list[float]]) -> dict[str, Any]:
+    """A V2 (Open Inference Protocol) request body with one FP32 tensor per channel."""
+    return {
+        "inputs": [
+            {"name": name, "shape": [len(values)], "datatype": "FP32", "data": list(values)}
+            for name, values in columns.items()
+        ]
+    }

@@ -1,0 +1,103 @@
+"""Starting the KServe model server in one of three roles, with its configuration made explicit."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+ROLES = ("combined", "predictor", "transformer")
+PROTOCOLS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve a published model.
+
+    Attributes:
+        role: "combined" (one process checks, scales and scores), "predictor" (scores scaled
+            rows) or "transformer" (checks and scales, then calls the predictor).
+        name: Model name in the URL paths (/v1/models/<name>:predict, /v2/models/<name>/infer).
+        http_port: Port to listen on.
+        predictor_host: host:port of the predictor (transformer role only).
+        predictor_protocol: "v1" or "v2": the protocol the predictor is checked for health with.
+        threshold: Anomaly flag threshold; None reads it from the folder's serving.json.
+        max_batch_rows: Largest request accepted (larger ones get HTTP 400).
+    """
+
+    role: str = "combined"
+    name: str = "eclss-anomaly"
+    http_port: int = 8080
+    predictor_host: str = ""
+    predictor_protocol: str = "v1"
+    threshold: float | None = None
+    max_batch_rows: int = 100_000
+
+    def validate(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"--role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if self.predictor_protocol not in PROTOCOLS:
+            raise ValueError(f"--predictor-protocol must be v1 or v2, got {self.predictor_protocol!r}")
+        if self.role == "transformer" and not self.predictor_host:
+            raise ValueError("--predictor-host is required for the transformer role")
+        if self.max_batch_rows < 1:
+            raise ValueError(f"--max-batch-rows must be at least 1, got {self.max_batch_rows}")
+
+
+def import_kserve() -> ModuleType:
+    """Import kserve with an empty command line: its model_server module parses sys.argv on import."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        import kserve
+        import kserve.model_server
+    finally:
+        sys.argv = saved
+    return kserve
+
+
+async def _bad_request(_: Any, exc: Any) -> Any:
+    """A request body that does not fit the protocol's schema: HTTP 400 naming the field."""
+    from fastapi.responses import JSONResponse
+
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    return JSONResponse(
+        status_code=400, content={"error": f"invalid request body at {where or 'top level'}: {first['msg']}"}
+    )
+
+
+def build_model(model_dir: str, options: ServeOptions) -> Any:
+    """The loaded KServe model for the role."""
+    import_kserve()
+    from container_component_src.serving.kserve_models import AnomalyPredictor, TelemetryTransformer
+
+    if options.role == "transformer":
+        model = TelemetryTransformer(options.name, model_dir, options.max_batch_rows)
+    else:
+        model = AnomalyPredictor(
+            options.name, model_dir, options.threshold, options.role == "predictor", options.max_batch_rows
+        )
+    model.load()
+    return model
+
+
+def run_serve(model_dir: str, options: ServeOptions) -> None:
+    """Load the model and serve it over HTTP until interrupted (SIGINT/SIGTERM)."""
+    options.validate()
+    kserve = import_kserve()
+    from fastapi.exceptions import RequestValidationError
+
+    model = build_model(model_dir, options)
+    kserve.model_server.app.add_exception_handler(RequestValidationError, _bad_request)
+    server = kserve.ModelServer(
+        http_port=options.http_port,
+        enable_grpc=False,
+        workers=1,
+        enable_docs_url=False,
+        predictor_config=kserve.PredictorConfig(
+            predictor_host=options.predictor_host, predictor_protocol=options.predictor_protocol
+        ),
+    )
+    server.start([model])

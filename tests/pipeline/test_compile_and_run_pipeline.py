@@ -1,0 +1,111 @@
+"""Submitting: the real kfp.Client logs in through the fake Dex and posts to the fake Pipelines API."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import compile_and_run_pipeline
+from pipeline.compile_and_run_pipeline import app, cron_expression, parse_params
+from tests.pipeline.fake_kubeflow import FakeKubeflow, serve
+
+runner = CliRunner()
+SENTINELS = {"AWS_ACCESS_KEY_ID": "sentinel-key-123", "AWS_SECRET_ACCESS_KEY": "sentinel-secret-456"}
+
+
+@pytest.fixture
+def remote_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file of the developer's
+    for name, value in SENTINELS.items():
+        monkeypatch.setenv(name, value)
+    env = {"KFP_NAMESPACE": "team", "KFP_USERNAME": "user@example.com", "KFP_PASSWORD": "sentinel-password-789"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def _config(project_root: Path) -> list[str]:
+    return ["--config", str(project_root / "config.toml")]
+
+
+def test_remote_run_logs_in_and_submits_without_credentials(
+    remote_env: dict[str, str], project_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeKubeflow({"user@example.com": "sentinel-password-789"})
+    with serve(fake) as url:
+        monkeypatch.setenv("KFP_ENDPOINT", url)
+        result = runner.invoke(
+            app, ["--remote", "--run-name", "nightly-1", "--param", "max_trials=3", *_config(project_root)]
+        )
+    assert result.exit_code == 0, result.output
+    assert "Submitted nightly-1 to namespace team" in result.output
+    (run,) = fake.runs
+    assert run["display_name"] == "nightly-1" and run["experiment_id"] == "exp-1"
+    assert fake.experiments[0]["display_name"] == "eclss-anomaly-detection"
+    assert fake.experiments[0]["namespace"] == "team"
+    assert run["runtime_config"]["parameters"]["max_trials"] == 3
+    assert "pipeline_spec" in run, "the compiled pipeline travels inline"
+    api_calls = [r for r in fake.requests if r["path"].startswith("/pipeline/apis/")]
+    assert api_calls and all(fake.session in r["headers"].get("Cookie", "") for r in api_calls)
+    everything_sent = json.dumps(fake.requests)
+    for secret in [*SENTINELS.values(), "sentinel-password-789"]:
+        assert everything_sent.count(secret) == (1 if secret == "sentinel-password-789" else 0), secret
+    login = next(r for r in fake.requests if r["method"] == "POST" and r["path"].startswith("/dex/"))
+    assert "sentinel-password-789" in login["body"], "the password goes to Dex's login form only"
+
+
+def test_recurring_run_on_a_schedule(remote_env: dict[str, str], project_root: Path, monkeypatch) -> None:
+    fake = FakeKubeflow({"user@example.com": "sentinel-password-789"})
+    with serve(fake) as url:
+        monkeypatch.setenv("KFP_ENDPOINT", url)
+        result = runner.invoke(
+            app, ["--remote", "--schedule", "0 3 * * *", "--run-name", "nightly", "--caching", *_config(project_root)]
+        )
+    assert result.exit_code == 0, result.output
+    (job,) = fake.recurring_runs
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert job["display_name"] == "nightly" and "sentinel" not in json.dumps(job)
+
+
+def test_bad_login_is_one_line(remote_env: dict[str, str], project_root: Path, monkeypatch) -> None:
+    with serve(FakeKubeflow({"user@example.com": "other"})) as url:
+        monkeypatch.setenv("KFP_ENDPOINT", url)
+        result = runner.invoke(app, ["--remote", *_config(project_root)])
+    assert result.exit_code == 1
+    assert "Error: Dex did not accept the login" in result.output and "sentinel" not in result.output
+
+
+def test_default_outside_a_cluster_says_what_to_do(project_root: Path, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(compile_and_run_pipeline, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "none")
+    result = runner.invoke(app, _config(project_root))
+    assert result.exit_code == 1 and "use --remote (from a laptop) or --local" in result.output
+
+
+def test_conflicting_modes_are_refused(project_root: Path) -> None:
+    result = runner.invoke(app, ["--local", "--remote", *_config(project_root)])
+    assert result.exit_code == 1 and "choose one of" in result.output
+
+
+def test_cron_expressions() -> None:
+    assert cron_expression("0 3 * * *") == "0 0 3 * * *"
+    assert cron_expression("30 0 3 * * 1") == "30 0 3 * * 1"
+    with pytest.raises(ValueError, match="5 .or 6"):
+        cron_expression("daily")
+
+
+def test_params_are_typed_and_checked(project_root: Path) -> None:
+    from container_component_src.config import load_settings
+    from pipeline.pipeline_definition import build_pipeline
+
+    func = build_pipeline(load_settings(project_root / "config.toml", environ={}))
+    assert parse_params(func, ["max_trials=3", "keep_experiment=true", "val_share=0.3"]) == {
+        "max_trials": 3,
+        "keep_experiment": True,
+        "val_share": 0.3,
+    }
+    with pytest.raises(ValueError, match="no such pipeline parameter"):
+        parse_params(func, ["nope=1"])
+    with pytest.raises(ValueError, match="is not a int"):
+        parse_params(func, ["max_trials=many"])

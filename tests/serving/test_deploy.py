@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from container_component_src.serving.deploy import (
+    DeployOptions,
+    publish_model,
+    publish_target,
+    run_deploy,
+    wait_for_server,
+)
+
+SUMMARY = {"deploy": {"threshold": 3.5, "fc1": 0.91}, "options": {"val_quantile": 0.99}}
+
+
+def test_publish_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert publish_target(DeployOptions(local_model_dir="served"), "", "r") == str(tmp_path / "served")
+    store = DeployOptions(backend="kserve", model_store="s3://models/eclss")
+    assert publish_target(store, "minio://mlpipeline/a/model", "run-3") == "s3://models/eclss/eclss-anomaly/run-3"
+
+
+def test_publish_replaces_the_folder_with_model_and_threshold(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.torchscript.pt").write_bytes(b"new")
+    target = tmp_path / "served"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    publish_model(str(model), SUMMARY, str(target))
+    assert sorted(p.name for p in target.iterdir()) == ["model.torchscript.pt", "serving.json"]
+    assert json.loads((target / "serving.json").read_text()) == {"threshold": 3.5, "fc1": 0.91, "val_quantile": 0.99}
+
+
+def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "print('cannot load model'); raise SystemExit(3)"], stdout=handle
+        )
+    process.wait()
+    with pytest.raises(RuntimeError, match="(?s)exited with 3.*cannot load model"):
+        wait_for_server("http://127.0.0.1:9", "m", process, 5, log)
+
+
+def test_unknown_backend_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--backend must be local or kserve"):
+        run_deploy(str(tmp_path), str(tmp_path / "s.json"), DeployOptions(backend="docker"))

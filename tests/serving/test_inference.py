@@ -1,0 +1,88 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from container_component_src.serving.inference import (
+    RequestError,
+    ServingConfig,
+    records_to_matrix,
+    scaled_rows_to_matrix,
+    scaled_tensor_to_matrix,
+    tensors_to_matrix,
+    v2_request,
+)
+
+CHANNELS = ["a", "b", "c"]
+
+
+def test_records_are_ordered_by_channel() -> None:
+    values = records_to_matrix([{"c": 3, "a": 1.0, "b": 2.5}, {"b": 0, "c": 0, "a": -1}], CHANNELS, 10)
+    assert values.tolist() == [[1.0, 2.5, 3.0], [-1.0, 0.0, 0.0]] and values.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("instances", "message"),
+    [
+        ([], "holds no rows"),
+        ([{"a": 1, "b": 2, "c": 3}] * 11, "holds 11 rows; the limit is 10"),
+        ({"a": 1}, "must be a list"),
+        ([[1, 2, 3]], "instance 0 is not an object"),
+        ([{"a": 1, "b": 2, "c": 3, "d": 4}], "instance 0: unknown channel.s. d"),
+        ([{"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 2}], "instance 1: lacks c"),
+        ([{"a": 1, "b": "x", "c": 3}], 'instance 0, channel b: "x" is not a number'),
+        ([{"a": 1, "b": None, "c": 3}], "channel b: null is not a number"),
+        ([{"a": 1, "b": [1, 2], "c": 3}], r"channel b: \[1, 2\] is not a number"),
+        ([{"a": 1, "b": 2, "c": float("nan")}], "channel c: NaN or infinite"),
+        ([{"a": True, "b": False, "c": True}], "channel a: true is not a number"),
+    ],
+)
+def test_bad_records_are_named(instances: object, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        records_to_matrix(instances, CHANNELS, 10)
+
+
+def test_tensors_are_ordered_by_channel() -> None:
+    tensors = {"b": np.array([2.0, 5.0]), "a": np.array([[1.0], [4.0]]), "c": np.array([3.0, 6.0], dtype=np.float32)}
+    assert tensors_to_matrix(tensors, CHANNELS, 10).tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        ({"a": np.ones(2), "b": np.ones(2)}, "missing input.s. c"),
+        ({"a": np.ones(2), "b": np.ones(2), "c": np.ones(2), "z": np.ones(2)}, "unknown input.s. z"),
+        ({"a": np.ones((2, 2)), "b": np.ones(2), "c": np.ones(2)}, r"input a has shape \[2, 2\]"),
+        ({"a": np.ones(2), "b": np.ones(3), "c": np.ones(2)}, "different lengths"),
+        ({"a": np.ones(0), "b": np.ones(0), "c": np.ones(0)}, "no rows"),
+        ({"a": np.ones(2), "b": np.array([1.0, np.inf]), "c": np.ones(2)}, "input b, row 1: NaN or infinite"),
+    ],
+)
+def test_bad_tensors_are_named(tensors: dict, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        tensors_to_matrix(tensors, CHANNELS, 10)
+
+
+def test_scaled_inputs_are_checked() -> None:
+    assert scaled_rows_to_matrix([[1, 2, 3]], 3, 10).dtype == np.float32
+    with pytest.raises(RequestError, match=r"shape \[1, 2\]; expected \[rows, 3\]"):
+        scaled_rows_to_matrix([[1, 2]], 3, 10)
+    with pytest.raises(RequestError, match="equal length"):
+        scaled_rows_to_matrix([[1, 2, 3], [1]], 3, 10)
+    with pytest.raises(RequestError, match=r"expected \[rows, 3\]"):
+        scaled_tensor_to_matrix(np.ones((2, 4)), 3, 10)
+    with pytest.raises(RequestError, match="NaN or infinite"):
+        scaled_tensor_to_matrix(np.array([[1.0, np.nan, 0.0]]), 3, 10)
+
+
+def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="serving.json does not exist"):
+        ServingConfig.read(str(tmp_path))
+    (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "fc1": 0.8}))
+    assert ServingConfig.read(str(tmp_path)) == ServingConfig(2.5, 0.8)
+
+
+def test_v2_request_has_one_fp32_tensor_per_channel() -> None:
+    body = v2_request({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    assert body["inputs"][1] == {"name": "b", "shape": [2], "datatype": "FP32", "data": [3.0, 4.0]}

@@ -1,0 +1,177 @@
+"""The real KServe model server, started as `serve` subprocesses on free ports and queried over HTTP:
+one process in the combined role, and a transformer in front of a predictor as KServe runs them."""
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from container_component_src.serving.deploy import free_port, publish_model, smoke_rows, wait_for_server
+from container_component_src.serving.inference import AnomalyScorer, v1_request, v2_request
+
+NAME = "eclss-test"
+MAX_ROWS = 50
+
+
+@pytest.fixture(scope="module")
+def published(trained_model: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> str:
+    summary = {"deploy": {"threshold": 5.0, "fc1": 0.9}, "options": {"val_quantile": 0.99}}
+    target = str(tmp_path_factory.mktemp("published") / "model")
+    publish_model(trained_model["model"], summary, target)
+    return target
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "container_component_src.main", "serve", *args]
+    with open(log, "w") as handle:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    logs = tmp_path_factory.mktemp("logs")
+    ports = {role: free_port() for role in ("combined", "predictor", "transformer")}
+    common = ["--model-dir", published, "--max-batch-rows", str(MAX_ROWS)]
+    processes = {
+        "combined": _start([*common, "--name", NAME, "--http-port", str(ports["combined"])], logs / "combined"),
+        "predictor": _start(
+            [*common, "--role", "predictor", "--name", NAME, "--http-port", str(ports["predictor"])], logs / "predictor"
+        ),
+        # The underscore spellings are the ones KServe appends to a transformer's arguments.
+        "transformer": _start(
+            [
+                *common,
+                "--role",
+                "transformer",
+                "--model_name",
+                NAME,
+                "--predictor_host",
+                f"127.0.0.1:{ports['predictor']}",
+                "--http_port",
+                str(ports["transformer"]),
+            ],
+            logs / "transformer",
+        ),
+    }
+    urls = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
+    try:
+        for role, process in processes.items():
+            wait_for_server(urls[role], NAME, process, 180, logs / role)
+        yield urls
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def rows(scaled_sets: dict[str, str], published: str) -> pd.DataFrame:
+    """Raw (unscaled) test rows, and their expected scores computed in this process."""
+    scorer = AnomalyScorer.load(published)
+    scaled = pd.read_parquet(scaled_sets["test"])[scorer.channels].head(20)
+    center, scale = np.asarray(scorer.scaler["center"]), np.asarray(scorer.scaler["scale"])
+    raw = pd.DataFrame(scaled.to_numpy(np.float64) * scale + center, columns=scorer.channels)
+    raw["expected"] = scorer.score(scorer.scale(raw[scorer.channels].to_numpy()))[0]
+    return raw
+
+
+def _v1(rows: pd.DataFrame) -> dict[str, Any]:
+    return v1_request(rows.drop(columns="expected").to_dict("records"))
+
+
+def _v2(rows: pd.DataFrame) -> dict[str, Any]:
+    return v2_request({c: rows[c].tolist() for c in rows.columns if c != "expected"})
+
+
+@pytest.mark.parametrize("role", ["combined", "transformer"])
+def test_both_protocols_score_like_the_library(servers: dict[str, str], rows: pd.DataFrame, role: str) -> None:
+    v1 = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=_v1(rows), timeout=30)
+    assert v1.status_code == 200, v1.text
+    predictions = v1.json()["predictions"]
+    np.testing.assert_allclose([p["score"] for p in predictions], rows["expected"], rtol=1e-4)
+    assert [p["anomaly"] for p in predictions] == (rows["expected"] > 5.0).tolist()
+    v2 = httpx.post(f"{servers[role]}/v2/models/{NAME}/infer", json=_v2(rows), timeout=30)
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o for o in v2.json()["outputs"]}
+    assert outputs["score"]["datatype"] == "FP64" and outputs["anomaly"]["datatype"] == "BOOL"
+    np.testing.assert_allclose(outputs["score"]["data"], rows["expected"], rtol=1e-4)
+    assert outputs["anomaly"]["data"] == (rows["expected"] > 5.0).tolist()
+
+
+def test_an_outlier_is_flagged(servers: dict[str, str], published: str) -> None:
+    scaler = AnomalyScorer.load(published).scaler
+    response = httpx.post(f"{servers['combined']}/v1/models/{NAME}:predict", json=v1_request(smoke_rows(scaler)))
+    assert response.json()["predictions"][1]["anomaly"] is True
+
+
+def test_health_readiness_and_metadata(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    base = servers["combined"]
+    assert httpx.get(f"{base}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{base}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{base}/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
+    metadata = httpx.get(f"{base}/v2/models/{NAME}").json()
+    channels = [c for c in rows.columns if c != "expected"]
+    assert [i["name"] for i in metadata["inputs"]] == channels
+    assert [o["name"] for o in metadata["outputs"]] == ["score", "anomaly"]
+    predictor = httpx.get(f"{servers['predictor']}/v2/models/{NAME}").json()
+    assert predictor["inputs"] == [{"name": "scaled", "datatype": "FP32", "shape": [-1, len(channels)]}]
+
+
+def _v2_with(rows: pd.DataFrame, **changes: Any) -> dict[str, Any]:
+    body = _v2(rows)
+    first = body["inputs"][0]
+    first.update(changes)
+    return body
+
+
+BAD_REQUESTS = [
+    ("v1", lambda r: {"instances": []}, "holds no rows"),
+    ("v1", lambda r: _v1(pd.concat([r] * 3)), f"the limit is {MAX_ROWS}"),
+    ("v1", lambda r: {"instances": [{**_v1(r)["instances"][0], "bogus": 1.0}]}, "unknown channel"),
+    ("v1", lambda r: {"instances": [dict(list(_v1(r)["instances"][0].items())[1:])]}, "instance 0: lacks"),
+    ("v1", lambda r: {"instances": [{k: "high" for k in _v1(r)["instances"][0]}]}, '"high" is not a number'),
+    ("v1", lambda r: {"instances": [{k: None for k in _v1(r)["instances"][0]}]}, "null is not a number"),
+    ("v1", lambda r: {"rows": []}, 'with "instances"'),
+    ("v2", lambda r: _v2_with(r, shape=[3]), "does not match shape"),
+    ("v2", lambda r: _v2_with(r, data=[None] * len(r)), "NaN or infinite"),
+    ("v2", lambda r: _v2_with(r, datatype="BYTES", data=["x"] * len(r)), "datatype BYTES"),
+    ("v2", lambda r: _v2_with(r, name="bogus"), "unknown input"),
+    ("v2", lambda r: {"inputs": _v2(r)["inputs"][1:]}, "missing input"),
+    ("v2", lambda r: _v2_with(r, shape=[len(r), 2], data=[0.0] * (2 * len(r))), "expected .rows. or .rows, 1."),
+    ("v2", lambda r: {"inputs": [{"name": "x", "shape": [1]}]}, "invalid request body at .*datatype"),
+    ("v2", lambda r: _v2(pd.concat([r] * 3)), f"the limit is {MAX_ROWS}"),
+]
+
+
+@pytest.mark.parametrize("role", ["combined", "transformer"])
+@pytest.mark.parametrize(("protocol", "make", "message"), BAD_REQUESTS)
+def test_bad_requests_get_400_naming_the_problem(
+    servers: dict[str, str], rows: pd.DataFrame, role: str, protocol: str, make: Any, message: str
+) -> None:
+    path = f"/v1/models/{NAME}:predict" if protocol == "v1" else f"/v2/models/{NAME}/infer"
+    response = httpx.post(f"{servers[role]}{path}", json=make(rows), timeout=30)
+    assert response.status_code == 400, response.text
+    assert re.search(message, response.json()["error"]), response.json()
+
+
+def test_invalid_json_is_400(servers: dict[str, str]) -> None:
+    response = httpx.post(f"{servers['combined']}/v1/models/{NAME}:predict", content=b"{not json")
+    assert response.status_code == 400
+
+
+def test_the_predictor_takes_scaled_rows_only(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    base = servers["predictor"]
+    raw = httpx.post(f"{base}/v1/models/{NAME}:predict", json=_v1(rows))
+    assert raw.status_code == 400 and "lists of numbers" in raw.json()["error"]
+    n = len(rows.columns) - 1
+    scaled = {"inputs": [{"name": "scaled", "shape": [2, n], "datatype": "FP32", "data": [0.0] * (2 * n)}]}
+    response = httpx.post(f"{base}/v2/models/{NAME}/infer", json=scaled)
+    assert response.status_code == 200 and response.json()["outputs"][0]["shape"] == [2]
