@@ -78,6 +78,11 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "timestamp_column": c.timestamp,
         },
         "list-archives": {"archives": settings.data.archives_url},
+        "import-telemetry": {
+            "archives": settings.data.archives_url,
+            "reports": settings.data.reports_url,
+            "archive_timestamp_column": c.timestamp,
+        },
         "split-archive": {
             "timestamp_column": c.timestamp,
             "partition_period": settings.split_archives.partition_period,
@@ -245,6 +250,48 @@ def generate_data(
             anomalies_per_day=anomalies_per_day,
         )
         _report(run_generate_data(archives, reports, ground_truth, options, timestamp_column))
+
+
+@app.command()
+def import_telemetry(
+    source: Annotated[list[str], typer.Option("--source", help="CSV or parquet telemetry file; repeat for several.")],
+    archives: Annotated[str, typer.Option(help="Folder (or s3:// URL) for the yearly archive parquet files.")],
+    reports: Annotated[str, typer.Option(help="Anomaly reports file to write (.xlsx or .csv).")],
+    archive_timestamp_column: Annotated[str, typer.Option(help="Timestamp column of the written archives.")],
+    timestamp_column: Annotated[str, typer.Option(help="Timestamp column of the sources.")] = "timestamp",
+    label_column: Annotated[str, typer.Option(help="Per-row 0/1 anomaly column of the sources.")] = "",
+    intervals: Annotated[str, typer.Option(help="CSV or parquet file of labelled intervals (start, end).")] = "",
+    interval_start_column: Annotated[str, typer.Option(help="Start column of --intervals.")] = "start",
+    interval_end_column: Annotated[str, typer.Option(help="End column of --intervals.")] = "end",
+    separator: Annotated[str, typer.Option(help="CSV field separator.")] = ",",
+    timezone: Annotated[str, typer.Option(help="Zone of timestamps written without one.")] = "UTC",
+    drop_columns: Annotated[
+        list[str] | None, typer.Option("--drop-column", help="A source column that is not a channel; repeatable.")
+    ] = None,
+    stack: Annotated[
+        bool, typer.Option(help="The files are separate recordings: lay them end to end in the order given.")
+    ] = False,
+    stack_gap: Annotated[str, typer.Option(help="Gap between stacked recordings.")] = "1h",
+) -> None:
+    """Import your own telemetry (CSV or parquet: a timestamp and numeric channels, labels per row or
+    as intervals) into the archive and report formats the pipeline reads."""
+    from container_component_src.data.import_telemetry import ImportOptions, run_import_telemetry
+
+    with _clear_errors():
+        options = ImportOptions(
+            timestamp_column=timestamp_column,
+            label_column=label_column,
+            intervals=intervals,
+            interval_start_column=interval_start_column,
+            interval_end_column=interval_end_column,
+            separator=separator,
+            timezone=timezone,
+            drop_columns=tuple(drop_columns or ()),
+            stack=stack,
+            stack_gap=stack_gap,
+            archive_timestamp_column=archive_timestamp_column,
+        )
+        _report(run_import_telemetry(source, archives, reports, options))
 
 
 @app.command()

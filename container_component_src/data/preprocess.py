@@ -201,7 +201,8 @@ def grid_statistics(grid: np.ndarray, raw_rows: int, raw_valid: np.ndarray) -> d
         "max": np.fmax.reduce(grid, axis=1),
         "flat": (grid[:, 1:] == grid[:, :-1]).sum(axis=1),
         "pairs": (valid[:, 1:] & valid[:, :-1]).sum(axis=1),
-        "grid_bins": np.full(grid.shape[0], grid.shape[1]),
+        # Periods where no channel has data (an outage, a pause between recordings) count against none.
+        "grid_bins": np.full(grid.shape[0], valid.any(axis=0).sum()),
     }
 
 
@@ -438,7 +439,8 @@ def quality_report(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Turn merged statistics into a per-channel report and the mask of channels kept.
 
-    Missing shares are of the raw samples and of the grid; the other figures describe the gridded
+    Missing shares are of the raw samples and of the grid periods where any channel has data; the
+    other figures describe the gridded
     series before gap filling (what the model sees), which keeps preprocessing to one pass over
     the raw samples.
     """

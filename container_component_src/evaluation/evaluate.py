@@ -53,10 +53,20 @@ def score_split(model: Any, frame: pd.DataFrame, channels: list[str], window: in
         raise InputError(f"{source} holds no rows")
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise InputError(f"{source} is not indexed by time: use the output of apply-scaler")
-    raw = scoring.score_rows(model, scoring.channel_matrix(frame, channels, source), progress=True)
+    values = scoring.channel_matrix(frame, channels, source)
+    raw = scoring.score_rows(model, values, progress=True)
     segments = scoring.segment_ids(frame.index)
-    smoothed = scoring.smooth_scores(raw, window, segments)
-    return pd.DataFrame({"score": raw, "smoothed_score": smoothed, "segment": segments}, index=frame.index)
+    # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
+    signal = np.square(values, dtype=np.float64).sum(axis=1)
+    return pd.DataFrame(
+        {
+            "score": raw,
+            "smoothed_score": scoring.smooth_scores(raw, window, segments),
+            "segment": segments,
+            "raw_signal": scoring.smooth_scores(signal, window, segments),
+        },
+        index=frame.index,
+    )
 
 
 def event_table(labels: np.ndarray, times: pd.DatetimeIndex, scores: np.ndarray) -> pd.DataFrame:
@@ -139,6 +149,22 @@ def evaluate_scores(
     return summary, sweep
 
 
+def raw_signal_baseline(
+    val_signal: np.ndarray, test_signal: np.ndarray, labels: np.ndarray, options: EvaluateOptions
+) -> dict[str, float]:
+    """The same thresholds and metrics for the raw signal (sum of squared scaled values) as score."""
+    threshold = metrics.quantile_threshold(val_signal, options.val_quantile)
+    label_free = metrics.metrics_at(test_signal, labels, threshold)
+    grid = metrics.threshold_grid(test_signal, options.n_thresholds, options.low_quantile, options.high_quantile)
+    best = metrics.sweep_thresholds(test_signal, labels, grid)["fc1"].max()
+    return {
+        "raw_signal_fc1": label_free["fc1"],
+        "raw_signal_f1": label_free["f1"],
+        "raw_signal_best_fc1": float(best),
+        "raw_signal_pr_auc": metrics.average_precision(test_signal, labels),
+    }
+
+
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The headline numbers as one flat name -> number map (for KFP Metrics and run comparison)."""
     flat = {name: summary["label_free"][name] for name in SUMMARY_METRICS}
@@ -182,6 +208,9 @@ def run_evaluate(
 
     summary, sweep = evaluate_scores(
         val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options
+    )
+    summary["baselines"] |= raw_signal_baseline(
+        val_scored["raw_signal"].to_numpy(), test_scored["raw_signal"].to_numpy(), labels, options
     )
     events = event_table(labels, test.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]

@@ -270,7 +270,15 @@ def _metrics_table(summary: dict[str, Any]) -> str:
         f"<p>Area under the precision-recall curve: <b>{summary['pr_auc']:.4f}</b>. "
         f"Baselines on the same labels: every row flagged Fc1 {base['all_positive_fc1']:.4f} "
         f"(F1 {base['all_positive_f1']:.4f}); random scores flagging the same share Fc1 {base['random_fc1']:.4f} "
-        f"(F1 {base['random_f1']:.4f}).</p>"
+        f"(F1 {base['random_f1']:.4f})"
+        + (
+            f"; the raw signal (sum of squared scaled values) at the same kind of threshold Fc1 "
+            f"{base['raw_signal_fc1']:.4f}, at its best Fc1 {base['raw_signal_best_fc1']:.4f}, "
+            f"PR-AUC {base['raw_signal_pr_auc']:.4f}"
+            if "raw_signal_fc1" in base
+            else ""
+        )
+        + ".</p>"
         f"<p>{counts['test_rows']:,} test rows, {counts['test_events']} labelled events "
         f"({counts['anomaly_share']:.1%} of rows), {counts['val_rows']:,} validation rows.</p>"
     )

@@ -59,6 +59,15 @@ class TelemetryDataModule(pl.LightningDataModule):
         self.train_rows: Tensor | None = None
         self.val_rows: Tensor | None = None
 
+    @classmethod
+    def from_rows(
+        cls, train_rows: Tensor, val_rows: Tensor, batch_size: int = 512, seed: int = 0
+    ) -> TelemetryDataModule:
+        """A data module over rows already in memory (scaled, model channel order)."""
+        module = cls("", "", [], batch_size, seed)
+        module.train_rows, module.val_rows = train_rows, val_rows
+        return module
+
     def setup(self, stage: str) -> None:
         from container_component_src.model.io import load_rows
 

@@ -34,3 +34,45 @@ def test_serving_benchmark_runs_against_the_real_server() -> None:
     rows = bench_serving.run(n_channels=4, batch_sizes=(1,), concurrencies=(2,), seconds=0.5)
     assert [r["case"] for r in rows] == ["V1, 1 row(s), 2 client(s)", "V2, 1 row(s), 2 client(s)"]
     assert all(r["failed"] == 0 and r["requests"] > 0 and r["ratio"] > 1 for r in rows)
+
+
+def test_false_and_missed_alarm_rates() -> None:
+    import numpy as np
+
+    from benchmarks.bench_skab import _point_rates
+
+    flags = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
+    labels = np.array([1, 0, 0, 0, 1, 1])
+    rates = _point_rates(flags, labels)
+    assert rates == {"f1": 2 * (2 / 3) * (2 / 3) / (4 / 3), "far": 1 / 3, "mar": 1 / 3}
+
+
+def test_task_seconds_follow_the_order_tasks_ended(tmp_path: Path) -> None:
+    import os
+
+    from benchmarks.bench_pipeline import task_seconds
+
+    for name, end in (("train", 130.0), ("preprocess", 110.0), ("for-loop-1-iteration-0/split-archive", 104.0)):
+        output = tmp_path / name / "executor_output.json"
+        output.parent.mkdir(parents=True)
+        output.write_text("{}")
+        os.utime(output, (end, end))
+    assert task_seconds(tmp_path, 100.0) == {
+        "for-loop-1-iteration-0/split-archive": 4.0,
+        "preprocess": 6.0,
+        "train": 20.0,
+    }
+
+
+def test_suite_names() -> None:
+    from benchmarks.run_all import suite
+
+    assert list(suite("tiny", Path("x"), 1)) == [
+        "preprocess",
+        "label-join",
+        "threshold-sweep",
+        "training",
+        "serving",
+        "pipeline",
+        "skab",
+    ]

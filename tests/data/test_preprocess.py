@@ -189,3 +189,13 @@ def test_period_must_divide_partitions(tiny_partitions: str, dask_test_client: o
 def test_bad_options(change: dict, option: str) -> None:
     with pytest.raises(ValueError, match=option):
         PreprocessOptions(**change).validate()
+
+
+def test_an_outage_of_every_channel_counts_against_none() -> None:
+    from container_component_src.data.preprocess import grid_statistics
+
+    nan = np.nan
+    grid = np.array([[1.0, 2.0, nan, nan, 3.0, 4.0], [1.0, 2.0, nan, nan, 3.0, nan]])
+    stats = grid_statistics(grid, raw_rows=6, raw_valid=np.array([4, 3]))
+    assert stats["grid_bins"].tolist() == [4, 4]
+    assert (1 - stats["n"] / stats["grid_bins"]).tolist() == [0.0, 0.25]

@@ -32,6 +32,7 @@ def test_the_model_finds_the_injected_anomalies_better_than_trivial_detectors(ev
     m = evaluated["summary"]["metrics"]
     assert m["fc1"] > m["baseline_all_positive_fc1"] + 0.15, m
     assert m["fc1"] > m["baseline_random_fc1"] + 0.15, m
+    assert {"baseline_raw_signal_fc1", "baseline_raw_signal_best_fc1", "baseline_raw_signal_pr_auc"} <= set(m)
     assert m["pr_auc"] > m["anomaly_share"] + 0.2, m
     assert m["best_fc1"] >= m["fc1"] - 1e-9
 

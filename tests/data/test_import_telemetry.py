@@ -1,0 +1,146 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from container_component_src.data.import_telemetry import ImportOptions, run_import_telemetry
+from container_component_src.data.labels import label_rows, read_reports, to_ns
+from container_component_src.data.labels import parse_reports as parse_report_rows
+from container_component_src.storage import InputError
+
+OPTIONS = ImportOptions(timestamp_column="time", label_column="anomaly", separator=";")
+
+
+def _recording(path: Path, start: str, n: int = 120, anomalies: tuple[slice, ...] = (slice(30, 40),)) -> pd.DataFrame:
+    rng = np.random.default_rng(len(str(path)))
+    frame = pd.DataFrame(
+        {
+            "time": pd.date_range(start, periods=n, freq="1s").strftime("%Y-%m-%d %H:%M:%S"),
+            "pressure": rng.normal(size=n).round(4),
+            "flow": rng.normal(size=n).round(4),
+            "anomaly": 0,
+            "changepoint": 0,
+        }
+    )
+    for rows in anomalies:
+        frame.loc[rows, "anomaly"] = 1
+    frame.to_csv(path, sep=";", index=False)
+    return frame
+
+
+def _intervals(reports_url: str) -> pd.DataFrame:
+    from container_component_src.data.generate import REPORT_COLUMNS
+
+    return parse_report_rows(read_reports(reports_url), reports_url, *REPORT_COLUMNS[:1], *REPORT_COLUMNS[3:])
+
+
+def test_per_row_labels_round_trip_through_the_reports(tmp_path: Path) -> None:
+    first = _recording(tmp_path / "a.csv", "2020-03-09 10:00:00", anomalies=(slice(30, 40), slice(100, 119)))
+    second = _recording(tmp_path / "b.csv", "2021-01-05 08:00:00")
+    options = ImportOptions(**{**OPTIONS.__dict__, "drop_columns": ("changepoint",)})
+    counts = run_import_telemetry(
+        [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], str(tmp_path / "arch"), str(tmp_path / "r.xlsx"), options
+    )
+    assert counts == {"files": 2, "rows": 240, "channels": 2, "anomalies": 3, "archives": 2}
+    archive = pd.read_parquet(tmp_path / "arch" / "telemetry_2020.parquet")
+    assert list(archive.columns) == ["normalizedTime", "pressure", "flow"]
+    assert str(archive["normalizedTime"].dt.tz) == "UTC"
+    intervals = _intervals(str(tmp_path / "r.xlsx"))
+    times = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "arch").glob("*.parquet"))])["normalizedTime"]
+    labels = label_rows(to_ns(times), to_ns(intervals["start"]), to_ns(intervals["end"]))
+    assert labels.tolist() == pd.concat([first, second])["anomaly"].tolist(), "labels survive the reports exactly"
+
+
+def test_intervals_file_and_parquet_sources(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"ts": pd.date_range("2022-06-01", periods=50, freq="1min", tz="Europe/Berlin"), "temp": np.arange(50.0)}
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    pd.DataFrame({"from": ["2022-06-01 00:10+02:00"], "to": ["2022-06-01 00:20+02:00"]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    options = ImportOptions(
+        timestamp_column="ts",
+        intervals=str(tmp_path / "labels.csv"),
+        interval_start_column="from",
+        interval_end_column="to",
+    )
+    run_import_telemetry([str(tmp_path / "t.parquet")], str(tmp_path / "arch"), str(tmp_path / "r.csv"), options)
+    (interval,) = _intervals(str(tmp_path / "r.csv")).itertuples()
+    assert interval.start == pd.Timestamp("2022-05-31 22:10", tz="UTC")
+    assert interval.end == pd.Timestamp("2022-05-31 22:20", tz="UTC")
+
+
+def test_stack_lays_overlapping_recordings_end_to_end(tmp_path: Path) -> None:
+    _recording(tmp_path / "a.csv", "2020-03-09 10:00:00")
+    _recording(tmp_path / "b.csv", "2020-03-09 10:01:00")  # overlaps a.csv by a minute
+    sources = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    options = ImportOptions(**{**OPTIONS.__dict__, "drop_columns": ("changepoint",)})
+    with pytest.raises(InputError, match="times overlap .* import them with --stack"):
+        run_import_telemetry(sources, str(tmp_path / "arch"), str(tmp_path / "r.csv"), options)
+    stacked = ImportOptions(**{**options.__dict__, "stack": True, "stack_gap": "10min"})
+    run_import_telemetry(sources, str(tmp_path / "arch"), str(tmp_path / "r.csv"), stacked)
+    times = pd.read_parquet(tmp_path / "arch" / "telemetry_2020.parquet")["normalizedTime"]
+    assert times.iloc[120] - times.iloc[119] == pd.Timedelta("10min") and times.is_monotonic_increasing
+    intervals = _intervals(str(tmp_path / "r.csv"))
+    assert intervals["start"].tolist() == [times.iloc[30], times.iloc[150]]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f.assign(time=f["time"].where(f.index != 5, "yesterday")), "column 'time' row 7 value 'yesterday'"),
+        (lambda f: f.assign(time=f["time"].where(f.index != 5, f["time"][4])), "1 duplicate timestamp"),
+        (lambda f: f.assign(flow=f["flow"].astype(object).where(f.index != 3, "high")), "channel 'flow' row 5"),
+        (lambda f: f.assign(anomaly=f["anomaly"].where(f.index != 3, 2)), "holds values other than 0 and 1"),
+        (lambda f: f.drop(columns="time"), "no column 'time'"),
+    ],
+)
+def test_bad_sources_are_named(tmp_path: Path, edit, message: str) -> None:
+    frame = _recording(tmp_path / "a.csv", "2020-03-09 10:00:00").drop(columns="changepoint")
+    edit(frame).to_csv(tmp_path / "bad.csv", sep=";", index=False)
+    with pytest.raises(InputError, match=message) as error:
+        run_import_telemetry([str(tmp_path / "bad.csv")], str(tmp_path / "arch"), str(tmp_path / "r.csv"), OPTIONS)
+    assert "bad.csv" in str(error.value)
+    assert not (tmp_path / "arch").exists() and not (tmp_path / "r.csv").exists(), "nothing is written"
+
+
+@pytest.mark.parametrize(
+    ("starts", "ends", "message"),
+    [
+        (["2020-01-01 00:10"], ["2020-01-01 00:05"], "row 2 ends before it starts"),
+        (["2020-01-01 00:10", "2020-01-01 00:12"], ["2020-01-01 00:15", "2020-01-01 00:20"], "rows 2 and 3 overlap"),
+    ],
+)
+def test_bad_intervals_are_named(tmp_path: Path, starts: list[str], ends: list[str], message: str) -> None:
+    pd.DataFrame({"time": pd.date_range("2020-01-01", periods=60, freq="1min"), "x": 1.0}).to_parquet(
+        tmp_path / "t.parquet"
+    )
+    pd.DataFrame({"start": starts, "end": ends}).to_csv(tmp_path / "labels.csv", index=False)
+    options = ImportOptions(timestamp_column="time", intervals=str(tmp_path / "labels.csv"))
+    with pytest.raises(InputError, match=f"labels.csv: .*{message}"):
+        run_import_telemetry([str(tmp_path / "t.parquet")], str(tmp_path / "arch"), str(tmp_path / "r.csv"), options)
+
+
+def test_conflicting_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        run_import_telemetry([], "a", "r.csv", ImportOptions(label_column="y", intervals="i.csv"))
+
+
+def test_import_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from container_component_src.main import app
+
+    _recording(tmp_path / "a.csv", "2020-03-09 10:00:00")
+    args = ["import-telemetry", "--source", str(tmp_path / "a.csv"), "--timestamp-column", "time"]
+    args += ["--label-column", "anomaly", "--separator", ";", "--drop-column", "changepoint"]
+    args += ["--archives", str(tmp_path / "arch"), "--reports", str(tmp_path / "r.xlsx")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert '"anomalies": 1' in result.output
+    bad = CliRunner().invoke(
+        app, [*args[:-4], "--archives", str(tmp_path / "x"), "--reports", str(tmp_path / "r.csv"), "--separator", ","]
+    )
+    assert bad.exit_code == 1 and "Error: " in bad.output and "no column 'time'" in bad.output
