@@ -18,6 +18,7 @@ COPY --from=build /app/.venv /app/.venv
 COPY config.toml /app/config.toml
 ENV PATH=/app/.venv/bin:$PATH \
     ECLSS_CONFIG=/app/config.toml \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     PYTHONUNBUFFERED=1
 WORKDIR /app
 USER 1000

@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -104,63 +106,80 @@ def resample(
     n_bins = int(segment_bins.sum())
     first_bin = segment_starts_ns // period_ns
     offsets = np.r_[0, np.cumsum(segment_bins)[:-1]]
-    positions = []
-    for ts in ts_chunks:
-        bins = ts // period_ns
-        segment = np.searchsorted(first_bin, bins, side="right") - 1
-        positions.append(offsets[segment] + bins - first_bin[segment])
+    positions = [_grid_positions(ts, first_bin, offsets, period_ns) for ts in ts_chunks]
     valid = np.zeros(len(column_chunks), dtype=np.int64)
     if how not in ("mean", "min", "max"):
         return _resample_with_pandas(positions, column_chunks, n_bins, how, valid)
+    grid = np.zeros((len(column_chunks), n_bins))
+    counts = np.zeros(n_bins, dtype=np.int64)
+    if how == "mean":
+        runs = [_runs(position) for position in positions]
+        for j, chunks in enumerate(column_chunks):
+            counts[:] = 0
+            for samples, (bounds, run_positions) in zip(chunks or [], runs, strict=False):
+                # A period split across two chunks accumulates both parts.
+                valid[j] += _add_runs(bounds, run_positions, samples, grid[j], counts)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                grid[j] = np.where(counts > 0, grid[j] / counts, np.nan)
+        return grid, valid
     # Samples are sorted, so each period is a contiguous run of a chunk: reduce runs in one call.
     runs = []
     for position in positions:
         starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
         runs.append((starts, position[starts], np.diff(np.r_[starts, position.size])))
-    initial = {"mean": 0.0, "min": np.inf, "max": -np.inf}[how]
-    grid = np.full((len(column_chunks), n_bins), initial)
-    counts = np.zeros(n_bins, dtype=np.int64)
+    reduce = np.fmin if how == "min" else np.fmax
     for j, chunks in enumerate(column_chunks):
-        if chunks is None:
-            grid[j] = np.nan
-            continue
+        grid[j] = np.inf if how == "min" else -np.inf
         counts[:] = 0
-        for samples, (starts, present, lengths) in zip(chunks, runs, strict=True):
+        for samples, (starts, present, lengths) in zip(chunks or [], runs, strict=False):
             if not samples.size:
                 continue
-            if how == "mean":
-                totals, chunk_counts = _nan_aware_sums(samples, starts, lengths)
-                # A period split across two chunks gets two partial results: accumulate them.
-                grid[j, present] += totals
-            else:
-                missing = np.isnan(samples)
-                chunk_counts = lengths - np.add.reduceat(missing, starts, dtype=np.int64)
-                reduce = np.fmin if how == "min" else np.fmax
-                grid[j, present] = reduce(grid[j, present], reduce.reduceat(samples, starts))
+            chunk_counts = lengths - np.add.reduceat(np.isnan(samples), starts, dtype=np.int64)
+            grid[j, present] = reduce(grid[j, present], reduce.reduceat(samples, starts))
             counts[present] += chunk_counts
             valid[j] += int(chunk_counts.sum())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            grid[j] = np.where(counts > 0, grid[j] / counts if how == "mean" else grid[j], np.nan)
+        grid[j] = np.where(counts > 0, grid[j], np.nan)
     return grid, valid
 
 
-def _nan_aware_sums(samples: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum and count the non-NaN samples of each run.
+@numba.njit(nogil=True, cache=True)
+def _grid_positions(ts: np.ndarray, first_bin: np.ndarray, offsets: np.ndarray, period_ns: int) -> np.ndarray:
+    """Column of each sample in the side-by-side segment grids; `ts` is sorted, so one pass with a
+    moving segment pointer replaces a binary search per sample."""
+    positions = np.empty(ts.size, dtype=np.int64)
+    segment = 0
+    for i in range(ts.size):
+        bin_ = ts[i] // period_ns
+        while segment + 1 < first_bin.size and first_bin[segment + 1] <= bin_:
+            segment += 1
+        positions[i] = offsets[segment] + bin_ - first_bin[segment]
+    return positions
 
-    One NaN-propagating pass over all samples; only the few runs that came out NaN are summed
-    again without their missing samples.
-    """
-    sums = np.add.reduceat(samples, starts, dtype=np.float64)
-    bad = np.isnan(sums)
-    if not bad.any():
-        return sums, lengths
-    subset = samples[np.repeat(bad, lengths)]
-    missing = np.isnan(subset)
-    sub_starts = np.r_[0, np.cumsum(lengths[bad])[:-1]]
-    sums[bad] = np.add.reduceat(np.where(missing, 0, subset), sub_starts, dtype=np.float64)
-    counts = lengths.copy()
-    counts[bad] -= np.add.reduceat(missing, sub_starts, dtype=np.int64)
-    return sums, counts
+
+def _runs(position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions as runs: the first sample of each run (plus the end) and its position."""
+    starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
+    return np.r_[starts, position.size], position[starts]
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _add_runs(
+    bounds: np.ndarray, run_positions: np.ndarray, samples: np.ndarray, sums: np.ndarray, counts: np.ndarray
+) -> int:
+    """Add each run's non-NaN samples to the sum and count of its grid position; return how many
+    there were. Reassociation lets the compiler vectorise each run's sum; NaN checks stay exact."""
+    added = 0
+    for r in range(run_positions.size):
+        total, count = 0.0, 0
+        for i in range(bounds[r], bounds[r + 1]):
+            value = samples[i]
+            if value == value:
+                total += value
+                count += 1
+        sums[run_positions[r]] += total
+        counts[run_positions[r]] += count
+        added += count
+    return added
 
 
 def _resample_with_pandas(
@@ -179,31 +198,82 @@ def _resample_with_pandas(
     return grid, valid
 
 
-def grid_statistics(grid: np.ndarray, raw_rows: int, raw_valid: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel statistics of one gridded partition (channels x bins), before gap filling.
+def grid_statistics(
+    grid: np.ndarray, raw_rows: int, raw_valid: np.ndarray, breaks: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Per-channel statistics of gridded telemetry (channels x bins), before gap filling.
 
     Mean and spread are kept as count, mean and sum of squared deviations, which merge exactly
-    and stably across partitions (`merge_statistics`).
+    and stably across batches (`merge_statistics`).
+
+    Args:
+        grid: Channels x bins.
+        raw_rows: Raw samples behind the grid.
+        raw_valid: Non-NaN raw samples per channel.
+        breaks: True at a bin that does not follow the previous one in time (no pair across it).
     """
-    valid = ~np.isnan(grid)
-    n = valid.sum(axis=1)
-    filled = np.where(valid, grid, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, filled.sum(axis=1) / n, 0.0)
-    deviations = np.where(valid, grid - mean[:, None], 0.0)
+    channels = grid.shape[0]
+    stats = {name: np.zeros(channels, dtype=np.int64) for name in ("n", "flat", "pairs")}
+    stats |= {name: np.zeros(channels) for name in ("mean", "m2", "min", "max")}
+    if breaks is None:
+        breaks = np.zeros(grid.shape[1], dtype=np.bool_)
+    observed = _grid_statistics(np.ascontiguousarray(grid, dtype=np.float64), breaks, *(stats[k] for k in STAT_ORDER))
     return {
-        "raw_rows": np.full(grid.shape[0], raw_rows),
+        "raw_rows": np.full(channels, raw_rows),
         "raw_valid": raw_valid,
-        "n": n,
-        "mean": mean,
-        "m2": (deviations * deviations).sum(axis=1),
-        "min": np.fmin.reduce(grid, axis=1),
-        "max": np.fmax.reduce(grid, axis=1),
-        "flat": (grid[:, 1:] == grid[:, :-1]).sum(axis=1),
-        "pairs": (valid[:, 1:] & valid[:, :-1]).sum(axis=1),
+        **stats,
         # Periods where no channel has data (an outage, a pause between recordings) count against none.
-        "grid_bins": np.full(grid.shape[0], valid.any(axis=0).sum()),
+        "grid_bins": np.full(channels, observed),
     }
+
+
+STAT_ORDER = ("n", "mean", "m2", "min", "max", "flat", "pairs")
+
+
+@numba.njit(nogil=True, cache=True)
+def _grid_statistics(
+    grid: np.ndarray,
+    breaks: np.ndarray,
+    n: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    flat: np.ndarray,
+    pairs: np.ndarray,
+) -> int:
+    """Fill the per-channel statistics in one compiled pass per channel; return the bins where
+    any channel has a value."""
+    channels, bins = grid.shape
+    for j in range(channels):
+        count, total, lo, hi = 0, 0.0, np.inf, -np.inf
+        for b in range(bins):
+            value = grid[j, b]
+            if value == value:
+                count += 1
+                total += value
+                lo, hi = min(lo, value), max(hi, value)
+                if b > 0 and not breaks[b]:
+                    previous = grid[j, b - 1]
+                    if previous == previous:
+                        pairs[j] += 1
+                        if previous == value:
+                            flat[j] += 1
+        average = total / count if count else 0.0
+        squares = 0.0
+        for b in range(bins):
+            value = grid[j, b]
+            if value == value:
+                squares += (value - average) ** 2
+        n[j], mean[j], m2[j] = count, average, squares
+        low[j], high[j] = (lo, hi) if count else (np.nan, np.nan)
+    observed = 0
+    for b in range(bins):
+        for j in range(channels):
+            if grid[j, b] == grid[j, b]:
+                observed += 1
+                break
+    return observed
 
 
 def merge_statistics(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -264,7 +334,9 @@ def inspect_partitions(urls: list[str], timestamp_column: str) -> list[Partition
         files += storage.list_files(url, ".parquet") if fs.isdir(path) else [url]
     if not files:
         raise InputError(f"no partition file in {', '.join(urls)}")
-    partitions = [_inspect(url, timestamp_column) for url in files]
+    # Footer reads wait on I/O and release the GIL: read many at once.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        partitions = list(pool.map(functools.partial(_inspect, timestamp_column=timestamp_column), files))
     return sorted(partitions, key=lambda p: p.start_ns)
 
 
@@ -370,11 +442,10 @@ def _grid_batch(
     grid, raw_valid = resample(ts, columns, starts, bins, period_ns, how)
     split = np.split(grid, np.cumsum(bins)[:-1], axis=1)
     pieces = [(int(start), piece) for start, piece in zip(starts, split, strict=True)]
-    zeros = np.zeros(len(channels), dtype=np.int64)
-    stats = functools.reduce(merge_statistics, (grid_statistics(piece, 0, zeros) for _, piece in pieces))
-    stats["raw_rows"] = np.full(len(channels), sum(t.size for t in ts))
-    stats["raw_valid"] = raw_valid
-    return pieces, stats
+    breaks = np.zeros(grid.shape[1], dtype=np.bool_)
+    follows = starts[:-1] + bins[:-1] * period_ns == starts[1:]
+    breaks[np.cumsum(bins)[:-1][~follows]] = True
+    return pieces, grid_statistics(grid, sum(t.size for t in ts), raw_valid, breaks)
 
 
 def _edge_pieces(pieces: list[Piece]) -> list[Piece]:
@@ -394,8 +465,12 @@ def _finish_batch(
     keep: np.ndarray,
     period_ns: int,
     options: PreprocessOptions,
-) -> tuple[int, pd.DataFrame, dict[str, int]]:
-    """Stage 2 task: fill short gaps (with neighbouring batches' edges), drop incomplete rows, sample."""
+    columns: list[str],
+    index_name: str,
+    out_url: str,
+) -> dict[str, int]:
+    """Stage 2 task: fill short gaps (with neighbouring batches' edges), drop incomplete rows,
+    sample, and write the batch's part file."""
     before = previous[-1] if previous and _adjacent(previous[-1], pieces[0], period_ns) else None
     after = following[0] if following and _adjacent(pieces[-1], following[0], period_ns) else None
     sequence = [p for p in (before, *pieces, after) if p is not None]
@@ -430,8 +505,10 @@ def _finish_batch(
         "sampled_out_rows": int((complete & ~rows).sum()),
         "output_rows": int(rows.sum()),
     }
-    index_values = pd.DatetimeIndex(np.concatenate(times)[rows], tz="UTC")
-    return index, pd.DataFrame(values[:, rows].T.astype("float32"), index=index_values), counts
+    index_values = pd.DatetimeIndex(np.concatenate(times)[rows], tz="UTC", name=index_name)
+    frame = pd.DataFrame(values[:, rows].T.astype("float32"), index=index_values, columns=columns)
+    storage.write_parquet(frame, storage.join(out_url, f"part-{index:05d}.parquet"))
+    return counts
 
 
 def quality_report(
@@ -527,27 +604,27 @@ def run_preprocess(
     pieces = [client.submit(itemgetter(0), f) for f in stage1]
     # Neighbouring batches lend only their edge partitions, as gap-filling context.
     edges = [client.submit(_edge_pieces, f) for f in pieces]
-    stage2 = [
-        client.submit(
-            _finish_batch,
-            i,
-            pieces[i],
-            edges[i - 1] if i > 0 else None,
-            edges[i + 1] if i + 1 < len(pieces) else None,
-            keep,
-            period_ns,
-            options,
-            pure=False,
-        )
-        for i in range(len(batches))
-    ]
     kept = [c for c, k in zip(channels, keep, strict=True) if k]
     counts: dict[str, int] = {}
     with storage.atomic_directory(out_url) as out_dir:
-        for index, frame, part_counts in _gather(client, stage2, "fill and write", len(partitions), batches):
-            frame.columns = kept
-            frame.index.name = timestamp_column
-            storage.write_parquet(frame, storage.join(out_dir, f"part-{index:05d}.parquet"))
+        stage2 = [
+            client.submit(
+                _finish_batch,
+                i,
+                pieces[i],
+                edges[i - 1] if i > 0 else None,
+                edges[i + 1] if i + 1 < len(pieces) else None,
+                keep,
+                period_ns,
+                options,
+                kept,
+                timestamp_column,
+                out_dir,
+                pure=False,
+            )
+            for i in range(len(batches))
+        ]
+        for part_counts in _gather(client, stage2, "fill and write", len(partitions), batches):
             for key, value in part_counts.items():
                 counts[key] = counts.get(key, 0) + value
     if counts["output_rows"] == 0:
