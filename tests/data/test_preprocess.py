@@ -199,3 +199,17 @@ def test_an_outage_of_every_channel_counts_against_none() -> None:
     stats = grid_statistics(grid, raw_rows=6, raw_valid=np.array([4, 3]))
     assert stats["grid_bins"].tolist() == [4, 4]
     assert (1 - stats["n"] / stats["grid_bins"]).tolist() == [0.0, 0.25]
+
+
+def test_statistics_count_no_pair_across_a_break_in_time() -> None:
+    from container_component_src.data.preprocess import grid_statistics
+
+    grid = np.array([[1.0, 1.0, 1.0, 1.0, 2.0]])
+    joined = grid_statistics(grid, raw_rows=5, raw_valid=np.array([5]))
+    broken = grid_statistics(grid, raw_rows=5, raw_valid=np.array([5]), breaks=np.array([0, 0, 1, 0, 0], dtype=bool))
+    assert (joined["pairs"][0], joined["flat"][0]) == (4, 3)
+    assert (broken["pairs"][0], broken["flat"][0]) == (3, 2)
+    assert joined["mean"][0] == pytest.approx(1.2) and joined["m2"][0] == pytest.approx(0.8)
+    assert (joined["min"][0], joined["max"][0]) == (1.0, 2.0)
+    empty = grid_statistics(np.full((1, 3), np.nan), raw_rows=0, raw_valid=np.array([0]))
+    assert empty["n"][0] == 0 and np.isnan(empty["min"][0]) and empty["grid_bins"][0] == 0
