@@ -21,7 +21,6 @@ import numpy as np
 
 SERVING_FILE = "serving.json"
 SCALED_TENSOR = "scaled"
-DEFAULT_MAX_BATCH_ROWS = 100_000
 
 
 class RequestError(ValueError):
