@@ -350,6 +350,10 @@ def preprocess(
         str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
     ] = "",
     seed: Annotated[int, typer.Option(help="Seed of --sample-frac.")] = 0,
+    profile_workers: Annotated[
+        bool,
+        typer.Option(help="Run Dask's profiler in the workers (slower; for the dashboard).", rich_help_panel=Cluster),
+    ] = False,
 ) -> None:
     """Resample the partitions onto a regular grid with Dask and report data quality."""
     from container_component_src.data.dask_cluster import ClusterOptions, dask_client
@@ -374,6 +378,7 @@ def preprocess(
             namespace=namespace,
             s3_secret_name=s3_secret_name,
             s3_endpoint=s3_endpoint,
+            profile=profile_workers,
         )
         with dask_client(cluster_options) as client:
             summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column)

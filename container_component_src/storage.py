@@ -44,7 +44,7 @@ def arrow_filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     """Return a pyarrow filesystem and path for `url`: pyarrow's own for local files (fastest)."""
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
-        return pafs.LocalFileSystem(), path
+        return pafs.LocalFileSystem(use_mmap=True), path
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
@@ -141,9 +141,16 @@ def atomic_directory(url: str) -> Iterator[str]:
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """Writer options: no dictionary encoding for float columns (noisy floats never repeat, and
-    trying costs 3x the write time), dictionary encoding for the rest."""
-    return {"use_dictionary": [f.name for f in schema if not pa.types.is_floating(f.type)]}
+    """Writer options per column. Floats and timestamps rarely repeat: trying a dictionary for
+    them only costs write time (3x for floats, 2x for a time index). Snappy saves ~1 % of noisy
+    floats for twice the write time, so floats get LZ4 (as cheap as none, and still shrinks
+    repeats); the other columns get dictionaries and Snappy."""
+    floats = {f.name for f in schema if pa.types.is_floating(f.type)}
+    unique = floats | {f.name for f in schema if pa.types.is_timestamp(f.type)}
+    return {
+        "use_dictionary": [f.name for f in schema if f.name not in unique],
+        "compression": {f.name: "lz4" if f.name in floats else "snappy" for f in schema},
+    }
 
 
 def copy_directory(source: str, target: str) -> None:
@@ -170,9 +177,16 @@ def remove_directory(url: str) -> None:
 
 def write_parquet(frame: pd.DataFrame, url: str) -> None:
     """Write a frame (its index included) to one parquet file, atomically."""
-    table = pa.Table.from_pandas(frame, preserve_index=True)
+    write_table(pa.Table.from_pandas(frame, preserve_index=True), url)
+
+
+def write_table(table: pa.Table, url: str) -> None:
+    """Write a table to one parquet file, atomically. It is encoded in memory first: encoding
+    through a Python file object would hold the GIL for every write."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **parquet_options(table.schema))
     with atomic_write(url) as handle:
-        pq.write_table(table, handle, **parquet_options(table.schema))
+        handle.write(sink.getvalue())
 
 
 def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from container_component_src import storage
@@ -37,6 +38,21 @@ def test_parquet_round_trip_and_listing(tmp_path: Path) -> None:
     (tmp_path / "note.txt").write_text("not parquet")
     pd.testing.assert_frame_equal(storage.read_parquet(str(tmp_path / "a.parquet")), frame, check_freq=False)
     assert storage.list_files(str(tmp_path), ".parquet") == [str(tmp_path / "a.parquet")]
+
+
+def test_parquet_encodings_per_column_type(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"x": [1.5, 2.5] * 50, "mode": ["a", "b"] * 50},
+        index=pd.date_range("2021-01-01", periods=100, freq="1min", tz="UTC", name="t"),
+    )
+    storage.write_parquet(frame, str(tmp_path / "a.parquet"))
+    group = pq.read_metadata(tmp_path / "a.parquet").row_group(0)
+    chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    assert chunks["x"].compression == "LZ4" and not dictionary & set(chunks["x"].encodings)
+    assert not dictionary & set(chunks["t"].encodings)
+    assert chunks["mode"].compression == "SNAPPY" and dictionary & set(chunks["mode"].encodings)
+    pd.testing.assert_frame_equal(storage.read_parquet(str(tmp_path / "a.parquet")), frame, check_freq=False)
 
 
 def test_missing_inputs_name_the_path(tmp_path: Path) -> None:

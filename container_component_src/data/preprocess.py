@@ -3,25 +3,26 @@
 Stage 1 (one Dask task per batch of consecutive partitions) reads the partitions and puts them
 on the grid, with per-channel statistics. The driver merges the statistics and drops channels
 that are mostly missing. Stage 2 fills short gaps (using the neighbouring batches' edges), drops
-the rows still incomplete and optionally samples; the driver writes one sorted, time-indexed
-parquet file per batch. Arrays are channel-major (channels x rows) throughout.
+the rows still incomplete, optionally samples, and writes one sorted, time-indexed parquet file
+per batch. Arrays are channel-major (channels x rows) throughout.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
+import fsspec
 import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -38,6 +39,7 @@ class Partition:
     """What the footer of one partition file says."""
 
     url: str
+    path: str
     start_ns: int
     end_ns: int
     rows: int
@@ -80,122 +82,184 @@ class PreprocessOptions:
 
 
 def resample(
-    ts_chunks: list[np.ndarray],
-    column_chunks: list[list[np.ndarray] | None],
-    segment_starts_ns: np.ndarray,
-    segment_bins: np.ndarray,
+    ts: np.ndarray,
+    columns: list[np.ndarray | None],
+    grid_start_ns: int,
+    bins: int,
     period_ns: int,
     how: str,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregate samples onto grid segments; empty periods are NaN.
-
-    Samples arrive in chunks (as Arrow decodes them), processed without copying them together.
+    """Aggregate one partition's samples onto its grid; periods without a value are NaN.
 
     Args:
-        ts_chunks: Sample times (ns since epoch) per chunk; sorted overall, each inside a segment.
-        column_chunks: Per channel, its samples per chunk (None: channel absent); NaN is missing.
-        segment_starts_ns: Start of each grid segment (sorted, multiples of `period_ns`).
-        segment_bins: Number of periods of each segment.
+        ts: Sample times (ns since epoch), usually sorted (sorted here when not).
+        columns: Per channel, its samples (None: channel absent); NaN is missing.
+        grid_start_ns: Start of the grid (a multiple of `period_ns`).
+        bins: Number of grid periods.
         period_ns: Period length.
         how: One of AGGREGATIONS; NaN samples are ignored.
+        out: Where to write the grid, shape (channels, bins), NaN-filled; a new array when None.
 
     Returns:
-        The segments' grids side by side, shape (channels, segment_bins.sum()), and the count
-        of non-NaN samples per channel.
+        The grid, shape (channels, bins), and the count of non-NaN samples per channel.
+
+    Raises:
+        ValueError: A sample lies outside the grid.
     """
-    n_bins = int(segment_bins.sum())
-    first_bin = segment_starts_ns // period_ns
-    offsets = np.r_[0, np.cumsum(segment_bins)[:-1]]
-    positions = [_grid_positions(ts, first_bin, offsets, period_ns) for ts in ts_chunks]
-    valid = np.zeros(len(column_chunks), dtype=np.int64)
-    if how not in ("mean", "min", "max"):
-        return _resample_with_pandas(positions, column_chunks, n_bins, how, valid)
-    grid = np.zeros((len(column_chunks), n_bins))
-    counts = np.zeros(n_bins, dtype=np.int64)
-    if how == "mean":
-        runs = [_runs(position) for position in positions]
-        for j, chunks in enumerate(column_chunks):
-            counts[:] = 0
-            for samples, (bounds, run_positions) in zip(chunks or [], runs, strict=False):
-                # A period split across two chunks accumulates both parts.
-                valid[j] += _add_runs(bounds, run_positions, samples, grid[j], counts)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                grid[j] = np.where(counts > 0, grid[j] / counts, np.nan)
-        return grid, valid
-    # Samples are sorted, so each period is a contiguous run of a chunk: reduce runs in one call.
-    runs = []
-    for position in positions:
-        starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
-        runs.append((starts, position[starts], np.diff(np.r_[starts, position.size])))
-    reduce = np.fmin if how == "min" else np.fmax
-    for j, chunks in enumerate(column_chunks):
-        grid[j] = np.inf if how == "min" else -np.inf
-        counts[:] = 0
-        for samples, (starts, present, lengths) in zip(chunks or [], runs, strict=False):
-            if not samples.size:
-                continue
-            chunk_counts = lengths - np.add.reduceat(np.isnan(samples), starts, dtype=np.int64)
-            grid[j, present] = reduce(grid[j, present], reduce.reduceat(samples, starts))
-            counts[present] += chunk_counts
-            valid[j] += int(chunk_counts.sum())
-        grid[j] = np.where(counts > 0, grid[j], np.nan)
+    grid = np.full((len(columns), bins), np.nan) if out is None else out
+    valid = np.zeros(len(columns), dtype=np.int64)
+    bounds, run_columns, status = _period_runs(ts, grid_start_ns // period_ns, bins, period_ns)
+    if status == _UNSORTED:
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        columns = [None if c is None else c[order] for c in columns]
+        bounds, run_columns, status = _period_runs(ts, grid_start_ns // period_ns, bins, period_ns)
+    if status == _OUTSIDE:
+        raise ValueError(
+            f"samples outside the grid {pd.Timestamp(grid_start_ns, tz='UTC')} + {bins} x {pd.Timedelta(period_ns)}"
+        )
+    aggregate_runs = _AGGREGATE_RUNS[how]
+    for j, samples in enumerate(columns):
+        if samples is not None:
+            valid[j] = aggregate_runs(bounds, run_columns, samples, grid[j])
     return grid, valid
 
 
+_UNSORTED, _OUTSIDE = 1, 2
+
+
 @numba.njit(nogil=True, cache=True)
-def _grid_positions(ts: np.ndarray, first_bin: np.ndarray, offsets: np.ndarray, period_ns: int) -> np.ndarray:
-    """Column of each sample in the side-by-side segment grids; `ts` is sorted, so one pass with a
-    moving segment pointer replaces a binary search per sample."""
-    positions = np.empty(ts.size, dtype=np.int64)
-    segment = 0
+def _period_runs(ts: np.ndarray, first_bin: int, bins: int, period_ns: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Split sorted sample times into runs that share a grid period, in one pass with a division
+    only per run: the first sample of each run (plus the end), each run's grid column, and a
+    status (0, or _UNSORTED, or _OUTSIDE the grid)."""
+    bounds = np.empty(ts.size + 1, dtype=np.int64)
+    run_columns = np.empty(ts.size, dtype=np.int64)
+    runs = 0
+    period_end = 0
     for i in range(ts.size):
-        bin_ = ts[i] // period_ns
-        while segment + 1 < first_bin.size and first_bin[segment + 1] <= bin_:
-            segment += 1
-        positions[i] = offsets[segment] + bin_ - first_bin[segment]
-    return positions
-
-
-def _runs(position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted positions as runs: the first sample of each run (plus the end) and its position."""
-    starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
-    return np.r_[starts, position.size], position[starts]
+        t = ts[i]
+        if i > 0 and t < ts[i - 1]:
+            return bounds[:1], run_columns[:0], 1
+        if i == 0 or t >= period_end:
+            column = t // period_ns - first_bin
+            if column < 0 or column >= bins:
+                return bounds[:1], run_columns[:0], 2
+            bounds[runs] = i
+            run_columns[runs] = column
+            runs += 1
+            period_end = (column + first_bin + 1) * period_ns
+    bounds[runs] = ts.size
+    return bounds[: runs + 1], run_columns[:runs], 0
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _add_runs(
-    bounds: np.ndarray, run_positions: np.ndarray, samples: np.ndarray, sums: np.ndarray, counts: np.ndarray
-) -> int:
-    """Add each run's non-NaN samples to the sum and count of its grid position; return how many
-    there were. Reassociation lets the compiler vectorise each run's sum; NaN checks stay exact."""
+def _mean_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
+    """Write each run's mean of its non-NaN samples to its grid column; return how many samples
+    were not NaN. Branch-free (a NaN adds zero), so the loop vectorises and never mispredicts;
+    reassociation lets it, and the NaN test stays exact."""
     added = 0
-    for r in range(run_positions.size):
+    for r in range(run_columns.size):
         total, count = 0.0, 0
         for i in range(bounds[r], bounds[r + 1]):
             value = samples[i]
-            if value == value:
-                total += value
-                count += 1
-        sums[run_positions[r]] += total
-        counts[run_positions[r]] += count
+            present = value == value
+            total += value if present else 0.0
+            count += present
+        if count:
+            out[run_columns[r]] = total / count
         added += count
     return added
 
 
-def _resample_with_pandas(
-    positions: list[np.ndarray], column_chunks: list[list[np.ndarray] | None], n_bins: int, how: str, valid: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Median, first and last: pandas group-by over the concatenated samples."""
-    position = np.concatenate(positions)
-    grid = np.full((len(column_chunks), n_bins), np.nan)
-    for j, chunks in enumerate(column_chunks):
-        if chunks is None:
-            continue
-        samples = pd.Series(np.concatenate(chunks))
-        valid[j] = samples.notna().sum()
-        aggregated = samples.groupby(position, sort=True).agg(how)
-        grid[j, aggregated.index.to_numpy()] = aggregated.to_numpy()
-    return grid, valid
+@numba.njit(nogil=True, cache=True)
+def _min_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
+    """Like `_mean_runs`, for the minimum."""
+    added = 0
+    for r in range(run_columns.size):
+        best, count = np.inf, 0
+        for i in range(bounds[r], bounds[r + 1]):
+            if samples[i] == samples[i]:
+                best = min(best, samples[i])
+                count += 1
+        if count:
+            out[run_columns[r]] = best
+        added += count
+    return added
+
+
+@numba.njit(nogil=True, cache=True)
+def _max_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
+    """Like `_mean_runs`, for the maximum."""
+    added = 0
+    for r in range(run_columns.size):
+        best, count = -np.inf, 0
+        for i in range(bounds[r], bounds[r + 1]):
+            if samples[i] == samples[i]:
+                best = max(best, samples[i])
+                count += 1
+        if count:
+            out[run_columns[r]] = best
+        added += count
+    return added
+
+
+@numba.njit(nogil=True, cache=True)
+def _median_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
+    """Like `_mean_runs`, for the median."""
+    added = 0
+    buffer = np.empty(0, dtype=samples.dtype)
+    for r in range(run_columns.size):
+        start, stop = bounds[r], bounds[r + 1]
+        if buffer.size < stop - start:
+            buffer = np.empty(stop - start, dtype=samples.dtype)
+        count = 0
+        for i in range(start, stop):
+            if samples[i] == samples[i]:
+                buffer[count] = samples[i]
+                count += 1
+        if count:
+            out[run_columns[r]] = np.median(buffer[:count])
+        added += count
+    return added
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
+    """Like `_mean_runs`, for the first non-NaN sample."""
+    added = 0
+    for r in range(run_columns.size):
+        count = 0
+        for i in range(bounds[r], bounds[r + 1]):
+            if samples[i] == samples[i]:
+                if count == 0:
+                    out[run_columns[r]] = samples[i]
+                count += 1
+        added += count
+    return added
+
+
+@numba.njit(nogil=True, cache=True)
+def _last_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
+    """Like `_mean_runs`, for the last non-NaN sample."""
+    added = 0
+    for r in range(run_columns.size):
+        for i in range(bounds[r], bounds[r + 1]):
+            if samples[i] == samples[i]:
+                out[run_columns[r]] = samples[i]
+                added += 1
+    return added
+
+
+_AGGREGATE_RUNS = {
+    "mean": _mean_runs,
+    "min": _min_runs,
+    "max": _max_runs,
+    "median": _median_runs,
+    "first": _first_runs,
+    "last": _last_runs,
+}
 
 
 def grid_statistics(
@@ -292,59 +356,85 @@ def merge_statistics(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict
     return merged
 
 
-def fill_gaps(values: np.ndarray, max_gap: int, before: int = 0, after: int = 0) -> tuple[np.ndarray, int]:
-    """Linearly interpolate NaN runs of at most `max_gap` rows that have values on both sides.
+def fill_gaps(
+    values: np.ndarray, max_gap: int, breaks: np.ndarray | None = None, before: int = 0, after: int = 0
+) -> int:
+    """Linearly interpolate, in place, NaN runs of at most `max_gap` rows with values on both sides.
 
     Args:
         values: Grid values, channel-major (channels, rows); the first `before` and last
             `after` rows are context from neighbouring partitions.
         max_gap: Longest run of missing rows to fill.
+        breaks: True at a row that does not follow the previous one in time: no run across it is filled.
         before: Leading context rows (filled like the rest, never counted).
         after: Trailing context rows (filled like the rest, never counted).
 
     Returns:
-        The filled array and the number of cells filled outside the context rows.
+        The number of cells filled outside the context rows.
     """
-    out = values.copy()
-    missing = np.isnan(values)
-    if max_gap == 0 or not missing.any():
-        return out, 0
-    # Every maximal NaN run of every channel at once: +1 where a run starts, -1 after it ends.
-    edges = np.diff(np.pad(missing, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    lengths = ends - starts
-    fillable = (lengths <= max_gap) & (starts > 0) & (ends < values.shape[1])
-    rows, starts, ends, lengths = rows[fillable], starts[fillable], ends[fillable], lengths[fillable]
-    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cell_rows, cell_cols = np.repeat(rows, lengths), np.repeat(starts, lengths) + step
-    left, right = values[rows, starts - 1], values[rows, ends]
-    weight = (step + 1) / np.repeat(lengths + 1, lengths)
-    out[cell_rows, cell_cols] = np.repeat(left, lengths) + weight * np.repeat(right - left, lengths)
-    counted = (cell_cols >= before) & (cell_cols < values.shape[1] - after)
-    return out, int(counted.sum())
+    if breaks is None:
+        breaks = np.zeros(values.shape[1], dtype=np.bool_)
+    return _fill_gaps(values, max_gap, breaks, before, values.shape[1] - after)
 
 
-def inspect_partitions(urls: list[str], timestamp_column: str) -> list[Partition]:
-    """Read the footers of the partition files (or folders of them) in `urls`, sorted by time."""
-    files: list[str] = []
+@numba.njit(nogil=True, cache=True)
+def _fill_gaps(values: np.ndarray, max_gap: int, breaks: np.ndarray, counted_from: int, counted_to: int) -> int:
+    """One pass per channel, remembering the last value seen since the last break."""
+    filled = 0
+    channels, rows = values.shape
+    for j in range(channels):
+        last = -1
+        for i in range(rows):
+            if breaks[i]:
+                last = -1
+            value = values[j, i]
+            if value != value:
+                continue
+            gap = i - last - 1
+            if last >= 0 and 0 < gap <= max_gap:
+                left = values[j, last]
+                for k in range(1, gap + 1):
+                    values[j, last + k] = left + (value - left) * (k / (gap + 1))
+                    if counted_from <= last + k < counted_to:
+                        filled += 1
+            last = i
+    return filled
+
+
+def inspect_partitions(urls: list[str], timestamp_column: str, threads: int = 2) -> list[Partition]:
+    """Read the footers of the partition files (or folders of them) in `urls`, sorted by time.
+
+    Args:
+        urls: Partition files or folders.
+        timestamp_column: Name of the timestamp column.
+        threads: Footers read at once from local disk (parsing them is CPU work); object
+            storage gets more, as its reads wait on the network.
+    """
+    files: list[tuple[str, str]] = []
     for url in urls:
         storage.require(url, "partition input")
         fs, path = storage.filesystem(url)
-        files += storage.list_files(url, ".parquet") if fs.isdir(path) else [url]
+        found = storage.list_files(url, ".parquet") if fs.isdir(path) else [url]
+        files += [(f, fsspec.core.strip_protocol(f)) for f in found]
     if not files:
         raise InputError(f"no partition file in {', '.join(urls)}")
-    # Footer reads wait on I/O and release the GIL: read many at once.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        partitions = list(pool.map(functools.partial(_inspect, timestamp_column=timestamp_column), files))
+    fs, _ = storage.arrow_filesystem(files[0][0])
+    workers = max(threads, 1) if storage.is_local(files[0][0]) else 16
+    # One share of the files per thread: a task per file would make the threads queue for the GIL.
+    shares = [files[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        inspected = pool.map(lambda share: [_inspect(*file, fs, timestamp_column) for file in share], shares)
+        partitions = [p for share in inspected for p in share]
     return sorted(partitions, key=lambda p: p.start_ns)
 
 
-def _inspect(url: str, timestamp_column: str) -> Partition:
-    fs, path = storage.arrow_filesystem(url)
-    meta = pq.read_metadata(path, filesystem=fs)
-    schema = meta.schema.to_arrow_schema()
-    if meta.num_rows == 0:
+def _inspect(url: str, path: str, fs: pafs.FileSystem, timestamp_column: str) -> Partition:
+    fragment = pads.ParquetFileFormat().make_fragment(path, fs)
+    try:
+        footer, schema = fragment.metadata, fragment.physical_schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"partition {url} is not readable parquet: {exc}") from exc
+    if footer.num_rows == 0:
         raise InputError(f"partition {url} holds no rows")
     if timestamp_column not in schema.names:
         raise InputError(f"partition {url} has no timestamp column '{timestamp_column}'")
@@ -356,15 +446,15 @@ def _inspect(url: str, timestamp_column: str) -> Partition:
     )
     other = tuple(f.name for f in schema if f.name != timestamp_column and f.name not in numeric)
     ts_index = schema.get_field_index(timestamp_column)
-    lows, highs = [], []
-    for g in range(meta.num_row_groups):
-        stats = meta.row_group(g).column(ts_index).statistics
-        if stats is None or not stats.has_min_max:
-            lows, highs = [start.value], [end.value - 1]
-            break
-        lows.append(pd.Timestamp(stats.min).value)
-        highs.append(pd.Timestamp(stats.max).value)
-    return Partition(url, start.value, end.value, meta.num_rows, numeric, other, min(lows), max(highs))
+    ts_type = schema.field(ts_index).type
+    lows, highs = [start.value], [end.value - 1]
+    if pa.types.is_timestamp(ts_type):
+        to_ns = pd.Timedelta(1, unit=ts_type.unit).value
+        groups = [footer.row_group(g).column(ts_index).statistics for g in range(footer.num_row_groups)]
+        if all(stats is not None and stats.has_min_max for stats in groups):
+            lows = [stats.min_raw * to_ns for stats in groups]
+            highs = [stats.max_raw * to_ns for stats in groups]
+    return Partition(url, path, start.value, end.value, footer.num_rows, numeric, other, min(lows), max(highs))
 
 
 def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, int]]:
@@ -384,9 +474,9 @@ def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, in
     return grids
 
 
-def plan_batches(partitions: list[Partition], n_workers: int, max_rows: int = 1_000_000) -> list[list[int]]:
-    """Group consecutive partitions into Dask tasks: about eight per worker, at most `max_rows` rows each."""
-    target = min(max_rows, max(1, sum(p.rows for p in partitions) // (8 * max(n_workers, 1))))
+def plan_batches(partitions: list[Partition], threads: int, max_rows: int = 1_000_000) -> list[list[int]]:
+    """Group consecutive partitions into Dask tasks: about eight per worker thread, at most `max_rows` rows each."""
+    target = min(max_rows, max(1, sum(p.rows for p in partitions) // (8 * max(threads, 1))))
     batches: list[list[int]] = [[]]
     rows = 0
     for i, partition in enumerate(partitions):
@@ -398,70 +488,108 @@ def plan_batches(partitions: list[Partition], n_workers: int, max_rows: int = 1_
     return batches
 
 
-def _read_batch(
-    partitions: list[Partition], channels: list[str], timestamp_column: str
-) -> tuple[list[np.ndarray], list[list[np.ndarray] | None]]:
-    """Sample times (ns) and samples per channel (None if absent) of partitions, in sorted chunks.
+def _read_partition(
+    partition: Partition, fs: pafs.FileSystem, channels: list[str], timestamp_column: str
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Sample times (ns) and samples per channel (None if absent) of one partition file.
 
-    One pyarrow dataset scan reads all of them, decoding files and columns in parallel; the
-    chunks are numpy views of Arrow's buffers where the data allows.
+    Decoded on the calling thread only: the Dask tasks are the parallelism, and one small file
+    stays in cache from decoding to gridding. Columns are numpy views of Arrow's buffers where
+    the data allows.
     """
-    fs, _ = storage.arrow_filesystem(partitions[0].url)
-    present = [c for c in channels if any(c in p.numeric for p in partitions)]
-    schema = pa.schema([pa.field(timestamp_column, TIMESTAMP_TYPE)] + [pa.field(c, pa.float32()) for c in present])
-    paths = [storage.arrow_filesystem(p.url)[1] for p in partitions]
-    table = pads.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table()
-    ts_chunks = [chunk.to_numpy().view("int64") for chunk in table.column(timestamp_column).chunks]
-    column_chunks = [
-        [chunk.to_numpy(zero_copy_only=False) for chunk in table.column(name).chunks] if name in present else None
-        for name in channels
-    ]
-    non_empty = [t for t in ts_chunks if t.size]
-    ordered = all(np.all(t[1:] >= t[:-1]) for t in non_empty) and all(
-        a[-1] <= b[0] for a, b in itertools.pairwise(non_empty)
-    )
-    if not ordered:
-        ts = np.concatenate(ts_chunks)
-        order = np.argsort(ts, kind="stable")
-        ts_chunks = [ts[order]]
-        column_chunks = [None if c is None else [np.concatenate(c)[order]] for c in column_chunks]
-    return ts_chunks, column_chunks
+    present = [c for c in channels if c in partition.numeric]
+    try:
+        source = pq.ParquetFile(fs.open_input_file(partition.path), pre_buffer=True)
+        table = source.read([timestamp_column, *present], use_threads=False)
+        times = table.column(timestamp_column)
+        if times.type != TIMESTAMP_TYPE:
+            times = times.cast(TIMESTAMP_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise InputError(f"partition {partition.url} is not readable: {exc}") from exc
+    if times.null_count:
+        empty = times.null_count
+        raise InputError(f"partition {partition.url}: column '{timestamp_column}' has {empty} empty timestamps")
+    ts = _to_numpy(times).view("int64")
+    return ts, [_to_float(_to_numpy(table.column(c))) if c in present else None for c in channels]
+
+
+def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy, without a copy when it has one chunk and no null (nulls become NaN)."""
+    if column.num_chunks == 1:
+        return column.chunk(0).to_numpy(zero_copy_only=False)
+    return column.to_numpy()
+
+
+def _to_float(values: np.ndarray) -> np.ndarray:
+    return values if values.dtype in (np.float32, np.float64) else values.astype(np.float64)
 
 
 Piece = tuple[int, np.ndarray]  # (grid start in ns, values on the grid: channels x bins)
 
 
+@dataclass(frozen=True)
+class GriddedBatch:
+    """Stage 1 output: consecutive partitions on their grids, side by side.
+
+    Attributes:
+        starts_ns: Grid start of each partition.
+        bins: Grid periods of each partition.
+        values: Channels x bins.sum().
+    """
+
+    starts_ns: np.ndarray
+    bins: np.ndarray
+    values: np.ndarray
+
+    def times(self, period_ns: int) -> np.ndarray:
+        """Time (ns) of every grid column."""
+        offsets = np.repeat(self.starts_ns - np.r_[0, np.cumsum(self.bins)[:-1]] * period_ns, self.bins)
+        return offsets + period_ns * np.arange(self.values.shape[1])
+
+    def breaks(self, period_ns: int) -> np.ndarray:
+        """True at a column that does not follow the previous one in time."""
+        breaks = np.zeros(self.values.shape[1], dtype=np.bool_)
+        follows = self.starts_ns[:-1] + self.bins[:-1] * period_ns == self.starts_ns[1:]
+        breaks[np.cumsum(self.bins)[:-1][~follows]] = True
+        return breaks
+
+    def edges(self) -> tuple[Piece, Piece]:
+        """The first and the last partition, as gap-filling context for the neighbouring batches."""
+        first, last = int(self.bins[0]), int(self.bins[-1])
+        return (
+            (int(self.starts_ns[0]), self.values[:, :first].copy()),
+            (int(self.starts_ns[-1]), self.values[:, self.values.shape[1] - last :].copy()),
+        )
+
+
 def _grid_batch(
     batch: list[tuple[Partition, int, int]], channels: list[str], period_ns: int, how: str, timestamp_column: str
-) -> tuple[list[Piece], dict[str, np.ndarray]]:
-    """Stage 1 task: read consecutive partitions and put each on its grid, with statistics."""
-    partitions = [p for p, _, _ in batch]
-    starts = np.array([start for _, start, _ in batch], dtype=np.int64)
-    bins = np.array([n for _, _, n in batch], dtype=np.int64)
-    ts, columns = _read_batch(partitions, channels, timestamp_column)
-    grid, raw_valid = resample(ts, columns, starts, bins, period_ns, how)
-    split = np.split(grid, np.cumsum(bins)[:-1], axis=1)
-    pieces = [(int(start), piece) for start, piece in zip(starts, split, strict=True)]
-    breaks = np.zeros(grid.shape[1], dtype=np.bool_)
-    follows = starts[:-1] + bins[:-1] * period_ns == starts[1:]
-    breaks[np.cumsum(bins)[:-1][~follows]] = True
-    return pieces, grid_statistics(grid, sum(t.size for t in ts), raw_valid, breaks)
-
-
-def _edge_pieces(pieces: list[Piece]) -> list[Piece]:
-    """The first and last piece of a batch (one piece when the batch has one)."""
-    return [pieces[0], pieces[-1]] if len(pieces) > 1 else pieces
-
-
-def _adjacent(a: Piece, b: Piece, period_ns: int) -> bool:
-    return a[0] + a[1].shape[1] * period_ns == b[0]
+) -> tuple[GriddedBatch, dict[str, np.ndarray]]:
+    """Stage 1 task: read consecutive partitions one by one and put each on its grid, with statistics."""
+    gridded = GriddedBatch(
+        starts_ns=np.array([start for _, start, _ in batch], dtype=np.int64),
+        bins=np.array([n for _, _, n in batch], dtype=np.int64),
+        values=np.full((len(channels), sum(n for _, _, n in batch)), np.nan),
+    )
+    fs, _ = storage.arrow_filesystem(batch[0][0].url)
+    raw_rows, raw_valid, offset = 0, np.zeros(len(channels), dtype=np.int64), 0
+    for partition, start, n in batch:
+        ts, columns = _read_partition(partition, fs, channels, timestamp_column)
+        try:
+            _, valid = resample(ts, columns, start, n, period_ns, how, out=gridded.values[:, offset : offset + n])
+        except ValueError as exc:
+            raise InputError(f"partition {partition.url}: {exc}") from exc
+        raw_rows += ts.size
+        raw_valid += valid
+        offset += n
+    return gridded, grid_statistics(gridded.values, raw_rows, raw_valid, gridded.breaks(period_ns))
 
 
 def _finish_batch(
     index: int,
-    pieces: list[Piece],
-    previous: list[Piece] | None,
-    following: list[Piece] | None,
+    batch: GriddedBatch,
+    previous: tuple[Piece, Piece] | None,
+    following: tuple[Piece, Piece] | None,
     keep: np.ndarray,
     period_ns: int,
     options: PreprocessOptions,
@@ -469,46 +597,49 @@ def _finish_batch(
     index_name: str,
     out_url: str,
 ) -> dict[str, int]:
-    """Stage 2 task: fill short gaps (with neighbouring batches' edges), drop incomplete rows,
-    sample, and write the batch's part file."""
-    before = previous[-1] if previous and _adjacent(previous[-1], pieces[0], period_ns) else None
-    after = following[0] if following and _adjacent(pieces[-1], following[0], period_ns) else None
-    sequence = [p for p in (before, *pieces, after) if p is not None]
-    runs: list[list[Piece]] = [[sequence[0]]]
-    for piece in sequence[1:]:
-        if _adjacent(runs[-1][-1], piece, period_ns):
-            runs[-1].append(piece)
-        else:
-            runs.append([piece])
-    times, blocks, n_filled = [], [], 0
-    for run in runs:
-        n_before = run[0][1].shape[1] if run[0] is before else 0
-        n_after = run[-1][1].shape[1] if run[-1] is after else 0
-        stacked = np.hstack([grid[keep] for _, grid in run])
-        filled, count = fill_gaps(stacked, options.max_gap_periods, n_before, n_after)
-        core = filled[:, n_before : filled.shape[1] - n_after]
-        if core.shape[1]:
-            first = run[1][0] if run[0] is before else run[0][0]
-            times.append(first + period_ns * np.arange(core.shape[1]))
-            blocks.append(core)
-            n_filled += count
-    values = np.hstack(blocks)
-    complete = ~np.isnan(values).any(axis=0)
+    """Stage 2 task: fill short gaps (with the neighbouring batches' edges as context), drop
+    incomplete rows, sample, and write the batch's part file."""
+    # A neighbour's edge partition is context only when it touches this batch in time.
+    last_before = previous[1] if previous else None
+    first_after = following[0] if following else None
+    end_ns = int(batch.starts_ns[-1] + batch.bins[-1] * period_ns)
+    touches = last_before is not None and last_before[0] + last_before[1].shape[1] * period_ns == batch.starts_ns[0]
+    before = last_before[1] if touches else None
+    after = first_after[1] if first_after is not None and first_after[0] == end_ns else None
+    n_before = 0 if before is None else before.shape[1]
+    n_after = 0 if after is None else after.shape[1]
+    values = np.concatenate([part[keep] for part in (before, batch.values, after) if part is not None], axis=1)
+    breaks = np.concatenate([np.zeros(n_before, np.bool_), batch.breaks(period_ns), np.zeros(n_after, np.bool_)])
+    n_filled = fill_gaps(values, options.max_gap_periods, breaks, n_before, n_after)
+    core = values[:, n_before : values.shape[1] - n_after]
+    complete = ~np.isnan(core).any(axis=0)
     rows = complete
     if options.sample_frac < 1.0:
         rng = np.random.default_rng([options.seed, index])
         rows = complete & (rng.random(complete.size) < options.sample_frac)
     counts = {
-        "grid_rows": int(values.shape[1]),
+        "grid_rows": int(core.shape[1]),
         "filled_cells": n_filled,
         "dropped_incomplete_rows": int((~complete).sum()),
         "sampled_out_rows": int((complete & ~rows).sum()),
         "output_rows": int(rows.sum()),
     }
-    index_values = pd.DatetimeIndex(np.concatenate(times)[rows], tz="UTC", name=index_name)
-    frame = pd.DataFrame(values[:, rows].T.astype("float32"), index=index_values, columns=columns)
-    storage.write_parquet(frame, storage.join(out_url, f"part-{index:05d}.parquet"))
+    if counts["output_rows"] < core.shape[1]:
+        core = core[:, rows]
+    table = time_indexed_table(batch.times(period_ns)[rows], core.astype(np.float32), columns, index_name)
+    storage.write_table(table, storage.join(out_url, f"part-{index:05d}.parquet"))
     return counts
+
+
+def time_indexed_table(times_ns: np.ndarray, values: np.ndarray, columns: list[str], index_name: str) -> pa.Table:
+    """Channel-major values and their UTC times as a table that pandas reads back time-indexed,
+    built column by column without a row-major copy."""
+    empty = pd.DataFrame(
+        {c: np.empty(0, values.dtype) for c in columns}, index=pd.DatetimeIndex([], tz="UTC", name=index_name)
+    )
+    schema = pa.Schema.from_pandas(empty, preserve_index=True)
+    arrays = [pa.array(row) for row in values] + [pa.array(times_ns, type=TIMESTAMP_TYPE)]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def quality_report(
@@ -571,7 +702,8 @@ def run_preprocess(
     """
     options.validate()
     period_ns = parse_period(options.resample_period, "--resample-period").value
-    partitions = inspect_partitions(partition_urls, timestamp_column)
+    threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    partitions = inspect_partitions(partition_urls, timestamp_column, threads)
     channels = list(dict.fromkeys(c for p in partitions for c in p.numeric))
     non_numeric = sorted({c for p in partitions for c in p.other})
     if not channels:
@@ -580,7 +712,7 @@ def run_preprocess(
             f"(non-numeric columns: {', '.join(non_numeric) or 'none'})"
         )
     grids = plan_grid(partitions, period_ns)
-    batches = plan_batches(partitions, len(client.scheduler_info()["workers"]))
+    batches = plan_batches(partitions, threads)
     stage1 = [
         client.submit(
             _grid_batch,
@@ -601,9 +733,9 @@ def run_preprocess(
             f"no usable channel in {partitions[0].url} and the other partitions: every channel is all NaN "
             f"or missing on more than {options.max_missing_share:.0%} of the grid"
         )
-    pieces = [client.submit(itemgetter(0), f) for f in stage1]
+    gridded = [client.submit(itemgetter(0), f) for f in stage1]
     # Neighbouring batches lend only their edge partitions, as gap-filling context.
-    edges = [client.submit(_edge_pieces, f) for f in pieces]
+    edges = [client.submit(GriddedBatch.edges, f) for f in gridded]
     kept = [c for c, k in zip(channels, keep, strict=True) if k]
     counts: dict[str, int] = {}
     with storage.atomic_directory(out_url) as out_dir:
@@ -611,9 +743,9 @@ def run_preprocess(
             client.submit(
                 _finish_batch,
                 i,
-                pieces[i],
+                gridded[i],
                 edges[i - 1] if i > 0 else None,
-                edges[i + 1] if i + 1 < len(pieces) else None,
+                edges[i + 1] if i + 1 < len(gridded) else None,
                 keep,
                 period_ns,
                 options,

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from container_component_src.data.dask_cluster import (
+    PROFILE_ENV,
     ClusterOptions,
     build_cluster_spec,
     dask_client,
@@ -29,6 +30,7 @@ def test_kubernetes_spec_uses_secret_references() -> None:
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
     env = {e["name"]: e for e in container["env"]}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.example:9000"
+    assert env[PROFILE_ENV]["value"] == "False"
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "minio-creds", "key": key}
         assert "value" not in env[key]
@@ -57,6 +59,13 @@ def test_local_cluster_starts_and_always_stops() -> None:
         cluster = client.cluster
         raise RuntimeError("task failed")
     assert cluster.status.name == "closed"
+
+
+@pytest.mark.parametrize("profile", [False, True])
+def test_worker_profiler_only_when_asked(profile: bool) -> None:
+    with dask_client(ClusterOptions(n_workers=1, profile=profile)) as client:
+        (worker,) = client.cluster.workers.values()
+        assert ("profile" in worker.periodic_callbacks) is profile
 
 
 def test_bad_cluster_options() -> None:

@@ -1,4 +1,3 @@
-import itertools
 import json
 from pathlib import Path
 
@@ -23,52 +22,79 @@ def tiny_partitions(tiny_data: dict[str, str], tmp_path_factory: pytest.TempPath
     return str(out)
 
 
+@pytest.mark.parametrize("shuffled", [False, True])
 @pytest.mark.parametrize("how", ["mean", "min", "max", "median", "first", "last"])
-def test_resample_matches_pandas(how: str) -> None:
+def test_resample_matches_pandas(how: str, shuffled: bool) -> None:
     rng = np.random.default_rng(0)
     ts = np.sort(rng.integers(0, 50 * MIN, 2_000))
     values = rng.normal(size=(ts.size, 3)).astype(np.float32)
     values[rng.random(values.shape) < 0.2] = np.nan
     values[(ts > 10 * MIN) & (ts < 12 * MIN), 1] = np.nan
-    # Three chunks, split mid-period, as Arrow may deliver them.
-    cuts = [0, 700, 1301, ts.size]
-    ts_chunks = [ts[a:b] for a, b in itertools.pairwise(cuts)]
-    columns = [[c[a:b] for a, b in itertools.pairwise(cuts)] for c in values.T]
-    got, valid = resample(ts_chunks, [*columns, None], np.array([0]), np.array([50]), MIN, how)
-    assert list(valid) == [*(~np.isnan(values)).sum(axis=0), 0]
-    assert np.isnan(got[3]).all()
-    got = got[:3].T
     frame = pd.DataFrame(values, index=pd.to_datetime(ts, utc=True))
     expected = (
         frame.resample("1min", origin="epoch").agg(how).reindex(pd.date_range(0, periods=50, freq="1min", tz="UTC"))
     )
-    np.testing.assert_allclose(got, expected.to_numpy(), equal_nan=True, rtol=1e-5, atol=1e-6)
+    if shuffled:  # sorted stably first, so "first" and "last" keep their meaning
+        order = rng.permutation(ts.size)
+        ts, values = ts[order], values[order]
+    got, valid = resample(ts, [*values.T, None], 0, 50, MIN, how)
+    assert list(valid) == [*(~np.isnan(values)).sum(axis=0), 0]
+    assert np.isnan(got[3]).all()
+    np.testing.assert_allclose(got[:3].T, expected.to_numpy(), equal_nan=True, rtol=1e-5, atol=1e-6)
 
 
-def test_resample_segments_side_by_side() -> None:
-    ts = np.array([0, 1, 2, 30, 31, 95]) * MIN
-    values = np.array([1.0, 3.0, 5.0, 7.0, 9.0, 11.0], dtype=np.float32)
-    grid, valid = resample([ts], [[values]], np.array([0, 30 * MIN, 90 * MIN]), np.array([3, 2, 10]), MIN, "mean")
-    expected = [1, 3, 5, 7, 9, *[np.nan] * 5, 11, *[np.nan] * 4]
-    np.testing.assert_allclose(grid[0], expected)
-    assert valid[0] == 6
+def test_resample_writes_into_a_given_grid_and_refuses_samples_outside_it() -> None:
+    ts = np.array([30, 31, 31, 34]) * MIN
+    values = np.array([1.0, 3.0, 5.0, 7.0], dtype=np.float32)
+    batch = np.full((1, 12), np.nan)
+    resample(ts, [values], 30 * MIN, 5, MIN, "mean", out=batch[:, 7:])
+    np.testing.assert_allclose(batch[0], [np.nan] * 7 + [1, 4, np.nan, np.nan, 7])
+    for start, bins in ((31 * MIN, 5), (30 * MIN, 4)):
+        with pytest.raises(ValueError, match="samples outside the grid"):
+            resample(ts, [values], start, bins, MIN, "mean")
+
+
+def _filled(values: np.ndarray, max_gap: int, **kwargs: object) -> tuple[np.ndarray, int]:
+    grid = np.array(values, dtype=np.float64, ndmin=2)
+    count = fill_gaps(grid, max_gap, **kwargs)
+    return grid, count
 
 
 def test_fill_gaps_only_short_bounded_runs() -> None:
-    column = np.array([np.nan, 1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0, np.nan])
-    filled, count = fill_gaps(column[None, :], max_gap=2)
+    column = [np.nan, 1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0, np.nan]
+    filled, count = _filled(column, max_gap=2)
     np.testing.assert_allclose(filled[0], [np.nan, 1, 2, 3, np.nan, np.nan, np.nan, 7, np.nan], equal_nan=True)
     assert count == 1
-    filled, count = fill_gaps(column[None, :], max_gap=3)
+    filled, count = _filled(column, max_gap=3)
     np.testing.assert_allclose(filled[0], [np.nan, 1, 2, 3, 4, 5, 6, 7, np.nan])
     assert count == 4
-    assert fill_gaps(column[None, :], max_gap=0)[1] == 0
+    assert _filled(column, max_gap=0)[1] == 0
 
 
 def test_fill_gaps_context_is_not_counted() -> None:
-    column = np.array([1.0, np.nan, 3.0, np.nan, 5.0])[None, :]
-    filled, count = fill_gaps(column, max_gap=1, before=2, after=1)
+    filled, count = _filled([1.0, np.nan, 3.0, np.nan, 5.0], max_gap=1, before=2, after=1)
     assert filled[0, 1] == 2.0 and filled[0, 3] == 4.0 and count == 1
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_fill_gaps_never_across_a_break_in_time(at: int) -> None:
+    breaks = np.zeros(4, dtype=bool)
+    breaks[at] = True
+    filled, count = _filled([[1.0, np.nan, np.nan, 4.0], [1.0, 2.0, 3.0, 4.0]], max_gap=3, breaks=breaks)
+    assert count == 0 and np.isnan(filled[0, 1:3]).all()
+    assert _filled([[1.0, np.nan, np.nan, 4.0]], max_gap=3)[1] == 2
+
+
+def test_fill_gaps_matches_pandas_interpolation() -> None:
+    rng = np.random.default_rng(3)
+    grid = rng.normal(size=(4, 500))
+    grid[rng.random(grid.shape) < 0.3] = np.nan
+    expected = pd.DataFrame(grid.T).interpolate(limit_area="inside").to_numpy().T
+    runs = pd.DataFrame(np.isnan(grid).T).apply(lambda c: c.groupby((~c).cumsum()).transform("sum")).to_numpy().T
+    expected[np.isnan(grid) & (runs > 2)] = np.nan
+    filled, count = _filled(grid, max_gap=2)
+    np.testing.assert_allclose(filled, expected, equal_nan=True)
+    assert count == int((np.isnan(grid) & ~np.isnan(expected)).sum())
 
 
 def test_preprocess_generated_data(tiny_partitions: str, dask_test_client: object, tmp_path: Path) -> None:
@@ -213,3 +239,33 @@ def test_statistics_count_no_pair_across_a_break_in_time() -> None:
     assert (joined["min"][0], joined["max"][0]) == (1.0, 2.0)
     empty = grid_statistics(np.full((1, 3), np.nan), raw_rows=0, raw_valid=np.array([0]))
     assert empty["n"][0] == 0 and np.isnan(empty["min"][0]) and empty["grid_bins"][0] == 0
+
+
+def test_partitions_with_integer_channels_nulls_row_groups_and_microseconds(
+    tmp_path: Path, dask_test_client: object
+) -> None:
+    base = pd.Timestamp("2021-01-01", tz="UTC")
+    times = pa.array([base + pd.Timedelta(seconds=30 * i) for i in range(120)], pa.timestamp("us", tz="UTC"))
+    counts = pa.array([None if i == 5 else i for i in range(120)], pa.int32())
+    table = pa.table({"normalizedTime": times, "count": counts, "level": pa.array(np.arange(120.0) / 2)})
+    meta = {
+        b"eclss.partition": json.dumps({"start": base.isoformat(), "end": (base + pd.Timedelta(hours=1)).isoformat()})
+    }
+    (tmp_path / "parts").mkdir()
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "parts" / "a.parquet", row_group_size=7)
+    report = run_preprocess(
+        [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+    )
+    frame = pd.read_parquet(tmp_path / "o")
+    assert len(frame) == 60 and report["channels"]["count"]["raw_missing_share"] == pytest.approx(1 / 120)
+    np.testing.assert_allclose(frame["count"], [4.0 if m == 2 else 2 * m + 0.5 for m in range(60)])
+    np.testing.assert_allclose(frame["level"], np.arange(60) + 0.25)
+
+
+def test_samples_outside_their_partition_are_refused(tmp_path: Path, dask_test_client: object) -> None:
+    _partition(tmp_path / "parts" / "a.parquet", "2021-01-01", [float(m) for m in range(70)], x=[1.0] * 70)
+    with pytest.raises(InputError, match=r"partition .*a.parquet: samples outside the grid 2021-01-01 00:00:00\+00:00"):
+        run_preprocess(
+            [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+        )
+    assert not (tmp_path / "o").exists()
