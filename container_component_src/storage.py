@@ -70,11 +70,17 @@ def require(url: str, what: str) -> None:
 
 def list_files(url: str, suffix: str) -> list[str]:
     """Return the files directly under the folder `url` ending in `suffix`, sorted, as URLs."""
+    return list(file_sizes(url, suffix))
+
+
+def file_sizes(url: str, suffix: str) -> dict[str, int]:
+    """Return the files directly under the folder `url` ending in `suffix`, sorted, as URLs
+    with their sizes in bytes."""
     fs, path = filesystem(url)
     if not fs.isdir(path):
         raise InputError(f"folder {url} does not exist")
-    names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(suffix) and fs.isfile(p))
-    return [_unstrip(url, fs, p) for p in names]
+    entries = [e for e in fs.ls(path, detail=True) if e["type"] == "file" and e["name"].endswith(suffix)]
+    return {_unstrip(url, fs, e["name"]): int(e["size"]) for e in sorted(entries, key=lambda e: e["name"])}
 
 
 def _unstrip(url: str, fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -11,42 +11,25 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
-import fsspec
 import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from container_component_src import storage
-from container_component_src.data.split_archive import TIMESTAMP_TYPE, parse_period, partition_range
+from container_component_src.data.partitions import Partition, inspect_partitions
+from container_component_src.data.split_archive import TIMESTAMP_TYPE, parse_period
 from container_component_src.storage import InputError
 
 Aggregation = Literal["mean", "min", "max", "median", "first", "last"]
 AGGREGATIONS: tuple[str, ...] = ("mean", "min", "max", "median", "first", "last")
-
-
-@dataclass(frozen=True)
-class Partition:
-    """What the footer of one partition file says."""
-
-    url: str
-    path: str
-    start_ns: int
-    end_ns: int
-    rows: int
-    numeric: tuple[str, ...]
-    other: tuple[str, ...]
-    ts_min_ns: int
-    ts_max_ns: int
 
 
 @dataclass(frozen=True)
@@ -401,62 +384,6 @@ def _fill_gaps(values: np.ndarray, max_gap: int, breaks: np.ndarray, counted_fro
     return filled
 
 
-def inspect_partitions(urls: list[str], timestamp_column: str, threads: int = 2) -> list[Partition]:
-    """Read the footers of the partition files (or folders of them) in `urls`, sorted by time.
-
-    Args:
-        urls: Partition files or folders.
-        timestamp_column: Name of the timestamp column.
-        threads: Footers read at once from local disk (parsing them is CPU work); object
-            storage gets more, as its reads wait on the network.
-    """
-    files: list[tuple[str, str]] = []
-    for url in urls:
-        storage.require(url, "partition input")
-        fs, path = storage.filesystem(url)
-        found = storage.list_files(url, ".parquet") if fs.isdir(path) else [url]
-        files += [(f, fsspec.core.strip_protocol(f)) for f in found]
-    if not files:
-        raise InputError(f"no partition file in {', '.join(urls)}")
-    fs, _ = storage.arrow_filesystem(files[0][0])
-    workers = max(threads, 1) if storage.is_local(files[0][0]) else 16
-    # One share of the files per thread: a task per file would make the threads queue for the GIL.
-    shares = [files[i::workers] for i in range(workers)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        inspected = pool.map(lambda share: [_inspect(*file, fs, timestamp_column) for file in share], shares)
-        partitions = [p for share in inspected for p in share]
-    return sorted(partitions, key=lambda p: p.start_ns)
-
-
-def _inspect(url: str, path: str, fs: pafs.FileSystem, timestamp_column: str) -> Partition:
-    fragment = pads.ParquetFileFormat().make_fragment(path, fs)
-    try:
-        footer, schema = fragment.metadata, fragment.physical_schema
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"partition {url} is not readable parquet: {exc}") from exc
-    if footer.num_rows == 0:
-        raise InputError(f"partition {url} holds no rows")
-    if timestamp_column not in schema.names:
-        raise InputError(f"partition {url} has no timestamp column '{timestamp_column}'")
-    start, end = partition_range(schema.metadata, url)
-    numeric = tuple(
-        f.name
-        for f in schema
-        if f.name != timestamp_column and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
-    )
-    other = tuple(f.name for f in schema if f.name != timestamp_column and f.name not in numeric)
-    ts_index = schema.get_field_index(timestamp_column)
-    ts_type = schema.field(ts_index).type
-    lows, highs = [start.value], [end.value - 1]
-    if pa.types.is_timestamp(ts_type):
-        to_ns = pd.Timedelta(1, unit=ts_type.unit).value
-        groups = [footer.row_group(g).column(ts_index).statistics for g in range(footer.num_row_groups)]
-        if all(stats is not None and stats.has_min_max for stats in groups):
-            lows = [stats.min_raw * to_ns for stats in groups]
-            highs = [stats.max_raw * to_ns for stats in groups]
-    return Partition(url, path, start.value, end.value, footer.num_rows, numeric, other, min(lows), max(highs))
-
-
 def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, int]]:
     """Return (grid start, bin count) per partition: each partition's range, clipped to the data."""
     for p in partitions:
@@ -634,12 +561,18 @@ def _finish_batch(
 def time_indexed_table(times_ns: np.ndarray, values: np.ndarray, columns: list[str], index_name: str) -> pa.Table:
     """Channel-major values and their UTC times as a table that pandas reads back time-indexed,
     built column by column without a row-major copy."""
-    empty = pd.DataFrame(
-        {c: np.empty(0, values.dtype) for c in columns}, index=pd.DatetimeIndex([], tz="UTC", name=index_name)
-    )
-    schema = pa.Schema.from_pandas(empty, preserve_index=True)
+    schema = _time_indexed_schema(tuple(columns), index_name, values.dtype.str)
     arrays = [pa.array(row) for row in values] + [pa.array(times_ns, type=TIMESTAMP_TYPE)]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+@functools.cache
+def _time_indexed_schema(columns: tuple[str, ...], index_name: str, dtype: str) -> pa.Schema:
+    """The schema, pandas metadata included, of a frame of `columns` indexed by UTC times."""
+    empty = pd.DataFrame(
+        {c: np.empty(0, dtype) for c in columns}, index=pd.DatetimeIndex([], tz="UTC", name=index_name)
+    )
+    return pa.Schema.from_pandas(empty, preserve_index=True)
 
 
 def quality_report(

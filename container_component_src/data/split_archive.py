@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from container_component_src import storage
+from container_component_src.data.partitions import PARTITION_METADATA_KEY, write_manifest
 from container_component_src.storage import InputError
 
-PARTITION_METADATA_KEY = b"eclss.partition"
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
 
 
@@ -69,7 +69,8 @@ def run_split_archive(
     """Split one archive into one parquet file per `partition_period`, in `out_url`.
 
     Each partition records its time range in the schema metadata, so that preprocessing can
-    put its rows on a regular grid without reading them first.
+    put its rows on a regular grid without reading them first; a manifest beside them saves
+    preprocessing a footer read per partition.
 
     Returns:
         Counts: rows and partitions written.
@@ -102,6 +103,7 @@ def run_split_archive(
             finally:
                 for writer in writers.values():
                     writer.close()
+            write_manifest(out_dir, timestamp_column)
     return {"rows": rows, "partitions": len(writers)}
 
 
@@ -131,12 +133,3 @@ def _write_partitions(
             writers[pid] = pq.ParquetWriter(path, schema, filesystem=fs, **storage.parquet_options(schema))
         writers[pid].write_table(table.slice(lo, hi - lo).replace_schema_metadata(writers[pid].schema.metadata))
     return table.num_rows
-
-
-def partition_range(metadata: dict[bytes, bytes] | None, url: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Read the [start, end) time range that `run_split_archive` stored in a partition."""
-    try:
-        meta = json.loads((metadata or {})[PARTITION_METADATA_KEY])
-        return pd.Timestamp(meta["start"]), pd.Timestamp(meta["end"])
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"partition {url} has no time range: was it written by split-archive?") from exc

@@ -8,7 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from container_component_src.data.labels import to_ns
-from container_component_src.data.preprocess import PreprocessOptions, fill_gaps, resample, run_preprocess
+from container_component_src.data.preprocess import (
+    PreprocessOptions,
+    fill_gaps,
+    resample,
+    run_preprocess,
+    time_indexed_table,
+)
 from container_component_src.data.split_archive import list_archives, run_split_archive
 from container_component_src.storage import InputError
 
@@ -269,3 +275,12 @@ def test_samples_outside_their_partition_are_refused(tmp_path: Path, dask_test_c
             [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_time_indexed_table_is_what_pandas_would_write() -> None:
+    times = np.array([0, 60, 180]) * 1_000_000_000
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    table = time_indexed_table(times, values, ["a", "b"], "t")
+    expected = pd.DataFrame(values.T, index=pd.DatetimeIndex(times, tz="UTC", name="t"), columns=["a", "b"])
+    assert table.schema.equals(pa.Table.from_pandas(expected, preserve_index=True).schema, check_metadata=True)
+    pd.testing.assert_frame_equal(table.to_pandas(), expected)

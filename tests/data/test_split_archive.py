@@ -5,7 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from container_component_src.data.split_archive import list_archives, partition_range, run_split_archive
+from container_component_src.data.partitions import MANIFEST_NAME, partition_range
+from container_component_src.data.split_archive import list_archives, run_split_archive
 from container_component_src.storage import InputError
 
 
@@ -20,8 +21,9 @@ def _archive(path: Path, times: list[str], tz: str | None = "UTC", **columns: li
 def test_split_streams_into_daily_partitions(tiny_data: dict[str, str], tmp_path: Path) -> None:
     archive = list_archives(tiny_data["archives"])[0]
     counts = run_split_archive(archive, str(tmp_path / "parts"), batch_rows=1_000)
-    files = sorted((tmp_path / "parts").iterdir())
+    files = sorted((tmp_path / "parts").glob("*.parquet"))
     assert counts["partitions"] == len(files) == 4
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == sorted([*(f.name for f in files), MANIFEST_NAME])
     assert counts["rows"] == pq.ParquetFile(archive).metadata.num_rows
     total = 0
     for f in files:
