@@ -4,7 +4,8 @@ Stage 1 (one Dask task per batch of consecutive partitions) reads the partitions
 on the grid, with per-channel statistics. The driver merges the statistics and drops channels
 that are mostly missing. Stage 2 fills short gaps (using the neighbouring batches' edges), drops
 the rows still incomplete, optionally samples, and writes one sorted, time-indexed parquet file
-per batch. Arrays are channel-major (channels x rows) throughout.
+per batch. Grids are float32 (per-period sums and statistics accumulate in float64) and
+channel-major (channels x rows) throughout.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def resample(
         bins: Number of grid periods.
         period_ns: Period length.
         how: One of AGGREGATIONS; NaN samples are ignored.
-        out: Where to write the grid, shape (channels, bins), NaN-filled; a new array when None.
+        out: Where to write the grid, shape (channels, bins), NaN-filled; a new float32 array when None.
 
     Returns:
         The grid, shape (channels, bins), and the count of non-NaN samples per channel.
@@ -90,7 +91,7 @@ def resample(
     Raises:
         ValueError: A sample lies outside the grid.
     """
-    grid = np.full((len(columns), bins), np.nan) if out is None else out
+    grid = np.full((len(columns), bins), np.nan, dtype=np.float32) if out is None else out
     valid = np.zeros(len(columns), dtype=np.int64)
     bounds, run_columns, status = _period_runs(ts, grid_start_ns // period_ns, bins, period_ns)
     if status == _UNSORTED:
@@ -264,7 +265,7 @@ def grid_statistics(
     stats |= {name: np.zeros(channels) for name in ("mean", "m2", "min", "max")}
     if breaks is None:
         breaks = np.zeros(grid.shape[1], dtype=np.bool_)
-    observed = _grid_statistics(np.ascontiguousarray(grid, dtype=np.float64), breaks, *(stats[k] for k in STAT_ORDER))
+    observed = _grid_statistics(np.ascontiguousarray(grid), breaks, *(stats[k] for k in STAT_ORDER))
     return {
         "raw_rows": np.full(channels, raw_rows),
         "raw_valid": raw_valid,
@@ -461,7 +462,7 @@ class GriddedBatch:
     Attributes:
         starts_ns: Grid start of each partition.
         bins: Grid periods of each partition.
-        values: Channels x bins.sum().
+        values: Channels x bins.sum(), float32.
     """
 
     starts_ns: np.ndarray
@@ -496,7 +497,7 @@ def _grid_batch(
     gridded = GriddedBatch(
         starts_ns=np.array([start for _, start, _ in batch], dtype=np.int64),
         bins=np.array([n for _, _, n in batch], dtype=np.int64),
-        values=np.full((len(channels), sum(n for _, _, n in batch)), np.nan),
+        values=np.full((len(channels), sum(n for _, _, n in batch)), np.nan, dtype=np.float32),
     )
     fs, _ = storage.arrow_filesystem(batch[0][0].url)
     raw_rows, raw_valid, offset = 0, np.zeros(len(channels), dtype=np.int64), 0
@@ -553,7 +554,7 @@ def _finish_batch(
     }
     if counts["output_rows"] < core.shape[1]:
         core = core[:, rows]
-    table = time_indexed_table(batch.times(period_ns)[rows], core.astype(np.float32), columns, index_name)
+    table = time_indexed_table(batch.times(period_ns)[rows], core, columns, index_name)
     storage.write_table(table, storage.join(out_url, f"part-{index:05d}.parquet"))
     return counts
 
