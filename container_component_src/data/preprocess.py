@@ -11,7 +11,6 @@ channel-major (channels x rows) throughout.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
@@ -709,12 +708,15 @@ def run_preprocess(
     return summary
 
 
-def _gather(client: Any, futures: list[Any], description: str, total: int, batches: list[list[int]]) -> Iterator[Any]:
-    """Yield the batches' results as they complete, with a progress bar counting partitions."""
+def _gather(client: Any, futures: list[Any], description: str, total: int, batches: list[list[int]]) -> list[Any]:
+    """The batches' results in batch order (so that merging them is reproducible), with a
+    progress bar counting partitions as they complete."""
     from distributed import as_completed
 
-    sizes = {future.key: len(batch) for future, batch in zip(futures, batches, strict=True)}
+    position = {future.key: i for i, future in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
     with tqdm(total=total, desc=description, unit="partition") as bar:
         for future in as_completed(futures):
-            yield future.result()
-            bar.update(sizes[future.key])
+            results[position[future.key]] = future.result()
+            bar.update(len(batches[position[future.key]]))
+    return results

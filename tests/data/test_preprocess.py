@@ -16,7 +16,7 @@ from container_component_src.data.preprocess import (
     time_indexed_table,
 )
 from container_component_src.data.split_archive import list_archives, run_split_archive
-from container_component_src.storage import InputError
+from container_component_src.storage import InputError, list_files, read_parquet
 
 MIN = 60_000_000_000
 
@@ -284,3 +284,19 @@ def test_time_indexed_table_is_what_pandas_would_write() -> None:
     expected = pd.DataFrame(values.T, index=pd.DatetimeIndex(times, tz="UTC", name="t"), columns=["a", "b"])
     assert table.schema.equals(pa.Table.from_pandas(expected, preserve_index=True).schema, check_metadata=True)
     pd.testing.assert_frame_equal(table.to_pandas(), expected)
+
+
+def test_s3_partitions_give_the_same_grid(
+    tiny_data: dict[str, str], tiny_partitions: str, s3_bucket: str, dask_test_client: object, tmp_path: Path
+) -> None:
+    run_split_archive(list_archives(tiny_data["archives"])[0], f"{s3_bucket}/partitions/2021")
+    local = run_preprocess(
+        [tiny_partitions], str(tmp_path / "l"), str(tmp_path / "l.json"), dask_test_client, PreprocessOptions()
+    )
+    files = list_files(f"{s3_bucket}/partitions/2021", ".parquet")
+    for inputs in ([f"{s3_bucket}/partitions/2021"], files):  # the manifest, then the footers
+        remote = run_preprocess(
+            inputs, f"{s3_bucket}/out", f"{s3_bucket}/q.json", dask_test_client, PreprocessOptions()
+        )
+        assert remote == local
+        pd.testing.assert_frame_equal(read_parquet(f"{s3_bucket}/out"), pd.read_parquet(tmp_path / "l"))
