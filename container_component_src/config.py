@@ -75,6 +75,7 @@ class PreprocessingSettings:
     n_workers: int
     worker_cpu: str
     worker_memory: str
+    profile_workers: bool
 
 
 @dataclass(frozen=True)

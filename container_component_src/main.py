@@ -98,6 +98,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "n_workers": p.n_workers,
             "worker_cpu": p.worker_cpu,
             "worker_memory": p.worker_memory,
+            "profile_workers": p.profile_workers,
             "worker_image": settings.platform.image,
             "namespace": settings.platform.namespace,
             "s3_secret_name": settings.platform.s3_secret_name,

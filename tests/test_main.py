@@ -210,3 +210,24 @@ def test_run_subcommand_exits_non_zero(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         run_subcommand("list-archives", "--archives", str(tmp_path))
     assert exc.value.code == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "flag", "expected"), [(None, [], False), ("true", [], True), ("true", ["--no-profile-workers"], False)]
+)
+def test_worker_profiler_follows_config_env_and_flag(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, flag: list[str], expected: bool
+) -> None:
+    from container_component_src.data import dask_cluster
+
+    if env is not None:
+        monkeypatch.setenv("ECLSS_PREPROCESSING__PROFILE_WORKERS", env)
+    seen: dict[str, bool] = {}
+
+    def no_cluster(options: dask_cluster.ClusterOptions) -> None:
+        seen["profile"] = options.profile
+        raise RuntimeError("no cluster in this test")
+
+    monkeypatch.setattr(dask_cluster, "dask_client", no_cluster)
+    result = runner.invoke(app, ["preprocess", "--partitions", "p", "--out", "o", "--quality-report", "q", *flag])
+    assert result.exit_code != 0 and seen == {"profile": expected}
