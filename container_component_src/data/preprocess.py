@@ -434,8 +434,8 @@ def _read_partition(
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise InputError(f"partition {partition.url} is not readable: {exc}") from exc
     if times.null_count:
-        empty = times.null_count
-        raise InputError(f"partition {partition.url}: column '{timestamp_column}' has {empty} empty timestamps")
+        missing = times.null_count
+        raise InputError(f"partition {partition.url}: column '{timestamp_column}' has {missing} empty timestamps")
     ts = _to_numpy(times).view("int64")
     return ts, [_to_float(_to_numpy(table.column(c))) if c in present else None for c in channels]
 

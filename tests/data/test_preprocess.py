@@ -300,3 +300,18 @@ def test_s3_partitions_give_the_same_grid(
         )
         assert remote == local
         pd.testing.assert_frame_equal(read_parquet(f"{s3_bucket}/out"), pd.read_parquet(tmp_path / "l"))
+
+
+def test_empty_timestamps_are_refused(tmp_path: Path, dask_test_client: object) -> None:
+    base = pd.Timestamp("2021-01-01", tz="UTC")
+    times = pa.array([base, None, base + pd.Timedelta(minutes=2)], pa.timestamp("ns", tz="UTC"))
+    meta = {
+        b"eclss.partition": json.dumps({"start": base.isoformat(), "end": (base + pd.Timedelta(hours=1)).isoformat()})
+    }
+    (tmp_path / "parts").mkdir()
+    table = pa.table({"normalizedTime": times, "x": [1.0, 2.0, 3.0]}).replace_schema_metadata(meta)
+    pq.write_table(table, tmp_path / "parts" / "a.parquet")
+    with pytest.raises(InputError, match=r"partition .*a.parquet: column 'normalizedTime' has 1 empty timestamps"):
+        run_preprocess(
+            [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+        )
