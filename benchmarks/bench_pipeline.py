@@ -19,18 +19,6 @@ import pyarrow.parquet as pq
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def task_seconds(run_dir: Path, start: float) -> dict[str, float]:
-    """Seconds of each task of a finished local run, in the order they ran."""
-    ends = sorted(
-        (p.stat().st_mtime, p.parent.relative_to(run_dir).as_posix()) for p in run_dir.rglob("executor_output.json")
-    )
-    seconds, previous = {}, start
-    for end, task in ends:
-        seconds[task] = round(end - previous, 1)
-        previous = end
-    return seconds
-
-
 def run(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from container_component_src.config import load_settings
     from pipeline.compile_and_run_pipeline import ensure_local_data, run_local
@@ -45,11 +33,10 @@ def run(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         ensure_local_data(settings)
         raw_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in Path(settings.data.archives_url).glob("*.parquet"))
         start = time.time()
-        outputs = run_local(settings, params or {}, caching=False)
+        local_run = run_local(settings, params or {}, caching=False)
         total = time.time() - start
-        run_dir = Path(outputs["model"]).parent.parent
-        seconds = task_seconds(run_dir, start)
-        summary = json.loads(Path(outputs["evaluation_summary"]).read_text())
+        seconds = {task.name: round(task.seconds, 1) for task in local_run.tasks}
+        summary = json.loads(Path(local_run.outputs["evaluation_summary"]).read_text())
     rows = [
         {
             "benchmark": "local pipeline (default data)",

@@ -78,8 +78,8 @@ def run_protocol_a(root: Path, folder: Path, extra_params: dict[str, Any] | None
             local_pipeline_root=str(folder / "runs"),
         ),
     )
-    outputs = run_local(settings, {**PROTOCOL_A_PARAMS, **(extra_params or {})}, caching=False)
-    return json.loads(Path(outputs["evaluation_summary"]).read_text())
+    local_run = run_local(settings, {**PROTOCOL_A_PARAMS, **(extra_params or {})}, caching=False)
+    return json.loads(Path(local_run.outputs["evaluation_summary"]).read_text())
 
 
 def protocol_a_rows(summary: dict[str, Any], seconds: float) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """Run the benchmarks, print a speed table and a detection-quality table, write benchmarks/results/latest.json.
 
-uv run python -m benchmarks.run_all              # everything, preprocessing at benchmark size (~30 M rows)
-uv run python -m benchmarks.run_all --size small # a quicker look (~1.7 M rows)
-uv run python -m benchmarks.run_all --only serving --only skab
+poetry run python -m benchmarks.run_all              # everything, preprocessing at benchmark size (~30 M rows)
+poetry run python -m benchmarks.run_all --size small # a quicker look (~1.7 M rows)
+poetry run python -m benchmarks.run_all --only serving --only skab
 """
 
 from __future__ import annotations

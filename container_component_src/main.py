@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from container_component_src.cli_help import tidy_options, widen_help
 from container_component_src.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -207,6 +208,8 @@ def main(
         settings = load_settings(config)
     ctx.obj = settings
     ctx.default_map = cli_defaults(settings)
+    for name, command in getattr(ctx.command, "commands", {}).items():
+        tidy_options(command, ctx.default_map.get(name, {}))
 
 
 @contextlib.contextmanager
@@ -811,4 +814,5 @@ def run_subcommand(*args: str) -> None:
 
 
 if __name__ == "__main__":
+    widen_help()
     app(prog_name="python -m container_component_src.main")

@@ -7,8 +7,10 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY. Writes are atomic: a reader never sees
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -144,6 +146,23 @@ def atomic_directory(url: str) -> Iterator[str]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_stale_temporaries(url: str) -> list[str]:
+    """Remove the temporary siblings (`<name>.tmp-*`, `<name>.old-*`) that a killed atomic write of
+    the local `url` left behind; return what was removed. Object storage has none."""
+    fs, path = filesystem(url)
+    if not isinstance(fs, LocalFileSystem):
+        return []
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for stale in target.parent.glob(f"{glob.escape(target.name)}.*-*"):
+        if re.fullmatch(r"\.(tmp|old)-[0-9a-f]{8}", stale.name[len(target.name) :]):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            removed.append(str(stale))
+    return removed
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:

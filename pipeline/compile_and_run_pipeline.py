@@ -1,13 +1,18 @@
 """Compile the ECLSS pipeline and run it: in the cluster, from a laptop, or locally.
 
-python -m pipeline.compile_and_run_pipeline                 # inside a Kubeflow notebook
-python -m pipeline.compile_and_run_pipeline --remote        # from a laptop, through Dex (.env)
-python -m pipeline.compile_and_run_pipeline --local         # here, through kfp.local
-python -m pipeline.compile_and_run_pipeline --compile-only pipeline.yaml
+python pipeline/compile_and_run_pipeline.py                 # inside a Kubeflow notebook
+python pipeline/compile_and_run_pipeline.py --remote        # from a laptop, through Dex (.env)
+python pipeline/compile_and_run_pipeline.py --local         # here, through kfp.local
+python pipeline/compile_and_run_pipeline.py --compile-only pipeline.yaml
+(`python -m pipeline.compile_and_run_pipeline ...` works the same.)
 """
 
+import contextlib
+import dataclasses
 import inspect
+import json
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -53,7 +58,11 @@ def local_data_params(settings: Settings) -> dict[str, Any]:
 
 
 def ensure_local_data(settings: Settings) -> None:
-    """Generate the default data set when the configured archive folder holds no archive."""
+    """Generate the default data set when the configured archive folder holds no archive.
+
+    Generation is atomic (archives, reports and ground truth appear together), so an interrupted
+    first run leaves nothing that a later run would mistake for a data set.
+    """
     from container_component_src import storage
     from container_component_src.data.generate import GeneratorOptions, run_generate_data
 
@@ -79,21 +88,54 @@ def ensure_local_data(settings: Settings) -> None:
     typer.echo(f"Generated {counts['rows']:,} rows x {counts['channels']} channels, {counts['anomalies']} anomalies.")
 
 
-def run_local(settings: Settings, params: dict[str, Any], caching: bool) -> dict[str, str]:
+RUN_RECORD = "run.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRun:
+    """A finished local run: its folder, the path of each pipeline output, the tasks as they ran."""
+
+    folder: Path
+    outputs: dict[str, str]
+    tasks: list[Any]
+
+
+def check_inputs(archives: str, reports: str) -> None:
+    """Fail before the DAG starts when the run's archives or reports are not there.
+
+    Raises:
+        ValueError: Names the parameter and the location.
+    """
+    from container_component_src import storage
+
+    if not storage.exists(archives):
+        raise ValueError(f"archives={archives}: no such folder")
+    if not storage.list_files(archives, ".parquet"):
+        raise ValueError(f"archives={archives}: the folder holds no archive (*.parquet)")
+    if not storage.exists(reports):
+        raise ValueError(f"reports={reports}: no such file (the anomaly reports of the archives)")
+
+
+def run_local(settings: Settings, params: dict[str, Any], caching: bool, verbose: bool = False) -> LocalRun:
     """Run the pipeline through kfp.local in subprocesses of this interpreter.
 
+    Each task's output goes to `<run>/logs/<task>.log`; the console shows one line per task
+    (`verbose`: everything).
+
     Returns:
-        Path of each pipeline output.
+        The run: its folder, the path of each pipeline output, and the tasks as they ran.
     """
     from kfp import local
 
+    from pipeline.local_progress import LocalRunConsole, quiet_kfp_local
     from pipeline.pipeline_definition import build_pipeline
 
     # The tasks run this environment's copy of the image's package, which is the point here.
     warnings.filterwarnings(
         "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
     )
-
+    arguments = {**local_data_params(settings), **params}
+    check_inputs(arguments["archives"], arguments["reports"])
     pipeline_root = Path(settings.data.local_pipeline_root).resolve()
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -101,8 +143,23 @@ def run_local(settings: Settings, params: dict[str, Any], caching: bool) -> dict
         enable_caching=caching,
         cache_root=str(pipeline_root / ".cache"),
     )
-    run = build_pipeline(settings, for_kubernetes=False)(**{**local_data_params(settings), **params})
-    return {name: artifact.path for name, artifact in run.outputs.items()}
+    console = LocalRunConsole(pipeline_root, verbose=verbose)
+    start = time.perf_counter()
+    with quiet_kfp_local(console):
+        run = build_pipeline(settings, for_kubernetes=False)(**arguments)
+    outputs = {name: artifact.path for name, artifact in run.outputs.items()}
+    run_dir = Path(next(iter(outputs.values()))).parent.parent
+    record = {
+        "arguments": arguments,
+        "outputs": outputs,
+        "seconds": round(time.perf_counter() - start, 1),
+        "tasks": [{"name": t.name, "seconds": round(t.seconds, 1), "figure": t.figure} for t in console.tasks],
+    }
+    # Written last: a run folder without it is an interrupted or failed run.
+    from container_component_src import storage
+
+    storage.write_json(record, str(run_dir / RUN_RECORD))
+    return LocalRun(run_dir, outputs, console.tasks)
 
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -180,30 +237,43 @@ def submit(
     return {"recurring_run_id": job.recurring_run_id}
 
 
-def print_outputs(outputs: dict[str, str], seconds: float) -> None:
-    """Print every task's output folder of the run, then the pipeline outputs."""
+def print_summary(run: LocalRun, seconds: float) -> None:
+    """Print the run's outputs, its evaluation, whether it deployed, and where the logs are."""
     from rich.console import Console
     from rich.table import Table
 
-    run_dir = Path(next(iter(outputs.values()))).parent.parent
-    table = Table(title=f"Local run finished in {seconds:.0f} s: {run_dir}")
-    table.add_column("task")
+    console = Console(soft_wrap=True)
+    console.print(f"Local run finished in {seconds:.0f} s: {run.folder}")
+    table = Table()
     table.add_column("output")
+    table.add_column("path")
     table.add_column("size", justify="right")
-    for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        for output in sorted(p for p in task_dir.iterdir() if p.name != "executor_output.json"):
-            files = [output] if output.is_file() else [f for f in output.rglob("*") if f.is_file()]
-            size = sum(f.stat().st_size for f in files)
-            table.add_row(task_dir.name, str(output.relative_to(run_dir)), f"{size / 1e6:.2f} MB")
-    console = Console()
+    for name, path in run.outputs.items():
+        output = Path(path)
+        files = [output] if output.is_file() else [f for f in output.rglob("*") if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+        table.add_row(name, str(output.relative_to(run.folder)), f"{size / 1e6:.2f} MB")
     console.print(table)
-    for name, path in outputs.items():
-        console.print(f"[bold]{name}[/bold]: {path}")
-    if "report" in outputs:
+    if "evaluation_summary" in run.outputs:
+        summary = json.loads(Path(run.outputs["evaluation_summary"]).read_text())
+        label_free, best = summary["label_free"], summary["best_fc1"]
+        console.print(
+            f"Evaluation: Fc1 {label_free['fc1']:.3f} at the label-free threshold (point F1 {label_free['f1']:.3f}, "
+            f"PR-AUC {summary['pr_auc']:.3f}); best Fc1 on the test labels {best['fc1']:.3f}."
+        )
+    endpoint = run.folder / "deploy" / "endpoint"
+    if endpoint.is_file():
+        served = json.loads(endpoint.read_text())
+        console.print(f"Deployed: the model is published to {served.get('model_dir')}; serve it with:")
+        console.print(f"  {served.get('command')}", soft_wrap=True)
+    else:
+        console.print("Not deployed: Fc1 at the label-free threshold is not above deploy_threshold.")
+    if "report" in run.outputs:
         # KFP names the artifact file `report`; a browser needs the extension to render it.
-        page = run_dir / "evaluation_report.html"
-        shutil.copyfile(outputs["report"], page)
-        console.print(f"Evaluation report (opens offline): [bold]file://{page}[/bold]")
+        page = run.folder / "evaluation_report.html"
+        shutil.copyfile(run.outputs["report"], page)
+        console.print(f"Evaluation report (opens offline): file://{page}", soft_wrap=True)
+    console.print(f"Every task's full log: {run.folder / 'logs'}", soft_wrap=True)
 
 
 @app.command()
@@ -229,6 +299,9 @@ def main(
         str | None, typer.Option(help="Create a recurring run on this cron schedule, e.g. '0 3 * * *'.")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (default: ./config.toml).", dir_okay=False)] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Local run: stream every task's full output (else it goes to logs/).")
+    ] = False,
 ) -> None:
     """Compile the ECLSS anomaly-detection pipeline and run it: in the cluster (the default, from a
     Kubeflow notebook), from outside it (--remote), or on this machine (--local)."""
@@ -250,10 +323,11 @@ def main(
             typer.echo(f"Compiled the pipeline to {compile_only}")
             return
         if local:
-            ensure_local_data(settings)
+            if "archives" not in params:
+                ensure_local_data(settings)
             start = time.perf_counter()
-            outputs = run_local(settings, params, caching)
-            print_outputs(outputs, time.perf_counter() - start)
+            local_run = run_local(settings, params, caching, verbose)
+            print_summary(local_run, time.perf_counter() - start)
             return
         if remote:
             import os
@@ -281,5 +355,37 @@ def main(
     typer.echo(f"Submitted {name} to namespace {namespace}: {submitted}")
 
 
+def parameters_help(pipeline_func: Any) -> str:
+    """The pipeline parameters as help text: name, default (from config.toml) and meaning."""
+    meanings: dict[str, str] = {}
+    doc = inspect.getdoc(pipeline_func.pipeline_func) or ""
+    name = ""
+    for line in doc.partition("Args:")[2].splitlines():
+        key, sep, text = line.strip().partition(": ")
+        if sep and line.startswith("    ") and not line.startswith("     ") and key.isidentifier():
+            name, meanings[key] = key, text
+        elif name and line.strip():
+            meanings[name] += " " + line.strip()
+    lines = ["Pipeline parameters (--param key=value; defaults from config.toml):", ""]
+    for key, parameter in inspect.signature(pipeline_func.pipeline_func).parameters.items():
+        lines.append(f"  {key} = {parameter.default!r}: {meanings.get(key, '')}")
+    return "\n\n".join(lines)
+
+
+def cli() -> None:
+    """The script's entry point: `--help` also lists the pipeline parameters."""
+    from container_component_src.cli_help import tidy_options, widen_help
+
+    widen_help()
+    command = typer.main.get_command(app)
+    tidy_options(command, {})
+    if "--help" in sys.argv:
+        from pipeline.pipeline_definition import build_pipeline
+
+        with contextlib.suppress(ConfigError):
+            command.epilog = parameters_help(build_pipeline(load_settings()))
+    command(prog_name="compile_and_run_pipeline.py")
+
+
 if __name__ == "__main__":
-    app()
+    cli()

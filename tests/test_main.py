@@ -39,6 +39,18 @@ def test_each_command_has_help_with_config_defaults(command: str) -> None:
     result = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "--" in result.output
+    assert "<bool>" not in result.output, "a flag's type is its name"
+
+
+def test_options_from_config_are_not_marked_required() -> None:
+    result = runner.invoke(app, ["preprocess", "--help"], terminal_width=200)
+    rows = {
+        next(word for word in line.split() if word.startswith("--")): line
+        for line in result.output.splitlines()
+        if line.startswith(("│ *  --", "│    --"))
+    }
+    assert not rows["--resample-period"].startswith("│ *") and "[default: 1min]" in result.output
+    assert rows["--out"].startswith("│ *"), "an option with no default stays required"
 
 
 def test_data_steps_through_the_cli(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def trial_command(
 
 
 def _feasible_space(parameter: Parameter) -> Any:
-    from kubeflow.katib import V1beta1FeasibleSpace
+    from kubeflow_katib_api.models import V1beta1FeasibleSpace
 
     if parameter.values:
         return V1beta1FeasibleSpace(list=[str(v) for v in parameter.values])
@@ -82,14 +82,63 @@ def _feasible_space(parameter: Parameter) -> Any:
     )
 
 
-def _trial_env(options: KatibOptions) -> list[dict[str, Any]]:
-    env = [{"name": "AWS_ENDPOINT_URL", "value": options.s3_endpoint}] if options.s3_endpoint else []
+def _trial_env(options: KatibOptions) -> list[Any]:
+    from kubernetes.client import V1EnvVar, V1EnvVarSource, V1SecretKeySelector
+
+    env = [V1EnvVar(name="AWS_ENDPOINT_URL", value=options.s3_endpoint)] if options.s3_endpoint else []
     if options.s3_secret_name:
         env += [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": options.s3_secret_name, "key": key}}}
+            V1EnvVar(
+                name=key,
+                value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=options.s3_secret_name, key=key)),
+            )
             for key in S3_SECRET_KEYS
         ]
     return env
+
+
+def trial_job(command: list[str], options: KatibOptions) -> dict[str, Any]:
+    """The trial template: a batch Job (typed Kubernetes models) running `command` once.
+
+    Katib's template is unstructured, so the typed Job is serialised to the dict it holds.
+    """
+    from kubernetes.client import (
+        ApiClient,
+        V1Container,
+        V1Job,
+        V1JobSpec,
+        V1ObjectMeta,
+        V1PodSpec,
+        V1PodTemplateSpec,
+        V1ResourceRequirements,
+    )
+
+    resources = {"cpu": options.cpu, "memory": options.memory}
+    if options.gpus:
+        resources["nvidia.com/gpu"] = str(options.gpus)
+    job = V1Job(
+        api_version="batch/v1",
+        kind="Job",
+        spec=V1JobSpec(
+            backoff_limit=0,
+            template=V1PodTemplateSpec(
+                metadata=V1ObjectMeta(annotations={"sidecar.istio.io/inject": "false"}),
+                spec=V1PodSpec(
+                    restart_policy="Never",
+                    containers=[
+                        V1Container(
+                            name=TRIAL_CONTAINER,
+                            image=options.image,
+                            command=command,
+                            env=_trial_env(options),
+                            resources=V1ResourceRequirements(requests=resources, limits=resources),
+                        )
+                    ],
+                ),
+            ),
+        ),
+    )
+    return ApiClient().sanitize_for_serialization(job)
 
 
 def build_experiment(
@@ -101,8 +150,10 @@ def build_experiment(
     max_trials: int = 8,
     max_failed_trials: int = 3,
 ) -> Any:
-    """The Katib Experiment (typed SDK model) that searches `parameters` by running `command`."""
-    from kubeflow.katib import (
+    """The Katib Experiment (the Kubeflow SDK's typed Katib API model) that searches `parameters`
+    by running `command`."""
+    from kubeflow_katib_api.models import (
+        IoK8sApimachineryPkgApisMetaV1ObjectMeta,
         V1beta1AlgorithmSpec,
         V1beta1CollectorSpec,
         V1beta1Experiment,
@@ -113,37 +164,11 @@ def build_experiment(
         V1beta1TrialParameterSpec,
         V1beta1TrialTemplate,
     )
-    from kubernetes.client import V1ObjectMeta
 
-    resources = {"cpu": options.cpu, "memory": options.memory}
-    if options.gpus:
-        resources["nvidia.com/gpu"] = str(options.gpus)
-    trial_spec = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": TRIAL_CONTAINER,
-                            "image": options.image,
-                            "command": command,
-                            "env": _trial_env(options),
-                            "resources": {"requests": resources, "limits": resources},
-                        }
-                    ],
-                },
-            },
-        },
-    }
     return V1beta1Experiment(
         api_version=f"{GROUP}/{VERSION}",
         kind="Experiment",
-        metadata=V1ObjectMeta(name=name, namespace=options.namespace),
+        metadata=IoK8sApimachineryPkgApisMetaV1ObjectMeta(name=name, namespace=options.namespace),
         spec=V1beta1ExperimentSpec(
             objective=V1beta1ObjectiveSpec(
                 type="minimize", objective_metric_name=OBJECTIVE, additional_metric_names=["val_loss"]
@@ -160,10 +185,15 @@ def build_experiment(
             trial_template=V1beta1TrialTemplate(
                 primary_container_name=TRIAL_CONTAINER,
                 trial_parameters=[V1beta1TrialParameterSpec(name=p.name, reference=p.name) for p in parameters],
-                trial_spec=trial_spec,
+                trial_spec=trial_job(command, options),
             ),
         ),
     )
+
+
+def experiment_body(experiment: Any) -> dict[str, Any]:
+    """The Experiment as the JSON body the API server takes (camelCase, unset fields left out)."""
+    return experiment.to_dict()
 
 
 def run_experiment(
@@ -183,9 +213,7 @@ def run_experiment(
 
     api = CustomObjectsApi(api_client)
     name, namespace = experiment.metadata.name, experiment.metadata.namespace
-    api.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, api_client.sanitize_for_serialization(experiment)
-    )
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment_body(experiment))
     print(f"Created Katib Experiment {namespace}/{name}", flush=True)
     try:
         deadline = clock() + options.timeout_s

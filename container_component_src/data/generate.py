@@ -372,18 +372,22 @@ def anomaly_reports(anomalies: list[Anomaly], specs: list[ChannelSpec]) -> pd.Da
     return pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
 
 
-def write_reports(reports: pd.DataFrame, url: str) -> None:
-    """Write reports as .xlsx or .csv, by the extension of `url`."""
+def encode_reports(reports: pd.DataFrame, url: str) -> bytes:
+    """The reports as the bytes of an .xlsx or .csv file, by the extension of `url`."""
     if url.endswith(".csv"):
-        with storage.atomic_write(url, "w") as handle:
-            reports.to_csv(handle, index=False)
-    elif url.endswith(".xlsx"):
+        return reports.to_csv(index=False).encode()
+    if url.endswith(".xlsx"):
         buffer = io.BytesIO()
         reports.to_excel(buffer, index=False, sheet_name="Anomaly reports")
-        with storage.atomic_write(url) as handle:
-            handle.write(buffer.getvalue())
-    else:
-        raise ValueError(f"reports file {url} must end in .xlsx or .csv")
+        return buffer.getvalue()
+    raise ValueError(f"reports file {url} must end in .xlsx or .csv")
+
+
+def write_reports(reports: pd.DataFrame, url: str) -> None:
+    """Write reports as .xlsx or .csv, by the extension of `url`, atomically."""
+    data = encode_reports(reports, url)
+    with storage.atomic_write(url) as handle:
+        handle.write(data)
 
 
 def run_generate_data(
@@ -395,28 +399,38 @@ def run_generate_data(
 ) -> dict[str, int]:
     """Write one archive per year, the anomaly reports and the exact ground-truth intervals.
 
+    The data set appears whole or not at all: everything is written to temporary names first and
+    renamed into place at the end (the archive folder last, replacing any earlier one), so an
+    interrupted run leaves no archive without its reports.
+
     Returns:
         Counts: rows, channels, anomalies, archives.
     """
     options.validate()
+    encode_reports(pd.DataFrame(), reports_url)  # a bad extension fails before minutes of work
+    for option, url in (("--reports", reports_url), ("--ground-truth", ground_truth_url)):
+        if url.startswith(archives_url.rstrip("/") + "/"):
+            raise ValueError(f"{option} {url} must not be inside --archives: the archive folder is replaced whole")
+    storage.remove_stale_temporaries(archives_url)
     specs = channel_specs(options.n_channels)
     all_anomalies: list[Anomaly] = []
     rows = 0
-    for year in options.years:
-        anomalies, writer = generate_year(year, options, specs, timestamp_column)
-        all_anomalies += anomalies
-        url = storage.join(archives_url, f"eclss_{year}.parquet")
-        schema = writer.schema()
-        with (
-            storage.atomic_write(url) as handle,
-            pq.ParquetWriter(handle, schema, **storage.parquet_options(schema)) as out,
-        ):
-            for table in tqdm(writer.row_groups(), total=writer.n_row_groups, desc=f"archive {year}", unit="group"):
-                out.write_table(table)
-                rows += table.num_rows
-    write_reports(anomaly_reports(all_anomalies, specs), reports_url)
-    truth = pd.DataFrame([asdict(a) for a in all_anomalies])
-    truth["start"] = pd.to_datetime(truth.pop("start_s"), unit="s", utc=True)
-    truth["end"] = pd.to_datetime(truth.pop("end_s"), unit="s", utc=True)
-    storage.write_parquet(truth, ground_truth_url)
+    with storage.atomic_directory(archives_url) as folder:
+        for year in options.years:
+            anomalies, writer = generate_year(year, options, specs, timestamp_column)
+            all_anomalies += anomalies
+            url = storage.join(folder, f"eclss_{year}.parquet")
+            schema = writer.schema()
+            with (
+                storage.atomic_write(url) as handle,
+                pq.ParquetWriter(handle, schema, **storage.parquet_options(schema)) as out,
+            ):
+                for table in tqdm(writer.row_groups(), total=writer.n_row_groups, desc=f"archive {year}", unit="group"):
+                    out.write_table(table)
+                    rows += table.num_rows
+        truth = pd.DataFrame([asdict(a) for a in all_anomalies])
+        truth["start"] = pd.to_datetime(truth.pop("start_s"), unit="s", utc=True)
+        truth["end"] = pd.to_datetime(truth.pop("end_s"), unit="s", utc=True)
+        storage.write_parquet(truth, ground_truth_url)
+        write_reports(anomaly_reports(all_anomalies, specs), reports_url)
     return {"rows": rows, "channels": len(specs), "anomalies": len(all_anomalies), "archives": len(options.years)}

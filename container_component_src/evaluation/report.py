@@ -100,61 +100,160 @@ def time_breaks(times: pd.DatetimeIndex, share: float = 0.05) -> list[dict[str, 
     ]
 
 
-def score_figure(results: pd.DataFrame, thresholds: dict[str, float], events: pd.DataFrame) -> Any:
-    """Anomaly score (negative log-likelihood) over time, anomaly intervals shaded, thresholds drawn."""
+def false_alarms(test: pd.DataFrame) -> pd.DataFrame:
+    """Runs of consecutive flagged test rows outside every labelled event (within one segment):
+    start, end, rows and peak score, highest peak first.
+
+    Args:
+        test: Test rows with `prediction`, `label`, `segment` and `smoothed_score`, indexed by time.
+    """
+    alarm = (test["prediction"].to_numpy() == 1) & (test["label"].to_numpy() == 0)
+    segment = test["segment"].to_numpy()
+    new_segment = np.r_[True, segment[1:] != segment[:-1]]
+    starts = np.flatnonzero(alarm & (new_segment | ~np.r_[False, alarm[:-1]]))
+    ends = np.flatnonzero(alarm & (np.r_[new_segment[1:], True] | ~np.r_[alarm[1:], False])) + 1
+    scores = test["smoothed_score"].to_numpy()
+    return pd.DataFrame(
+        {
+            "start": test.index[starts],
+            "end": test.index[ends - 1],
+            "rows": ends - starts,
+            "peak_score": [float(scores[a:b].max()) for a, b in zip(starts, ends, strict=True)],
+        }
+    ).sort_values("peak_score", ascending=False, ignore_index=True)
+
+
+def decision_range(scores: np.ndarray, thresholds: dict[str, float]) -> list[float]:
+    """The score range where the decision happens: from the bulk of the scores to a margin above
+    the highest threshold (scores far above it are clearly flagged; zooming out shows them)."""
+    low = float(np.quantile(scores, 0.005))
+    top = max(thresholds.values())
+    high = top + 2.0 * max(top - float(np.median(scores)), 1e-9)
+    return [min(low, *thresholds.values()), high]
+
+
+def time_ticks(times: pd.DatetimeIndex, count: int = 10) -> dict[str, Any]:
+    """Ticks spread over the rows rather than over time: with the empty stretches cut from the
+    axis, plotly's own ticks leave one tick for two years."""
+    if len(times) == 0:
+        return {}
+    ordered = times.sort_values()
+    picks = ordered[np.linspace(0, len(ordered) - 1, count).round().astype(int)].unique()
+    return {"tickvals": list(picks), "ticktext": [f"{t:%Y-%m-%d}<br>{t:%H:%M}" for t in picks]}
+
+
+def _shade(figure: Any, events: pd.DataFrame, colour: str, name: str) -> None:
+    """One step-shaped area on a hidden 0-1 axis shades every interval, however many there are."""
+    import plotly.graph_objects as go
+
+    starts, ends = events["start"].to_numpy(), events["end"].to_numpy()
+    figure.add_trace(
+        go.Scatter(
+            x=np.stack((starts, starts, ends, ends), axis=1).ravel(),
+            y=np.tile([0, 1, 1, 0], len(events)),
+            fill="tozeroy",
+            mode="none",
+            yaxis="y2",
+            fillcolor=colour,
+            name=name,
+            hoverinfo="skip",
+        )
+    )
+
+
+def score_figure(
+    results: pd.DataFrame, thresholds: dict[str, float], events: pd.DataFrame, alarms: pd.DataFrame | None = None
+) -> Any:
+    """Anomaly score over time, zoomed on the decision region: labelled events shaded (found and
+    missed apart), thresholds drawn, false alarms marked."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
+    label_free = thresholds["label-free"]
     if len(events):
-        # One step-shaped area on a hidden 0-1 axis shades every interval, however many there are.
-        starts, ends = events["start"].to_numpy(), events["end"].to_numpy()
-        xs = np.stack((starts, starts, ends, ends), axis=1).ravel()
-        figure.add_trace(
-            go.Scatter(
-                x=xs,
-                y=np.tile([0, 1, 1, 0], len(events)),
-                fill="tozeroy",
-                mode="none",
-                yaxis="y2",
-                fillcolor="rgba(255,127,14,0.3)",
-                name="labelled anomaly",
-                hoverinfo="skip",
-            )
-        )
+        found = events["peak_score"] > label_free
+        _shade(figure, events[found], "rgba(255,127,14,0.3)", "labelled event, found")
+        _shade(figure, events[~found], "rgba(214,39,40,0.35)", "labelled event, missed")
     for split, part in results.groupby("split", sort=False):
-        keep = decimate(part["smoothed_score"].to_numpy())
-        kept = part.iloc[keep]
+        kept = part.iloc[decimate(part["smoothed_score"].to_numpy())]
         xs, ys = _with_gaps(kept.index, kept["smoothed_score"].to_numpy(), kept["segment"].to_numpy())
         figure.add_trace(
             go.Scatter(
                 x=xs,
-                y=[None if y is None else float(symlog(y)) for y in ys],
-                customdata=ys,
+                y=ys,
                 mode="lines",
                 name=f"{split} score",
-                line={"color": SPLIT_COLOURS.get(split)},
-                hovertemplate="%{x}<br>score %{customdata:.4g}<extra></extra>",
+                line={"color": SPLIT_COLOURS.get(split), "width": 1},
+                hovertemplate="%{x}<br>score %{y:.4g}<extra></extra>",
             )
         )
-    for (name, value), position in zip(thresholds.items(), ("top left", "bottom right"), strict=False):
-        figure.add_hline(
-            y=float(symlog(value)),
-            line={"color": THRESHOLD_COLOURS[name], "dash": "dash"},
-            annotation_text=f"{name} threshold {value:.4g}",
-            annotation_position=position,
+    if alarms is not None and len(alarms):
+        figure.add_trace(
+            go.Scatter(
+                x=alarms["start"],
+                y=alarms["peak_score"],
+                mode="markers",
+                marker={"symbol": "x", "color": "#d62728", "size": 8},
+                name="false alarm (label-free threshold)",
+                customdata=alarms["rows"],
+                hovertemplate="false alarm %{x}<br>%{customdata} rows, peak %{y:.4g}<extra></extra>",
+            )
         )
-    scores = results["smoothed_score"].to_numpy()
+    span = [results.index.min(), results.index.max()]
+    for name, value in thresholds.items():
+        # Thresholds are legend entries: a label drawn on the plot would cover the scores.
+        figure.add_trace(
+            go.Scatter(
+                x=span,
+                y=[value, value],
+                mode="lines",
+                line={"color": THRESHOLD_COLOURS[name], "dash": "dash"},
+                name=f"{name} threshold {value:.4g}",
+                hoverinfo="name",
+            )
+        )
     figure.update_layout(
-        title="Anomaly score over time (validation and test rows)",
-        yaxis=symlog_axis(
-            min(scores.min(), *thresholds.values()), max(scores.max(), *thresholds.values()), "negative log-likelihood"
-        ),
+        title="Anomaly score over time (validation and test rows), zoomed on the decision region",
+        yaxis={
+            "title": "negative log-likelihood (double-click: all scores)",
+            "range": decision_range(results["smoothed_score"].to_numpy(), thresholds),
+        },
         yaxis2={"range": [0, 1], "overlaying": "y", "visible": False},
-        xaxis={"title": "time (UTC)", "rangebreaks": time_breaks(results.index)},
-        height=520,
-        legend={"orientation": "h", "y": 1.08},
+        xaxis={"title": "time (UTC)", "rangebreaks": time_breaks(results.index), **time_ticks(results.index)},
+        height=600,
+        legend={"orientation": "h", "y": -0.32},
     )
     return figure
+
+
+def outcome_tables(events: pd.DataFrame, alarms: pd.DataFrame, threshold: float, max_rows: int = 50) -> str:
+    """HTML tables of every labelled event (found or missed at the label-free threshold) and of
+    the false alarms, highest peak first."""
+    rows = []
+    for number, event in events.sort_values("start").iterrows():
+        found = event["peak_score"] > threshold
+        rows.append(
+            f"<tr class='{'' if found else 'missed'}'><td>{number + 1}</td><td>{event['start']:%Y-%m-%d %H:%M}</td>"
+            f"<td>{(event['end'] - event['start']).total_seconds() / 60:.0f} min</td>"
+            f"<td>{event['peak_score']:.4g}</td><td>{'found' if found else 'missed'}</td></tr>"
+        )
+    missed = int((events["peak_score"] <= threshold).sum())
+    alarm_rows = "".join(
+        f"<tr><td>{a['start']:%Y-%m-%d %H:%M}</td><td>{a['rows']}</td><td>{a['peak_score']:.4g}</td></tr>"
+        for _, a in alarms.head(max_rows).iterrows()
+    )
+    more = f"<p class='note'>... and {len(alarms) - max_rows} more.</p>" if len(alarms) > max_rows else ""
+    return (
+        f"<h2>Labelled events: {len(events) - missed} found, {missed} missed</h2>"
+        "<table><tr><th>event</th><th>start (UTC)</th><th>duration</th><th>peak score</th><th>at the label-free "
+        f"threshold</th></tr>{''.join(rows)}</table>"
+        f"<h2>False alarms: {len(alarms)} run(s) of flagged rows outside every labelled event</h2>"
+        + (
+            "<table><tr><th>start (UTC)</th><th>rows</th><th>peak score</th></tr>" + alarm_rows + "</table>" + more
+            if len(alarms)
+            else "<p>None at the label-free threshold.</p>"
+        )
+    )
 
 
 def curves_figure(sweep: pd.DataFrame, thresholds: dict[str, float]) -> Any:
@@ -180,12 +279,16 @@ def curves_figure(sweep: pd.DataFrame, thresholds: dict[str, float]) -> Any:
                 hovertemplate="threshold %{customdata:.4g}: %{y:.3f}",
             )
         )
-    for (name, value), position in zip(thresholds.items(), ("top right", "bottom left"), strict=False):
-        figure.add_vline(
-            x=float(symlog(value)),
-            line={"color": THRESHOLD_COLOURS[name], "dash": "dash"},
-            annotation_text=name,
-            annotation_position=position,
+    for name, value in thresholds.items():
+        figure.add_trace(
+            go.Scatter(
+                x=[float(symlog(value))] * 2,
+                y=[0, 1.02],
+                mode="lines",
+                line={"color": THRESHOLD_COLOURS[name], "dash": "dash"},
+                name=f"{name} threshold",
+                hoverinfo="name",
+            )
         )
     figure.update_layout(
         title="Test metrics against the threshold",
@@ -287,7 +390,7 @@ def _metrics_table(summary: dict[str, Any]) -> str:
 PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
-    "th:first-child{text-align:left}.note{color:#555;font-size:0.9em}"
+    "th:first-child{text-align:left}.note{color:#555;font-size:0.9em}tr.missed td{background:#fde0e0}"
 )
 
 
@@ -313,8 +416,10 @@ def render_report(
         "label-free": summary["label_free"]["threshold"],
         "best Fc1 (test labels)": summary["best_fc1"]["threshold"],
     }
+    test = results[results["split"] == "test"]
+    alarms = false_alarms(test) if "prediction" in test.columns else pd.DataFrame()
     figures = [
-        score_figure(results, thresholds, events),
+        score_figure(results, thresholds, events, alarms),
         curves_figure(sweep, thresholds),
         pr_figure(sweep, summary["pr_auc"]),
         *[event_figure(view) for view in event_views],
@@ -331,5 +436,6 @@ def render_report(
         "the deployed model uses. A row is flagged when its score is above the threshold. Fc1 is the "
         "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
         "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"
-        f"{_metrics_table(summary)}{divs}</body></html>"
+        f"{_metrics_table(summary)}{divs}"
+        f"{outcome_tables(events, alarms, thresholds['label-free']) if len(alarms.columns) else ''}</body></html>"
     )

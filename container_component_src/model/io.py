@@ -12,14 +12,8 @@ import numpy as np
 import torch
 
 from container_component_src import storage
+from container_component_src.model.files import CHANNELS, HPARAMS, METRICS, SCALER, TORCHSCRIPT, TYPICAL_ROW, WEIGHTS
 from container_component_src.storage import InputError
-
-WEIGHTS = "model.pt"
-TORCHSCRIPT = "model.torchscript.pt"
-SCALER = "scaler.json"
-CHANNELS = "channels.json"
-HPARAMS = "hparams.json"
-METRICS = "metrics.json"
 
 
 def load_rows(url: str, channels: list[str]) -> torch.Tensor:
@@ -42,15 +36,22 @@ def write_model_artifact(
     scaler: dict[str, Any],
     hparams: dict[str, Any],
     metrics: dict[str, Any],
+    typical_row: dict[str, float] | None = None,
 ) -> None:
     """Write everything serving needs into `out_dir` (a local folder or object-storage URL),
-    atomically: weights, TorchScript, scaler, channel order, hyperparameters and metrics."""
-    scripted = torch.jit.script(vae.cpu().eval())
+    atomically: weights, TorchScript, scaler, channel order, hyperparameters, metrics and, when
+    given, a typical raw row (what the deploy smoke test expects to pass unflagged)."""
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still what serving loads.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+        scripted = torch.jit.script(vae.cpu().eval())
+    files = {SCALER: scaler, CHANNELS: scaler["channels"], HPARAMS: hparams, METRICS: metrics}
+    if typical_row is not None:
+        files[TYPICAL_ROW] = typical_row
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         torch.save(vae.state_dict(), root / WEIGHTS)
         scripted.save(str(root / TORCHSCRIPT))
-        for name, content in ((SCALER, scaler), (CHANNELS, scaler["channels"]), (HPARAMS, hparams), (METRICS, metrics)):
+        for name, content in files.items():
             (root / name).write_text(json.dumps(content, indent=2))
         storage.copy_directory(folder, out_dir)
 

@@ -109,6 +109,21 @@ def _strategy(options: TrainOptions) -> str:
     return "ddp" if "WORLD_SIZE" in os.environ else "ddp_spawn"
 
 
+def _no_tips(record: Any) -> bool:
+    return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_third_parties() -> None:
+    """Silence what is not our users' business: Lightning's advert for its cloud logger (shown at
+    every fit, even with `logger=False`) and its use of a torch API deprecated upstream."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_no_tips)  # the same filter is added once
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
+
+
 def fit(
     datamodule: Any, n_features: int, params: ModelParams, options: TrainOptions, checkpoint_dir: str
 ) -> tuple[Any, Any]:
@@ -121,6 +136,7 @@ def fit(
 
     params.validate()
     hide_unused_gpus(options.accelerator)
+    quiet_third_parties()
     pl.seed_everything(options.seed, workers=True, verbose=False)
     system = VAESystem(
         n_features=n_features,
@@ -186,7 +202,8 @@ def run_train(
         ]
     seconds = time.perf_counter() - start
     with torch.no_grad():
-        val_nll = float(best.vae.eval().score(datamodule.val_rows).mean())
+        val_scores = best.vae.eval().score(datamodule.val_rows)
+    val_nll = float(val_scores.mean())
     epochs = trainer.current_epoch or best_epoch + 1
     metrics = {
         OBJECTIVE: val_nll,
@@ -198,5 +215,10 @@ def run_train(
         "rows_per_s": round(datamodule.train_rows.shape[0] * epochs / seconds),
     }
     if trainer.is_global_zero:
-        write_model_artifact(model_dir, best.vae, scaler, asdict(params), metrics)
+        import numpy as np
+
+        median_row = datamodule.val_rows[int(val_scores.argsort()[len(val_scores) // 2])].numpy()
+        typical = median_row * np.asarray(scaler["scale"]) + np.asarray(scaler["center"])
+        typical_row = dict(zip(channels, typical.astype(float).tolist(), strict=True))
+        write_model_artifact(model_dir, best.vae, scaler, asdict(params), metrics, typical_row)
     return metrics

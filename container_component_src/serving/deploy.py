@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from container_component_src import storage
+from container_component_src.model.files import SCALER, TYPICAL_ROW
 from container_component_src.serving.inference import SERVING_FILE, v1_request, v2_request
 
 BACKENDS = ("local", "kserve")
@@ -87,10 +88,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def smoke_rows(scaler: dict[str, Any]) -> list[dict[str, float]]:
-    """Two raw rows: one at the training mean (typical), one 50 scales away on every channel."""
+def smoke_rows(scaler: dict[str, Any], typical_row: dict[str, float] | None = None) -> list[dict[str, float]]:
+    """Two raw rows: a typical one (the validation row of median score that train saved; the
+    training mean for models without one), and one 50 scales off the training mean on every channel."""
     center, scale = np.asarray(scaler["center"]), np.asarray(scaler["scale"])
-    return [dict(zip(scaler["channels"], row.tolist(), strict=True)) for row in (center, center + 50 * scale)]
+    typical = typical_row or dict(zip(scaler["channels"], center.tolist(), strict=True))
+    return [typical, dict(zip(scaler["channels"], (center + 50 * scale).tolist(), strict=True))]
 
 
 def wait_for_server(base_url: str, name: str, process: subprocess.Popen, timeout_s: float, log: Path) -> None:
@@ -114,8 +117,9 @@ def _tail(log: Path, lines: int = 15) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
 
-def smoke_test(base_url: str, name: str, rows: list[dict[str, float]]) -> dict[str, Any]:
-    """Send the rows through V1 and V2; check both answer alike and the outlier is flagged.
+def smoke_test(base_url: str, name: str, rows: list[dict[str, float]], check_typical: bool = True) -> dict[str, Any]:
+    """Send the rows through V1 and V2; check both answer alike, the outlier (second row) is
+    flagged and, with `check_typical`, the typical (first) row is not.
 
     Raises:
         RuntimeError: A request fails, the protocols disagree, or the outlier is not flagged.
@@ -134,6 +138,8 @@ def smoke_test(base_url: str, name: str, rows: list[dict[str, float]]) -> dict[s
         raise RuntimeError(f"smoke test: V1 scores {v1_scores} differ from V2 scores {outputs['score']}")
     if not outputs["anomaly"][1]:
         raise RuntimeError(f"smoke test: a row 50 scales off the training mean was not flagged ({outputs})")
+    if check_typical and outputs["anomaly"][0]:
+        raise RuntimeError(f"smoke test: a typical validation row was flagged as an anomaly ({outputs})")
     return {"v1_scores": v1_scores, "v2_scores": outputs["score"], "anomaly": outputs["anomaly"]}
 
 
@@ -149,8 +155,10 @@ def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]
         try:
             base_url = f"http://127.0.0.1:{port}"
             wait_for_server(base_url, options.name, process, options.startup_timeout_s, log)
-            rows = smoke_rows(storage.read_json(storage.join(model_dir, "scaler.json")))
-            return smoke_test(base_url, options.name, rows)
+            typical_url = storage.join(model_dir, TYPICAL_ROW)
+            typical = storage.read_json(typical_url) if storage.exists(typical_url) else None
+            rows = smoke_rows(storage.read_json(storage.join(model_dir, SCALER)), typical)
+            return smoke_test(base_url, options.name, rows, check_typical=typical is not None)
         finally:
             process.terminate()
             try:
@@ -194,7 +202,7 @@ def run_deploy(
         return {"backend": "kserve", **run_inference_service_deploy(replace(cluster, storage_uri=target))}
     smoke = serve_locally_once(target, options)
     command = (
-        f"uv run python -m container_component_src.main serve --model-dir {target} --http-port {options.http_port}"
+        f"poetry run python -m container_component_src.main serve --model-dir {target} --http-port {options.http_port}"
     )
     print(f"Smoke test passed (V1 and V2). Serve the model with:\n  {command}", flush=True)
     return {

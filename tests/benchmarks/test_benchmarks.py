@@ -48,23 +48,6 @@ def test_false_and_missed_alarm_rates() -> None:
     assert rates == {"f1": 2 * (2 / 3) * (2 / 3) / (4 / 3), "far": 1 / 3, "mar": 1 / 3}
 
 
-def test_task_seconds_follow_the_order_tasks_ended(tmp_path: Path) -> None:
-    import os
-
-    from benchmarks.bench_pipeline import task_seconds
-
-    for name, end in (("train", 130.0), ("preprocess", 110.0), ("for-loop-1-iteration-0/split-archive", 104.0)):
-        output = tmp_path / name / "executor_output.json"
-        output.parent.mkdir(parents=True)
-        output.write_text("{}")
-        os.utime(output, (end, end))
-    assert task_seconds(tmp_path, 100.0) == {
-        "for-loop-1-iteration-0/split-archive": 4.0,
-        "preprocess": 6.0,
-        "train": 20.0,
-    }
-
-
 def test_suite_names() -> None:
     from benchmarks.run_all import suite
 

@@ -5,6 +5,7 @@ import pytest
 from container_component_src.cluster.katib import (
     KatibOptions,
     build_experiment,
+    experiment_body,
     experiment_name,
     run_experiment,
     trial_command,
@@ -39,9 +40,7 @@ def _experiment(name: str = "eclss-tune-test", options: KatibOptions = OPTIONS):
 
 
 def _serialised(experiment) -> dict:
-    from kubernetes.client import ApiClient
-
-    return ApiClient().sanitize_for_serialization(experiment)
+    return experiment_body(experiment)
 
 
 def test_experiment_structure() -> None:

@@ -101,3 +101,36 @@ def test_reports_extension_is_checked(tmp_path: Path) -> None:
     options = GeneratorOptions(years=(2021,), days_per_year=1, sampling_period_s=600.0, n_channels=2)
     with pytest.raises(ValueError, match=r"must end in \.xlsx or \.csv"):
         run_generate_data(str(tmp_path / "a"), str(tmp_path / "r.txt"), str(tmp_path / "t.pq"), options)
+
+
+def test_an_interrupted_generation_leaves_no_partial_data_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while writing the reports (the last step): no archive without its reports appears."""
+    from container_component_src.data import generate
+
+    options = GeneratorOptions(years=(2021,), days_per_year=1, sampling_period_s=600.0, n_channels=2)
+
+    def interrupted(reports: object, url: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "write_reports", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_generate_data(str(tmp_path / "archives"), str(tmp_path / "r.xlsx"), str(tmp_path / "t.pq"), options)
+    assert not (tmp_path / "archives").exists() and not (tmp_path / "r.xlsx").exists()
+    assert not list(tmp_path.glob("archives.tmp-*")), "the staging folder is removed"
+
+
+def test_generation_replaces_an_earlier_data_set_whole(tmp_path: Path) -> None:
+    archives = tmp_path / "archives"
+    (archives).mkdir()
+    (archives / "eclss_1999.parquet").write_bytes(b"old")
+    (tmp_path / "archives.tmp-0123abcd").mkdir()  # left by a killed run
+    options = GeneratorOptions(years=(2021,), days_per_year=1, sampling_period_s=600.0, n_channels=2)
+    run_generate_data(str(archives), str(tmp_path / "r.xlsx"), str(tmp_path / "t.pq"), options)
+    assert sorted(p.name for p in archives.iterdir()) == ["eclss_2021.parquet"]
+    assert not (tmp_path / "archives.tmp-0123abcd").exists()
+
+
+def test_reports_inside_the_archive_folder_are_refused(tmp_path: Path) -> None:
+    options = GeneratorOptions(years=(2021,), days_per_year=1, sampling_period_s=600.0, n_channels=2)
+    with pytest.raises(ValueError, match="--reports .* must not be inside --archives"):
+        run_generate_data(str(tmp_path), str(tmp_path / "r.xlsx"), str(tmp_path / "t.pq"), options)

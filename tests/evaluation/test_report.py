@@ -32,15 +32,18 @@ def test_report_is_one_self_contained_page() -> None:
         "options": {"smoothing_window": 1, "val_quantile": 0.99},
         "counts": {"val_rows": 100, "test_rows": 500, "test_events": 1, "anomaly_share": 0.04},
     }
+    scores = np.concatenate((val_scores, test_scores))
     results = pd.DataFrame(
         {
             "split": ["val"] * 100 + ["test"] * 500,
             "segment": [0] * 100 + [1] * 500,
-            "smoothed_score": np.concatenate((val_scores, test_scores)),
+            "smoothed_score": scores,
+            "label": np.concatenate((np.zeros(100, dtype=int), labels)),
+            "prediction": (scores > summary["label_free"]["threshold"]).astype(int),
         },
         index=times,
     )
-    events = pd.DataFrame({"start": [times[300]], "end": [times[319]]})
+    events = pd.DataFrame({"start": [times[300]], "end": [times[319]], "peak_score": [test_scores[200:220].max()]})
     view = report.EventView(
         title="Event 1",
         times=times[280:340],
@@ -54,3 +57,32 @@ def test_report_is_one_self_contained_page() -> None:
     assert page.startswith("<!DOCTYPE html>") and page.count("Plotly.newPlot") == 4
     assert "<script src" not in page.replace(" ", ""), "no script may come from the network"
     assert "Fc1 (composite)" in page and "Event 1" in page
+    assert "Labelled events: 1 found, 0 missed" in page and "False alarms:" in page
+
+
+def test_false_alarms_are_runs_of_flagged_normal_rows_within_a_segment() -> None:
+    times = pd.date_range("2021-01-01", periods=10, freq="1min", tz="UTC")
+    test = pd.DataFrame(
+        {
+            "prediction": [1, 1, 0, 1, 1, 1, 1, 0, 1, 1],
+            "label": [0, 0, 0, 1, 1, 0, 0, 0, 0, 0],
+            "segment": [0, 0, 0, 0, 0, 0, 1, 1, 1, 1],
+            "smoothed_score": np.arange(10.0),
+        },
+        index=times,
+    )
+    alarms = report.false_alarms(test)
+    # Rows 0-1; row 5 (the segment ends there); row 6 (a new segment); rows 8-9. The event's rows are no alarm.
+    assert sorted(alarms["rows"].tolist()) == [1, 1, 2, 2]
+    assert alarms["peak_score"].tolist() == [9.0, 6.0, 5.0, 1.0] and alarms["start"].iloc[0] == times[8]
+
+
+def test_decision_range_and_time_ticks() -> None:
+    scores = np.r_[np.linspace(-20, -10, 1000), 5000.0]
+    low, high = report.decision_range(scores, {"label-free": -12.0, "best Fc1 (test labels)": -11.0})
+    assert low <= -19.9 and -11.0 < high < 100, "the far outlier does not squeeze the decision region"
+    times = pd.DatetimeIndex(
+        [*pd.date_range("2021-01-01", periods=50, freq="1h"), *pd.date_range("2022-06-01", periods=50, freq="1h")]
+    )
+    ticks = report.time_ticks(times, count=10)["tickvals"]
+    assert len(ticks) == 10 and sum(t.year == 2022 for t in ticks) >= 4, "both years get ticks"

@@ -17,8 +17,26 @@ PARAMS = ModelParams(batch_size=256, hidden_size=32, latent_dim=3)
 def test_artifact_has_what_serving_needs(trained_model: dict[str, Any], scaled_sets: dict[str, str]) -> None:
     out, metrics = trained_model["model"], trained_model["metrics"]
     names = {p.name for p in Path(out).iterdir()}
-    assert names == {"model.pt", "model.torchscript.pt", "scaler.json", "channels.json", "hparams.json", "metrics.json"}
+    assert names == {
+        "model.pt",
+        "model.torchscript.pt",
+        "scaler.json",
+        "channels.json",
+        "hparams.json",
+        "metrics.json",
+        "typical_row.json",
+    }
     scaler = json.loads(Path(scaled_sets["scaler"]).read_text())
+    typical = json.loads((Path(out) / "typical_row.json").read_text())
+    model, _ = load_scripted(out)
+    scaled = (torch.tensor([typical[c] for c in scaler["channels"]]) - torch.tensor(scaler["center"])) / torch.tensor(
+        scaler["scale"]
+    )
+    val = torch.tensor(pd.read_parquet(scaled_sets["val"])[scaler["channels"]].to_numpy("float32"))
+    with torch.no_grad():
+        typical_score, val_scores = float(model.score(scaled[None].float())[0]), model.score(val)
+    low, high = torch.quantile(val_scores, torch.tensor([0.45, 0.55])).tolist()
+    assert low <= typical_score <= high, "the typical row is the median-score validation row"
     assert json.loads((Path(out) / "channels.json").read_text()) == scaler["channels"]
     assert json.loads((Path(out) / "hparams.json").read_text())["hidden_size"] == 32
     assert metrics["val_nll"] > 0 and 1 <= metrics["epochs"] <= 6 and metrics["train_rows"] > 0

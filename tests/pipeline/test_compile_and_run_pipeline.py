@@ -109,3 +109,31 @@ def test_params_are_typed_and_checked(project_root: Path) -> None:
         parse_params(func, ["nope=1"])
     with pytest.raises(ValueError, match="is not a int"):
         parse_params(func, ["max_trials=many"])
+
+
+def test_a_wrong_archive_folder_is_reported_before_the_dag_starts(project_root: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--local", "--param", f"archives={tmp_path / 'nope'}", *_config(project_root)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: archives={tmp_path / 'nope'}: no such folder"
+
+
+def test_archives_without_reports_are_reported_before_the_dag_starts(project_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.parquet").write_bytes(b"")
+    args = ["--local", "--param", f"archives={tmp_path / 'a'}", "--param", f"reports={tmp_path / 'r.csv'}"]
+    result = runner.invoke(app, [*args, *_config(project_root)])
+    assert result.exit_code == 1 and f"reports={tmp_path / 'r.csv'}: no such file" in result.output
+
+
+def test_the_script_runs_by_path_and_its_help_lists_the_parameters(project_root: Path) -> None:
+    import subprocess
+    import sys
+
+    script = project_root / "pipeline" / "compile_and_run_pipeline.py"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(project_root), "TERMINAL_WIDTH": "200"}
+    result = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=project_root, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "max_trials = 6: Tuning trials." in result.stdout
+    assert "deploy_threshold = 0.5" in result.stdout and "<bool>" not in result.stdout

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from container_component_src.config import load_settings
-from pipeline.compile_and_run_pipeline import ensure_local_data, run_local
+from pipeline.compile_and_run_pipeline import RUN_RECORD, ensure_local_data, run_local
 
 EXPECTED_OUTPUTS = {
     "list-archives": ["listing"],
@@ -46,8 +46,13 @@ def test_local_pipeline_run(project_root: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(project_root)
     params = {"max_trials": 2, "epochs_per_trial": 1, "max_epochs": 3}
     # Fc1 is always above -1: the deploy branch must run.
-    outputs = run_local(settings, {**params, "deploy_threshold": -1.0}, caching=True)
-    run_dir = Path(outputs["train"]).parent.parent
+    run = run_local(settings, {**params, "deploy_threshold": -1.0}, caching=True)
+    outputs, run_dir = run.outputs, run.folder
+    assert json.loads((run_dir / RUN_RECORD).read_text())["outputs"] == outputs
+    logged = {task.name for task in run.tasks}
+    assert {"split-archive [0]", "split-archive [1]", "train", "deploy"} <= logged and all(t.ok for t in run.tasks)
+    assert all(task.log.is_file() and task.log.parent == run_dir / "logs" for task in run.tasks)
+    assert "Fc1" in next(t.figure for t in run.tasks if t.name == "evaluate")
     for task, names in {**EXPECTED_OUTPUTS, **IF_DEPLOYED}.items():
         for name in names:
             assert _non_empty(run_dir / task / name), f"{task}/{name} is missing or empty"
@@ -85,8 +90,26 @@ def test_local_pipeline_run(project_root: Path, tmp_path: Path, monkeypatch: pyt
     assert endpoint["threshold"] == summary["deploy"]["threshold"]
     assert (tmp_path / "served" / "serving.json").is_file() and endpoint["smoke"]["anomaly"][1] is True
 
+    _execute_notebook(project_root, tmp_path, monkeypatch)
+
     # Fc1 is never above 1.01: the same run (from the cache) must skip the deploy.
     runs = set((tmp_path / "runs").glob("eclss-*"))
     run_local(settings, {**params, "deploy_threshold": 1.01}, caching=True)
     (second_run,) = set((tmp_path / "runs").glob("eclss-*")) - runs
     assert not (second_run / "deploy").exists()
+
+
+def _execute_notebook(project_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebook runs top to bottom on this run, from its own folder, as a user opens it."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("ECLSS_DATA__ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("ECLSS_DATA__LOCAL_PIPELINE_ROOT", str(tmp_path / "runs"))
+    # An interrupted run (no run record) is newer, and must not be picked.
+    (tmp_path / "runs" / "eclss-anomaly-detection-interrupted" / "preprocess").mkdir(parents=True)
+    notebook = nbformat.read(project_root / "notebooks" / "explore_telemetry.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(project_root / "notebooks")}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 4, "the plots are shown"

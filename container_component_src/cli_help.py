@@ -1,0 +1,33 @@
+"""`--help` that reads well: options filled from config.toml are not marked required, flags show
+no `<bool>` type, and the text uses the terminal's width (at least 120 columns when piped)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+
+def widen_help(min_width: int = 120) -> None:
+    """Render help at the terminal's width, never narrower than `min_width` (rich's 80 cuts
+    option names); $TERMINAL_WIDTH, when set, wins."""
+    if "TERMINAL_WIDTH" in os.environ:
+        return
+    from typer import rich_utils
+
+    rich_utils.MAX_WIDTH = max(shutil.get_terminal_size((min_width, 24)).columns, min_width)
+
+
+def tidy_options(command: Any, configured: Mapping[str, Any]) -> None:
+    """Mark the options of `command` whose defaults come from `configured` as not required, and
+    give flags an empty metavar (their type is their name)."""
+    import click
+
+    # Click creates (and keeps) the --help option on demand.
+    help_option = command.get_help_option(click.Context(command))
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if param.name in configured:
+            param.required = False
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
