@@ -6,12 +6,26 @@ Only entry points call `load_settings`; library functions take explicit argument
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from enum import StrEnum
 from typing import Any
+
+from container_component_src.choices import (
+    Accelerator,
+    Aggregation,
+    DaskCluster,
+    DeploymentMode,
+    ScalerKind,
+    ServingBackend,
+    TrainBackend,
+    TuneAlgorithm,
+    TuneBackend,
+)
 
 ENV_PREFIX = "ECLSS_"
 CONFIG_ENV_VAR = "ECLSS_CONFIG"
@@ -67,11 +81,11 @@ class SplitArchiveSettings:
 @dataclass(frozen=True)
 class PreprocessingSettings:
     resample_period: str
-    aggregation: str
+    aggregation: Aggregation
     max_gap_periods: int
     max_missing_share: float
     sample_frac: float
-    cluster: str
+    cluster: DaskCluster
     n_workers: int
     worker_cpu: str
     worker_memory: str
@@ -88,17 +102,17 @@ class SplitSettings:
 
 @dataclass(frozen=True)
 class ScalingSettings:
-    kind: str
+    kind: ScalerKind
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    backend: str
+    backend: TrainBackend
     replicas: int
     timeout_s: int
     max_epochs: int
     patience: int
-    accelerator: str
+    accelerator: Accelerator
     devices: int
     num_nodes: int
     seed: int
@@ -113,8 +127,8 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class TuningSettings:
-    backend: str
-    algorithm: str
+    backend: TuneBackend
+    algorithm: TuneAlgorithm
     parallel_trials: int
     timeout_s: int
     max_trials: int
@@ -136,13 +150,13 @@ class EvaluationSettings:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    backend: str
+    backend: ServingBackend
     name: str
     http_port: int
     max_batch_rows: int
     local_model_dir: str
     model_store: str
-    deployment_mode: str
+    deployment_mode: DeploymentMode
     service_account: str
     gpus: int
     cpu: str
@@ -202,6 +216,27 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path:
     raise ConfigError(f"no config.toml found (set {CONFIG_ENV_VAR} or run from the project root)")
 
 
+def settings_to_json(settings: Settings) -> str:
+    """The settings as one line of JSON: what a compiled pipeline carries to its tasks."""
+    return json.dumps(dataclasses.asdict(settings), separators=(",", ":"), sort_keys=True)
+
+
+def settings_from_json(text: str, source: str = "--settings") -> Settings:
+    """Settings from `settings_to_json`'s output, checked like a config file (no environment
+    overrides: the compiled settings already hold them).
+
+    Raises:
+        ConfigError: Not JSON, or a section or key is missing, unknown or of the wrong type.
+    """
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a JSON object of config sections")
+    return _settings_from_raw(raw, {}, Path(source))
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: typing.Mapping[str, str] | None = None,
@@ -231,6 +266,10 @@ def load_settings(
         raw = tomllib.loads(config_path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: {exc}") from exc
+    return _settings_from_raw(raw, env, config_path)
+
+
+def _settings_from_raw(raw: dict[str, Any], env: typing.Mapping[str, str], config_path: Path) -> Settings:
     sections = {}
     for section in dataclasses.fields(Settings):
         section_type = typing.get_type_hints(Settings)[section.name]
@@ -261,8 +300,8 @@ def _build_section(
 
 
 def _parse_override(env_name: str, raw: str, hint: Any) -> Any:
-    if hint is str:
-        return raw
+    if hint is str or (isinstance(hint, type) and issubclass(hint, StrEnum)):
+        return _check_type(env_name, raw, hint)
     try:
         value = tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError as exc:
@@ -280,6 +319,10 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _check_type(where: str, value: Any, hint: Any) -> Any:
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        if isinstance(value, str) and value in set(hint):
+            return hint(value)
+        raise ConfigError(f"{where}: expected one of {', '.join(hint)}, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if _matches(value, hint):

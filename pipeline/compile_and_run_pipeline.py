@@ -248,7 +248,7 @@ def print_summary(run: LocalRun, seconds: float) -> None:
     table.add_column("output")
     table.add_column("path")
     table.add_column("size", justify="right")
-    for name, path in run.outputs.items():
+    for name, path in sorted(run.outputs.items(), key=lambda item: item[1]):
         output = Path(path)
         files = [output] if output.is_file() else [f for f in output.rglob("*") if f.is_file()]
         size = sum(f.stat().st_size for f in files)

@@ -1,0 +1,93 @@
+"""Every closed set of choices, defined once: config.toml, the CLI, the library and the pipeline
+all use these enums (a StrEnum member equals its string, so values travel as plain text)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+
+class Aggregation(StrEnum):
+    """How the samples within one grid period combine."""
+
+    mean = "mean"
+    min = "min"
+    max = "max"
+    median = "median"
+    first = "first"
+    last = "last"
+
+
+class DaskCluster(StrEnum):
+    """Where preprocessing's Dask runs."""
+
+    local = "local"
+    kubernetes = "kubernetes"
+
+
+class ScalerKind(StrEnum):
+    standard = "standard"
+    minmax = "minmax"
+
+
+class TuneBackend(StrEnum):
+    local = "local"
+    katib = "katib"
+
+
+class TuneAlgorithm(StrEnum):
+    """Katib's algorithm names; optuna runs them locally."""
+
+    random = "random"
+    tpe = "tpe"
+    grid = "grid"
+    bayesianoptimization = "bayesianoptimization"
+
+
+class TrainBackend(StrEnum):
+    local = "local"
+    pytorchjob = "pytorchjob"
+
+
+class Accelerator(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class ServingBackend(StrEnum):
+    local = "local"
+    kserve = "kserve"
+
+
+class DeploymentMode(StrEnum):
+    """KServe's deployment modes."""
+
+    raw = "RawDeployment"
+    serverless = "Serverless"
+
+
+class ServeRole(StrEnum):
+    combined = "combined"
+    predictor = "predictor"
+    transformer = "transformer"
+
+
+class Protocol(StrEnum):
+    v1 = "v1"
+    v2 = "v2"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice(kind: type[E], value: str, where: str) -> E:
+    """`value` as a member of `kind`.
+
+    Raises:
+        ValueError: Not one of the choices; the message names `where` and lists them.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{where} must be one of {', '.join(kind)}, got {value!r}") from None
