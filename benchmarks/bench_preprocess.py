@@ -10,7 +10,7 @@ import pyarrow.dataset as pads
 
 from benchmarks.common import benchmark_data, best_of
 from container_component_src import storage
-from container_component_src.data.dask_cluster import ClusterOptions, dask_client
+from container_component_src.cluster.dask import ClusterOptions, dask_client
 from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
 from container_component_src.data.split_archive import list_archives, run_split_archive
 
@@ -31,7 +31,7 @@ def run(data_dir: Path, size: str = "full", n_workers: int = 2, repeats: int = 3
     files = [f for folder in folders for f in storage.list_files(folder, ".parquet")]
     out = Path(urls["archives"]).parent / "preprocessed"
     options = PreprocessOptions()
-    with dask_client(ClusterOptions(kind="local", n_workers=n_workers)) as client:
+    with dask_client(ClusterOptions(cluster="local", n_workers=n_workers)) as client:
 
         def preprocess(inputs: list[str]) -> dict[str, Any]:
             return run_preprocess(inputs, str(out / "telemetry"), str(out / "quality.json"), client, options)

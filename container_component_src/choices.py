@@ -6,6 +6,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TypeVar
 
+from container_component_src.errors import OptionError
+
 
 class Aggregation(StrEnum):
     """How the samples within one grid period combine."""
@@ -85,9 +87,9 @@ def choice(kind: type[E], value: str, where: str) -> E:
     """`value` as a member of `kind`.
 
     Raises:
-        ValueError: Not one of the choices; the message names `where` and lists them.
+        OptionError: Not one of the choices; the message names `where` and lists them.
     """
     try:
         return kind(value)
     except ValueError:
-        raise ValueError(f"{where} must be one of {', '.join(kind)}, got {value!r}") from None
+        raise OptionError(f"{where} must be one of {', '.join(kind)}, got {value!r}") from None

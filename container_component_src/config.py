@@ -11,8 +11,8 @@ import os
 import tomllib
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from container_component_src.choices import (

@@ -7,18 +7,29 @@ component runs exactly one of these subcommands.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import sys
 from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from container_component_src.choices import (
+    Accelerator,
+    Aggregation,
+    DaskCluster,
+    DeploymentMode,
+    Protocol,
+    ScalerKind,
+    ServeRole,
+    ServingBackend,
+    TrainBackend,
+    TuneAlgorithm,
+    TuneBackend,
+)
 from container_component_src.cli_help import tidy_options, widen_help
-from container_component_src.config import ConfigError, Settings, load_settings
+from container_component_src.config import ConfigError, Settings, load_settings, settings_from_json
 
 app = typer.Typer(
     help="ECLSS telemetry anomaly detection: the steps of the Kubeflow pipeline.",
@@ -32,35 +43,6 @@ Hyper = "Hyperparameters"
 Katib = "Katib (--backend katib)"
 Job = "PyTorchJob (--backend pytorchjob)"
 Run = "Training run"
-
-
-class Aggregation(StrEnum):
-    mean = "mean"
-    min = "min"
-    max = "max"
-    median = "median"
-    first = "first"
-    last = "last"
-
-
-class ClusterKind(StrEnum):
-    local = "local"
-    kubernetes = "kubernetes"
-
-
-class TuneBackend(StrEnum):
-    local = "local"
-    katib = "katib"
-
-
-class TrainBackend(StrEnum):
-    local = "local"
-    pytorchjob = "pytorchjob"
-
-
-class ScalerKind(StrEnum):
-    standard = "standard"
-    minmax = "minmax"
 
 
 def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -129,11 +111,11 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "s3_secret_name": settings.platform.s3_secret_name,
         },
         "tune": {
-            **_training_defaults(settings),
+            **{k: v for k, v in _training_defaults(settings).items() if k != "max_epochs"},
             "algorithm": settings.tuning.algorithm,
             "max_trials": settings.tuning.max_trials,
             "max_failed_trials": settings.tuning.max_failed_trials,
-            "max_epochs": settings.tuning.epochs_per_trial,
+            "epochs_per_trial": settings.tuning.epochs_per_trial,
             "search_space": settings.tuning.search_space,
             "backend": settings.tuning.backend,
             "parallel_trials": settings.tuning.parallel_trials,
@@ -202,10 +184,18 @@ def main(
         Path | None,
         typer.Option(help="Config file (default: $ECLSS_CONFIG, ./config.toml, the project's).", dir_okay=False),
     ] = None,
+    settings_json: Annotated[
+        str | None,
+        typer.Option(
+            "--settings",
+            help="Settings as JSON (what a compiled pipeline passes its tasks); replaces the config file.",
+        ),
+    ] = None,
 ) -> None:
-    """Steps of the ECLSS anomaly-detection pipeline; defaults come from config.toml."""
+    """Steps of the ECLSS anomaly-detection pipeline; defaults come from config.toml (or, in a
+    pipeline run, from the settings the pipeline was compiled with)."""
     with _clear_errors():
-        settings = load_settings(config)
+        settings = settings_from_json(settings_json) if settings_json is not None else load_settings(config)
     ctx.obj = settings
     ctx.default_map = cli_defaults(settings)
     for name, command in getattr(ctx.command, "commands", {}).items():
@@ -214,12 +204,14 @@ def main(
 
 @contextlib.contextmanager
 def _clear_errors() -> Iterator[None]:
-    """Turn a bad input or option into one line on stderr and exit code 1."""
+    """Turn the project's own errors (a bad input file, option or setting) into one line on stderr
+    and exit code 1; any other exception is a fault and keeps its traceback."""
+    from container_component_src.errors import OptionError
     from container_component_src.storage import InputError
 
     try:
         yield
-    except (InputError, ConfigError, ValueError, FileNotFoundError) as exc:
+    except (InputError, ConfigError, OptionError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(code=1) from None
 
@@ -341,7 +333,7 @@ def preprocess(
     max_gap_periods: Annotated[int, typer.Option(help="Interpolate gaps up to this many periods; drop longer ones.")],
     max_missing_share: Annotated[float, typer.Option(help="Drop channels missing on more of the grid than this.")],
     sample_frac: Annotated[float, typer.Option(help="Share of output rows to keep (1.0 = all).")],
-    cluster: Annotated[ClusterKind, typer.Option(help="Where Dask runs.", rich_help_panel=Cluster)],
+    cluster: Annotated[DaskCluster, typer.Option(help="Where Dask runs.", rich_help_panel=Cluster)],
     n_workers: Annotated[int, typer.Option(help="Dask workers.", rich_help_panel=Cluster)],
     worker_cpu: Annotated[str, typer.Option(help="CPU per Kubernetes worker.", rich_help_panel=Cluster)],
     worker_memory: Annotated[str, typer.Option(help="Memory per Kubernetes worker.", rich_help_panel=Cluster)],
@@ -360,13 +352,13 @@ def preprocess(
     ] = False,
 ) -> None:
     """Resample the partitions onto a regular grid with Dask and report data quality."""
-    from container_component_src.data.dask_cluster import ClusterOptions, dask_client
+    from container_component_src.cluster.dask import ClusterOptions, dask_client
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
 
     with _clear_errors():
         options = PreprocessOptions(
             resample_period=resample_period,
-            aggregation=aggregation.value,
+            aggregation=aggregation,
             max_gap_periods=max_gap_periods,
             max_missing_share=max_missing_share,
             sample_frac=sample_frac,
@@ -374,7 +366,7 @@ def preprocess(
         )
         options.validate()
         cluster_options = ClusterOptions(
-            kind=cluster.value,
+            cluster=cluster,
             n_workers=n_workers,
             worker_cpu=worker_cpu,
             worker_memory=worker_memory,
@@ -450,7 +442,7 @@ def fit_scaler(
     from container_component_src.data.scaling import run_fit_scaler
 
     with _clear_errors():
-        scaler = run_fit_scaler(train, out, kind.value, label_column)
+        scaler = run_fit_scaler(train, out, kind, label_column)
         _report({"kind": scaler["kind"], "channels": len(scaler["channels"]), "constant": scaler["constant_channels"]})
 
 
@@ -498,7 +490,7 @@ MaxEpochs = Annotated[
     int, typer.Option(help="Upper bound on epochs (early stopping ends sooner).", rich_help_panel=Run)
 ]
 Patience = Annotated[int, typer.Option(help="Epochs without improvement before stopping.", rich_help_panel=Run)]
-Accelerator = Annotated[str, typer.Option(help="cpu, gpu or auto.", rich_help_panel=Run)]
+AcceleratorOption = Annotated[Accelerator, typer.Option(help="cpu, gpu or auto.", rich_help_panel=Run)]
 Devices = Annotated[int, typer.Option(help="Devices per node; more than one trains with DDP.", rich_help_panel=Run)]
 Nodes = Annotated[int, typer.Option(help="Nodes (PyTorchJob replicas).", rich_help_panel=Run)]
 Seed = Annotated[int, typer.Option(help="Seed of initialisation, sampling and shuffling.", rich_help_panel=Run)]
@@ -506,6 +498,7 @@ Seed = Annotated[int, typer.Option(help="Seed of initialisation, sampling and sh
 
 @app.command()
 def train(
+    ctx: typer.Context,
     train: Annotated[str, typer.Option(help="Scaled training set (parquet).")],
     val: Annotated[str, typer.Option(help="Scaled validation set (parquet).")],
     scaler: Annotated[str, typer.Option(help="Scaler JSON from fit-scaler (gives the channels).")],
@@ -519,7 +512,7 @@ def train(
     n_hidden_layers: HiddenLayers,
     max_epochs: MaxEpochs,
     patience: Patience,
-    accelerator: Accelerator,
+    accelerator: AcceleratorOption,
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
@@ -542,7 +535,9 @@ def train(
     ] = "",
 ) -> None:
     """Train the VAE (Lightning, CPU or GPU, DDP) here or as a PyTorchJob; write the Model artifact."""
-    from container_component_src.model.train import ModelParams, TrainOptions, run_train
+    from container_component_src.cluster.backends import train_step
+    from container_component_src.config import settings_to_json
+    from container_component_src.model.train import ModelParams, TrainOptions
 
     with _clear_errors():
         model_params = _model_params(
@@ -553,54 +548,38 @@ def train(
 
             model_params = ModelParams(**storage.read_json(params)["parameters"])
             model_params.validate()
-        if backend is TrainBackend.local:
-            options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed)
-            _report(run_train(train, val, scaler, out, model_params, options))
-            return
-        from container_component_src.cluster.kube import current_namespace
-        from container_component_src.cluster.pytorchjob import PyTorchJobOptions, run_pytorchjob_train
+        options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed)
+        job = None
+        if backend == TrainBackend.pytorchjob:
+            from container_component_src.cluster.kube import current_namespace
+            from container_component_src.cluster.pytorchjob import PyTorchJobOptions
 
-        if not scratch:
-            raise ValueError("--scratch is required to train with a PyTorchJob")
-        job_options = PyTorchJobOptions(
-            image=image,
-            namespace=namespace or current_namespace(),
-            replicas=replicas,
-            gpus_per_replica=devices if accelerator == "gpu" else 0,
-            timeout_s=timeout_s,
-            s3_secret_name=s3_secret_name,
-            s3_endpoint=s3_endpoint,
-        )
-        train_args = [
-            "--train",
-            train,
-            "--val",
-            val,
-            "--scaler",
-            scaler,
-            "--max-epochs",
-            str(max_epochs),
-            "--patience",
-            str(patience),
-            "--seed",
-            str(seed),
-        ]
-        for name, value in dataclasses.asdict(model_params).items():
-            train_args += [f"--{name.replace('_', '-')}", str(value)]
-        run_pytorchjob_train(train_args, out, scratch, job_options)
-        _report({"model": out, "replicas": replicas})
+            job = PyTorchJobOptions(
+                image=image,
+                namespace=namespace or current_namespace(),
+                replicas=replicas,
+                gpus_per_replica=devices if accelerator == Accelerator.gpu else 0,
+                timeout_s=timeout_s,
+                s3_secret_name=s3_secret_name,
+                s3_endpoint=s3_endpoint,
+            )
+        data = {"train": train, "val": val, "scaler": scaler}
+        settings_json = settings_to_json(ctx.obj)
+        _report(train_step(data, out, model_params, options, backend, job, scratch, settings_json))
 
 
 @app.command()
 def tune(
+    ctx: typer.Context,
     train: Annotated[str, typer.Option(help="Scaled training set (parquet).")],
     val: Annotated[str, typer.Option(help="Scaled validation set (parquet).")],
     scaler: Annotated[str, typer.Option(help="Scaler JSON from fit-scaler (gives the channels).")],
     out: Annotated[str, typer.Option(help="JSON file for the best parameters.")],
     search_space: Annotated[str, typer.Option(help="Katib-style search space as JSON (see config.toml).")],
-    algorithm: Annotated[str, typer.Option(help="random, tpe, grid or bayesianoptimization.")],
+    algorithm: Annotated[TuneAlgorithm, typer.Option(help="The search algorithm (Katib's names).")],
     max_trials: Annotated[int, typer.Option(help="Trials to run.")],
     max_failed_trials: Annotated[int, typer.Option(help="Failed trials tolerated.")],
+    epochs_per_trial: Annotated[int, typer.Option(help="Upper bound on each trial's epochs.", rich_help_panel=Run)],
     learning_rate: LearningRate,
     batch_size: BatchSize,
     beta: Beta,
@@ -608,9 +587,8 @@ def tune(
     latent_dim: LatentDim,
     mse_weight: MseWeight,
     n_hidden_layers: HiddenLayers,
-    max_epochs: MaxEpochs,
     patience: Patience,
-    accelerator: Accelerator,
+    accelerator: AcceleratorOption,
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
@@ -630,47 +608,34 @@ def tune(
     ] = "",
 ) -> None:
     """Search hyperparameters: locally with optuna, or as a Katib Experiment; write the best."""
+    from container_component_src.cluster.backends import tune_step
+    from container_component_src.config import settings_to_json
     from container_component_src.model.train import TrainOptions
 
     with _clear_errors():
         base = _model_params(learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers)
-        if backend is TuneBackend.local:
-            from container_component_src.model.tune import run_tune
+        options = TrainOptions(epochs_per_trial, patience, accelerator, devices, num_nodes, seed, progress=False)
+        katib = None
+        if backend == TuneBackend.katib:
+            from container_component_src.cluster.katib import KatibOptions
+            from container_component_src.cluster.kube import current_namespace
 
-            options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed, progress=False)
-            _report(
-                run_tune(train, val, scaler, out, search_space, base, options, algorithm, max_trials, max_failed_trials)
+            katib = KatibOptions(
+                image=image,
+                namespace=namespace or current_namespace(),
+                parallel_trials=parallel_trials,
+                timeout_s=timeout_s,
+                keep=keep_experiment,
+                s3_secret_name=s3_secret_name,
+                s3_endpoint=s3_endpoint,
+                gpus=devices if accelerator == Accelerator.gpu else 0,
             )
-            return
-        from container_component_src.cluster.katib import KatibOptions, run_katib_tune
-        from container_component_src.cluster.kube import current_namespace
-
-        katib_options = KatibOptions(
-            image=image,
-            namespace=namespace or current_namespace(),
-            parallel_trials=parallel_trials,
-            timeout_s=timeout_s,
-            keep=keep_experiment,
-            s3_secret_name=s3_secret_name,
-            s3_endpoint=s3_endpoint,
-            gpus=devices if accelerator == "gpu" else 0,
-        )
-        data_args = ["--train", train, "--val", val, "--scaler", scaler]
-        run_args = [
-            "--max-epochs",
-            str(max_epochs),
-            "--patience",
-            str(patience),
-            "--accelerator",
-            accelerator,
-            "--devices",
-            str(devices),
-            "--seed",
-            str(seed),
-        ]
+        data = {"train": train, "val": val, "scaler": scaler}
+        trials = {"algorithm": algorithm, "max_trials": max_trials, "max_failed_trials": max_failed_trials}
+        settings_json = settings_to_json(ctx.obj)
         _report(
-            run_katib_tune(
-                data_args, out, search_space, base, run_args, katib_options, algorithm, max_trials, max_failed_trials
+            tune_step(
+                data, out, search_space, base, options, **trials, backend=backend, katib=katib, settings=settings_json
             )
         )
 
@@ -702,17 +667,6 @@ def evaluate(
         _report(run_evaluate(model, val, test, results, summary, report, options))
 
 
-class ServeRole(StrEnum):
-    combined = "combined"
-    predictor = "predictor"
-    transformer = "transformer"
-
-
-class Protocol(StrEnum):
-    v1 = "v1"
-    v2 = "v2"
-
-
 @app.command()
 def serve(
     model_dir: Annotated[str, typer.Option(help="Published model folder (written by deploy, or by train).")],
@@ -736,9 +690,7 @@ def serve(
     from container_component_src.serving.server import ServeOptions, run_serve
 
     with _clear_errors():
-        options = ServeOptions(
-            role.value, name, http_port, predictor_host, predictor_protocol.value, threshold, max_batch_rows
-        )
+        options = ServeOptions(role, name, http_port, predictor_host, predictor_protocol, threshold, max_batch_rows)
         options.validate()
         run_serve(model_dir, options)
 
@@ -748,10 +700,13 @@ Kserve = "InferenceService (--backend kserve)"
 
 @app.command()
 def deploy(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model artifact folder written by train.")],
     summary: Annotated[str, typer.Option(help="Summary JSON written by evaluate (gives the threshold).")],
     out: Annotated[str, typer.Option(help="JSON file for where the model is served and how to call it.")],
-    backend: Annotated[str, typer.Option(help="local: publish and smoke-test here; kserve: an InferenceService.")],
+    backend: Annotated[
+        ServingBackend, typer.Option(help="local: publish and smoke-test here; kserve: an InferenceService.")
+    ],
     name: Annotated[str, typer.Option(help="Model name (and InferenceService name).")],
     http_port: Annotated[int, typer.Option(help="Port in the printed serve command (local).")],
     max_batch_rows: Annotated[int, typer.Option(help="Largest request accepted.")],
@@ -760,7 +715,7 @@ def deploy(
         str,
         typer.Option(help="s3:// folder to publish under (empty: next to the Model artifact).", rich_help_panel=Kserve),
     ],
-    deployment_mode: Annotated[str, typer.Option(help="RawDeployment or Serverless.", rich_help_panel=Kserve)],
+    deployment_mode: Annotated[DeploymentMode, typer.Option(help="KServe's deployment mode.", rich_help_panel=Kserve)],
     service_account: Annotated[
         str, typer.Option(help="Service account with the MinIO secret (empty: default).", rich_help_panel=Kserve)
     ],
@@ -779,12 +734,14 @@ def deploy(
     V1 and V2, stop, print the serve command) or as a KServe InferenceService (create or patch,
     wait until ready)."""
     from container_component_src import storage
-    from container_component_src.serving.deploy import DeployOptions, run_deploy
+    from container_component_src.cluster.backends import deploy_step
+    from container_component_src.config import settings_to_json
+    from container_component_src.serving.deploy import DeployOptions
 
     with _clear_errors():
         options = DeployOptions(backend, name, local_model_dir, model_store, http_port, max_batch_rows)
         cluster = None
-        if backend == "kserve":
+        if backend == ServingBackend.kserve:
             from container_component_src.cluster.inference_service import InferenceServiceOptions
             from container_component_src.cluster.kube import current_namespace
 
@@ -800,17 +757,26 @@ def deploy(
                 memory=memory,
                 max_batch_rows=max_batch_rows,
                 timeout_s=timeout_s,
+                settings=settings_to_json(ctx.obj),
             )
-        result = run_deploy(model, summary, options, artifact_uri, run_id, cluster)
+        result = deploy_step(model, summary, options, artifact_uri, run_id, cluster)
         storage.write_json(result, out)
         _report(result)
 
 
 def run_subcommand(*args: str) -> None:
-    """Run one subcommand in this process (what every KFP component does); exit non-zero on failure."""
+    """Run one subcommand in this process; exit non-zero on failure."""
     code = app(list(args), prog_name="container_component_src.main", standalone_mode=False)
     if isinstance(code, int) and code != 0:
         sys.exit(code)
+
+
+def run_step(settings: str, subcommand: str, **options: Any) -> None:
+    """What every KFP component does: run `subcommand` here with `options` (keyword names are the
+    subcommand's parameters) and the settings JSON the pipeline was compiled with."""
+    from container_component_src.cli_args import to_argv
+
+    run_subcommand(*to_argv(subcommand, options, settings))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
+from container_component_src.choices import choice
 from container_component_src.config import ConfigError, Settings, load_settings
+from pipeline.pipeline_definition import CHOICES
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -44,6 +46,8 @@ def parse_params(pipeline_func: Any, pairs: list[str]) -> dict[str, Any]:
             params[key] = {"true": True, "false": False}[raw.lower()] if kind is bool else kind(raw)
         except (KeyError, ValueError):
             raise ValueError(f"--param {key}: {raw!r} is not a {kind.__name__}") from None
+        if key in CHOICES:
+            params[key] = str(choice(CHOICES[key], raw, f"--param {key}"))
     return params
 
 

@@ -1,7 +1,10 @@
 """KFP lightweight components: each runs exactly one subcommand of the shared image.
 
-The image is a placeholder here; `build_pipeline` sets the configured one on every task.
-Bodies are hermetic (imports inside), as KFP requires.
+The image is a placeholder here; `build_pipeline` sets the configured one on every task. Bodies
+are hermetic (imports inside), as KFP requires. Each passes its artifact paths and the run's
+parameters as keyword options (the subcommand's own parameter names; `run_step` makes the
+command line) and `settings`, the JSON of the settings the pipeline was compiled with, which the
+subcommand uses in place of the image's config.toml for every option not passed.
 """
 
 from typing import List
@@ -13,37 +16,37 @@ PLACEHOLDER_IMAGE = "eclss-anomaly-pipeline"
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def list_archives(archives: str, listing: Output[Artifact]) -> List[str]:
+def list_archives(settings: str, archives: str, listing: Output[Artifact]) -> List[str]:
     """Runs `list-archives`."""
     import json
 
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand("list-archives", "--archives", archives, "--out", listing.path)
+    run_step(settings, "list-archives", archives=archives, out=listing.path)
     with open(listing.path) as handle:
         return json.load(handle)
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def split_archive(archive: str, timestamp_column: str, partition_period: str, partitions: Output[Dataset]):
+def split_archive(
+    settings: str, archive: str, timestamp_column: str, partition_period: str, partitions: Output[Dataset]
+):
     """Runs `split-archive`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
+    run_step(
+        settings,
         "split-archive",
-        "--archive",
-        archive,
-        "--out",
-        partitions.path,
-        "--timestamp-column",
-        timestamp_column,
-        "--partition-period",
-        partition_period,
+        archive=archive,
+        out=partitions.path,
+        timestamp_column=timestamp_column,
+        partition_period=partition_period,
     )
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def preprocess(
+    settings: str,
     partitions: Input[List[Dataset]],
     timestamp_column: str,
     resample_period: str,
@@ -55,144 +58,90 @@ def preprocess(
     n_workers: int,
     worker_cpu: str,
     worker_memory: str,
-    worker_image: str,
-    namespace: str,
-    s3_secret_name: str,
     telemetry: Output[Dataset],
     quality_report: Output[Artifact],
 ):
     """Runs `preprocess`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
     # Kubernetes workers cannot see this pod's files: they read the artifacts from object storage.
-    sources = [p.uri if cluster == "kubernetes" else p.path for p in partitions]
-    run_subcommand(
+    run_step(
+        settings,
         "preprocess",
-        *[arg for s in sources for arg in ("--partitions", s)],
-        "--out",
-        telemetry.path,
-        "--quality-report",
-        quality_report.path,
-        "--timestamp-column",
-        timestamp_column,
-        "--resample-period",
-        resample_period,
-        "--aggregation",
-        aggregation,
-        "--max-gap-periods",
-        str(max_gap_periods),
-        "--max-missing-share",
-        str(max_missing_share),
-        "--sample-frac",
-        str(sample_frac),
-        "--cluster",
-        cluster,
-        "--n-workers",
-        str(n_workers),
-        "--worker-cpu",
-        worker_cpu,
-        "--worker-memory",
-        worker_memory,
-        "--worker-image",
-        worker_image,
-        "--namespace",
-        namespace,
-        "--s3-secret-name",
-        s3_secret_name,
+        partitions=[p.uri if cluster == "kubernetes" else p.path for p in partitions],
+        out=telemetry.path,
+        quality_report=quality_report.path,
+        timestamp_column=timestamp_column,
+        resample_period=resample_period,
+        aggregation=aggregation,
+        max_gap_periods=max_gap_periods,
+        max_missing_share=max_missing_share,
+        sample_frac=sample_frac,
+        cluster=cluster,
+        n_workers=n_workers,
+        worker_cpu=worker_cpu,
+        worker_memory=worker_memory,
     )
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def parse_reports(reports: str, id_column: str, start_column: str, end_column: str, intervals: Output[Dataset]):
+def parse_reports(settings: str, reports: str, intervals: Output[Dataset]):
     """Runs `parse-reports`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
-        "parse-reports",
-        "--reports",
-        reports,
-        "--out",
-        intervals.path,
-        "--id-column",
-        id_column,
-        "--start-column",
-        start_column,
-        "--end-column",
-        end_column,
-    )
+    run_step(settings, "parse-reports", reports=reports, out=intervals.path)
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def label_series(telemetry: Input[Dataset], intervals: Input[Dataset], label_column: str, labelled: Output[Dataset]):
+def label_series(settings: str, telemetry: Input[Dataset], intervals: Input[Dataset], labelled: Output[Dataset]):
     """Runs `label-series`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
-        "label-series",
-        "--telemetry",
-        telemetry.path,
-        "--intervals",
-        intervals.path,
-        "--out",
-        labelled.path,
-        "--label-column",
-        label_column,
-    )
+    run_step(settings, "label-series", telemetry=telemetry.path, intervals=intervals.path, out=labelled.path)
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def split_dataset(
+    settings: str,
     labelled: Input[Dataset],
     intervals: Input[Dataset],
     test_window_hours: float,
     val_share: float,
     block_hours: float,
-    seed: int,
-    label_column: str,
+    split_seed: int,
     train: Output[Dataset],
     val: Output[Dataset],
     test: Output[Dataset],
 ):
     """Runs `split-dataset`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
+    run_step(
+        settings,
         "split-dataset",
-        "--labelled",
-        labelled.path,
-        "--intervals",
-        intervals.path,
-        "--train",
-        train.path,
-        "--val",
-        val.path,
-        "--test",
-        test.path,
-        "--test-window-hours",
-        str(test_window_hours),
-        "--val-share",
-        str(val_share),
-        "--block-hours",
-        str(block_hours),
-        "--seed",
-        str(seed),
-        "--label-column",
-        label_column,
+        labelled=labelled.path,
+        intervals=intervals.path,
+        train=train.path,
+        val=val.path,
+        test=test.path,
+        test_window_hours=test_window_hours,
+        val_share=val_share,
+        block_hours=block_hours,
+        seed=split_seed,
     )
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def fit_scaler(train: Input[Dataset], kind: str, label_column: str, scaler: Output[Artifact]):
+def fit_scaler(settings: str, train: Input[Dataset], scaler_kind: str, scaler: Output[Artifact]):
     """Runs `fit-scaler`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
-        "fit-scaler", "--train", train.path, "--out", scaler.path, "--kind", kind, "--label-column", label_column
-    )
+    run_step(settings, "fit-scaler", train=train.path, out=scaler.path, kind=scaler_kind)
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def apply_scaler(
+    settings: str,
     scaler: Input[Artifact],
     train: Input[Dataset],
     val: Input[Dataset],
@@ -202,29 +151,24 @@ def apply_scaler(
     scaled_test: Output[Dataset],
 ):
     """Runs `apply-scaler`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
+    run_step(
+        settings,
         "apply-scaler",
-        "--scaler",
-        scaler.path,
-        "--train",
-        train.path,
-        "--val",
-        val.path,
-        "--test",
-        test.path,
-        "--train-out",
-        scaled_train.path,
-        "--val-out",
-        scaled_val.path,
-        "--test-out",
-        scaled_test.path,
+        scaler=scaler.path,
+        train=train.path,
+        val=val.path,
+        test=test.path,
+        train_out=scaled_train.path,
+        val_out=scaled_val.path,
+        test_out=scaled_test.path,
     )
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def tune(
+    settings: str,
     train: Input[Dataset],
     val: Input[Dataset],
     scaler: Input[Artifact],
@@ -233,58 +177,43 @@ def tune(
     max_trials: int,
     max_failed_trials: int,
     epochs_per_trial: int,
+    accelerator: str,
+    devices: int,
     seed: int,
     backend: str,
     parallel_trials: int,
     keep_experiment: bool,
-    image: str,
-    namespace: str,
-    s3_secret_name: str,
     best_params: Output[Artifact],
 ):
     """Runs `tune`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
     # Katib trials run in their own pods: they read the artifacts from object storage.
-    data = [(a.uri if backend == "katib" else a.path) for a in (train, val, scaler)]
-    run_subcommand(
+    train_data, val_data, scaler_data = [(a.uri if backend == "katib" else a.path) for a in (train, val, scaler)]
+    run_step(
+        settings,
         "tune",
-        "--train",
-        data[0],
-        "--val",
-        data[1],
-        "--scaler",
-        data[2],
-        "--out",
-        best_params.path,
-        "--backend",
-        backend,
-        "--parallel-trials",
-        str(parallel_trials),
-        "--keep-experiment" if keep_experiment else "--no-keep-experiment",
-        "--image",
-        image,
-        "--namespace",
-        namespace,
-        "--s3-secret-name",
-        s3_secret_name,
-        "--search-space",
-        search_space,
-        "--algorithm",
-        algorithm,
-        "--max-trials",
-        str(max_trials),
-        "--max-failed-trials",
-        str(max_failed_trials),
-        "--max-epochs",
-        str(epochs_per_trial),
-        "--seed",
-        str(seed),
+        train=train_data,
+        val=val_data,
+        scaler=scaler_data,
+        out=best_params.path,
+        search_space=search_space,
+        algorithm=algorithm,
+        max_trials=max_trials,
+        max_failed_trials=max_failed_trials,
+        epochs_per_trial=epochs_per_trial,
+        accelerator=accelerator,
+        devices=devices,
+        seed=seed,
+        backend=backend,
+        parallel_trials=parallel_trials,
+        keep_experiment=keep_experiment,
     )
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def train(
+    settings: str,
     train: Input[Dataset],
     val: Input[Dataset],
     scaler: Input[Artifact],
@@ -296,57 +225,37 @@ def train(
     seed: int,
     backend: str,
     replicas: int,
-    image: str,
-    namespace: str,
-    s3_secret_name: str,
     model: Output[Model],
 ):
     """Runs `train`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
     # PyTorchJob replicas run in their own pods: they read the artifacts from object storage,
     # and the master writes the model next to this task's output, from where it is copied.
     cluster = backend == "pytorchjob"
     data = [(a.uri if cluster else a.path) for a in (train, val, scaler, best_params)]
-    run_subcommand(
+    run_step(
+        settings,
         "train",
-        "--train",
-        data[0],
-        "--val",
-        data[1],
-        "--scaler",
-        data[2],
-        "--params",
-        data[3],
-        "--out",
-        model.path,
-        "--backend",
-        backend,
-        "--replicas",
-        str(replicas),
-        "--image",
-        image,
-        "--namespace",
-        namespace,
-        "--s3-secret-name",
-        s3_secret_name,
-        "--scratch",
-        f"{model.uri}-pytorchjob" if cluster else "",
-        "--max-epochs",
-        str(max_epochs),
-        "--patience",
-        str(patience),
-        "--accelerator",
-        accelerator,
-        "--devices",
-        str(devices),
-        "--seed",
-        str(seed),
+        train=data[0],
+        val=data[1],
+        scaler=data[2],
+        params=data[3],
+        out=model.path,
+        scratch=f"{model.uri}-pytorchjob" if cluster else None,
+        max_epochs=max_epochs,
+        patience=patience,
+        accelerator=accelerator,
+        devices=devices,
+        seed=seed,
+        backend=backend,
+        replicas=replicas,
     )
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def evaluate(
+    settings: str,
     model: Input[Model],
     val: Input[Dataset],
     test: Input[Dataset],
@@ -356,7 +265,6 @@ def evaluate(
     low_quantile: float,
     high_quantile: float,
     worst_events: int,
-    label_column: str,
     results: Output[Dataset],
     summary: Output[Artifact],
     report: Output[HTML],
@@ -366,36 +274,23 @@ def evaluate(
     """Runs `evaluate`; returns Fc1 at the label-free threshold, which the deploy gate compares."""
     import json
 
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
+    run_step(
+        settings,
         "evaluate",
-        "--model",
-        model.path,
-        "--val",
-        val.path,
-        "--test",
-        test.path,
-        "--results",
-        results.path,
-        "--summary",
-        summary.path,
-        "--report",
-        report.path,
-        "--smoothing-window",
-        str(smoothing_window),
-        "--val-quantile",
-        str(val_quantile),
-        "--n-thresholds",
-        str(n_thresholds),
-        "--low-quantile",
-        str(low_quantile),
-        "--high-quantile",
-        str(high_quantile),
-        "--worst-events",
-        str(worst_events),
-        "--label-column",
-        label_column,
+        model=model.path,
+        val=val.path,
+        test=test.path,
+        results=results.path,
+        summary=summary.path,
+        report=report.path,
+        smoothing_window=smoothing_window,
+        val_quantile=val_quantile,
+        n_thresholds=n_thresholds,
+        low_quantile=low_quantile,
+        high_quantile=high_quantile,
+        worst_events=worst_events,
     )
     with open(summary.path) as handle:
         content = json.load(handle)
@@ -409,51 +304,25 @@ def evaluate(
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def deploy(
+    settings: str,
     model: Input[Model],
     summary: Input[Artifact],
     backend: str,
-    name: str,
-    local_model_dir: str,
-    model_store: str,
     run_id: str,
-    deployment_mode: str,
-    service_account: str,
     gpus: int,
-    image: str,
-    namespace: str,
     endpoint: Output[Artifact],
 ):
     """Runs `deploy`."""
-    from container_component_src.main import run_subcommand
+    from container_component_src.main import run_step
 
-    run_subcommand(
+    run_step(
+        settings,
         "deploy",
-        "--model",
-        model.path,
-        "--summary",
-        summary.path,
-        "--out",
-        endpoint.path,
-        "--backend",
-        backend,
-        "--name",
-        name,
-        "--local-model-dir",
-        local_model_dir,
-        "--model-store",
-        model_store,
-        "--artifact-uri",
-        model.uri,
-        "--run-id",
-        run_id,
-        "--deployment-mode",
-        deployment_mode,
-        "--service-account",
-        service_account,
-        "--gpus",
-        str(gpus),
-        "--image",
-        image,
-        "--namespace",
-        namespace,
+        model=model.path,
+        summary=summary.path,
+        out=endpoint.path,
+        artifact_uri=model.uri,
+        run_id=run_id,
+        backend=backend,
+        gpus=gpus,
     )

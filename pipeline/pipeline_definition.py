@@ -11,7 +11,17 @@ from typing import List, NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Model
 
-from container_component_src.config import ConfigError, Settings
+from container_component_src.choices import (
+    Accelerator,
+    Aggregation,
+    DaskCluster,
+    ScalerKind,
+    ServingBackend,
+    TrainBackend,
+    TuneAlgorithm,
+    TuneBackend,
+)
+from container_component_src.config import ConfigError, Settings, settings_to_json
 from pipeline import components
 
 PIPELINE_NAME = "eclss-anomaly-detection"
@@ -37,6 +47,18 @@ def _compact_json(text: str, where: str) -> str:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where} is not valid JSON: {exc}") from None
 
+
+# Pipeline parameters that take one of a closed set of values: checked when --param sets them.
+CHOICES = {
+    "aggregation": Aggregation,
+    "dask_cluster": DaskCluster,
+    "scaler_kind": ScalerKind,
+    "tune_backend": TuneBackend,
+    "tune_algorithm": TuneAlgorithm,
+    "train_backend": TrainBackend,
+    "accelerator": Accelerator,
+    "serving_backend": ServingBackend,
+}
 
 # Tasks whose rerun is harmless: they write their outputs atomically and start nothing that lives on.
 SAFE_TO_RETRY = {
@@ -100,6 +122,9 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
     columns, pre, split = settings.columns, settings.preprocessing, settings.split
     training, tuning, evaluation, serving = settings.training, settings.tuning, settings.evaluation, settings.serving
     search_space_default = _compact_json(tuning.search_space, "[tuning] search_space")
+    # Every task gets the settings compiled here: they, not the image's config.toml, fill the
+    # options a task is not given, so editing config.toml and recompiling reaches the cluster.
+    compiled = settings_to_json(settings)
 
     def task(t: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
         t.set_container_image(image).set_display_name(name)
@@ -109,11 +134,14 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
 
     @dsl.pipeline(name="split-archives", description="List the yearly archives, split each in parallel.")
     def split_archives(archives: str, timestamp_column: str, partition_period: str) -> List[Dataset]:
-        listing = task(components.list_archives(archives=archives), "list-archives")
+        listing = task(components.list_archives(settings=compiled, archives=archives), "list-archives")
         with dsl.ParallelFor(listing.outputs["Output"]) as archive:
             split_task = task(
                 components.split_archive(
-                    archive=archive, timestamp_column=timestamp_column, partition_period=partition_period
+                    settings=compiled,
+                    archive=archive,
+                    timestamp_column=timestamp_column,
+                    partition_period=partition_period,
                 ),
                 "split-archive",
             )
@@ -217,6 +245,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         ).set_display_name("split-archives")
         preprocessed = task(
             components.preprocess(
+                settings=compiled,
                 partitions=partitions.output,
                 timestamp_column=timestamp_column,
                 resample_period=resample_period,
@@ -228,47 +257,37 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 n_workers=dask_workers,
                 worker_cpu=dask_worker_cpu,
                 worker_memory=dask_worker_memory,
-                worker_image=image,
-                namespace=settings.platform.namespace,
-                s3_secret_name=settings.platform.s3_secret_name,
             ),
             "preprocess",
         )
-        intervals = task(
-            components.parse_reports(
-                reports=reports,
-                id_column=columns.report_id,
-                start_column=columns.report_start,
-                end_column=columns.report_end,
-            ),
-            "parse-reports",
-        )
+        intervals = task(components.parse_reports(settings=compiled, reports=reports), "parse-reports")
         labelled = task(
             components.label_series(
+                settings=compiled,
                 telemetry=preprocessed.outputs["telemetry"],
                 intervals=intervals.outputs["intervals"],
-                label_column=columns.label,
             ),
             "label-series",
         )
         splits = task(
             components.split_dataset(
+                settings=compiled,
                 labelled=labelled.outputs["labelled"],
                 intervals=intervals.outputs["intervals"],
                 test_window_hours=test_window_hours,
                 val_share=val_share,
                 block_hours=block_hours,
-                seed=split_seed,
-                label_column=columns.label,
+                split_seed=split_seed,
             ),
             "split-dataset",
         )
         scaler = task(
-            components.fit_scaler(train=splits.outputs["train"], kind=scaler_kind, label_column=columns.label),
+            components.fit_scaler(settings=compiled, train=splits.outputs["train"], scaler_kind=scaler_kind),
             "fit-scaler",
         )
         scaled = task(
             components.apply_scaler(
+                settings=compiled,
                 scaler=scaler.outputs["scaler"],
                 train=splits.outputs["train"],
                 val=splits.outputs["val"],
@@ -278,6 +297,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         )
         tuned = task(
             components.tune(
+                settings=compiled,
                 train=scaled.outputs["scaled_train"],
                 val=scaled.outputs["scaled_val"],
                 scaler=scaler.outputs["scaler"],
@@ -286,18 +306,18 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 max_trials=max_trials,
                 max_failed_trials=max_failed_trials,
                 epochs_per_trial=epochs_per_trial,
+                accelerator=accelerator,
+                devices=devices,
                 seed=seed,
                 backend=tune_backend,
                 parallel_trials=parallel_trials,
                 keep_experiment=keep_experiment,
-                image=image,
-                namespace=settings.platform.namespace,
-                s3_secret_name=settings.platform.s3_secret_name,
             ),
             "tune",
         )
         trained = task(
             components.train(
+                settings=compiled,
                 train=scaled.outputs["scaled_train"],
                 val=scaled.outputs["scaled_val"],
                 scaler=scaler.outputs["scaler"],
@@ -309,14 +329,12 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 seed=seed,
                 backend=train_backend,
                 replicas=replicas,
-                image=image,
-                namespace=settings.platform.namespace,
-                s3_secret_name=settings.platform.s3_secret_name,
             ),
             "train",
         )
         evaluated = task(
             components.evaluate(
+                settings=compiled,
                 model=trained.outputs["model"],
                 val=scaled.outputs["scaled_val"],
                 test=scaled.outputs["scaled_test"],
@@ -326,25 +344,18 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 low_quantile=low_quantile,
                 high_quantile=high_quantile,
                 worst_events=worst_events,
-                label_column=columns.label,
             ),
             "evaluate",
         )
         with dsl.If(evaluated.outputs["Output"] > deploy_threshold, name="fc1-above-deploy-threshold"):
             task(
                 components.deploy(
+                    settings=compiled,
                     model=trained.outputs["model"],
                     summary=evaluated.outputs["summary"],
                     backend=serving_backend,
-                    name=serving.name,
-                    local_model_dir=serving.local_model_dir,
-                    model_store=serving.model_store,
                     run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                    deployment_mode=serving.deployment_mode,
-                    service_account=serving.service_account,
                     gpus=serving_gpus,
-                    image=image,
-                    namespace=settings.platform.namespace,
                 ),
                 "deploy",
             )

@@ -151,7 +151,7 @@ def test_data_steps_through_the_cli(tmp_path: Path) -> None:
         f"{d}/best.json",
         "--max-trials",
         "1",
-        "--max-epochs",
+        "--epochs-per-trial",
         "1",
         "--accelerator",
         "cpu",
@@ -230,7 +230,7 @@ def test_run_subcommand_exits_non_zero(tmp_path: Path) -> None:
 def test_worker_profiler_follows_config_env_and_flag(
     monkeypatch: pytest.MonkeyPatch, env: str | None, flag: list[str], expected: bool
 ) -> None:
-    from container_component_src.data import dask_cluster
+    from container_component_src.cluster import dask as dask_cluster
 
     if env is not None:
         monkeypatch.setenv("ECLSS_PREPROCESSING__PROFILE_WORKERS", env)

@@ -8,10 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from container_component_src.choices import DeploymentMode, ServeRole
+from container_component_src.cli_args import MODULE_COMMAND, to_argv
+from container_component_src.cluster.kube import wait_for
+from container_component_src.errors import OptionError
+
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
 CONTAINER = "kserve-container"  # the container name KServe expects
-DEPLOYMENT_MODES = ("RawDeployment", "Serverless")
 # Model states from which KServe does not recover by itself.
 STUCK_STATES = ("BlockedByFailedLoad", "InvalidSpec")
 
@@ -34,13 +38,14 @@ class InferenceServiceOptions:
         max_batch_rows: Largest request accepted.
         timeout_s: Fail when it is not ready after this long.
         poll_s: Seconds between status checks.
+        settings: The settings JSON the servers use (the launching task's).
     """
 
     name: str
     namespace: str
     image: str
     storage_uri: str
-    deployment_mode: str = "RawDeployment"
+    deployment_mode: DeploymentMode = DeploymentMode.raw
     service_account: str = ""
     gpus: int = 0
     cpu: str = "1"
@@ -48,21 +53,18 @@ class InferenceServiceOptions:
     max_batch_rows: int = 100_000
     timeout_s: int = 600
     poll_s: float = 10.0
+    settings: str | None = None
 
     def validate(self) -> None:
-        if self.deployment_mode not in DEPLOYMENT_MODES:
-            raise ValueError(
-                f"--deployment-mode must be one of {', '.join(DEPLOYMENT_MODES)}, got {self.deployment_mode!r}"
-            )
         if not self.image:
-            raise ValueError("--image is required to deploy an InferenceService")
+            raise OptionError("--image is required to deploy an InferenceService")
         if not self.storage_uri.startswith("s3://"):
-            raise ValueError(
+            raise OptionError(
                 f"the model must be published to object storage (s3://) for KServe, got {self.storage_uri}"
             )
 
 
-def _container(role: str, options: InferenceServiceOptions, gpus: int) -> Any:
+def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> Any:
     from kubernetes.client import V1Container, V1ContainerPort, V1EnvVar, V1ResourceRequirements
 
     resources = {"cpu": options.cpu, "memory": options.memory}
@@ -71,20 +73,19 @@ def _container(role: str, options: InferenceServiceOptions, gpus: int) -> Any:
     return V1Container(
         name=CONTAINER,
         image=options.image,
-        command=["python", "-m", "container_component_src.main", "serve"],
+        command=list(MODULE_COMMAND),
         # KServe appends --model_name, --predictor_host and --http_port to a transformer's args.
-        args=[
-            "--role",
-            role,
-            "--model-dir",
-            MODEL_MOUNT,
-            "--name",
-            options.name,
-            "--http-port",
-            "8080",
-            "--max-batch-rows",
-            str(options.max_batch_rows),
-        ],
+        args=to_argv(
+            "serve",
+            {
+                "role": role,
+                "model_dir": MODEL_MOUNT,
+                "name": options.name,
+                "http_port": 8080,
+                "max_batch_rows": options.max_batch_rows,
+            },
+            options.settings,
+        ),
         env=[V1EnvVar(name="STORAGE_URI", value=options.storage_uri)],
         ports=[V1ContainerPort(container_port=8080, protocol="TCP")],
         resources=V1ResourceRequirements(requests=resources, limits=resources),
@@ -111,10 +112,10 @@ def build_inference_service(options: InferenceServiceOptions) -> Any:
         ),
         spec=kserve.V1beta1InferenceServiceSpec(
             predictor=kserve.V1beta1PredictorSpec(
-                containers=[_container("predictor", options, options.gpus)], service_account_name=account
+                containers=[_container(ServeRole.predictor, options, options.gpus)], service_account_name=account
             ),
             transformer=kserve.V1beta1TransformerSpec(
-                containers=[_container("transformer", options, 0)], service_account_name=account
+                containers=[_container(ServeRole.transformer, options, 0)], service_account_name=account
             ),
         ),
     )
@@ -162,16 +163,15 @@ def wait_until_ready(
     from kubernetes.client import CustomObjectsApi
 
     api = CustomObjectsApi(api_client)
-    deadline = clock() + timeout_s
-    generation = None
-    while True:
+
+    def ready() -> dict[str, Any] | None:
         isvc = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         status = isvc.get("status") or {}
         generation = isvc.get("metadata", {}).get("generation")
         # A status written for an older spec does not tell whether this one is ready.
         current = generation is None or status.get("observedGeneration", generation) == generation
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
-        if current and ready:
+        conditions = status.get("conditions", [])
+        if current and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
             return status
         transition = (status.get("modelStatus") or {}).get("transitionStatus")
         if current and transition in STUCK_STATES:
@@ -180,12 +180,15 @@ def wait_until_ready(
                 f"InferenceService {namespace}/{name} is {transition}: {failure.get('reason', '')} "
                 f"{failure.get('message', '')} ({_not_ready_reasons(status)})"
             )
-        if clock() > deadline:
-            raise TimeoutError(
-                f"InferenceService {namespace}/{name} not ready after {timeout_s:.0f} s: {_not_ready_reasons(status)}"
-            )
-        print(f"Waiting for InferenceService {namespace}/{name}: {_not_ready_reasons(status)}", flush=True)
-        sleep(poll_s)
+        last_reasons[0] = _not_ready_reasons(status)
+        print(f"Waiting for InferenceService {namespace}/{name}: {last_reasons[0]}", flush=True)
+        return None
+
+    last_reasons = ["no status read"]
+    try:
+        return wait_for(ready, f"InferenceService {namespace}/{name}", timeout_s, poll_s, clock, sleep)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}: not ready: {last_reasons[0]}") from None
 
 
 def run_inference_service_deploy(options: InferenceServiceOptions, api_client: Any = None) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from container_component_src.data.dask_cluster import S3_SECRET_KEYS
+from container_component_src.cli_args import MODULE_COMMAND, to_argv
+from container_component_src.cluster.kube import s3_env, wait_for
+from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams
 from container_component_src.model.tune import Parameter
 
@@ -58,15 +60,27 @@ def experiment_name(prefix: str = "eclss-tune") -> str:
 
 
 def trial_command(
-    data_args: list[str], parameters: list[Parameter], base: ModelParams, run_args: list[str]
+    data: dict[str, str],
+    parameters: list[Parameter],
+    base: ModelParams,
+    run: dict[str, Any],
+    settings: str | None = None,
 ) -> list[str]:
-    """The `train` command of a trial: searched values come from Katib's trial parameters."""
+    """The `train` command of a trial: searched values come from Katib's trial parameters.
+
+    Args:
+        data: `train`'s data options (train, val, scaler: object-storage URLs).
+        parameters: The searched parameters.
+        base: Values of the parameters that are not searched.
+        run: Further `train` options (max_epochs, accelerator, seed...).
+        settings: The settings JSON the trials use (the launching task's).
+    """
     searched = {p.name for p in parameters}
-    command = ["python", "-m", "container_component_src.main", "train", *data_args, "--out", "/tmp/model"]
-    for field in fields(ModelParams):
-        value = f"${{trialParameters.{field.name}}}" if field.name in searched else str(getattr(base, field.name))
-        command += [f"--{field.name.replace('_', '-')}", value]
-    return command + run_args
+    hyper = {
+        field.name: f"${{trialParameters.{field.name}}}" if field.name in searched else getattr(base, field.name)
+        for field in fields(ModelParams)
+    }
+    return [*MODULE_COMMAND, *to_argv("train", {**data, "out": "/tmp/model", **hyper, **run}, settings)]
 
 
 def _feasible_space(parameter: Parameter) -> Any:
@@ -80,21 +94,6 @@ def _feasible_space(parameter: Parameter) -> Any:
         step=None if parameter.step is None else str(parameter.step),
         distribution="logUniform" if parameter.log else None,
     )
-
-
-def _trial_env(options: KatibOptions) -> list[Any]:
-    from kubernetes.client import V1EnvVar, V1EnvVarSource, V1SecretKeySelector
-
-    env = [V1EnvVar(name="AWS_ENDPOINT_URL", value=options.s3_endpoint)] if options.s3_endpoint else []
-    if options.s3_secret_name:
-        env += [
-            V1EnvVar(
-                name=key,
-                value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=options.s3_secret_name, key=key)),
-            )
-            for key in S3_SECRET_KEYS
-        ]
-    return env
 
 
 def trial_job(command: list[str], options: KatibOptions) -> dict[str, Any]:
@@ -130,7 +129,7 @@ def trial_job(command: list[str], options: KatibOptions) -> dict[str, Any]:
                             name=TRIAL_CONTAINER,
                             image=options.image,
                             command=command,
-                            env=_trial_env(options),
+                            env=s3_env(options.s3_secret_name, options.s3_endpoint),
                             resources=V1ResourceRequirements(requests=resources, limits=resources),
                         )
                     ],
@@ -215,24 +214,22 @@ def run_experiment(
     name, namespace = experiment.metadata.name, experiment.metadata.namespace
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment_body(experiment))
     print(f"Created Katib Experiment {namespace}/{name}", flush=True)
+
+    def finished() -> dict[str, Any] | None:
+        status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status", {})
+        conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
+        print(
+            f"Experiment {name}: {status.get('trialsSucceeded', 0)} trials succeeded, "
+            f"{status.get('trialsRunning', 0)} running, {status.get('trialsFailed', 0)} failed",
+            flush=True,
+        )
+        if "Failed" in conditions:
+            failed = conditions["Failed"]
+            raise RuntimeError(f"Katib Experiment {name} failed: {failed.get('reason')}: {failed.get('message')}")
+        return status if "Succeeded" in conditions else None
+
     try:
-        deadline = clock() + options.timeout_s
-        while True:
-            status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status", {})
-            conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
-            print(
-                f"Experiment {name}: {status.get('trialsSucceeded', 0)} trials succeeded, "
-                f"{status.get('trialsRunning', 0)} running, {status.get('trialsFailed', 0)} failed",
-                flush=True,
-            )
-            if "Succeeded" in conditions:
-                break
-            if "Failed" in conditions:
-                failed = conditions["Failed"]
-                raise RuntimeError(f"Katib Experiment {name} failed: {failed.get('reason')}: {failed.get('message')}")
-            if clock() > deadline:
-                raise TimeoutError(f"Katib Experiment {name} did not finish within {options.timeout_s} s")
-            sleep(options.poll_s)
+        status = wait_for(finished, f"Katib Experiment {name}", options.timeout_s, options.poll_s, clock, sleep)
         return _best_trial(name, status)
     finally:
         if not options.keep:
@@ -275,41 +272,43 @@ def tune_result(base: ModelParams, best: dict[str, Any], algorithm: str) -> dict
 
 
 def run_katib_tune(
-    data_args: list[str],
+    data: dict[str, str],
     best_url: str,
     search_space: str | dict[str, Any],
     base: ModelParams,
-    run_args: list[str],
+    run: dict[str, Any],
     options: KatibOptions,
     algorithm: str = "tpe",
     max_trials: int = 8,
     max_failed_trials: int = 3,
+    settings: str | None = None,
     api_client: Any = None,
 ) -> dict[str, Any]:
     """Tune with Katib and write the best parameters in the format local tuning writes.
 
     Args:
-        data_args: `train` options naming the data the trials read (object-storage URLs).
+        data: `train`'s data options for the trials (object-storage URLs).
         best_url: JSON output.
         search_space: The search space (see `model.tune.parse_search_space`).
         base: Values of the parameters that are not searched.
-        run_args: Further `train` options of each trial (epochs, accelerator, seed...).
+        run: Further `train` options of each trial (max_epochs, accelerator, seed...).
         options: Where and how the trials run.
         algorithm: Katib algorithm name.
         max_trials: Trials to run.
         max_failed_trials: Failed trials before Katib fails the Experiment.
+        settings: The settings JSON the trials use.
         api_client: Kubernetes API client; the current context's when omitted.
     """
     from container_component_src import storage
+    from container_component_src.choices import TuneAlgorithm, choice
     from container_component_src.cluster.kube import kube_api_client
-    from container_component_src.model.tune import ALGORITHMS, parse_search_space
+    from container_component_src.model.tune import parse_search_space
 
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    choice(TuneAlgorithm, algorithm, "--algorithm")
     if not options.image:
-        raise ValueError("--image is required to tune with Katib")
+        raise OptionError("--image is required to tune with Katib")
     parameters = parse_search_space(search_space)
-    command = trial_command(data_args, parameters, base, run_args)
+    command = trial_command(data, parameters, base, run, settings)
     experiment = build_experiment(
         experiment_name(), parameters, command, options, algorithm, max_trials, max_failed_trials
     )

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from container_component_src.data.dask_cluster import S3_SECRET_KEYS
+from container_component_src.cli_args import MODULE_COMMAND, to_argv
+from container_component_src.cluster.kube import s3_env, wait_for
+from container_component_src.errors import OptionError
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 CONTAINER = "pytorch"  # the container name the Training Operator expects
@@ -64,31 +66,20 @@ def build_pytorchjob(name: str, command: list[str], options: PyTorchJobOptions) 
     from kubernetes.client import (
         V1Container,
         V1EmptyDirVolumeSource,
-        V1EnvVar,
-        V1EnvVarSource,
         V1ObjectMeta,
         V1PodSpec,
         V1PodTemplateSpec,
         V1ResourceRequirements,
-        V1SecretKeySelector,
         V1Volume,
         V1VolumeMount,
     )
 
     if options.replicas < 1:
-        raise ValueError(f"--replicas must be >= 1, got {options.replicas}")
+        raise OptionError(f"--replicas must be >= 1, got {options.replicas}")
     if options.gpus_per_replica not in (0, 1):
         # The operator's WORLD_SIZE counts replicas: one training process (and GPU) per replica.
-        raise ValueError(f"--devices: one GPU per replica, got {options.gpus_per_replica}; add --replicas for more")
-    env = [V1EnvVar(name="AWS_ENDPOINT_URL", value=options.s3_endpoint)] if options.s3_endpoint else []
-    if options.s3_secret_name:
-        env += [
-            V1EnvVar(
-                name=key,
-                value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=options.s3_secret_name, key=key)),
-            )
-            for key in S3_SECRET_KEYS
-        ]
+        raise OptionError(f"--devices: one GPU per replica, got {options.gpus_per_replica}; add --replicas for more")
+    env = s3_env(options.s3_secret_name, options.s3_endpoint)
     resources = {"cpu": options.cpu, "memory": options.memory}
     if options.gpus_per_replica:
         resources["nvidia.com/gpu"] = str(options.gpus_per_replica)
@@ -169,68 +160,64 @@ def run_pytorchjob(
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, api_client.sanitize_for_serialization(job))
     print(f"Created PyTorchJob {namespace}/{name}", flush=True)
     log = _MasterLog(CoreV1Api(api_client), name, namespace)
+
+    def finished() -> bool | None:
+        status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status", {})
+        conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
+        text = log.stream()
+        if "Failed" in conditions:
+            failed = conditions["Failed"]
+            tail = "\n".join(text.strip().splitlines()[-5:])
+            raise RuntimeError(
+                f"PyTorchJob {name} failed: {failed.get('reason')}: {failed.get('message')}\nmaster log:\n{tail}"
+            )
+        return True if "Succeeded" in conditions else None
+
     try:
-        deadline = clock() + options.timeout_s
-        while True:
-            status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status", {})
-            conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
-            text = log.stream()
-            if "Succeeded" in conditions:
-                return
-            if "Failed" in conditions:
-                failed = conditions["Failed"]
-                tail = "\n".join(text.strip().splitlines()[-5:])
-                raise RuntimeError(
-                    f"PyTorchJob {name} failed: {failed.get('reason')}: {failed.get('message')}\nmaster log:\n{tail}"
-                )
-            if clock() > deadline:
-                raise TimeoutError(f"PyTorchJob {name} did not finish within {options.timeout_s} s")
-            sleep(options.poll_s)
+        wait_for(finished, f"PyTorchJob {name}", options.timeout_s, options.poll_s, clock, sleep)
     finally:
         api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         print(f"Deleted PyTorchJob {namespace}/{name}", flush=True)
 
 
+def replica_command(
+    train_options: dict[str, Any], scratch_url: str, options: PyTorchJobOptions, settings: str | None = None
+) -> list[str]:
+    """The `train` command of every replica: one process (and at most one GPU) per replica."""
+    placement = {
+        "out": scratch_url,
+        "accelerator": "gpu" if options.gpus_per_replica else "cpu",
+        "devices": max(options.gpus_per_replica, 1),
+        "num_nodes": options.replicas,
+    }
+    return [*MODULE_COMMAND, *to_argv("train", {**train_options, **placement}, settings)]
+
+
 def run_pytorchjob_train(
-    train_args: list[str],
+    train_options: dict[str, Any],
     model_dir: str,
     scratch_url: str,
     options: PyTorchJobOptions,
+    settings: str | None = None,
     api_client: Any = None,
 ) -> None:
     """Train as a PyTorchJob and copy the model its master wrote to `scratch_url` into `model_dir`.
 
     Args:
-        train_args: `train` options of the replicas except --out, --devices and --num-nodes
-            (data as object-storage URLs).
+        train_options: `train` options of the replicas except out, accelerator, devices and
+            num_nodes (data as object-storage URLs).
         model_dir: Where the Model artifact goes (this task's output).
         scratch_url: Object-storage folder, unique to the run, where the master writes the model.
         options: Shape and limits of the job.
+        settings: The settings JSON the replicas use (the launching task's).
         api_client: Kubernetes API client; the current context's when omitted.
     """
     from container_component_src import storage
     from container_component_src.cluster.kube import kube_api_client
 
     if not options.image:
-        raise ValueError("--image is required to train with a PyTorchJob")
-    devices = str(max(options.gpus_per_replica, 1))
-    accelerator = "gpu" if options.gpus_per_replica else "cpu"
-    command = [
-        "python",
-        "-m",
-        "container_component_src.main",
-        "train",
-        *train_args,
-        "--out",
-        scratch_url,
-        "--accelerator",
-        accelerator,
-        "--devices",
-        devices,
-        "--num-nodes",
-        str(options.replicas),
-    ]
-    job = build_pytorchjob(job_name(), command, options)
+        raise OptionError("--image is required to train with a PyTorchJob")
+    job = build_pytorchjob(job_name(), replica_command(train_options, scratch_url, options, settings), options)
     try:
         run_pytorchjob(api_client or kube_api_client(), job, options)
         storage.copy_directory(scratch_url, model_dir)

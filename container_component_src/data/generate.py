@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from container_component_src import storage
+from container_component_src.errors import OptionError
 
 DAY_S = 86_400.0
 ORBIT_S = 92.0 * 60.0
@@ -92,13 +93,13 @@ class GeneratorOptions:
 
     def validate(self) -> None:
         if not self.years:
-            raise ValueError("--years: give at least one year")
+            raise OptionError("--years: give at least one year")
         if not 1 <= self.days_per_year <= 365:
-            raise ValueError(f"--days-per-year must be in 1..365, got {self.days_per_year}")
+            raise OptionError(f"--days-per-year must be in 1..365, got {self.days_per_year}")
         if self.sampling_period_s <= 0:
-            raise ValueError(f"--sampling-period-s must be > 0, got {self.sampling_period_s}")
+            raise OptionError(f"--sampling-period-s must be > 0, got {self.sampling_period_s}")
         if self.n_channels < 1:
-            raise ValueError(f"--n-channels must be >= 1, got {self.n_channels}")
+            raise OptionError(f"--n-channels must be >= 1, got {self.n_channels}")
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ def encode_reports(reports: pd.DataFrame, url: str) -> bytes:
         buffer = io.BytesIO()
         reports.to_excel(buffer, index=False, sheet_name="Anomaly reports")
         return buffer.getvalue()
-    raise ValueError(f"reports file {url} must end in .xlsx or .csv")
+    raise OptionError(f"reports file {url} must end in .xlsx or .csv")
 
 
 def write_reports(reports: pd.DataFrame, url: str) -> None:
@@ -410,7 +411,7 @@ def run_generate_data(
     encode_reports(pd.DataFrame(), reports_url)  # a bad extension fails before minutes of work
     for option, url in (("--reports", reports_url), ("--ground-truth", ground_truth_url)):
         if url.startswith(archives_url.rstrip("/") + "/"):
-            raise ValueError(f"{option} {url} must not be inside --archives: the archive folder is replaced whole")
+            raise OptionError(f"{option} {url} must not be inside --archives: the archive folder is replaced whole")
     storage.remove_stale_temporaries(archives_url)
     specs = channel_specs(options.n_channels)
     all_anomalies: list[Anomaly] = []

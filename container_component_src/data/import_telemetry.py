@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from container_component_src import storage
 from container_component_src.data.generate import REPORT_COLUMNS, write_reports
 from container_component_src.data.labels import to_ns
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 
@@ -54,9 +55,9 @@ class ImportOptions:
 
     def validate(self) -> None:
         if self.label_column and self.intervals:
-            raise ValueError("give labels either per row (--label-column) or as intervals (--intervals), not both")
+            raise OptionError("give labels either per row (--label-column) or as intervals (--intervals), not both")
         if self.stack and self.intervals:
-            raise ValueError("--stack moves each file's times: give labels per row (--label-column) with it")
+            raise OptionError("--stack moves each file's times: give labels per row (--label-column) with it")
 
 
 def _read_table(url: str, separator: str) -> pd.DataFrame:
@@ -259,7 +260,7 @@ def run_import_telemetry(
     """
     options.validate()
     if not sources:
-        raise ValueError("give at least one --source file")
+        raise OptionError("give at least one --source file")
     parts = [read_source(url, options) for url in tqdm(sources, desc="reading", unit="file")]
     if options.label_column:
         unlabelled = [url for url in sources if not _has_column(url, options)]

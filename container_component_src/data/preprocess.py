@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from container_component_src import storage
 from container_component_src.data.partitions import Partition, inspect_partitions
 from container_component_src.data.split_archive import TIMESTAMP_TYPE, parse_period
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 Aggregation = Literal["mean", "min", "max", "median", "first", "last"]
@@ -55,13 +56,13 @@ class PreprocessOptions:
     def validate(self) -> None:
         parse_period(self.resample_period, "--resample-period")
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+            raise OptionError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
         if self.max_gap_periods < 0:
-            raise ValueError(f"--max-gap-periods must be >= 0, got {self.max_gap_periods}")
+            raise OptionError(f"--max-gap-periods must be >= 0, got {self.max_gap_periods}")
         if not 0.0 <= self.max_missing_share <= 1.0:
-            raise ValueError(f"--max-missing-share must be in [0, 1], got {self.max_missing_share}")
+            raise OptionError(f"--max-missing-share must be in [0, 1], got {self.max_missing_share}")
         if not 0.0 < self.sample_frac <= 1.0:
-            raise ValueError(f"--sample-frac must be in (0, 1], got {self.sample_frac}")
+            raise OptionError(f"--sample-frac must be in (0, 1], got {self.sample_frac}")
 
 
 def resample(
@@ -388,7 +389,7 @@ def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, in
     """Return (grid start, bin count) per partition: each partition's range, clipped to the data."""
     for p in partitions:
         if p.start_ns % period_ns or (p.end_ns - p.start_ns) % period_ns:
-            raise ValueError(
+            raise OptionError(
                 f"--resample-period {pd.Timedelta(period_ns)} does not divide the partitions "
                 f"({pd.Timedelta(p.end_ns - p.start_ns)} from {pd.Timestamp(p.start_ns, tz='UTC')}): pick one that does"
             )

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from container_component_src import storage
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 ScalerKind = Literal["standard", "minmax"]
@@ -24,7 +25,7 @@ def fit_scaler(frame: pd.DataFrame, channels: list[str], kind: ScalerKind = "sta
     elif kind == "minmax":
         center, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
     else:
-        raise ValueError(f"--kind must be 'standard' or 'minmax', got {kind!r}")
+        raise OptionError(f"--kind must be 'standard' or 'minmax', got {kind!r}")
     constant = scale <= 1e-12
     scale = np.where(constant, 1.0, scale)
     return {

@@ -9,6 +9,7 @@ import pandas as pd
 
 from container_component_src import storage
 from container_component_src.data.labels import label_rows, to_ns
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 
@@ -30,11 +31,11 @@ class SplitOptions:
 
     def validate(self) -> None:
         if self.test_window_hours < 0:
-            raise ValueError(f"--test-window-hours must be >= 0, got {self.test_window_hours}")
+            raise OptionError(f"--test-window-hours must be >= 0, got {self.test_window_hours}")
         if not 0.0 < self.val_share < 1.0:
-            raise ValueError(f"--val-share must be in (0, 1), got {self.val_share}")
+            raise OptionError(f"--val-share must be in (0, 1), got {self.val_share}")
         if self.block_hours <= 0:
-            raise ValueError(f"--block-hours must be > 0, got {self.block_hours}")
+            raise OptionError(f"--block-hours must be > 0, got {self.block_hours}")
 
 
 def assign_splits(

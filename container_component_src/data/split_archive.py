@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from container_component_src import storage
 from container_component_src.data.partitions import PARTITION_METADATA_KEY, write_manifest
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
@@ -35,9 +36,9 @@ def parse_period(period: str, option: str) -> pd.Timedelta:
     try:
         value = pd.Timedelta(period)
     except ValueError as exc:
-        raise ValueError(f"{option}: {period!r} is not a period such as '1D' or '30s'") from exc
+        raise OptionError(f"{option}: {period!r} is not a period such as '1D' or '30s'") from exc
     if value <= pd.Timedelta(0):
-        raise ValueError(f"{option}: {period!r} must be positive")
+        raise OptionError(f"{option}: {period!r} must be positive")
     return value
 
 

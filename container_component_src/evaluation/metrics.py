@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from container_component_src.errors import OptionError
+
 SWEEP_COLUMNS = (
     "threshold",
     "tp",
@@ -158,9 +160,9 @@ def threshold_grid(scores: np.ndarray, count: int, low_quantile: float = 0.0, hi
         ValueError: `count` below 2 or quantiles outside 0 <= low < high <= 1.
     """
     if count < 2:
-        raise ValueError(f"--n-thresholds must be at least 2, got {count}")
+        raise OptionError(f"--n-thresholds must be at least 2, got {count}")
     if not 0.0 <= low_quantile < high_quantile <= 1.0:
-        raise ValueError(f"threshold quantiles must satisfy 0 <= low < high <= 1, got {low_quantile}, {high_quantile}")
+        raise OptionError(f"threshold quantiles must satisfy 0 <= low < high <= 1, got {low_quantile}, {high_quantile}")
     ranked = np.sort(np.asarray(scores, dtype=np.float64))
     positions = np.linspace(low_quantile, high_quantile, count) * (len(ranked) - 1)
     return np.unique(ranked[np.round(positions).astype(np.int64)])
@@ -173,7 +175,7 @@ def quantile_threshold(scores: np.ndarray, quantile: float) -> float:
         ValueError: No score, or `quantile` outside (0, 1].
     """
     if not 0.0 < quantile <= 1.0:
-        raise ValueError(f"--val-quantile must be in (0, 1], got {quantile}")
+        raise OptionError(f"--val-quantile must be in (0, 1], got {quantile}")
     if len(scores) == 0:
         raise ValueError("no validation score to take the threshold from")
     return float(np.quantile(np.asarray(scores, dtype=np.float64), quantile))

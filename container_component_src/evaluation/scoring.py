@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from container_component_src.data.labels import to_ns
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def smooth_scores(scores: np.ndarray, window: int, segments: np.ndarray) -> np.n
         ValueError: `window` below 1.
     """
     if window < 1:
-        raise ValueError(f"--smoothing-window must be at least 1, got {window}")
+        raise OptionError(f"--smoothing-window must be at least 1, got {window}")
     if window == 1:
         return np.asarray(scores, dtype=np.float64)
     rolling = pd.Series(scores, dtype=np.float64).groupby(segments, sort=False).rolling(window, min_periods=1)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from container_component_src import storage
+from container_component_src.errors import OptionError
 
 OBJECTIVE = "val_nll"
 
@@ -42,9 +43,9 @@ class ModelParams:
 
     def validate(self) -> None:
         if self.learning_rate <= 0 or self.batch_size < 1 or self.beta < 0 or self.latent_dim < 1:
-            raise ValueError(f"invalid hyperparameters: {self}")
+            raise OptionError(f"invalid hyperparameters: {self}")
         if self.hidden_size < 4 or self.n_hidden_layers < 1 or not 0 <= self.mse_weight <= 1:
-            raise ValueError(f"invalid hyperparameters: {self}")
+            raise OptionError(f"invalid hyperparameters: {self}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from container_component_src import storage
+from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams, TrainOptions
 
 ALGORITHMS = ("random", "tpe", "grid", "bayesianoptimization")
@@ -50,23 +51,23 @@ def parse_search_space(spec: str | dict[str, Any]) -> list[Parameter]:
     """
     raw = json.loads(spec) if isinstance(spec, str) else spec
     if not isinstance(raw, dict) or not raw:
-        raise ValueError("--search-space must be a non-empty JSON object")
+        raise OptionError("--search-space must be a non-empty JSON object")
     known = {f.name for f in fields(ModelParams)}
     parameters = []
     for name, body in raw.items():
         if name not in known:
-            raise ValueError(f"--search-space: unknown parameter {name!r} (known: {', '.join(sorted(known))})")
+            raise OptionError(f"--search-space: unknown parameter {name!r} (known: {', '.join(sorted(known))})")
         kind = body.get("type")
         if kind not in PARAMETER_TYPES:
-            raise ValueError(f"--search-space {name}: type must be one of {', '.join(PARAMETER_TYPES)}")
+            raise OptionError(f"--search-space {name}: type must be one of {', '.join(PARAMETER_TYPES)}")
         if kind in ("double", "int"):
             if body.get("min") is None or body.get("max") is None or body["min"] > body["max"]:
-                raise ValueError(f"--search-space {name}: needs min <= max")
+                raise OptionError(f"--search-space {name}: needs min <= max")
         elif not body.get("values"):
-            raise ValueError(f"--search-space {name}: needs a non-empty list of values")
+            raise OptionError(f"--search-space {name}: needs a non-empty list of values")
         extra = set(body) - {"type", "min", "max", "step", "log", "values"}
         if extra:
-            raise ValueError(f"--search-space {name}: unknown key(s) {', '.join(sorted(extra))}")
+            raise OptionError(f"--search-space {name}: unknown key(s) {', '.join(sorted(extra))}")
         parameters.append(
             Parameter(
                 name,
@@ -86,7 +87,7 @@ def grid_values(parameter: Parameter) -> list[Any]:
     if parameter.values:
         return list(parameter.values)
     if parameter.step is None:
-        raise ValueError(f"--search-space {parameter.name}: the grid algorithm needs a step")
+        raise OptionError(f"--search-space {parameter.name}: the grid algorithm needs a step")
     count = math.floor((parameter.max - parameter.min) / parameter.step + 1e-9) + 1
     values = [parameter.min + i * parameter.step for i in range(count)]
     return [int(v) for v in values] if parameter.type == "int" else values
@@ -103,7 +104,7 @@ def _sampler(algorithm: str, parameters: list[Parameter], seed: int) -> Any:
         return optuna.samplers.GridSampler({p.name: grid_values(p) for p in parameters}, seed=seed)
     if algorithm == "bayesianoptimization":
         return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    raise OptionError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
 
 
 def _suggest(trial: Any, parameter: Parameter) -> Any:
@@ -154,7 +155,7 @@ def run_tune(
 
     parameters = parse_search_space(search_space)
     if max_trials < 1:
-        raise ValueError(f"--max-trials must be >= 1, got {max_trials}")
+        raise OptionError(f"--max-trials must be >= 1, got {max_trials}")
     sampler = _sampler(algorithm, parameters, options.seed)
     channels = storage.read_json(scaler_url)["channels"]
     datamodule = TelemetryDataModule(train_url, val_url, channels, base.batch_size, options.seed)

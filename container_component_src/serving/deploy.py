@@ -2,12 +2,14 @@
 
 Locally: publish to a local folder (the local equivalent of the storage URI), start the KServe
 model server on a free port, smoke-test both protocols, stop it, and print the command that
-serves it. On the cluster: publish to object storage and create or patch an InferenceService.
+serves it. On the cluster: publish to object storage (`cluster.backends` then creates or patches the
+InferenceService).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -20,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from container_component_src import storage
+from container_component_src.choices import ServingBackend
+from container_component_src.cli_args import MODULE_COMMAND, to_argv
 from container_component_src.model.files import SCALER, TYPICAL_ROW
 from container_component_src.serving.inference import SERVING_FILE, v1_request, v2_request
-
-BACKENDS = ("local", "kserve")
 
 
 @dataclass(frozen=True)
@@ -41,17 +43,13 @@ class DeployOptions:
         startup_timeout_s: How long the local smoke test waits for the server.
     """
 
-    backend: str = "local"
+    backend: ServingBackend = ServingBackend.local
     name: str = "eclss-anomaly"
     local_model_dir: str = "local_data/served_model"
     model_store: str = ""
     http_port: int = 8080
     max_batch_rows: int = 100_000
     startup_timeout_s: float = 120.0
-
-    def validate(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"--backend must be local or kserve, got {self.backend!r}")
 
 
 def serving_config(summary: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +64,7 @@ def serving_config(summary: dict[str, Any]) -> dict[str, Any]:
 
 def publish_target(options: DeployOptions, artifact_uri: str, run_id: str) -> str:
     """Where the model is published: the local folder, or object storage unique to the run."""
-    if options.backend == "local":
+    if options.backend == ServingBackend.local:
         return str(Path(options.local_model_dir).resolve())
     if options.model_store:
         return storage.join(options.model_store, options.name, run_id)
@@ -146,8 +144,7 @@ def smoke_test(base_url: str, name: str, rows: list[dict[str, float]], check_typ
 def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]:
     """Start the server on a free port, smoke-test it, and stop it."""
     port = free_port()
-    command = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", model_dir]
-    command += ["--name", options.name, "--http-port", str(port), "--max-batch-rows", str(options.max_batch_rows)]
+    command = [sys.executable, *MODULE_COMMAND[1:], *serve_argv(model_dir, options.name, port, options.max_batch_rows)]
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "server.log"
         with open(log, "w") as handle:
@@ -168,42 +165,35 @@ def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]
                 process.wait()
 
 
-def run_deploy(
-    model_dir: str,
-    summary_url: str,
-    options: DeployOptions,
-    artifact_uri: str = "",
-    run_id: str = "",
-    cluster: Any = None,
-) -> dict[str, Any]:
-    """Publish the model and serve it (see the module docstring).
-
-    Args:
-        model_dir: The Model artifact folder written by train.
-        summary_url: The summary JSON written by evaluate (gives the threshold).
-        options: Where and how.
-        artifact_uri: URI of the Model artifact (the cluster publishes next to it by default).
-        run_id: Unique name of this run (a folder under `model_store`).
-        cluster: InferenceService options (kserve backend only).
+def publish(
+    model_dir: str, summary_url: str, options: DeployOptions, artifact_uri: str = "", run_id: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """Publish the model and its serving configuration (see `publish_target`).
 
     Returns:
-        Where the model is, how to call it, and the smoke-test answers (local).
+        Where the model was published, and its serving configuration (threshold).
     """
-    options.validate()
     summary = storage.read_json(summary_url)
     target = publish_target(options, artifact_uri or model_dir, run_id or time.strftime("%Y%m%d-%H%M%S"))
     publish_model(model_dir, summary, target)
     print(f"Published the model to {target}", flush=True)
-    if options.backend == "kserve":
-        from dataclasses import replace
+    return target, serving_config(summary)
 
-        from container_component_src.cluster.inference_service import run_inference_service_deploy
 
-        return {"backend": "kserve", **run_inference_service_deploy(replace(cluster, storage_uri=target))}
+def serve_argv(model_dir: str, name: str, http_port: int, max_batch_rows: int | None = None) -> list[str]:
+    """The `serve` command line (after `python -m container_component_src.main`)."""
+    options = {"model_dir": model_dir, "name": name, "http_port": http_port, "max_batch_rows": max_batch_rows}
+    return to_argv("serve", options)
+
+
+def smoke_test_locally(target: str, serving: dict[str, Any], options: DeployOptions) -> dict[str, Any]:
+    """Start the server on the published model, smoke-test it, stop it; say how to serve it.
+
+    Returns:
+        Where the model is, how to call it, and the smoke-test answers.
+    """
     smoke = serve_locally_once(target, options)
-    command = (
-        f"poetry run python -m container_component_src.main serve --model-dir {target} --http-port {options.http_port}"
-    )
+    command = shlex.join(["poetry", "run", *MODULE_COMMAND, *serve_argv(target, options.name, options.http_port)])
     print(f"Smoke test passed (V1 and V2). Serve the model with:\n  {command}", flush=True)
     return {
         "backend": "local",
@@ -212,5 +202,5 @@ def run_deploy(
         "v1_url": f"http://localhost:{options.http_port}/v1/models/{options.name}:predict",
         "v2_url": f"http://localhost:{options.http_port}/v2/models/{options.name}/infer",
         "smoke": smoke,
-        "threshold": serving_config(summary)["threshold"],
+        "threshold": serving["threshold"],
     }

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from container_component_src.errors import OptionError
+
 ROLES = ("combined", "predictor", "transformer")
 PROTOCOLS = ("v1", "v2")
 
@@ -36,13 +38,13 @@ class ServeOptions:
 
     def validate(self) -> None:
         if self.role not in ROLES:
-            raise ValueError(f"--role must be one of {', '.join(ROLES)}, got {self.role!r}")
+            raise OptionError(f"--role must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.predictor_protocol not in PROTOCOLS:
-            raise ValueError(f"--predictor-protocol must be v1 or v2, got {self.predictor_protocol!r}")
+            raise OptionError(f"--predictor-protocol must be v1 or v2, got {self.predictor_protocol!r}")
         if self.role == "transformer" and not self.predictor_host:
-            raise ValueError("--predictor-host is required for the transformer role")
+            raise OptionError("--predictor-host is required for the transformer role")
         if self.max_batch_rows < 1:
-            raise ValueError(f"--max-batch-rows must be at least 1, got {self.max_batch_rows}")
+            raise OptionError(f"--max-batch-rows must be at least 1, got {self.max_batch_rows}")
 
 
 def import_kserve() -> ModuleType:

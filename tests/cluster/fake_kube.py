@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.http_fake import serve_fake
 
 _PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(/(?P<pod>[^/?]+)/log)?")
 _PATH = re.compile(
@@ -66,46 +64,14 @@ class FakeKube:
         return 405, {"kind": "Status", "status": "Failure", "code": 405}
 
 
-@contextmanager
-def serve(fake: FakeKube) -> Iterator[str]:
-    """Serve `fake` on a free loopback port; yield its URL."""
+def serve(fake: FakeKube) -> Any:
+    """Serve `fake` on a free loopback port (a context manager yielding its URL)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            code, payload = fake.handle(method, self.path, body)
-            text = isinstance(payload, str)
-            data = payload.encode() if text else json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain" if text else "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def handle(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
+        code, payload = fake.handle(method, path, json.loads(body) if body else None)
+        return code, {}, payload
 
-        def do_GET(self) -> None:
-            self._reply("GET")
-
-        def do_POST(self) -> None:
-            self._reply("POST")
-
-        def do_PATCH(self) -> None:
-            self._reply("PATCH")
-
-        def do_DELETE(self) -> None:
-            self._reply("DELETE")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve_fake(handle)
 
 
 def api_client(url: str) -> Any:

@@ -31,11 +31,11 @@ OPTIONS = KatibOptions(
     timeout_s=100,
     poll_s=1,
 )
-DATA = ["--train", "s3://b/train", "--val", "s3://b/val", "--scaler", "s3://b/scaler"]
+DATA = {"train": "s3://b/train", "val": "s3://b/val", "scaler": "s3://b/scaler"}
 
 
 def _experiment(name: str = "eclss-tune-test", options: KatibOptions = OPTIONS):
-    command = trial_command(DATA, SPACE, ModelParams(), ["--max-epochs", "3"])
+    command = trial_command(DATA, SPACE, ModelParams(), {"max_epochs": 3}, settings='{"x":1}')
     return build_experiment(name, SPACE, command, options, algorithm="tpe", max_trials=6, max_failed_trials=2)
 
 
@@ -67,7 +67,7 @@ def test_experiment_structure() -> None:
     container = template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/eclss:abc"
     command = container["command"]
-    assert command[:4] == ["python", "-m", "container_component_src.main", "train"]
+    assert command[:6] == ["python", "-m", "container_component_src.main", "--settings", '{"x":1}', "train"]
     assert command[command.index("--learning-rate") + 1] == "${trialParameters.learning_rate}"
     assert command[command.index("--beta") + 1] == "1.0", "unsearched parameters keep their base value"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"

@@ -128,7 +128,9 @@ def test_train_copies_the_masters_model_and_cleans_up(tmp_path: Path, monkeypatc
     monkeypatch.setattr("container_component_src.cluster.pytorchjob.time.sleep", lambda s: None)
     fake = FakeKube([SUCCEEDED])
     with serve(fake) as url:
-        run_pytorchjob_train(["--train", "s3://b/t"], str(tmp_path / "model"), str(scratch), OPTIONS, api_client(url))
+        run_pytorchjob_train(
+            {"train": "s3://b/t"}, str(tmp_path / "model"), str(scratch), OPTIONS, api_client=api_client(url)
+        )
     assert (tmp_path / "model" / "model.torchscript.pt").read_bytes() == b"weights"
     assert not scratch.exists()
     command = fake.requests[0][2]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][

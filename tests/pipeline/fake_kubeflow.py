@@ -5,12 +5,10 @@ static-password login with its redirects and cookie, and the part of the Pipelin
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.http_fake import serve_fake
 
 COOKIE = "oauth2_proxy_kubeflow"
 
@@ -90,37 +88,6 @@ class FakeKubeflow:
         return 404, {}, {"error": f"no route {method} {route}"}
 
 
-@contextmanager
-def serve(fake: FakeKubeflow) -> Iterator[str]:
-    """Serve `fake` on a free loopback port; yield its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            code, headers, payload = fake.handle(method, self.path, self.headers, self.rfile.read(length))
-            data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-            self.send_response(code)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "text/html" if isinstance(payload, str) else "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self._reply("GET")
-
-        def do_POST(self) -> None:
-            self._reply("POST")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def serve(fake: FakeKubeflow) -> Any:
+    """Serve `fake` on a free loopback port (a context manager yielding its URL)."""
+    return serve_fake(fake.handle, text_type="text/html")

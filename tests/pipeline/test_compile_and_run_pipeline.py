@@ -109,6 +109,9 @@ def test_params_are_typed_and_checked(project_root: Path) -> None:
         parse_params(func, ["nope=1"])
     with pytest.raises(ValueError, match="is not a int"):
         parse_params(func, ["max_trials=many"])
+    assert parse_params(func, ["tune_backend=katib"]) == {"tune_backend": "katib"}
+    with pytest.raises(ValueError, match="--param aggregation must be one of mean, min, max"):
+        parse_params(func, ["aggregation=avg"])
 
 
 def test_a_wrong_archive_folder_is_reported_before_the_dag_starts(project_root: Path, tmp_path: Path) -> None:

@@ -177,3 +177,37 @@ def test_resources_need_a_default(project_root: Path) -> None:
     k8s = dataclasses.replace(settings.kubernetes, resources={"train": {"cpu": "1", "memory": "1Gi"}})
     with pytest.raises(ConfigError, match='cpu and memory for "list-archives" or "default"'):
         build_pipeline(dataclasses.replace(settings, kubernetes=k8s))
+
+
+def _task_settings(spec: dict, dag: dict, task: str) -> dict:
+    """The settings JSON a compiled task receives (a constant input)."""
+    constant = dag["tasks"][task]["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"]
+    return json.loads(constant)
+
+
+def test_compiled_settings_reach_every_task(project_root: Path, tmp_path: Path) -> None:
+    """Settings no pipeline parameter carries travel with the run: edit config (or ECLSS_*), recompile,
+    and the cluster tasks use the new value, not the image's config.toml."""
+    env = {
+        "ECLSS_SERVING__MEMORY": "5Gi",
+        "ECLSS_SERVING__MAX_BATCH_ROWS": "777",
+        "ECLSS_TRAINING__TIMEOUT_S": "99",
+        "ECLSS_PREPROCESSING__PROFILE_WORKERS": "true",
+        "ECLSS_TUNING__PARALLEL_TRIALS": "5",
+    }
+    settings = load_settings(project_root / "config.toml", environ=env)
+    spec = _compile(project_root, tmp_path, settings)
+    root = spec["root"]["dag"]
+    deploy = _task_settings(spec, spec["components"]["comp-condition-1"]["dag"], "deploy")
+    assert deploy["serving"]["memory"] == "5Gi" and deploy["serving"]["max_batch_rows"] == 777
+    assert _task_settings(spec, root, "train")["training"]["timeout_s"] == 99
+    assert _task_settings(spec, root, "preprocess")["preprocessing"]["profile_workers"] is True
+    every = [_task_settings(spec, root, t) for t in EXPECTED_TASKS]
+    assert all(s == every[0] for s in every), "one set of settings for the whole run"
+
+
+def test_tune_receives_the_accelerator_and_devices(project_root: Path, tmp_path: Path) -> None:
+    spec = _compile(project_root, tmp_path)
+    inputs = spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
+    assert inputs["accelerator"] == {"componentInputParameter": "accelerator"}
+    assert inputs["devices"] == {"componentInputParameter": "devices"}

@@ -9,7 +9,6 @@ from container_component_src.serving.deploy import (
     DeployOptions,
     publish_model,
     publish_target,
-    run_deploy,
     wait_for_server,
 )
 
@@ -47,5 +46,11 @@ def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--backend must be local or kserve"):
-        run_deploy(str(tmp_path), str(tmp_path / "s.json"), DeployOptions(backend="docker"))
+    from typer.testing import CliRunner
+
+    from container_component_src.main import app
+
+    args = ["deploy", "--model", "m", "--summary", "s", "--out", "o", "--backend", "docker"]
+    result = CliRunner().invoke(app, args)
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "'docker' is not one of 'local', 'kserve'" in text

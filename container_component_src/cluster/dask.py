@@ -1,4 +1,5 @@
-"""The Dask cluster of the preprocessing step: a LocalCluster, or a DaskCluster in Kubernetes."""
+"""The Dask cluster of the preprocessing step: a LocalCluster, or a DaskCluster in Kubernetes
+(dask-kubernetes operator)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-ClusterKind = Literal["local", "kubernetes"]
-S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+from container_component_src.choices import DaskCluster
+from container_component_src.cluster.kube import s3_env
+from container_component_src.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,7 @@ class ClusterOptions:
     """Where Dask runs.
 
     Attributes:
-        kind: "local" (threads in this process) or "kubernetes" (dask-kubernetes operator).
+        cluster: "local" (threads in this process) or "kubernetes" (dask-kubernetes operator).
         n_workers: Worker count (local: worker threads).
         worker_cpu: CPU request and limit of each Kubernetes worker.
         worker_memory: Memory request and limit of each Kubernetes worker.
@@ -30,7 +32,7 @@ class ClusterOptions:
             preprocessing throughput on 2 cores, so it is off unless asked for.
     """
 
-    kind: ClusterKind = "local"
+    cluster: DaskCluster = DaskCluster.local
     n_workers: int = 2
     worker_cpu: str = "1"
     worker_memory: str = "4Gi"
@@ -46,15 +48,10 @@ PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 
 def worker_env(options: ClusterOptions) -> list[dict[str, Any]]:
     """Environment of Kubernetes workers: S3 credentials by secret reference, never by value."""
-    env: list[dict[str, Any]] = [{"name": PROFILE_ENV, "value": str(options.profile)}]
-    if options.s3_endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": options.s3_endpoint})
-    if options.s3_secret_name:
-        env += [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": options.s3_secret_name, "key": key}}}
-            for key in S3_SECRET_KEYS
-        ]
-    return env
+    from kubernetes.client import ApiClient, V1EnvVar
+
+    env = [V1EnvVar(name=PROFILE_ENV, value=str(options.profile)), *s3_env(options.s3_secret_name, options.s3_endpoint)]
+    return ApiClient().sanitize_for_serialization(env)
 
 
 def build_cluster_spec(options: ClusterOptions, name: str) -> dict[str, Any]:
@@ -62,7 +59,7 @@ def build_cluster_spec(options: ClusterOptions, name: str) -> dict[str, Any]:
     from dask_kubernetes.operator import make_cluster_spec
 
     if not options.image:
-        raise ValueError("--worker-image is required for a Kubernetes Dask cluster")
+        raise OptionError("--worker-image is required for a Kubernetes Dask cluster")
     resources = {
         "requests": {"cpu": options.worker_cpu, "memory": options.worker_memory},
         "limits": {"cpu": options.worker_cpu, "memory": options.worker_memory},
@@ -88,15 +85,15 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if options.n_workers < 1:
-        raise ValueError(f"--n-workers must be >= 1, got {options.n_workers}")
-    if options.kind == "local":
+        raise OptionError(f"--n-workers must be >= 1, got {options.n_workers}")
+    if options.cluster == DaskCluster.local:
         # One in-process worker with a thread per requested worker: the heavy work (Parquet
         # decoding, numpy reductions) releases the GIL, and no data is copied between processes.
         with dask.config.set({"distributed.worker.profile.enabled": options.profile}):
             cluster = LocalCluster(
                 processes=False, n_workers=1, threads_per_worker=options.n_workers, dashboard_address=":0"
             )
-    elif options.kind == "kubernetes":
+    elif options.cluster == DaskCluster.kubernetes:
         from dask_kubernetes.operator import KubeCluster
 
         spec = build_cluster_spec(options, unique_cluster_name())
@@ -106,7 +103,7 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
             shutdown_on_close=True,
         )
     else:
-        raise ValueError(f"--cluster must be 'local' or 'kubernetes', got {options.kind!r}")
+        raise OptionError(f"--cluster must be one of {', '.join(DaskCluster)}, got {options.cluster!r}")
     try:
         with Client(cluster) as client:
             yield client

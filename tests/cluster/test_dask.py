@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from container_component_src.data.dask_cluster import (
+from container_component_src.cluster.dask import (
     PROFILE_ENV,
     ClusterOptions,
     build_cluster_spec,
@@ -13,7 +13,7 @@ from container_component_src.data.dask_cluster import (
 
 def test_kubernetes_spec_uses_secret_references() -> None:
     options = ClusterOptions(
-        kind="kubernetes",
+        cluster="kubernetes",
         n_workers=3,
         worker_cpu="2",
         worker_memory="8Gi",
@@ -39,13 +39,13 @@ def test_kubernetes_spec_uses_secret_references() -> None:
 
 def test_no_credential_value_reaches_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-secret-value")
-    options = ClusterOptions(kind="kubernetes", image="img", s3_secret_name="creds")
+    options = ClusterOptions(cluster="kubernetes", image="img", s3_secret_name="creds")
     assert "sentinel-secret-value" not in json.dumps(build_cluster_spec(options, "n"))
 
 
 def test_kubernetes_needs_an_image() -> None:
     with pytest.raises(ValueError, match="--worker-image"):
-        build_cluster_spec(ClusterOptions(kind="kubernetes"), "n")
+        build_cluster_spec(ClusterOptions(cluster="kubernetes"), "n")
 
 
 def test_names_are_unique() -> None:
@@ -69,7 +69,7 @@ def test_worker_profiler_only_when_asked(profile: bool) -> None:
 
 
 def test_bad_cluster_options() -> None:
-    with pytest.raises(ValueError, match="--cluster must be"), dask_client(ClusterOptions(kind="yarn")):  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--cluster must be"), dask_client(ClusterOptions(cluster="yarn")):  # type: ignore[arg-type]
         pass
     with pytest.raises(ValueError, match="--n-workers"), dask_client(ClusterOptions(n_workers=0)):
         pass
