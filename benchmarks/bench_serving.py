@@ -30,7 +30,15 @@ def publish_untrained_model(folder: Path, n_channels: int) -> tuple[str, list[st
     channels = [f"channel_{i:02d}" for i in range(n_channels)]
     scaler = {"kind": "standard", "channels": channels, "center": [0.0] * n_channels, "scale": [1.0] * n_channels}
     write_model_artifact(str(folder / "model"), VAE(n_channels, [64, 32], 4), scaler, {}, {})
-    summary = {"deploy": {"threshold": 50.0, "fc1": 0.0}, "options": {"val_quantile": 0.99}}
+    summary = {
+        "deploy": {
+            "threshold": 50.0,
+            "fc1": 0.0,
+            "evaluated_threshold": 50.0,
+            "smoothing_window": 1,
+            "val_quantile": 0.99,
+        }
+    }
     publish_model(str(folder / "model"), summary, str(folder / "published"))
     return str(folder / "published"), channels
 

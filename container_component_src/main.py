@@ -342,14 +342,14 @@ def preprocess(
     s3_secret_name: Annotated[
         str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)
     ],
+    profile_workers: Annotated[
+        bool,
+        typer.Option(help="Run Dask's profiler in the workers (slower; for the dashboard).", rich_help_panel=Cluster),
+    ],
     s3_endpoint: Annotated[
         str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
     ] = "",
     seed: Annotated[int, typer.Option(help="Seed of --sample-frac.")] = 0,
-    profile_workers: Annotated[
-        bool,
-        typer.Option(help="Run Dask's profiler in the workers (slower; for the dashboard).", rich_help_panel=Cluster),
-    ] = False,
 ) -> None:
     """Resample the partitions onto a regular grid with Dask and report data quality."""
     from container_component_src.cluster.dask import ClusterOptions, dask_client
@@ -374,7 +374,7 @@ def preprocess(
             namespace=namespace,
             s3_secret_name=s3_secret_name,
             s3_endpoint=s3_endpoint,
-            profile=profile_workers,
+            profile_workers=profile_workers,
         )
         with dask_client(cluster_options) as client:
             summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column)
@@ -516,20 +516,18 @@ def train(
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
+    backend: Annotated[TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")],
+    replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)],
+    namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)],
+    image: Annotated[str, typer.Option(help="Image the replicas run.", rich_help_panel=Job)],
+    timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Job)],
+    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for replicas.", rich_help_panel=Job)],
     params: Annotated[
         str | None, typer.Option(help="Best-parameters JSON from tune; its values replace the options above.")
     ] = None,
-    backend: Annotated[
-        TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")
-    ] = TrainBackend.local,
-    replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)] = 2,
-    namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)] = "",
-    image: Annotated[str, typer.Option(help="Image the replicas run.", rich_help_panel=Job)] = "",
-    timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Job)] = 7200,
     scratch: Annotated[
         str, typer.Option(help="Object-storage folder, unique to the run, for the master's model.", rich_help_panel=Job)
     ] = "",
-    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for replicas.", rich_help_panel=Job)] = "",
     s3_endpoint: Annotated[
         str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint of the replicas.", rich_help_panel=Job)
     ] = "",
@@ -592,17 +590,15 @@ def tune(
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
-    backend: Annotated[
-        TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")
-    ] = TuneBackend.local,
-    namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)] = "",
-    image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)] = "",
-    parallel_trials: Annotated[int, typer.Option(help="Katib trials at once.", rich_help_panel=Katib)] = 2,
-    timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Katib)] = 3600,
+    backend: Annotated[TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")],
+    namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)],
+    image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)],
+    parallel_trials: Annotated[int, typer.Option(help="Katib trials at once.", rich_help_panel=Katib)],
+    timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Katib)],
+    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for trials.", rich_help_panel=Katib)],
     keep_experiment: Annotated[
         bool, typer.Option(help="Keep the Experiment after it ends.", rich_help_panel=Katib)
     ] = False,
-    s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for trials.", rich_help_panel=Katib)] = "",
     s3_endpoint: Annotated[
         str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint of the trials.", rich_help_panel=Katib)
     ] = "",

@@ -274,6 +274,7 @@ def evaluate(
     """Runs `evaluate`; returns Fc1 at the label-free threshold, which the deploy gate compares."""
     import json
 
+    from container_component_src.evaluation.decision import DeployDecision
     from container_component_src.main import run_step
 
     run_step(
@@ -299,7 +300,7 @@ def evaluate(
     confusion, roc = content["confusion_matrix"], content["roc"]
     classification.log_confusion_matrix(confusion["categories"], confusion["matrix"])
     classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
-    return content["deploy"]["fc1"]
+    return DeployDecision.from_summary(content, summary.path).fc1
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)

@@ -176,8 +176,10 @@ def test_every_pod_command_passes_only_real_options() -> None:
 def test_every_config_default_is_an_option_of_its_subcommand(project_root: Path) -> None:
     defaults = cli_defaults(load_settings(project_root / "config.toml", environ={}))
     for subcommand, values in defaults.items():
-        names = {p.name for p in typer.main.get_command(app).commands[subcommand].params}
-        assert set(values) <= names, (subcommand, set(values) - names)
+        params = {p.name: p for p in typer.main.get_command(app).commands[subcommand].params}
+        assert set(values) <= set(params), (subcommand, set(values) - set(params))
+        restated = [name for name in values if params[name].default is not None]
+        assert not restated, f"{subcommand}: {restated} restate config.toml's default in the CLI"
 
 
 def test_settings_json_replaces_the_config_file(project_root: Path) -> None:

@@ -237,7 +237,7 @@ def test_worker_profiler_follows_config_env_and_flag(
     seen: dict[str, bool] = {}
 
     def no_cluster(options: dask_cluster.ClusterOptions) -> None:
-        seen["profile"] = options.profile
+        seen["profile"] = options.profile_workers
         raise RuntimeError("no cluster in this test")
 
     monkeypatch.setattr(dask_cluster, "dask_client", no_cluster)

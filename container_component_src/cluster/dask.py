@@ -27,7 +27,7 @@ class ClusterOptions:
         namespace: Kubernetes namespace; the current one when empty.
         s3_secret_name: Kubernetes secret whose AWS_* keys the workers get as environment.
         s3_endpoint: AWS_ENDPOINT_URL given to the workers (MinIO), when set.
-        profile: Run Dask's statistical profiler in the workers (for the dashboard). It samples
+        profile_workers: Run Dask's statistical profiler in the workers (for the dashboard). It samples
             every thread's stack every 10 ms while holding the GIL, which cost a third of the
             preprocessing throughput on 2 cores, so it is off unless asked for.
     """
@@ -40,7 +40,7 @@ class ClusterOptions:
     namespace: str = ""
     s3_secret_name: str = ""
     s3_endpoint: str = ""
-    profile: bool = False
+    profile_workers: bool = False
 
 
 PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
@@ -50,7 +50,10 @@ def worker_env(options: ClusterOptions) -> list[dict[str, Any]]:
     """Environment of Kubernetes workers: S3 credentials by secret reference, never by value."""
     from kubernetes.client import ApiClient, V1EnvVar
 
-    env = [V1EnvVar(name=PROFILE_ENV, value=str(options.profile)), *s3_env(options.s3_secret_name, options.s3_endpoint)]
+    env = [
+        V1EnvVar(name=PROFILE_ENV, value=str(options.profile_workers)),
+        *s3_env(options.s3_secret_name, options.s3_endpoint),
+    ]
     return ApiClient().sanitize_for_serialization(env)
 
 
@@ -89,7 +92,7 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
     if options.cluster == DaskCluster.local:
         # One in-process worker with a thread per requested worker: the heavy work (Parquet
         # decoding, numpy reductions) releases the GIL, and no data is copied between processes.
-        with dask.config.set({"distributed.worker.profile.enabled": options.profile}):
+        with dask.config.set({"distributed.worker.profile.enabled": options.profile_workers}):
             cluster = LocalCluster(
                 processes=False, n_workers=1, threads_per_worker=options.n_workers, dashboard_address=":0"
             )

@@ -39,7 +39,7 @@ class PyTorchJobOptions:
 
     image: str
     namespace: str
-    replicas: int = 1
+    replicas: int = 2
     gpus_per_replica: int = 0
     cpu: str = "4"
     memory: str = "8Gi"

@@ -24,9 +24,9 @@ class SplitOptions:
         seed: Seed of the block assignment.
     """
 
-    test_window_hours: float = 12.0
+    test_window_hours: float = 3.0
     val_share: float = 0.2
-    block_hours: float = 24.0
+    block_hours: float = 12.0
     seed: int = 42
 
     def validate(self) -> None:

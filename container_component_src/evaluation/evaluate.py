@@ -15,6 +15,7 @@ import pandas as pd
 
 from container_component_src import storage
 from container_component_src.evaluation import metrics, report, scoring
+from container_component_src.evaluation.decision import DeployDecision
 from container_component_src.storage import InputError
 
 CONFUSION_CATEGORIES = ["normal", "anomaly"]
@@ -224,12 +225,13 @@ def run_evaluate(
             "anomaly_share": float(labels.mean()),
         },
         # Served rows are scored one by one: their threshold is the same quantile of raw scores.
-        "deploy": {
-            "fc1": summary["label_free"]["fc1"],
-            "threshold": metrics.quantile_threshold(val_scored["score"].to_numpy(), options.val_quantile),
-            "evaluated_threshold": threshold,
-            "smoothing_window": options.smoothing_window,
-        },
+        "deploy": DeployDecision(
+            fc1=summary["label_free"]["fc1"],
+            threshold=metrics.quantile_threshold(val_scored["score"].to_numpy(), options.val_quantile),
+            evaluated_threshold=threshold,
+            smoothing_window=options.smoothing_window,
+            val_quantile=options.val_quantile,
+        ).to_dict(),
     }
     summary["metrics"] = flat_metrics(summary)
 

@@ -62,8 +62,8 @@ class TrainOptions:
         progress: Show Lightning's progress bar.
     """
 
-    max_epochs: int = 20
-    patience: int = 3
+    max_epochs: int = 30
+    patience: int = 4
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1

@@ -24,6 +24,7 @@ import numpy as np
 from container_component_src import storage
 from container_component_src.choices import ServingBackend
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
+from container_component_src.evaluation.decision import DeployDecision
 from container_component_src.model.files import SCALER, TYPICAL_ROW
 from container_component_src.serving.inference import SERVING_FILE, v1_request, v2_request
 
@@ -52,13 +53,14 @@ class DeployOptions:
     startup_timeout_s: float = 120.0
 
 
-def serving_config(summary: dict[str, Any]) -> dict[str, Any]:
+def serving_config(summary: dict[str, Any], source: str = "the evaluation summary") -> dict[str, Any]:
     """What the server needs from the evaluation: the flag threshold, and its Fc1 for the record."""
-    deploy = summary["deploy"]
+    decision = DeployDecision.from_summary(summary, source)
     return {
-        "threshold": deploy["threshold"],
-        "fc1": deploy["fc1"],
-        "val_quantile": summary["options"]["val_quantile"],
+        "threshold": decision.threshold,
+        "fc1": decision.fc1,
+        "fc1_name": decision.fc1_name,
+        "val_quantile": decision.val_quantile,
     }
 
 
@@ -175,9 +177,10 @@ def publish(
     """
     summary = storage.read_json(summary_url)
     target = publish_target(options, artifact_uri or model_dir, run_id or time.strftime("%Y%m%d-%H%M%S"))
+    config = serving_config(summary, summary_url)
     publish_model(model_dir, summary, target)
     print(f"Published the model to {target}", flush=True)
-    return target, serving_config(summary)
+    return target, config
 
 
 def serve_argv(model_dir: str, name: str, http_port: int, max_batch_rows: int | None = None) -> list[str]:

@@ -63,7 +63,7 @@ def test_local_cluster_starts_and_always_stops() -> None:
 
 @pytest.mark.parametrize("profile", [False, True])
 def test_worker_profiler_only_when_asked(profile: bool) -> None:
-    with dask_client(ClusterOptions(n_workers=1, profile=profile)) as client:
+    with dask_client(ClusterOptions(n_workers=1, profile_workers=profile)) as client:
         (worker,) = client.cluster.workers.values()
         assert ("profile" in worker.periodic_callbacks) is profile
 

@@ -157,7 +157,15 @@ def test_deploy_command_publishes_to_object_storage_and_applies(
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.torchscript.pt").write_bytes(b"weights")
-    summary = {"deploy": {"threshold": 4.2, "fc1": 0.9}, "options": {"val_quantile": 0.99}}
+    summary = {
+        "deploy": {
+            "threshold": 4.2,
+            "fc1": 0.9,
+            "evaluated_threshold": 4.2,
+            "smoothing_window": 1,
+            "val_quantile": 0.99,
+        }
+    }
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     fake = FakeKube([NOT_READY, READY])
     monkeypatch.setattr("container_component_src.cluster.inference_service.time.sleep", lambda s: None)

@@ -12,7 +12,9 @@ from container_component_src.serving.deploy import (
     wait_for_server,
 )
 
-SUMMARY = {"deploy": {"threshold": 3.5, "fc1": 0.91}, "options": {"val_quantile": 0.99}}
+SUMMARY = {
+    "deploy": {"threshold": 3.5, "fc1": 0.91, "evaluated_threshold": 3.5, "smoothing_window": 1, "val_quantile": 0.99}
+}
 
 
 def test_publish_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,7 +33,22 @@ def test_publish_replaces_the_folder_with_model_and_threshold(tmp_path: Path) ->
     (target / "stale.txt").write_text("old")
     publish_model(str(model), SUMMARY, str(target))
     assert sorted(p.name for p in target.iterdir()) == ["model.torchscript.pt", "serving.json"]
-    assert json.loads((target / "serving.json").read_text()) == {"threshold": 3.5, "fc1": 0.91, "val_quantile": 0.99}
+    assert json.loads((target / "serving.json").read_text()) == {
+        "threshold": 3.5,
+        "fc1": 0.91,
+        "fc1_name": "Fc1",
+        "val_quantile": 0.99,
+    }
+
+
+def test_a_summary_without_a_deploy_block_is_refused(tmp_path: Path) -> None:
+    from container_component_src.evaluation.decision import DeployDecision
+    from container_component_src.storage import InputError
+
+    with pytest.raises(InputError, match="s.json has no complete 'deploy' block"):
+        DeployDecision.from_summary({"deploy": {"fc1": 0.5}}, "s.json")
+    smoothed = DeployDecision.from_summary({"deploy": {**SUMMARY["deploy"], "smoothing_window": 5}})
+    assert smoothed.fc1_name.startswith("Fc1 of scores smoothed over 5 rows")
 
 
 def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:

@@ -22,7 +22,15 @@ MAX_ROWS = 50
 
 @pytest.fixture(scope="module")
 def published(trained_model: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> str:
-    summary = {"deploy": {"threshold": 5.0, "fc1": 0.9}, "options": {"val_quantile": 0.99}}
+    summary = {
+        "deploy": {
+            "threshold": 5.0,
+            "fc1": 0.9,
+            "evaluated_threshold": 5.0,
+            "smoothing_window": 1,
+            "val_quantile": 0.99,
+        }
+    }
     target = str(tmp_path_factory.mktemp("published") / "model")
     publish_model(trained_model["model"], summary, target)
     return target
