@@ -29,6 +29,7 @@ from container_component_src.choices import (
     TuneBackend,
 )
 from container_component_src.cli_help import tidy_options, widen_help
+from container_component_src.cluster.kube import Placement
 from container_component_src.config import ConfigError, Settings, load_settings, settings_from_json
 
 app = typer.Typer(
@@ -322,6 +323,7 @@ def split_archive(
 
 @app.command()
 def preprocess(
+    ctx: typer.Context,
     partitions: Annotated[
         list[str], typer.Option("--partitions", help="Partition folder or file; repeat for several.")
     ],
@@ -375,6 +377,7 @@ def preprocess(
             s3_secret_name=s3_secret_name,
             s3_endpoint=s3_endpoint,
             profile_workers=profile_workers,
+            placement=Placement.from_settings(ctx.obj.kubernetes),
         )
         with dask_client(cluster_options) as client:
             summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column)
@@ -560,6 +563,7 @@ def train(
                 timeout_s=timeout_s,
                 s3_secret_name=s3_secret_name,
                 s3_endpoint=s3_endpoint,
+                placement=Placement.from_settings(ctx.obj.kubernetes),
             )
         data = {"train": train, "val": val, "scaler": scaler}
         settings_json = settings_to_json(ctx.obj)
@@ -625,6 +629,7 @@ def tune(
                 s3_secret_name=s3_secret_name,
                 s3_endpoint=s3_endpoint,
                 gpus=devices if accelerator == Accelerator.gpu else 0,
+                placement=Placement.from_settings(ctx.obj.kubernetes),
             )
         data = {"train": train, "val": val, "scaler": scaler}
         trials = {"algorithm": algorithm, "max_trials": max_trials, "max_failed_trials": max_failed_trials}
@@ -754,6 +759,7 @@ def deploy(
                 max_batch_rows=max_batch_rows,
                 timeout_s=timeout_s,
                 settings=settings_to_json(ctx.obj),
+                placement=Placement.from_settings(ctx.obj.kubernetes),
             )
         result = deploy_step(model, summary, options, artifact_uri, run_id, cluster)
         storage.write_json(result, out)

@@ -92,7 +92,13 @@ def configure_for_kubernetes(task: dsl.PipelineTask, name: str, settings: Settin
     task.set_cpu_request(resources["cpu"]).set_cpu_limit(resources["cpu"])
     task.set_memory_request(resources["memory"]).set_memory_limit(resources["memory"])
     node_selector = dict(k8s.node_selector)
-    if name in GPU_TASKS and k8s.train_gpus:
+    # A launcher whose Katib trials or PyTorchJob replicas train elsewhere needs no GPU itself
+    # (decided by the compiled backend: a runtime --param backend does not change pod resources).
+    trains_here = {
+        "tune": settings.tuning.backend == TuneBackend.local,
+        "train": settings.training.backend == TrainBackend.local,
+    }
+    if name in GPU_TASKS and k8s.train_gpus and trains_here[name]:
         task.set_accelerator_type(k8s.gpu_resource).set_accelerator_limit(k8s.train_gpus)
         node_selector |= k8s.gpu_node_selector
     for key, value in node_selector.items():

@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from container_component_src.choices import DaskCluster
-from container_component_src.cluster.kube import s3_env
+from container_component_src.cluster.kube import Placement, s3_env
 from container_component_src.errors import OptionError
 
 
@@ -30,6 +30,10 @@ class ClusterOptions:
         profile_workers: Run Dask's statistical profiler in the workers (for the dashboard). It samples
             every thread's stack every 10 ms while holding the GIL, which cost a third of the
             preprocessing throughput on 2 cores, so it is off unless asked for.
+        idle_timeout_s: The operator deletes a Kubernetes cluster idle for this long (a safety
+            net for a launcher killed before it could delete it).
+        startup_timeout_s: How long to wait for the scheduler and workers to run.
+        placement: Pull secret, node selectors and tolerations of the scheduler and workers.
     """
 
     cluster: DaskCluster = DaskCluster.local
@@ -41,6 +45,9 @@ class ClusterOptions:
     s3_secret_name: str = ""
     s3_endpoint: str = ""
     profile_workers: bool = False
+    idle_timeout_s: int = 600
+    startup_timeout_s: float = 600.0
+    placement: Placement = field(default_factory=Placement)
 
 
 PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
@@ -58,22 +65,37 @@ def worker_env(options: ClusterOptions) -> list[dict[str, Any]]:
 
 
 def build_cluster_spec(options: ClusterOptions, name: str) -> dict[str, Any]:
-    """Return the DaskCluster custom resource for `options`, named `name`."""
+    """Return the DaskCluster custom resource for `options`, named `name`.
+
+    The scheduler and workers run `dask scheduler` and `dask worker`: distributed 2026.6 removed
+    the `dask-scheduler` and `dask-worker` scripts that dask-kubernetes' template still names.
+    The operator deletes the cluster after `idle_timeout_s` without work, should its launcher die
+    without deleting it.
+    """
     from dask_kubernetes.operator import make_cluster_spec
+    from kubernetes.client import ApiClient, V1PodSpec
 
     if not options.image:
         raise OptionError("--worker-image is required for a Kubernetes Dask cluster")
-    resources = {
-        "requests": {"cpu": options.worker_cpu, "memory": options.worker_memory},
-        "limits": {"cpu": options.worker_cpu, "memory": options.worker_memory},
-    }
-    return make_cluster_spec(
+    resources = ApiClient().sanitize_for_serialization(
+        options.placement.resources(options.worker_cpu, options.worker_memory)
+    )
+    spec = make_cluster_spec(
         name=name,
         image=options.image,
         n_workers=options.n_workers,
         resources=resources,
         env=worker_env(options),
+        worker_command="dask worker",
+        idle_timeout=options.idle_timeout_s,
     )
+    scheduler = spec["spec"]["scheduler"]["spec"]
+    scheduler["containers"][0]["args"] = ["dask", "scheduler", "--host", "0.0.0.0"]
+    placed = ApiClient().sanitize_for_serialization(options.placement.apply(V1PodSpec(containers=[])))
+    placed.pop("containers")
+    for pod in (scheduler, spec["spec"]["worker"]["spec"]):
+        pod.update(placed)
+    return spec
 
 
 def unique_cluster_name(prefix: str = "preprocess") -> str:
@@ -81,32 +103,80 @@ def unique_cluster_name(prefix: str = "preprocess") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+GROUP, VERSION, PLURAL = "kubernetes.dask.org", "v1", "daskclusters"
+SCHEDULER_PORT = 8786
+
+
 @contextlib.contextmanager
-def dask_client(options: ClusterOptions) -> Iterator[Any]:
+def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Iterator[str]:
+    """Create a DaskCluster (owned by this pod), wait until its scheduler runs, yield its address;
+    always delete it (SIGTERM included).
+
+    Raises:
+        TimeoutError: The scheduler was not running within `options.startup_timeout_s`.
+    """
+    from kubernetes.client import CoreV1Api, CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    from container_component_src.cluster.kube import (
+        cleanup_on_sigterm,
+        current_namespace,
+        kube_api_client,
+        owner_reference,
+        wait_for,
+    )
+
+    client = api_client or kube_api_client()
+    namespace = options.namespace or current_namespace()
+    name = unique_cluster_name()
+    body = build_cluster_spec(options, name)
+    body["metadata"]["namespace"] = namespace
+    owner = owner_reference(client)
+    if owner is not None:
+        body["metadata"]["ownerReferences"] = [client.sanitize_for_serialization(owner)]
+    api, core = CustomObjectsApi(client), CoreV1Api(client)
+
+    def scheduler_address() -> str | None:
+        status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
+        if status.get("phase") != "Running":
+            return None
+        try:
+            service = core.read_namespaced_service(f"{name}-scheduler", namespace)
+        except ApiException:
+            return None
+        return f"tcp://{service.spec.cluster_ip}:{SCHEDULER_PORT}"
+
+    with cleanup_on_sigterm():
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        print(f"Created DaskCluster {namespace}/{name}", flush=True)
+        try:
+            yield wait_for(scheduler_address, f"DaskCluster {name}", options.startup_timeout_s, 2.0)
+        finally:
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            print(f"Deleted DaskCluster {namespace}/{name}", flush=True)
+
+
+@contextlib.contextmanager
+def dask_client(options: ClusterOptions, api_client: Any = None) -> Iterator[Any]:
     """Start the cluster, yield a connected `distributed.Client`, and always shut both down."""
     import dask
     from distributed import Client, LocalCluster
 
     if options.n_workers < 1:
         raise OptionError(f"--n-workers must be >= 1, got {options.n_workers}")
-    if options.cluster == DaskCluster.local:
-        # One in-process worker with a thread per requested worker: the heavy work (Parquet
-        # decoding, numpy reductions) releases the GIL, and no data is copied between processes.
-        with dask.config.set({"distributed.worker.profile.enabled": options.profile_workers}):
-            cluster = LocalCluster(
-                processes=False, n_workers=1, threads_per_worker=options.n_workers, dashboard_address=":0"
-            )
-    elif options.cluster == DaskCluster.kubernetes:
-        from dask_kubernetes.operator import KubeCluster
-
-        spec = build_cluster_spec(options, unique_cluster_name())
-        cluster = KubeCluster(
-            custom_cluster_spec=spec,
-            namespace=options.namespace or None,
-            shutdown_on_close=True,
-        )
-    else:
+    if options.cluster == DaskCluster.kubernetes:
+        with kubernetes_cluster(options, api_client) as address, Client(address) as client:
+            client.wait_for_workers(options.n_workers, timeout=options.startup_timeout_s)
+            yield client
+        return
+    if options.cluster != DaskCluster.local:
         raise OptionError(f"--cluster must be one of {', '.join(DaskCluster)}, got {options.cluster!r}")
+    # One in-process worker with a thread per requested worker: the heavy work (Parquet
+    # decoding, numpy reductions) releases the GIL, and no data is copied between processes.
+    with dask.config.set({"distributed.worker.profile.enabled": options.profile_workers}):
+        cluster = LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=options.n_workers, dashboard_address=":0"
+        )
     try:
         with Client(cluster) as client:
             yield client

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from container_component_src.choices import DeploymentMode, ServeRole
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
-from container_component_src.cluster.kube import wait_for
+from container_component_src.cluster.kube import Placement, wait_for
 from container_component_src.errors import OptionError
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -39,6 +39,7 @@ class InferenceServiceOptions:
         timeout_s: Fail when it is not ready after this long.
         poll_s: Seconds between status checks.
         settings: The settings JSON the servers use (the launching task's).
+        placement: Pull secret, node selectors, tolerations and GPU resource name of both pods.
     """
 
     name: str
@@ -54,6 +55,7 @@ class InferenceServiceOptions:
     timeout_s: int = 600
     poll_s: float = 10.0
     settings: str | None = None
+    placement: Placement = field(default_factory=Placement)
 
     def validate(self) -> None:
         if not self.image:
@@ -65,11 +67,8 @@ class InferenceServiceOptions:
 
 
 def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> Any:
-    from kubernetes.client import V1Container, V1ContainerPort, V1EnvVar, V1ResourceRequirements
+    from kubernetes.client import V1Container, V1ContainerPort, V1EnvVar
 
-    resources = {"cpu": options.cpu, "memory": options.memory}
-    if gpus:
-        resources["nvidia.com/gpu"] = str(gpus)
     return V1Container(
         name=CONTAINER,
         image=options.image,
@@ -88,8 +87,19 @@ def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> 
         ),
         env=[V1EnvVar(name="STORAGE_URI", value=options.storage_uri)],
         ports=[V1ContainerPort(container_port=8080, protocol="TCP")],
-        resources=V1ResourceRequirements(requests=resources, limits=resources),
+        resources=options.placement.resources(options.cpu, options.memory, gpus),
     )
+
+
+def _placed(component: Any, placement: Placement, gpus: int) -> Any:
+    """A KServe component spec (its pod's fields) with the placement applied."""
+    from kubernetes.client import V1PodSpec
+
+    pod = placement.apply(V1PodSpec(containers=[]), gpus)
+    component.image_pull_secrets = pod.image_pull_secrets
+    component.node_selector = pod.node_selector
+    component.tolerations = pod.tolerations
+    return component
 
 
 def build_inference_service(options: InferenceServiceOptions) -> Any:
@@ -111,11 +121,19 @@ def build_inference_service(options: InferenceServiceOptions) -> Any:
             labels={"app.kubernetes.io/part-of": "eclss-anomaly-pipeline"},
         ),
         spec=kserve.V1beta1InferenceServiceSpec(
-            predictor=kserve.V1beta1PredictorSpec(
-                containers=[_container(ServeRole.predictor, options, options.gpus)], service_account_name=account
+            predictor=_placed(
+                kserve.V1beta1PredictorSpec(
+                    containers=[_container(ServeRole.predictor, options, options.gpus)], service_account_name=account
+                ),
+                options.placement,
+                options.gpus,
             ),
-            transformer=kserve.V1beta1TransformerSpec(
-                containers=[_container(ServeRole.transformer, options, 0)], service_account_name=account
+            transformer=_placed(
+                kserve.V1beta1TransformerSpec(
+                    containers=[_container(ServeRole.transformer, options, 0)], service_account_name=account
+                ),
+                options.placement,
+                0,
             ),
         ),
     )

@@ -10,11 +10,11 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
-from container_component_src.cluster.kube import s3_env, wait_for
+from container_component_src.cluster.kube import Placement, owner_reference, s3_env, wait_for
 from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams
 from container_component_src.model.tune import Parameter
@@ -39,6 +39,7 @@ class KatibOptions:
         cpu: CPU request and limit per trial.
         memory: Memory request and limit per trial.
         gpus: GPUs per trial.
+        placement: Pull secret, node selectors, tolerations and GPU resource name of the trial pods.
     """
 
     image: str
@@ -52,6 +53,7 @@ class KatibOptions:
     cpu: str = "2"
     memory: str = "4Gi"
     gpus: int = 0
+    placement: Placement = field(default_factory=Placement)
 
 
 def experiment_name(prefix: str = "eclss-tune") -> str:
@@ -109,12 +111,8 @@ def trial_job(command: list[str], options: KatibOptions) -> dict[str, Any]:
         V1ObjectMeta,
         V1PodSpec,
         V1PodTemplateSpec,
-        V1ResourceRequirements,
     )
 
-    resources = {"cpu": options.cpu, "memory": options.memory}
-    if options.gpus:
-        resources["nvidia.com/gpu"] = str(options.gpus)
     job = V1Job(
         api_version="batch/v1",
         kind="Job",
@@ -122,17 +120,20 @@ def trial_job(command: list[str], options: KatibOptions) -> dict[str, Any]:
             backoff_limit=0,
             template=V1PodTemplateSpec(
                 metadata=V1ObjectMeta(annotations={"sidecar.istio.io/inject": "false"}),
-                spec=V1PodSpec(
-                    restart_policy="Never",
-                    containers=[
-                        V1Container(
-                            name=TRIAL_CONTAINER,
-                            image=options.image,
-                            command=command,
-                            env=s3_env(options.s3_secret_name, options.s3_endpoint),
-                            resources=V1ResourceRequirements(requests=resources, limits=resources),
-                        )
-                    ],
+                spec=options.placement.apply(
+                    V1PodSpec(
+                        restart_policy="Never",
+                        containers=[
+                            V1Container(
+                                name=TRIAL_CONTAINER,
+                                image=options.image,
+                                command=command,
+                                env=s3_env(options.s3_secret_name, options.s3_endpoint),
+                                resources=options.placement.resources(options.cpu, options.memory, options.gpus),
+                            )
+                        ],
+                    ),
+                    options.gpus,
                 ),
             ),
         ),
@@ -150,7 +151,17 @@ def build_experiment(
     max_failed_trials: int = 3,
 ) -> Any:
     """The Katib Experiment (the Kubeflow SDK's typed Katib API model) that searches `parameters`
-    by running `command`."""
+    by running `command`.
+
+    Katib's admission webhook refuses parallel or failed-trial counts above the trial count (local
+    tuning does not care): they are lowered to `max_trials`, with a note.
+    """
+    if max_trials < 1:
+        raise OptionError(f"--max-trials must be >= 1, got {max_trials}")
+    parallel = min(options.parallel_trials, max_trials)
+    max_failed_trials = min(max_failed_trials, max_trials)
+    if parallel < options.parallel_trials:
+        print(f"Katib: --parallel-trials {options.parallel_trials} lowered to --max-trials {max_trials}", flush=True)
     from kubeflow_katib_api.models import (
         IoK8sApimachineryPkgApisMetaV1ObjectMeta,
         V1beta1AlgorithmSpec,
@@ -178,7 +189,7 @@ def build_experiment(
                 for p in parameters
             ],
             max_trial_count=max_trials,
-            parallel_trial_count=options.parallel_trials,
+            parallel_trial_count=parallel,
             max_failed_trial_count=max_failed_trials,
             metrics_collector_spec=V1beta1MetricsCollectorSpec(collector=V1beta1CollectorSpec(kind="StdOut")),
             trial_template=V1beta1TrialTemplate(
@@ -212,7 +223,11 @@ def run_experiment(
 
     api = CustomObjectsApi(api_client)
     name, namespace = experiment.metadata.name, experiment.metadata.namespace
-    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, experiment_body(experiment))
+    body = experiment_body(experiment)
+    owner = owner_reference(api_client)
+    if owner is not None:
+        body["metadata"]["ownerReferences"] = [api_client.sanitize_for_serialization(owner)]
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     print(f"Created Katib Experiment {namespace}/{name}", flush=True)
 
     def finished() -> dict[str, Any] | None:

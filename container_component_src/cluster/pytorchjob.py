@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
-from container_component_src.cluster.kube import s3_env, wait_for
+from container_component_src.cluster.kube import Placement, owner_reference, s3_env, wait_for
 from container_component_src.errors import OptionError
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
@@ -35,6 +35,7 @@ class PyTorchJobOptions:
         poll_s: Seconds between status checks.
         s3_secret_name: Secret whose AWS_* keys the replicas get as environment.
         s3_endpoint: AWS_ENDPOINT_URL of the replicas (MinIO).
+        placement: Pull secret, node selectors, tolerations and GPU resource name of the replicas.
     """
 
     image: str
@@ -48,6 +49,7 @@ class PyTorchJobOptions:
     poll_s: float = 15.0
     s3_secret_name: str = ""
     s3_endpoint: str = ""
+    placement: Placement = field(default_factory=Placement)
 
 
 def job_name(prefix: str = "eclss-train") -> str:
@@ -69,7 +71,6 @@ def build_pytorchjob(name: str, command: list[str], options: PyTorchJobOptions) 
         V1ObjectMeta,
         V1PodSpec,
         V1PodTemplateSpec,
-        V1ResourceRequirements,
         V1Volume,
         V1VolumeMount,
     )
@@ -80,25 +81,28 @@ def build_pytorchjob(name: str, command: list[str], options: PyTorchJobOptions) 
         # The operator's WORLD_SIZE counts replicas: one training process (and GPU) per replica.
         raise OptionError(f"--devices: one GPU per replica, got {options.gpus_per_replica}; add --replicas for more")
     env = s3_env(options.s3_secret_name, options.s3_endpoint)
-    resources = {"cpu": options.cpu, "memory": options.memory}
-    if options.gpus_per_replica:
-        resources["nvidia.com/gpu"] = str(options.gpus_per_replica)
+    gpus = options.gpus_per_replica
     template = V1PodTemplateSpec(
         metadata=V1ObjectMeta(annotations={"sidecar.istio.io/inject": "false"}),
-        spec=V1PodSpec(
-            containers=[
-                V1Container(
-                    name=CONTAINER,
-                    image=options.image,
-                    command=command,
-                    env=env,
-                    resources=V1ResourceRequirements(requests=resources, limits=resources),
-                    volume_mounts=[V1VolumeMount(name="dshm", mount_path="/dev/shm")],
-                )
-            ],
-            volumes=[
-                V1Volume(name="dshm", empty_dir=V1EmptyDirVolumeSource(medium="Memory", size_limit=options.shm_size))
-            ],
+        spec=options.placement.apply(
+            V1PodSpec(
+                containers=[
+                    V1Container(
+                        name=CONTAINER,
+                        image=options.image,
+                        command=command,
+                        env=env,
+                        resources=options.placement.resources(options.cpu, options.memory, gpus),
+                        volume_mounts=[V1VolumeMount(name="dshm", mount_path="/dev/shm")],
+                    )
+                ],
+                volumes=[
+                    V1Volume(
+                        name="dshm", empty_dir=V1EmptyDirVolumeSource(medium="Memory", size_limit=options.shm_size)
+                    )
+                ],
+            ),
+            gpus,
         ),
     )
     replica_specs = {"Master": KubeflowOrgV1ReplicaSpec(replicas=1, restart_policy="Never", template=template)}
@@ -157,7 +161,11 @@ def run_pytorchjob(
 
     api = CustomObjectsApi(api_client)
     name, namespace = job.metadata.name, job.metadata.namespace
-    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, api_client.sanitize_for_serialization(job))
+    body = api_client.sanitize_for_serialization(job)
+    owner = owner_reference(api_client)
+    if owner is not None:
+        body["metadata"]["ownerReferences"] = [api_client.sanitize_for_serialization(owner)]
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     print(f"Created PyTorchJob {namespace}/{name}", flush=True)
     log = _MasterLog(CoreV1Api(api_client), name, namespace)
 
