@@ -110,6 +110,7 @@ class TrainingSettings:
     backend: TrainBackend
     replicas: int
     timeout_s: int
+    poll_s: float
     max_epochs: int
     patience: int
     accelerator: Accelerator
@@ -131,6 +132,7 @@ class TuningSettings:
     algorithm: TuneAlgorithm
     parallel_trials: int
     timeout_s: int
+    poll_s: float
     max_trials: int
     max_failed_trials: int
     epochs_per_trial: int
@@ -162,6 +164,7 @@ class ServingSettings:
     cpu: str
     memory: str
     timeout_s: int
+    poll_s: float
 
 
 @dataclass(frozen=True)

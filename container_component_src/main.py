@@ -107,6 +107,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "backend": settings.training.backend,
             "replicas": settings.training.replicas,
             "timeout_s": settings.training.timeout_s,
+            "poll_s": settings.training.poll_s,
             "image": settings.platform.image,
             "namespace": settings.platform.namespace,
             "s3_secret_name": settings.platform.s3_secret_name,
@@ -121,6 +122,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "backend": settings.tuning.backend,
             "parallel_trials": settings.tuning.parallel_trials,
             "timeout_s": settings.tuning.timeout_s,
+            "poll_s": settings.tuning.poll_s,
             "image": settings.platform.image,
             "namespace": settings.platform.namespace,
             "s3_secret_name": settings.platform.s3_secret_name,
@@ -152,6 +154,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "cpu": settings.serving.cpu,
             "memory": settings.serving.memory,
             "timeout_s": settings.serving.timeout_s,
+            "poll_s": settings.serving.poll_s,
             "image": settings.platform.image,
             "namespace": settings.platform.namespace,
         },
@@ -524,6 +527,7 @@ def train(
     namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)],
     image: Annotated[str, typer.Option(help="Image the replicas run.", rich_help_panel=Job)],
     timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Job)],
+    poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Job)],
     s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for replicas.", rich_help_panel=Job)],
     params: Annotated[
         str | None, typer.Option(help="Best-parameters JSON from tune; its values replace the options above.")
@@ -561,6 +565,7 @@ def train(
                 replicas=replicas,
                 gpus_per_replica=devices if accelerator == Accelerator.gpu else 0,
                 timeout_s=timeout_s,
+                poll_s=poll_s,
                 s3_secret_name=s3_secret_name,
                 s3_endpoint=s3_endpoint,
                 placement=Placement.from_settings(ctx.obj.kubernetes),
@@ -599,6 +604,7 @@ def tune(
     image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)],
     parallel_trials: Annotated[int, typer.Option(help="Katib trials at once.", rich_help_panel=Katib)],
     timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Katib)],
+    poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Katib)],
     s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for trials.", rich_help_panel=Katib)],
     keep_experiment: Annotated[
         bool, typer.Option(help="Keep the Experiment after it ends.", rich_help_panel=Katib)
@@ -625,6 +631,7 @@ def tune(
                 namespace=namespace or current_namespace(),
                 parallel_trials=parallel_trials,
                 timeout_s=timeout_s,
+                poll_s=poll_s,
                 keep=keep_experiment,
                 s3_secret_name=s3_secret_name,
                 s3_endpoint=s3_endpoint,
@@ -724,6 +731,7 @@ def deploy(
     cpu: Annotated[str, typer.Option(help="CPU per container.", rich_help_panel=Kserve)],
     memory: Annotated[str, typer.Option(help="Memory per container.", rich_help_panel=Kserve)],
     timeout_s: Annotated[int, typer.Option(help="Fail when not ready after this long.", rich_help_panel=Kserve)],
+    poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Kserve)],
     image: Annotated[str, typer.Option(help="Image of predictor and transformer.", rich_help_panel=Kserve)],
     namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Kserve)],
     artifact_uri: Annotated[str, typer.Option(help="URI of the Model artifact.", rich_help_panel=Kserve)] = "",
@@ -758,6 +766,7 @@ def deploy(
                 memory=memory,
                 max_batch_rows=max_batch_rows,
                 timeout_s=timeout_s,
+                poll_s=poll_s,
                 settings=settings_to_json(ctx.obj),
                 placement=Placement.from_settings(ctx.obj.kubernetes),
             )

@@ -131,7 +131,7 @@ def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Itera
     name = unique_cluster_name()
     body = build_cluster_spec(options, name)
     body["metadata"]["namespace"] = namespace
-    owner = owner_reference(client)
+    owner = owner_reference(client, namespace)
     if owner is not None:
         body["metadata"]["ownerReferences"] = [client.sanitize_for_serialization(owner)]
     api, core = CustomObjectsApi(client), CoreV1Api(client)

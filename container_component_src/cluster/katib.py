@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
-from container_component_src.cluster.kube import Placement, owner_reference, s3_env, wait_for
+from container_component_src.cluster.kube import Placement, cleanup_on_sigterm, owner_reference, s3_env, wait_for
 from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams
 from container_component_src.model.tune import Parameter
@@ -224,7 +224,7 @@ def run_experiment(
     api = CustomObjectsApi(api_client)
     name, namespace = experiment.metadata.name, experiment.metadata.namespace
     body = experiment_body(experiment)
-    owner = owner_reference(api_client)
+    owner = owner_reference(api_client, namespace)
     if owner is not None:
         body["metadata"]["ownerReferences"] = [api_client.sanitize_for_serialization(owner)]
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
@@ -243,13 +243,14 @@ def run_experiment(
             raise RuntimeError(f"Katib Experiment {name} failed: {failed.get('reason')}: {failed.get('message')}")
         return status if "Succeeded" in conditions else None
 
-    try:
-        status = wait_for(finished, f"Katib Experiment {name}", options.timeout_s, options.poll_s, clock, sleep)
-        return _best_trial(name, status)
-    finally:
-        if not options.keep:
-            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            print(f"Deleted Katib Experiment {namespace}/{name}", flush=True)
+    with cleanup_on_sigterm():
+        try:
+            status = wait_for(finished, f"Katib Experiment {name}", options.timeout_s, options.poll_s, clock, sleep)
+            return _best_trial(name, status)
+        finally:
+            if not options.keep:
+                api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                print(f"Deleted Katib Experiment {namespace}/{name}", flush=True)
 
 
 def _best_trial(name: str, status: dict[str, Any]) -> dict[str, Any]:

@@ -138,20 +138,23 @@ class Placement:
 
 
 POD_NAME_ENV = "HOSTNAME"  # a pod's hostname is its name (KFP's task pods keep it so)
+POD_NAMESPACE_ENV = "POD_NAMESPACE"  # where the downward API puts it; else the service account's
 
 
-def owner_reference(api_client: Any) -> Any:
+def owner_reference(api_client: Any, namespace: str) -> Any:
     """An ownerReference to the pod this runs in, so that Kubernetes' garbage collector deletes
-    what the task created when the task's pod goes (killed, evicted, run deleted); None outside a
-    pod. Cleanup in `finally` still runs first on any orderly exit."""
+    what the task created in `namespace` when the task's pod goes (killed, evicted, run deleted).
+    None outside a pod, or when `namespace` is not the pod's (owners cannot cross namespaces).
+    Cleanup in `finally` still runs first on any orderly exit."""
     from kubernetes.client import CoreV1Api, V1OwnerReference
     from kubernetes.client.exceptions import ApiException
 
     name = os.environ.get(POD_NAME_ENV, "")
-    if not name or "KUBERNETES_SERVICE_HOST" not in os.environ:
+    pod_namespace = os.environ.get(POD_NAMESPACE_ENV) or current_namespace()
+    if not name or "KUBERNETES_SERVICE_HOST" not in os.environ or pod_namespace != namespace:
         return None
     try:
-        pod = CoreV1Api(api_client).read_namespaced_pod(name, current_namespace())
+        pod = CoreV1Api(api_client).read_namespaced_pod(name, namespace)
     except ApiException:
         return None
     return V1OwnerReference(api_version="v1", kind="Pod", name=name, uid=pod.metadata.uid, block_owner_deletion=False)

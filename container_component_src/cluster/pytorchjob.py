@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
-from container_component_src.cluster.kube import Placement, owner_reference, s3_env, wait_for
+from container_component_src.cluster.kube import Placement, cleanup_on_sigterm, owner_reference, s3_env, wait_for
 from container_component_src.errors import OptionError
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
@@ -162,7 +162,7 @@ def run_pytorchjob(
     api = CustomObjectsApi(api_client)
     name, namespace = job.metadata.name, job.metadata.namespace
     body = api_client.sanitize_for_serialization(job)
-    owner = owner_reference(api_client)
+    owner = owner_reference(api_client, namespace)
     if owner is not None:
         body["metadata"]["ownerReferences"] = [api_client.sanitize_for_serialization(owner)]
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
@@ -181,11 +181,12 @@ def run_pytorchjob(
             )
         return True if "Succeeded" in conditions else None
 
-    try:
-        wait_for(finished, f"PyTorchJob {name}", options.timeout_s, options.poll_s, clock, sleep)
-    finally:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        print(f"Deleted PyTorchJob {namespace}/{name}", flush=True)
+    with cleanup_on_sigterm():
+        try:
+            wait_for(finished, f"PyTorchJob {name}", options.timeout_s, options.poll_s, clock, sleep)
+        finally:
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            print(f"Deleted PyTorchJob {namespace}/{name}", flush=True)
 
 
 def replica_command(

@@ -67,17 +67,20 @@ class VAESystem(pl.LightningModule):
             )
         batch_size = x.shape[0]
         # Per epoch, not per step: logging every step costs more than this small network's step.
+        # Validation metrics stay off the progress bar: Katib's StdOut collector reads every
+        # `name=value` in the output, and the bar's rounded `val_nll=-25.3` would count as a
+        # measurement; ObjectivePrinter prints them exactly once per validation.
         self.log(
             f"{stage}_loss",
             loss,
-            prog_bar=True,
+            prog_bar=stage == "train",
             on_step=False,
             on_epoch=True,
             batch_size=batch_size,
             sync_dist=stage == "val",
         )
         if stage == "val":
-            self.log("val_nll", nll.mean(), prog_bar=True, batch_size=batch_size, sync_dist=True)
+            self.log("val_nll", nll.mean(), batch_size=batch_size, sync_dist=True)
             self.log("val_kl", kl.mean(), batch_size=batch_size, sync_dist=True)
         return loss
 

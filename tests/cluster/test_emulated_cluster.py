@@ -1,0 +1,333 @@
+"""The cluster backends against an emulated Kubeflow that runs every pod they create.
+
+Each test runs the real subcommand with its cluster backend, as the pipeline task does; the
+emulator's controllers start the containers of the Experiment's trials, the PyTorchJob's
+replicas, the DaskCluster's scheduler and workers and the InferenceService's predictor and
+transformer as local processes, with exactly the command, args and env of the spec (S3 keys only
+through the Secret). See `tests/emulator/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from container_component_src import storage
+from container_component_src.main import app
+from tests.emulator.cluster import NAMESPACE, Emulator, emulated_kubeflow
+
+pytestmark = pytest.mark.cluster
+SECRET = "s3-credentials"
+SPACE = {
+    "learning_rate": {"type": "double", "min": 0.0005, "max": 0.01, "log": True},
+    "latent_dim": {"type": "int", "min": 2, "max": 4},
+}
+runner = CliRunner()
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """The emulated cluster, the S3 secret in it, and this process as a task in its launcher pod."""
+    with emulated_kubeflow(tmp_path / "cluster") as emulated:
+        emulated.add_secret(SECRET, {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"})
+        emulated.add_launcher_pod()
+        for name, value in emulated.launcher_env().items():
+            monkeypatch.setenv(name, value)
+        yield emulated
+
+
+@pytest.fixture
+def s3_sets(scaled_sets: dict[str, str], s3_bucket: str) -> dict[str, str]:
+    """The scaled sets and scaler in object storage, where pods read them."""
+    fs, _ = storage.filesystem(s3_bucket)
+    urls = {}
+    for name in ("train", "val", "test", "scaler"):
+        urls[name] = f"{s3_bucket}/sets/{Path(scaled_sets[name]).name}"
+        fs.put(scaled_sets[name], urls[name])
+    return urls
+
+
+def _cli(*args: str) -> Any:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _cluster_args() -> list[str]:
+    return ["--image", "eclss:test", "--namespace", NAMESPACE, "--s3-secret-name", SECRET, "--poll-s", "0.5"]
+
+
+def _objectives(text: str) -> list[float]:
+    # The lines ObjectivePrinter prints (a progress bar may precede one on the same line).
+    return [float(m) for m in re.findall(r"epoch=\d+ [^\n]*?val_nll=([-+0-9.eE]+)", text)]
+
+
+def test_tune_with_katib_runs_real_trials(emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "best.json"
+    _cli(
+        "tune",
+        "--backend",
+        "katib",
+        "--train",
+        s3_sets["train"],
+        "--val",
+        s3_sets["val"],
+        "--scaler",
+        s3_sets["scaler"],
+        "--out",
+        str(out),
+        "--max-trials",
+        "3",
+        "--max-failed-trials",
+        "0",
+        "--parallel-trials",
+        "2",
+        "--epochs-per-trial",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--search-space",
+        json.dumps(SPACE),
+        *_cluster_args(),
+    )
+    trials = [p for p in emulator.pods.history if "-trial-" in p.name]
+    assert len(trials) == 3 and all(t.poll() == 0 for t in trials)
+    best_trial = min(trials, key=lambda t: min(_objectives(t.text())))
+    best = json.loads(out.read_text())
+    assert best["objective"]["value"] == pytest.approx(min(_objectives(best_trial.text())), rel=1e-5)
+    argv = best_trial.argv
+    assert best["parameters"]["latent_dim"] == int(argv[argv.index("--latent-dim") + 1])
+    assert best["parameters"]["learning_rate"] == pytest.approx(float(argv[argv.index("--learning-rate") + 1]))
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps([t.argv for t in trials])
+    assert not emulator.objects("experiments") and not emulator.pods.alive(), "the Experiment and its pods are gone"
+
+
+def test_train_as_a_pytorchjob_runs_ddp_across_two_replicas(
+    emulator: Emulator, s3_sets: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    _cli(
+        "train",
+        "--backend",
+        "pytorchjob",
+        "--replicas",
+        "2",
+        "--train",
+        s3_sets["train"],
+        "--val",
+        s3_sets["val"],
+        "--scaler",
+        s3_sets["scaler"],
+        "--out",
+        str(out),
+        "--scratch",
+        f"{s3_bucket}/scratch-run-1",
+        "--max-epochs",
+        "2",
+        "--accelerator",
+        "cpu",
+        *_cluster_args(),
+    )
+    master, worker = (
+        next(p for p in emulator.pods.history if p.name.endswith(kind)) for kind in ("master-0", "worker-0")
+    )
+    assert master.poll() == 0 and worker.poll() == 0
+    for process, rank in ((master, 0), (worker, 1)):
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in process.text(), "both ranks join one process group"
+    assert (out / "model.torchscript.pt").is_file() and json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    assert not storage.exists(f"{s3_bucket}/scratch-run-1"), "the scratch copy is removed"
+    assert not emulator.objects("pytorchjobs") and not emulator.pods.alive()
+
+
+def test_preprocess_on_a_dask_cluster_equals_the_local_cluster(
+    emulator: Emulator, tiny_data: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    from container_component_src.data.split_archive import list_archives, run_split_archive
+
+    parts = tmp_path / "parts"
+    run_split_archive(list_archives(tiny_data["archives"])[0], str(parts))
+    fs, _ = storage.filesystem(s3_bucket)
+    fs.put(str(parts), f"{s3_bucket}/parts", recursive=True)
+    common = ["preprocess", "--n-workers", "2"]
+    _cli(
+        *common,
+        "--partitions",
+        str(parts),
+        "--out",
+        str(tmp_path / "local"),
+        "--quality-report",
+        str(tmp_path / "ql.json"),
+    )
+    _cli(
+        *common,
+        "--cluster",
+        "kubernetes",
+        "--partitions",
+        f"{s3_bucket}/parts",
+        "--out",
+        str(tmp_path / "k8s"),
+        "--quality-report",
+        str(tmp_path / "qk.json"),
+        "--worker-image",
+        "eclss:test",
+        "--namespace",
+        NAMESPACE,
+        "--s3-secret-name",
+        SECRET,
+    )
+    local, remote = storage.read_parquet(str(tmp_path / "local")), storage.read_parquet(str(tmp_path / "k8s"))
+    assert local.equals(remote) and len(local) > 0
+    started = [p for p in emulator.pods.history if p.name.startswith("preprocess-")]
+    assert [p.argv[:2] for p in started] == [["dask", "scheduler"], ["dask", "worker"], ["dask", "worker"]]
+    assert not emulator.objects("daskclusters") and not emulator.pods.alive()
+
+
+def test_deploy_with_kserve_serves_what_the_local_server_serves(
+    emulator: Emulator, trained_model: dict[str, Any], s3_bucket: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    from container_component_src.serving.inference import AnomalyScorer, v1_request, v2_request
+
+    summary = tmp_path / "summary.json"
+    decision = {"fc1": 0.9, "threshold": 5.0, "evaluated_threshold": 5.0, "smoothing_window": 1, "val_quantile": 0.99}
+    summary.write_text(json.dumps({"deploy": decision}))
+    _cli(
+        "deploy",
+        "--backend",
+        "kserve",
+        "--model",
+        trained_model["model"],
+        "--summary",
+        str(summary),
+        "--out",
+        str(tmp_path / "endpoint.json"),
+        "--model-store",
+        f"{s3_bucket}/models",
+        "--run-id",
+        "run-1",
+        "--image",
+        "eclss:test",
+        "--namespace",
+        NAMESPACE,
+        "--poll-s",
+        "0.5",
+    )
+    url = json.loads((tmp_path / "endpoint.json").read_text())["url"]
+    scorer = AnomalyScorer.load(trained_model["model"], threshold=5.0)
+    rows = [dict(zip(scorer.channels, [0.1 * (i + 1)] * len(scorer.channels), strict=True)) for i in range(3)]
+    import numpy as np
+
+    raw = np.array([[row[c] for c in scorer.channels] for row in rows], dtype=np.float32)
+    expected = {"score": scorer.score(scorer.scale(raw))[0].tolist()}
+    v1 = httpx.post(f"{url}/v1/models/eclss-anomaly:predict", json=v1_request(rows), timeout=30)
+    assert v1.status_code == 200, v1.text
+    assert [p["score"] for p in v1.json()["predictions"]] == pytest.approx(list(expected["score"]), rel=1e-5)
+    columns = {c: [r[c] for r in rows] for c in scorer.channels}
+    v2 = httpx.post(f"{url}/v2/models/eclss-anomaly/infer", json=v2_request(columns), timeout=30)
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+    assert outputs["score"] == pytest.approx(list(expected["score"]), rel=1e-5)
+
+
+def test_pods_of_a_private_registry_need_the_pull_secret(
+    emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the image in a private registry, a trial without the pull secret never starts."""
+    emulator.pods.pull_secret = "regcred"
+    args = [
+        "tune",
+        "--backend",
+        "katib",
+        "--train",
+        s3_sets["train"],
+        "--val",
+        s3_sets["val"],
+        "--scaler",
+        s3_sets["scaler"],
+        "--out",
+        str(tmp_path / "best.json"),
+        "--max-trials",
+        "1",
+        "--max-failed-trials",
+        "0",
+        "--epochs-per-trial",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--search-space",
+        json.dumps(SPACE),
+        *_cluster_args(),
+    ]
+    assert runner.invoke(app, args).exit_code != 0
+    monkeypatch.setenv("ECLSS_KUBERNETES__IMAGE_PULL_SECRET", "regcred")
+    _cli(*args)
+    assert json.loads((tmp_path / "best.json").read_text())["trials"] == 1
+
+
+def _launch(emulator: Emulator, args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, **emulator.launcher_env(), "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "container_component_src.main", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def _wait_until(check: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_launcher_leaves_nothing_behind(
+    emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path, sig: signal.Signals
+) -> None:
+    args = [
+        "tune",
+        "--backend",
+        "katib",
+        "--train",
+        s3_sets["train"],
+        "--val",
+        s3_sets["val"],
+        "--scaler",
+        s3_sets["scaler"],
+        "--out",
+        str(tmp_path / "best.json"),
+        "--max-trials",
+        "5",
+        "--epochs-per-trial",
+        "50",
+        "--accelerator",
+        "cpu",
+        "--search-space",
+        json.dumps(SPACE),
+        *_cluster_args(),
+    ]
+    launcher = _launch(emulator, args, tmp_path / "launcher.log")
+    _wait_until(lambda: emulator.pods.alive())
+    launcher.send_signal(sig)
+    assert launcher.wait(60) != 0
+    if sig == signal.SIGKILL:
+        # No handler runs: the Experiment outlives its launcher until the task's pod is deleted
+        # (the run deleted, or the pod garbage-collected); then it goes with it.
+        assert emulator.objects("experiments"), (tmp_path / "launcher.log").read_text()
+        emulator.server.delete("pods", NAMESPACE, "launcher-pod")
+    _wait_until(lambda: not emulator.pods.alive() and not emulator.objects("experiments"), 60)
+    assert not [p for p in emulator.objects("pods") if p["metadata"]["name"] != "launcher-pod"]
