@@ -139,6 +139,7 @@ def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Itera
     def scheduler_address() -> str | None:
         status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
         if status.get("phase") != "Running":
+            _raise_if_scheduler_failed(core, name, namespace)
             return None
         try:
             service = core.read_namespaced_service(f"{name}-scheduler", namespace)
@@ -154,6 +155,32 @@ def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Itera
         finally:
             api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             print(f"Deleted DaskCluster {namespace}/{name}", flush=True)
+
+
+# Pod states from which a scheduler does not come up by itself.
+STUCK_REASONS = {
+    "CrashLoopBackOff",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+}
+
+
+def _raise_if_scheduler_failed(core: Any, name: str, namespace: str) -> None:
+    """Fail at once, with the pod's reason and log, when the scheduler cannot start.
+
+    Raises:
+        RuntimeError: The scheduler pod failed or is stuck (bad command, image, secret).
+    """
+    selector = f"dask.org/cluster-name={name},dask.org/component=scheduler"
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+        waiting = [s.state.waiting.reason for s in pod.status.container_statuses or [] if s.state and s.state.waiting]
+        stuck = [r for r in waiting if r in STUCK_REASONS]
+        if pod.status.phase == "Failed" or stuck:
+            log = core.read_namespaced_pod_log(pod.metadata.name, namespace)[-2000:]
+            reason = ", ".join(stuck) or pod.status.message or "Failed"
+            raise RuntimeError(f"DaskCluster {name}: scheduler pod {pod.metadata.name} {reason}:\n{log}")
 
 
 @contextlib.contextmanager

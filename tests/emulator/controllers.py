@@ -86,7 +86,7 @@ class Pods:
         self.server.put("pods", pod)
         pulls = [s.get("name") for s in owner_pod_spec(owner, container).get("imagePullSecrets") or []]
         if self.pull_secret and self.pull_secret not in pulls:
-            pod["status"] = {"phase": "Pending", "reason": "ImagePullBackOff", "message": "pull access denied"}
+            pod["status"] = _waiting("ImagePullBackOff", "pull access denied: the image is in a private registry")
             pod["_log"] = lambda: "ImagePullBackOff: the image is in a private registry"
             return None
         try:
@@ -95,7 +95,11 @@ class Pods:
             )
         except (PodConfigError, FileNotFoundError, PermissionError) as exc:
             message = f"{type(exc).__name__}: {exc}"
-            pod["status"] = {"phase": "Failed", "message": message}
+            reason = "CreateContainerConfigError" if isinstance(exc, PodConfigError) else "RunContainerError"
+            pod["status"] = {
+                **_waiting(reason, message),
+                "phase": "Failed" if reason == "RunContainerError" else "Pending",
+            }
             pod["_log"] = lambda: message
             return None
         self.running[pod["metadata"]["uid"]] = process
@@ -121,6 +125,18 @@ class Pods:
 
     def alive(self) -> list[ContainerProcess]:
         return [p for p in self.running.values() if p.poll() is None]
+
+
+def _waiting(reason: str, message: str) -> dict[str, Any]:
+    """A pod status whose container waits (cannot start), as the kubelet reports it."""
+    state = {"waiting": {"reason": reason, "message": message}}
+    return {
+        "phase": "Pending",
+        "message": message,
+        "containerStatuses": [
+            {"name": "main", "ready": False, "restartCount": 0, "image": "", "imageID": "", "state": state}
+        ],
+    }
 
 
 def owner_pod_spec(owner: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
@@ -393,7 +409,8 @@ class DaskClusterController(Controller):
         for index in range(spec["worker"]["replicas"]):
             worker_name = f"{name}-default-worker-{index}"
             env = {"DASK_WORKER_NAME": worker_name, "DASK_SCHEDULER_ADDRESS": address}
-            self.pods.run(cluster, worker_name, worker, {"dask.org/component": "worker"}, env)
+            labels = {"dask.org/cluster-name": name, "dask.org/component": "worker"}
+            self.pods.run(cluster, worker_name, worker, labels, env)
         cluster["status"] = {"phase": "Running"}
 
 

@@ -211,3 +211,18 @@ def test_tune_receives_the_accelerator_and_devices(project_root: Path, tmp_path:
     inputs = spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
     assert inputs["accelerator"] == {"componentInputParameter": "accelerator"}
     assert inputs["devices"] == {"componentInputParameter": "devices"}
+
+
+def test_a_launcher_whose_training_runs_elsewhere_reserves_no_gpu(project_root: Path, tmp_path: Path) -> None:
+    from container_component_src.choices import TuneBackend
+
+    settings = _settings(project_root)
+    settings = dataclasses.replace(
+        settings,
+        kubernetes=dataclasses.replace(settings.kubernetes, train_gpus=1),
+        tuning=dataclasses.replace(settings.tuning, backend=TuneBackend.katib),
+    )
+    _compile(project_root, tmp_path, settings)
+    executors = _documents(tmp_path)[0]["deploymentSpec"]["executors"]
+    assert "accelerator" not in executors["exec-tune"]["container"]["resources"], "Katib's trials get the GPUs"
+    assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
