@@ -387,7 +387,7 @@ class DaskClusterController(Controller):
             cluster,
             f"{name}-scheduler",
             scheduler,
-            {"dask.org/component": "scheduler"},
+            {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},
             {"DASK_SCHEDULER_ADDRESS": address},
         )
         self.server.put(
