@@ -272,6 +272,12 @@ def import_telemetry(
         bool, typer.Option(help="The files are separate recordings: lay them end to end in the order given.")
     ] = False,
     stack_gap: Annotated[str, typer.Option(help="Gap between stacked recordings.")] = "1h",
+    timestamp_unit: Annotated[
+        str, typer.Option(help="Unit of timestamps given as numbers since the epoch: s, ms, us or ns.")
+    ] = "",
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a non-empty archive folder (all of it) and the reports file.")
+    ] = False,
 ) -> None:
     """Import your own telemetry (CSV or parquet: a timestamp and numeric channels, labels per row or
     as intervals) into the archive and report formats the pipeline reads."""
@@ -290,6 +296,8 @@ def import_telemetry(
             stack=stack,
             stack_gap=stack_gap,
             archive_timestamp_column=archive_timestamp_column,
+            timestamp_unit=timestamp_unit,
+            overwrite=overwrite,
         )
         _report(run_import_telemetry(source, archives, reports, options))
 

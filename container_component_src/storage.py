@@ -175,6 +175,8 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     return {
         "use_dictionary": [f.name for f in schema if f.name not in unique],
         "compression": {f.name: "lz4" if f.name in floats else "snappy" for f in schema},
+        # Every reader verifies them: a corrupted page is an error naming the file, not wrong data.
+        "write_page_checksum": True,
     }
 
 
@@ -219,7 +221,7 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
     require(url, "parquet input")
     fs, path = filesystem(url)
     try:
-        table = pq.read_table(path, filesystem=fs, columns=columns)
+        table = pq.read_table(path, filesystem=fs, columns=columns, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{url} is not readable parquet: {exc}") from exc
     return table.to_pandas()

@@ -4,6 +4,10 @@ reads: yearly archive parquet files and an anomaly-reports spreadsheet."""
 
 from __future__ import annotations
 
+import gzip
+import re
+import zlib
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pandas.tseries.api import guess_datetime_format
 from tqdm.auto import tqdm
 
 from container_component_src import storage
@@ -38,6 +43,9 @@ class ImportOptions:
         stack_gap: Gap between stacked files (a pandas time span).
         archive_timestamp_column: Timestamp column of the written archives.
         row_group_rows: Rows per parquet row group of the archives.
+        timestamp_unit: Unit of timestamps given as numbers since the epoch (s, ms, us, ns);
+            numbers are refused without it.
+        overwrite: Replace a non-empty archive folder (all of it) and the reports file.
     """
 
     timestamp_column: str = "timestamp"
@@ -52,38 +60,113 @@ class ImportOptions:
     stack_gap: str = "1h"
     archive_timestamp_column: str = "normalizedTime"
     row_group_rows: int = 100_000
+    timestamp_unit: str = ""
+    overwrite: bool = False
 
     def validate(self) -> None:
+        if self.timestamp_unit not in ("", *EPOCH_UNITS):
+            raise OptionError(f"--timestamp-unit must be one of {', '.join(EPOCH_UNITS)}, got {self.timestamp_unit!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise OptionError(f"--timezone {self.timezone!r} is not a time zone (e.g. UTC, Europe/Berlin)") from None
         if self.label_column and self.intervals:
             raise OptionError("give labels either per row (--label-column) or as intervals (--intervals), not both")
         if self.stack and self.intervals:
             raise OptionError("--stack moves each file's times: give labels per row (--label-column) with it")
 
 
+EPOCH_UNITS = ("s", "ms", "us", "ns")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _read_table(url: str, separator: str) -> pd.DataFrame:
+    """A source table; every way it can be unreadable is an InputError naming the file."""
     storage.require(url, "telemetry file")
     if url.endswith(".parquet"):
-        return storage.read_parquet(url)
-    if url.endswith((".csv", ".csv.gz", ".txt")):
+        table = storage.read_parquet(url)
+    elif url.endswith((".csv", ".csv.gz", ".txt")):
         fs, path = storage.filesystem(url)
-        with fs.open(path, "rb") as handle:
-            return pd.read_csv(handle, sep=separator, compression="gzip" if url.endswith(".gz") else None)
-    raise InputError(f"{url}: expected a .csv or .parquet file")
+        try:
+            with fs.open(path, "rb") as handle:
+                table = pd.read_csv(
+                    handle, sep=separator, compression="gzip" if url.endswith(".gz") else None, encoding="utf-8"
+                )
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{url} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{url} is empty") from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise InputError(f"{url} is not a readable gzip file: {exc}") from None
+        except pd.errors.ParserError as exc:
+            raise InputError(f"{url} is not readable CSV: {exc}") from None
+    else:
+        raise InputError(f"{url}: expected a .csv or .parquet file")
+    if table.empty:
+        raise InputError(f"{url} has no rows")
+    return table
 
 
-def parse_times(values: pd.Series, source: str, column: str, timezone: str) -> pd.DatetimeIndex:
-    """UTC timestamps of a column; naive ones are taken in `timezone`.
+def _shown(value: object) -> str:
+    """A cell as the user wrote it (numpy scalars as plain numbers)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _bad_row(mask: np.ndarray) -> int:
+    """The CSV line of the first True (line 1 is the header)."""
+    return int(np.flatnonzero(mask)[0]) + 2
+
+
+_ZONE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+
+
+def parse_times(values: pd.Series, source: str, column: str, timezone: str, unit: str = "") -> pd.DatetimeIndex:
+    """UTC timestamps of a column: one text format per file (inferred from its first value), or
+    numbers since the epoch in `unit`; naive times are taken in `timezone`.
 
     Raises:
-        InputError: A value does not parse (the message names the row and the value).
+        InputError: A value does not parse or does not match the file's format, numbers without a
+            unit, times with and without a zone mixed, or a naive time that does not exist (or
+            exists twice) in `timezone`; the message names the file, column, row and value.
     """
-    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
-    bad = parsed.isna() & values.notna() | values.isna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"{source}: column '{column}' row {row + 2} value {values.iloc[row]!r} is not a timestamp")
+    where = f"{source}: column '{column}'"
+    if values.isna().any():
+        row = _bad_row(values.isna().to_numpy())
+        raise InputError(f"{where} row {row} is empty")
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if not unit:
+            raise InputError(
+                f"{where} holds numbers ({_shown(values.iloc[0])}...): if they are times since the epoch, "
+                "give --timestamp-unit s, ms, us or ns"
+            )
+        try:
+            return pd.DatetimeIndex(pd.to_datetime(values, unit=unit, utc=True)).as_unit("ns")
+        except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+            raise InputError(f"{where}: not times since the epoch in {unit}: {exc}") from None
+    text = values.astype(str).str.strip()
+    zoned = text.str.contains(_ZONE).to_numpy()
+    if zoned.any() and not zoned.all():
+        row = _bad_row(zoned != zoned[0])
+        raise InputError(f"{where} row {row} value {text.iloc[row - 2]!r}: times with and without a zone are mixed")
+    fmt = guess_datetime_format(text.iloc[0]) or "ISO8601"
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=bool(zoned.all()))
+    if parsed.isna().any():
+        row = _bad_row(parsed.isna().to_numpy())
+        raise InputError(
+            f"{where} row {row} value {text.iloc[row - 2]!r} is not a timestamp in the file's format "
+            f"{fmt!r} (from its first row: one format per file)"
+        )
     times = pd.DatetimeIndex(parsed)
-    times = times.tz_localize(timezone) if times.tz is None else times
+    if times.tz is None:
+        try:
+            times = times.tz_localize(timezone, ambiguous="raise", nonexistent="raise")
+        except Exception as exc:  # pytz's NonExistentTimeError / AmbiguousTimeError
+            if type(exc).__name__ not in ("NonExistentTimeError", "AmbiguousTimeError"):
+                raise
+            raise InputError(
+                f"{where}: {exc} does not exist or is ambiguous in {timezone} (daylight saving): "
+                "give times with a zone, or --timezone UTC"
+            ) from None
     return times.tz_convert("UTC").as_unit("ns")
 
 
@@ -101,7 +184,15 @@ def channel_frame(raw: pd.DataFrame, source: str, excluded: set[str]) -> pd.Data
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise InputError(
                 f"{source}: channel '{column}' row {row + 2} value {raw[column].iloc[row]!r} is not a number "
-                "(drop the column with --drop-columns if it is not a channel)"
+                "(drop the column with --drop-column if it is not a channel)"
+            )
+        numbers = values.to_numpy(np.float64, na_value=np.nan)
+        extreme = ~np.isnan(numbers) & ~(np.abs(numbers) <= FLOAT32_MAX)
+        if extreme.any():
+            row = _bad_row(extreme)
+            raise InputError(
+                f"{source}: channel '{column}' row {row} value {_shown(raw[column].iloc[row - 2])} is infinite or "
+                "beyond the float32 range of the archives (missing values are empty cells)"
             )
         channels[str(column)] = values.astype(np.float32)
     if not channels:
@@ -148,9 +239,19 @@ def read_intervals(url: str, options: ImportOptions) -> pd.DataFrame:
     intervals = pd.DataFrame(
         {
             "start": parse_times(
-                raw[options.interval_start_column], url, options.interval_start_column, options.timezone
+                raw[options.interval_start_column],
+                url,
+                options.interval_start_column,
+                options.timezone,
+                options.timestamp_unit,
             ),
-            "end": parse_times(raw[options.interval_end_column], url, options.interval_end_column, options.timezone),
+            "end": parse_times(
+                raw[options.interval_end_column],
+                url,
+                options.interval_end_column,
+                options.timezone,
+                options.timestamp_unit,
+            ),
         }
     )
     return check_intervals(intervals, url)
@@ -166,7 +267,9 @@ def read_source(url: str, options: ImportOptions) -> tuple[pd.DataFrame, pd.Data
     raw = _read_table(url, options.separator)
     if options.timestamp_column not in raw.columns:
         raise InputError(f"{url}: no column '{options.timestamp_column}' (have: {', '.join(map(str, raw.columns))})")
-    times = parse_times(raw[options.timestamp_column], url, options.timestamp_column, options.timezone)
+    times = parse_times(
+        raw[options.timestamp_column], url, options.timestamp_column, options.timezone, options.timestamp_unit
+    )
     excluded = {options.timestamp_column, options.label_column, *options.drop_columns}
     frame = channel_frame(raw, url, excluded).set_index(times)
     order = np.argsort(to_ns(times), kind="stable")
@@ -210,8 +313,10 @@ def stack_sources(
 
 
 def format_doy(ts: pd.Timestamp) -> str:
-    """YYYY/DOY/HH:MM:SS as the reports write it, with a fraction when the time has one."""
-    fraction = f".{ts.microsecond:06d}" if ts.microsecond else ""
+    """YYYY/DOY/HH:MM:SS as the reports write it, with the fraction (to the nanosecond) when the
+    time has one: an interval must still cover its own first and last row when read back."""
+    nanoseconds = ts.microsecond * 1000 + ts.nanosecond
+    fraction = f".{nanoseconds:09d}".rstrip("0") if nanoseconds else ""
     return f"{ts.year}/{ts.day_of_year:03d}/{ts:%H:%M:%S}{fraction}"
 
 
@@ -231,7 +336,8 @@ def reports_frame(intervals: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
 
 
 def write_archives(frame: pd.DataFrame, archives_url: str, options: ImportOptions) -> list[str]:
-    """One parquet file per year, `archive_timestamp_column` plus float channels, many row groups."""
+    """One parquet file per year, `archive_timestamp_column` plus float channels, many row groups.
+    `archives_url` should be a fresh folder: `run_import_telemetry` writes into a staging one."""
     written = []
     for year, part in frame.groupby(frame.index.year, sort=True):
         table = pa.Table.from_pandas(
@@ -261,6 +367,12 @@ def run_import_telemetry(
     options.validate()
     if not sources:
         raise OptionError("give at least one --source file")
+    storage.remove_stale_temporaries(archives_url)
+    if storage.exists(archives_url) and storage.list_files(archives_url, "") and not options.overwrite:
+        raise OptionError(
+            f"the archive folder {archives_url} is not empty: pass --overwrite to replace it (all its files) "
+            "and the reports file with this import"
+        )
     parts = [read_source(url, options) for url in tqdm(sources, desc="reading", unit="file")]
     if options.label_column:
         unlabelled = [url for url in sources if not _has_column(url, options)]
@@ -289,8 +401,11 @@ def run_import_telemetry(
         origins = [url for url, part in zip(sources, parts, strict=True) for _ in range(len(part[1]))]
         intervals = check_intervals(intervals.assign(origin=origins), "the labels").reset_index(drop=True)
         origins = intervals.pop("origin").tolist()
-    archives = write_archives(frame, archives_url, options)
-    write_reports(reports_frame(intervals, [Path(o).name for o in origins]), reports_url)
+    # The whole data set at once: a new archive folder replaces the old one (no year file of an
+    # earlier import stays beside the new reports), and the reports are written before it appears.
+    with storage.atomic_directory(archives_url) as folder:
+        archives = write_archives(frame, folder, options)
+        write_reports(reports_frame(intervals, [Path(o).name for o in origins]), reports_url)
     return {
         "files": len(sources),
         "rows": len(frame),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import io
 import re
 
@@ -11,41 +12,91 @@ import pandas as pd
 from container_component_src import storage
 from container_component_src.storage import InputError
 
-DOY_FORMAT = "%Y/%j/%H:%M:%S"
-_DOY = re.compile(r"^\d{4}/\d{1,3}/\d{1,2}:\d{2}:\d{2}(\.\d+)?$")
-_DURATION = re.compile(r"^(?:(\d+)/)?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
+_DOY = re.compile(r"^(\d{4})/(\d{1,3})/(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
+_DURATION = re.compile(r"^(?:(\d+)/)?(\d+):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
 
 
 def read_reports(url: str) -> pd.DataFrame:
-    """Read an anomaly-report table from .xls, .xlsx or .csv, every cell as text."""
+    """Read an anomaly-report table from .xls, .xlsx or .csv, every cell as text.
+
+    Raises:
+        InputError: The file is missing, empty, not of its kind, or not UTF-8 text (CSV).
+    """
     storage.require(url, "reports file")
     suffix = url.rsplit(".", 1)[-1].lower()
     if suffix not in ("xls", "xlsx", "csv"):
         raise InputError(f"reports file {url} must be .xls, .xlsx or .csv")
     fs, path = storage.filesystem(url)
     with fs.open(path, "rb") as handle:
-        data = io.BytesIO(handle.read())
-    if suffix == "csv":
-        return pd.read_csv(data, dtype=str, keep_default_na=False)
-    return pd.read_excel(data, dtype=str, engine="calamine", keep_default_na=False)
+        data = handle.read()
+    if not data.strip():
+        raise InputError(f"reports file {url} is empty")
+    try:
+        if suffix == "csv":
+            table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
+        else:
+            table = pd.read_excel(io.BytesIO(data), dtype=str, engine="calamine", keep_default_na=False)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"reports file {url} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"reports file {url} is not a readable .{suffix} file: {exc}") from None
+    except Exception as exc:  # the spreadsheet engines raise their own types (CalamineError, ...)
+        if type(exc).__module__.split(".")[0] in ("python_calamine", "openpyxl", "xlrd", "zipfile"):
+            raise InputError(f"reports file {url} is not a readable .{suffix} spreadsheet: {exc}") from None
+        raise
+    return table
+
+
+def _fraction_ns(digits: str | None) -> int:
+    return int((digits or "").ljust(9, "0"))
 
 
 def parse_doy(text: str) -> pd.Timestamp:
-    """Parse 'YYYY/DOY/HH:MM:SS' (UTC); raise ValueError when it is not that."""
-    text = text.strip()
-    if not _DOY.match(text):
+    """Parse 'YYYY/DOY/HH:MM:SS[.fraction]' (UTC), exactly to the nanosecond.
+
+    Raises:
+        ValueError: Not that form, or a day, hour, minute or second out of range (DOY 366 only in
+            a leap year; no leap second).
+    """
+    match = _DOY.match(text.strip())
+    if not match:
         raise ValueError(text)
-    fmt = DOY_FORMAT + (".%f" if "." in text else "")
-    return pd.to_datetime(text, format=fmt, utc=True)
+    year, doy, hours, minutes, seconds = (int(g) for g in match.groups()[:5])
+    days_in_year = 366 if calendar.isleap(year) else 365
+    if not (1 <= doy <= days_in_year and hours < 24 and minutes < 60 and seconds < 60):
+        raise ValueError(text)
+    offset = pd.Timedelta(days=doy - 1, hours=hours, minutes=minutes, seconds=seconds)
+    return pd.Timestamp(year=year, month=1, day=1, tz="UTC") + offset + pd.Timedelta(_fraction_ns(match.group(6)), "ns")
 
 
 def parse_duration(text: str) -> pd.Timedelta:
-    """Parse 'HH:MM:SS' or 'D/HH:MM:SS'; raise ValueError when it is not that."""
+    """Parse 'HH:MM:SS[.fraction]' or 'D/HH:MM:SS[.fraction]' (minutes and seconds below 60).
+
+    Raises:
+        ValueError: Not that form, or minutes or seconds out of range.
+    """
     match = _DURATION.match(text.strip())
     if not match:
         raise ValueError(text)
-    days, hours, minutes, seconds = match.groups()
-    return pd.Timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+    days, hours, minutes, seconds, fraction = match.groups()
+    if int(minutes) >= 60 or int(seconds) >= 60:
+        raise ValueError(text)
+    whole = pd.Timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=int(seconds))
+    return whole + pd.Timedelta(_fraction_ns(fraction), "ns")
+
+
+def _check_columns_and_ids(raw: pd.DataFrame, source: str, id_column: str, columns: tuple[str, ...]) -> None:
+    """Refuse a column given twice (pandas renames the second `X.1`) and empty or repeated ids."""
+    for column in columns:
+        if f"{column}.1" in raw.columns:
+            raise InputError(f"reports file {source} has the column {column!r} twice")
+    ids = raw[id_column].astype(str).str.strip()
+    empty = np.flatnonzero((ids == "").to_numpy())
+    if empty.size:
+        raise InputError(f"reports file {source}: column {id_column!r} is empty in row {empty[0] + 2}")
+    repeated = ids[ids.duplicated()]
+    if len(repeated):
+        raise InputError(f"reports file {source}: report id {repeated.iloc[0]!r} appears more than once")
 
 
 def parse_reports(raw: pd.DataFrame, source: str, id_column: str, start_column: str, end_column: str) -> pd.DataFrame:
@@ -58,24 +109,24 @@ def parse_reports(raw: pd.DataFrame, source: str, id_column: str, start_column: 
     missing = [c for c in (id_column, start_column, end_column) if c not in raw.columns]
     if missing:
         raise InputError(f"reports file {source} has no column {', '.join(repr(c) for c in missing)}")
+    _check_columns_and_ids(raw, source, id_column, (id_column, start_column, end_column))
     rows = []
-    for position, (rid, start_text, end_text) in enumerate(
-        raw[[id_column, start_column, end_column]].itertuples(index=False, name=None)
-    ):
-        where = f"reports file {source}, report {rid or f'in row {position + 2}'}"
+    for rid, start_text, end_text in raw[[id_column, start_column, end_column]].itertuples(index=False, name=None):
+        where = f"reports file {source}, report {rid}"
         try:
             start = parse_doy(str(start_text))
         except ValueError:
             raise InputError(
-                f"{where}: column '{start_column}' value {start_text!r} is not YYYY/DOY/HH:MM:SS"
+                f"{where}: column '{start_column}' value {start_text!r} is not a valid YYYY/DOY/HH:MM:SS "
+                "(day of year within the year, hours below 24, minutes and seconds below 60)"
             ) from None
         end_text = str(end_text).strip()
         try:
             end = parse_doy(end_text) if _DOY.match(end_text) else start + parse_duration(end_text)
         except ValueError:
             raise InputError(
-                f"{where}: column '{end_column}' value {end_text!r} is neither YYYY/DOY/HH:MM:SS "
-                "nor a duration HH:MM:SS"
+                f"{where}: column '{end_column}' value {end_text!r} is neither a valid YYYY/DOY/HH:MM:SS "
+                "nor a duration HH:MM:SS (minutes and seconds below 60)"
             ) from None
         if end < start:
             raise InputError(f"{where}: end {end_text!r} is before start {start_text!r}")

@@ -108,7 +108,7 @@ def _read_partition(
     """
     present = [c for c in channels if c in partition.numeric]
     try:
-        source = pq.ParquetFile(fs.open_input_file(partition.path), pre_buffer=True)
+        source = pq.ParquetFile(fs.open_input_file(partition.path), pre_buffer=True, page_checksum_verification=True)
         table = source.read([timestamp_column, *present], use_threads=False)
         times = table.column(timestamp_column)
         if times.type != TIMESTAMP_TYPE:
@@ -353,6 +353,7 @@ def run_preprocess(
     edges = [client.submit(GriddedBatch.edges, f) for f in gridded]
     kept = [c for c, k in zip(channels, keep, strict=True) if k]
     counts: dict[str, int] = {}
+    storage.remove_stale_temporaries(out_url)  # left by a preprocess that was killed
     with storage.atomic_directory(out_url) as out_dir:
         stage2 = [
             client.submit(

@@ -65,7 +65,16 @@ def run_fit_scaler(
     train = storage.read_parquet(train_url)
     if train.empty:
         raise InputError(f"training set {train_url} holds no rows")
-    scaler = fit_scaler(train, channel_columns(train, label_column), kind)
+    channels = channel_columns(train, label_column)
+    values = train[channels].to_numpy("float64")
+    if not np.isfinite(values).all():
+        column = channels[int(np.flatnonzero(~np.isfinite(values).all(axis=0))[0])]
+        count = int((~np.isfinite(train[column].to_numpy("float64"))).sum())
+        raise InputError(
+            f"training set {train_url}: channel '{column}' has {count} missing or infinite value(s): "
+            "a scaler fitted on them would turn every scaled value into NaN"
+        )
+    scaler = fit_scaler(train, channels, kind)
     storage.write_json(scaler, scaler_url)
     return scaler
 

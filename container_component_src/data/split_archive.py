@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -81,9 +82,14 @@ def run_split_archive(
     """
     period_ns = parse_period(partition_period, "--partition-period").value
     storage.require(archive_url, "archive")
+    storage.remove_stale_temporaries(out_url)  # left by a split that was killed
     fs, path = storage.filesystem(archive_url)
+    year = archive_year(path)
     with fs.open(path, "rb") as handle:
-        source = pq.ParquetFile(handle)
+        try:
+            source = pq.ParquetFile(handle, page_checksum_verification=True)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"archive {archive_url} is not readable parquet: {exc}") from None
         names = source.schema_arrow.names
         if timestamp_column not in names:
             raise InputError(
@@ -94,18 +100,70 @@ def run_split_archive(
             raise InputError(f"archive {archive_url} holds no rows")
         with storage.atomic_directory(out_url) as out_dir:
             writers: dict[int, pq.ParquetWriter] = {}
-            rows = 0
+            rows, seen = 0, []
             try:
                 batches = source.iter_batches(batch_size=batch_rows)
                 total = -(-source.metadata.num_rows // batch_rows)
                 for batch in tqdm(batches, total=total, desc=f"split {path.rsplit('/', 1)[-1]}", unit="batch"):
                     table = _normalise_timestamps(pa.Table.from_batches([batch]), timestamp_column, archive_url)
+                    _check_values(table, timestamp_column, archive_url, year)
+                    seen.append(table.column(timestamp_column).to_numpy().astype("int64"))
                     rows += _write_partitions(table, timestamp_column, period_ns, out_dir, writers)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise InputError(f"archive {archive_url} is corrupt: {exc}") from None
             finally:
                 for writer in writers.values():
                     writer.close()
+            _check_unique(np.concatenate(seen), timestamp_column, archive_url)
             write_manifest(out_dir, timestamp_column)
     return {"rows": rows, "partitions": len(writers)}
+
+
+def archive_year(path: str) -> int | None:
+    """The year an archive's file name states (`eclss_2021.parquet`), if it states exactly one."""
+    years = re.findall(r"(?<!\d)(19\d{2}|20\d{2}|21\d{2})(?!\d)", path.rsplit("/", 1)[-1])
+    return int(years[0]) if len(years) == 1 else None
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_values(table: pa.Table, timestamp_column: str, url: str, year: int | None) -> None:
+    """Refuse rows outside the archive's year and channel values that are infinite or beyond
+    float32 (the grid's precision); NaN is a missing value and stays.
+
+    Raises:
+        InputError: Names the archive, the column, the value and its row's time.
+    """
+    times = table.column(timestamp_column)
+    if year is not None:
+        years = pc.year(times).to_numpy()
+        outside = np.flatnonzero(years != year)
+        if outside.size:
+            at = times[int(outside[0])].as_py()
+            raise InputError(f"archive {url} (year {year}) has a row at {at} ({outside.size} outside {year} here)")
+    for field in table.schema:
+        if field.name == timestamp_column or not pa.types.is_floating(field.type):
+            continue
+        values = table.column(field.name).to_numpy(zero_copy_only=False)
+        extreme = np.flatnonzero(~np.isnan(values) & ~(np.abs(values) <= FLOAT32_MAX))
+        if extreme.size:
+            i = int(extreme[0])
+            raise InputError(
+                f"archive {url}: channel '{field.name}' is {float(values[i])} at {times[i].as_py()} "
+                f"({extreme.size} such value(s) here): infinite or beyond float32"
+            )
+
+
+def _check_unique(timestamps_ns: np.ndarray, timestamp_column: str, url: str) -> None:
+    ordered = np.sort(timestamps_ns)
+    repeats = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if repeats.size:
+        first = pd.Timestamp(int(ordered[repeats[0]]), tz="UTC")
+        raise InputError(
+            f"archive {url}: column '{timestamp_column}' has {repeats.size} repeated timestamp(s), first {first}: "
+            "one row per time is expected"
+        )
 
 
 def _write_partitions(

@@ -52,7 +52,7 @@ def test_end_as_time_or_duration() -> None:
         ),
         (("AR-8", "2021/001/00:00:00", "soon"), r"report AR-8: column 'Duration/End GMT' value 'soon' is neither"),
         (("AR-9", "2021/002/00:00:00", "2021/001/23:00:00"), r"report AR-9: end '2021/001/23:00:00' is before start"),
-        (("", "2021/xx/00:00:00", "01:00:00"), r"report in row 2: column 'EVENT GMT"),
+        (("", "2021/001/00:00:00", "01:00:00"), r"r.xlsx: column 'ID' is empty in row 2"),
     ],
 )
 def test_bad_reports_name_file_report_and_value(row: tuple[str, str, str], message: str) -> None:

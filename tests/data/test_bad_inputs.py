@@ -1,0 +1,210 @@
+"""Issue 18's bad inputs, one test each: a clear one-line error (exit 1, no traceback) naming the
+file, column, row or value, or an explicit, documented behaviour; nothing stale left behind."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from container_component_src.main import app
+
+runner = CliRunner()
+
+
+def _fails(args: list[str], *needles: str) -> str:
+    """Exit 1 with exactly one `Error: ...` line (progress bars may precede it) and no traceback."""
+    result = runner.invoke(app, args)
+    errors = [line[line.index("Error: ") :] for line in result.output.splitlines() if "Error: " in line]
+    assert result.exit_code == 1, result.output
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def _import(tmp_path: Path, source: Path, *extra: str) -> list[str]:
+    return [
+        "import-telemetry", "--source", str(source), "--archives", str(tmp_path / "archives"),
+        "--reports", str(tmp_path / "reports.csv"), "--timestamp-column", "time", *extra,
+    ]  # fmt: skip
+
+
+def _csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# --- silently wrong before -----------------------------------------------------------------------
+def test_1_epoch_numbers_need_a_unit(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "t.csv", "time,x\n1614556800,1.0\n1614556810,2.0\n")
+    _fails(_import(tmp_path, source), "t.csv", "column 'time' holds numbers", "--timestamp-unit")
+    assert runner.invoke(app, _import(tmp_path, source, "--timestamp-unit", "s")).exit_code == 0
+    assert [p.name for p in (tmp_path / "archives").iterdir()] == ["telemetry_2021.parquet"]
+
+
+def test_2_one_date_format_per_file(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "t.csv", "time,x\n2021-03-01 00:00:00,1.0\n01/03/2021 00:00:10,2.0\n")
+    _fails(_import(tmp_path, source), "t.csv", "column 'time' row 3", "'01/03/2021 00:00:10'", "one format per file")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e40"])
+def test_3_infinite_or_huge_values_are_refused_at_import(tmp_path: Path, value: str) -> None:
+    source = _csv(tmp_path / "t.csv", f"time,x\n2021-01-01 00:00:00,1.0\n2021-01-01 00:00:10,{value}\n")
+    _fails(_import(tmp_path, source), "t.csv", "channel 'x' row 3", "beyond the float32 range")
+
+
+def test_3_infinite_values_are_refused_by_split_archive_and_fit_scaler(tmp_path: Path) -> None:
+    times = pd.date_range("2021-01-01", periods=3, freq="10s", tz="UTC")
+    pq.write_table(pa.table({"normalizedTime": times, "x": [1.0, np.inf, 2.0]}), tmp_path / "eclss_2021.parquet")
+    args = ["split-archive", "--archive", str(tmp_path / "eclss_2021.parquet"), "--out", str(tmp_path / "parts")]
+    _fails(args, "eclss_2021.parquet", "channel 'x' is inf")
+    pd.DataFrame({"x": [1.0, np.inf], "label": 0}).to_parquet(tmp_path / "train.parquet")
+    _fails(["fit-scaler", "--train", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "s.json")], "channel 'x'")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_4_a_second_import_never_mixes_with_the_first(tmp_path: Path) -> None:
+    first = _csv(tmp_path / "a.csv", "time,x\n2020-01-01 00:00:00,1.0\n2021-01-01 00:00:00,2.0\n")
+    second = _csv(tmp_path / "b.csv", "time,x\n2022-01-01 00:00:00,1.0\n")
+    assert runner.invoke(app, _import(tmp_path, first)).exit_code == 0
+    _fails(_import(tmp_path, second), "is not empty", "--overwrite")
+    assert runner.invoke(app, _import(tmp_path, second, "--overwrite")).exit_code == 0
+    assert [p.name for p in (tmp_path / "archives").iterdir()] == ["telemetry_2022.parquet"]
+
+
+def test_5_a_corrupted_archive_is_an_error_naming_it(tmp_path: Path) -> None:
+    from container_component_src import storage
+
+    times = pd.date_range("2021-01-01", periods=5000, freq="10s", tz="UTC")
+    table = pa.table({"normalizedTime": times, "x": np.random.default_rng(0).normal(size=5000)})
+    archive = tmp_path / "eclss_2021.parquet"
+    storage.write_table(table, str(archive))
+    data = bytearray(archive.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(reversed(data[middle : middle + 200]))
+    archive.write_bytes(bytes(data))
+    _fails(["split-archive", "--archive", str(archive), "--out", str(tmp_path / "parts")], "eclss_2021.parquet")
+    assert not (tmp_path / "parts").exists()
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "needle"),
+    [
+        ("2021/366/00:00:00", "01:00:00", "2021/366/00:00:00"),
+        ("2021/001/23:59:60", "01:00:00", "23:59:60"),
+        ("2021/001/00:00:00", "99:99:99", "99:99:99"),
+        ("2021/001/00:00:00", "00:60:00", "00:60:00"),
+    ],
+)
+def test_6_report_dates_and_durations_are_checked(tmp_path: Path, start: str, end: str, needle: str) -> None:
+    reports = _csv(tmp_path / "r.csv", f"ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT\nAR-1,{start},{end}\n")
+    _fails(["parse-reports", "--reports", str(reports), "--out", str(tmp_path / "i.parquet")], "r.csv", "AR-1", needle)
+
+
+def test_6_a_leap_day_of_a_leap_year_is_fine(tmp_path: Path) -> None:
+    from container_component_src.data.labels import parse_doy
+
+    assert parse_doy("2020/366/23:59:59.123456789") == pd.Timestamp("2020-12-31 23:59:59.123456789", tz="UTC")
+
+
+def test_7_a_header_without_rows_is_refused(tmp_path: Path) -> None:
+    _fails(_import(tmp_path, _csv(tmp_path / "t.csv", "time,x\n")), "t.csv has no rows")
+    assert not (tmp_path / "archives").exists() and not (tmp_path / "reports.csv").exists()
+
+
+def test_8_split_archive_refuses_repeated_times_and_other_years(tmp_path: Path) -> None:
+    times = pd.to_datetime(["2021-01-01 00:00", "2021-01-01 00:00", "2021-01-02 00:00"], utc=True)
+    pq.write_table(pa.table({"normalizedTime": times, "x": [1.0, 2.0, 3.0]}), tmp_path / "eclss_2021.parquet")
+    args = ["split-archive", "--archive", str(tmp_path / "eclss_2021.parquet"), "--out", str(tmp_path / "p")]
+    _fails(args, "eclss_2021.parquet", "1 repeated timestamp", "2021-01-01 00:00:00")
+    times = pd.DatetimeIndex([pd.Timestamp("2021-01-01", tz="UTC"), pd.Timestamp("2261-01-01", tz="UTC")])
+    pq.write_table(pa.table({"normalizedTime": times, "x": [1.0, 2.0]}), tmp_path / "eclss_2021.parquet")
+    _fails(args, "eclss_2021.parquet (year 2021) has a row at 2261-01-01")
+
+
+def test_9_report_times_keep_their_nanoseconds(tmp_path: Path) -> None:
+    from container_component_src.data.labels import label_rows, parse_doy, to_ns
+
+    times = pd.to_datetime(["2021-01-01 00:00:00.000000001", "2021-01-01 00:00:00.000000002"])
+    source = _csv(tmp_path / "t.csv", f"time,x,anomaly\n{times[0]},1.0,1\n{times[1]},2.0,0\n")
+    assert runner.invoke(app, _import(tmp_path, source, "--label-column", "anomaly")).exit_code == 0
+    reports = pd.read_csv(tmp_path / "reports.csv", dtype=str)
+    start = parse_doy(reports["EVENT GMT (DOY/HH:MM:SS)"][0])
+    end = parse_doy(reports["Duration/End GMT"][0])
+    labels = label_rows(
+        to_ns(times.tz_localize("UTC")), to_ns(pd.DatetimeIndex([start])), to_ns(pd.DatetimeIndex([end]))
+    )
+    assert labels.tolist() == [1, 0], "the interval covers its own row and not the next, a nanosecond later"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT\nA,2021/001/00:00:00,01:00:00\nA,2021/002/00:00:00,1:00:00\n",
+            "report id 'A' appears more than once",
+        ),
+        (
+            "ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT\n,2021/001/00:00:00,01:00:00\n",
+            "column 'ID' is empty in row 2",
+        ),
+        ("ID,ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT\nA,B,2021/001/00:00:00,01:00:00\n", "column 'ID' twice"),
+    ],
+)
+def test_9_report_ids_are_unique_and_present(tmp_path: Path, text: str, needle: str) -> None:
+    reports = _csv(tmp_path / "r.csv", text)
+    _fails(["parse-reports", "--reports", str(reports), "--out", str(tmp_path / "i.parquet")], "r.csv", needle)
+
+
+# --- tracebacks before ---------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"ID,start\nA,1\n", bytes(range(256)) * 4, b""])
+def test_an_unreadable_reports_spreadsheet_is_one_line(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "r.xlsx").write_bytes(content)
+    _fails(["parse-reports", "--reports", str(tmp_path / "r.xlsx"), "--out", str(tmp_path / "i.parquet")], "r.xlsx")
+
+
+def test_an_unknown_timezone_is_one_line(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "t.csv", "time,x\n2021-01-01 00:00:00,1.0\n")
+    _fails(_import(tmp_path, source, "--timezone", "Mars/Olympus"), "--timezone 'Mars/Olympus'")
+
+
+@pytest.mark.parametrize("time", ["2021-03-28 02:30:00", "2021-10-31 02:30:00"])
+def test_a_time_in_a_daylight_saving_gap_or_overlap_is_one_line(tmp_path: Path, time: str) -> None:
+    source = _csv(tmp_path / "t.csv", f"time,x\n{time},1.0\n")
+    _fails(_import(tmp_path, source, "--timezone", "Europe/Berlin"), "t.csv", "daylight saving", "--timezone UTC")
+
+
+def test_a_parquet_file_with_a_broken_footer_is_one_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"normalizedTime": pd.date_range("2021-01-01", periods=3, tz="UTC"), "x": [1.0] * 3}), good)
+    data = good.read_bytes()
+    broken = tmp_path / "eclss_2021.parquet"
+    broken.write_bytes(data[:4] + b"\x00" * (len(data) - 12) + data[-8:])
+    _fails(["split-archive", "--archive", str(broken), "--out", str(tmp_path / "p")], "eclss_2021.parquet")
+    (tmp_path / "t.parquet").write_bytes(data[: len(data) // 2])
+    _fails(_import(tmp_path, tmp_path / "t.parquet"), "t.parquet")
+
+
+def test_a_csv_gz_that_is_not_gzipped_is_one_line(tmp_path: Path) -> None:
+    _fails(_import(tmp_path, _csv(tmp_path / "t.csv.gz", "time,x\n")), "t.csv.gz", "gzip")
+    with gzip.open(tmp_path / "ok.csv.gz", "wt") as handle:
+        handle.write("time,x\n2021-01-01 00:00:00,1.0\n")
+    assert runner.invoke(app, _import(tmp_path, tmp_path / "ok.csv.gz")).exit_code == 0
+
+
+def test_latin1_empty_reports_and_mixed_zones_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes("time,température\n2021-01-01 00:00:00,1.0\n".encode("latin-1"))
+    _fails(_import(tmp_path, tmp_path / "t.csv"), "t.csv is not UTF-8")
+    (tmp_path / "r.csv").write_text("")
+    _fails(
+        ["parse-reports", "--reports", str(tmp_path / "r.csv"), "--out", str(tmp_path / "i.parquet")], "r.csv is empty"
+    )
+    mixed = _csv(tmp_path / "m.csv", "time,x\n2021-01-01 00:00:00+01:00,1.0\n2021-01-01 00:00:10,2.0\n")
+    _fails(_import(tmp_path, mixed), "m.csv", "column 'time' row 3", "with and without a zone")
