@@ -68,6 +68,13 @@ def _cluster_args() -> list[str]:
     return ["--image", "eclss:test", "--namespace", NAMESPACE, "--s3-secret-name", SECRET, "--poll-s", "0.5"]
 
 
+def _tune_with_katib(sets: dict[str, str], out: Path, *options: str) -> list[str]:
+    """The `tune --backend katib` command line a pipeline task runs, on the sets in S3."""
+    data = ["--train", sets["train"], "--val", sets["val"], "--scaler", sets["scaler"], "--out", str(out)]
+    space = ["--search-space", json.dumps(SPACE), "--accelerator", "cpu"]
+    return ["tune", "--backend", "katib", *data, *space, *options, *_cluster_args()]
+
+
 def _objectives(text: str) -> list[float]:
     # The lines ObjectivePrinter prints (a progress bar may precede one on the same line).
     return [float(m) for m in re.findall(r"epoch=\d+ [^\n]*?val_nll=([-+0-9.eE]+)", text)]
@@ -75,32 +82,8 @@ def _objectives(text: str) -> list[float]:
 
 def test_tune_with_katib_runs_real_trials(emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "best.json"
-    _cli(
-        "tune",
-        "--backend",
-        "katib",
-        "--train",
-        s3_sets["train"],
-        "--val",
-        s3_sets["val"],
-        "--scaler",
-        s3_sets["scaler"],
-        "--out",
-        str(out),
-        "--max-trials",
-        "3",
-        "--max-failed-trials",
-        "0",
-        "--parallel-trials",
-        "2",
-        "--epochs-per-trial",
-        "2",
-        "--accelerator",
-        "cpu",
-        "--search-space",
-        json.dumps(SPACE),
-        *_cluster_args(),
-    )
+    trials = ["--max-trials", "3", "--max-failed-trials", "0", "--parallel-trials", "2", "--epochs-per-trial", "2"]
+    _cli(*_tune_with_katib(s3_sets, out, *trials))
     trials = [p for p in emulator.pods.history if "-trial-" in p.name]
     assert len(trials) == 3 and all(t.poll() == 0 for t in trials)
     best_trial = min(trials, key=lambda t: min(_objectives(t.text())))
@@ -246,30 +229,8 @@ def test_pods_of_a_private_registry_need_the_pull_secret(
 ) -> None:
     """With the image in a private registry, a trial without the pull secret never starts."""
     emulator.pods.pull_secret = "regcred"
-    args = [
-        "tune",
-        "--backend",
-        "katib",
-        "--train",
-        s3_sets["train"],
-        "--val",
-        s3_sets["val"],
-        "--scaler",
-        s3_sets["scaler"],
-        "--out",
-        str(tmp_path / "best.json"),
-        "--max-trials",
-        "1",
-        "--max-failed-trials",
-        "0",
-        "--epochs-per-trial",
-        "1",
-        "--accelerator",
-        "cpu",
-        "--search-space",
-        json.dumps(SPACE),
-        *_cluster_args(),
-    ]
+    options = ["--max-trials", "1", "--max-failed-trials", "0", "--epochs-per-trial", "1"]
+    args = _tune_with_katib(s3_sets, tmp_path / "best.json", *options)
     assert runner.invoke(app, args).exit_code != 0
     monkeypatch.setenv("ECLSS_KUBERNETES__IMAGE_PULL_SECRET", "regcred")
     _cli(*args)
@@ -298,28 +259,8 @@ def _wait_until(check: Any, timeout: float = 120) -> None:
 def test_a_killed_launcher_leaves_nothing_behind(
     emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path, sig: signal.Signals
 ) -> None:
-    args = [
-        "tune",
-        "--backend",
-        "katib",
-        "--train",
-        s3_sets["train"],
-        "--val",
-        s3_sets["val"],
-        "--scaler",
-        s3_sets["scaler"],
-        "--out",
-        str(tmp_path / "best.json"),
-        "--max-trials",
-        "5",
-        "--epochs-per-trial",
-        "50",
-        "--accelerator",
-        "cpu",
-        "--search-space",
-        json.dumps(SPACE),
-        *_cluster_args(),
-    ]
+    options = ["--max-trials", "5", "--epochs-per-trial", "50"]
+    args = _tune_with_katib(s3_sets, tmp_path / "best.json", *options)
     launcher = _launch(emulator, args, tmp_path / "launcher.log")
     _wait_until(lambda: emulator.pods.alive())
     launcher.send_signal(sig)
