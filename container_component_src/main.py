@@ -700,13 +700,19 @@ def serve(
     threshold: Annotated[
         float | None, typer.Option(help="Anomaly flag threshold (default: the folder's serving.json).")
     ] = None,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on. Loopback by default: the server has no authentication."),
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the model with the KServe model server: V1 and V2 (Open Inference Protocol)
     predictions, health, readiness and metadata. Runs in the foreground until interrupted."""
     from container_component_src.serving.server import ServeOptions, run_serve
 
     with _clear_errors():
-        options = ServeOptions(role, name, http_port, predictor_host, predictor_protocol, threshold, max_batch_rows)
+        options = ServeOptions(
+            role, name, http_port, predictor_host, predictor_protocol, threshold, max_batch_rows, host
+        )
         options.validate()
         run_serve(model_dir, options)
 

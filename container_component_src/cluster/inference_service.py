@@ -82,6 +82,7 @@ def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> 
                 "name": options.name,
                 "http_port": 8080,
                 "max_batch_rows": options.max_batch_rows,
+                "host": "0.0.0.0",  # the pod's address: KServe's router and probes reach it there
             },
             options.settings,
         ),

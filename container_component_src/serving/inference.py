@@ -3,9 +3,14 @@ scale, score, flag. The KServe classes in `kserve_models.py` only translate prot
 
 Request layouts (named by channel, so clients never depend on column order):
 - V1 raw: {"instances": [{"<channel>": value, ...}, ...]}
-- V2 raw: one FP32/FP64 tensor per channel, named after it, shape [rows] or [rows, 1]
+- V2 raw: one FP32/FP64 tensor per channel, named after it, shape [rows] or [rows, 1]; or one
+  FP32/FP64 tensor of shape [rows, channels] (any name but a channel's), columns in the order
+  the model's metadata lists the channels
 - scaled (transformer -> predictor): V1 {"instances": [[...], ...]} or one V2 tensor "scaled"
   of shape [rows, channels], in the model's channel order
+
+Scores are finite: a row the model cannot score (a value so far out that its scaled value, or its
+score, overflows) gets MAX_SCORE, the largest double, and is always flagged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import numpy as np
 
 SERVING_FILE = "serving.json"
 SCALED_TENSOR = "scaled"
+ROWS_TENSOR = "rows"  # the name the metadata gives the [rows, channels] layout (any name is taken)
+MAX_SCORE = float(np.finfo(np.float64).max)
+# Scaled values beyond this are sent and scored as this: finite in float32 on every wire.
+SCALED_LIMIT = float(np.finfo(np.float32).max)
 
 
 class RequestError(ValueError):
@@ -65,7 +74,11 @@ def _bad_value(value: Any) -> bool:
 
 
 def _describe(value: Any) -> str:
-    return "NaN or infinite" if isinstance(value, float) else f"{json.dumps(value)[:40]} is not a number"
+    if isinstance(value, float):
+        return "NaN or infinite"
+    if isinstance(value, bool):
+        return f"{json.dumps(value)} is a boolean, not a number"
+    return f"{json.dumps(value)[:40]} is not a number"
 
 
 def _check_finite(values: np.ndarray, what: str) -> np.ndarray:
@@ -99,16 +112,24 @@ def records_to_matrix(instances: Any, channels: list[str], max_rows: int) -> np.
         values = np.array(rows)  # Numbers give an int or float array; a string or null does not.
     except ValueError:  # A value is a list: the rows are ragged.
         values = np.empty(0, dtype=object)
-    if values.dtype.kind not in "iuf" or not np.isfinite(values).all():
+    # numpy reads True as 1.0: a boolean is a client's mistake, not a reading.
+    if values.dtype.kind not in "iuf" or not np.isfinite(values).all() or any(type(v) is bool for r in rows for v in r):
         for index, row in enumerate(rows):
             for channel, value in zip(channels, row, strict=True):
                 if _bad_value(value):
                     raise RequestError(f"instance {index}, channel {channel}: {_describe(value)}")
-    return values.astype(np.float64)
+    return _as_float64(values, "instances")
+
+
+def _as_float64(values: np.ndarray, what: str) -> np.ndarray:
+    try:
+        return values.astype(np.float64)
+    except OverflowError:  # an integer too large for any float
+        raise RequestError(f"{what}: a value is too large for a number") from None
 
 
 def scaled_rows_to_matrix(instances: Any, n_channels: int, max_rows: int) -> np.ndarray:
-    """V1 scaled instances (lists in the model's channel order) as a float32 matrix.
+    """V1 scaled instances (lists in the model's channel order) as a float64 matrix.
 
     Raises:
         RequestError: Not a list of equal-length numeric lists, wrong width, or not finite.
@@ -116,9 +137,11 @@ def scaled_rows_to_matrix(instances: Any, n_channels: int, max_rows: int) -> np.
     if not isinstance(instances, list):
         raise RequestError('"instances" must be a list of rows')
     _check_rows(len(instances), max_rows)
+    if any(type(v) is bool or isinstance(v, str) for row in instances if isinstance(row, list) for v in row):
+        raise RequestError("instances must be lists of numbers (not booleans or strings)")
     try:
-        values = np.array(instances, dtype=np.float32)
-    except (TypeError, ValueError):
+        values = np.array(instances, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
         raise RequestError("instances must be lists of numbers of equal length") from None
     if values.ndim != 2 or values.shape[1] != n_channels:
         raise RequestError(f"instances have shape {list(values.shape)}; expected [rows, {n_channels}]")
@@ -132,6 +155,16 @@ def tensors_to_matrix(tensors: dict[str, np.ndarray], channels: list[str], max_r
         RequestError: An unknown or missing channel, a shape other than [rows] or [rows, 1],
             tensors of different lengths, no rows, too many rows, or a value that is not finite.
     """
+    if len(tensors) == 1 and len(channels) > 1:
+        ((name, tensor),) = tensors.items()
+        if name not in channels:
+            if tensor.ndim != 2 or tensor.shape[1] != len(channels):
+                raise RequestError(
+                    f"input {name} has shape {list(tensor.shape)}; expected [rows, {len(channels)}] "
+                    "(or one tensor per channel, named after it)"
+                )
+            _check_rows(len(tensor), max_rows)
+            return _finite_rows(tensor.astype(np.float64), channels)
     unknown = sorted(set(tensors) - set(channels))
     missing = [c for c in channels if c not in tensors]
     if unknown or missing:
@@ -150,7 +183,10 @@ def tensors_to_matrix(tensors: dict[str, np.ndarray], channels: list[str], max_r
     if len(lengths) > 1:
         raise RequestError(f"inputs have different lengths: {sorted(lengths)}")
     _check_rows(lengths.pop(), max_rows)
-    values = np.stack(columns, axis=1).astype(np.float64)
+    return _finite_rows(np.stack(columns, axis=1).astype(np.float64), channels)
+
+
+def _finite_rows(values: np.ndarray, channels: list[str]) -> np.ndarray:
     if not np.isfinite(values).all():
         row, column = np.argwhere(~np.isfinite(values))[0]
         raise RequestError(f"input {channels[column]}, row {row}: NaN or infinite")
@@ -158,7 +194,7 @@ def tensors_to_matrix(tensors: dict[str, np.ndarray], channels: list[str], max_r
 
 
 def scaled_tensor_to_matrix(tensor: np.ndarray, n_channels: int, max_rows: int) -> np.ndarray:
-    """The V2 `scaled` tensor as a float32 matrix.
+    """The V2 `scaled` tensor as a float64 matrix.
 
     Raises:
         RequestError: Wrong shape, no rows, too many rows, or not finite.
@@ -166,7 +202,7 @@ def scaled_tensor_to_matrix(tensor: np.ndarray, n_channels: int, max_rows: int) 
     if tensor.ndim != 2 or tensor.shape[1] != n_channels:
         raise RequestError(f"input {SCALED_TENSOR} has shape {list(tensor.shape)}; expected [rows, {n_channels}]")
     _check_rows(len(tensor), max_rows)
-    return _check_finite(tensor.astype(np.float32, copy=False), f"input {SCALED_TENSOR}")
+    return _check_finite(tensor.astype(np.float64, copy=False), f"input {SCALED_TENSOR}")
 
 
 @dataclass
@@ -198,17 +234,25 @@ class AnomalyScorer:
         return cls(model=model.to(device), scaler=scaler, threshold=threshold, device=device)
 
     def scale(self, values: np.ndarray) -> np.ndarray:
-        """Raw rows in channel order, scaled as in training."""
-        from container_component_src.data.scaling import scale_values
-
-        return scale_values(values, self.scaler)
+        """Raw rows in channel order, scaled as in training (see `scale_for_serving`)."""
+        return scale_for_serving(values, self.scaler)
 
     def score(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (negative log-likelihood) and anomaly flags of scaled rows."""
+        """Scores (negative log-likelihood) and anomaly flags of scaled rows; a row whose values
+        or score overflow scores MAX_SCORE and is flagged."""
         from container_component_src.evaluation.scoring import score_rows
 
-        scores = score_rows(self.model, scaled, device=self.device)
+        overflow = ~(np.abs(scaled) < SCALED_LIMIT).all(axis=1)
+        scores = score_rows(self.model, np.where(overflow[:, None], 0.0, scaled), device=self.device)
+        scores = np.where(overflow | ~np.isfinite(scores), MAX_SCORE, scores)
         return scores, scores > self.threshold
+
+
+def scale_for_serving(values: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
+    """Raw rows scaled as in training, in float64 and clipped to the float32 range, so that an
+    absurd reading stays a finite (and flagged) value on every wire instead of an infinity."""
+    scaled = (values - np.asarray(scaler["center"])) / np.asarray(scaler["scale"])
+    return np.clip(scaled, -SCALED_LIMIT, SCALED_LIMIT)
 
 
 def v1_request(rows: list[dict[str, float]]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Imported only by the serve command (kserve is heavy, and parses sys.argv on impo
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from typing import Any
 
@@ -19,6 +21,25 @@ from container_component_src.serving import inference
 from container_component_src.serving.inference import RequestError
 
 
+def _flat(data: Any) -> list[Any]:
+    return [v for item in data for v in _flat(item)] if isinstance(data, list) else [data]
+
+
+def _check_tensor(tensor: InferInput) -> None:
+    """A JSON tensor's shape is non-negative integers and its data numbers (numpy would read
+    "1.5" and True as numbers)."""
+    shape = tensor.shape
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise RequestError(f"input {tensor.name}: shape {shape!r} must be a list of non-negative integers")
+    if isinstance(tensor.data, list):
+        values = _flat(tensor.data)
+        if any(type(v) not in (int, float) for v in values):
+            bad = next(v for v in values if type(v) not in (int, float))
+            raise RequestError(f"input {tensor.name}: {json.dumps(bad)[:40]} is not a number")
+        if len(values) != math.prod(shape):
+            raise RequestError(f"input {tensor.name}: {len(values)} values do not fill shape {shape}")
+
+
 def _v2_tensors(request: InferRequest) -> dict[str, np.ndarray]:
     tensors = {}
     for tensor in request.inputs:
@@ -26,11 +47,24 @@ def _v2_tensors(request: InferRequest) -> dict[str, np.ndarray]:
             raise RequestError(f"input {tensor.name} has datatype {tensor.datatype}; expected FP32 or FP64")
         if tensor.name in tensors:
             raise RequestError(f"input {tensor.name} appears twice")
+        _check_tensor(tensor)
         try:
             tensors[tensor.name] = tensor.as_numpy()
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise RequestError(f"input {tensor.name}: data does not match shape {tensor.shape} ({exc})") from None
     return tensors
+
+
+def _input_types(channels: list[str]) -> list[dict[str, Any]]:
+    """Both raw layouts: one tensor per channel, or one [rows, channels] tensor (columns in this order)."""
+    per_channel = [{"name": c, "datatype": "FP32", "shape": [-1]} for c in channels]
+    return [*per_channel, {"name": inference.ROWS_TENSOR, "datatype": "FP32", "shape": [-1, len(channels)]}]
+
+
+OUTPUT_TYPES = [
+    {"name": "score", "datatype": "FP64", "shape": [-1]},
+    {"name": "anomaly", "datatype": "BOOL", "shape": [-1]},
+]
 
 
 def _outputs(scores: np.ndarray, flags: np.ndarray) -> list[InferOutput]:
@@ -101,13 +135,10 @@ class AnomalyPredictor(Model):
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.scaled_input:
             return [{"name": inference.SCALED_TENSOR, "datatype": "FP32", "shape": [-1, len(self.scorer.channels)]}]
-        return [{"name": c, "datatype": "FP32", "shape": [-1]} for c in self.scorer.channels]
+        return _input_types(self.scorer.channels)
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "score", "datatype": "FP64", "shape": [-1]},
-            {"name": "anomaly", "datatype": "BOOL", "shape": [-1]},
-        ]
+        return OUTPUT_TYPES
 
 
 class TelemetryTransformer(Model):
@@ -134,17 +165,23 @@ class TelemetryTransformer(Model):
         self.ready = True
         return self.ready
 
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return _input_types(self.scaler["channels"])
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return OUTPUT_TYPES
+
     def preprocess(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferRequest:
-        from container_component_src.data.scaling import scale_values
+        from container_component_src.serving.inference import scale_for_serving as scale_values
 
         channels = self.scaler["channels"]
         try:
             if isinstance(payload, InferRequest):
                 raw = inference.tensors_to_matrix(_v2_tensors(payload), channels, self.max_batch_rows)
                 scaled = scale_values(raw, self.scaler)
-                tensor = InferInput(inference.SCALED_TENSOR, list(scaled.shape), "FP32", scaled.ravel().tolist())
+                tensor = InferInput(inference.SCALED_TENSOR, list(scaled.shape), "FP64", scaled.ravel().tolist())
                 return InferRequest(model_name=self.name, infer_inputs=[tensor], request_id=payload.id)
             if not isinstance(payload, dict) or "instances" not in payload:
                 raise RequestError('a V1 request body must be an object with "instances"')

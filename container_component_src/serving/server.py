@@ -26,6 +26,8 @@ class ServeOptions:
         predictor_protocol: "v1" or "v2": the protocol the predictor is checked for health with.
         threshold: Anomaly flag threshold; None reads it from the folder's serving.json.
         max_batch_rows: Largest request accepted (larger ones get HTTP 400).
+        host: Address to listen on: loopback by default, since the server has no authentication;
+            KServe's containers pass 0.0.0.0.
     """
 
     role: str = "combined"
@@ -35,6 +37,7 @@ class ServeOptions:
     predictor_protocol: str = "v1"
     threshold: float | None = None
     max_batch_rows: int = 100_000
+    host: str = "127.0.0.1"
 
     def validate(self) -> None:
         if self.role not in ROLES:
@@ -85,10 +88,23 @@ def build_model(model_dir: str, options: ServeOptions) -> Any:
     return model
 
 
+def _listen_on(kserve: ModuleType, host: str) -> None:
+    """KServe's REST server binds 0.0.0.0 and takes no host: give the one it builds ours."""
+    base = kserve.model_server.RESTServer
+
+    class HostRESTServer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+    kserve.model_server.RESTServer = HostRESTServer
+
+
 def run_serve(model_dir: str, options: ServeOptions) -> None:
     """Load the model and serve it over HTTP until interrupted (SIGINT/SIGTERM)."""
     options.validate()
     kserve = import_kserve()
+    _listen_on(kserve, options.host)
     from fastapi.exceptions import RequestValidationError
 
     model = build_model(model_dir, options)

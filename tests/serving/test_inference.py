@@ -35,7 +35,7 @@ def test_records_are_ordered_by_channel() -> None:
         ([{"a": 1, "b": None, "c": 3}], "channel b: null is not a number"),
         ([{"a": 1, "b": [1, 2], "c": 3}], r"channel b: \[1, 2\] is not a number"),
         ([{"a": 1, "b": 2, "c": float("nan")}], "channel c: NaN or infinite"),
-        ([{"a": True, "b": False, "c": True}], "channel a: true is not a number"),
+        ([{"a": True, "b": False, "c": True}], "channel a: true is a boolean, not a number"),
     ],
 )
 def test_bad_records_are_named(instances: object, message: str) -> None:
@@ -65,7 +65,7 @@ def test_bad_tensors_are_named(tensors: dict, message: str) -> None:
 
 
 def test_scaled_inputs_are_checked() -> None:
-    assert scaled_rows_to_matrix([[1, 2, 3]], 3, 10).dtype == np.float32
+    assert scaled_rows_to_matrix([[1, 2, 3]], 3, 10).dtype == np.float64
     with pytest.raises(RequestError, match=r"shape \[1, 2\]; expected \[rows, 3\]"):
         scaled_rows_to_matrix([[1, 2]], 3, 10)
     with pytest.raises(RequestError, match="equal length"):

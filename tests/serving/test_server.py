@@ -127,7 +127,7 @@ def test_health_readiness_and_metadata(servers: dict[str, str], rows: pd.DataFra
     assert httpx.get(f"{base}/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
     metadata = httpx.get(f"{base}/v2/models/{NAME}").json()
     channels = [c for c in rows.columns if c != "expected"]
-    assert [i["name"] for i in metadata["inputs"]] == channels
+    assert [i["name"] for i in metadata["inputs"]] == [*channels, "rows"]
     assert [o["name"] for o in metadata["outputs"]] == ["score", "anomaly"]
     predictor = httpx.get(f"{servers['predictor']}/v2/models/{NAME}").json()
     assert predictor["inputs"] == [{"name": "scaled", "datatype": "FP32", "shape": [-1, len(channels)]}]
@@ -148,8 +148,8 @@ BAD_REQUESTS = [
     ("v1", lambda r: {"instances": [{k: "high" for k in _v1(r)["instances"][0]}]}, '"high" is not a number'),
     ("v1", lambda r: {"instances": [{k: None for k in _v1(r)["instances"][0]}]}, "null is not a number"),
     ("v1", lambda r: {"rows": []}, 'with "instances"'),
-    ("v2", lambda r: _v2_with(r, shape=[3]), "does not match shape"),
-    ("v2", lambda r: _v2_with(r, data=[None] * len(r)), "NaN or infinite"),
+    ("v2", lambda r: _v2_with(r, shape=[3]), "do not fill shape"),
+    ("v2", lambda r: _v2_with(r, data=[None] * len(r)), "null is not a number"),
     ("v2", lambda r: _v2_with(r, datatype="BYTES", data=["x"] * len(r)), "datatype BYTES"),
     ("v2", lambda r: _v2_with(r, name="bogus"), "unknown input"),
     ("v2", lambda r: {"inputs": _v2(r)["inputs"][1:]}, "missing input"),
@@ -183,3 +183,109 @@ def test_the_predictor_takes_scaled_rows_only(servers: dict[str, str], rows: pd.
     scaled = {"inputs": [{"name": "scaled", "shape": [2, n], "datatype": "FP32", "data": [0.0] * (2 * n)}]}
     response = httpx.post(f"{base}/v2/models/{NAME}/infer", json=scaled)
     assert response.status_code == 200 and response.json()["outputs"][0]["shape"] == [2]
+
+
+RAW_ROLES = ("combined", "transformer")
+
+
+def _row(rows: pd.DataFrame, channel_value: float | int | None = None) -> dict[str, Any]:
+    row = rows.drop(columns="expected").iloc[0].to_dict()
+    if channel_value is not None:
+        row[next(iter(row))] = channel_value
+    return row
+
+
+@pytest.mark.parametrize("value", [1e20, 1e30, 3e38, 1e300, -1e300])
+def test_extreme_readings_are_flagged_with_a_finite_score_in_every_role(
+    servers: dict[str, str], rows: pd.DataFrame, value: float
+) -> None:
+    answers = []
+    row = _row(rows, value)
+    fp64 = {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [v]} for c, v in row.items()]}
+    for role in RAW_ROLES:
+        v1 = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=v1_request([row]), timeout=30)
+        v2 = httpx.post(f"{servers[role]}/v2/models/{NAME}/infer", json=fp64, timeout=30)
+        assert v1.status_code == 200 and v2.status_code == 200, (role, v1.text, v2.text)
+        prediction = v1.json()["predictions"][0]
+        outputs = {o["name"]: o["data"][0] for o in v2.json()["outputs"]}
+        assert prediction["anomaly"] is True and outputs["anomaly"] is True
+        assert isinstance(prediction["score"], float) and np.isfinite(prediction["score"]), prediction
+        answers.append((prediction["score"], outputs["score"]))
+    assert answers[0] == pytest.approx(answers[1], rel=1e-5), "the combined server and the pair agree"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "body_of"),
+    [
+        ("v1", lambda row: {"instances": [{**row, next(iter(row)): True}]}),
+        ("v1", lambda row: {"instances": [{**row, next(iter(row)): 10**400}]}),
+        ("v2", lambda row: {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": ["1.5"]} for c in row]}),
+        (
+            "v2",
+            lambda row: {
+                "inputs": [{"name": c, "shape": [-5], "datatype": "FP64", "data": [v]} for c, v in row.items()]
+            },
+        ),
+        ("v2", lambda row: {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [10**400]} for c in row]}),
+    ],
+    ids=["v1-boolean", "v1-huge-integer", "v2-strings", "v2-negative-shape", "v2-huge-integer"],
+)
+def test_wrong_values_and_shapes_are_a_400_in_every_role(
+    servers: dict[str, str], rows: pd.DataFrame, protocol: str, body_of: Any
+) -> None:
+    body = body_of(_row(rows))
+    path = f"/v1/models/{NAME}:predict" if protocol == "v1" else f"/v2/models/{NAME}/infer"
+    for role in RAW_ROLES:
+        with httpx.Client() as client:
+            response = client.post(
+                f"{servers[role]}{path}",
+                content=_json_dumps(body),
+                headers={"content-type": "application/json"},
+                timeout=30,
+            )
+            assert response.status_code == 400, (role, response.status_code, response.text)
+            assert client.get(f"{servers[role]}/v2/health/ready", timeout=10).status_code == 200, "still serving"
+
+
+def _json_dumps(body: Any) -> bytes:
+    import json
+
+    return json.dumps(body).encode()
+
+
+def test_one_rows_by_channels_tensor_is_scored_like_per_channel_tensors(
+    servers: dict[str, str], rows: pd.DataFrame
+) -> None:
+    channels = [c for c in rows.columns if c != "expected"]
+    matrix = rows[channels].to_numpy(np.float64)
+    body = {
+        "inputs": [
+            {"name": "input__0", "shape": list(matrix.shape), "datatype": "FP64", "data": matrix.ravel().tolist()}
+        ]
+    }
+    for role in RAW_ROLES:
+        response = httpx.post(f"{servers[role]}/v2/models/{NAME}/infer", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        scores = {o["name"]: o["data"] for o in response.json()["outputs"]}["score"]
+        np.testing.assert_allclose(scores, rows["expected"], rtol=1e-4)
+
+
+def test_every_role_describes_its_inputs_and_outputs(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    channels = [c for c in rows.columns if c != "expected"]
+    for role in RAW_ROLES:
+        metadata = httpx.get(f"{servers[role]}/v2/models/{NAME}", timeout=10).json()
+        names = [i["name"] for i in metadata["inputs"]]
+        assert names == [*channels, "rows"], (role, metadata)
+        assert metadata["inputs"][-1]["shape"] == [-1, len(channels)]
+        assert [o["name"] for o in metadata["outputs"]] == ["score", "anomaly"]
+
+
+def test_the_server_listens_on_loopback_by_default(servers: dict[str, str]) -> None:
+    """No authentication: a hand-started server must not be reachable from the network."""
+    port = int(servers["combined"].rsplit(":", 1)[1])
+    listening = [
+        line.split()[1]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port
+    ]
+    assert listening == [f"0100007F:{port:04X}"], listening
