@@ -138,7 +138,54 @@ def run(
                         if (protocol, batch, concurrency) == ("v2", 1, 1):
                             row |= {"target": "1-row V2 p50 < 10 ms, 0 failed", "met": p50 < 0.010 and not failures}
                         rows_out.append(row)
+            rows_out.append(pair_against_combined(published, channels, base, Path(folder), seconds, rng))
         finally:
             server.terminate()
             server.wait(timeout=30)
     return rows_out
+
+
+def pair_against_combined(
+    published: str, channels: list[str], combined: str, folder: Path, seconds: float, rng: np.random.Generator
+) -> dict[str, Any]:
+    """1-row V2 requests from 8 clients: the transformer + predictor pair against the combined
+    server, measured one after the other in this run (the split costs one more hop)."""
+    from container_component_src.serving.deploy import free_port, wait_for_server
+
+    ports = {"predictor": free_port(), "transformer": free_port()}
+    base = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", published, "--name", NAME]
+    commands = {
+        "predictor": [*base, "--role", "predictor", "--http-port", str(ports["predictor"])],
+        "transformer": [
+            *base, "--role", "transformer", "--http-port", str(ports["transformer"]),
+            "--predictor-host", f"127.0.0.1:{ports['predictor']}",
+        ],
+    }  # fmt: skip
+    processes = {}
+    try:
+        for role, command in commands.items():
+            with open(folder / f"{role}.log", "w") as handle:
+                processes[role] = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+            wait_for_server(f"http://127.0.0.1:{ports[role]}", NAME, processes[role], 180, folder / f"{role}.log")
+        body = bodies(channels, 1, rng)["v2"]
+        path = f"/v2/models/{NAME}/infer"
+        pair, _ = asyncio.run(load(f"http://127.0.0.1:{ports['transformer']}{path}", body, 8, seconds))
+        alone, _ = asyncio.run(load(combined + path, body, 8, seconds))
+    finally:
+        for process in processes.values():
+            process.terminate()
+            process.wait(timeout=30)
+    ratio = len(pair) / max(len(alone), 1)
+    return {
+        "benchmark": "serving",
+        "case": "V2, 1 row, 8 clients: transformer + predictor",
+        "seconds": round(float(np.percentile(pair, 50)), 5) if pair else None,
+        "p50_ms": round(float(np.percentile(pair, 50)) * 1e3, 2) if pair else None,
+        "requests": len(pair),
+        "rows_per_s": round(len(pair) / seconds),
+        "baseline": f"the combined server, {len(alone) / seconds:.0f} req/s",
+        "ratio": round(ratio, 2),
+        "ratio_meaning": "pair throughput / combined throughput",
+        "target": "within 2x of the combined server (ratio >= 0.5)",
+        "met": ratio >= 0.5,
+    }

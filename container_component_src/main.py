@@ -704,6 +704,7 @@ def serve(
         str,
         typer.Option(help="Address to listen on. Loopback by default: the server has no authentication."),
     ] = "127.0.0.1",
+    access_log: Annotated[bool, typer.Option(help="Log every request (off: only the server's own faults).")] = False,
 ) -> None:
     """Serve the model with the KServe model server: V1 and V2 (Open Inference Protocol)
     predictions, health, readiness and metadata. Runs in the foreground until interrupted."""
@@ -711,7 +712,7 @@ def serve(
 
     with _clear_errors():
         options = ServeOptions(
-            role, name, http_port, predictor_host, predictor_protocol, threshold, max_batch_rows, host
+            role, name, http_port, predictor_host, predictor_protocol, threshold, max_batch_rows, host, access_log
         )
         options.validate()
         run_serve(model_dir, options)

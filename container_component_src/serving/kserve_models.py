@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.inference_client import InferenceRESTClient, RESTConfig
 
 from container_component_src.serving import inference
 from container_component_src.serving.inference import RequestError
+from container_component_src.serving.metrics import ROWS_FLAGGED, ROWS_SCORED
 
 
 def _flat(data: Any) -> list[Any]:
@@ -124,6 +125,8 @@ class AnomalyPredictor(Model):
             scores, flags = self.scorer.score(self._matrix(payload))
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
+        ROWS_SCORED.inc(len(scores))
+        ROWS_FLAGGED.inc(int(flags.sum()))
         if isinstance(payload, InferRequest):
             return InferResponse(
                 response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=_outputs(scores, flags)
@@ -205,3 +208,5 @@ class TelemetryTransformer(Model):
             if exc.response.status_code == 400:
                 raise InvalidInput(f"predictor refused the request: {exc.response.text}") from None
             raise
+        except httpx.TransportError as exc:
+            raise ModelNotReady(self.name, f"its predictor does not answer ({exc})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from types import ModuleType
@@ -9,6 +10,7 @@ from typing import Any
 
 from container_component_src.errors import OptionError
 
+logger = logging.getLogger(__name__)
 ROLES = ("combined", "predictor", "transformer")
 PROTOCOLS = ("v1", "v2")
 
@@ -28,6 +30,7 @@ class ServeOptions:
         max_batch_rows: Largest request accepted (larger ones get HTTP 400).
         host: Address to listen on: loopback by default, since the server has no authentication;
             KServe's containers pass 0.0.0.0.
+        access_log: Log every request (at INFO); off by default.
     """
 
     role: str = "combined"
@@ -38,6 +41,7 @@ class ServeOptions:
     threshold: float | None = None
     max_batch_rows: int = 100_000
     host: str = "127.0.0.1"
+    access_log: bool = False
 
     def validate(self) -> None:
         if self.role not in ROLES:
@@ -88,34 +92,78 @@ def build_model(model_dir: str, options: ServeOptions) -> Any:
     return model
 
 
-def _listen_on(kserve: ModuleType, host: str) -> None:
-    """KServe's REST server binds 0.0.0.0 and takes no host: give the one it builds ours."""
-    base = kserve.model_server.RESTServer
+def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
+    """KServe's REST server, adapted: it listens on `options.host` (KServe binds 0.0.0.0 and takes
+    no host), counts responses by status for /metrics, and answers a client's mistake (400) or an
+    unreachable predictor (503) without logging a traceback at error level."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from kserve.errors import InvalidInput, ModelNotReady
 
-    class HostRESTServer(base):  # type: ignore[misc, valid-type]
+    from container_component_src.serving.metrics import count_responses
+
+    async def client_error(_: Any, exc: Exception) -> Any:
+        logger.debug("400: %s", exc)
+        return JSONResponse(status_code=400, content={"error": str(exc)})
+
+    async def not_ready(_: Any, exc: Exception) -> Any:
+        logger.warning("503: %s", exc)
+        return JSONResponse(status_code=503, content={"error": str(exc)})
+
+    class ServerForRole(kserve.model_server.RESTServer):  # type: ignore[misc, name-defined]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.config.host = host
+            self.config.host = options.host
 
-    kserve.model_server.RESTServer = HostRESTServer
+        def _add_middlewares(self, app: Any) -> None:
+            super()._add_middlewares(app)
+            app.middleware("http")(count_responses)
+
+        def _add_exception_handlers(self, app: Any) -> None:
+            super()._add_exception_handlers(app)
+            app.add_exception_handler(InvalidInput, client_error)
+            app.add_exception_handler(RequestValidationError, _bad_request)
+            app.add_exception_handler(ModelNotReady, not_ready)
+
+    return ServerForRole
+
+
+def _safe_decode(decode: Any) -> Any:
+    """KServe's decoding of a binary V2 request, with a malformed `Inference-Header-Content-Length`
+    (not a number, beyond the body, no binary part) a 400 instead of a 500."""
+    from kserve.errors import InvalidInput
+
+    def decode_inference_request(body: Any, headers: Any, model_name: str) -> Any:
+        try:
+            return decode(body, headers, model_name)
+        except InvalidInput:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"malformed binary request (Inference-Header-Content-Length and body): {exc}") from None
+
+    return decode_inference_request
 
 
 def run_serve(model_dir: str, options: ServeOptions) -> None:
     """Load the model and serve it over HTTP until interrupted (SIGINT/SIGTERM)."""
     options.validate()
     kserve = import_kserve()
-    _listen_on(kserve, options.host)
-    from fastapi.exceptions import RequestValidationError
-
+    kserve.model_server.RESTServer = _rest_server_class(kserve, options)
+    # Per-request logs only when asked for: at ~1 KB a request they fill a pod's log.
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO if options.access_log else logging.WARNING)
     model = build_model(model_dir, options)
-    kserve.model_server.app.add_exception_handler(RequestValidationError, _bad_request)
     server = kserve.ModelServer(
         http_port=options.http_port,
         enable_grpc=False,
         workers=1,
         enable_docs_url=False,
+        enable_latency_logging=options.access_log,
         predictor_config=kserve.PredictorConfig(
-            predictor_host=options.predictor_host, predictor_protocol=options.predictor_protocol
+            predictor_host=options.predictor_host,
+            predictor_protocol=options.predictor_protocol,
+            # A transformer whose predictor does not answer is not ready: Kubernetes stops routing to it.
+            predictor_health_check=options.role == "transformer",
         ),
     )
+    server.dataplane.decode_inference_request = _safe_decode(server.dataplane.decode_inference_request)
     server.start([model])

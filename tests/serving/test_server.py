@@ -4,6 +4,7 @@ one process in the combined role, and a transformer in front of a predictor as K
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         for role, process in processes.items():
             wait_for_server(urls[role], NAME, process, 180, logs / role)
-        yield urls
+        yield {**urls, "logs": str(logs)}
     finally:
         for process in processes.values():
             process.terminate()
@@ -289,3 +290,87 @@ def test_the_server_listens_on_loopback_by_default(servers: dict[str, str]) -> N
         if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port
     ]
     assert listening == [f"0100007F:{port:04X}"], listening
+
+
+@pytest.mark.parametrize("length", ["", "abc", "1e3", "-1", "999999", "BINARY"])
+def test_a_malformed_binary_header_is_a_400_and_the_connection_stays_usable(
+    servers: dict[str, str], rows: pd.DataFrame, length: str
+) -> None:
+    import json
+
+    request = _v2(rows.head(1))
+    if length == "BINARY":  # tensors announced as binary, and no binary part
+        for tensor in request["inputs"]:
+            tensor["parameters"] = {"binary_data_size": 4}
+            del tensor["data"]
+    body = json.dumps(request).encode()
+    header = str(len(body)) if length == "BINARY" else length
+    for role in RAW_ROLES:
+        with httpx.Client() as client:
+            headers = {"Inference-Header-Content-Length": header, "content-type": "application/octet-stream"}
+            response = client.post(
+                f"{servers[role]}/v2/models/{NAME}/infer", content=body + b"\x00\x01", headers=headers
+            )
+            assert response.status_code == 400, (role, header, response.status_code, response.text)
+            again = client.post(f"{servers[role]}/v2/models/{NAME}/infer", json=_v2(rows.head(1)))
+            assert again.status_code == 200, "the same connection still serves"
+
+
+def test_metrics_count_requests_rows_and_flags(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    httpx.post(f"{servers['combined']}/v1/models/{NAME}:predict", json=_v1(rows.head(3)))
+    httpx.post(f"{servers['combined']}/v1/models/{NAME}:predict", json={"instances": []})
+    text = httpx.get(f"{servers['combined']}/metrics").text
+    counters = dict(re.findall(r'^(eclss_\w+(?:\{status="\d+"\})?) ([0-9.e+]+)$', text, re.MULTILINE))
+    assert float(counters['eclss_requests_total{status="200"}']) >= 1
+    assert float(counters['eclss_requests_total{status="400"}']) >= 1
+    assert float(counters["eclss_rows_scored_total"]) >= 3 and "eclss_rows_flagged_total" in counters
+
+
+def test_a_clients_mistake_logs_no_error(servers: dict[str, str]) -> None:
+    httpx.post(f"{servers['combined']}/v1/models/{NAME}:predict", json={"instances": "nope"})
+    httpx.post(f"{servers['transformer']}/v1/models/{NAME}:predict", json={"instances": [{"x": 1}]})
+    for role in ("combined", "transformer", "predictor"):
+        log = (Path(servers["logs"]) / role).read_text()
+        assert "Traceback" not in log and " ERROR " not in log and "ERROR:" not in log, log[-2000:]
+
+
+def test_a_transformer_is_not_ready_while_its_predictor_is_down(
+    published: str, tmp_path: Path, rows: pd.DataFrame
+) -> None:
+    predictor_port, transformer_port = free_port(), free_port()
+    common = ["--model-dir", published, "--name", NAME, "--max-batch-rows", str(MAX_ROWS)]
+    predictor_args = [*common, "--role", "predictor", "--http-port", str(predictor_port)]
+    predictor = _start(predictor_args, tmp_path / "p1")
+    transformer = _start(
+        [
+            *common,
+            "--role",
+            "transformer",
+            "--predictor-host",
+            f"127.0.0.1:{predictor_port}",
+            "--http-port",
+            str(transformer_port),
+        ],
+        tmp_path / "t",
+    )
+    base = f"http://127.0.0.1:{transformer_port}"
+    try:
+        wait_for_server(f"http://127.0.0.1:{predictor_port}", NAME, predictor, 180, tmp_path / "p1")
+        wait_for_server(base, NAME, transformer, 180, tmp_path / "t")
+        predictor.terminate()
+        predictor.wait(30)
+        assert httpx.get(f"{base}/v2/health/ready").status_code != 200 or not httpx.get(
+            f"{base}/v2/health/ready"
+        ).json().get("ready")
+        response = httpx.post(f"{base}/v2/models/{NAME}/infer", json=_v2(rows.head(1)))
+        assert response.status_code == 503, response.text
+        predictor = _start(predictor_args, tmp_path / "p2")
+        wait_for_server(f"http://127.0.0.1:{predictor_port}", NAME, predictor, 180, tmp_path / "p2")
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/v2/health/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert httpx.post(f"{base}/v2/models/{NAME}/infer", json=_v2(rows.head(1))).status_code == 200
+    finally:
+        for process in (predictor, transformer):
+            process.terminate()
+            process.wait(30)
