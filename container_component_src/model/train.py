@@ -128,7 +128,8 @@ def quiet_third_parties() -> None:
 def fit(
     datamodule: Any, n_features: int, params: ModelParams, options: TrainOptions, checkpoint_dir: str
 ) -> tuple[Any, Any]:
-    """Train one model; return the Lightning trainer and the system restored from its best checkpoint."""
+    """Train one model; return the Lightning trainer and the system restored from its best
+    checkpoint (None on a rank other than 0 of a multi-process run)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -168,6 +169,9 @@ def fit(
     )
     datamodule.batch_size = params.batch_size
     trainer.fit(system, datamodule=datamodule)
+    if not trainer.is_global_zero:
+        # The checkpoint is rank 0's file, in rank 0's pod: other ranks have nothing to read.
+        return trainer, None
     best = VAESystem.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
     return trainer, best
 
@@ -197,6 +201,8 @@ def run_train(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer, best = fit(datamodule, len(channels), params, options, checkpoints)
+        if best is None:  # a worker replica: rank 0 measures and writes the model
+            return {"rank": trainer.global_rank, "epochs": int(trainer.current_epoch)}
         # Read from the checkpoint: with spawned DDP processes the trainer here saw no epoch.
         best_epoch = torch.load(trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=False)[
             "epoch"

@@ -23,7 +23,9 @@ from typer.testing import CliRunner
 from container_component_src.main import app
 
 runner = CliRunner()
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 COLUMNS = "ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT"
 
 
