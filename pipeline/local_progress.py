@@ -72,7 +72,7 @@ def key_figure(task: str, report: Any) -> str:
     if task == "evaluate" and "fc1" in report.get("metrics", {}):
         return f"Fc1 {report['metrics']['fc1']:.3f} at the label-free threshold"
     if task == "deploy" and "smoke" in report:
-        return f"smoke-tested (V1, V2); published to {report.get('model_dir')}"
+        return f"smoke-tested (V1, V2); published to {Path(str(report.get('model_dir'))).name}/"
     # Some reports are keyed by output path: name the file, not the path.
     picked = [f"{_count(v)} {Path(k).name.replace('_', ' ')}" for k, v in report.items() if isinstance(v, int | float)]
     return ", ".join(picked[:3])
