@@ -100,7 +100,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
     from fastapi.responses import JSONResponse
     from kserve.errors import InvalidInput, ModelNotReady
 
-    from container_component_src.serving.metrics import count_responses
+    from container_component_src.serving.metrics import check_and_count
 
     async def client_error(_: Any, exc: Exception) -> Any:
         logger.debug("400: %s", exc)
@@ -117,7 +117,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
 
         def _add_middlewares(self, app: Any) -> None:
             super()._add_middlewares(app)
-            app.middleware("http")(count_responses)
+            app.middleware("http")(check_and_count)
 
         def _add_exception_handlers(self, app: Any) -> None:
             super()._add_exception_handlers(app)

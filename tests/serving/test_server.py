@@ -228,8 +228,14 @@ def test_extreme_readings_are_flagged_with_a_finite_score_in_every_role(
             },
         ),
         ("v2", lambda row: {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [10**400]} for c in row]}),
+        (
+            "v2",
+            lambda row: {
+                "inputs": [{"name": c, "shape": ["1"], "datatype": "FP64", "data": [v]} for c, v in row.items()]
+            },
+        ),
     ],
-    ids=["v1-boolean", "v1-huge-integer", "v2-strings", "v2-negative-shape", "v2-huge-integer"],
+    ids=["v1-boolean", "v1-huge-integer", "v2-strings", "v2-negative-shape", "v2-huge-integer", "v2-string-shape"],
 )
 def test_wrong_values_and_shapes_are_a_400_in_every_role(
     servers: dict[str, str], rows: pd.DataFrame, protocol: str, body_of: Any
