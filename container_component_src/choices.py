@@ -28,8 +28,26 @@ class DaskCluster(StrEnum):
 
 
 class ScalerKind(StrEnum):
+    """standard: mean / standard deviation; robust: median / interquartile range; minmax."""
+
     standard = "standard"
+    robust = "robust"
     minmax = "minmax"
+
+
+class ModelKind(StrEnum):
+    """point: the VAE sees one row; window: it sees the last `window` rows."""
+
+    point = "point"
+    window = "window"
+
+
+class ThresholdMethod(StrEnum):
+    """How the label-free threshold comes from validation scores: a quantile, or peaks over
+    threshold (extreme value theory, as SPOT)."""
+
+    quantile = "quantile"
+    pot = "pot"
 
 
 class TuneBackend(StrEnum):

@@ -20,8 +20,10 @@ from container_component_src.choices import (
     Aggregation,
     DaskCluster,
     DeploymentMode,
+    ModelKind,
     ScalerKind,
     ServingBackend,
+    ThresholdMethod,
     TrainBackend,
     TuneAlgorithm,
     TuneBackend,
@@ -94,6 +96,7 @@ class PreprocessingSettings:
 
 @dataclass(frozen=True)
 class SplitSettings:
+    test_periods: str
     test_window_hours: float
     val_share: float
     block_hours: float
@@ -112,11 +115,13 @@ class TrainingSettings:
     timeout_s: int
     poll_s: float
     max_epochs: int
+    min_steps: int
     patience: int
     accelerator: Accelerator
     devices: int
     num_nodes: int
     seed: int
+    deterministic: bool
     learning_rate: float
     batch_size: int
     beta: float
@@ -124,6 +129,9 @@ class TrainingSettings:
     latent_dim: int
     mse_weight: float
     n_hidden_layers: int
+    model: ModelKind
+    window: int
+    mode_weight: float
 
 
 @dataclass(frozen=True)
@@ -136,13 +144,17 @@ class TuningSettings:
     max_trials: int
     max_failed_trials: int
     epochs_per_trial: int
+    min_steps_per_trial: int
     search_space: str
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
     smoothing_window: int
+    threshold_method: ThresholdMethod
     val_quantile: float
+    pot_risk: float
+    pot_level: float
     n_thresholds: int
     low_quantile: float
     high_quantile: float

@@ -20,10 +20,12 @@ from container_component_src.choices import (
     Aggregation,
     DaskCluster,
     DeploymentMode,
+    ModelKind,
     Protocol,
     ScalerKind,
     ServeRole,
     ServingBackend,
+    ThresholdMethod,
     TrainBackend,
     TuneAlgorithm,
     TuneBackend,
@@ -98,12 +100,15 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "test_window_hours": s.test_window_hours,
             "val_share": s.val_share,
             "block_hours": s.block_hours,
+            "test_periods": s.test_periods,
             "seed": s.seed,
             "label_column": c.label,
         },
         "fit-scaler": {"kind": settings.scaling.kind, "label_column": c.label},
         "train": {
             **_training_defaults(settings),
+            "min_steps": settings.training.min_steps,
+            "mode_weight": settings.training.mode_weight,
             "backend": settings.training.backend,
             "replicas": settings.training.replicas,
             "timeout_s": settings.training.timeout_s,
@@ -118,6 +123,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "max_trials": settings.tuning.max_trials,
             "max_failed_trials": settings.tuning.max_failed_trials,
             "epochs_per_trial": settings.tuning.epochs_per_trial,
+            "min_steps_per_trial": settings.tuning.min_steps_per_trial,
             "search_space": settings.tuning.search_space,
             "backend": settings.tuning.backend,
             "parallel_trials": settings.tuning.parallel_trials,
@@ -129,7 +135,10 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "evaluate": {
             "smoothing_window": settings.evaluation.smoothing_window,
+            "threshold_method": settings.evaluation.threshold_method,
             "val_quantile": settings.evaluation.val_quantile,
+            "pot_risk": settings.evaluation.pot_risk,
+            "pot_level": settings.evaluation.pot_level,
             "n_thresholds": settings.evaluation.n_thresholds,
             "low_quantile": settings.evaluation.low_quantile,
             "high_quantile": settings.evaluation.high_quantile,
@@ -170,6 +179,7 @@ def _training_defaults(settings: Settings) -> dict[str, Any]:
         "devices",
         "num_nodes",
         "seed",
+        "deterministic",
         "learning_rate",
         "batch_size",
         "beta",
@@ -177,6 +187,8 @@ def _training_defaults(settings: Settings) -> dict[str, Any]:
         "latent_dim",
         "mse_weight",
         "n_hidden_layers",
+        "model",
+        "window",
     )
     return {name: getattr(settings.training, name) for name in shared}
 
@@ -278,6 +290,13 @@ def import_telemetry(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a non-empty archive folder (all of it) and the reports file.")
     ] = False,
+    test_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--test-source",
+            help="Pattern of the --source files that are test recordings; prints their test_periods. Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Import your own telemetry (CSV or parquet: a timestamp and numeric channels, labels per row or
     as intervals) into the archive and report formats the pipeline reads."""
@@ -298,8 +317,12 @@ def import_telemetry(
             archive_timestamp_column=archive_timestamp_column,
             timestamp_unit=timestamp_unit,
             overwrite=overwrite,
+            test_sources=tuple(test_source or ()),
         )
-        _report(run_import_telemetry(source, archives, reports, options))
+        result = run_import_telemetry(source, archives, reports, options)
+        _report(result)
+        if "test_periods" in result:
+            print(f"Run the pipeline with: --param test_periods={result['test_periods']}")
 
 
 @app.command()
@@ -434,6 +457,9 @@ def split_dataset(
     test_window_hours: Annotated[float, typer.Option(help="Hours around each anomaly that go to test.")],
     val_share: Annotated[float, typer.Option(help="Share of the remaining blocks that go to validation.")],
     block_hours: Annotated[float, typer.Option(help="Length of the train/validation time blocks.")],
+    test_periods: Annotated[
+        str, typer.Option(help='Test time ranges "start/end,..." (ISO); empty: test around each anomaly.')
+    ],
     seed: Annotated[int, typer.Option(help="Seed of the block assignment.")],
     label_column: Annotated[str, typer.Option(help="Name of the 0/1 label column.", rich_help_panel=Columns)],
 ) -> None:
@@ -441,7 +467,7 @@ def split_dataset(
     from container_component_src.data.split import SplitOptions, run_split_dataset
 
     with _clear_errors():
-        options = SplitOptions(test_window_hours, val_share, block_hours, seed)
+        options = SplitOptions(test_window_hours, val_share, block_hours, seed, test_periods)
         _report(run_split_dataset(labelled, intervals, train, val, test, options, label_column))
 
 
@@ -449,7 +475,7 @@ def split_dataset(
 def fit_scaler(
     train: Annotated[str, typer.Option(help="Training set parquet.")],
     out: Annotated[str, typer.Option(help="JSON file for the fitted scaler.")],
-    kind: Annotated[ScalerKind, typer.Option(help="Standard (mean/std) or min-max scaling.")],
+    kind: Annotated[ScalerKind, typer.Option(help="standard (mean/std), robust (median/IQR) or minmax scaling.")],
     label_column: Annotated[str, typer.Option(help="Column left unscaled.", rich_help_panel=Columns)],
 ) -> None:
     """Fit the scaler on the training set only."""
@@ -485,10 +511,14 @@ def _model_params(
     latent_dim: int,
     mse_weight: float,
     n_hidden_layers: int,
+    model: str,
+    window: int,
 ) -> Any:
     from container_component_src.model.train import ModelParams
 
-    params = ModelParams(learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers)
+    params = ModelParams(
+        learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers, model, window
+    )
     params.validate()
     return params
 
@@ -500,6 +530,12 @@ HiddenSize = Annotated[int, typer.Option(help="First hidden layer width (each ne
 LatentDim = Annotated[int, typer.Option(help="Latent size.", rich_help_panel=Hyper)]
 MseWeight = Annotated[float, typer.Option(help="Share of squared error in the likelihood term.", rich_help_panel=Hyper)]
 HiddenLayers = Annotated[int, typer.Option(help="Hidden layers of encoder and decoder.", rich_help_panel=Hyper)]
+ModelOption = Annotated[
+    ModelKind, typer.Option(help="point: one row at a time; window: the last --window rows.", rich_help_panel=Hyper)
+]
+Window = Annotated[
+    int, typer.Option(help="Rows the windowed model sees (the scored row included).", rich_help_panel=Hyper)
+]
 MaxEpochs = Annotated[
     int, typer.Option(help="Upper bound on epochs (early stopping ends sooner).", rich_help_panel=Run)
 ]
@@ -508,6 +544,9 @@ AcceleratorOption = Annotated[Accelerator, typer.Option(help="cpu, gpu or auto."
 Devices = Annotated[int, typer.Option(help="Devices per node; more than one trains with DDP.", rich_help_panel=Run)]
 Nodes = Annotated[int, typer.Option(help="Nodes (PyTorchJob replicas).", rich_help_panel=Run)]
 Seed = Annotated[int, typer.Option(help="Seed of initialisation, sampling and shuffling.", rich_help_panel=Run)]
+Deterministic = Annotated[
+    bool, typer.Option(help="Deterministic on the GPU too (slower; the CPU always is).", rich_help_panel=Run)
+]
 
 
 @app.command()
@@ -524,12 +563,19 @@ def train(
     latent_dim: LatentDim,
     mse_weight: MseWeight,
     n_hidden_layers: HiddenLayers,
+    model: ModelOption,
+    window: Window,
     max_epochs: MaxEpochs,
+    min_steps: Annotated[int, typer.Option(help="Optimizer steps before early stopping may act.", rich_help_panel=Run)],
     patience: Patience,
     accelerator: AcceleratorOption,
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
+    deterministic: Deterministic,
+    mode_weight: Annotated[
+        float, typer.Option(help="Weight in the score of channels constant or of few values in training.")
+    ],
     backend: Annotated[TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")],
     replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)],
     namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)],
@@ -554,14 +600,24 @@ def train(
 
     with _clear_errors():
         model_params = _model_params(
-            learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers
+            learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers, model, window
         )
         if params:
             from container_component_src import storage
 
             model_params = ModelParams(**storage.read_json(params)["parameters"])
             model_params.validate()
-        options = TrainOptions(max_epochs, patience, accelerator, devices, num_nodes, seed)
+        options = TrainOptions(
+            max_epochs,
+            min_steps,
+            patience,
+            accelerator,
+            devices,
+            num_nodes,
+            seed,
+            mode_weight=mode_weight,
+            deterministic=deterministic,
+        )
         job = None
         if backend == TrainBackend.pytorchjob:
             from container_component_src.cluster.kube import current_namespace
@@ -595,6 +651,9 @@ def tune(
     max_trials: Annotated[int, typer.Option(help="Trials to run.")],
     max_failed_trials: Annotated[int, typer.Option(help="Failed trials tolerated.")],
     epochs_per_trial: Annotated[int, typer.Option(help="Upper bound on each trial's epochs.", rich_help_panel=Run)],
+    min_steps_per_trial: Annotated[
+        int, typer.Option(help="Optimizer steps each trial takes at least.", rich_help_panel=Run)
+    ],
     learning_rate: LearningRate,
     batch_size: BatchSize,
     beta: Beta,
@@ -602,11 +661,14 @@ def tune(
     latent_dim: LatentDim,
     mse_weight: MseWeight,
     n_hidden_layers: HiddenLayers,
+    model: ModelOption,
+    window: Window,
     patience: Patience,
     accelerator: AcceleratorOption,
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
+    deterministic: Deterministic,
     backend: Annotated[TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")],
     namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)],
     image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)],
@@ -627,8 +689,20 @@ def tune(
     from container_component_src.model.train import TrainOptions
 
     with _clear_errors():
-        base = _model_params(learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers)
-        options = TrainOptions(epochs_per_trial, patience, accelerator, devices, num_nodes, seed, progress=False)
+        base = _model_params(
+            learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers, model, window
+        )
+        options = TrainOptions(
+            epochs_per_trial,
+            min_steps_per_trial,
+            patience,
+            accelerator,
+            devices,
+            num_nodes,
+            seed,
+            progress=False,
+            deterministic=deterministic,
+        )
         katib = None
         if backend == TuneBackend.katib:
             from container_component_src.cluster.katib import KatibOptions
@@ -665,7 +739,12 @@ def evaluate(
     summary: Annotated[str, typer.Option(help="JSON file for the metrics and the deploy decision's inputs.")],
     report: Annotated[str, typer.Option(help="HTML file for the interactive report.")],
     smoothing_window: Annotated[int, typer.Option(help="Rows in the trailing median of scores (1: none).")],
-    val_quantile: Annotated[float, typer.Option(help="Quantile of validation scores used as threshold.")],
+    threshold_method: Annotated[
+        ThresholdMethod, typer.Option(help="Label-free threshold deployed: quantile, or pot (peaks over threshold).")
+    ],
+    val_quantile: Annotated[float, typer.Option(help="Quantile of validation scores of the quantile method.")],
+    pot_risk: Annotated[float, typer.Option(help="Probability a normal score exceeds the pot threshold.")],
+    pot_level: Annotated[float, typer.Option(help="Quantile of validation scores above which pot fits peaks.")],
     n_thresholds: Annotated[int, typer.Option(help="Thresholds in the sweep over test scores.")],
     low_quantile: Annotated[float, typer.Option(help="Lowest swept threshold, as a quantile of test scores.")],
     high_quantile: Annotated[float, typer.Option(help="Highest swept threshold, as a quantile of test scores.")],
@@ -678,7 +757,16 @@ def evaluate(
 
     with _clear_errors():
         options = EvaluateOptions(
-            smoothing_window, val_quantile, n_thresholds, low_quantile, high_quantile, worst_events, label_column
+            smoothing_window,
+            val_quantile,
+            threshold_method,
+            pot_risk,
+            pot_level,
+            n_thresholds,
+            low_quantile,
+            high_quantile,
+            worst_events,
+            label_column,
         )
         _report(run_evaluate(model, val, test, results, summary, report, options))
 

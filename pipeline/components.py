@@ -109,6 +109,7 @@ def split_dataset(
     val_share: float,
     block_hours: float,
     split_seed: int,
+    test_periods: str,
     train: Output[Dataset],
     val: Output[Dataset],
     test: Output[Dataset],
@@ -128,6 +129,7 @@ def split_dataset(
         val_share=val_share,
         block_hours=block_hours,
         seed=split_seed,
+        test_periods=test_periods,
     )
 
 
@@ -260,6 +262,7 @@ def evaluate(
     val: Input[Dataset],
     test: Input[Dataset],
     smoothing_window: int,
+    threshold_method: str,
     val_quantile: float,
     n_thresholds: int,
     low_quantile: float,
@@ -287,6 +290,7 @@ def evaluate(
         summary=summary.path,
         report=report.path,
         smoothing_window=smoothing_window,
+        threshold_method=threshold_method,
         val_quantile=val_quantile,
         n_thresholds=n_thresholds,
         low_quantile=low_quantile,

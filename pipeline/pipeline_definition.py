@@ -17,6 +17,7 @@ from container_component_src.choices import (
     DaskCluster,
     ScalerKind,
     ServingBackend,
+    ThresholdMethod,
     TrainBackend,
     TuneAlgorithm,
     TuneBackend,
@@ -53,6 +54,7 @@ CHOICES = {
     "aggregation": Aggregation,
     "dask_cluster": DaskCluster,
     "scaler_kind": ScalerKind,
+    "threshold_method": ThresholdMethod,
     "tune_backend": TuneBackend,
     "tune_algorithm": TuneAlgorithm,
     "train_backend": TrainBackend,
@@ -172,6 +174,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         val_share: float = split.val_share,
         block_hours: float = split.block_hours,
         split_seed: int = split.seed,
+        test_periods: str = split.test_periods,
         scaler_kind: str = settings.scaling.kind,
         search_space: str = search_space_default,
         tune_backend: str = tuning.backend,
@@ -189,6 +192,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         devices: int = training.devices,
         seed: int = training.seed,
         smoothing_window: int = evaluation.smoothing_window,
+        threshold_method: str = evaluation.threshold_method,
         val_quantile: float = evaluation.val_quantile,
         n_thresholds: int = evaluation.n_thresholds,
         low_quantile: float = evaluation.low_quantile,
@@ -219,7 +223,9 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             val_share: Share of the remaining time blocks used for validation.
             block_hours: Length of the train/validation time blocks.
             split_seed: Seed of the block assignment.
-            scaler_kind: "standard" or "minmax".
+            test_periods: Empty, or the test set's time ranges ("start/end" ISO timestamps,
+                comma-separated): separate test recordings, train and validation from the rest.
+            scaler_kind: "standard", "robust" or "minmax".
             search_space: Hyperparameter search space, Katib-style JSON (see config.toml).
             tune_backend: "local" (optuna in the task) or "katib" (a Katib Experiment).
             parallel_trials: Katib trials running at once.
@@ -236,7 +242,8 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             devices: Devices for training; more than one trains with DDP.
             seed: Seed of tuning and training.
             smoothing_window: Rows in the trailing rolling median of anomaly scores (1: none).
-            val_quantile: Quantile of validation scores that gives the deployed, label-free threshold.
+            threshold_method: The deployed label-free threshold: "quantile" or "pot" (peaks over threshold).
+            val_quantile: Quantile of validation scores that gives the quantile threshold.
             n_thresholds: Thresholds in the sweep over test scores.
             low_quantile: Lowest swept threshold, as a quantile of test scores.
             high_quantile: Highest swept threshold, as a quantile of test scores.
@@ -284,6 +291,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 val_share=val_share,
                 block_hours=block_hours,
                 split_seed=split_seed,
+                test_periods=test_periods,
             ),
             "split-dataset",
         )
@@ -345,6 +353,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 val=scaled.outputs["scaled_val"],
                 test=scaled.outputs["scaled_test"],
                 smoothing_window=smoothing_window,
+                threshold_method=threshold_method,
                 val_quantile=val_quantile,
                 n_thresholds=n_thresholds,
                 low_quantile=low_quantile,

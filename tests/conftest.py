@@ -75,7 +75,7 @@ def trained_model(scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPath
     from container_component_src.model.train import ModelParams, TrainOptions, run_train
 
     out = tmp_path_factory.mktemp("model") / "model"
-    options = TrainOptions(max_epochs=6, patience=2, accelerator="cpu", progress=False)
+    options = TrainOptions(max_epochs=6, min_steps=1000, patience=2, accelerator="cpu", progress=False)
     params = ModelParams(batch_size=256, hidden_size=32, latent_dim=3)
     metrics = run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(out), params, options)
     return {"model": str(out), "metrics": metrics}

@@ -41,7 +41,14 @@ def train_step(
 
     if not scratch:
         raise OptionError("--scratch is required to train with a PyTorchJob")
-    run_options = {"max_epochs": options.max_epochs, "patience": options.patience, "seed": options.seed}
+    run_options = {
+        "max_epochs": options.max_epochs,
+        "min_steps": options.min_steps,
+        "patience": options.patience,
+        "seed": options.seed,
+        "mode_weight": options.mode_weight,
+        "deterministic": options.deterministic,
+    }
     run_pytorchjob_train({**data, **run_options, **asdict(params)}, out, scratch, job, settings)
     return {"model": out, "replicas": job.replicas}
 
@@ -83,10 +90,12 @@ def tune_step(
 
     run = {
         "max_epochs": options.max_epochs,
+        "min_steps": options.min_steps,
         "patience": options.patience,
         "accelerator": options.accelerator,
         "devices": options.devices,
         "seed": options.seed,
+        "deterministic": options.deterministic,
     }
     return run_katib_tune(data, out, search_space, base, run, katib, algorithm, max_trials, max_failed_trials, settings)
 

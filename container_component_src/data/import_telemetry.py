@@ -4,6 +4,7 @@ reads: yearly archive parquet files and an anomaly-reports spreadsheet."""
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import re
 import zlib
@@ -46,6 +47,9 @@ class ImportOptions:
         timestamp_unit: Unit of timestamps given as numbers since the epoch (s, ms, us, ns);
             numbers are refused without it.
         overwrite: Replace a non-empty archive folder (all of it) and the reports file.
+        test_sources: Patterns (shell-style, on the file name or the whole path) of the sources
+            that are test recordings; their time spans come back as `test_periods`, the value
+            of the split's parameter of that name.
     """
 
     timestamp_column: str = "timestamp"
@@ -62,6 +66,7 @@ class ImportOptions:
     row_group_rows: int = 100_000
     timestamp_unit: str = ""
     overwrite: bool = False
+    test_sources: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.timestamp_unit not in ("", *EPOCH_UNITS):
@@ -406,10 +411,29 @@ def run_import_telemetry(
     with storage.atomic_directory(archives_url) as folder:
         archives = write_archives(frame, folder, options)
         write_reports(reports_frame(intervals, [Path(o).name for o in origins]), reports_url)
-    return {
+    result = {
         "files": len(sources),
         "rows": len(frame),
         "channels": len(channels),
         "anomalies": len(intervals),
         "archives": len(archives),
     }
+    if options.test_sources:
+        result["test_periods"] = test_periods(sources, [p[0].index for p in parts], options.test_sources)
+    return result
+
+
+def test_periods(sources: list[str], times: list[pd.DatetimeIndex], patterns: tuple[str, ...]) -> str:
+    """The time spans ("start/end", comma-separated, UTC ISO) of the sources that match a pattern.
+
+    Raises:
+        OptionError: A pattern matches no source, or every source is a test recording.
+    """
+    matched = [any(fnmatch.fnmatch(url, p) or fnmatch.fnmatch(Path(url).name, p) for p in patterns) for url in sources]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatch(u, pattern) or fnmatch.fnmatch(Path(u).name, pattern) for u in sources):
+            raise OptionError(f"--test-source {pattern!r} matches no --source file")
+    if all(matched):
+        raise OptionError("--test-source matches every --source file: no recording is left for training")
+    spans = [f"{t.min().isoformat()}/{t.max().isoformat()}" for t, test in zip(times, matched, strict=True) if test]
+    return ",".join(spans)

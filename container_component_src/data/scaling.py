@@ -2,39 +2,87 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from container_component_src import storage
+from container_component_src.choices import ScalerKind
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
-ScalerKind = Literal["standard", "minmax"]
+# A channel with at most this many distinct values in training is a mode (command, state) channel.
+MAX_MODE_LEVELS = 5
+# Distinct values and resolution are read from at most this many training rows.
+KIND_SAMPLE_ROWS = 200_000
 
 
-def fit_scaler(frame: pd.DataFrame, channels: list[str], kind: ScalerKind = "standard") -> dict[str, Any]:
+def _levels(values: np.ndarray) -> tuple[int, float]:
+    """Distinct values of one channel, and its scale floor: its resolution (the smallest step
+    between two values) when it sits at one value more than half the time, else 0."""
+    distinct, counts = np.unique(values, return_counts=True)
+    if distinct.size < 2 or counts.max() * 2 <= values.size:
+        return distinct.size, 0.0
+    return distinct.size, float(np.diff(distinct).min())
+
+
+def fit_scaler(frame: pd.DataFrame, channels: list[str], kind: str = "standard") -> dict[str, Any]:
     """Return the scaler parameters for `channels`: (x - center) / scale.
 
-    Constant channels get scale 1 (they are listed), so the transform never divides by zero.
+    standard: mean and standard deviation; robust: median and interquartile range / 1.349 (the
+    standard deviation of a normal channel, unmoved by outliers); minmax: minimum and range.
+    A channel that sits at one value more than half the time in training has its scale floored at
+    its resolution (the smallest step between two of its values), so that one step later scales
+    to at most 1, not to thousands; a constant channel gets scale 1. Channels are listed by
+    kind: constant, mode (at most `MAX_MODE_LEVELS` distinct values: a command or state) or
+    continuous, and those whose scale was floored are named.
     """
     values = frame[channels].to_numpy("float64")
-    if kind == "standard":
+    if kind == ScalerKind.standard:
         center, scale = values.mean(axis=0), values.std(axis=0)
-    elif kind == "minmax":
+    elif kind == ScalerKind.robust:
+        low, center, high = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+        scale = (high - low) / 1.349
+    elif kind == ScalerKind.minmax:
         center, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
     else:
-        raise OptionError(f"--kind must be 'standard' or 'minmax', got {kind!r}")
-    constant = scale <= 1e-12
-    scale = np.where(constant, 1.0, scale)
+        raise OptionError(f"--kind must be one of {', '.join(ScalerKind)}, got {kind!r}")
+    sample = values[:: max(1, len(values) // KIND_SAMPLE_ROWS)]
+    levels, resolution = (
+        zip(*(_levels(sample[:, i]) for i in range(len(channels))), strict=True) if channels else ((), ())
+    )
+    levels, resolution = np.asarray(levels, dtype=np.int64), np.asarray(resolution, dtype=np.float64)
+    constant = levels <= 1
+    floored = ~constant & (scale < resolution)
+    scale = np.where(constant, 1.0, np.maximum(scale, resolution))
+    kinds = np.where(constant, "constant", np.where(levels <= MAX_MODE_LEVELS, "mode", "continuous"))
     return {
-        "kind": kind,
+        "kind": str(kind),
         "channels": list(channels),
         "center": center.tolist(),
         "scale": scale.tolist(),
+        "channel_kinds": dict(zip(channels, kinds.tolist(), strict=True)),
+        "distinct_values": dict(zip(channels, levels.tolist(), strict=True)),
         "constant_channels": [c for c, k in zip(channels, constant, strict=True) if k],
+        "floored_channels": [c for c, k in zip(channels, floored, strict=True) if k],
     }
+
+
+def describe_channels(scaler: dict[str, Any]) -> list[str]:
+    """One line per channel that is not plainly continuous: its kind and why."""
+    lines = []
+    distinct = scaler.get("distinct_values", {})
+    for channel, kind in scaler.get("channel_kinds", {}).items():
+        if kind == "constant":
+            lines.append(f"{channel}: constant in training (scale set to 1, weighted as a mode channel)")
+        elif kind == "mode":
+            lines.append(
+                f"{channel}: mode channel, {distinct[channel]} distinct values in training (weighted as a mode channel)"
+            )
+    for channel in scaler.get("floored_channels", []):
+        lines.append(f"{channel}: scale floored at its resolution (it barely moved in training)")
+    return lines
 
 
 def scale_values(values: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
@@ -59,7 +107,7 @@ def channel_columns(frame: pd.DataFrame, label_column: str) -> list[str]:
 
 
 def run_fit_scaler(
-    train_url: str, scaler_url: str, kind: ScalerKind = "standard", label_column: str = "label"
+    train_url: str, scaler_url: str, kind: str = "standard", label_column: str = "label"
 ) -> dict[str, Any]:
     """Fit the scaler on the training set and write it as JSON."""
     train = storage.read_parquet(train_url)

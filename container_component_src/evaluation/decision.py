@@ -20,7 +20,8 @@ class DeployDecision:
             (served rows are scored one at a time, never smoothed).
         evaluated_threshold: The label-free threshold of the evaluated (possibly smoothed) scores.
         smoothing_window: Rows in the trailing median of the evaluated scores (1: none).
-        val_quantile: The quantile of validation scores both thresholds are.
+        val_quantile: The quantile of validation scores of the quantile method.
+        threshold_method: How both thresholds came from validation scores ("quantile" or "pot").
     """
 
     fc1: float
@@ -28,6 +29,7 @@ class DeployDecision:
     evaluated_threshold: float
     smoothing_window: int
     val_quantile: float
+    threshold_method: str = "quantile"
 
     @property
     def fc1_name(self) -> str:
@@ -54,6 +56,7 @@ class DeployDecision:
                 evaluated_threshold=float(block["evaluated_threshold"]),
                 smoothing_window=int(block["smoothing_window"]),
                 val_quantile=float(block["val_quantile"]),
+                threshold_method=str(block.get("threshold_method", "quantile")),
             )
         except (TypeError, KeyError, ValueError) as exc:
             raise InputError(

@@ -1,8 +1,10 @@
 """The evaluation stage: score validation and test rows, sweep thresholds, report, decide.
 
-Two thresholds are reported. The label-free one (a quantile of validation scores, which hold no
-labelled anomaly) is what the deployed model uses and what the deploy gate judges; the one with
-the best Fc1 on the test labels is there to compare with published tables.
+Label-free thresholds come from validation scores only (which hold no labelled anomaly): a
+quantile, and one from extreme value theory (peaks over threshold, as SPOT). Both are reported;
+`threshold_method` picks the one the deployed model uses and the deploy gate judges. Two more use
+the test labels, to compare with published tables: the best-Fc1 threshold of a sweep, and the
+top-k threshold (k = the number of anomalous test rows).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from container_component_src import storage
+from container_component_src.choices import ThresholdMethod, choice
+from container_component_src.data.scaling import describe_channels
 from container_component_src.evaluation import metrics, report, scoring
 from container_component_src.evaluation.decision import DeployDecision
 from container_component_src.storage import InputError
@@ -29,7 +33,10 @@ class EvaluateOptions:
 
     Attributes:
         smoothing_window: Rows in the trailing rolling median of scores (1: no smoothing).
-        val_quantile: Quantile of validation scores that gives the label-free threshold.
+        val_quantile: Quantile of validation scores that gives the quantile threshold.
+        threshold_method: "quantile" or "pot": the label-free threshold that is deployed.
+        pot_risk: Probability that a normal score exceeds the peaks-over-threshold threshold.
+        pot_level: Quantile of validation scores above which peaks are fitted.
         n_thresholds: Thresholds in the sweep.
         low_quantile: Lowest threshold of the sweep, as a quantile of test scores.
         high_quantile: Highest threshold of the sweep, as a quantile of test scores.
@@ -40,6 +47,9 @@ class EvaluateOptions:
 
     smoothing_window: int = 1
     val_quantile: float = 0.99
+    threshold_method: str = "quantile"
+    pot_risk: float = 0.001
+    pot_level: float = 0.98
     n_thresholds: int = 1000
     low_quantile: float = 0.0
     high_quantile: float = 1.0
@@ -55,8 +65,8 @@ def score_split(model: Any, frame: pd.DataFrame, channels: list[str], window: in
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise InputError(f"{source} is not indexed by time: use the output of apply-scaler")
     values = scoring.channel_matrix(frame, channels, source)
-    raw = scoring.score_rows(model, values, progress=True)
     segments = scoring.segment_ids(frame.index)
+    raw = scoring.score_rows(model, values, segments, progress=True)
     # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
     signal = np.square(values, dtype=np.float64).sum(axis=1)
     return pd.DataFrame(
@@ -102,7 +112,9 @@ def event_views(
                 f"{length} rows, peak score {event['peak_score']:.4g} ({found} at the label-free threshold)",
                 times=rows.index,
                 channels=channels,
-                contributions=scoring.score_rows(model, values, per_channel=True).T,
+                contributions=scoring.score_rows(
+                    model, values, scoring.segment_ids(rows.index), method="channel_scores"
+                ).T,
                 values=values.T,
                 start=event["start"],
                 end=event["end"],
@@ -119,6 +131,14 @@ def _roc(sweep: pd.DataFrame, n_negative: int) -> dict[str, list[float]]:
     return {"fpr": fpr.tolist(), "tpr": rows["recall"].tolist(), "thresholds": rows["threshold"].tolist()}
 
 
+def label_free_thresholds(val_scores: np.ndarray, options: EvaluateOptions) -> dict[str, float]:
+    """Both label-free thresholds of validation scores, by method."""
+    return {
+        ThresholdMethod.quantile: metrics.quantile_threshold(val_scores, options.val_quantile),
+        ThresholdMethod.pot: metrics.pot_threshold(val_scores, options.pot_risk, options.pot_level),
+    }
+
+
 def evaluate_scores(
     val_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, options: EvaluateOptions
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -127,15 +147,21 @@ def evaluate_scores(
     Returns:
         The summary (see `run_evaluate`) without model and counts, and the test sweep.
     """
-    threshold = metrics.quantile_threshold(val_scores, options.val_quantile)
-    grid = metrics.threshold_grid(test_scores, options.n_thresholds, options.low_quantile, options.high_quantile)
-    sweep = metrics.sweep_thresholds(test_scores, labels, np.union1d(grid, [threshold]))
-    label_free = metrics.metrics_at(test_scores, labels, threshold)
-    best = {name: float(value) for name, value in sweep.loc[sweep["fc1"].idxmax()].items()}
+    method = choice(ThresholdMethod, options.threshold_method, "--threshold-method")
+    thresholds = label_free_thresholds(val_scores, options)
     n_positive = int(np.asarray(labels).sum())
+    top_k = metrics.top_k_threshold(test_scores, n_positive)
+    grid = metrics.threshold_grid(test_scores, options.n_thresholds, options.low_quantile, options.high_quantile)
+    sweep = metrics.sweep_thresholds(test_scores, labels, np.union1d(grid, [*thresholds.values(), top_k]))
+    by_method = {str(name): metrics.metrics_at(test_scores, labels, value) for name, value in thresholds.items()}
+    label_free = by_method[method]
+    best = {name: float(value) for name, value in sweep.loc[sweep["fc1"].idxmax()].items()}
     summary = {
         "label_free": label_free,
+        "threshold_method": str(method),
+        "label_free_by_method": by_method,
         "best_fc1": best,
+        "top_k": metrics.metrics_at(test_scores, labels, top_k),
         "pr_auc": metrics.average_precision(test_scores, labels),
         "baselines": metrics.baselines(labels, label_free["flagged_share"], options.seed),
         "confusion_matrix": {
@@ -154,14 +180,16 @@ def raw_signal_baseline(
     val_signal: np.ndarray, test_signal: np.ndarray, labels: np.ndarray, options: EvaluateOptions
 ) -> dict[str, float]:
     """The same thresholds and metrics for the raw signal (sum of squared scaled values) as score."""
-    threshold = metrics.quantile_threshold(val_signal, options.val_quantile)
+    threshold = label_free_thresholds(val_signal, options)[options.threshold_method]
     label_free = metrics.metrics_at(test_signal, labels, threshold)
     grid = metrics.threshold_grid(test_signal, options.n_thresholds, options.low_quantile, options.high_quantile)
     best = metrics.sweep_thresholds(test_signal, labels, grid)["fc1"].max()
+    top_k = metrics.top_k_threshold(test_signal, int(np.asarray(labels).sum()))
     return {
         "raw_signal_fc1": label_free["fc1"],
         "raw_signal_f1": label_free["f1"],
         "raw_signal_best_fc1": float(best),
+        "raw_signal_top_k_fc1": metrics.metrics_at(test_signal, labels, top_k)["fc1"],
         "raw_signal_pr_auc": metrics.average_precision(test_signal, labels),
     }
 
@@ -170,6 +198,8 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The headline numbers as one flat name -> number map (for KFP Metrics and run comparison)."""
     flat = {name: summary["label_free"][name] for name in SUMMARY_METRICS}
     flat |= {f"best_{name}": summary["best_fc1"][name] for name in SUMMARY_METRICS}
+    flat |= {"top_k_fc1": summary["top_k"]["fc1"], "top_k_f1": summary["top_k"]["f1"]}
+    flat |= {f"{method}_fc1": values["fc1"] for method, values in summary["label_free_by_method"].items()}
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": v for k, v in summary["baselines"].items()}}
     return flat | {name: float(value) for name, value in summary["counts"].items()}
 
@@ -218,19 +248,21 @@ def run_evaluate(
     summary |= {
         "model": model_dir,
         "options": asdict(options),
+        "channel_notes": describe_channels(scaler),
         "counts": {
             "val_rows": len(val),
             "test_rows": len(test),
             "test_events": len(events),
             "anomaly_share": float(labels.mean()),
         },
-        # Served rows are scored one by one: their threshold is the same quantile of raw scores.
+        # Served rows are not smoothed: their threshold is the same method's on raw scores.
         "deploy": DeployDecision(
             fc1=summary["label_free"]["fc1"],
-            threshold=metrics.quantile_threshold(val_scored["score"].to_numpy(), options.val_quantile),
+            threshold=label_free_thresholds(val_scored["score"].to_numpy(), options)[options.threshold_method],
             evaluated_threshold=threshold,
             smoothing_window=options.smoothing_window,
             val_quantile=options.val_quantile,
+            threshold_method=options.threshold_method,
         ).to_dict(),
     }
     summary["metrics"] = flat_metrics(summary)

@@ -194,3 +194,56 @@ def baselines(labels: np.ndarray, flagged_share: float, seed: int = 0) -> dict[s
         "random_fc1": random["fc1"],
         "random_f1": random["f1"],
     }
+
+
+def top_k_threshold(scores: np.ndarray, k: int) -> float:
+    """The threshold of the literature's top-k protocol: the k-th largest score (k = the number
+    of anomalous rows), so that only rows strictly above it are flagged (ties are not)."""
+    ranked = np.sort(np.asarray(scores, dtype=np.float64))
+    if k <= 0 or len(ranked) == 0:
+        return float(np.inf) if len(ranked) == 0 else float(ranked[-1])
+    return float(ranked[-min(k, len(ranked))])
+
+
+def _gpd_moments(excesses: np.ndarray) -> tuple[float, float]:
+    """Shape and scale of a generalised Pareto distribution fitted to `excesses` (> 0) by
+    probability-weighted moments (Hosking and Wallis 1987): closed form, no optimiser to fail."""
+    y = np.sort(excesses)
+    n = y.size
+    a0 = y.mean()
+    a1 = np.mean(y * (1.0 - (np.arange(1, n + 1) - 0.35) / n))
+    k = a0 / (a0 - 2.0 * a1) - 2.0
+    sigma = 2.0 * a0 * a1 / (a0 - 2.0 * a1)
+    return -k, sigma  # Hosking's k is minus the usual shape xi
+
+
+def pot_threshold(scores: np.ndarray, risk: float, level: float = 0.98, min_excesses: int = 10) -> float:
+    """The label-free threshold from extreme value theory (peaks over threshold, as SPOT's
+    initialisation: Siffer et al., KDD 2017): fit a generalised Pareto distribution to the
+    excesses of validation scores over their `level` quantile, and return the score exceeded
+    with probability `risk`.
+
+    With fewer than `min_excesses` peaks, or a fit that is not a proper tail, the `1 - risk`
+    quantile of the scores is returned instead.
+
+    Raises:
+        OptionError: `risk` outside (0, 1) or `level` outside (0, 1).
+    """
+    if not 0.0 < risk < 1.0:
+        raise OptionError(f"--pot-risk must be in (0, 1), got {risk}")
+    if not 0.0 < level < 1.0:
+        raise OptionError(f"--pot-level must be in (0, 1), got {level}")
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        raise ValueError("no validation score to take the threshold from")
+    initial = float(np.quantile(scores, level))
+    excesses = scores[scores > initial] - initial
+    if excesses.size < min_excesses or not np.isfinite(excesses).all() or np.ptp(excesses) == 0:
+        return float(np.quantile(scores, 1.0 - risk))
+    xi, sigma = _gpd_moments(excesses)
+    ratio = risk * len(scores) / excesses.size
+    if not np.isfinite(sigma) or sigma <= 0 or not np.isfinite(xi):
+        return float(np.quantile(scores, 1.0 - risk))
+    if abs(xi) < 1e-9:
+        return initial - sigma * float(np.log(ratio))
+    return initial + sigma / xi * (ratio ** (-xi) - 1.0)

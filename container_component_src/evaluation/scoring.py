@@ -33,19 +33,47 @@ def channel_matrix(frame: pd.DataFrame, channels: list[str], source: str) -> np.
     return values
 
 
+def extended_index(segments: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a series with `context` copies of each segment's first row before it, so every row
+    has a full window that never reaches into the previous segment.
+
+    Returns:
+        The row index of each position of the extended series, and the positions of the original
+        rows in it (in order).
+    """
+    segments = np.asarray(segments)
+    rows = np.arange(segments.size)
+    if context == 0 or segments.size == 0:
+        return rows, rows
+    firsts = np.flatnonzero(np.concatenate(([True], segments[1:] != segments[:-1])))
+    index = np.insert(rows, np.repeat(firsts, context), np.repeat(firsts, context))
+    real = np.ones(index.size, dtype=bool)
+    real[np.repeat(firsts + context * np.arange(firsts.size), context) + np.tile(np.arange(context), firsts.size)] = (
+        False
+    )
+    return index, np.flatnonzero(real)
+
+
 def score_rows(
     model: torch.jit.ScriptModule,
     values: np.ndarray,
-    per_channel: bool = False,
+    segments: np.ndarray | None = None,
+    method: str = "score",
     progress: bool = False,
     device: str = "cpu",
 ) -> np.ndarray:
-    """Anomaly scores (negative log-likelihood) of scaled rows, in batches.
+    """Anomaly scores of scaled rows in time order, in batches, one per row.
+
+    A windowed model scores each row from the window that ends at it; the first rows of each
+    segment (gapless run of rows), which lack `context` rows before them, see copies of the
+    segment's first row in their place.
 
     Args:
-        model: The TorchScript VAE of a Model artifact, on `device`.
-        values: Scaled rows, shape (rows, channels), in the model's channel order.
-        per_channel: Return each channel's share of the score, shape (rows, channels).
+        model: The TorchScript model of a Model artifact, on `device`.
+        values: Scaled rows, shape (rows, channels), in the model's channel order and time order.
+        segments: Segment number of each row (see `segment_ids`); default: one segment.
+        method: "score", or "channel_scores" (each channel's share, shape (rows, channels)), or
+            "raw_channel_nll" (each channel's NLL before calibration).
         progress: Show a progress bar.
         device: Where the model runs ("cpu" or "cuda").
 
@@ -55,17 +83,20 @@ def score_rows(
     import torch
     from tqdm.auto import tqdm
 
-    method = model.channel_scores if per_channel else model.score
+    context = int(model.context)
+    index, real = extended_index(np.zeros(len(values), np.int64) if segments is None else segments, context)
     tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-    batches = range(0, len(tensor), SCORE_BATCH_ROWS)
+    function = getattr(model, method)
+    starts = range(context, len(index), SCORE_BATCH_ROWS)
     with torch.inference_mode():
         parts = [
-            method(tensor[start : start + SCORE_BATCH_ROWS].to(device)).double().cpu().numpy()
-            for start in tqdm(batches, desc="scoring", unit="batch", disable=not progress or len(batches) < 2)
+            function(tensor[index[start - context : start + SCORE_BATCH_ROWS]].to(device)).double().cpu().numpy()
+            for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(starts) < 2)
         ]
     if not parts:
-        return np.empty((0, values.shape[1]) if per_channel else 0)
-    return np.concatenate(parts)
+        return np.empty((0, values.shape[1]) if method != "score" else 0)
+    # The extended series' first `context` positions are padding: part 0 starts at position `context`.
+    return np.concatenate(parts)[real - context]
 
 
 def segment_ids(times: pd.DatetimeIndex) -> np.ndarray:

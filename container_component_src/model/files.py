@@ -6,5 +6,6 @@ SCALER = "scaler.json"
 CHANNELS = "channels.json"
 HPARAMS = "hparams.json"
 METRICS = "metrics.json"
-# The validation row of median score, in raw units: the deploy smoke test expects it unflagged.
-TYPICAL_ROW = "typical_row.json"
+# The validation input (window) whose newest row has the median score, in raw units: the deploy
+# smoke test expects that row unflagged.
+TYPICAL_ROWS = "typical_rows.json"

@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from container_component_src import storage
-from container_component_src.model.files import CHANNELS, HPARAMS, METRICS, SCALER, TORCHSCRIPT, TYPICAL_ROW, WEIGHTS
+from container_component_src.model.files import CHANNELS, HPARAMS, METRICS, SCALER, TORCHSCRIPT, TYPICAL_ROWS, WEIGHTS
 from container_component_src.storage import InputError
 
 
-def load_rows(url: str, channels: list[str]) -> torch.Tensor:
-    """The `channels` columns of a parquet set as one float32 tensor, checked for gaps."""
+def load_rows(url: str, channels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """The `channels` columns of a parquet set as one float32 tensor, checked for gaps, and the
+    segment (gapless run in time) of each row."""
+    from container_component_src.evaluation.scoring import segment_ids
+
     frame = storage.read_parquet(url)
     missing = [c for c in channels if c not in frame.columns]
     if missing:
@@ -27,7 +31,9 @@ def load_rows(url: str, channels: list[str]) -> torch.Tensor:
     values = frame[channels].to_numpy(np.float32)
     if not np.isfinite(values).all():
         raise InputError(f"{url} has NaN or infinite values: preprocess it first")
-    return torch.from_numpy(np.ascontiguousarray(values))
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise InputError(f"{url} is not indexed by time: use the output of apply-scaler")
+    return torch.from_numpy(np.ascontiguousarray(values)), segment_ids(frame.index)
 
 
 def write_model_artifact(
@@ -36,17 +42,17 @@ def write_model_artifact(
     scaler: dict[str, Any],
     hparams: dict[str, Any],
     metrics: dict[str, Any],
-    typical_row: dict[str, float] | None = None,
+    typical_rows: list[dict[str, float]] | None = None,
 ) -> None:
     """Write everything serving needs into `out_dir` (a local folder or object-storage URL),
     atomically: weights, TorchScript, scaler, channel order, hyperparameters, metrics and, when
-    given, a typical raw row (what the deploy smoke test expects to pass unflagged)."""
+    given, a typical raw input (what the deploy smoke test expects to pass unflagged)."""
     with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still what serving loads.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
         scripted = torch.jit.script(vae.cpu().eval())
     files = {SCALER: scaler, CHANNELS: scaler["channels"], HPARAMS: hparams, METRICS: metrics}
-    if typical_row is not None:
-        files[TYPICAL_ROW] = typical_row
+    if typical_rows is not None:
+        files[TYPICAL_ROWS] = typical_rows
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         torch.save(vae.state_dict(), root / WEIGHTS)

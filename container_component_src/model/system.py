@@ -6,7 +6,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from container_component_src.model.vae import VAE, kl_divergence
+from container_component_src.model.vae import build_vae, kl_divergence
+
+# Steps between checks of the training loss for NaN or infinity: each check waits for the device
+# (a host sync), which on a GPU costs as much as a step of this small network.
+FINITE_CHECK_STEPS = 50
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -16,9 +20,11 @@ class NonFiniteLossError(FloatingPointError):
 class VAESystem(pl.LightningModule):
     """Trains a `VAE` on scaled telemetry rows.
 
-    The training loss per row is (1 - mse_weight) * NLL + mse_weight * squared error + beta * KL,
-    averaged over rows. The validation objective is the mean per-row NLL decoded from the latent
-    mean: it does not depend on beta or the batch size, so tuning can compare trials.
+    The training loss per input (a row, or a window) is (1 - mse_weight) * NLL + mse_weight *
+    squared error + beta * KL, averaged over inputs, the NLL and squared error taken per row of a
+    window. The validation objective is the mean NLL of the newest row of each input, decoded from
+    the latent mean: it depends neither on beta, nor the batch size, nor the window length, so
+    tuning can compare trials of either model.
 
     Args:
         n_features: Number of channels.
@@ -27,6 +33,8 @@ class VAESystem(pl.LightningModule):
         beta: Weight of the KL term.
         mse_weight: Share of squared error mixed into the likelihood term (0: pure likelihood).
         learning_rate: Adam learning rate.
+        model: "point" or "window" (see `vae.build_vae`).
+        window: Rows per window of the windowed model.
     """
 
     def __init__(
@@ -37,13 +45,15 @@ class VAESystem(pl.LightningModule):
         beta: float = 1.0,
         mse_weight: float = 0.0,
         learning_rate: float = 1e-3,
+        model: str = "point",
+        window: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.vae = VAE(n_features, list(hidden_sizes), latent_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.vae.score(x)
+        self.vae = build_vae(model, n_features, list(hidden_sizes), latent_dim, window)
+        # Whether a training loss since the last check was not finite, kept on the device.
+        self._bad_loss: Tensor | None = None
+        self._steps, self._checked_steps = 0, 0
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -56,15 +66,18 @@ class VAESystem(pl.LightningModule):
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if stage == "train" else mean
         x_mean = self.vae.decode(z)
         nll = self.vae.nll(x, x_mean)
-        squared_error = ((x - x_mean) ** 2).sum(dim=1)
+        squared_error = ((x - x_mean) ** 2).flatten(1).sum(dim=1) / (self.vae.context + 1)
         kl = kl_divergence(mean, logvar)
         w = self.hparams.mse_weight
         loss = ((1 - w) * nll + w * squared_error + self.hparams.beta * kl).mean()
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                f"(learning rate {self.hparams.learning_rate}): lower the learning rate"
-            )
+        if stage == "train":
+            bad = ~torch.isfinite(loss.detach())
+            self._bad_loss = bad if self._bad_loss is None else self._bad_loss | bad
+            self._steps += 1
+            if self._steps % FINITE_CHECK_STEPS == 0:
+                self._check_finite()
+        elif not torch.isfinite(loss):
+            self._raise_non_finite(f"validation loss is {loss.item()} at epoch {self.current_epoch}")
         batch_size = x.shape[0]
         # Per epoch, not per step: logging every step costs more than this small network's step.
         # Validation metrics stay off the progress bar: Katib's StdOut collector reads every
@@ -80,9 +93,27 @@ class VAESystem(pl.LightningModule):
             sync_dist=stage == "val",
         )
         if stage == "val":
-            self.log("val_nll", nll.mean(), batch_size=batch_size, sync_dist=True)
+            newest = self.vae.channel_nll(self.vae.newest(x), self.vae.newest(x_mean)).sum(dim=1)
+            self.log("val_nll", newest.mean(), batch_size=batch_size, sync_dist=True)
             self.log("val_kl", kl.mean(), batch_size=batch_size, sync_dist=True)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Raise if a training loss since the last check was NaN or infinite (one host sync)."""
+        if self._bad_loss is not None and bool(self._bad_loss):
+            self._raise_non_finite(
+                f"train loss is NaN or infinite at epoch {self.current_epoch}, in steps "
+                f"{self._checked_steps + 1} to {self._steps}"
+            )
+        self._bad_loss, self._checked_steps = None, self._steps
+
+    def _raise_non_finite(self, what: str) -> None:
+        raise NonFiniteLossError(f"{what} (learning rate {self.hparams.learning_rate}): lower the learning rate")
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+        # The fused kernel updates every parameter in one launch on a GPU; the CPU keeps the default.
+        fused = self.device.type == "cuda"
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, fused=fused or None)

@@ -10,9 +10,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from container_component_src import storage
+from container_component_src.choices import ModelKind, choice
 from container_component_src.errors import OptionError
+from container_component_src.storage import InputError
 
 OBJECTIVE = "val_nll"
+# Batches per epoch at least: a batch size larger than the data's share is lowered to this.
+MIN_BATCHES_PER_EPOCH = 8
+# Floor of a channel's NLL spread on validation (nats) when standardising it in the score.
+NLL_SCALE_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class ModelParams:
         latent_dim: Latent size.
         mse_weight: Share of squared error mixed into the likelihood term.
         n_hidden_layers: Number of hidden layers of the encoder (and decoder).
+        model: "point" (one row at a time) or "window" (the last `window` rows, convolutional).
+        window: Rows per window of the windowed model (the scored row and those before it).
     """
 
     learning_rate: float = 1e-3
@@ -36,6 +44,13 @@ class ModelParams:
     latent_dim: int = 4
     mse_weight: float = 0.0
     n_hidden_layers: int = 2
+    model: str = "point"
+    window: int = 16
+
+    @property
+    def context(self) -> int:
+        """Rows the model needs before the row it scores."""
+        return 0 if self.model == ModelKind.point else self.window - 1
 
     @property
     def hidden_sizes(self) -> list[int]:
@@ -46,6 +61,9 @@ class ModelParams:
             raise OptionError(f"invalid hyperparameters: {self}")
         if self.hidden_size < 4 or self.n_hidden_layers < 1 or not 0 <= self.mse_weight <= 1:
             raise OptionError(f"invalid hyperparameters: {self}")
+        choice(ModelKind, self.model, "--model")
+        if self.window < 2:
+            raise OptionError(f"--window must be at least 2 rows, got {self.window}")
 
 
 @dataclass(frozen=True)
@@ -54,21 +72,30 @@ class TrainOptions:
 
     Attributes:
         max_epochs: Upper bound on epochs; early stopping on the validation objective ends sooner.
+            Raised when needed to reach `min_steps`.
+        min_steps: Optimizer steps before early stopping may act: small data sets give few
+            steps per epoch, and an epoch count alone would stop them before they learn.
         patience: Epochs without improvement before stopping.
         accelerator: "cpu", "gpu" or "auto".
         devices: Devices per node (DDP when more than one in all).
         num_nodes: Nodes (PyTorchJob replicas).
         seed: Seed of initialisation, sampling and shuffling.
         progress: Show Lightning's progress bar.
+        mode_weight: Weight in the score of the channels the scaler found constant or of few
+            distinct values (see `channel_weights`).
+        deterministic: Deterministic algorithms on the GPU too; the CPU always uses them.
     """
 
     max_epochs: int = 30
+    min_steps: int = 500
     patience: int = 4
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
     seed: int = 0
     progress: bool = True
+    mode_weight: float = 0.1
+    deterministic: bool = False
 
 
 def hide_unused_gpus(accelerator: str) -> None:
@@ -82,6 +109,13 @@ def hide_unused_gpus(accelerator: str) -> None:
 
     if "CUDA_VISIBLE_DEVICES" not in os.environ and (accelerator == "cpu" or not torch.cuda.is_available()):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def uses_gpu(accelerator: str) -> bool:
+    """Whether Lightning will train on a GPU with this accelerator setting."""
+    import torch
+
+    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def progress_bar(enabled: bool) -> list[Any]:
@@ -125,11 +159,26 @@ def quiet_third_parties() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
 
 
+def batch_plan(n_inputs: int, params: ModelParams, options: TrainOptions) -> tuple[int, int]:
+    """The batch size and epoch bound for `n_inputs` training inputs (rows or windows).
+
+    The batch is lowered to give at least `MIN_BATCHES_PER_EPOCH` steps per epoch, and the
+    epochs raised until `min_steps` steps fit in them, so a small data set still gets trained.
+    """
+    batch_size = max(1, min(params.batch_size, -(-n_inputs // MIN_BATCHES_PER_EPOCH)))
+    steps_per_epoch = max(1, -(-n_inputs // batch_size))
+    return batch_size, max(options.max_epochs, -(-options.min_steps // steps_per_epoch))
+
+
 def fit(
     datamodule: Any, n_features: int, params: ModelParams, options: TrainOptions, checkpoint_dir: str
 ) -> tuple[Any, Any]:
-    """Train one model; return the Lightning trainer and the system restored from its best
-    checkpoint (None on a rank other than 0 of a multi-process run)."""
+    """Train one model on a set-up data module; return the Lightning trainer and the system
+    restored from its best checkpoint (None on a rank other than 0 of a multi-process run).
+
+    Raises:
+        InputError: The training or validation set holds no complete window.
+    """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -140,6 +189,14 @@ def fit(
     hide_unused_gpus(options.accelerator)
     quiet_third_parties()
     pl.seed_everything(options.seed, workers=True, verbose=False)
+    datamodule.context = params.context
+    n_train, n_val = len(datamodule.train_ends()), len(datamodule.val_ends())
+    if n_train == 0 or n_val == 0:
+        raise InputError(
+            f"{n_train} training and {n_val} validation windows of {params.context + 1} gapless rows: "
+            "lower --window, or give longer recordings"
+        )
+    datamodule.batch_size, max_epochs = batch_plan(n_train, params, options)
     system = VAESystem(
         n_features=n_features,
         hidden_sizes=params.hidden_sizes,
@@ -147,15 +204,18 @@ def fit(
         beta=params.beta,
         mse_weight=params.mse_weight,
         learning_rate=params.learning_rate,
+        model=str(params.model),  # a plain string: the checkpoint's hyperparameters load without pickled enums
+        window=params.window,
     )
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=OBJECTIVE, mode="min", save_top_k=1)
     trainer = pl.Trainer(
-        max_epochs=options.max_epochs,
+        max_epochs=max_epochs,
+        min_steps=options.min_steps,
         accelerator=options.accelerator,
         devices=options.devices,
         num_nodes=options.num_nodes,
         strategy=_strategy(options),
-        deterministic=True,
+        deterministic=options.deterministic or not uses_gpu(options.accelerator),
         callbacks=[
             EarlyStopping(monitor=OBJECTIVE, patience=options.patience),
             checkpoint,
@@ -167,13 +227,40 @@ def fit(
         logger=False,
         plugins=cluster_environment(),
     )
-    datamodule.batch_size = params.batch_size
     trainer.fit(system, datamodule=datamodule)
     if not trainer.is_global_zero:
         # The checkpoint is rank 0's file, in rank 0's pod: other ranks have nothing to read.
         return trainer, None
     best = VAESystem.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
     return trainer, best
+
+
+def channel_weights(scaler: dict[str, Any], mode_weight: float) -> list[float]:
+    """Weight of each channel in the score: 1, or `mode_weight` for a channel that the scaler
+    found constant or of few distinct values in training (a mode or command channel)."""
+    kinds = scaler.get("channel_kinds", {})
+    return [1.0 if kinds.get(c, "continuous") == "continuous" else mode_weight for c in scaler["channels"]]
+
+
+def calibrate(vae: Any, val_rows: Any, val_segments: Any, weights: list[float]) -> tuple[Any, Any]:
+    """Standardise each channel's NLL by its median and spread on validation and weight it
+    (see `vae.py`).
+
+    Returns:
+        Each validation row's NLL per channel before calibration, and its calibrated score.
+    """
+    import numpy as np
+    import torch
+
+    from container_component_src.evaluation.scoring import score_rows
+
+    vae.eval()
+    raw = score_rows(vae, val_rows.numpy(), val_segments, method="raw_channel_nll")
+    low, center, high = np.quantile(raw, [0.25, 0.5, 0.75], axis=0)
+    scale = np.maximum((high - low) / 1.349, NLL_SCALE_FLOOR)  # the IQR of a normal is 1.349 sigma
+    as_tensor = lambda values: torch.as_tensor(np.asarray(values), dtype=torch.float32)  # noqa: E731
+    vae.calibrate(as_tensor(center), as_tensor(scale), as_tensor(weights))
+    return raw, ((raw - center) / scale * np.asarray(weights)).sum(axis=1)
 
 
 def run_train(
@@ -189,6 +276,7 @@ def run_train(
     Returns:
         The training metrics.
     """
+    import numpy as np
     import torch
 
     from container_component_src.model.data import TelemetryDataModule
@@ -208,24 +296,29 @@ def run_train(
             "epoch"
         ]
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        val_scores = best.vae.eval().score(datamodule.val_rows)
-    val_nll = float(val_scores.mean())
+    val_rows, val_segments = datamodule.val_rows, datamodule.val_segments
+    val_nll, val_scores = calibrate(best.vae, val_rows, val_segments, channel_weights(scaler, options.mode_weight))
+    # The objective of the best epoch, as validation computed it: rows with a full window only.
+    val_nll = float(val_nll[datamodule.val_ends().numpy()].sum(axis=1).mean())
     epochs = trainer.current_epoch or best_epoch + 1
+    n_inputs = len(datamodule.train_ends())
     metrics = {
         OBJECTIVE: val_nll,
         "best_epoch": int(best_epoch),
         "epochs": int(epochs),
+        "batch_size": int(datamodule.batch_size),
+        "steps": int(trainer.global_step),
         "train_rows": int(datamodule.train_rows.shape[0]),
-        "val_rows": int(datamodule.val_rows.shape[0]),
+        "val_rows": int(val_rows.shape[0]),
         "seconds": round(seconds, 2),
-        "rows_per_s": round(datamodule.train_rows.shape[0] * epochs / seconds),
+        "rows_per_s": round(n_inputs * epochs / seconds),
     }
-    if trainer.is_global_zero:
-        import numpy as np
-
-        median_row = datamodule.val_rows[int(val_scores.argsort()[len(val_scores) // 2])].numpy()
-        typical = median_row * np.asarray(scaler["scale"]) + np.asarray(scaler["center"])
-        typical_row = dict(zip(channels, typical.astype(float).tolist(), strict=True))
-        write_model_artifact(model_dir, best.vae, scaler, asdict(params), metrics, typical_row)
+    # The typical input: the validation window whose newest row has the median score, in raw units.
+    median = int(np.argsort(val_scores)[len(val_scores) // 2])
+    if median < params.context or len(set(val_segments[median - params.context : median + 1])) > 1:
+        median = int(datamodule.val_ends()[len(datamodule.val_ends()) // 2])
+    window = val_rows[median - params.context : median + 1].numpy()
+    typical = window * np.asarray(scaler["scale"]) + np.asarray(scaler["center"])
+    typical_rows = [dict(zip(channels, row.astype(float).tolist(), strict=True)) for row in typical]
+    write_model_artifact(model_dir, best.vae, scaler, asdict(params), metrics, typical_rows)
     return metrics

@@ -1,4 +1,16 @@
-"""The point-wise VAE: a plain, scriptable `nn.Module` (training lives in `system.py`)."""
+"""The VAEs: plain, scriptable `nn.Module`s (training lives in `system.py`).
+
+Two models share one scoring interface. `VAE` (the point model) sees one grid row; `WindowVAE`
+sees the last `window` rows of all channels through 1-D convolutions. Both score a *series*: given
+rows of shape (rows, channels) in time order, `score` returns one score per row that has
+`context` (= window - 1) rows before it, i.e. rows - context scores, each for the newest row of
+its window. The point model has no context, so it scores every row.
+
+The score of a row is the sum over channels of each channel's negative log-likelihood,
+standardised by its spread on validation data and weighted (`calibrate`): a channel whose NLL is
+large by its nature (a mode switch, a channel that barely moves) cannot dominate one that moves
+out of its usual range.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +19,11 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+# Decoder standard deviation floor, in scaled units: below it a channel that barely moved in
+# training would turn the smallest change into an enormous likelihood term.
+MIN_LOG_VAR = 2.0 * math.log(0.05)
+MAX_LOG_VAR = 12.0
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -18,9 +35,78 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VAE(nn.Module):
-    """MLP encoder to the latent mean and log-variance; MLP decoder to the mean of a Gaussian
-    per channel, whose log-variance is a learned parameter per channel.
+def _convs(sizes: list[int], kernel: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Conv1d(n_in, n_out, kernel, padding=kernel // 2))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class _ScoredVAE(nn.Module):
+    """What both models share: the Gaussian likelihood of each channel and the calibrated score.
+
+    Subclasses set `context` and implement `encode`, `decode` and `windows` (the model's input
+    for each scored row of a series) and `newest` (the newest row of an input or reconstruction).
+    """
+
+    def __init__(self, n_features: int, context: int) -> None:
+        super().__init__()
+        self.context = context
+        self.min_log_var, self.max_log_var = MIN_LOG_VAR, MAX_LOG_VAR  # attributes: TorchScript reads no globals
+        self.register_buffer("nll_center", torch.zeros(n_features))
+        self.register_buffer("nll_scale", torch.ones(n_features))
+        self.register_buffer("channel_weight", torch.ones(n_features))
+
+    def log_var(self) -> Tensor:
+        return self.log_var_x.clamp(self.min_log_var, self.max_log_var)
+
+    def channel_nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
+        """Negative log-likelihood of each value under N(x_mean, exp(log_var_x)), shaped like `x`:
+        (inputs, channels) or (inputs, channels, rows of a window)."""
+        log_var = self.log_var()
+        if x.dim() == 3:
+            log_var = log_var.unsqueeze(-1)
+        return 0.5 * (math.log(2.0 * math.pi) + log_var + (x - x_mean) ** 2 / log_var.exp())
+
+    def nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
+        """Negative log-likelihood per input, averaged over the rows of a window, shape (inputs,)."""
+        return self.channel_nll(x, x_mean).flatten(1).sum(dim=1) / (self.context + 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Reconstruction mean from the latent mean (no sampling), latent mean and log-variance."""
+        mean, logvar = self.encode(x)
+        return self.decode(mean), mean, logvar
+
+    @torch.jit.export
+    def raw_channel_nll(self, series: Tensor) -> Tensor:
+        """Each channel's NLL of the newest row of every window of `series`, shape (rows - context, channels)."""
+        x = self.windows(series)
+        x_mean, _, _ = self.forward(x)
+        return self.channel_nll(self.newest(x), self.newest(x_mean))
+
+    @torch.jit.export
+    def channel_scores(self, series: Tensor) -> Tensor:
+        """Each channel's share of the anomaly score, shape (rows - context, channels); rows sum to `score`."""
+        standard = (self.raw_channel_nll(series) - self.nll_center) / self.nll_scale
+        return standard * self.channel_weight
+
+    @torch.jit.export
+    def score(self, series: Tensor) -> Tensor:
+        """Anomaly score of every row with a full window, shape (rows - context,)."""
+        return self.channel_scores(series).sum(dim=1)
+
+    def calibrate(self, center: Tensor, scale: Tensor, weight: Tensor) -> None:
+        """Set how each channel's NLL is standardised and weighted in the score."""
+        self.nll_center.copy_(center)
+        self.nll_scale.copy_(scale)
+        self.channel_weight.copy_(weight)
+
+
+class VAE(_ScoredVAE):
+    """The point model: MLP encoder to the latent mean and log-variance; MLP decoder to the mean
+    of a Gaussian per channel, whose log-variance is a learned parameter per channel.
 
     Args:
         n_features: Number of channels.
@@ -29,7 +115,7 @@ class VAE(nn.Module):
     """
 
     def __init__(self, n_features: int, hidden_sizes: list[int], latent_dim: int) -> None:
-        super().__init__()
+        super().__init__(n_features, context=0)
         self.encoder = _mlp([n_features, *hidden_sizes])
         self.to_mean = nn.Linear(hidden_sizes[-1], latent_dim)
         self.to_logvar = nn.Linear(hidden_sizes[-1], latent_dim)
@@ -44,31 +130,59 @@ class VAE(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Reconstruction mean from the latent mean (no sampling), latent mean and log-variance."""
-        mean, logvar = self.encode(x)
-        return self.decode(mean), mean, logvar
+    def windows(self, series: Tensor) -> Tensor:
+        return series
 
-    def channel_nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
-        """Negative log-likelihood of each value under N(x_mean, exp(log_var_x)), shape (rows, channels)."""
-        log_var = self.log_var_x.clamp(-12.0, 12.0)
-        return 0.5 * (math.log(2.0 * math.pi) + log_var + (x - x_mean) ** 2 / log_var.exp())
+    def newest(self, x: Tensor) -> Tensor:
+        return x
 
-    def nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
-        """Negative log-likelihood of each row, shape (rows,)."""
-        return self.channel_nll(x, x_mean).sum(dim=1)
 
-    @torch.jit.export
-    def score(self, x: Tensor) -> Tensor:
-        """Anomaly score of each row: its negative log-likelihood, decoded from the latent mean."""
-        x_mean, _, _ = self.forward(x)
-        return self.nll(x, x_mean)
+class WindowVAE(_ScoredVAE):
+    """The windowed model: it sees `window` consecutive rows, shape (inputs, channels, window).
 
-    @torch.jit.export
-    def channel_scores(self, x: Tensor) -> Tensor:
-        """Each channel's share of the anomaly score, shape (rows, channels); rows sum to `score`."""
-        x_mean, _, _ = self.forward(x)
-        return self.channel_nll(x, x_mean)
+    Convolutions over time (kernel 3, same length) encode the window, whose flattened features
+    give the latent mean and log-variance; the decoder mirrors them back to the mean of a
+    Gaussian per channel and row, with a learned log-variance per channel (shared by the rows).
+
+    Args:
+        n_features: Number of channels.
+        hidden_sizes: Channel widths of the convolutions of the encoder (the decoder mirrors them).
+        latent_dim: Size of the latent space.
+        window: Rows per window (the scored row and `window - 1` before it).
+    """
+
+    def __init__(self, n_features: int, hidden_sizes: list[int], latent_dim: int, window: int) -> None:
+        super().__init__(n_features, context=window - 1)
+        self.window = window
+        self.encoder = _convs([n_features, *hidden_sizes], kernel=3)
+        flat = hidden_sizes[-1] * window
+        self.to_mean = nn.Linear(flat, latent_dim)
+        self.to_logvar = nn.Linear(flat, latent_dim)
+        self.from_latent = nn.Linear(latent_dim, flat)
+        self.decoder = _convs([*reversed(hidden_sizes), n_features], kernel=3)
+        self.log_var_x = nn.Parameter(torch.zeros(n_features))
+        self.act = nn.SiLU()
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.act(self.encoder(x)).flatten(1)
+        return self.to_mean(hidden), self.to_logvar(hidden).clamp(-12.0, 12.0)
+
+    def decode(self, z: Tensor) -> Tensor:
+        hidden = self.act(self.from_latent(z)).unflatten(1, (-1, self.window))
+        return self.decoder(hidden)
+
+    def windows(self, series: Tensor) -> Tensor:
+        return series.unfold(0, self.window, 1)
+
+    def newest(self, x: Tensor) -> Tensor:
+        return x[:, :, -1]
+
+
+def build_vae(kind: str, n_features: int, hidden_sizes: list[int], latent_dim: int, window: int) -> _ScoredVAE:
+    """The point model (`kind` "point"; `window` is then ignored) or the windowed model ("window")."""
+    if kind == "point":
+        return VAE(n_features, hidden_sizes, latent_dim)
+    return WindowVAE(n_features, hidden_sizes, latent_dim, window)
 
 
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from container_component_src import storage
 from container_component_src.choices import ServingBackend
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
 from container_component_src.evaluation.decision import DeployDecision
-from container_component_src.model.files import SCALER, TYPICAL_ROW
+from container_component_src.model.files import SCALER, TYPICAL_ROWS
 from container_component_src.serving.inference import SERVING_FILE, v1_request, v2_request
 
 
@@ -88,12 +88,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def smoke_rows(scaler: dict[str, Any], typical_row: dict[str, float] | None = None) -> list[dict[str, float]]:
-    """Two raw rows: a typical one (the validation row of median score that train saved; the
-    training mean for models without one), and one 50 scales off the training mean on every channel."""
+def smoke_rows(scaler: dict[str, Any], typical_rows: list[dict[str, float]] | None = None) -> list[dict[str, float]]:
+    """Raw rows whose last two are scored: a typical input (the validation window whose newest
+    row has the median score, saved by train; the training mean for models without one), then a
+    row 50 scales off the training mean on every channel."""
     center, scale = np.asarray(scaler["center"]), np.asarray(scaler["scale"])
-    typical = typical_row or dict(zip(scaler["channels"], center.tolist(), strict=True))
-    return [typical, dict(zip(scaler["channels"], (center + 50 * scale).tolist(), strict=True))]
+    typical = typical_rows or [dict(zip(scaler["channels"], center.tolist(), strict=True))]
+    return [*typical, dict(zip(scaler["channels"], (center + 50 * scale).tolist(), strict=True))]
 
 
 def wait_for_server(base_url: str, name: str, process: subprocess.Popen, timeout_s: float, log: Path) -> None:
@@ -118,8 +119,8 @@ def _tail(log: Path, lines: int = 15) -> str:
 
 
 def smoke_test(base_url: str, name: str, rows: list[dict[str, float]], check_typical: bool = True) -> dict[str, Any]:
-    """Send the rows through V1 and V2; check both answer alike, the outlier (second row) is
-    flagged and, with `check_typical`, the typical (first) row is not.
+    """Send the rows through V1 and V2; check both answer alike, the outlier (last row) is
+    flagged and, with `check_typical`, the typical row (the one before) is not.
 
     Raises:
         RuntimeError: A request fails, the protocols disagree, or the outlier is not flagged.
@@ -136,9 +137,9 @@ def smoke_test(base_url: str, name: str, rows: list[dict[str, float]], check_typ
     outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
     if not np.allclose(v1_scores, outputs["score"], rtol=1e-5):
         raise RuntimeError(f"smoke test: V1 scores {v1_scores} differ from V2 scores {outputs['score']}")
-    if not outputs["anomaly"][1]:
+    if not outputs["anomaly"][-1]:
         raise RuntimeError(f"smoke test: a row 50 scales off the training mean was not flagged ({outputs})")
-    if check_typical and outputs["anomaly"][0]:
+    if check_typical and outputs["anomaly"][-2]:
         raise RuntimeError(f"smoke test: a typical validation row was flagged as an anomaly ({outputs})")
     return {"v1_scores": v1_scores, "v2_scores": outputs["score"], "anomaly": outputs["anomaly"]}
 
@@ -154,7 +155,7 @@ def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]
         try:
             base_url = f"http://127.0.0.1:{port}"
             wait_for_server(base_url, options.name, process, options.startup_timeout_s, log)
-            typical_url = storage.join(model_dir, TYPICAL_ROW)
+            typical_url = storage.join(model_dir, TYPICAL_ROWS)
             typical = storage.read_json(typical_url) if storage.exists(typical_url) else None
             rows = smoke_rows(storage.read_json(storage.join(model_dir, SCALER)), typical)
             return smoke_test(base_url, options.name, rows, check_typical=typical is not None)

@@ -9,6 +9,11 @@ Request layouts (named by channel, so clients never depend on column order):
 - scaled (transformer -> predictor): V1 {"instances": [[...], ...]} or one V2 tensor "scaled"
   of shape [rows, channels], in the model's channel order
 
+A windowed model (context c = window - 1 rows) scores each row given the c rows before it: a
+request carries consecutive rows in time order, at least c + 1, and gets scores for the last
+rows - c of them (the point model has c = 0: a score per row). A request with c rows or fewer
+gets HTTP 400 naming c; `hparams.json` of the model folder holds the window.
+
 Scores are finite: a row the model cannot score (a value so far out that its scaled value, or its
 score, overflows) gets MAX_SCORE, the largest double, and is always flagged.
 """
@@ -237,13 +242,33 @@ class AnomalyScorer:
         """Raw rows in channel order, scaled as in training (see `scale_for_serving`)."""
         return scale_for_serving(values, self.scaler)
 
-    def score(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (negative log-likelihood) and anomaly flags of scaled rows; a row whose values
-        or score overflow scores MAX_SCORE and is flagged."""
-        from container_component_src.evaluation.scoring import score_rows
+    @property
+    def context(self) -> int:
+        """Rows a request must carry before the first row it wants scored (0: the point model)."""
+        return int(self.model.context)
 
-        overflow = ~(np.abs(scaled) < SCALED_LIMIT).all(axis=1)
-        scores = score_rows(self.model, np.where(overflow[:, None], 0.0, scaled), device=self.device)
+    def score(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and anomaly flags of scaled rows in time order: one per row after the first
+        `context` (a windowed model scores each row given the rows before it). A row whose window
+        holds a value that overflows, or whose score does, scores MAX_SCORE and is flagged.
+
+        Raises:
+            RequestError: The request holds no row beyond the model's context.
+        """
+        import torch
+
+        context = self.context
+        if len(scaled) <= context:
+            raise RequestError(
+                f"the request holds {len(scaled)} row(s); this model scores each row given the {context} before it, "
+                f"so send at least {context + 1} consecutive rows (scores come for the last rows - {context})"
+            )
+        bad_row = ~(np.abs(scaled) < SCALED_LIMIT).all(axis=1)
+        # A window is out of range when any of its rows is.
+        overflow = np.convolve(bad_row, np.ones(context + 1), mode="valid") > 0
+        values = torch.from_numpy(np.where(bad_row[:, None], 0.0, scaled).astype(np.float32))
+        with torch.inference_mode():
+            scores = self.model.score(values.to(self.device)).double().cpu().numpy()
         scores = np.where(overflow | ~np.isfinite(scores), MAX_SCORE, scores)
         return scores, scores > self.threshold
 

@@ -22,7 +22,8 @@ def test_preprocess_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_training_benchmark_runs() -> None:
-    (row,) = bench_training.run(n_rows=4_096, n_features=4, batch_size=512, epochs=1)
+    row, windowed = bench_training.run(n_rows=4_096, n_features=4, batch_size=512, epochs=1, windowed_rows=2_048)
+    assert windowed["ratio"] > 0 and windowed["target"] == "<= 3"
     assert row["rows_per_s"] > 0 and row["ratio"] > -1
 
 

@@ -118,6 +118,8 @@ def test_train_as_a_pytorchjob_runs_ddp_across_two_replicas(
         f"{s3_bucket}/scratch-run-1",
         "--max-epochs",
         "2",
+        "--min-steps",
+        "0",
         "--accelerator",
         "cpu",
         *_cluster_args(),

@@ -7,6 +7,8 @@ import pytest
 from container_component_src.data.import_telemetry import ImportOptions, run_import_telemetry
 from container_component_src.data.labels import label_rows, read_reports, to_ns
 from container_component_src.data.labels import parse_reports as parse_report_rows
+from container_component_src.data.split import SplitOptions
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 OPTIONS = ImportOptions(timestamp_column="time", label_column="anomaly", separator=";")
@@ -85,6 +87,24 @@ def test_stack_lays_overlapping_recordings_end_to_end(tmp_path: Path) -> None:
     assert times.iloc[120] - times.iloc[119] == pd.Timedelta("10min") and times.is_monotonic_increasing
     intervals = _intervals(str(tmp_path / "r.csv"))
     assert intervals["start"].tolist() == [times.iloc[30], times.iloc[150]]
+
+
+def test_test_sources_give_the_test_periods_of_the_split(tmp_path: Path) -> None:
+    _recording(tmp_path / "normal.csv", "2020-03-09 10:00:00")
+    _recording(tmp_path / "fault.csv", "2020-03-09 10:01:00")
+    sources = [str(tmp_path / "normal.csv"), str(tmp_path / "fault.csv")]
+    options = ImportOptions(
+        **{**OPTIONS.__dict__, "drop_columns": ("changepoint",), "stack": True, "test_sources": ("fault*",)}
+    )
+    result = run_import_telemetry(sources, str(tmp_path / "arch"), str(tmp_path / "r.csv"), options)
+    times = pd.read_parquet(tmp_path / "arch" / "telemetry_2020.parquet")["normalizedTime"]
+    assert result["test_periods"] == f"{times.iloc[120].isoformat()}/{times.iloc[-1].isoformat()}"
+    split = SplitOptions(test_periods=result["test_periods"])
+    starts, ends = split.periods()
+    assert (starts[0], ends[0]) == (times.iloc[120].value, times.iloc[-1].value), "the split reads what import wrote"
+    with pytest.raises(OptionError, match="--test-source 'nothing.csv' matches no --source file"):
+        bad = ImportOptions(**{**options.__dict__, "test_sources": ("nothing.csv",), "overwrite": True})
+        run_import_telemetry(sources, str(tmp_path / "arch"), str(tmp_path / "r.csv"), bad)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from container_component_src.data.scaling import apply_scaler, fit_scaler, run_apply_scaler, run_fit_scaler
+from container_component_src.data.scaling import (
+    apply_scaler,
+    describe_channels,
+    fit_scaler,
+    run_apply_scaler,
+    run_fit_scaler,
+)
 from container_component_src.storage import InputError
 
 
@@ -23,7 +29,39 @@ def test_standard_and_minmax() -> None:
     np.testing.assert_allclose(minmax["a"], [0, 0.5, 1])
     assert fit_scaler(frame, ["a", "b"])["constant_channels"] == ["b"]
     with pytest.raises(ValueError, match="--kind"):
-        fit_scaler(frame, ["a"], "robust")  # type: ignore[arg-type]
+        fit_scaler(frame, ["a"], "zscore")
+
+
+def test_robust_scaling_ignores_outliers() -> None:
+    values = [float(v) for v in range(1, 101)]
+    values[-1] = 1e6
+    scaler = fit_scaler(_frame({"a": values}), ["a"], "robust")
+    assert scaler["center"] == [pytest.approx(50.5)]
+    assert scaler["scale"] == [pytest.approx((75.25 - 25.75) / 1.349)]
+
+
+def test_scale_floored_at_the_resolution_and_channels_listed_by_kind() -> None:
+    rng = np.random.default_rng(0)
+    frame = _frame(
+        {
+            "value": rng.normal(size=1000).tolist(),
+            "mode": [0.0] * 995 + [1.0] * 5,
+            "steps": (np.arange(1000) % 7).astype(float).tolist(),
+            "flat": [3.0] * 1000,
+        }
+    )
+    channels = ["value", "mode", "steps", "flat"]
+    scaler = fit_scaler(frame, channels, "robust")
+    assert scaler["channel_kinds"] == {"value": "continuous", "mode": "mode", "steps": "continuous", "flat": "constant"}
+    # The mode channel's interquartile range is 0: its scale is its step, so a switch scales to 1.
+    assert scaler["scale"][1] == 1.0 and scaler["floored_channels"] == ["mode"]
+    assert scaler["scale"][3] == 1.0 and scaler["constant_channels"] == ["flat"]
+    switched = apply_scaler(_frame({c: [frame[c].iloc[0] + 1.0] for c in channels}), scaler, "f")
+    assert switched["mode"].iloc[0] == 1.0
+    lines = describe_channels(scaler)
+    assert any(line.startswith("mode: mode channel, 2 distinct values") for line in lines)
+    assert any(line.startswith("flat: constant in training") for line in lines)
+    assert any(line.startswith("mode: scale floored") for line in lines)
 
 
 def test_fitted_on_train_only_labels_untouched(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from container_component_src.data.split import SplitOptions, assign_splits, run_split_dataset
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 HOUR = 3_600_000_000_000
@@ -60,6 +61,34 @@ def test_run_split_dataset(tmp_path: Path) -> None:
     assert len(train) + len(val) + len(test) == 24 * 8
     assert test["label"].sum() == 3 and train["label"].sum() == 0 and val["label"].sum() == 0
     assert not set(train.index) & set(val.index)
+
+
+def test_named_test_periods_take_every_row_in_them(tmp_path: Path) -> None:
+    labelled, intervals = _inputs(tmp_path, 24 * 8, ("2021-01-02 10:00", "2021-01-02 12:00"))
+    frame = pd.read_parquet(labelled)
+    frame.loc["2021-01-06 05:00":"2021-01-06 06:00", "label"] = 1  # a labelled fault in a test recording
+    frame.to_parquet(labelled)
+    outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
+    periods = "2021-01-06T00:00:00/2021-01-07T23:00:00, 2021-01-08 00:00+00:00/2021-01-08 23:00+00:00"
+    counts = run_split_dataset(labelled, intervals, *outs, SplitOptions(block_hours=24, test_periods=periods))
+    train, val, test = (pd.read_parquet(o) for o in outs)
+    assert len(test) == 24 * 3 and test.index.min() == pd.Timestamp("2021-01-06", tz="UTC")
+    assert test["label"].sum() == 2, "the labelled rows in the test periods are tested"
+    assert counts["left_out"] == 3, "the labelled rows outside the test periods train nothing"
+    assert train["label"].sum() == 0 and val["label"].sum() == 0 and len(train) + len(val) == 24 * 5 - 3
+
+
+@pytest.mark.parametrize(
+    ("periods", "message"),
+    [
+        ("2021-01-02", "is not start/end"),
+        ("2021-01-02/soon", "is not start/end"),
+        ("2021-01-03/2021-01-02", "ends before it starts"),
+    ],
+)
+def test_bad_test_periods_are_named(periods: str, message: str) -> None:
+    with pytest.raises(OptionError, match=f"--test-periods: .*{message}"):
+        SplitOptions(test_periods=periods).validate()
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from container_component_src.errors import OptionError
+from container_component_src.evaluation import metrics
 from container_component_src.evaluation.metrics import (
     SWEEP_COLUMNS,
     average_precision,
@@ -184,3 +186,31 @@ def test_baselines() -> None:
     assert b["all_positive_f1"] == pytest.approx(2 * 0.1 / 1.1)
     assert b["all_positive_fc1"] == pytest.approx(2 * 0.1 / 1.1)  # one event, found
     assert b["random_f1"] < 0.25
+
+
+def test_top_k_flags_rows_strictly_above_the_kth_largest_score() -> None:
+    scores = np.array([0.1, 0.9, 0.5, 0.9, 0.3])
+    threshold = metrics.top_k_threshold(scores, 2)
+    assert threshold == 0.9 and (scores > threshold).sum() == 0, "ties at the k-th score are not flagged"
+    assert metrics.top_k_threshold(scores, 3) == 0.5
+    assert (scores > metrics.top_k_threshold(scores, 3)).sum() == 2
+
+
+@pytest.mark.parametrize(
+    ("sample", "exact"),
+    [
+        (lambda rng: rng.exponential(size=200_000), -np.log(1e-4)),
+        (lambda rng: rng.pareto(3.0, size=200_000), 1e-4 ** (-1 / 3) - 1),
+    ],
+)
+def test_peaks_over_threshold_extrapolates_the_tail(sample, exact: float) -> None:
+    scores = sample(np.random.default_rng(0))
+    threshold = metrics.pot_threshold(scores, risk=1e-4, level=0.98)
+    assert threshold == pytest.approx(exact, rel=0.15)
+
+
+def test_peaks_over_threshold_falls_back_to_the_quantile_with_few_peaks() -> None:
+    scores = np.arange(100.0)
+    assert metrics.pot_threshold(scores, risk=0.05, level=0.95) == pytest.approx(np.quantile(scores, 0.95))
+    with pytest.raises(OptionError, match="--pot-risk"):
+        metrics.pot_threshold(scores, risk=0.0)

@@ -36,5 +36,14 @@ def test_non_finite_loss_stops_with_a_clear_message() -> None:
     rows = torch.randn(64, 3)
     rows[5, 1] = float("nan")
     system = VAESystem(n_features=3, hidden_sizes=(8,), latent_dim=2)
-    with pytest.raises(NonFiniteLossError, match="train loss is nan at epoch 0.*lower the learning rate"):
+    message = r"train loss is NaN or infinite at epoch 0, in steps 1 to 1 \(learning rate .*lower the learning rate"
+    with pytest.raises(NonFiniteLossError, match=message):
+        _trainer(max_epochs=1).fit(system, batch_loader(rows, 64, shuffle=False))
+
+
+def test_non_finite_losses_are_checked_every_few_steps_not_every_step() -> None:
+    rows = torch.randn(64 * 120, 3)
+    rows[64 * 7 + 5, 1] = float("nan")  # batch 8 of 120, in order
+    system = VAESystem(n_features=3, hidden_sizes=(8,), latent_dim=2)
+    with pytest.raises(NonFiniteLossError, match="in steps 1 to 50 "):
         _trainer(max_epochs=1).fit(system, batch_loader(rows, 64, shuffle=False))

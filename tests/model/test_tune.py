@@ -7,7 +7,7 @@ import pytest
 from container_component_src.model.train import ModelParams, TrainOptions
 from container_component_src.model.tune import grid_values, parse_search_space, run_tune
 
-OPTIONS = TrainOptions(max_epochs=1, patience=1, accelerator="cpu", progress=False)
+OPTIONS = TrainOptions(max_epochs=1, min_steps=0, patience=1, accelerator="cpu", progress=False)
 BASE = ModelParams(batch_size=512, hidden_size=16, latent_dim=2)
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from container_component_src.model.vae import VAE, kl_divergence
+from container_component_src.model.vae import VAE, WindowVAE, build_vae, kl_divergence
 
 
 def test_shapes_and_finite_loss_on_random_data() -> None:
@@ -39,3 +39,46 @@ def test_nll_matches_torch_distributions() -> None:
 @pytest.mark.parametrize("latent", [1, 6])
 def test_latent_sizes(latent: int) -> None:
     assert VAE(5, [16, 8], latent).encode(torch.zeros(2, 5))[0].shape == (2, latent)
+
+
+def test_the_windowed_model_scores_each_row_given_the_rows_before_it() -> None:
+    torch.manual_seed(0)
+    vae = WindowVAE(n_features=3, hidden_sizes=[8, 4], latent_dim=2, window=5).eval()
+    series = torch.randn(12, 3)
+    scripted = torch.jit.script(vae)
+    with torch.no_grad():
+        scores = scripted.score(series)
+        assert scores.shape == (8,), "rows - (window - 1) scores"
+        torch.testing.assert_close(scripted.score(series[3:8]), scores[3:4], msg="row 7 is scored from rows 3..7")
+        torch.testing.assert_close(scripted.channel_scores(series).sum(dim=1), scores)
+        windows = vae.windows(series)
+        assert windows.shape == (8, 3, 5)
+        torch.testing.assert_close(windows[-1], series[7:].T)
+        x_mean, mean, logvar = vae(windows)
+        assert x_mean.shape == windows.shape and mean.shape == logvar.shape == (8, 2)
+        assert vae.nll(windows, x_mean).shape == (8,)
+
+
+def test_calibration_standardises_and_weights_each_channel() -> None:
+    vae = VAE(3, [8], 2).eval()
+    x = torch.randn(20, 3)
+    with torch.no_grad():
+        raw = vae.raw_channel_nll(x)
+        vae.calibrate(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 1.0, 4.0]), torch.tensor([1.0, 0.5, 0.0]))
+        expected = (raw - torch.tensor([1.0, 2.0, 3.0])) / torch.tensor([2.0, 1.0, 4.0]) * torch.tensor([1.0, 0.5, 0.0])
+        torch.testing.assert_close(vae.channel_scores(x), expected)
+        torch.testing.assert_close(torch.jit.script(vae).score(x), expected.sum(dim=1))
+
+
+def test_the_decoder_variance_has_a_floor() -> None:
+    vae = VAE(2, [8], 2)
+    with torch.no_grad():
+        vae.log_var_x.fill_(-30.0)
+    one_step = vae.channel_nll(torch.ones(1, 2), torch.zeros(1, 2))
+    assert one_step.max() < 0.5 / 0.05**2, "a unit change costs at most that of a 0.05 standard deviation"
+
+
+def test_build_vae_picks_the_model() -> None:
+    assert isinstance(build_vae("point", 4, [8], 2, window=16), VAE)
+    windowed = build_vae("window", 4, [8], 2, window=16)
+    assert isinstance(windowed, WindowVAE) and windowed.context == 15

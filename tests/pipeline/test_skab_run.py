@@ -14,13 +14,18 @@ def test_skab_protocol_a_end_to_end(tmp_path: Path, project_root: Path, monkeypa
     monkeypatch.chdir(project_root)
     summary = run_protocol_a(SKAB, tmp_path, {"max_trials": 2, "epochs_per_trial": 1, "max_epochs": 5})
     counts, baselines = summary["counts"], summary["baselines"]
-    # Protocol A: every experiment is test data, the anomaly-free recording trains and validates.
-    assert counts["test_events"] == 34
+    # Protocol A: every experiment is test data (the test periods import-telemetry gave), the
+    # anomaly-free recording trains and validates.
+    assert counts["test_events"] == 34 and counts["test_rows"] == 39_482
     assert counts["anomaly_share"] == pytest.approx(0.35, abs=0.01)
     assert counts["test_rows"] + counts["val_rows"] > 40_000
     # SOURCE.md measured every-row-flagged at Fc1 0.518 on these files: the same labels here.
     assert baselines["all_positive_fc1"] == pytest.approx(0.518, abs=0.005)
     assert 0 < summary["label_free"]["fc1"] <= 1 and 0 < summary["pr_auc"] <= 1
     rows = protocol_a_rows(summary, 1.0)
-    assert [r["case"] for r in rows] == ["label-free threshold", "best-Fc1 (test labels) threshold"]
+    assert [r["case"] for r in rows] == [
+        "label-free (quantile) threshold",
+        "top-k (test labels) threshold",
+        "best-Fc1 (test labels) threshold",
+    ]
     assert all("raw signal" in r["baseline"] and "Garg" in r["published"] for r in rows)

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from container_component_src.serving import inference
 from container_component_src.serving.inference import (
     RequestError,
     ServingConfig,
@@ -86,3 +87,33 @@ def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
 def test_v2_request_has_one_fp32_tensor_per_channel() -> None:
     body = v2_request({"a": [1.0, 2.0], "b": [3.0, 4.0]})
     assert body["inputs"][1] == {"name": "b", "shape": [2], "datatype": "FP32", "data": [3.0, 4.0]}
+
+
+def _window_scorer(window: int = 4) -> inference.AnomalyScorer:
+    import torch
+
+    from container_component_src.model.vae import WindowVAE
+
+    torch.manual_seed(0)
+    model = torch.jit.script(WindowVAE(2, [8], 2, window=window).eval())
+    scaler = {"channels": ["a", "b"], "center": [0.0, 0.0], "scale": [1.0, 1.0]}
+    return inference.AnomalyScorer(model=model, scaler=scaler, threshold=50.0)
+
+
+def test_a_windowed_model_scores_the_rows_after_its_context() -> None:
+    scorer = _window_scorer(window=4)
+    rows = np.random.default_rng(0).normal(size=(10, 2))
+    scores, flags = scorer.score(rows)
+    assert scorer.context == 3 and scores.shape == flags.shape == (7,)
+    np.testing.assert_allclose(scorer.score(rows[5:9])[0], scores[5:6], rtol=1e-5)
+    with pytest.raises(inference.RequestError, match="holds 3 row\\(s\\); .* send at least 4 consecutive rows"):
+        scorer.score(rows[:3])
+
+
+def test_an_overflowing_row_flags_every_window_that_holds_it() -> None:
+    scorer = _window_scorer(window=3)
+    rows = np.zeros((6, 2))
+    rows[2, 1] = 1e300
+    scores, flags = scorer.score(rows)
+    assert flags[:3].all() and (scores[:3] == inference.MAX_SCORE).all(), "rows 2, 3 and 4 see row 2"
+    assert np.isfinite(scores).all() and scores[3] < inference.MAX_SCORE

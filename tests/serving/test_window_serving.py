@@ -1,0 +1,129 @@
+"""A windowed model behind the real KServe server: requests carry the rows before the ones they
+want scored, in both protocols and both raw layouts, through the combined server and the
+transformer + predictor pair; the deploy smoke test passes on it."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from container_component_src.serving.deploy import DeployOptions, free_port, publish_model, serve_locally_once
+from container_component_src.serving.inference import AnomalyScorer, v1_request, v2_request
+from tests.serving.test_server import _start, wait_for_server
+
+NAME = "eclss-window"
+WINDOW = 6
+
+
+@pytest.fixture(scope="module")
+def published(scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    from container_component_src.model.train import ModelParams, TrainOptions, run_train
+
+    out = str(tmp_path_factory.mktemp("window") / "model")
+    params = ModelParams(batch_size=256, hidden_size=16, latent_dim=3, model="window", window=WINDOW)
+    options = TrainOptions(max_epochs=2, min_steps=300, patience=2, accelerator="cpu", progress=False)
+    run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], out, params, options)
+    decision = {"threshold": 8.0, "fc1": 0.9, "evaluated_threshold": 8.0, "smoothing_window": 1, "val_quantile": 0.99}
+    target = str(tmp_path_factory.mktemp("published") / "model")
+    publish_model(out, {"deploy": decision}, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    logs = tmp_path_factory.mktemp("logs")
+    ports = {role: free_port() for role in ("combined", "predictor", "transformer")}
+    common = ["--model-dir", published, "--name", NAME]
+
+    def port(role: str) -> list[str]:
+        return ["--http-port", str(ports[role])]
+
+    processes = {
+        "combined": _start([*common, *port("combined")], logs / "combined"),
+        "predictor": _start([*common, "--role", "predictor", *port("predictor")], logs / "p"),
+        "transformer": _start(
+            [
+                *common,
+                "--role",
+                "transformer",
+                "--predictor-host",
+                f"127.0.0.1:{ports['predictor']}",
+                *port("transformer"),
+            ],
+            logs / "t",
+        ),
+    }
+    urls = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
+    try:
+        for role, process in processes.items():
+            wait_for_server(urls[role], NAME, process, 180, logs / role)
+        yield urls
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def raw(scaled_sets: dict[str, str], published: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Twelve consecutive raw test rows, and the scores of the last 12 - (WINDOW - 1) in this process."""
+    scorer = AnomalyScorer.load(published)
+    scaled = pd.read_parquet(scaled_sets["test"])[scorer.channels].head(12)
+    rows = pd.DataFrame(
+        scaled.to_numpy(np.float64) * np.asarray(scorer.scaler["scale"]) + np.asarray(scorer.scaler["center"]),
+        columns=scorer.channels,
+    )
+    return rows, scorer.score(scorer.scale(rows.to_numpy()))[0]
+
+
+@pytest.mark.parametrize("role", ["combined", "transformer"])
+def test_a_request_gets_scores_for_the_rows_after_the_window_s_context(
+    servers: dict[str, str], raw: tuple[pd.DataFrame, np.ndarray], role: str
+) -> None:
+    rows, expected = raw
+    assert len(expected) == len(rows) - (WINDOW - 1)
+    v1 = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=v1_request(rows.to_dict("records")), timeout=30)
+    assert v1.status_code == 200, v1.text
+    np.testing.assert_allclose([p["score"] for p in v1.json()["predictions"]], expected, rtol=1e-4)
+    per_channel = v2_request({c: rows[c].tolist() for c in rows.columns})
+    matrix = {
+        "inputs": [
+            {"name": "rows", "shape": list(rows.shape), "datatype": "FP64", "data": rows.to_numpy().ravel().tolist()}
+        ]
+    }
+    for body in (per_channel, matrix):
+        v2 = httpx.post(f"{servers[role]}/v2/models/{NAME}/infer", json=body, timeout=30)
+        assert v2.status_code == 200, v2.text
+        outputs = {o["name"]: o for o in v2.json()["outputs"]}
+        assert outputs["score"]["shape"] == [len(expected)]
+        np.testing.assert_allclose(outputs["score"]["data"], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("role", ["combined", "transformer"])
+def test_too_few_rows_for_one_window_is_a_400_naming_the_window(
+    servers: dict[str, str], raw: tuple[pd.DataFrame, np.ndarray], role: str
+) -> None:
+    rows, _ = raw
+    short = v1_request(rows.head(WINDOW - 1).to_dict("records"))
+    response = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=short, timeout=30)
+    assert response.status_code == 400
+    assert f"send at least {WINDOW} consecutive rows" in response.text
+    assert httpx.get(f"{servers[role]}/v2/models/{NAME}/ready", timeout=10).status_code == 200
+
+
+def test_the_deploy_smoke_test_passes_on_a_windowed_model(published: str) -> None:
+    smoke = serve_locally_once(published, DeployOptions(name=NAME))
+    assert smoke["anomaly"] == [False, True], "the typical window's newest row passes, the outlier after it does not"
+
+
+def test_train_saved_a_whole_typical_window(published: str) -> None:
+    import json
+
+    typical = json.loads((Path(published) / "typical_rows.json").read_text())
+    assert len(typical) == WINDOW and set(typical[0]) == set(
+        json.loads((Path(published) / "channels.json").read_text())
+    )
