@@ -18,18 +18,21 @@ from benchmarks.common import best_of
 NAME = "eclss-bench"
 
 
-def publish_untrained_model(folder: Path, n_channels: int) -> tuple[str, list[str]]:
-    """A model of the production shape (serving cost does not depend on training)."""
+def publish_untrained_model(folder: Path, n_channels: int, window: int = 1) -> tuple[str, list[str]]:
+    """A model of the production shape (serving cost does not depend on training): the point
+    model, or the windowed one for a window above 1."""
     import torch
 
     from container_component_src.model.io import write_model_artifact
-    from container_component_src.model.vae import VAE
+    from container_component_src.model.vae import build_vae
     from container_component_src.serving.deploy import publish_model
 
     torch.manual_seed(0)
     channels = [f"channel_{i:02d}" for i in range(n_channels)]
     scaler = {"kind": "standard", "channels": channels, "center": [0.0] * n_channels, "scale": [1.0] * n_channels}
-    write_model_artifact(str(folder / "model"), VAE(n_channels, [64, 32], 4), scaler, {}, {})
+    vae = build_vae("point" if window == 1 else "window", n_channels, [64, 32], 4, window)
+    folder = folder / f"window-{window}"
+    write_model_artifact(str(folder / "model"), vae, scaler, {}, {})
     summary = {
         "deploy": {
             "threshold": 50.0,
@@ -142,7 +145,46 @@ def run(
         finally:
             server.terminate()
             server.wait(timeout=30)
+        rows_out.append(windowed_row(Path(folder), n_channels, seconds, rng))
     return rows_out
+
+
+def windowed_row(folder: Path, n_channels: int, seconds: float, rng: np.random.Generator, window: int = 16) -> dict:
+    """One client of V2 requests that score one row with the windowed model (the row and the
+    `window - 1` before it), against the same call in this process."""
+    from container_component_src.serving.deploy import free_port, wait_for_server
+
+    published, channels = publish_untrained_model(folder, n_channels, window)
+    port, log = free_port(), folder / "window-server.log"
+    command = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", published]
+    with open(log, "w") as handle:
+        server = subprocess.Popen(
+            [*command, "--name", NAME, "--http-port", str(port)], stdout=handle, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_server(f"http://127.0.0.1:{port}", NAME, server, 180, log)
+        direct = direct_seconds(published, window, rng)
+        url = f"http://127.0.0.1:{port}/v2/models/{NAME}/infer"
+        latencies, failures = asyncio.run(load(url, bodies(channels, window, rng)["v2"], 1, seconds))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
+    return {
+        "benchmark": "serving",
+        "case": f"V2, 1 row scored by the windowed model ({window} rows sent), 1 client",
+        "seconds": round(float(p50), 5),
+        "p50_ms": round(float(p50) * 1e3, 2),
+        "p99_ms": round(float(p99) * 1e3, 2),
+        "requests": len(latencies),
+        "failed": failures,
+        "rows_per_s": round(len(latencies) / seconds),
+        "baseline": f"TorchScript in process, {direct * 1e3:.3f} ms per window",
+        "ratio": round(float(p50) / direct, 1),
+        "ratio_meaning": "server p50 / direct call",
+        "target": "p50 < 10 ms, 0 failed",
+        "met": p50 < 0.010 and not failures,
+    }
 
 
 def pair_against_combined(

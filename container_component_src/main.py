@@ -483,7 +483,9 @@ def fit_scaler(
 
     with _clear_errors():
         scaler = run_fit_scaler(train, out, kind, label_column)
-        _report({"kind": scaler["kind"], "channels": len(scaler["channels"]), "constant": scaler["constant_channels"]})
+        from container_component_src.data.scaling import describe_channels
+
+        _report({"kind": scaler["kind"], "channels": len(scaler["channels"]), "of_note": describe_channels(scaler)})
 
 
 @app.command()

@@ -35,6 +35,8 @@ class VAESystem(pl.LightningModule):
         learning_rate: Adam learning rate.
         model: "point" or "window" (see `vae.build_vae`).
         window: Rows per window of the windowed model.
+        mode_channels: Indices of the channels the scaler found constant or of few levels
+            (they get a wider variance floor: see `vae.py`).
     """
 
     def __init__(
@@ -47,10 +49,12 @@ class VAESystem(pl.LightningModule):
         learning_rate: float = 1e-3,
         model: str = "point",
         window: int = 1,
+        mode_channels: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.vae = build_vae(model, n_features, list(hidden_sizes), latent_dim, window)
+        self.vae.set_mode_channels(list(mode_channels))
         # Whether a training loss since the last check was not finite, kept on the device.
         self._bad_loss: Tensor | None = None
         self._steps, self._checked_steps = 0, 0

@@ -17,7 +17,7 @@ from container_component_src.storage import InputError
 OBJECTIVE = "val_nll"
 # Batches per epoch at least: a batch size larger than the data's share is lowered to this.
 MIN_BATCHES_PER_EPOCH = 8
-# Floor of a channel's NLL spread on validation (nats) when standardising it in the score.
+# Floor of a channel's NLL standard deviation on validation (nats) when standardising it in the score.
 NLL_SCALE_FLOOR = 0.25
 
 
@@ -171,10 +171,16 @@ def batch_plan(n_inputs: int, params: ModelParams, options: TrainOptions) -> tup
 
 
 def fit(
-    datamodule: Any, n_features: int, params: ModelParams, options: TrainOptions, checkpoint_dir: str
+    datamodule: Any,
+    n_features: int,
+    params: ModelParams,
+    options: TrainOptions,
+    checkpoint_dir: str,
+    mode_channels: tuple[int, ...] = (),
 ) -> tuple[Any, Any]:
     """Train one model on a set-up data module; return the Lightning trainer and the system
     restored from its best checkpoint (None on a rank other than 0 of a multi-process run).
+    `mode_channels` are the indices of the channels `mode_channel_indices` names.
 
     Raises:
         InputError: The training or validation set holds no complete window.
@@ -206,6 +212,7 @@ def fit(
         learning_rate=params.learning_rate,
         model=str(params.model),  # a plain string: the checkpoint's hyperparameters load without pickled enums
         window=params.window,
+        mode_channels=tuple(mode_channels),
     )
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=OBJECTIVE, mode="min", save_top_k=1)
     trainer = pl.Trainer(
@@ -235,6 +242,12 @@ def fit(
     return trainer, best
 
 
+def mode_channel_indices(scaler: dict[str, Any]) -> tuple[int, ...]:
+    """Indices of the channels the scaler found constant or of few distinct values in training."""
+    kinds = scaler.get("channel_kinds", {})
+    return tuple(i for i, c in enumerate(scaler["channels"]) if kinds.get(c, "continuous") != "continuous")
+
+
 def channel_weights(scaler: dict[str, Any], mode_weight: float) -> list[float]:
     """Weight of each channel in the score: 1, or `mode_weight` for a channel that the scaler
     found constant or of few distinct values in training (a mode or command channel)."""
@@ -243,8 +256,8 @@ def channel_weights(scaler: dict[str, Any], mode_weight: float) -> list[float]:
 
 
 def calibrate(vae: Any, val_rows: Any, val_segments: Any, weights: list[float]) -> tuple[Any, Any]:
-    """Standardise each channel's NLL by its median and spread on validation and weight it
-    (see `vae.py`).
+    """Standardise each channel's NLL by its mean and standard deviation on validation (the
+    latter floored at `NLL_SCALE_FLOOR`) and weight it (see `vae.py`).
 
     Returns:
         Each validation row's NLL per channel before calibration, and its calibrated score.
@@ -256,8 +269,7 @@ def calibrate(vae: Any, val_rows: Any, val_segments: Any, weights: list[float]) 
 
     vae.eval()
     raw = score_rows(vae, val_rows.numpy(), val_segments, method="raw_channel_nll")
-    low, center, high = np.quantile(raw, [0.25, 0.5, 0.75], axis=0)
-    scale = np.maximum((high - low) / 1.349, NLL_SCALE_FLOOR)  # the IQR of a normal is 1.349 sigma
+    center, scale = raw.mean(axis=0), np.maximum(raw.std(axis=0), NLL_SCALE_FLOOR)
     as_tensor = lambda values: torch.as_tensor(np.asarray(values), dtype=torch.float32)  # noqa: E731
     vae.calibrate(as_tensor(center), as_tensor(scale), as_tensor(weights))
     return raw, ((raw - center) / scale * np.asarray(weights)).sum(axis=1)
@@ -288,7 +300,7 @@ def run_train(
     datamodule.setup("fit")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:
-        trainer, best = fit(datamodule, len(channels), params, options, checkpoints)
+        trainer, best = fit(datamodule, len(channels), params, options, checkpoints, mode_channel_indices(scaler))
         if best is None:  # a worker replica: rank 0 measures and writes the model
             return {"rank": trainer.global_rank, "epochs": int(trainer.current_epoch)}
         # Read from the checkpoint: with spawned DDP processes the trainer here saw no epoch.

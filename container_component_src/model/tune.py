@@ -151,13 +151,14 @@ def run_tune(
 
     from container_component_src.model.data import TelemetryDataModule
     from container_component_src.model.system import NonFiniteLossError
-    from container_component_src.model.train import fit
+    from container_component_src.model.train import fit, mode_channel_indices
 
     parameters = parse_search_space(search_space)
     if max_trials < 1:
         raise OptionError(f"--max-trials must be >= 1, got {max_trials}")
     sampler = _sampler(algorithm, parameters, options.seed)
-    channels = storage.read_json(scaler_url)["channels"]
+    scaler = storage.read_json(scaler_url)
+    channels, mode_channels = scaler["channels"], mode_channel_indices(scaler)
     datamodule = TelemetryDataModule(train_url, val_url, channels, base.batch_size, options.seed)
     datamodule.setup("fit")
     failures: list[str] = []
@@ -166,7 +167,7 @@ def run_tune(
         params = replace(base, **{p.name: _suggest(trial, p) for p in parameters})
         with tempfile.TemporaryDirectory() as checkpoints:
             try:
-                trainer, _ = fit(datamodule, len(channels), params, options, checkpoints)
+                trainer, _ = fit(datamodule, len(channels), params, options, checkpoints, mode_channels)
             except NonFiniteLossError as exc:
                 failures.append(f"trial {trial.number}: {exc}")
                 print(f"Trial {trial.number} failed: {exc}", flush=True)

@@ -20,9 +20,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-# Decoder standard deviation floor, in scaled units: below it a channel that barely moved in
-# training would turn the smallest change into an enormous likelihood term.
-MIN_LOG_VAR = 2.0 * math.log(0.05)
+# Bounds of the decoder's log-variance. A mode channel (constant, or a few levels: see
+# `data.scaling`) gets a floor of a 0.5 standard deviation in scaled units, where its levels are at
+# least 1 apart: the model cannot learn that such a channel never moves and turn its next switch
+# into an enormous likelihood term. Measured channels keep the wide range.
+MIN_LOG_VAR = -12.0
+MODE_MIN_LOG_VAR = 2.0 * math.log(0.5)
 MAX_LOG_VAR = 12.0
 
 
@@ -54,13 +57,18 @@ class _ScoredVAE(nn.Module):
     def __init__(self, n_features: int, context: int) -> None:
         super().__init__()
         self.context = context
-        self.min_log_var, self.max_log_var = MIN_LOG_VAR, MAX_LOG_VAR  # attributes: TorchScript reads no globals
+        self.max_log_var = MAX_LOG_VAR  # an attribute: TorchScript reads no globals
+        self.register_buffer("log_var_floor", torch.full((n_features,), MIN_LOG_VAR))
         self.register_buffer("nll_center", torch.zeros(n_features))
         self.register_buffer("nll_scale", torch.ones(n_features))
         self.register_buffer("channel_weight", torch.ones(n_features))
 
     def log_var(self) -> Tensor:
-        return self.log_var_x.clamp(self.min_log_var, self.max_log_var)
+        return torch.maximum(self.log_var_x, self.log_var_floor).clamp(max=self.max_log_var)
+
+    def set_mode_channels(self, indices: list[int]) -> None:
+        """Give these channels (modes, commands, constants) the wider variance floor."""
+        self.log_var_floor[indices] = MODE_MIN_LOG_VAR
 
     def channel_nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
         """Negative log-likelihood of each value under N(x_mean, exp(log_var_x)), shaped like `x`:

@@ -167,17 +167,18 @@ def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: P
         {
             "pressure": level + 0.1 * rng.normal(size=n),
             "temperature": 0.5 * level + 0.1 * rng.normal(size=n),
-            "valve_command": (np.arange(n) % 1000 < 3).astype(float),  # a command, almost always 0
+            "valve_command": np.zeros(n),  # a command, at 0 all through training
         },
         index=index,
     )
     frame.iloc[:2400].to_parquet(tmp_path / "train.parquet")
     frame.iloc[2400:].to_parquet(tmp_path / "val.parquet")
     scaler = run_fit_scaler(str(tmp_path / "train.parquet"), str(tmp_path / "scaler.json"))
-    assert scaler["channel_kinds"]["valve_command"] == "mode"
+    assert scaler["channel_kinds"]["valve_command"] == "constant"
     pairs = [(str(tmp_path / f"{n}.parquet"), str(tmp_path / f"s_{n}.parquet")) for n in ("train", "val")]
     run_apply_scaler(str(tmp_path / "scaler.json"), pairs)
-    options = TrainOptions(max_epochs=4, min_steps=600, patience=2, accelerator="cpu", progress=False)
+    # Long enough for the decoder to learn that the command never moves (its variance at the floor).
+    options = TrainOptions(max_epochs=4, min_steps=3000, patience=2, accelerator="cpu", progress=False)
     urls = [str(tmp_path / f"s_{n}.parquet") for n in ("train", "val")]
     run_train(*urls, str(tmp_path / "scaler.json"), str(tmp_path / "m"), ModelParams(batch_size=128), options)
     model, _ = load_scripted(str(tmp_path / "m"))
@@ -188,4 +189,4 @@ def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: P
     with torch.no_grad():
         threshold = torch.quantile(model.score(val), 0.99)
         assert model.score(fault)[0] > threshold, "a fault in a measured value is flagged"
-        assert model.score(fault)[0] > model.score(switched)[0], "a mode switch outscores no real fault"
+        assert model.score(switched)[0] < threshold, "a change of mode alone is not an anomaly"

@@ -69,6 +69,22 @@ def test_local_tuning_writes_best_parameters(scaled_sets: dict[str, str], tmp_pa
     assert saved["objective"]["name"] == "val_nll" and saved["trials"] == 2
 
 
+def test_tuning_searches_the_model_kind_and_window(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    space = {
+        "model": {"type": "categorical", "values": ["point", "window"]},
+        "window": {"type": "discrete", "values": [4, 8]},
+    }
+    out = tmp_path / "best.json"
+    data = (scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"])
+    result = run_tune(*data, str(out), space, BASE, OPTIONS, algorithm="grid", max_trials=4)
+    tried = result["trials"]
+    assert (
+        tried == 4 and result["parameters"]["model"] in ("point", "window") and result["parameters"]["window"] in (4, 8)
+    )
+    best = ModelParams(**result["parameters"])
+    best.validate()
+
+
 def test_failing_trials_end_tuning_with_their_reason(scaled_sets: dict[str, str], tmp_path: Path) -> None:
     space = {"learning_rate": {"type": "discrete", "values": [1e12]}}
     with pytest.raises(RuntimeError, match="more than --max-failed-trials 1.*loss is"):

@@ -9,6 +9,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from container_component_src.serving.deploy import DeployOptions, free_port, publish_model, serve_locally_once
 from container_component_src.serving.inference import AnomalyScorer, v1_request, v2_request
@@ -127,3 +129,34 @@ def test_train_saved_a_whole_typical_window(published: str) -> None:
     assert len(typical) == WINDOW and set(typical[0]) == set(
         json.loads((Path(published) / "channels.json").read_text())
     )
+
+
+extreme = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from([3e38, -3e38, 1e300, 1e20, 10**400]),
+    st.booleans(),
+    st.text(max_size=2),
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_windowed_requests_fuzzed_agree_across_roles_and_never_5xx(
+    servers: dict[str, str], raw: tuple[pd.DataFrame, np.ndarray], data: st.DataObject
+) -> None:
+    channels = list(raw[0].columns)
+    n_rows = data.draw(st.integers(0, WINDOW + 3))
+    rows = [{c: data.draw(extreme) for c in channels} for _ in range(n_rows)]
+    answers = {}
+    for role in ("combined", "transformer"):
+        response = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=v1_request(rows), timeout=30)
+        assert response.status_code < 500, (role, rows, response.text)
+        answers[role] = (response.status_code, response.json())
+    numeric = all(type(v) in (int, float) and abs(v) < 1e309 for row in rows for v in row.values())
+    if numeric and n_rows >= WINDOW:
+        for status, body in answers.values():
+            assert status == 200 and len(body["predictions"]) == n_rows - (WINDOW - 1)
+            assert all(np.isfinite(p["score"]) for p in body["predictions"])
+        assert answers["combined"][1] == answers["transformer"][1], "both roles answer alike"
+    else:
+        assert all(status == 400 for status, _ in answers.values())
