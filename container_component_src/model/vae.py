@@ -1,7 +1,7 @@
 """The VAEs: plain, scriptable `nn.Module`s (training lives in `system.py`).
 
 Two models share one scoring interface. `VAE` (the point model) sees one grid row; `WindowVAE`
-sees the last `window` rows of all channels through 1-D convolutions. Both score a *series*: given
+sees the last `window` rows of all channels through strided 1-D convolutions. Both score a *series*: given
 rows of shape (rows, channels) in time order, `score` returns one score per row that has
 `context` (= window - 1) rows before it, i.e. rows - context scores, each for the newest row of
 its window. The point model has no context, so it scores every row.
@@ -33,15 +33,6 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.SiLU())
-    return nn.Sequential(*layers)
-
-
-def _convs(sizes: list[int], kernel: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Conv1d(n_in, n_out, kernel, padding=kernel // 2))
         if i < len(sizes) - 2:
             layers.append(nn.SiLU())
     return nn.Sequential(*layers)
@@ -148,9 +139,13 @@ class VAE(_ScoredVAE):
 class WindowVAE(_ScoredVAE):
     """The windowed model: it sees `window` consecutive rows, shape (inputs, channels, window).
 
-    Convolutions over time (kernel 3, same length) encode the window, whose flattened features
-    give the latent mean and log-variance; the decoder mirrors them back to the mean of a
-    Gaussian per channel and row, with a learned log-variance per channel (shared by the rows).
+    The encoder is a stack of 1-D convolutions over time with kernel 2 and stride 2, each halving
+    the window's length (written as a matrix product over pairs of neighbouring rows, the fastest
+    form of such a convolution on a CPU); the flattened result gives the latent mean and
+    log-variance. The decoder mirrors it with transposed convolutions (each doubling the length)
+    back to the mean of a Gaussian per channel and row, with a learned log-variance per channel
+    (shared by the rows). A window whose length is not a multiple of 2^layers is zero-padded
+    before its oldest row, and the padding is cropped after decoding.
 
     Args:
         n_features: Number of channels.
@@ -162,22 +157,36 @@ class WindowVAE(_ScoredVAE):
     def __init__(self, n_features: int, hidden_sizes: list[int], latent_dim: int, window: int) -> None:
         super().__init__(n_features, context=window - 1)
         self.window = window
-        self.encoder = _convs([n_features, *hidden_sizes], kernel=3)
-        flat = hidden_sizes[-1] * window
+        stride = 2 ** len(hidden_sizes)
+        self.padding = -window % stride
+        self.encoded_rows = (window + self.padding) // stride
+        widths = [n_features, *hidden_sizes]
+        self.encoder = nn.ModuleList(nn.Linear(2 * a, b) for a, b in itertools.pairwise(widths))
+        flat = hidden_sizes[-1] * self.encoded_rows
         self.to_mean = nn.Linear(flat, latent_dim)
         self.to_logvar = nn.Linear(flat, latent_dim)
         self.from_latent = nn.Linear(latent_dim, flat)
-        self.decoder = _convs([*reversed(hidden_sizes), n_features], kernel=3)
+        self.decoder = nn.ModuleList(nn.Linear(a, 2 * b) for a, b in itertools.pairwise(widths[::-1]))
         self.log_var_x = nn.Parameter(torch.zeros(n_features))
         self.act = nn.SiLU()
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.act(self.encoder(x)).flatten(1)
+        hidden = nn.functional.pad(x, (self.padding, 0)).transpose(1, 2)  # (inputs, rows, channels)
+        for layer in self.encoder:
+            inputs, rows, width = hidden.shape
+            hidden = self.act(layer(hidden.reshape(inputs, rows // 2, 2 * width)))
+        hidden = hidden.flatten(1)
         return self.to_mean(hidden), self.to_logvar(hidden).clamp(-12.0, 12.0)
 
     def decode(self, z: Tensor) -> Tensor:
-        hidden = self.act(self.from_latent(z)).unflatten(1, (-1, self.window))
-        return self.decoder(hidden)
+        hidden = self.act(self.from_latent(z)).unflatten(1, (self.encoded_rows, -1))
+        last = len(self.decoder) - 1
+        for i, layer in enumerate(self.decoder):
+            out = layer(hidden)
+            hidden = out.reshape(out.shape[0], 2 * out.shape[1], out.shape[2] // 2)
+            if i < last:
+                hidden = self.act(hidden)
+        return hidden.transpose(1, 2)[:, :, self.padding :]
 
     def windows(self, series: Tensor) -> Tensor:
         return series.unfold(0, self.window, 1)
