@@ -42,6 +42,22 @@ class ModelKind(StrEnum):
     window = "window"
 
 
+class LrScaling(StrEnum):
+    """How the learning rate follows the batch size (relative to a batch of 512)."""
+
+    none = "none"
+    sqrt = "sqrt"
+    linear = "linear"
+
+
+class Precision(StrEnum):
+    """Lightning's precision settings the training offers."""
+
+    full = "32-true"
+    bf16 = "bf16-mixed"
+    fp16 = "16-mixed"
+
+
 class ThresholdMethod(StrEnum):
     """How the label-free threshold comes from validation scores: a quantile, or peaks over
     threshold (extreme value theory, as SPOT)."""

@@ -20,7 +20,9 @@ from container_component_src.choices import (
     Aggregation,
     DaskCluster,
     DeploymentMode,
+    LrScaling,
     ModelKind,
+    Precision,
     ScalerKind,
     ServingBackend,
     ThresholdMethod,
@@ -122,6 +124,7 @@ class TrainingSettings:
     num_nodes: int
     seed: int
     deterministic: bool
+    precision: Precision
     learning_rate: float
     batch_size: int
     beta: float
@@ -131,6 +134,7 @@ class TrainingSettings:
     n_hidden_layers: int
     model: ModelKind
     window: int
+    lr_scaling: LrScaling
     mode_weight: float
 
 

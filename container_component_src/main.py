@@ -20,7 +20,9 @@ from container_component_src.choices import (
     Aggregation,
     DaskCluster,
     DeploymentMode,
+    LrScaling,
     ModelKind,
+    Precision,
     Protocol,
     ScalerKind,
     ServeRole,
@@ -180,6 +182,7 @@ def _training_defaults(settings: Settings) -> dict[str, Any]:
         "num_nodes",
         "seed",
         "deterministic",
+        "precision",
         "learning_rate",
         "batch_size",
         "beta",
@@ -189,6 +192,7 @@ def _training_defaults(settings: Settings) -> dict[str, Any]:
         "n_hidden_layers",
         "model",
         "window",
+        "lr_scaling",
     )
     return {name: getattr(settings.training, name) for name in shared}
 
@@ -515,11 +519,12 @@ def _model_params(
     n_hidden_layers: int,
     model: str,
     window: int,
+    lr_scaling: str,
 ) -> Any:
     from container_component_src.model.train import ModelParams
 
     params = ModelParams(
-        learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers, model, window
+        learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers, model, window, lr_scaling
     )
     params.validate()
     return params
@@ -546,6 +551,12 @@ AcceleratorOption = Annotated[Accelerator, typer.Option(help="cpu, gpu or auto."
 Devices = Annotated[int, typer.Option(help="Devices per node; more than one trains with DDP.", rich_help_panel=Run)]
 Nodes = Annotated[int, typer.Option(help="Nodes (PyTorchJob replicas).", rich_help_panel=Run)]
 Seed = Annotated[int, typer.Option(help="Seed of initialisation, sampling and shuffling.", rich_help_panel=Run)]
+LrScalingOption = Annotated[
+    LrScaling, typer.Option(help="Learning rate vs batch size: none, sqrt or linear (from 512).", rich_help_panel=Hyper)
+]
+PrecisionOption = Annotated[
+    Precision, typer.Option(help="32-true, or mixed bf16-mixed / 16-mixed.", rich_help_panel=Run)
+]
 Deterministic = Annotated[
     bool, typer.Option(help="Deterministic on the GPU too (slower; the CPU always is).", rich_help_panel=Run)
 ]
@@ -567,6 +578,7 @@ def train(
     n_hidden_layers: HiddenLayers,
     model: ModelOption,
     window: Window,
+    lr_scaling: LrScalingOption,
     max_epochs: MaxEpochs,
     min_steps: Annotated[int, typer.Option(help="Optimizer steps before early stopping may act.", rich_help_panel=Run)],
     patience: Patience,
@@ -575,6 +587,7 @@ def train(
     num_nodes: Nodes,
     seed: Seed,
     deterministic: Deterministic,
+    precision: PrecisionOption,
     mode_weight: Annotated[
         float, typer.Option(help="Weight in the score of channels constant or of few values in training.")
     ],
@@ -602,7 +615,16 @@ def train(
 
     with _clear_errors():
         model_params = _model_params(
-            learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers, model, window
+            learning_rate,
+            batch_size,
+            beta,
+            hidden_size,
+            latent_dim,
+            mse_weight,
+            n_hidden_layers,
+            model,
+            window,
+            lr_scaling,
         )
         if params:
             from container_component_src import storage
@@ -619,6 +641,7 @@ def train(
             seed,
             mode_weight=mode_weight,
             deterministic=deterministic,
+            precision=precision,
         )
         job = None
         if backend == TrainBackend.pytorchjob:
@@ -665,12 +688,14 @@ def tune(
     n_hidden_layers: HiddenLayers,
     model: ModelOption,
     window: Window,
+    lr_scaling: LrScalingOption,
     patience: Patience,
     accelerator: AcceleratorOption,
     devices: Devices,
     num_nodes: Nodes,
     seed: Seed,
     deterministic: Deterministic,
+    precision: PrecisionOption,
     backend: Annotated[TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")],
     namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)],
     image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)],
@@ -692,7 +717,16 @@ def tune(
 
     with _clear_errors():
         base = _model_params(
-            learning_rate, batch_size, beta, hidden_size, latent_dim, mse_weight, n_hidden_layers, model, window
+            learning_rate,
+            batch_size,
+            beta,
+            hidden_size,
+            latent_dim,
+            mse_weight,
+            n_hidden_layers,
+            model,
+            window,
+            lr_scaling,
         )
         options = TrainOptions(
             epochs_per_trial,
@@ -704,6 +738,7 @@ def tune(
             seed,
             progress=False,
             deterministic=deterministic,
+            precision=precision,
         )
         katib = None
         if backend == TuneBackend.katib:

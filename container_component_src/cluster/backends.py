@@ -48,6 +48,7 @@ def train_step(
         "seed": options.seed,
         "mode_weight": options.mode_weight,
         "deterministic": options.deterministic,
+        "precision": options.precision,
     }
     run_pytorchjob_train({**data, **run_options, **asdict(params)}, out, scratch, job, settings)
     return {"model": out, "replicas": job.replicas}
@@ -96,6 +97,7 @@ def tune_step(
         "devices": options.devices,
         "seed": options.seed,
         "deterministic": options.deterministic,
+        "precision": options.precision,
     }
     return run_katib_tune(data, out, search_space, base, run, katib, algorithm, max_trials, max_failed_trials, settings)
 

@@ -10,11 +10,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from container_component_src import storage
-from container_component_src.choices import ModelKind, choice
+from container_component_src.choices import LrScaling, ModelKind, choice
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 OBJECTIVE = "val_nll"
+# The batch size the learning rate is given for (see `scaled_learning_rate`).
+REFERENCE_BATCH = 512
 # Batches per epoch at least: a batch size larger than the data's share is lowered to this.
 MIN_BATCHES_PER_EPOCH = 8
 # Floor of a channel's NLL standard deviation on validation (nats) when standardising it in the score.
@@ -35,6 +37,8 @@ class ModelParams:
         n_hidden_layers: Number of hidden layers of the encoder (and decoder).
         model: "point" (one row at a time) or "window" (the last `window` rows, convolutional).
         window: Rows per window of the windowed model (the scored row and those before it).
+        lr_scaling: "none", "sqrt" or "linear": the learning rate is for a batch of 512 rows and
+            grows with the batch as its square root or linearly (large batches on a GPU).
     """
 
     learning_rate: float = 1e-3
@@ -46,6 +50,7 @@ class ModelParams:
     n_hidden_layers: int = 2
     model: str = "point"
     window: int = 16
+    lr_scaling: str = "none"
 
     @property
     def context(self) -> int:
@@ -62,6 +67,7 @@ class ModelParams:
         if self.hidden_size < 4 or self.n_hidden_layers < 1 or not 0 <= self.mse_weight <= 1:
             raise OptionError(f"invalid hyperparameters: {self}")
         choice(ModelKind, self.model, "--model")
+        choice(LrScaling, self.lr_scaling, "--lr-scaling")
         if self.window < 2:
             raise OptionError(f"--window must be at least 2 rows, got {self.window}")
 
@@ -84,6 +90,7 @@ class TrainOptions:
         mode_weight: Weight in the score of the channels the scaler found constant or of few
             distinct values (see `channel_weights`).
         deterministic: Deterministic algorithms on the GPU too; the CPU always uses them.
+        precision: Lightning's precision: "32-true", or mixed "bf16-mixed" / "16-mixed".
     """
 
     max_epochs: int = 30
@@ -96,6 +103,7 @@ class TrainOptions:
     progress: bool = True
     mode_weight: float = 0.1
     deterministic: bool = False
+    precision: str = "32-true"
 
 
 def hide_unused_gpus(accelerator: str) -> None:
@@ -170,6 +178,12 @@ def batch_plan(n_inputs: int, params: ModelParams, options: TrainOptions) -> tup
     return batch_size, max(options.max_epochs, -(-options.min_steps // steps_per_epoch))
 
 
+def scaled_learning_rate(params: ModelParams, batch_size: int) -> float:
+    """The learning rate for `batch_size` rows: `params.learning_rate` is for a batch of 512."""
+    power = {LrScaling.none: 0.0, LrScaling.sqrt: 0.5, LrScaling.linear: 1.0}[LrScaling(params.lr_scaling)]
+    return params.learning_rate * (batch_size / REFERENCE_BATCH) ** power
+
+
 def fit(
     datamodule: Any,
     n_features: int,
@@ -209,7 +223,7 @@ def fit(
         latent_dim=params.latent_dim,
         beta=params.beta,
         mse_weight=params.mse_weight,
-        learning_rate=params.learning_rate,
+        learning_rate=scaled_learning_rate(params, datamodule.batch_size),
         model=str(params.model),  # a plain string: the checkpoint's hyperparameters load without pickled enums
         window=params.window,
         mode_channels=tuple(mode_channels),
@@ -223,6 +237,7 @@ def fit(
         num_nodes=options.num_nodes,
         strategy=_strategy(options),
         deterministic=options.deterministic or not uses_gpu(options.accelerator),
+        precision=options.precision,
         callbacks=[
             EarlyStopping(monitor=OBJECTIVE, patience=options.patience),
             checkpoint,
@@ -319,6 +334,7 @@ def run_train(
         "best_epoch": int(best_epoch),
         "epochs": int(epochs),
         "batch_size": int(datamodule.batch_size),
+        "learning_rate": float(best.hparams.learning_rate),
         "steps": int(trainer.global_step),
         "train_rows": int(datamodule.train_rows.shape[0]),
         "val_rows": int(val_rows.shape[0]),

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from container_component_src.errors import OptionError
 from container_component_src.model.io import load_scripted
 from container_component_src.model.train import ModelParams, TrainOptions, run_train
 from container_component_src.storage import InputError
@@ -190,3 +191,25 @@ def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: P
         threshold = torch.quantile(model.score(val), 0.99)
         assert model.score(fault)[0] > threshold, "a fault in a measured value is flagged"
         assert model.score(switched)[0] < threshold, "a change of mode alone is not an anomaly"
+
+
+def test_the_learning_rate_follows_the_batch_as_asked() -> None:
+    from container_component_src.model.train import scaled_learning_rate
+
+    assert scaled_learning_rate(ModelParams(learning_rate=1e-3), 8192) == 1e-3
+    assert scaled_learning_rate(ModelParams(learning_rate=1e-3, lr_scaling="sqrt"), 8192) == pytest.approx(4e-3)
+    assert scaled_learning_rate(ModelParams(learning_rate=1e-3, lr_scaling="linear"), 128) == pytest.approx(2.5e-4)
+    with pytest.raises(OptionError, match="--lr-scaling must be one of none, sqrt, linear"):
+        ModelParams(lr_scaling="cubic").validate()
+
+
+def test_mixed_precision_trains_with_the_scaled_learning_rate(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    options = TrainOptions(
+        max_epochs=2, min_steps=0, patience=2, accelerator="cpu", progress=False, precision="bf16-mixed"
+    )
+    params = ModelParams(batch_size=1024, hidden_size=16, latent_dim=2, lr_scaling="linear")
+    metrics = run_train(
+        scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "m"), params, options
+    )
+    assert math.isfinite(metrics["val_nll"])
+    assert metrics["learning_rate"] == pytest.approx(1e-3 * metrics["batch_size"] / 512)
