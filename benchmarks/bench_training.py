@@ -19,7 +19,9 @@ def _pure_epoch(system: Any, batches: list[torch.Tensor], optimizer: torch.optim
         optimizer.step()
 
 
-def lightning_epoch_s(system: Any, rows: torch.Tensor, batch_size: int, epochs: int, context: int = 0) -> float:
+def lightning_epoch_s(
+    system: Any, rows: torch.Tensor, batch_size: int, epochs: int, context: int = 0, accelerator: str = "cpu"
+) -> float:
     """The fastest of `epochs` Lightning training epochs (the first, warming up, not counted)."""
     import pytorch_lightning as pl
 
@@ -41,7 +43,8 @@ def lightning_epoch_s(system: Any, rows: torch.Tensor, batch_size: int, epochs: 
     timer = EpochTimer()
     trainer = pl.Trainer(
         max_epochs=epochs + 1,
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         logger=False,
         enable_checkpointing=False,
         callbacks=[timer, *progress_bar(True)],

@@ -2,7 +2,16 @@
 
 from pathlib import Path
 
-from benchmarks import bench_label_join, bench_preprocess, bench_serving, bench_threshold_sweep, bench_training
+import torch
+
+from benchmarks import (
+    bench_label_join,
+    bench_preprocess,
+    bench_serving,
+    bench_sizing,
+    bench_threshold_sweep,
+    bench_training,
+)
 
 
 def test_label_join_benchmark_runs() -> None:
@@ -25,6 +34,13 @@ def test_training_benchmark_runs() -> None:
     row, windowed = bench_training.run(n_rows=4_096, n_features=4, batch_size=512, epochs=1, windowed_rows=2_048)
     assert windowed["ratio"] > 0 and windowed["target"] == "<= 3"
     assert row["rows_per_s"] > 0 and row["ratio"] > -1
+
+
+def test_sizing_benchmark_measures_one_epoch_and_its_memory() -> None:
+    (row, *_) = bench_sizing.run(n_rows=8_192, n_channels=12)
+    assert row["rows_per_s"] > 0 and row["peak_memory_gib"] > 0 and "ten years" in row["case"]
+    rows = bench_sizing.generated_rows(1_000, 5)
+    assert rows.shape == (1_000, 5) and torch.isfinite(rows).all() and rows.std() > 0.3
 
 
 def test_threshold_sweep_benchmark_checks_itself_against_the_loop() -> None:
@@ -59,6 +75,7 @@ def test_suite_names() -> None:
         "label-join",
         "threshold-sweep",
         "training",
+        "sizing",
         "serving",
         "pipeline",
         "skab",
