@@ -324,9 +324,10 @@ def run_train(
         ]
     seconds = time.perf_counter() - start
     val_rows, val_segments = datamodule.val_rows, datamodule.val_segments
-    val_nll, val_scores = calibrate(best.vae, val_rows, val_segments, channel_weights(scaler, options.mode_weight))
-    # The objective of the best epoch, as validation computed it: rows with a full window only.
-    val_nll = float(val_nll[datamodule.val_ends().numpy()].sum(axis=1).mean())
+    raw_nll, val_scores = calibrate(best.vae, val_rows, val_segments, channel_weights(scaler, options.mode_weight))
+    # Validation rows with a whole window behind them: the objective is computed on those.
+    whole = datamodule.val_ends().numpy()
+    val_nll = float(raw_nll[whole].sum(axis=1).mean())
     epochs = trainer.current_epoch or best_epoch + 1
     n_inputs = len(datamodule.train_ends())
     metrics = {
@@ -341,10 +342,8 @@ def run_train(
         "seconds": round(seconds, 2),
         "rows_per_s": round(n_inputs * epochs / seconds),
     }
-    # The typical input: the validation window whose newest row has the median score, in raw units.
-    median = int(np.argsort(val_scores)[len(val_scores) // 2])
-    if median < params.context or len(set(val_segments[median - params.context : median + 1])) > 1:
-        median = int(datamodule.val_ends()[len(datamodule.val_ends()) // 2])
+    # The typical input: the whole validation window whose newest row has the median score, in raw units.
+    median = int(whole[np.argsort(val_scores[whole])[len(whole) // 2]])
     window = val_rows[median - params.context : median + 1].numpy()
     typical = window * np.asarray(scaler["scale"]) + np.asarray(scaler["center"])
     typical_rows = [dict(zip(channels, row.astype(float).tolist(), strict=True)) for row in typical]

@@ -213,3 +213,23 @@ def test_mixed_precision_trains_with_the_scaled_learning_rate(scaled_sets: dict[
     )
     assert math.isfinite(metrics["val_nll"])
     assert metrics["learning_rate"] == pytest.approx(1e-3 * metrics["batch_size"] / 512)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (ModelParams(model="lstm"), "--model must be one of point, window, got 'lstm'"),
+        (ModelParams(model="window", window=1), "--window must be at least 2 rows, got 1"),
+    ],
+)
+def test_bad_model_choices_are_named(params: ModelParams, message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        params.validate()
+
+
+def test_a_window_longer_than_every_gapless_run_is_a_clear_error(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    from container_component_src.storage import InputError
+
+    params = ModelParams(model="window", window=100_000)
+    with pytest.raises(InputError, match="0 training and 0 validation windows of 100000 gapless rows: lower --window"):
+        run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "m"), params, FAST)
