@@ -33,6 +33,11 @@ def channel_matrix(frame: pd.DataFrame, channels: list[str], source: str) -> np.
     return values
 
 
+def segment_starts(segments: np.ndarray) -> np.ndarray:
+    """Index of the first row of each segment (`segments` non-decreasing, not empty)."""
+    return np.flatnonzero(np.concatenate(([True], segments[1:] != segments[:-1])))
+
+
 def extended_index(segments: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a series with `context` copies of each segment's first row before it, so every row
     has a full window that never reaches into the previous segment.
@@ -45,7 +50,7 @@ def extended_index(segments: np.ndarray, context: int) -> tuple[np.ndarray, np.n
     rows = np.arange(segments.size)
     if context == 0 or segments.size == 0:
         return rows, rows
-    firsts = np.flatnonzero(np.concatenate(([True], segments[1:] != segments[:-1])))
+    firsts = segment_starts(segments)
     index = np.insert(rows, np.repeat(firsts, context), np.repeat(firsts, context))
     real = np.ones(index.size, dtype=bool)
     real[np.repeat(firsts + context * np.arange(firsts.size), context) + np.tile(np.arange(context), firsts.size)] = (

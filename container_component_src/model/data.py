@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from container_component_src.evaluation.scoring import segment_starts
+
 
 def window_ends(segments: np.ndarray, context: int) -> Tensor:
     """Indices of the rows that have `context` rows before them in their segment (in order).
@@ -24,7 +26,7 @@ def window_ends(segments: np.ndarray, context: int) -> Tensor:
     segments = np.asarray(segments)
     if segments.size == 0:
         return torch.empty(0, dtype=torch.int64)
-    firsts = np.flatnonzero(np.concatenate(([True], segments[1:] != segments[:-1])))
+    firsts = segment_starts(segments)
     position = np.arange(segments.size) - np.repeat(firsts, np.diff(np.concatenate((firsts, [segments.size]))))
     return torch.from_numpy(np.flatnonzero(position >= context))
 
@@ -34,7 +36,7 @@ class WindowBatches(Dataset):
 
     def __init__(self, rows: Tensor, ends: Tensor, context: int) -> None:
         self.rows, self.ends, self.context = rows, ends, context
-        self.offsets = torch.arange(-context, 1)
+        self.offsets = torch.arange(-context, 1, device=rows.device)
 
     def __len__(self) -> int:
         return self.ends.shape[0]
@@ -47,7 +49,7 @@ class WindowBatches(Dataset):
         ends = self.ends[indices.to(self.ends.device, non_blocking=True)]
         if self.context == 0:
             return self.rows[ends]
-        return self.rows[ends[:, None] + self.offsets.to(ends.device)].transpose(1, 2)
+        return self.rows[ends[:, None] + self.offsets].transpose(1, 2)
 
 
 class IndexBatches(Sampler[Tensor]):
