@@ -821,7 +821,14 @@ def serve(
     predictor_host: Annotated[
         str, typer.Option("--predictor-host", "--predictor_host", help="host:port of the predictor (transformer role).")
     ] = "",
-    predictor_protocol: Annotated[Protocol, typer.Option(help="Protocol of the predictor.")] = Protocol.v1,
+    predictor_protocol: Annotated[
+        Protocol,
+        typer.Option(
+            "--predictor-protocol",
+            "--predictor_protocol",
+            help="Protocol the transformer speaks to its predictor (clients may use either).",
+        ),
+    ] = Protocol.v1,
     threshold: Annotated[
         float | None, typer.Option(help="Anomaly flag threshold (default: the folder's serving.json).")
     ] = None,

@@ -25,7 +25,8 @@ class ServeOptions:
         name: Model name in the URL paths (/v1/models/<name>:predict, /v2/models/<name>/infer).
         http_port: Port to listen on.
         predictor_host: host:port of the predictor (transformer role only).
-        predictor_protocol: "v1" or "v2": the protocol the predictor is checked for health with.
+        predictor_protocol: "v1" or "v2": the protocol the transformer speaks to its predictor (rows
+            and health checks; the client may use either).
         threshold: Anomaly flag threshold; None reads it from the folder's serving.json.
         max_batch_rows: Largest request accepted (larger ones get HTTP 400).
         host: Address to listen on: loopback by default, since the server has no authentication;
@@ -100,7 +101,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
     from fastapi.responses import JSONResponse
     from kserve.errors import InvalidInput, ModelNotReady
 
-    from container_component_src.serving.metrics import check_and_count
+    from container_component_src.serving.metrics import CheckAndCount
 
     async def client_error(_: Any, exc: Exception) -> Any:
         logger.debug("400: %s", exc)
@@ -116,8 +117,12 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
             self.config.host = options.host
 
         def _add_middlewares(self, app: Any) -> None:
-            super()._add_middlewares(app)
-            app.middleware("http")(check_and_count)
+            # KServe's own middleware logs every request's timing (and measures the process's CPU
+            # time twice a request, a system call that grows with the threads torch starts):
+            # only when the access log is asked for.
+            if options.access_log:
+                super()._add_middlewares(app)
+            app.add_middleware(CheckAndCount)
 
         def _add_exception_handlers(self, app: Any) -> None:
             super()._add_exception_handlers(app)
@@ -149,8 +154,6 @@ def run_serve(model_dir: str, options: ServeOptions) -> None:
     options.validate()
     kserve = import_kserve()
     kserve.model_server.RESTServer = _rest_server_class(kserve, options)
-    # Per-request logs only when asked for: at ~1 KB a request they fill a pod's log.
-    logging.getLogger("uvicorn.access").setLevel(logging.INFO if options.access_log else logging.WARNING)
     model = build_model(model_dir, options)
     server = kserve.ModelServer(
         http_port=options.http_port,
@@ -165,5 +168,8 @@ def run_serve(model_dir: str, options: ServeOptions) -> None:
             predictor_health_check=options.role == "transformer",
         ),
     )
+    # Per-request logs only when asked for: at ~1 KB a request they fill a pod's log. Set after
+    # ModelServer, whose logging set-up turns uvicorn's access log on.
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO if options.access_log else logging.WARNING)
     server.dataplane.decode_inference_request = _safe_decode(server.dataplane.decode_inference_request)
     server.start([model])

@@ -50,8 +50,10 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     common = ["--model-dir", published, "--max-batch-rows", str(MAX_ROWS)]
     processes = {
         "combined": _start([*common, "--name", NAME, "--http-port", str(ports["combined"])], logs / "combined"),
+        # The predictor logs every request (--access-log); the others only their own faults.
         "predictor": _start(
-            [*common, "--role", "predictor", "--name", NAME, "--http-port", str(ports["predictor"])], logs / "predictor"
+            [*common, "--role", "predictor", "--name", NAME, "--http-port", str(ports["predictor"]), "--access-log"],
+            logs / "predictor",
         ),
         # The underscore spellings are the ones KServe appends to a transformer's arguments.
         "transformer": _start(
@@ -338,6 +340,52 @@ def test_a_clients_mistake_logs_no_error(servers: dict[str, str]) -> None:
     for role in ("combined", "transformer", "predictor"):
         log = (Path(servers["logs"]) / role).read_text()
         assert "Traceback" not in log and " ERROR " not in log and "ERROR:" not in log, log[-2000:]
+
+
+def test_requests_are_logged_only_with_the_access_log(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    for _ in range(3):
+        assert httpx.post(f"{servers['transformer']}/v2/models/{NAME}/infer", json=_v2(rows.head(2))).status_code == 200
+        assert httpx.post(f"{servers['combined']}/v1/models/{NAME}:predict", json=_v1(rows.head(2))).status_code == 200
+    logs = {role: (Path(servers["logs"]) / role).read_text() for role in ("combined", "transformer", "predictor")}
+    # The transformer speaks V1 to its predictor (--predictor-protocol's default), whatever the client spoke.
+    assert logs["predictor"].count(f"POST /v1/models/{NAME}") >= 3, logs["predictor"][-2000:]
+    for role in ("combined", "transformer"):
+        assert f"/models/{NAME}" not in logs[role], logs[role][-2000:]
+
+
+def test_the_transformer_answers_for_its_predictor(published: str, rows: pd.DataFrame) -> None:
+    """Each predictor answer maps to the transformer's own: 400 (the client's mistake, the
+    predictor's reason quoted), 503 (not ready: Kubernetes stops routing) or a server fault; a 200
+    passes the predictor's body through."""
+    import asyncio
+
+    from kserve import PredictorConfig
+    from kserve.context import set_predictor_config
+
+    from container_component_src.serving.server import ServeOptions, build_model
+    from tests.http_fake import serve_fake
+
+    expected = {
+        400: ("InvalidInput", "predictor refused the request: bad rows"),
+        503: ("ModelNotReady", "its predictor is not ready (bad rows)"),
+        500: ("RuntimeError", "predictor answered HTTP 500: bad rows"),
+    }
+    answer = {"status": 200}
+
+    async def check(transformer: Any) -> None:
+        payload = transformer.preprocess(_v1(rows.head(2)))
+        for status, (error, message) in expected.items():
+            answer["status"] = status
+            with pytest.raises(Exception) as raised:
+                await transformer.predict(payload)
+            assert type(raised.value).__name__ == error and message in str(raised.value), raised.value
+        answer["status"] = 200
+        assert await transformer.predict(payload) == {"error": "bad rows"}
+        await transformer.close()
+
+    with serve_fake(lambda *_: (answer["status"], {}, {"error": "bad rows"})) as url:
+        set_predictor_config(PredictorConfig(predictor_host=url.removeprefix("http://"), predictor_protocol="v1"))
+        asyncio.run(check(build_model(published, ServeOptions(role="transformer", name=NAME, predictor_host="x"))))
 
 
 def test_a_transformer_is_not_ready_while_its_predictor_is_down(

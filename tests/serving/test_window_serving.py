@@ -53,6 +53,10 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 "transformer",
                 "--predictor-host",
                 f"127.0.0.1:{ports['predictor']}",
+                # V2 to the predictor here (test_server.py's transformer speaks V1 to it), in the
+                # spelling of a KServe transformer's args.
+                "--predictor_protocol",
+                "v2",
                 *port("transformer"),
             ],
             logs / "t",
