@@ -699,7 +699,9 @@ def tune(
     backend: Annotated[TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")],
     namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)],
     image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)],
-    parallel_trials: Annotated[int, typer.Option(help="Katib trials at once.", rich_help_panel=Katib)],
+    parallel_trials: Annotated[
+        int, typer.Option(help="Trials at once: worker processes on this device (local) or trial pods (Katib).")
+    ],
     timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Katib)],
     poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Katib)],
     s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for trials.", rich_help_panel=Katib)],
@@ -759,6 +761,7 @@ def tune(
             )
         data = {"train": train, "val": val, "scaler": scaler}
         trials = {"algorithm": algorithm, "max_trials": max_trials, "max_failed_trials": max_failed_trials}
+        trials["parallel_trials"] = parallel_trials
         settings_json = settings_to_json(ctx.obj)
         _report(
             tune_step(

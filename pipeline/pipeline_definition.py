@@ -228,7 +228,8 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             scaler_kind: "standard", "robust" or "minmax".
             search_space: Hyperparameter search space, Katib-style JSON (see config.toml).
             tune_backend: "local" (optuna in the task) or "katib" (a Katib Experiment).
-            parallel_trials: Katib trials running at once.
+            parallel_trials: Trials at once: worker processes on the tune task's device (local) or
+                Katib trial pods.
             keep_experiment: Keep the Katib Experiment after it ends (for inspection); deleted otherwise.
             tune_algorithm: random, tpe, grid or bayesianoptimization.
             max_trials: Tuning trials.

@@ -66,6 +66,7 @@ def tune_step(
     backend: TuneBackend,
     katib: Any = None,
     settings: str | None = None,
+    parallel_trials: int = 1,
 ) -> dict[str, Any]:
     """Search hyperparameters here (optuna) or as a Katib Experiment whose trials run `train`.
 
@@ -81,12 +82,15 @@ def tune_step(
         backend: local or katib.
         katib: Where and how the trials run (`cluster.katib.KatibOptions`), for katib.
         settings: The settings JSON the trials use.
+        parallel_trials: Trials at once here (worker processes on this device); Katib's count
+            travels in `katib`.
     """
     if backend == TuneBackend.local:
         from container_component_src.model.tune import run_tune
 
         data_urls = (data["train"], data["val"], data["scaler"])
-        return run_tune(*data_urls, out, search_space, base, options, algorithm, max_trials, max_failed_trials)
+        trials = (algorithm, max_trials, max_failed_trials, parallel_trials)
+        return run_tune(*data_urls, out, search_space, base, options, *trials)
     from container_component_src.cluster.katib import run_katib_tune
 
     run = {

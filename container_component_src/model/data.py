@@ -32,39 +32,37 @@ def window_ends(segments: np.ndarray, context: int) -> Tensor:
 
 
 class WindowBatches(Dataset):
-    """Rows, or windows of rows, gathered by a tensor of window indices: one gather per batch."""
+    """Rows, or windows of rows, gathered by a tensor of the rows that end them: one gather per batch."""
 
-    def __init__(self, rows: Tensor, ends: Tensor, context: int) -> None:
-        self.rows, self.ends, self.context = rows, ends, context
+    def __init__(self, rows: Tensor, context: int) -> None:
+        self.rows, self.context = rows, context
         self.offsets = torch.arange(-context, 1, device=rows.device)
 
     def __len__(self) -> int:
-        return self.ends.shape[0]
+        return self.rows.shape[0]
 
-    def to(self, device: torch.device) -> WindowBatches:
-        """The same batches gathered on `device` (rows resident there: no copy per batch)."""
-        return WindowBatches(self.rows.to(device), self.ends.to(device), self.context)
-
-    def __getitem__(self, indices: Tensor) -> Tensor:
-        ends = self.ends[indices.to(self.ends.device, non_blocking=True)]
+    def __getitem__(self, ends: Tensor) -> Tensor:
+        # index_select: a third of the time of indexing with a tensor, which goes through Python.
         if self.context == 0:
-            return self.rows[ends]
-        return self.rows[ends[:, None] + self.offsets].transpose(1, 2)
+            return self.rows.index_select(0, ends)
+        rows = self.rows.index_select(0, (ends[:, None] + self.offsets).flatten())
+        return rows.view(ends.shape[0], self.context + 1, -1).transpose(1, 2)
 
 
 class IndexBatches(Sampler[Tensor]):
-    """Batches of indices: a fresh seeded permutation each epoch, or in order."""
+    """Batches of window ends: a fresh seeded permutation each epoch, or in order. The epoch's
+    order is made once and moved to `device` once, so a batch costs no index work of its own."""
 
-    def __init__(self, n_rows: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
-        self.n_rows, self.batch_size, self.shuffle = n_rows, batch_size, shuffle
+    def __init__(self, ends: Tensor, batch_size: int, shuffle: bool, seed: int = 0, device: torch.device | None = None):
+        self.ends, self.batch_size, self.shuffle, self.device = ends, batch_size, shuffle, device
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return -(-self.n_rows // self.batch_size)
+        return -(-self.ends.shape[0] // self.batch_size)
 
     def __iter__(self):
-        order = torch.randperm(self.n_rows, generator=self.generator) if self.shuffle else torch.arange(self.n_rows)
-        yield from order.split(self.batch_size)
+        order = self.ends[torch.randperm(self.ends.shape[0], generator=self.generator)] if self.shuffle else self.ends
+        yield from order.to(self.device, non_blocking=True).split(self.batch_size)
 
 
 # Share of the GPU's free memory the rows may take to stay resident on it.
@@ -88,16 +86,15 @@ def batch_loader(
     """
     if ends is None:
         ends = torch.arange(context, rows.shape[0])
-    dataset = WindowBatches(rows, ends, context)
-    pin = False
+    pin, on = False, None
     if device is not None and device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if rows.numel() * rows.element_size() <= RESIDENT_SHARE * free:
-            dataset = dataset.to(device)
+            rows, on = rows.to(device), device
         else:
             pin = True
-    sampler = IndexBatches(len(dataset), batch_size, shuffle, seed)
-    return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=pin)
+    sampler = IndexBatches(ends, batch_size, shuffle, seed, on)
+    return DataLoader(WindowBatches(rows, context), sampler=sampler, batch_size=None, pin_memory=pin)
 
 
 class TelemetryDataModule(pl.LightningDataModule):

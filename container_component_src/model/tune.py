@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from container_component_src import storage
 from container_component_src.errors import OptionError
-from container_component_src.model.train import OBJECTIVE, ModelParams, TrainOptions
+from container_component_src.model.train import OBJECTIVE, ModelParams, TrainOptions, mode_channel_indices
 
 ALGORITHMS = ("random", "tpe", "grid", "bayesianoptimization")
 PARAMETER_TYPES = ("double", "int", "discrete", "categorical")
@@ -129,6 +131,7 @@ def run_tune(
     algorithm: str = "tpe",
     max_trials: int = 8,
     max_failed_trials: int = 3,
+    parallel_trials: int = 1,
 ) -> dict[str, Any]:
     """Search hyperparameters locally with optuna and write the best ones as JSON.
 
@@ -143,42 +146,68 @@ def run_tune(
         algorithm: One of ALGORITHMS.
         max_trials: Trials to run.
         max_failed_trials: Failed trials (non-finite loss) tolerated before giving up.
+        parallel_trials: Trials at once: 1 runs them in this process, one after another; more
+            run them in batches of that many, in as many worker processes on the same device (a
+            small model leaves a GPU, or a many-core CPU, mostly idle). A batch is proposed, and
+            its results told to the sampler, in trial order: the search is the same run to run,
+            and while the sampler is still drawing at random (TPE's first 10 trials, random,
+            grid) the same as one trial at a time.
 
     Returns:
         What was written to `best_url`.
     """
     import optuna
 
-    from container_component_src.model.data import TelemetryDataModule
-    from container_component_src.model.system import NonFiniteLossError
-    from container_component_src.model.train import fit, mode_channel_indices
-
     parameters = parse_search_space(search_space)
     if max_trials < 1:
         raise OptionError(f"--max-trials must be >= 1, got {max_trials}")
+    if parallel_trials < 1:
+        raise OptionError(f"--parallel-trials must be >= 1, got {parallel_trials}")
+    if min(parallel_trials, max_trials) > 1 and options.devices * options.num_nodes > 1:
+        raise OptionError(
+            f"--parallel-trials {parallel_trials} trains each trial on one device: give --devices 1 (got "
+            f"{options.devices} device(s) x {options.num_nodes} node(s)), or --parallel-trials 1 for DDP trials"
+        )
     sampler = _sampler(algorithm, parameters, options.seed)
     scaler = storage.read_json(scaler_url)
-    channels, mode_channels = scaler["channels"], mode_channel_indices(scaler)
-    datamodule = TelemetryDataModule(train_url, val_url, channels, base.batch_size, options.seed)
-    datamodule.setup("fit")
+    data = _TrialData(train_url, val_url, scaler["channels"], base.batch_size, options.seed)
+    data.mode_channels = mode_channel_indices(scaler)
     failures: list[str] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        params = replace(base, **{p.name: _suggest(trial, p) for p in parameters})
-        with tempfile.TemporaryDirectory() as checkpoints:
-            try:
-                trainer, _ = fit(datamodule, len(channels), params, options, checkpoints, mode_channels)
-            except NonFiniteLossError as exc:
-                failures.append(f"trial {trial.number}: {exc}")
-                print(f"Trial {trial.number} failed: {exc}", flush=True)
-                if len(failures) > max_failed_trials:
-                    trial.study.stop()
-                raise optuna.TrialPruned from exc
-            return float(trainer.checkpoint_callback.best_model_score)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    study.optimize(objective, n_trials=max_trials, show_progress_bar=options.progress)
+
+    def propose(trial: optuna.Trial) -> ModelParams:
+        return replace(base, **{p.name: _suggest(trial, p) for p in parameters})
+
+    def record(trial: optuna.Trial, error: str | None, process: int) -> None:
+        trial.set_user_attr("process", process)
+        if error is not None:
+            failures.append(f"trial {trial.number}: {error}")
+            print(f"Trial {trial.number} failed: {error}", flush=True)
+
+    workers = min(parallel_trials, max_trials)
+    if workers == 1:
+
+        def objective(trial: optuna.Trial) -> float:
+            value, error, process = data.objective(propose(trial), options)
+            record(trial, error, process)
+            if error is not None:
+                if len(failures) > max_failed_trials:
+                    trial.study.stop()
+                raise optuna.TrialPruned(error)
+            return value
+
+        study.optimize(objective, n_trials=max_trials, show_progress_bar=options.progress)
+    else:
+        with _worker_pool(data, workers) as pool:
+            while len(study.trials) < max_trials and len(failures) <= max_failed_trials:
+                # A batch: asked, and told, in trial order; so the search is the same run to run.
+                batch = [study.ask() for _ in range(min(workers, max_trials - len(study.trials)))]
+                results = pool.map(_worker_objective, [propose(t) for t in batch], [options] * len(batch))
+                for trial, (value, error, process) in zip(batch, results, strict=True):
+                    record(trial, error, process)
+                    _tell(study, trial, value, error)
     if len(failures) > max_failed_trials:
         raise RuntimeError(
             f"{len(failures)} trials failed (more than --max-failed-trials {max_failed_trials}): {failures[-1]}"
@@ -193,6 +222,91 @@ def run_tune(
         "algorithm": algorithm,
         "trials": len(study.trials),
         "failed_trials": len(failures),
+        "parallel_trials": workers,
+        "trial_processes": len({t.user_attrs.get("process") for t in study.trials}),
     }
     storage.write_json(result, best_url)
     return result
+
+
+@dataclass
+class _TrialData:
+    """What every trial trains on: the scaled sets, read once per process."""
+
+    train_url: str
+    val_url: str
+    channels: list[str]
+    batch_size: int
+    seed: int
+    datamodule: Any = None
+    mode_channels: tuple[int, ...] = ()
+
+    def objective(self, params: ModelParams, options: TrainOptions) -> tuple[float | None, str | None, int]:
+        """Train one trial: its best validation objective, or why it failed (a non-finite loss),
+        and the process that trained it."""
+        import os
+
+        from container_component_src.model.system import NonFiniteLossError
+        from container_component_src.model.train import fit
+
+        if self.datamodule is None:
+            from container_component_src.model.data import TelemetryDataModule
+
+            self.datamodule = TelemetryDataModule(
+                self.train_url, self.val_url, self.channels, self.batch_size, self.seed
+            )
+            self.datamodule.setup("fit")
+        with tempfile.TemporaryDirectory() as checkpoints:
+            try:
+                trainer, _ = fit(self.datamodule, len(self.channels), params, options, checkpoints, self.mode_channels)
+            except NonFiniteLossError as exc:
+                return None, str(exc), os.getpid()
+            return float(trainer.checkpoint_callback.best_model_score), None, os.getpid()
+
+
+# The trial data of a worker process (set by `_start_worker`).
+_WORKER_DATA: _TrialData | None = None
+
+
+def _start_worker(data: _TrialData, threads: int) -> None:
+    global _WORKER_DATA
+    import torch
+
+    torch.set_num_threads(threads)  # the workers share the cores
+    _WORKER_DATA = data
+
+
+def _worker_objective(params: ModelParams, options: TrainOptions) -> tuple[float | None, str | None, int]:
+    assert _WORKER_DATA is not None
+    return _WORKER_DATA.objective(params, options)
+
+
+@contextmanager
+def _worker_pool(data: _TrialData, workers: int) -> Iterator[Any]:
+    """`workers` spawned processes on this device, each reading the data once and taking its
+    share of the cores."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    # Spawned, not forked: a CUDA context or an OpenMP thread pool does not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(data, threads)) as pool:
+        yield pool
+
+
+def _tell(study: Any, trial: Any, value: float | None, error: str | None) -> None:
+    import optuna
+
+    try:
+        if error is None:
+            study.tell(trial, value)
+            print(f"Trial {trial.number}: {OBJECTIVE}={value:.6g}", flush=True)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    except RuntimeError:
+        # The grid sampler asks the study to stop once its grid is done, which only an optimize
+        # loop can (the trial is told all the same); the batches end with max_trials.
+        if not isinstance(study.sampler, optuna.samplers.GridSampler):
+            raise

@@ -101,3 +101,33 @@ def test_failing_trials_end_tuning_with_their_reason(scaled_sets: dict[str, str]
             max_failed_trials=1,
         )
     assert not (tmp_path / "b.json").exists()
+
+
+def test_parallel_trials_train_the_same_models_in_worker_processes(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    space = {"latent_dim": {"type": "discrete", "values": [2, 3, 4]}}
+    data = (scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"])
+    alone = run_tune(*data, str(tmp_path / "a.json"), space, BASE, OPTIONS, algorithm="grid", max_trials=3)
+    together = run_tune(
+        *data, str(tmp_path / "b.json"), space, BASE, OPTIONS, algorithm="grid", max_trials=3, parallel_trials=2
+    )
+    assert (together["trials"], together["parallel_trials"], together["trial_processes"]) == (3, 2, 2)
+    assert (alone["parallel_trials"], alone["trial_processes"]) == (1, 1)
+    assert together["parameters"] == alone["parameters"]
+    # Workers use fewer threads: sums may round differently, the models are the same.
+    assert together["objective"]["value"] == pytest.approx(alone["objective"]["value"], rel=1e-4)
+
+
+def test_failing_parallel_trials_end_tuning_with_their_reason(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    space = {"learning_rate": {"type": "discrete", "values": [1e12]}}
+    data = (scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"])
+    with pytest.raises(RuntimeError, match="more than --max-failed-trials 1.*loss is"):
+        run_tune(*data, str(tmp_path / "b.json"), space, BASE, OPTIONS, "random", 4, 1, parallel_trials=2)
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_parallel_trials_need_one_device_each(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    space = {"latent_dim": {"type": "discrete", "values": [2, 3]}}
+    data = (scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"])
+    options = TrainOptions(max_epochs=1, min_steps=0, accelerator="cpu", devices=2, progress=False)
+    with pytest.raises(ValueError, match="--parallel-trials 2 trains each trial on one device: give --devices 1"):
+        run_tune(*data, str(tmp_path / "b.json"), space, BASE, options, "grid", 2, parallel_trials=2)
