@@ -21,6 +21,7 @@ QUALITY_KEYS = ("fc1", "f1", "pr_auc", "far", "mar")
 def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], list[dict[str, Any]]]]:
     """Each benchmark by name, in the order they run."""
     from benchmarks import (
+        bench_gpu,
         bench_label_join,
         bench_pipeline,
         bench_preprocess,
@@ -37,6 +38,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         "threshold-sweep": bench_threshold_sweep.run,
         "training": bench_training.run,
         "sizing": bench_sizing.run,
+        "gpu": bench_gpu.run,
         "serving": bench_serving.run,
         "pipeline": bench_pipeline.run,
         "skab": bench_skab.run,

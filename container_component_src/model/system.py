@@ -100,15 +100,20 @@ class VAESystem(pl.LightningModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def _step(self, x: Tensor, stage: str) -> Tensor:
+    def loss(self, x: Tensor, sample: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch's loss (see the class), its decoded means and each input's KL term: with a
+        latent drawn from the encoder (training), or its mean (validation)."""
         mean, logvar = self.vae.encode(x)
-        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if stage == "train" else mean
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
         x_mean = self.vae.decode(z)
         nll = self.vae.nll(x, x_mean)
         squared_error = ((x - x_mean) ** 2).flatten(1).sum(dim=1) / (self.vae.context + 1)
         kl = kl_divergence(mean, logvar)
         w = self.hparams.mse_weight
-        loss = ((1 - w) * nll + w * squared_error + self.hparams.beta * kl).mean()
+        return ((1 - w) * nll + w * squared_error + self.hparams.beta * kl).mean(), x_mean, kl
+
+    def _step(self, x: Tensor, stage: str) -> Tensor:
+        loss, x_mean, kl = self.loss(x, sample=stage == "train")
         batch_size = x.shape[0]
         if stage == "train":
             if self._epoch.add(loss.detach(), batch_size) % FINITE_CHECK_STEPS == 0:

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import (
+    bench_gpu,
     bench_label_join,
     bench_preprocess,
     bench_serving,
@@ -80,3 +81,11 @@ def test_suite_names() -> None:
         "pipeline",
         "skab",
     ]
+
+
+def test_gpu_benchmark_compares_the_project_with_the_plain_loop_at_each_batch_size() -> None:
+    rows = bench_gpu.run(n_rows=4_096, n_features=4, batch_sizes=(256, 1_024), epochs=1)
+    assert [r["case"].rsplit("batch ", 1)[1] for r in rows] == ["256", "1,024"]
+    assert all(r["ratio"] > 0 and r["rows_per_s"] > 0 for r in rows)
+    # Without a GPU nothing is claimed: the target is the GPU's.
+    assert torch.cuda.is_available() or all(r["met"] is None and r["target"] == "" for r in rows)
