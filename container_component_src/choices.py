@@ -58,6 +58,16 @@ class Precision(StrEnum):
     fp16 = "16-mixed"
 
 
+class CompileMode(StrEnum):
+    """torch.compile for the training step: off, or one of its modes ("reduce-overhead" captures
+    the step in CUDA graphs on a GPU)."""
+
+    none = "none"
+    default = "default"
+    reduce_overhead = "reduce-overhead"
+    max_autotune = "max-autotune"
+
+
 class ThresholdMethod(StrEnum):
     """How the label-free threshold comes from validation scores: a quantile, or peaks over
     threshold (extreme value theory, as SPOT)."""

@@ -18,6 +18,7 @@ from typing import Any
 from container_component_src.choices import (
     Accelerator,
     Aggregation,
+    CompileMode,
     DaskCluster,
     DeploymentMode,
     LrScaling,
@@ -125,6 +126,7 @@ class TrainingSettings:
     seed: int
     deterministic: bool
     precision: Precision
+    compile: CompileMode
     learning_rate: float
     batch_size: int
     beta: float

@@ -18,6 +18,7 @@ import typer
 from container_component_src.choices import (
     Accelerator,
     Aggregation,
+    CompileMode,
     DaskCluster,
     DeploymentMode,
     LrScaling,
@@ -183,6 +184,7 @@ def _training_defaults(settings: Settings) -> dict[str, Any]:
         "seed",
         "deterministic",
         "precision",
+        "compile",
         "learning_rate",
         "batch_size",
         "beta",
@@ -557,6 +559,12 @@ LrScalingOption = Annotated[
 PrecisionOption = Annotated[
     Precision, typer.Option(help="32-true, or mixed bf16-mixed / 16-mixed.", rich_help_panel=Run)
 ]
+CompileOption = Annotated[
+    CompileMode,
+    typer.Option(
+        help="torch.compile the step: none, default, reduce-overhead (CUDA graphs), max-autotune.", rich_help_panel=Run
+    ),
+]
 Deterministic = Annotated[
     bool, typer.Option(help="Deterministic on the GPU too (slower; the CPU always is).", rich_help_panel=Run)
 ]
@@ -588,6 +596,7 @@ def train(
     seed: Seed,
     deterministic: Deterministic,
     precision: PrecisionOption,
+    compile: CompileOption,
     mode_weight: Annotated[
         float, typer.Option(help="Weight in the score of channels constant or of few values in training.")
     ],
@@ -642,6 +651,7 @@ def train(
             mode_weight=mode_weight,
             deterministic=deterministic,
             precision=precision,
+            compile=compile,
         )
         job = None
         if backend == TrainBackend.pytorchjob:
@@ -696,6 +706,7 @@ def tune(
     seed: Seed,
     deterministic: Deterministic,
     precision: PrecisionOption,
+    compile: CompileOption,
     backend: Annotated[TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")],
     namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)],
     image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)],
@@ -741,6 +752,7 @@ def tune(
             progress=False,
             deterministic=deterministic,
             precision=precision,
+            compile=compile,
         )
         katib = None
         if backend == TuneBackend.katib:

@@ -49,6 +49,7 @@ def train_step(
         "mode_weight": options.mode_weight,
         "deterministic": options.deterministic,
         "precision": options.precision,
+        "compile": options.compile,
     }
     run_pytorchjob_train({**data, **run_options, **asdict(params)}, out, scratch, job, settings)
     return {"model": out, "replicas": job.replicas}
@@ -102,6 +103,7 @@ def tune_step(
         "seed": options.seed,
         "deterministic": options.deterministic,
         "precision": options.precision,
+        "compile": options.compile,
     }
     return run_katib_tune(data, out, search_space, base, run, katib, algorithm, max_trials, max_failed_trials, settings)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -85,6 +88,8 @@ class VAESystem(pl.LightningModule):
         self.vae = build_vae(model, n_features, list(hidden_sizes), latent_dim, window)
         self.vae.set_mode_channels(list(mode_channels))
         self._epoch = _EpochLoss()
+        self._compile_mode: str | None = None
+        self._compiled_loss: Any = None
         self.automatic_optimization = False  # see training_step
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
@@ -100,9 +105,29 @@ class VAESystem(pl.LightningModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         self._step(batch, "val")
 
+    def compile_loss(self, mode: str) -> None:
+        """Compile `loss` (and so its backward) with torch.compile in `mode`; "reduce-overhead"
+        replays it as CUDA graphs on a GPU. Where the backend cannot compile (no C++ compiler on
+        the CPU, no Triton on the GPU), the first step says so once and training goes on uncompiled.
+        Compiled at the first step, in the process that trains (DDP's spawned ones included)."""
+        self._compile_mode = mode
+
     def loss(self, x: Tensor, sample: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """The batch's loss (see the class), its decoded means and each input's KL term: with a
         latent drawn from the encoder (training), or its mean (validation)."""
+        if self._compile_mode is not None:
+            from torch._dynamo.exc import BackendCompilerFailed
+
+            if self._compiled_loss is None:
+                self._compiled_loss = torch.compile(self._eager_loss, mode=self._compile_mode)
+            try:
+                return self._compiled_loss(x, sample)
+            except BackendCompilerFailed as exc:
+                self._compile_mode = self._compiled_loss = None
+                warnings.warn(f"torch.compile failed, training uncompiled: {str(exc).splitlines()[0]}", stacklevel=2)
+        return self._eager_loss(x, sample)
+
+    def _eager_loss(self, x: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
         mean, logvar = self.vae.encode(x)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
         x_mean = self.vae.decode(z)
@@ -137,7 +162,7 @@ class VAESystem(pl.LightningModule):
         self._check_finite()
         if self._epoch.inputs:
             # Once an epoch: Lightning's logging of a step costs more than this small network's step.
-            self.log("train_loss", self._epoch.mean(), prog_bar=True)
+            self.log("train_loss", self._epoch.mean(), prog_bar=True, sync_dist=True)
 
     def _check_finite(self) -> None:
         """Raise if a training loss since the last check was NaN or infinite (one host sync)."""

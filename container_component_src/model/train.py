@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from container_component_src import storage
-from container_component_src.choices import LrScaling, ModelKind, choice
+from container_component_src.choices import CompileMode, LrScaling, ModelKind, choice
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -91,6 +91,9 @@ class TrainOptions:
             distinct values (see `channel_weights`).
         deterministic: Deterministic algorithms on the GPU too; the CPU always uses them.
         precision: Lightning's precision: "32-true", or mixed "bf16-mixed" / "16-mixed".
+        compile: torch.compile mode of the training step's loss (forward and backward), or
+            "none". Compiling costs tens of seconds at the start; where it cannot compile (no C++
+            compiler, no Triton) training goes on uncompiled, with a warning.
     """
 
     max_epochs: int = 30
@@ -104,6 +107,7 @@ class TrainOptions:
     mode_weight: float = 0.1
     deterministic: bool = False
     precision: str = "32-true"
+    compile: str = "none"
 
 
 def hide_unused_gpus(accelerator: str) -> None:
@@ -228,6 +232,8 @@ def fit(
         window=params.window,
         mode_channels=tuple(mode_channels),
     )
+    if options.compile != CompileMode.none:
+        system.compile_loss(str(choice(CompileMode, options.compile, "--compile")))
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=OBJECTIVE, mode="min", save_top_k=1)
     trainer = pl.Trainer(
         max_epochs=max_epochs,

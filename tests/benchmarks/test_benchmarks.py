@@ -77,6 +77,7 @@ def test_suite_names() -> None:
         "threshold-sweep",
         "training",
         "sizing",
+        "gpu",
         "serving",
         "pipeline",
         "skab",

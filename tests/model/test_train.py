@@ -233,3 +233,43 @@ def test_a_window_longer_than_every_gapless_run_is_a_clear_error(scaled_sets: di
     params = ModelParams(model="window", window=100_000)
     with pytest.raises(InputError, match="0 training and 0 validation windows of 100000 gapless rows: lower --window"):
         run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "m"), params, FAST)
+
+
+COMPILE_RUN = TrainOptions(max_epochs=2, min_steps=0, patience=2, accelerator="cpu", progress=False)
+
+
+def _train(scaled_sets: dict[str, str], folder: Path, options: TrainOptions) -> dict[str, Any]:
+    params = ModelParams(batch_size=512, hidden_size=16, latent_dim=2)
+    return run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(folder), params, options)
+
+
+def test_a_compiled_step_trains_the_same_model(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    eager = _train(scaled_sets, tmp_path / "eager", COMPILE_RUN)
+    compiled = _train(scaled_sets, tmp_path / "compiled", replace(COMPILE_RUN, compile="default"))
+    # Fused kernels may round differently; the model and its objective are the same.
+    assert compiled["val_nll"] == pytest.approx(eager["val_nll"], rel=1e-3)
+    load_scripted(str(tmp_path / "compiled"))  # the artifact holds the plain network
+
+
+def test_a_step_that_cannot_compile_trains_uncompiled(
+    scaled_sets: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    def no_compiler(function: Any, mode: str) -> Any:
+        def failing(*args: Any) -> Any:
+            raise BackendCompilerFailed(function, RuntimeError("no C++ compiler found"), None)
+
+        return failing
+
+    eager = _train(scaled_sets, tmp_path / "eager", COMPILE_RUN)
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.warns(UserWarning, match="torch.compile failed, training uncompiled"):
+        fallback = _train(scaled_sets, tmp_path / "fallback", replace(COMPILE_RUN, compile="reduce-overhead"))
+    assert fallback["val_nll"] == eager["val_nll"]
+    with pytest.raises(OptionError, match="--compile must be one of none, default, reduce-overhead, max-autotune"):
+        _train(scaled_sets, tmp_path / "bad", replace(COMPILE_RUN, compile="fast"))
