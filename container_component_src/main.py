@@ -772,8 +772,12 @@ def tune(
                 placement=Placement.from_settings(ctx.obj.kubernetes),
             )
         data = {"train": train, "val": val, "scaler": scaler}
-        trials = {"algorithm": algorithm, "max_trials": max_trials, "max_failed_trials": max_failed_trials}
-        trials["parallel_trials"] = parallel_trials
+        trials = {
+            "algorithm": algorithm,
+            "max_trials": max_trials,
+            "max_failed_trials": max_failed_trials,
+            "parallel_trials": parallel_trials,
+        }
         settings_json = settings_to_json(ctx.obj)
         _report(
             tune_step(

@@ -53,7 +53,9 @@ class IndexBatches(Sampler[Tensor]):
     """Batches of window ends: a fresh seeded permutation each epoch, or in order. The epoch's
     order is made once and moved to `device` once, so a batch costs no index work of its own."""
 
-    def __init__(self, ends: Tensor, batch_size: int, shuffle: bool, seed: int = 0, device: torch.device | None = None):
+    def __init__(
+        self, ends: Tensor, batch_size: int, shuffle: bool, seed: int = 0, device: torch.device | None = None
+    ) -> None:
         self.ends, self.batch_size, self.shuffle, self.device = ends, batch_size, shuffle, device
         self.generator = torch.Generator().manual_seed(seed)
 

@@ -170,8 +170,8 @@ def run_tune(
         )
     sampler = _sampler(algorithm, parameters, options.seed)
     scaler = storage.read_json(scaler_url)
-    data = _TrialData(train_url, val_url, scaler["channels"], base.batch_size, options.seed)
-    data.mode_channels = mode_channel_indices(scaler)
+    channels = scaler["channels"]
+    data = _TrialData(train_url, val_url, channels, base.batch_size, options.seed, mode_channel_indices(scaler))
     failures: list[str] = []
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -238,8 +238,8 @@ class _TrialData:
     channels: list[str]
     batch_size: int
     seed: int
+    mode_channels: tuple[int, ...]
     datamodule: Any = None
-    mode_channels: tuple[int, ...] = ()
 
     def objective(self, params: ModelParams, options: TrainOptions) -> tuple[float | None, str | None, int]:
         """Train one trial: its best validation objective, or why it failed (a non-finite loss),
