@@ -131,3 +131,6 @@ def test_parallel_trials_need_one_device_each(scaled_sets: dict[str, str], tmp_p
     options = TrainOptions(max_epochs=1, min_steps=0, accelerator="cpu", devices=2, progress=False)
     with pytest.raises(ValueError, match="--parallel-trials 2 trains each trial on one device: give --devices 1"):
         run_tune(*data, str(tmp_path / "b.json"), space, BASE, options, "grid", 2, parallel_trials=2)
+    with pytest.raises(ValueError, match="--parallel-trials must be >= 1, got 0"):
+        run_tune(*data, str(tmp_path / "b.json"), space, BASE, OPTIONS, "grid", 2, parallel_trials=0)
+    assert not (tmp_path / "b.json").exists()
