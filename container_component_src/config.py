@@ -109,6 +109,7 @@ class SplitSettings:
 @dataclass(frozen=True)
 class ScalingSettings:
     kind: ScalerKind
+    reference_rows: int
 
 
 @dataclass(frozen=True)

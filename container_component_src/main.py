@@ -107,7 +107,11 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "seed": s.seed,
             "label_column": c.label,
         },
-        "fit-scaler": {"kind": settings.scaling.kind, "label_column": c.label},
+        "fit-scaler": {
+            "kind": settings.scaling.kind,
+            "reference_rows": settings.scaling.reference_rows,
+            "label_column": c.label,
+        },
         "train": {
             **_training_defaults(settings),
             "min_steps": settings.training.min_steps,
@@ -482,13 +486,19 @@ def fit_scaler(
     train: Annotated[str, typer.Option(help="Training set parquet.")],
     out: Annotated[str, typer.Option(help="JSON file for the fitted scaler.")],
     kind: Annotated[ScalerKind, typer.Option(help="standard (mean/std), robust (median/IQR) or minmax scaling.")],
+    reference_rows: Annotated[
+        int,
+        typer.Option(
+            help="0, or N: scale each gapless run relative to the mean of its first N rows (its own operating point)."
+        ),
+    ],
     label_column: Annotated[str, typer.Option(help="Column left unscaled.", rich_help_panel=Columns)],
 ) -> None:
     """Fit the scaler on the training set only."""
     from container_component_src.data.scaling import run_fit_scaler
 
     with _clear_errors():
-        scaler = run_fit_scaler(train, out, kind, label_column)
+        scaler = run_fit_scaler(train, out, kind, label_column, reference_rows)
         from container_component_src.data.scaling import describe_channels
 
         _report({"kind": scaler["kind"], "channels": len(scaler["channels"]), "of_note": describe_channels(scaler)})

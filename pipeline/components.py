@@ -134,11 +134,11 @@ def split_dataset(
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def fit_scaler(settings: str, train: Input[Dataset], scaler_kind: str, scaler: Output[Artifact]):
+def fit_scaler(settings: str, train: Input[Dataset], scaler_kind: str, reference_rows: int, scaler: Output[Artifact]):
     """Runs `fit-scaler`."""
     from container_component_src.main import run_step
 
-    run_step(settings, "fit-scaler", train=train.path, out=scaler.path, kind=scaler_kind)
+    run_step(settings, "fit-scaler", train=train.path, out=scaler.path, kind=scaler_kind, reference_rows=reference_rows)
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)

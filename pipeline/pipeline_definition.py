@@ -176,6 +176,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         split_seed: int = split.seed,
         test_periods: str = split.test_periods,
         scaler_kind: str = settings.scaling.kind,
+        reference_rows: int = settings.scaling.reference_rows,
         search_space: str = search_space_default,
         tune_backend: str = tuning.backend,
         parallel_trials: int = tuning.parallel_trials,
@@ -226,6 +227,8 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             test_periods: Empty, or the test set's time ranges ("start/end" ISO timestamps,
                 comma-separated): separate test recordings, train and validation from the rest.
             scaler_kind: "standard", "robust" or "minmax".
+            reference_rows: 0, or N: each gapless run is scaled relative to the mean of its first
+                N rows (its operating point); requests to the served model carry that reference.
             search_space: Hyperparameter search space, Katib-style JSON (see config.toml).
             tune_backend: "local" (optuna in the task) or "katib" (a Katib Experiment).
             parallel_trials: Trials at once: worker processes on the tune task's device (local) or
@@ -297,7 +300,12 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             "split-dataset",
         )
         scaler = task(
-            components.fit_scaler(settings=compiled, train=splits.outputs["train"], scaler_kind=scaler_kind),
+            components.fit_scaler(
+                settings=compiled,
+                train=splits.outputs["train"],
+                scaler_kind=scaler_kind,
+                reference_rows=reference_rows,
+            ),
             "fit-scaler",
         )
         scaled = task(

@@ -205,6 +205,17 @@ def test_bad_option_value_is_rejected() -> None:
     assert result.exit_code == 2 and "zscore" in result.output
 
 
+def test_fit_scaler_keeps_reference_rows_and_refuses_a_negative_count(tmp_path: Path) -> None:
+    times = pd.date_range("2021-01-01", periods=4, freq="1min", tz="UTC")
+    pd.DataFrame({"x": [1.0, 3.0, 5.0, 7.0], "label": 0}, index=times).to_parquet(tmp_path / "t.parquet")
+    args = ["fit-scaler", "--train", f"{tmp_path}/t.parquet", "--out", f"{tmp_path}/s.json", "--reference-rows"]
+    assert runner.invoke(app, [*args, "2"]).exit_code == 0
+    assert json.loads((tmp_path / "s.json").read_text())["reference_rows"] == 2
+    result = runner.invoke(app, [*args, "-3"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: --reference-rows must be 0 (off) or more, got -3"
+
+
 def test_bad_config_is_reported(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", f"{tmp_path}/none.toml", "list-archives"])
     assert result.exit_code != 0

@@ -1,4 +1,12 @@
-"""Channel scaling: fit on the training set only, apply the same transform everywhere."""
+"""Channel scaling: fit on the training set only, apply the same transform everywhere.
+
+With `reference_rows` > 0 each run of rows (a segment: rows on the regular grid without a gap)
+is taken relative to its own operating point, the mean of its first `reference_rows` rows,
+instead of the training set's center: (x - reference) / scale. Recordings of one system that
+differ in level (another test bed set-up, another mode, a sensor offset) then look alike, and
+what the model sees is a run's deviation from how it started. The served model needs the same
+reference with each request (see `serving.inference`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import pandas as pd
 from container_component_src import storage
 from container_component_src.choices import ScalerKind
 from container_component_src.errors import OptionError
+from container_component_src.evaluation.scoring import segment_ids, segment_starts
 from container_component_src.storage import InputError
 
 # A channel with at most this many distinct values in training is a mode (command, state) channel.
@@ -27,7 +36,9 @@ def _levels(values: np.ndarray) -> tuple[int, float]:
     return distinct.size, float(np.diff(distinct).min())
 
 
-def fit_scaler(frame: pd.DataFrame, channels: list[str], kind: str = "standard") -> dict[str, Any]:
+def fit_scaler(
+    frame: pd.DataFrame, channels: list[str], kind: str = "standard", reference_rows: int = 0
+) -> dict[str, Any]:
     """Return the scaler parameters for `channels`: (x - center) / scale.
 
     standard: mean and standard deviation; robust: median and interquartile range / 1.349 (the
@@ -37,7 +48,16 @@ def fit_scaler(frame: pd.DataFrame, channels: list[str], kind: str = "standard")
     to at most 1, not to thousands; a constant channel gets scale 1. Channels are listed by
     kind: constant, mode (at most `MAX_MODE_LEVELS` distinct values: a command or state) or
     continuous, and those whose scale was floored are named.
+
+    Args:
+        reference_rows: 0, or the rows at the start of each segment whose mean replaces the
+            center for that segment (see the module's docstring); kept in the scaler.
+
+    Raises:
+        OptionError: An unknown kind, or `reference_rows` below 0.
     """
+    if reference_rows < 0:
+        raise OptionError(f"--reference-rows must be 0 (off) or more, got {reference_rows}")
     values = frame[channels].to_numpy("float64")
     if kind == ScalerKind.standard:
         center, scale = values.mean(axis=0), values.std(axis=0)
@@ -66,6 +86,7 @@ def fit_scaler(frame: pd.DataFrame, channels: list[str], kind: str = "standard")
         "distinct_values": dict(zip(channels, levels.tolist(), strict=True)),
         "constant_channels": [c for c, k in zip(channels, constant, strict=True) if k],
         "floored_channels": [c for c, k in zip(channels, floored, strict=True) if k],
+        "reference_rows": int(reference_rows),
     }
 
 
@@ -85,19 +106,47 @@ def describe_channels(scaler: dict[str, Any]) -> list[str]:
     return lines
 
 
-def scale_values(values: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
-    """Scale a (rows, channels) matrix whose columns are in the scaler's channel order; float32."""
-    return ((values - np.asarray(scaler["center"])) / np.asarray(scaler["scale"])).astype(np.float32)
+def scale_values(values: np.ndarray, scaler: dict[str, Any], center: np.ndarray | None = None) -> np.ndarray:
+    """Scale a (rows, channels) matrix whose columns are in the scaler's channel order; float32.
+
+    Args:
+        center: The center of each row (shape like `values`, or one row): the segments'
+            references; default: the scaler's center.
+    """
+    center = np.asarray(scaler["center"]) if center is None else center
+    return ((values - center) / np.asarray(scaler["scale"])).astype(np.float32)
+
+
+def segment_references(values: np.ndarray, segments: np.ndarray, rows: int) -> np.ndarray:
+    """For every row, the mean of the first `rows` rows of its segment (all of them when the
+    segment is shorter); `segments` non-decreasing, as `segment_ids` numbers them."""
+    if len(values) == 0:
+        return np.empty_like(values)
+    starts = segment_starts(segments)
+    ends = np.append(starts[1:], len(values))
+    means = np.stack([values[a : min(b, a + rows)].mean(axis=0) for a, b in zip(starts, ends, strict=True)])
+    return means[np.repeat(np.arange(len(starts)), ends - starts)]
 
 
 def apply_scaler(frame: pd.DataFrame, scaler: dict[str, Any], source: str) -> pd.DataFrame:
-    """Scale the scaler's channels of `frame`; other columns (labels) pass through unchanged."""
+    """Scale the scaler's channels of `frame`; other columns (labels) pass through unchanged.
+
+    Raises:
+        InputError: A channel is missing, or the scaler takes segments' references and
+            `frame` is not indexed by time.
+    """
     channels = scaler["channels"]
     missing = [c for c in channels if c not in frame.columns]
     if missing:
         raise InputError(f"{source} lacks channel(s) the scaler was fitted on: {', '.join(missing)}")
+    values = frame[channels].to_numpy("float64")
+    center = None
+    if scaler.get("reference_rows", 0):
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise InputError(f"{source} is not indexed by time: its segments' references cannot be found")
+        center = segment_references(values, segment_ids(frame.index), scaler["reference_rows"])
     out = frame.copy()
-    out[channels] = scale_values(frame[channels].to_numpy("float64"), scaler)
+    out[channels] = scale_values(values, scaler, center)
     return out
 
 
@@ -107,7 +156,7 @@ def channel_columns(frame: pd.DataFrame, label_column: str) -> list[str]:
 
 
 def run_fit_scaler(
-    train_url: str, scaler_url: str, kind: str = "standard", label_column: str = "label"
+    train_url: str, scaler_url: str, kind: str = "standard", label_column: str = "label", reference_rows: int = 0
 ) -> dict[str, Any]:
     """Fit the scaler on the training set and write it as JSON."""
     train = storage.read_parquet(train_url)
@@ -122,7 +171,7 @@ def run_fit_scaler(
             f"training set {train_url}: channel '{column}' has {count} missing or infinite value(s): "
             "a scaler fitted on them would turn every scaled value into NaN"
         )
-    scaler = fit_scaler(train, channels, kind)
+    scaler = fit_scaler(train, channels, kind, reference_rows)
     storage.write_json(scaler, scaler_url)
     return scaler
 

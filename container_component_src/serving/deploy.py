@@ -118,8 +118,15 @@ def _tail(log: Path, lines: int = 15) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
 
-def smoke_test(base_url: str, name: str, rows: list[dict[str, float]], check_typical: bool = True) -> dict[str, Any]:
-    """Send the rows through V1 and V2; check both answer alike, the outlier (last row) is
+def smoke_test(
+    base_url: str,
+    name: str,
+    rows: list[dict[str, float]],
+    check_typical: bool = True,
+    reference: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Send the rows (with the stream's `reference`, for a model that takes one, keyed by channel
+    in the model's order) through V1 and V2; check both answer alike, the outlier (last row) is
     flagged and, with `check_typical`, the typical row (the one before) is not.
 
     Raises:
@@ -127,9 +134,10 @@ def smoke_test(base_url: str, name: str, rows: list[dict[str, float]], check_typ
     """
     import httpx
 
-    v1 = httpx.post(f"{base_url}/v1/models/{name}:predict", json=v1_request(rows), timeout=30)
+    v1 = httpx.post(f"{base_url}/v1/models/{name}:predict", json=v1_request(rows, reference), timeout=30)
     columns = {c: [row[c] for row in rows] for c in rows[0]}
-    v2 = httpx.post(f"{base_url}/v2/models/{name}/infer", json=v2_request(columns), timeout=30)
+    ordered = None if reference is None else list(reference.values())
+    v2 = httpx.post(f"{base_url}/v2/models/{name}/infer", json=v2_request(columns, ordered), timeout=30)
     for protocol, response in (("V1", v1), ("V2", v2)):
         if response.status_code != 200:
             raise RuntimeError(f"smoke test: {protocol} request failed with {response.status_code}: {response.text}")
@@ -157,8 +165,12 @@ def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]
             wait_for_server(base_url, options.name, process, options.startup_timeout_s, log)
             typical_url = storage.join(model_dir, TYPICAL_ROWS)
             typical = storage.read_json(typical_url) if storage.exists(typical_url) else None
-            rows = smoke_rows(storage.read_json(storage.join(model_dir, SCALER)), typical)
-            return smoke_test(base_url, options.name, rows, check_typical=typical is not None)
+            scaler = storage.read_json(storage.join(model_dir, SCALER))
+            # The smoke rows are in raw units about the training center: it is their reference.
+            center = dict(zip(scaler["channels"], scaler["center"], strict=True))
+            reference = center if scaler.get("reference_rows", 0) else None
+            rows = smoke_rows(scaler, typical)
+            return smoke_test(base_url, options.name, rows, check_typical=typical is not None, reference=reference)
         finally:
             process.terminate()
             try:

@@ -9,6 +9,13 @@ Request layouts (named by channel, so clients never depend on column order):
 - scaled (transformer -> predictor): V1 {"instances": [[...], ...]} or one V2 tensor "scaled"
   of shape [rows, channels], in the model's channel order
 
+A model trained with `reference_rows` = N (see `data.scaling`) takes rows relative to their
+stream's reference, the mean of each channel over the first N rows of the stream's current run
+(after a gap: of the new run), in raw units; every raw request carries it: V1 {"instances": [...],
+"reference": {"<channel>": value, ...}}; V2 one more FP32/FP64 tensor "reference" of shape
+[channels] or [1, channels], in the order the model's metadata lists the channels. A model
+without one refuses a reference (HTTP 400), and one with it refuses a request without.
+
 A windowed model (context c = window - 1 rows) scores each row given the c rows before it: a
 request carries consecutive rows in time order, at least c + 1, and gets scores for the last
 rows - c of them (the point model has c = 0: a score per row). A request with c rows or fewer
@@ -31,6 +38,7 @@ import numpy as np
 
 SERVING_FILE = "serving.json"
 SCALED_TENSOR = "scaled"
+REFERENCE = "reference"  # the input (V2) or key (V1) of a stream's reference
 ROWS_TENSOR = "rows"  # the name the metadata gives the [rows, channels] layout (any name is taken)
 MAX_SCORE = float(np.finfo(np.float64).max)
 # Scaled values beyond this are sent and scored as this: finite in float32 on every wire.
@@ -238,9 +246,9 @@ class AnomalyScorer:
             threshold = ServingConfig.read(model_dir).threshold
         return cls(model=model.to(device), scaler=scaler, threshold=threshold, device=device)
 
-    def scale(self, values: np.ndarray) -> np.ndarray:
+    def scale(self, values: np.ndarray, reference: Any = None) -> np.ndarray:
         """Raw rows in channel order, scaled as in training (see `scale_for_serving`)."""
-        return scale_for_serving(values, self.scaler)
+        return scale_for_serving(values, self.scaler, reference)
 
     @property
     def context(self) -> int:
@@ -273,23 +281,70 @@ class AnomalyScorer:
         return scores, scores > self.threshold
 
 
-def scale_for_serving(values: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
+def reference_vector(reference: Any, channels: list[str]) -> np.ndarray:
+    """A stream's reference as a float64 vector in `channels` order: V1 an object keyed by
+    channel, V2 an array of shape [channels] or [1, channels] in that order.
+
+    Raises:
+        RequestError: Another shape, an unknown or missing channel, or a value that is not a
+            finite number.
+    """
+    if isinstance(reference, dict):
+        if set(reference) != set(channels):
+            unknown, missing = sorted(set(reference) - set(channels)), [c for c in channels if c not in reference]
+            problem = f"unknown channel(s) {', '.join(unknown)}" if unknown else f"lacks {', '.join(missing)}"
+            raise RequestError(f"{REFERENCE}: {problem} (expected: {', '.join(channels)})")
+        for channel in channels:
+            if _bad_value(reference[channel]):
+                raise RequestError(f"{REFERENCE}, channel {channel}: {_describe(reference[channel])}")
+        return np.array([reference[c] for c in channels], dtype=np.float64)
+    if not isinstance(reference, np.ndarray):
+        raise RequestError(f'"{REFERENCE}" must be an object keyed by channel')
+    if reference.shape not in ((len(channels),), (1, len(channels))):
+        raise RequestError(f"input {REFERENCE} has shape {list(reference.shape)}; expected [{len(channels)}]")
+    vector = reference.reshape(-1).astype(np.float64)
+    if not np.isfinite(vector).all():
+        channel = channels[int(np.argmin(np.isfinite(vector)))]
+        raise RequestError(f"input {REFERENCE}, channel {channel}: NaN or infinite")
+    return vector
+
+
+def scale_for_serving(values: np.ndarray, scaler: dict[str, Any], reference: Any = None) -> np.ndarray:
     """Raw rows scaled as in training, in float64 and clipped to the float32 range, so that an
-    absurd reading stays a finite (and flagged) value on every wire instead of an infinity."""
-    scaled = (values - np.asarray(scaler["center"])) / np.asarray(scaler["scale"])
+    absurd reading stays a finite (and flagged) value on every wire instead of an infinity.
+
+    Args:
+        reference: The stream's reference (see `reference_vector`), required by, and only by, a
+            model trained with `reference_rows` > 0: it takes the place of the training center.
+
+    Raises:
+        RequestError: The reference is missing, not expected, or malformed.
+    """
+    rows = scaler.get("reference_rows", 0)
+    if rows and reference is None:
+        raise RequestError(
+            f'this model scores rows relative to their stream\'s reference: send "{REFERENCE}", each '
+            f"channel's mean over the first {rows} rows of the stream's current run"
+        )
+    if not rows and reference is not None:
+        raise RequestError(f'this model takes no "{REFERENCE}" (it was trained without reference_rows)')
+    center = reference_vector(reference, scaler["channels"]) if rows else np.asarray(scaler["center"])
+    scaled = (values - center) / np.asarray(scaler["scale"])
     return np.clip(scaled, -SCALED_LIMIT, SCALED_LIMIT)
 
 
-def v1_request(rows: list[dict[str, float]]) -> dict[str, Any]:
-    """A V1 request body for raw rows keyed by channel."""
-    return {"instances": rows}
+def v1_request(rows: list[dict[str, float]], reference: dict[str, float] | None = None) -> dict[str, Any]:
+    """A V1 request body for raw rows keyed by channel (and the stream's reference, keyed alike)."""
+    return {"instances": rows} | ({REFERENCE: reference} if reference is not None else {})
 
 
-def v2_request(columns: dict[str, list[float]]) -> dict[str, Any]:
-    """A V2 (Open Inference Protocol) request body with one FP32 tensor per channel."""
-    return {
-        "inputs": [
-            {"name": name, "shape": [len(values)], "datatype": "FP32", "data": list(values)}
-            for name, values in columns.items()
-        ]
-    }
+def v2_request(columns: dict[str, list[float]], reference: list[float] | None = None) -> dict[str, Any]:
+    """A V2 (Open Inference Protocol) request body with one FP32 tensor per channel (and the
+    stream's reference, its values in the model's channel order, as its metadata lists them)."""
+    inputs = [
+        {"name": name, "shape": [len(values)], "datatype": "FP32", "data": list(values)}
+        for name, values in columns.items()
+    ]
+    if reference is not None:
+        inputs.append({"name": REFERENCE, "shape": [len(reference)], "datatype": "FP64", "data": list(reference)})
+    return {"inputs": inputs}

@@ -58,10 +58,30 @@ def _v2_tensors(request: InferRequest) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _input_types(channels: list[str]) -> list[dict[str, Any]]:
-    """Both raw layouts: one tensor per channel, or one [rows, channels] tensor (columns in this order)."""
+def _input_types(scaler: dict[str, Any]) -> list[dict[str, Any]]:
+    """Both raw layouts: one tensor per channel, or one [rows, channels] tensor (columns in this
+    order); and the stream's reference when the model takes one."""
+    channels = scaler["channels"]
     per_channel = [{"name": c, "datatype": "FP32", "shape": [-1]} for c in channels]
-    return [*per_channel, {"name": inference.ROWS_TENSOR, "datatype": "FP32", "shape": [-1, len(channels)]}]
+    types = [*per_channel, {"name": inference.ROWS_TENSOR, "datatype": "FP32", "shape": [-1, len(channels)]}]
+    if scaler.get("reference_rows", 0):
+        types.append({"name": inference.REFERENCE, "datatype": "FP32", "shape": [len(channels)]})
+    return types
+
+
+def _raw_matrix(
+    payload: dict[str, Any] | InferRequest, scaler: dict[str, Any], max_rows: int
+) -> tuple[np.ndarray, Any]:
+    """Raw rows of a client's request in the scaler's channel order, and its reference (None
+    when it carries none)."""
+    channels = scaler["channels"]
+    if isinstance(payload, InferRequest):
+        tensors = _v2_tensors(payload)
+        reference = tensors.pop(inference.REFERENCE, None)
+        return inference.tensors_to_matrix(tensors, channels, max_rows), reference
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise RequestError('a V1 request body must be an object with "instances"')
+    return inference.records_to_matrix(payload["instances"], channels, max_rows), payload.get(inference.REFERENCE)
 
 
 _JSON = {"content-type": "application/json"}
@@ -118,19 +138,17 @@ class AnomalyPredictor(Model):
 
     def _matrix(self, payload: dict[str, Any] | InferRequest) -> np.ndarray:
         scorer = self.scorer
-        channels, limit = scorer.channels, self.max_batch_rows
+        n_channels, limit = len(scorer.channels), self.max_batch_rows
+        if not self.scaled_input:
+            return scorer.scale(*_raw_matrix(payload, scorer.scaler, limit))
         if isinstance(payload, InferRequest):
             tensors = _v2_tensors(payload)
-            if self.scaled_input:
-                if set(tensors) != {inference.SCALED_TENSOR}:
-                    raise RequestError(f"expected one input named {inference.SCALED_TENSOR!r}, got {sorted(tensors)}")
-                return inference.scaled_tensor_to_matrix(tensors[inference.SCALED_TENSOR], len(channels), limit)
-            return scorer.scale(inference.tensors_to_matrix(tensors, channels, limit))
+            if set(tensors) != {inference.SCALED_TENSOR}:
+                raise RequestError(f"expected one input named {inference.SCALED_TENSOR!r}, got {sorted(tensors)}")
+            return inference.scaled_tensor_to_matrix(tensors[inference.SCALED_TENSOR], n_channels, limit)
         if not isinstance(payload, dict) or "instances" not in payload:
             raise RequestError('a V1 request body must be an object with "instances"')
-        if self.scaled_input:
-            return inference.scaled_rows_to_matrix(payload["instances"], len(channels), limit)
-        return scorer.scale(inference.records_to_matrix(payload["instances"], channels, limit))
+        return inference.scaled_rows_to_matrix(payload["instances"], n_channels, limit)
 
     def predict(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
@@ -152,7 +170,7 @@ class AnomalyPredictor(Model):
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.scaled_input:
             return [{"name": inference.SCALED_TENSOR, "datatype": "FP32", "shape": [-1, len(self.scorer.channels)]}]
-        return _input_types(self.scorer.channels)
+        return _input_types(self.scorer.scaler)
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return OUTPUT_TYPES
@@ -184,26 +202,20 @@ class TelemetryTransformer(Model):
         return self.ready
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return _input_types(self.scaler["channels"])
+        return _input_types(self.scaler)
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return OUTPUT_TYPES
 
     def preprocess(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None) -> dict:
         """Check, order and scale the client's rows: the predictor's request, in its protocol."""
-        channels = self.scaler["channels"]
         try:
-            if isinstance(payload, InferRequest):
-                raw = inference.tensors_to_matrix(_v2_tensors(payload), channels, self.max_batch_rows)
-                _CLIENT.set(("v2", payload.id or str(uuid.uuid4())))
-            elif isinstance(payload, dict) and "instances" in payload:
-                raw = inference.records_to_matrix(payload["instances"], channels, self.max_batch_rows)
-                _CLIENT.set(("v1", None))
-            else:
-                raise RequestError('a V1 request body must be an object with "instances"')
+            raw, reference = _raw_matrix(payload, self.scaler, self.max_batch_rows)
+            scaled = inference.scale_for_serving(raw, self.scaler, reference)
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
-        scaled = inference.scale_for_serving(raw, self.scaler)
+        v2 = isinstance(payload, InferRequest)
+        _CLIENT.set(("v2", payload.id or str(uuid.uuid4())) if v2 else ("v1", None))
         if self.predictor_config.protocol == "v1":
             return {"instances": scaled.tolist()}
         tensor = {"name": inference.SCALED_TENSOR, "shape": list(scaled.shape), "datatype": "FP64"}

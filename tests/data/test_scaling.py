@@ -11,6 +11,7 @@ from container_component_src.data.scaling import (
     run_apply_scaler,
     run_fit_scaler,
 )
+from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 
@@ -87,3 +88,36 @@ def test_empty_train(tmp_path: Path) -> None:
     _frame({"a": [1.0]}).iloc[:0].to_parquet(tmp_path / "t.parquet")
     with pytest.raises(InputError, match="t.parquet holds no rows"):
         run_fit_scaler(str(tmp_path / "t.parquet"), str(tmp_path / "s.json"))
+
+
+def _two_runs() -> pd.DataFrame:
+    """Two gapless runs a day apart, at different levels: a at 10 then 20, b at -1 then 5."""
+    times = pd.date_range("2021-01-01", periods=6, freq="1min", tz="UTC")
+    times = times.append(pd.date_range("2021-01-02", periods=3, freq="1min", tz="UTC"))
+    return pd.DataFrame(
+        {"a": [10.0, 12.0, 11.0, 13.0, 14.0, 9.0, 20.0, 22.0, 30.0], "b": [-1.0, -1.0, -1.0, 0, 0, 0, 5.0, 5.0, 5.0]},
+        index=times,
+    )
+
+
+def test_each_run_is_scaled_relative_to_its_first_rows() -> None:
+    frame = _two_runs()
+    scaler = fit_scaler(frame, ["a", "b"], "standard", reference_rows=4)
+    assert scaler["reference_rows"] == 4
+    scaled = apply_scaler(frame, scaler, "f")
+    scale = np.asarray(scaler["scale"])
+    # Run one's reference: the mean of its first 4 rows; run two (3 rows) takes all of its rows.
+    np.testing.assert_allclose(scaled.iloc[:6], (frame.iloc[:6] - [11.5, -0.75]) / scale, rtol=1e-6)
+    np.testing.assert_allclose(scaled.iloc[6:], (frame.iloc[6:] - [24.0, 5.0]) / scale, rtol=1e-6)
+    # Without references the same rows keep the training center.
+    plain = apply_scaler(frame, fit_scaler(frame, ["a", "b"]), "f")
+    np.testing.assert_allclose(plain, (frame - np.asarray(scaler["center"])) / scale, rtol=1e-6)
+
+
+def test_references_need_time_and_a_count_of_zero_or_more() -> None:
+    frame = _two_runs()
+    with pytest.raises(OptionError, match="--reference-rows must be 0 .off. or more, got -1"):
+        fit_scaler(frame, ["a", "b"], reference_rows=-1)
+    scaler = fit_scaler(frame, ["a", "b"], reference_rows=2)
+    with pytest.raises(InputError, match="val.parquet is not indexed by time"):
+        apply_scaler(frame.reset_index(drop=True), scaler, "val.parquet")

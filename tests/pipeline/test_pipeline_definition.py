@@ -213,6 +213,14 @@ def test_tune_receives_the_accelerator_and_devices(project_root: Path, tmp_path:
     assert inputs["devices"] == {"componentInputParameter": "devices"}
 
 
+def test_fit_scaler_receives_the_scaler_parameters(project_root: Path, tmp_path: Path) -> None:
+    spec = _compile(project_root, tmp_path)
+    inputs = spec["root"]["dag"]["tasks"]["fit-scaler"]["inputs"]["parameters"]
+    assert inputs["scaler_kind"] == {"componentInputParameter": "scaler_kind"}
+    assert inputs["reference_rows"] == {"componentInputParameter": "reference_rows"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["reference_rows"]["defaultValue"] == 0
+
+
 def test_a_launcher_whose_training_runs_elsewhere_reserves_no_gpu(project_root: Path, tmp_path: Path) -> None:
     from container_component_src.choices import TuneBackend
 

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from container_component_src.serving import inference
@@ -117,3 +118,43 @@ def test_an_overflowing_row_flags_every_window_that_holds_it() -> None:
     scores, flags = scorer.score(rows)
     assert flags[:3].all() and (scores[:3] == inference.MAX_SCORE).all(), "rows 2, 3 and 4 see row 2"
     assert np.isfinite(scores).all() and scores[3] < inference.MAX_SCORE
+
+
+def test_a_streams_reference_scales_served_rows_as_apply_scaler_scaled_its_run() -> None:
+    from container_component_src.data.scaling import apply_scaler, fit_scaler
+
+    times = pd.date_range("2021-01-01", periods=5, freq="1min", tz="UTC")
+    run = pd.DataFrame({"a": [5.0, 7.0, 6.0, 9.0, 4.0], "b": [1.0, 1.5, 2.0, 0.0, 3.0], "c": [0.0, 1, 0, 1, 0]}, times)
+    scaler = fit_scaler(run, CHANNELS, reference_rows=3)
+    reference = run.iloc[:3].mean().to_dict()
+    served = inference.scale_for_serving(run.to_numpy(), scaler, reference)
+    np.testing.assert_allclose(served, apply_scaler(run, scaler, "f").to_numpy(), rtol=1e-6)
+    by_order = inference.scale_for_serving(run.to_numpy(), scaler, np.array([list(reference.values())]))
+    np.testing.assert_allclose(by_order, served)
+    with pytest.raises(RequestError, match='send "reference", each channel\'s mean over the first 3 rows'):
+        inference.scale_for_serving(run.to_numpy(), scaler)
+    with pytest.raises(RequestError, match='this model takes no "reference"'):
+        inference.scale_for_serving(run.to_numpy(), fit_scaler(run, CHANNELS), reference)
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ({"a": 1.0, "b": 2.0}, "reference: lacks c"),
+        ({"a": 1.0, "b": 2.0, "c": 3.0, "z": 0.0}, "reference: unknown channel.s. z"),
+        ({"a": 1.0, "b": "2", "c": 3.0}, 'reference, channel b: "2" is not a number'),
+        ({"a": 1.0, "b": True, "c": 3.0}, "reference, channel b: true is a boolean"),
+        ([1.0, 2.0, 3.0], '"reference" must be an object keyed by channel'),
+        (np.ones(2), r"input reference has shape \[2\]; expected \[3\]"),
+        (np.array([1.0, np.nan, 3.0]), "input reference, channel b: NaN or infinite"),
+    ],
+)
+def test_bad_references_are_named(reference: object, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        inference.reference_vector(reference, CHANNELS)
+
+
+def test_v2_request_carries_the_reference_as_one_tensor() -> None:
+    body = v2_request({"a": [1.0], "b": [2.0]}, [0.5, 1.5])
+    assert body["inputs"][-1] == {"name": "reference", "shape": [2], "datatype": "FP64", "data": [0.5, 1.5]}
+    assert inference.v1_request([{"a": 1.0}], {"a": 0.5}) == {"instances": [{"a": 1.0}], "reference": {"a": 0.5}}

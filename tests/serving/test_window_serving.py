@@ -1,7 +1,10 @@
-"""A windowed model behind the real KServe server: requests carry the rows before the ones they
-want scored, in both protocols and both raw layouts, through the combined server and the
-transformer + predictor pair; the deploy smoke test passes on it."""
+"""A windowed model that takes its stream's reference (`reference_rows`) behind the real KServe
+server: requests carry the rows before the ones they want scored and the stream's reference, in
+both protocols and both raw layouts, through the combined server and the transformer + predictor
+pair; the deploy smoke test passes on it."""
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,21 +16,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from container_component_src.serving.deploy import DeployOptions, free_port, publish_model, serve_locally_once
-from container_component_src.serving.inference import AnomalyScorer, v1_request, v2_request
+from container_component_src.serving.inference import REFERENCE, AnomalyScorer, v1_request, v2_request
 from tests.serving.test_server import _start, wait_for_server
 
 NAME = "eclss-window"
 WINDOW = 6
+REFERENCE_ROWS = 30
 
 
 @pytest.fixture(scope="module")
 def published(scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
     from container_component_src.model.train import ModelParams, TrainOptions, run_train
 
-    out = str(tmp_path_factory.mktemp("window") / "model")
+    folder = tmp_path_factory.mktemp("window")
+    # The scaler as fit-scaler writes it with reference_rows: serving reads only the setting.
+    scaler = json.loads(Path(scaled_sets["scaler"]).read_text()) | {"reference_rows": REFERENCE_ROWS}
+    (folder / "scaler.json").write_text(json.dumps(scaler))
+    out = str(folder / "model")
     params = ModelParams(batch_size=256, hidden_size=16, latent_dim=3, model="window", window=WINDOW)
     options = TrainOptions(max_epochs=2, min_steps=300, patience=2, accelerator="cpu", progress=False)
-    run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], out, params, options)
+    run_train(scaled_sets["train"], scaled_sets["val"], str(folder / "scaler.json"), out, params, options)
     decision = {"threshold": 8.0, "fc1": 0.9, "evaluated_threshold": 8.0, "smoothing_window": 1, "val_quantile": 0.99}
     target = str(tmp_path_factory.mktemp("published") / "model")
     publish_model(out, {"deploy": decision}, target)
@@ -75,30 +83,36 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def raw(scaled_sets: dict[str, str], published: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Twelve consecutive raw test rows, and the scores of the last 12 - (WINDOW - 1) in this process."""
+def stream(scaled_sets: dict[str, str], published: str) -> tuple[pd.DataFrame, dict[str, float], np.ndarray]:
+    """Twelve consecutive raw test rows of a stream whose reference is half a scale off the
+    training center, the reference, and the scores of the last 12 - (WINDOW - 1) in this process."""
     scorer = AnomalyScorer.load(published)
     scaled = pd.read_parquet(scaled_sets["test"])[scorer.channels].head(12)
-    rows = pd.DataFrame(
-        scaled.to_numpy(np.float64) * np.asarray(scorer.scaler["scale"]) + np.asarray(scorer.scaler["center"]),
-        columns=scorer.channels,
-    )
-    return rows, scorer.score(scorer.scale(rows.to_numpy()))[0]
+    scale = np.asarray(scorer.scaler["scale"])
+    reference = np.asarray(scorer.scaler["center"]) + 0.5 * scale
+    rows = pd.DataFrame(scaled.to_numpy(np.float64) * scale + reference, columns=scorer.channels)
+    by_channel = dict(zip(scorer.channels, reference.tolist(), strict=True))
+    scores = scorer.score(scorer.scale(rows.to_numpy(), by_channel))[0]
+    np.testing.assert_allclose(scores, scorer.score(scaled.to_numpy(np.float64))[0], rtol=1e-5)
+    return rows, by_channel, scores
 
 
 @pytest.mark.parametrize("role", ["combined", "transformer"])
 def test_a_request_gets_scores_for_the_rows_after_the_window_s_context(
-    servers: dict[str, str], raw: tuple[pd.DataFrame, np.ndarray], role: str
+    servers: dict[str, str], stream: tuple[pd.DataFrame, dict[str, float], np.ndarray], role: str
 ) -> None:
-    rows, expected = raw
+    rows, reference, expected = stream
     assert len(expected) == len(rows) - (WINDOW - 1)
-    v1 = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=v1_request(rows.to_dict("records")), timeout=30)
+    v1_body = v1_request(rows.to_dict("records"), reference)
+    v1 = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=v1_body, timeout=30)
     assert v1.status_code == 200, v1.text
     np.testing.assert_allclose([p["score"] for p in v1.json()["predictions"]], expected, rtol=1e-4)
-    per_channel = v2_request({c: rows[c].tolist() for c in rows.columns})
+    # The reference in the model's channel order, here as [1, channels] beside the [rows, channels] layout.
+    per_channel = v2_request({c: rows[c].tolist() for c in reversed(rows.columns)}, list(reference.values()))
     matrix = {
         "inputs": [
-            {"name": "rows", "shape": list(rows.shape), "datatype": "FP64", "data": rows.to_numpy().ravel().tolist()}
+            {"name": "rows", "shape": list(rows.shape), "datatype": "FP64", "data": rows.to_numpy().ravel().tolist()},
+            {"name": REFERENCE, "shape": [1, len(reference)], "datatype": "FP32", "data": list(reference.values())},
         ]
     }
     for body in (per_channel, matrix):
@@ -111,14 +125,41 @@ def test_a_request_gets_scores_for_the_rows_after_the_window_s_context(
 
 @pytest.mark.parametrize("role", ["combined", "transformer"])
 def test_too_few_rows_for_one_window_is_a_400_naming_the_window(
-    servers: dict[str, str], raw: tuple[pd.DataFrame, np.ndarray], role: str
+    servers: dict[str, str], stream: tuple[pd.DataFrame, dict[str, float], np.ndarray], role: str
 ) -> None:
-    rows, _ = raw
-    short = v1_request(rows.head(WINDOW - 1).to_dict("records"))
+    rows, reference, _ = stream
+    short = v1_request(rows.head(WINDOW - 1).to_dict("records"), reference)
     response = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=short, timeout=30)
     assert response.status_code == 400
     assert f"send at least {WINDOW} consecutive rows" in response.text
     assert httpx.get(f"{servers[role]}/v2/models/{NAME}/ready", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("role", ["combined", "transformer"])
+def test_a_request_without_its_stream_s_reference_is_a_400_naming_it(
+    servers: dict[str, str], stream: tuple[pd.DataFrame, dict[str, float], np.ndarray], role: str
+) -> None:
+    rows, reference, _ = stream
+    bodies = {
+        "v1": v1_request(rows.to_dict("records")),
+        "v2": v2_request({c: rows[c].tolist() for c in rows.columns}),
+        "v1 short": v1_request(rows.to_dict("records"), dict(list(reference.items())[1:])),
+        "v2 wrong shape": v2_request({c: rows[c].tolist() for c in rows.columns}, list(reference.values())),
+    }
+    bodies["v2 wrong shape"]["inputs"][-1] |= {"shape": [len(reference) + 1], "data": [*reference.values(), 1.0]}
+    expected = {
+        "v1": 'send "reference"',
+        "v2": 'send "reference"',
+        "v1 short": f"reference: lacks {rows.columns[0]}",
+        "v2 wrong shape": f"input reference has shape \\[{len(reference) + 1}\\]",
+    }
+    for case, body in bodies.items():
+        path = f"v2/models/{NAME}/infer" if case.startswith("v2") else f"v1/models/{NAME}:predict"
+        response = httpx.post(f"{servers[role]}/{path}", json=body, timeout=30)
+        assert response.status_code == 400, (case, response.text)
+        assert re.search(expected[case], response.json()["error"]), (case, response.text)
+    metadata = httpx.get(f"{servers[role]}/v2/models/{NAME}", timeout=10).json()
+    assert {"name": REFERENCE, "datatype": "FP32", "shape": [len(reference)]} in metadata["inputs"]
 
 
 def test_the_deploy_smoke_test_passes_on_a_windowed_model(published: str) -> None:
@@ -127,8 +168,6 @@ def test_the_deploy_smoke_test_passes_on_a_windowed_model(published: str) -> Non
 
 
 def test_train_saved_a_whole_typical_window(published: str) -> None:
-    import json
-
     typical = json.loads((Path(published) / "typical_rows.json").read_text())
     assert len(typical) == WINDOW and set(typical[0]) == set(
         json.loads((Path(published) / "channels.json").read_text())
@@ -146,14 +185,15 @@ extreme = st.one_of(
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_windowed_requests_fuzzed_agree_across_roles_and_never_5xx(
-    servers: dict[str, str], raw: tuple[pd.DataFrame, np.ndarray], data: st.DataObject
+    servers: dict[str, str], stream: tuple[pd.DataFrame, dict[str, float], np.ndarray], data: st.DataObject
 ) -> None:
-    channels = list(raw[0].columns)
+    channels, reference = list(stream[0].columns), stream[1]
     n_rows = data.draw(st.integers(0, WINDOW + 3))
     rows = [{c: data.draw(extreme) for c in channels} for _ in range(n_rows)]
     answers = {}
     for role in ("combined", "transformer"):
-        response = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=v1_request(rows), timeout=30)
+        body = v1_request(rows, reference)
+        response = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", json=body, timeout=30)
         assert response.status_code < 500, (role, rows, response.text)
         answers[role] = (response.status_code, response.json())
     numeric = all(type(v) in (int, float) and abs(v) < 1e309 for row in rows for v in row.values())
