@@ -110,22 +110,22 @@ def scale_values(values: np.ndarray, scaler: dict[str, Any], center: np.ndarray 
     """Scale a (rows, channels) matrix whose columns are in the scaler's channel order; float32.
 
     Args:
-        center: The center of each row (shape like `values`, or one row): the segments'
-            references; default: the scaler's center.
+        center: One row that takes the place of the scaler's center (a segment's reference).
     """
     center = np.asarray(scaler["center"]) if center is None else center
     return ((values - center) / np.asarray(scaler["scale"])).astype(np.float32)
 
 
-def segment_references(values: np.ndarray, segments: np.ndarray, rows: int) -> np.ndarray:
-    """For every row, the mean of the first `rows` rows of its segment (all of them when the
-    segment is shorter); `segments` non-decreasing, as `segment_ids` numbers them."""
-    if len(values) == 0:
-        return np.empty_like(values)
-    starts = segment_starts(segments)
-    ends = np.append(starts[1:], len(values))
-    means = np.stack([values[a : min(b, a + rows)].mean(axis=0) for a, b in zip(starts, ends, strict=True)])
-    return means[np.repeat(np.arange(len(starts)), ends - starts)]
+def _scale_by_segment(values: np.ndarray, segments: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
+    """Scale each segment relative to the mean of its first `reference_rows` rows (all of them
+    when it is shorter); segment by segment, so no row-sized center is ever built."""
+    rows = scaler["reference_rows"]
+    scaled = np.empty(values.shape, dtype=np.float32)
+    starts = segment_starts(segments) if len(values) else np.empty(0, np.int64)
+    for start, end in zip(starts, [*starts[1:], len(values)], strict=True):
+        reference = values[start : min(end, start + rows)].mean(axis=0)
+        scaled[start:end] = scale_values(values[start:end], scaler, reference)
+    return scaled
 
 
 def apply_scaler(frame: pd.DataFrame, scaler: dict[str, Any], source: str) -> pd.DataFrame:
@@ -140,13 +140,14 @@ def apply_scaler(frame: pd.DataFrame, scaler: dict[str, Any], source: str) -> pd
     if missing:
         raise InputError(f"{source} lacks channel(s) the scaler was fitted on: {', '.join(missing)}")
     values = frame[channels].to_numpy("float64")
-    center = None
     if scaler.get("reference_rows", 0):
         if not isinstance(frame.index, pd.DatetimeIndex):
             raise InputError(f"{source} is not indexed by time: its segments' references cannot be found")
-        center = segment_references(values, segment_ids(frame.index), scaler["reference_rows"])
+        scaled = _scale_by_segment(values, segment_ids(frame.index), scaler)
+    else:
+        scaled = scale_values(values, scaler)
     out = frame.copy()
-    out[channels] = scale_values(values, scaler, center)
+    out[channels] = scaled
     return out
 
 

@@ -109,6 +109,7 @@ def test_each_run_is_scaled_relative_to_its_first_rows() -> None:
     # Run one's reference: the mean of its first 4 rows; run two (3 rows) takes all of its rows.
     np.testing.assert_allclose(scaled.iloc[:6], (frame.iloc[:6] - [11.5, -0.75]) / scale, rtol=1e-6)
     np.testing.assert_allclose(scaled.iloc[6:], (frame.iloc[6:] - [24.0, 5.0]) / scale, rtol=1e-6)
+    assert apply_scaler(frame.iloc[:0], scaler, "f").empty
     # Without references the same rows keep the training center.
     plain = apply_scaler(frame, fit_scaler(frame, ["a", "b"]), "f")
     np.testing.assert_allclose(plain, (frame - np.asarray(scaler["center"])) / scale, rtol=1e-6)
