@@ -121,7 +121,9 @@ def _scale_by_segment(values: np.ndarray, segments: np.ndarray, scaler: dict[str
     when it is shorter); segment by segment, so no row-sized center is ever built."""
     rows = scaler["reference_rows"]
     scaled = np.empty(values.shape, dtype=np.float32)
-    starts = segment_starts(segments) if len(values) else np.empty(0, np.int64)
+    if len(values) == 0:
+        return scaled
+    starts = segment_starts(segments)
     for start, end in zip(starts, [*starts[1:], len(values)], strict=True):
         reference = values[start : min(end, start + rows)].mean(axis=0)
         scaled[start:end] = scale_values(values[start:end], scaler, reference)
