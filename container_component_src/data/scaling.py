@@ -91,8 +91,10 @@ def fit_scaler(
 
 
 def describe_channels(scaler: dict[str, Any]) -> list[str]:
-    """One line per channel that is not plainly continuous: its kind and why."""
-    lines = []
+    """One line per channel that is not plainly continuous: its kind and why; first, a line for
+    all channels when each run is scaled relative to its own first rows."""
+    rows = scaler.get("reference_rows", 0)
+    lines = [f"all channels: each run relative to the mean of its first {rows} rows (reference_rows)"] if rows else []
     distinct = scaler.get("distinct_values", {})
     for channel, kind in scaler.get("channel_kinds", {}).items():
         if kind == "constant":

@@ -104,6 +104,7 @@ def test_each_run_is_scaled_relative_to_its_first_rows() -> None:
     frame = _two_runs()
     scaler = fit_scaler(frame, ["a", "b"], "standard", reference_rows=4)
     assert scaler["reference_rows"] == 4
+    assert describe_channels(scaler)[0].startswith("all channels: each run relative to the mean of its first 4 rows")
     scaled = apply_scaler(frame, scaler, "f")
     scale = np.asarray(scaler["scale"])
     # Run one's reference: the mean of its first 4 rows; run two (3 rows) takes all of its rows.
