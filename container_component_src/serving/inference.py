@@ -101,6 +101,13 @@ def _check_finite(values: np.ndarray, what: str) -> np.ndarray:
     return values
 
 
+def _channel_problem(keys: dict[str, Any], channels: list[str]) -> str:
+    """What is wrong with an object whose keys should be exactly `channels`."""
+    unknown, missing = sorted(set(keys) - set(channels)), [c for c in channels if c not in keys]
+    problem = f"unknown channel(s) {', '.join(unknown)}" if unknown else f"lacks {', '.join(missing)}"
+    return f"{problem} (expected: {', '.join(channels)})"
+
+
 def records_to_matrix(instances: Any, channels: list[str], max_rows: int) -> np.ndarray:
     """V1 raw instances (one object per row, keyed by channel) as a float64 matrix in `channels` order.
 
@@ -117,9 +124,7 @@ def records_to_matrix(instances: Any, channels: list[str], max_rows: int) -> np.
         if not isinstance(instance, dict):
             raise RequestError(f"instance {index} is not an object keyed by channel")
         if len(instance) != len(channels) or not known.issuperset(instance):
-            unknown, missing = sorted(set(instance) - known), [c for c in channels if c not in instance]
-            problem = f"unknown channel(s) {', '.join(unknown)}" if unknown else f"lacks {', '.join(missing)}"
-            raise RequestError(f"instance {index}: {problem} (expected: {', '.join(channels)})")
+            raise RequestError(f"instance {index}: {_channel_problem(instance, channels)}")
         rows.append([instance[c] for c in channels])
     try:
         values = np.array(rows)  # Numbers give an int or float array; a string or null does not.
@@ -291,9 +296,7 @@ def reference_vector(reference: Any, channels: list[str]) -> np.ndarray:
     """
     if isinstance(reference, dict):
         if set(reference) != set(channels):
-            unknown, missing = sorted(set(reference) - set(channels)), [c for c in channels if c not in reference]
-            problem = f"unknown channel(s) {', '.join(unknown)}" if unknown else f"lacks {', '.join(missing)}"
-            raise RequestError(f"{REFERENCE}: {problem} (expected: {', '.join(channels)})")
+            raise RequestError(f"{REFERENCE}: {_channel_problem(reference, channels)}")
         for channel in channels:
             if _bad_value(reference[channel]):
                 raise RequestError(f"{REFERENCE}, channel {channel}: {_describe(reference[channel])}")

@@ -77,7 +77,8 @@ def _raw_matrix(
     channels = scaler["channels"]
     if isinstance(payload, InferRequest):
         tensors = _v2_tensors(payload)
-        reference = tensors.pop(inference.REFERENCE, None)
+        # A channel may itself be called "reference": then it stays a channel.
+        reference = None if inference.REFERENCE in channels else tensors.pop(inference.REFERENCE, None)
         return inference.tensors_to_matrix(tensors, channels, max_rows), reference
     if not isinstance(payload, dict) or "instances" not in payload:
         raise RequestError('a V1 request body must be an object with "instances"')
