@@ -21,7 +21,11 @@ def test_skab_protocol_a_end_to_end(tmp_path: Path, project_root: Path, monkeypa
     assert counts["test_rows"] + counts["val_rows"] > 40_000
     # SOURCE.md measured every-row-flagged at Fc1 0.518 on these files: the same labels here.
     assert baselines["all_positive_fc1"] == pytest.approx(0.518, abs=0.005)
-    assert 0 < summary["label_free"]["fc1"] <= 1 and 0 < summary["pr_auc"] <= 1
+    assert 0 < summary["pr_auc"] <= 1
+    # Each recording is taken relative to its first minute (without: label-free Fc1 0.535, about
+    # the all-positive baseline); even this short training stays well above the 0.60.
+    assert summary["channel_notes"][0].startswith("all channels: each run relative to the mean of its first 60 rows")
+    assert summary["label_free"]["fc1"] >= 0.60
     rows = protocol_a_rows(summary, 1.0)
     assert [r["case"] for r in rows] == [
         "label-free (quantile) threshold",
