@@ -160,7 +160,14 @@ def run_protocol_b(
     from container_component_src.evaluation.metrics import baselines
     from container_component_src.evaluation.scoring import score_rows, smooth_scores
     from container_component_src.model.data import TelemetryDataModule
-    from container_component_src.model.train import ModelParams, TrainOptions, calibrate, fit
+    from container_component_src.model.train import (
+        ModelParams,
+        TrainOptions,
+        calibrate,
+        channel_weights,
+        fit,
+        mode_channel_indices,
+    )
 
     model_params = ModelParams(**{**PROTOCOL_B_PARAMS, **(params or {})})
     options = TrainOptions(max_epochs=max_epochs, patience=20, accelerator="cpu", progress=False)
@@ -183,8 +190,11 @@ def run_protocol_b(
                 model_params,
                 options,
                 checkpoints,
+                mode_channel_indices(scaler),
             )
-        calibrate(best.vae, val, np.zeros(len(val), np.int64), [1.0] * len(CHANNELS))
+        # As `train` does: the scaler's mode channels (Pressure sits at a few levels in some
+        # files' first 400 rows) weigh `mode_weight`.
+        calibrate(best.vae, val, np.zeros(len(val), np.int64), channel_weights(scaler, options.mode_weight))
         one_segment = np.zeros(len(scaled), np.int64)
         scores = smooth_scores(score_rows(best.vae, scaled), smoothing_window, one_segment)
         signal = smooth_scores(np.square(scaled, dtype=np.float64).sum(axis=1), smoothing_window, one_segment)

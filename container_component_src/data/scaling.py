@@ -36,6 +36,26 @@ def _levels(values: np.ndarray) -> tuple[int, float]:
     return distinct.size, float(np.diff(distinct).min())
 
 
+def channel_levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and scale floor (see `_levels`) of each column of a (rows, channels)
+    matrix, read from at most `KIND_SAMPLE_ROWS` evenly spaced rows."""
+    sample = values[:: max(1, len(values) // KIND_SAMPLE_ROWS)]
+    pairs = [_levels(sample[:, i]) for i in range(values.shape[1])]
+    levels = np.asarray([n for n, _ in pairs], dtype=np.int64)
+    return levels, np.asarray([r for _, r in pairs], dtype=np.float64)
+
+
+def channel_kinds(levels: np.ndarray) -> np.ndarray:
+    """Kind of each channel from its number of distinct values: constant, mode or continuous."""
+    return np.where(levels <= 1, "constant", np.where(levels <= MAX_MODE_LEVELS, "mode", "continuous"))
+
+
+def mode_channels_of(values: np.ndarray) -> tuple[int, ...]:
+    """Indices of the columns of a (rows, channels) matrix that are constant or modes: the rule
+    `fit_scaler` applies, for a caller that trains on rows without a scaler."""
+    return tuple(int(i) for i in np.flatnonzero(channel_kinds(channel_levels(values)[0]) != "continuous"))
+
+
 def fit_scaler(
     frame: pd.DataFrame, channels: list[str], kind: str = "standard", reference_rows: int = 0
 ) -> dict[str, Any]:
@@ -68,15 +88,11 @@ def fit_scaler(
         center, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
     else:
         raise OptionError(f"--kind must be one of {', '.join(ScalerKind)}, got {kind!r}")
-    sample = values[:: max(1, len(values) // KIND_SAMPLE_ROWS)]
-    levels, resolution = (
-        zip(*(_levels(sample[:, i]) for i in range(len(channels))), strict=True) if channels else ((), ())
-    )
-    levels, resolution = np.asarray(levels, dtype=np.int64), np.asarray(resolution, dtype=np.float64)
+    levels, resolution = channel_levels(values)
+    kinds = channel_kinds(levels)
     constant = levels <= 1
     floored = ~constant & (scale < resolution)
     scale = np.where(constant, 1.0, np.maximum(scale, resolution))
-    kinds = np.where(constant, "constant", np.where(levels <= MAX_MODE_LEVELS, "mode", "continuous"))
     return {
         "kind": str(kind),
         "channels": list(channels),

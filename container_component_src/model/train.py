@@ -194,11 +194,13 @@ def fit(
     params: ModelParams,
     options: TrainOptions,
     checkpoint_dir: str,
-    mode_channels: tuple[int, ...] = (),
+    mode_channels: tuple[int, ...] | None = None,
 ) -> tuple[Any, Any]:
     """Train one model on a set-up data module; return the Lightning trainer and the system
     restored from its best checkpoint (None on a rank other than 0 of a multi-process run).
-    `mode_channels` are the indices of the channels `mode_channel_indices` names.
+    `mode_channels` are the indices of the channels `mode_channel_indices` names; without them
+    (rows trained without a scaler) the same rule finds them in the training rows, so that no
+    caller trains a constant or command channel into a vanishing variance by omission.
 
     Raises:
         InputError: The training or validation set holds no complete window.
@@ -221,6 +223,10 @@ def fit(
             "lower --window, or give longer recordings"
         )
     datamodule.batch_size, max_epochs = batch_plan(n_train, params, options)
+    if mode_channels is None:
+        from container_component_src.data.scaling import mode_channels_of
+
+        mode_channels = mode_channels_of(datamodule.train_rows.numpy())
     system = VAESystem(
         n_features=n_features,
         hidden_sizes=params.hidden_sizes,
@@ -276,9 +282,19 @@ def channel_weights(scaler: dict[str, Any], mode_weight: float) -> list[float]:
     return [1.0 if kinds.get(c, "continuous") == "continuous" else mode_weight for c in scaler["channels"]]
 
 
-def calibrate(vae: Any, val_rows: Any, val_segments: Any, weights: list[float]) -> tuple[Any, Any]:
+def calibrate(
+    vae: Any,
+    val_rows: Any,
+    val_segments: Any,
+    weights: list[float] | None = None,
+    mode_weight: float = TrainOptions.mode_weight,
+) -> tuple[Any, Any]:
     """Standardise each channel's NLL by its mean and standard deviation on validation (the
     latter floored at `NLL_SCALE_FLOOR`) and weight it (see `vae.py`).
+
+    Args:
+        weights: Each channel's weight (see `channel_weights`); default: `mode_weight` for the
+            channels the model was trained to treat as modes, 1 for the others.
 
     Returns:
         Each validation row's NLL per channel before calibration, and its calibrated score.
@@ -287,8 +303,11 @@ def calibrate(vae: Any, val_rows: Any, val_segments: Any, weights: list[float]) 
     import torch
 
     from container_component_src.evaluation.scoring import score_rows
+    from container_component_src.model.vae import MIN_LOG_VAR
 
     vae.eval()
+    if weights is None:  # mode channels are those whose variance floor was raised (`set_mode_channels`)
+        weights = [mode_weight if floor > MIN_LOG_VAR else 1.0 for floor in vae.log_var_floor.tolist()]
     raw = score_rows(vae, val_rows.numpy(), val_segments, method="raw_channel_nll")
     center, scale = raw.mean(axis=0), np.maximum(raw.std(axis=0), NLL_SCALE_FLOOR)
     as_tensor = lambda values: torch.as_tensor(np.asarray(values), dtype=torch.float32)  # noqa: E731

@@ -8,6 +8,7 @@ from container_component_src.data.scaling import (
     apply_scaler,
     describe_channels,
     fit_scaler,
+    mode_channels_of,
     run_apply_scaler,
     run_fit_scaler,
 )
@@ -63,6 +64,10 @@ def test_scale_floored_at_the_resolution_and_channels_listed_by_kind() -> None:
     assert any(line.startswith("mode: mode channel, 2 distinct values") for line in lines)
     assert any(line.startswith("flat: constant in training") for line in lines)
     assert any(line.startswith("mode: scale floored") for line in lines)
+    # The same rule on bare rows (a caller training without a scaler), scaled or not.
+    values = frame[channels].to_numpy()
+    assert mode_channels_of(values) == mode_channels_of((values - 3.0) / 2.0) == (1, 3)
+    assert mode_channels_of(values[:, :0]) == ()
 
 
 def test_fitted_on_train_only_labels_untouched(tmp_path: Path) -> None:

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from container_component_src.errors import OptionError
+from container_component_src.model.data import TelemetryDataModule
 from container_component_src.model.io import load_scripted
-from container_component_src.model.train import ModelParams, TrainOptions, run_train
+from container_component_src.model.train import ModelParams, TrainOptions, calibrate, fit, run_train
+from container_component_src.model.vae import MIN_LOG_VAR
 from container_component_src.storage import InputError
 
 FAST = TrainOptions(max_epochs=6, min_steps=0, patience=2, accelerator="cpu", progress=False)
@@ -157,14 +159,11 @@ def test_missing_inputs_are_named(scaled_sets: dict[str, str], tmp_path: Path) -
         load_scripted(str(tmp_path))
 
 
-def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: Path) -> None:
-    from container_component_src.data.scaling import run_apply_scaler, run_fit_scaler
-
+def _measured_channels_and_a_command(n: int = 3000) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    n = 3000
     index = pd.date_range("2024-01-01", periods=n, freq="1min", tz="UTC")
     level = np.sin(np.arange(n) / 50.0)
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "pressure": level + 0.1 * rng.normal(size=n),
             "temperature": 0.5 * level + 0.1 * rng.normal(size=n),
@@ -172,25 +171,53 @@ def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: P
         },
         index=index,
     )
+
+
+def _assert_a_fault_outscores_a_mode_switch(model: Any, val: torch.Tensor, command_step: float) -> None:
+    switched, fault = val[:1].clone(), val[:1].clone()
+    switched[0, 2] = command_step  # the command goes to 1: a change of mode, not a fault
+    fault[0, 0] += 6.0  # the pressure reads six standard deviations off
+    with torch.no_grad():
+        threshold = torch.quantile(model.score(val), 0.99)
+        assert model.score(fault)[0] > threshold, "a fault in a measured value is flagged"
+        assert model.score(switched)[0] < threshold, "a change of mode alone is not an anomaly"
+
+
+# Long enough for the decoder to learn that the command never moves (its variance at the floor).
+LONG_ENOUGH = TrainOptions(max_epochs=4, min_steps=3000, patience=2, accelerator="cpu", progress=False)
+
+
+def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: Path) -> None:
+    from container_component_src.data.scaling import run_apply_scaler, run_fit_scaler
+
+    frame = _measured_channels_and_a_command()
     frame.iloc[:2400].to_parquet(tmp_path / "train.parquet")
     frame.iloc[2400:].to_parquet(tmp_path / "val.parquet")
     scaler = run_fit_scaler(str(tmp_path / "train.parquet"), str(tmp_path / "scaler.json"))
     assert scaler["channel_kinds"]["valve_command"] == "constant"
     pairs = [(str(tmp_path / f"{n}.parquet"), str(tmp_path / f"s_{n}.parquet")) for n in ("train", "val")]
     run_apply_scaler(str(tmp_path / "scaler.json"), pairs)
-    # Long enough for the decoder to learn that the command never moves (its variance at the floor).
-    options = TrainOptions(max_epochs=4, min_steps=3000, patience=2, accelerator="cpu", progress=False)
     urls = [str(tmp_path / f"s_{n}.parquet") for n in ("train", "val")]
-    run_train(*urls, str(tmp_path / "scaler.json"), str(tmp_path / "m"), ModelParams(batch_size=128), options)
+    run_train(*urls, str(tmp_path / "scaler.json"), str(tmp_path / "m"), ModelParams(batch_size=128), LONG_ENOUGH)
     model, _ = load_scripted(str(tmp_path / "m"))
     val = torch.tensor(pd.read_parquet(urls[1])[scaler["channels"]].to_numpy("float32"))
-    switched, fault = val[:1].clone(), val[:1].clone()
-    switched[0, 2] = 1.0 / scaler["scale"][2]  # the command goes to 1: a change of mode, not a fault
-    fault[0, 0] += 6.0  # the pressure reads six standard deviations off
-    with torch.no_grad():
-        threshold = torch.quantile(model.score(val), 0.99)
-        assert model.score(fault)[0] > threshold, "a fault in a measured value is flagged"
-        assert model.score(switched)[0] < threshold, "a change of mode alone is not an anomaly"
+    _assert_a_fault_outscores_a_mode_switch(model, val, 1.0 / scaler["scale"][2])
+
+
+def test_training_on_rows_without_a_scaler_finds_the_mode_channels_itself(tmp_path: Path) -> None:
+    # A caller of the library that trains on its own scaled rows and passes no channel kinds
+    # (as a benchmark harness does) gets the same protection as the pipeline: without it the
+    # command's variance falls to the floor and one switch outscores any fault.
+    values = _measured_channels_and_a_command().to_numpy("float32")
+    values[:, :2] = (values[:, :2] - values[:2400, :2].mean(axis=0)) / values[:2400, :2].std(axis=0)
+    train, val = torch.from_numpy(values[:2400]), torch.from_numpy(values[2400:])
+    params = ModelParams(batch_size=128)
+    _, best = fit(TelemetryDataModule.from_rows(train, val, params.batch_size), 3, params, LONG_ENOUGH, str(tmp_path))
+    assert best.vae.log_var_floor.tolist()[2] > MIN_LOG_VAR, "the command has the wider floor of a mode channel"
+    _, scores = calibrate(best.vae, val, np.zeros(len(val), np.int64))
+    assert best.vae.channel_weight.tolist() == pytest.approx([1.0, 1.0, TrainOptions.mode_weight])
+    assert np.allclose(scores, best.vae.score(val).detach().numpy(), atol=1e-4)
+    _assert_a_fault_outscores_a_mode_switch(best.vae, val, 1.0)
 
 
 def test_the_learning_rate_follows_the_batch_as_asked() -> None:
