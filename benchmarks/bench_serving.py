@@ -110,9 +110,9 @@ def run(
     rows_out = []
     with tempfile.TemporaryDirectory() as folder:
         published, channels = publish_untrained_model(Path(folder), n_channels)
-        port, log = free_port(), Path(folder) / "server.log"
+        port, grpc_port, log = free_port(), free_port(), Path(folder) / "server.log"
         command = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", published]
-        command += ["--name", NAME, "--http-port", str(port)]
+        command += ["--name", NAME, "--http-port", str(port), "--grpc-port", str(grpc_port)]
         with open(log, "w") as handle:
             server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
         try:
@@ -130,12 +130,33 @@ def run(
                             met = row["p50_ms"] < 10 and not failures
                             row |= {"target": "1-row V2 p50 < 10 ms, 0 failed", "met": met}
                         rows_out.append(row)
+            rows_out.append(grpc_row(f"127.0.0.1:{grpc_port}", channels, seconds, direct_seconds(published, 1, rng)))
             rows_out.append(pair_against_combined(published, channels, base, Path(folder), seconds, rng))
         finally:
             server.terminate()
             server.wait(timeout=30)
         rows_out.append(windowed_row(Path(folder), n_channels, seconds, rng))
     return rows_out
+
+
+def grpc_row(target: str, channels: list[str], seconds: float, direct: float) -> dict[str, Any]:
+    """One client of 1-row V2 inferences over gRPC (one [1, channels] tensor), one at a time."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as services
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="rows", datatype="FP32", shape=[1, len(channels)])
+    tensor.contents.fp32_contents.extend([0.0] * len(channels))
+    request = pb.ModelInferRequest(model_name=NAME, inputs=[tensor])
+    latencies = []
+    with grpc.insecure_channel(target) as channel:
+        infer = services.GRPCInferenceServiceStub(channel).ModelInfer
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            infer(request, timeout=30)
+            latencies.append(time.perf_counter() - start)
+    return latency_row("gRPC (V2), 1 row(s), 1 client(s)", latencies, 0, 1, seconds, direct, "1 row(s)")
 
 
 def windowed_row(folder: Path, n_channels: int, seconds: float, rng: np.random.Generator, window: int = 16) -> dict:
@@ -148,7 +169,9 @@ def windowed_row(folder: Path, n_channels: int, seconds: float, rng: np.random.G
     command = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", published]
     with open(log, "w") as handle:
         server = subprocess.Popen(
-            [*command, "--name", NAME, "--http-port", str(port)], stdout=handle, stderr=subprocess.STDOUT
+            [*command, "--name", NAME, "--http-port", str(port), "--grpc-port", "0"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for_server(f"http://127.0.0.1:{port}", NAME, server, 180, log)
@@ -192,6 +215,7 @@ def pair_against_combined(
 
     ports = {"predictor": free_port(), "transformer": free_port()}
     base = [sys.executable, "-m", "container_component_src.main", "serve", "--model-dir", published, "--name", NAME]
+    base += ["--grpc-port", "0"]
     commands = {
         "predictor": [*base, "--role", "predictor", "--http-port", str(ports["predictor"])],
         "transformer": [

@@ -174,6 +174,7 @@ class ServingSettings:
     backend: ServingBackend
     name: str
     http_port: int
+    grpc_port: int
     max_batch_rows: int
     local_model_dir: str
     model_store: str

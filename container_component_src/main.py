@@ -155,6 +155,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
         "serve": {
             "name": settings.serving.name,
             "http_port": settings.serving.http_port,
+            "grpc_port": settings.serving.grpc_port,
             "max_batch_rows": settings.serving.max_batch_rows,
         },
         "deploy": {
@@ -843,6 +844,9 @@ def serve(
     # The underscore spellings are the arguments KServe appends to a transformer's command.
     name: Annotated[str, typer.Option("--name", "--model_name", help="Model name in the URL paths.")],
     http_port: Annotated[int, typer.Option("--http-port", "--http_port", help="Port to listen on.")],
+    grpc_port: Annotated[
+        int, typer.Option("--grpc-port", "--grpc_port", help="Port of the gRPC (V2) service; 0: REST only.")
+    ],
     max_batch_rows: Annotated[int, typer.Option(help="Largest request accepted; larger ones get HTTP 400.")],
     role: Annotated[
         ServeRole, typer.Option(help="combined: one process does all; predictor or transformer: KServe's split.")
@@ -873,7 +877,16 @@ def serve(
 
     with _clear_errors():
         options = ServeOptions(
-            role, name, http_port, predictor_host, predictor_protocol, threshold, max_batch_rows, host, access_log
+            role,
+            name,
+            http_port,
+            predictor_host,
+            predictor_protocol,
+            threshold,
+            max_batch_rows,
+            host,
+            access_log,
+            grpc_port,
         )
         options.validate()
         run_serve(model_dir, options)

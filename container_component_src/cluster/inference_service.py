@@ -81,6 +81,7 @@ def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> 
                 "model_dir": MODEL_MOUNT,
                 "name": options.name,
                 "http_port": 8080,
+                "grpc_port": 0,  # KServe routes one port per container: REST
                 "max_batch_rows": options.max_batch_rows,
                 "host": "0.0.0.0",  # the pod's address: KServe's router and probes reach it there
             },

@@ -155,7 +155,9 @@ def smoke_test(
 def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]:
     """Start the server on a free port, smoke-test it, and stop it."""
     port = free_port()
-    command = [sys.executable, *MODULE_COMMAND[1:], *serve_argv(model_dir, options.name, port, options.max_batch_rows)]
+    # REST only: the smoke test speaks REST, and a fixed gRPC port could be taken.
+    argv = serve_argv(model_dir, options.name, port, options.max_batch_rows, grpc_port=0)
+    command = [sys.executable, *MODULE_COMMAND[1:], *argv]
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "server.log"
         with open(log, "w") as handle:
@@ -196,9 +198,18 @@ def publish(
     return target, config
 
 
-def serve_argv(model_dir: str, name: str, http_port: int, max_batch_rows: int | None = None) -> list[str]:
-    """The `serve` command line (after `python -m container_component_src.main`)."""
-    options = {"model_dir": model_dir, "name": name, "http_port": http_port, "max_batch_rows": max_batch_rows}
+def serve_argv(
+    model_dir: str, name: str, http_port: int, max_batch_rows: int | None = None, grpc_port: int | None = None
+) -> list[str]:
+    """The `serve` command line (after `python -m container_component_src.main`); None leaves an
+    option at its default from the settings."""
+    options = {
+        "model_dir": model_dir,
+        "name": name,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "max_batch_rows": max_batch_rows,
+    }
     return to_argv("serve", options)
 
 

@@ -34,7 +34,9 @@ def _check_tensor(tensor: InferInput) -> None:
     shape = tensor.shape
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise RequestError(f"input {tensor.name}: shape {shape!r} must be a list of non-negative integers")
-    if isinstance(tensor.data, list):
+    # Binary data (REST's binary extension, gRPC's raw_input_contents) is checked as it is decoded.
+    # KServe keeps it in `_raw_data` and has no public name for it; `data` is then empty.
+    if isinstance(tensor.data, list) and getattr(tensor, "_raw_data", None) is None:
         values = _flat(tensor.data)
         if any(type(v) not in (int, float) for v in values):
             bad = next(v for v in values if type(v) not in (int, float))
@@ -215,31 +217,38 @@ class TelemetryTransformer(Model):
             scaled = inference.scale_for_serving(raw, self.scaler, reference)
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
-        v2 = isinstance(payload, InferRequest)
-        _CLIENT.set(("v2", payload.id or str(uuid.uuid4())) if v2 else ("v1", None))
+        if isinstance(payload, InferRequest):
+            _CLIENT.set(("grpc" if payload.from_grpc else "v2", payload.id or str(uuid.uuid4())))
+        else:
+            _CLIENT.set(("v1", None))
         if self.predictor_config.protocol == "v1":
             return {"instances": scaled.tolist()}
         tensor = {"name": inference.SCALED_TENSOR, "shape": list(scaled.shape), "datatype": "FP64"}
         return {"id": _CLIENT.get()[1], "inputs": [tensor | {"data": scaled.ravel().tolist()}]}
 
-    def postprocess(self, response: dict[str, Any], headers: dict[str, str] | None = None) -> dict:
+    def postprocess(
+        self, response: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
         """The predictor's answer (V1 predictions or V2 outputs) in the client's protocol."""
         protocol, request_id = _CLIENT.get()
+        if (protocol, "predictions" in response) in (("v1", True), ("v2", False)):
+            return response  # already in the client's protocol
         if "predictions" in response:
-            if protocol == "v1":
-                return response
             scores = [p["score"] for p in response["predictions"]]
             flags = [p["anomaly"] for p in response["predictions"]]
+        else:
+            outputs = {output["name"]: output["data"] for output in response["outputs"]}
+            scores, flags = outputs["score"], outputs["anomaly"]
+        if protocol == "grpc":  # KServe's gRPC service turns an InferResponse into its message
+            outputs = _outputs(np.asarray(scores, dtype=np.float64), np.asarray(flags, dtype=bool))
+            return InferResponse(response_id=request_id, model_name=self.name, infer_outputs=outputs)
+        if protocol == "v2":
             outputs = [
                 {"name": "score", "shape": [len(scores)], "datatype": "FP64", "data": scores},
                 {"name": "anomaly", "shape": [len(flags)], "datatype": "BOOL", "data": flags},
             ]  # as the V2 endpoint validates it: an InferResponse would be built and taken apart again
             return {"model_name": self.name, "id": request_id, "outputs": outputs}
-        if protocol == "v2":
-            return response
-        outputs = {output["name"]: output["data"] for output in response["outputs"]}
-        pairs = zip(outputs["score"], outputs["anomaly"], strict=True)
-        return {"predictions": [{"score": score, "anomaly": flag} for score, flag in pairs]}
+        return {"predictions": [{"score": score, "anomaly": flag} for score, flag in zip(scores, flags, strict=True)]}
 
     async def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         """Send the scaled rows to the predictor and return its answer.

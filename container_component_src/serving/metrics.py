@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client import Counter
 
 REQUESTS = Counter("eclss_requests", "HTTP requests answered, by status code", ["status"])
+GRPC_REQUESTS = Counter("eclss_grpc_requests", "gRPC calls answered, by status code", ["code"])
 ROWS_SCORED = Counter("eclss_rows_scored", "Rows scored by the model")
 ROWS_FLAGGED = Counter("eclss_rows_flagged", "Rows flagged as anomalous")
 

@@ -32,6 +32,8 @@ class ServeOptions:
         host: Address to listen on: loopback by default, since the server has no authentication;
             KServe's containers pass 0.0.0.0.
         access_log: Log every request (at INFO); off by default.
+        grpc_port: Port of the Open Inference Protocol's gRPC service (V2: inference, health,
+            metadata), on the same host; 0 serves REST only.
     """
 
     role: str = "combined"
@@ -43,6 +45,7 @@ class ServeOptions:
     max_batch_rows: int = 100_000
     host: str = "127.0.0.1"
     access_log: bool = False
+    grpc_port: int = 8081
 
     def validate(self) -> None:
         if self.role not in ROLES:
@@ -53,6 +56,10 @@ class ServeOptions:
             raise OptionError("--predictor-host is required for the transformer role")
         if self.max_batch_rows < 1:
             raise OptionError(f"--max-batch-rows must be at least 1, got {self.max_batch_rows}")
+        if not 0 <= self.grpc_port <= 65535 or self.grpc_port == self.http_port:
+            raise OptionError(
+                f"--grpc-port must be 0 (off) or a port other than --http-port ({self.http_port}), got {self.grpc_port}"
+            )
 
 
 def import_kserve() -> ModuleType:
@@ -133,6 +140,58 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
     return ServerForRole
 
 
+def _grpc_server_class(kserve: ModuleType, options: ServeOptions) -> type:
+    """KServe's gRPC server, adapted as the REST one is: it listens on `options.host` (KServe
+    binds every address), counts answers by status code for /metrics, logs requests only with the
+    access log, and answers a client's mistake (INVALID_ARGUMENT) or an unreachable predictor
+    (UNAVAILABLE) without an error-level traceback."""
+    from grpc import StatusCode, aio
+    from kserve.errors import InvalidInput, ModelNotReady
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    from container_component_src.serving.metrics import GRPC_REQUESTS
+
+    class StatusAndCount(ExceptionToStatusInterceptor):
+        async def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
+            response = await super().intercept(method, request, context, method_name)
+            GRPC_REQUESTS.labels(code="OK").inc()
+            return response
+
+        async def handle_exception(self, ex: Exception, request: Any, context: Any, method_name: str) -> Any:
+            try:
+                if isinstance(ex, InvalidInput):
+                    logger.debug("INVALID_ARGUMENT: %s", ex)
+                    await context.abort(StatusCode.INVALID_ARGUMENT, str(ex))
+                if isinstance(ex, ModelNotReady):
+                    logger.warning("UNAVAILABLE: %s", ex)
+                    await context.abort(StatusCode.UNAVAILABLE, str(ex))
+                await super().handle_exception(ex, request, context, method_name)
+            finally:
+                code = context.code()
+                GRPC_REQUESTS.labels(code=code.name if isinstance(code, StatusCode) else "UNKNOWN").inc()
+
+    class GRPCServerForRole(kserve.model_server.GRPCServer):  # type: ignore[misc, name-defined]
+        async def start(self, max_workers: int) -> None:
+            interceptors = (LoggingInterceptor(), StatusAndCount()) if options.access_log else (StatusAndCount(),)
+            limits = [
+                (f"grpc.max_{way}_message_length", self._kwargs.get(f"grpc_max_{way}_message_length"))
+                for way in ("send", "receive")
+            ]
+            self._server = aio.server(interceptors=interceptors, options=limits)
+            servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+            grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
+            # IPv6 literals go in brackets in a gRPC address.
+            host = f"[{options.host}]" if ":" in options.host else options.host
+            if not self._server.add_insecure_port(f"{host}:{options.grpc_port}"):
+                raise OSError(f"cannot listen on {options.host}:{options.grpc_port} (gRPC)")
+            await self._server.start()
+            await self._server.wait_for_termination()
+
+    return GRPCServerForRole
+
+
 def _safe_decode(decode: Any) -> Any:
     """KServe's decoding of a binary V2 request, with a malformed `Inference-Header-Content-Length`
     (not a number, beyond the body, no binary part) a 400 instead of a 500."""
@@ -154,10 +213,12 @@ def run_serve(model_dir: str, options: ServeOptions) -> None:
     options.validate()
     kserve = import_kserve()
     kserve.model_server.RESTServer = _rest_server_class(kserve, options)
+    kserve.model_server.GRPCServer = _grpc_server_class(kserve, options)
     model = build_model(model_dir, options)
     server = kserve.ModelServer(
         http_port=options.http_port,
-        enable_grpc=False,
+        grpc_port=options.grpc_port,
+        enable_grpc=options.grpc_port > 0,
         workers=1,
         enable_docs_url=False,
         enable_latency_logging=options.access_log,

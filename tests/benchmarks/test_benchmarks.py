@@ -51,7 +51,8 @@ def test_threshold_sweep_benchmark_checks_itself_against_the_loop() -> None:
 
 def test_serving_benchmark_runs_against_the_real_server() -> None:
     *rows, pair, windowed = bench_serving.run(n_channels=4, batch_sizes=(1,), concurrencies=(2,), seconds=0.5)
-    assert [r["case"] for r in rows] == ["V1, 1 row(s), 2 client(s)", "V2, 1 row(s), 2 client(s)"]
+    cases = ["V1, 1 row(s), 2 client(s)", "V2, 1 row(s), 2 client(s)", "gRPC (V2), 1 row(s), 1 client(s)"]
+    assert [r["case"] for r in rows] == cases
     assert all(r["failed"] == 0 and r["requests"] > 0 and r["ratio"] > 1 for r in rows)
     assert pair["case"].endswith("transformer + predictor") and pair["requests"] > 0 and pair["ratio"] > 0
     assert "windowed model (16 rows sent)" in windowed["case"] and windowed["requests"] > 0 and windowed["failed"] == 0

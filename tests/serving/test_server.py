@@ -19,6 +19,8 @@ from container_component_src.serving.inference import AnomalyScorer, v1_request,
 
 NAME = "eclss-test"
 MAX_ROWS = 50
+# The roles that take raw rows from clients.
+RAW_ROLES = ("combined", "transformer")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,9 @@ def published(trained_model: dict[str, Any], tmp_path_factory: pytest.TempPathFa
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "container_component_src.main", "serve", *args]
+    # REST only unless a test asks for gRPC: the default gRPC port is one fixed port.
+    grpc = [] if {"--grpc-port", "--grpc_port"} & set(args) else ["--grpc-port", "0"]
+    command = [sys.executable, "-m", "container_component_src.main", "serve", *args, *grpc]
     with open(log, "w") as handle:
         return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
 
@@ -47,9 +51,14 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
 def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     logs = tmp_path_factory.mktemp("logs")
     ports = {role: free_port() for role in ("combined", "predictor", "transformer")}
+    grpc_ports = {role: free_port() for role in RAW_ROLES}
     common = ["--model-dir", published, "--max-batch-rows", str(MAX_ROWS)]
+    combined = ["--name", NAME, "--http-port", str(ports["combined"]), "--grpc-port", str(grpc_ports["combined"])]
     processes = {
-        "combined": _start([*common, "--name", NAME, "--http-port", str(ports["combined"])], logs / "combined"),
+        "combined": _start(
+            [*common, *combined],
+            logs / "combined",
+        ),
         # The predictor logs every request (--access-log); the others only their own faults.
         "predictor": _start(
             [*common, "--role", "predictor", "--name", NAME, "--http-port", str(ports["predictor"]), "--access-log"],
@@ -67,6 +76,8 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 f"127.0.0.1:{ports['predictor']}",
                 "--http_port",
                 str(ports["transformer"]),
+                "--grpc_port",
+                str(grpc_ports["transformer"]),
             ],
             logs / "transformer",
         ),
@@ -75,7 +86,8 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         for role, process in processes.items():
             wait_for_server(urls[role], NAME, process, 180, logs / role)
-        yield {**urls, "logs": str(logs)}
+        grpc_targets = {f"grpc_{role}": f"127.0.0.1:{port}" for role, port in grpc_ports.items()}
+        yield {**urls, **grpc_targets, "logs": str(logs)}
     finally:
         for process in processes.values():
             process.terminate()
@@ -188,9 +200,6 @@ def test_the_predictor_takes_scaled_rows_only(servers: dict[str, str], rows: pd.
     assert response.status_code == 200 and response.json()["outputs"][0]["shape"] == [2]
 
 
-RAW_ROLES = ("combined", "transformer")
-
-
 def _row(rows: pd.DataFrame, channel_value: float | int | None = None) -> dict[str, Any]:
     row = rows.drop(columns="expected").iloc[0].to_dict()
     if channel_value is not None:
@@ -289,15 +298,23 @@ def test_every_role_describes_its_inputs_and_outputs(servers: dict[str, str], ro
         assert [o["name"] for o in metadata["outputs"]] == ["score", "anomaly"]
 
 
+# 127.0.0.1 as /proc/net/tcp writes it, and as /proc/net/tcp6 writes it mapped into IPv6 (gRPC's
+# sockets are IPv6 ones).
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}
+
+
+def _listening(port: int) -> list[str]:
+    """The addresses listening on `port`, as /proc/net/tcp and tcp6 write them."""
+    lines = [line for name in ("tcp", "tcp6") for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]]
+    fields = [line.split() for line in lines]
+    return [f[1].split(":")[0] for f in fields if f[3] == "0A" and int(f[1].split(":")[1], 16) == port]
+
+
 def test_the_server_listens_on_loopback_by_default(servers: dict[str, str]) -> None:
     """No authentication: a hand-started server must not be reachable from the network."""
-    port = int(servers["combined"].rsplit(":", 1)[1])
-    listening = [
-        line.split()[1]
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-        if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port
-    ]
-    assert listening == [f"0100007F:{port:04X}"], listening
+    for target in (servers["combined"], servers["grpc_combined"]):  # REST and gRPC
+        addresses = _listening(int(target.rsplit(":", 1)[1]))
+        assert addresses and set(addresses) <= LOOPBACK, (target, addresses)
 
 
 @pytest.mark.parametrize("length", ["", "abc", "1e3", "-1", "999999", "BINARY"])
@@ -428,3 +445,172 @@ def test_a_transformer_is_not_ready_while_its_predictor_is_down(
         for process in (predictor, transformer):
             process.terminate()
             process.wait(30)
+
+
+# The Open Inference Protocol over gRPC (`--grpc-port`), as KServe's and Triton's gRPC clients speak it.
+
+
+def _grpc_stub(target: str) -> Any:
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as services
+
+    return services.GRPCInferenceServiceStub(grpc.insecure_channel(target))
+
+
+def _grpc_request(rows: pd.DataFrame, binary: bool = False, **changes: Any) -> Any:
+    """One FP32 tensor per channel: values in `contents`, or as bytes in `raw_input_contents`
+    (what Triton's client sends); `changes` alter the first tensor."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    columns = [c for c in rows.columns if c != "expected"]
+    tensors = [pb.ModelInferRequest.InferInputTensor(name=c, datatype="FP32", shape=[len(rows)]) for c in columns]
+    for name, value in changes.items():
+        if name == "shape":
+            tensors[0].shape[:] = value
+        else:
+            setattr(tensors[0], name, value)
+    if binary:
+        raw = [rows[c].to_numpy(np.float32).tobytes() for c in columns]
+        return pb.ModelInferRequest(model_name=NAME, id="grpc-1", inputs=tensors, raw_input_contents=raw)
+    for tensor, column in zip(tensors, columns, strict=True):
+        tensor.contents.fp32_contents.extend(rows[column].tolist())
+    return pb.ModelInferRequest(model_name=NAME, id="grpc-1", inputs=tensors)
+
+
+def _grpc_outputs(response: Any) -> dict[str, np.ndarray]:
+    if response.raw_output_contents:
+        dtypes = {"FP64": np.float64, "BOOL": np.bool_}
+        pairs = zip(response.outputs, response.raw_output_contents, strict=True)
+        return {o.name: np.frombuffer(raw, dtypes[o.datatype]) for o, raw in pairs}
+    return {
+        o.name: np.asarray(o.contents.fp64_contents if o.datatype == "FP64" else o.contents.bool_contents)
+        for o in response.outputs
+    }
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["contents", "raw_input_contents"])
+@pytest.mark.parametrize("role", RAW_ROLES)
+def test_grpc_scores_like_rest(servers: dict[str, str], rows: pd.DataFrame, role: str, binary: bool) -> None:
+    response = _grpc_stub(servers[f"grpc_{role}"]).ModelInfer(_grpc_request(rows, binary), timeout=30)
+    assert (response.model_name, response.id) == (NAME, "grpc-1")
+    outputs = _grpc_outputs(response)
+    np.testing.assert_allclose(outputs["score"], rows["expected"], rtol=1e-4)
+    assert outputs["anomaly"].tolist() == (rows["expected"] > 5.0).tolist()
+
+
+def test_grpc_health_readiness_and_metadata(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    channels = [c for c in rows.columns if c != "expected"]
+    for role in RAW_ROLES:
+        stub = _grpc_stub(servers[f"grpc_{role}"])
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        assert stub.ModelReady(pb.ModelReadyRequest(name=NAME), timeout=10).ready
+        metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME), timeout=10)
+        assert [i.name for i in metadata.inputs] == [*channels, "rows"], role
+        assert [o.name for o in metadata.outputs] == ["score", "anomaly"], role
+
+
+GRPC_BAD_REQUESTS = [
+    ({"name": "bogus"}, "unknown input"),
+    ({"datatype": "INT8"}, "datatype INT8"),
+    ({"shape": [3]}, "shape"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), GRPC_BAD_REQUESTS)
+@pytest.mark.parametrize("role", RAW_ROLES)
+def test_a_bad_grpc_request_is_invalid_argument_naming_the_problem(
+    servers: dict[str, str], rows: pd.DataFrame, role: str, changes: dict[str, Any], message: str
+) -> None:
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _grpc_stub(servers[f"grpc_{role}"]).ModelInfer(_grpc_request(rows, **changes), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert message in caught.value.details(), caught.value.details()
+    log = (Path(servers["logs"]) / role).read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-2000:]
+
+
+def test_grpc_answers_are_counted_by_status_code(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    import grpc
+
+    stub = _grpc_stub(servers["grpc_combined"])
+    stub.ModelInfer(_grpc_request(rows.head(2)), timeout=30)
+    with pytest.raises(grpc.RpcError):
+        stub.ModelInfer(_grpc_request(rows.head(2), name="bogus"), timeout=30)
+    text = httpx.get(f"{servers['combined']}/metrics").text
+    counted = dict(re.findall(r'^eclss_grpc_requests_total\{code="(\w+)"\} ([0-9.e+]+)$', text, re.MULTILINE))
+    assert float(counted["OK"]) >= 1 and float(counted["INVALID_ARGUMENT"]) >= 1, counted
+
+
+def test_grpc_without_a_predictor_is_unavailable_and_logs_no_traceback(published: str, tmp_path: Path) -> None:
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    grpc_port, log = free_port(), tmp_path / "transformer"
+    args = ["--model-dir", published, "--role", "transformer", "--name", NAME, "--http-port", str(free_port())]
+    process = _start([*args, "--predictor-host", f"127.0.0.1:{free_port()}", "--grpc-port", str(grpc_port)], log)
+    try:
+        stub = _grpc_stub(f"127.0.0.1:{grpc_port}")
+        deadline = time.monotonic() + 120
+        while True:  # live (the process answers), not ready (its predictor does not)
+            try:
+                stub.ServerLive(pb.ServerLiveRequest(), timeout=2)
+                break
+            except grpc.RpcError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.5)
+        rows = pd.DataFrame({c: [0.0] for c in AnomalyScorer.load(published).channels})
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(_grpc_request(rows), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Traceback" not in log.read_text(), log.read_text()[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"role": "sidecar"}, "--role must be one of"),
+        ({"role": "transformer"}, "--predictor-host is required"),
+        ({"predictor_protocol": "grpc-v2"}, "--predictor-protocol must be v1 or v2"),
+        ({"max_batch_rows": 0}, "--max-batch-rows must be at least 1"),
+        ({"grpc_port": 8080}, r"--grpc-port must be 0 \(off\) or a port other than --http-port \(8080\)"),
+        ({"grpc_port": 70000}, "--grpc-port must be 0"),
+    ],
+)
+def test_bad_serve_options_are_named(changes: dict[str, Any], message: str) -> None:
+    from container_component_src.errors import OptionError
+    from container_component_src.serving.server import ServeOptions
+
+    with pytest.raises(OptionError, match=message):
+        ServeOptions(**changes).validate()
+    ServeOptions(grpc_port=0).validate()  # REST only
+
+
+@pytest.mark.parametrize("role", RAW_ROLES)
+def test_kserves_own_grpc_client_scores_a_rows_tensor(servers: dict[str, str], rows: pd.DataFrame, role: str) -> None:
+    """As the README shows it: KServe's client, one [rows, channels] tensor sent as bytes."""
+    import asyncio
+
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    matrix = rows.drop(columns="expected").to_numpy(np.float32)
+    tensor = InferInput("rows", list(matrix.shape), "FP32")
+    tensor.set_data_from_numpy(matrix)
+
+    async def infer() -> Any:
+        client = InferenceGRPCClient(servers[f"grpc_{role}"])
+        try:
+            return await client.infer(InferRequest(model_name=NAME, infer_inputs=[tensor]))
+        finally:
+            await client.close()
+
+    outputs = {o.name: o.as_numpy() for o in asyncio.run(infer()).outputs}
+    np.testing.assert_allclose(outputs["score"], rows["expected"], rtol=1e-4)
+    assert outputs["anomaly"].tolist() == (rows["expected"] > 5.0).tolist()
