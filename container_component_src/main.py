@@ -162,6 +162,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "backend": settings.serving.backend,
             "name": settings.serving.name,
             "http_port": settings.serving.http_port,
+            "grpc_port": settings.serving.grpc_port,
             "max_batch_rows": settings.serving.max_batch_rows,
             "local_model_dir": settings.serving.local_model_dir,
             "model_store": settings.serving.model_store,
@@ -906,6 +907,7 @@ def deploy(
     ],
     name: Annotated[str, typer.Option(help="Model name (and InferenceService name).")],
     http_port: Annotated[int, typer.Option(help="Port in the printed serve command (local).")],
+    grpc_port: Annotated[int, typer.Option(help="gRPC port in the printed serve command (local; 0: none).")],
     max_batch_rows: Annotated[int, typer.Option(help="Largest request accepted.")],
     local_model_dir: Annotated[str, typer.Option(help="Folder the local deploy publishes to.")],
     model_store: Annotated[
@@ -937,7 +939,7 @@ def deploy(
     from container_component_src.serving.deploy import DeployOptions
 
     with _clear_errors():
-        options = DeployOptions(backend, name, local_model_dir, model_store, http_port, max_batch_rows)
+        options = DeployOptions(backend, name, local_model_dir, model_store, http_port, max_batch_rows, grpc_port)
         cluster = None
         if backend == ServingBackend.kserve:
             from container_component_src.cluster.inference_service import InferenceServiceOptions

@@ -41,6 +41,7 @@ class DeployOptions:
             the Model artifact).
         http_port: Port in the printed serve command.
         max_batch_rows: Largest request accepted.
+        grpc_port: gRPC port in the printed serve command (0: REST only).
         startup_timeout_s: How long the local smoke test waits for the server.
     """
 
@@ -50,6 +51,7 @@ class DeployOptions:
     model_store: str = ""
     http_port: int = 8080
     max_batch_rows: int = 100_000
+    grpc_port: int = 8081
     startup_timeout_s: float = 120.0
 
 
@@ -220,7 +222,8 @@ def smoke_test_locally(target: str, serving: dict[str, Any], options: DeployOpti
         Where the model is, how to call it, and the smoke-test answers.
     """
     smoke = serve_locally_once(target, options)
-    command = shlex.join(["poetry", "run", *MODULE_COMMAND, *serve_argv(target, options.name, options.http_port)])
+    argv = serve_argv(target, options.name, options.http_port, grpc_port=options.grpc_port)
+    command = shlex.join(["poetry", "run", *MODULE_COMMAND, *argv])
     print(f"Smoke test passed (V1 and V2). Serve the model with:\n  {command}", flush=True)
     return {
         "backend": "local",
@@ -228,6 +231,7 @@ def smoke_test_locally(target: str, serving: dict[str, Any], options: DeployOpti
         "command": command,
         "v1_url": f"http://localhost:{options.http_port}/v1/models/{options.name}:predict",
         "v2_url": f"http://localhost:{options.http_port}/v2/models/{options.name}/infer",
+        **({"grpc_target": f"localhost:{options.grpc_port}"} if options.grpc_port else {}),
         "smoke": smoke,
         "threshold": serving["threshold"],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from dataclasses import dataclass
 from types import ModuleType
@@ -179,13 +180,14 @@ def _grpc_server_class(kserve: ModuleType, options: ServeOptions) -> type:
                 (f"grpc.max_{way}_message_length", self._kwargs.get(f"grpc_max_{way}_message_length"))
                 for way in ("send", "receive")
             ]
-            self._server = aio.server(interceptors=interceptors, options=limits)
+            # gRPC shares a port taken by another process by default (SO_REUSEPORT): requests would
+            # be split between two servers. A taken port is an error, as it is for REST.
+            self._server = aio.server(interceptors=interceptors, options=[*limits, ("grpc.so_reuseport", 0)])
             servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
             grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
             # IPv6 literals go in brackets in a gRPC address.
             host = f"[{options.host}]" if ":" in options.host else options.host
-            if not self._server.add_insecure_port(f"{host}:{options.grpc_port}"):
-                raise OSError(f"cannot listen on {options.host}:{options.grpc_port} (gRPC)")
+            self._server.add_insecure_port(f"{host}:{options.grpc_port}")
             await self._server.start()
             await self._server.wait_for_termination()
 
@@ -208,9 +210,26 @@ def _safe_decode(decode: Any) -> Any:
     return decode_inference_request
 
 
+def _check_free(host: str, port: int, option: str) -> None:
+    """A one-line error now for a port another process listens on, rather than a traceback from
+    the server's event loop once the model is loaded."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OptionError(
+                f"{option} {port}: cannot listen on {host}:{port} ({exc.strerror}); is another server on it?"
+            ) from None
+
+
 def run_serve(model_dir: str, options: ServeOptions) -> None:
     """Load the model and serve it over HTTP until interrupted (SIGINT/SIGTERM)."""
     options.validate()
+    _check_free(options.host, options.http_port, "--http-port")
+    if options.grpc_port:
+        _check_free(options.host, options.grpc_port, "--grpc-port")
     kserve = import_kserve()
     kserve.model_server.RESTServer = _rest_server_class(kserve, options)
     kserve.model_server.GRPCServer = _grpc_server_class(kserve, options)

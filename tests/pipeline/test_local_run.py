@@ -89,6 +89,8 @@ def test_local_pipeline_run(project_root: Path, tmp_path: Path, monkeypatch: pyt
     endpoint = json.loads((run_dir / "deploy" / "endpoint").read_text())
     assert endpoint["threshold"] == summary["deploy"]["threshold"]
     assert (tmp_path / "served" / "serving.json").is_file() and endpoint["smoke"]["anomaly"][1] is True
+    # The printed command serves gRPC beside REST, on the configured ports.
+    assert "--grpc-port 8081" in endpoint["command"] and endpoint["grpc_target"] == "localhost:8081"
 
     _execute_notebook(project_root, tmp_path, monkeypatch)
 

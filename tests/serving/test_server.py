@@ -614,3 +614,21 @@ def test_kserves_own_grpc_client_scores_a_rows_tensor(servers: dict[str, str], r
     outputs = {o.name: o.as_numpy() for o in asyncio.run(infer()).outputs}
     np.testing.assert_allclose(outputs["score"], rows["expected"], rtol=1e-4)
     assert outputs["anomaly"].tolist() == (rows["expected"] > 5.0).tolist()
+
+
+@pytest.mark.parametrize("taken", ["http_port", "grpc_port"])
+def test_a_port_another_process_listens_on_is_a_one_line_error(taken: str) -> None:
+    # gRPC would otherwise share the port (SO_REUSEPORT) and split requests between two servers.
+    import socket
+
+    from container_component_src.errors import OptionError
+    from container_component_src.serving.server import ServeOptions, run_serve
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        ports = {"http_port": free_port(), "grpc_port": free_port(), taken: port}
+        flag = "--" + taken.replace("_", "-")
+        with pytest.raises(OptionError, match=f"{flag} {port}: cannot listen on 127.0.0.1:{port}"):
+            run_serve("no model is loaded before the ports are checked", ServeOptions(**ports))
