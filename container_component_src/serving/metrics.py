@@ -1,5 +1,6 @@
-"""The server's own HTTP middleware: Prometheus metrics beside KServe's latency histograms on
-/metrics, and the one request check KServe's schema cannot make."""
+"""The server's own Prometheus metrics beside KServe's latency histograms on /metrics (the gRPC
+service counts its answers in `server.py`), and its HTTP middleware: those counts, and the one
+request check KServe's schema cannot make."""
 
 from __future__ import annotations
 
