@@ -46,10 +46,12 @@ def published(scaled_sets: dict[str, str], tmp_path_factory: pytest.TempPathFact
 def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     logs = tmp_path_factory.mktemp("logs")
     ports = {role: free_port() for role in ("combined", "predictor", "transformer")}
+    grpc_ports = {role: free_port() for role in ("combined", "transformer")}
     common = ["--model-dir", published, "--name", NAME]
 
     def port(role: str) -> list[str]:
-        return ["--http-port", str(ports[role])]
+        grpc = ["--grpc-port", str(grpc_ports[role])] if role in grpc_ports else []
+        return ["--http-port", str(ports[role]), *grpc]
 
     processes = {
         "combined": _start([*common, *port("combined")], logs / "combined"),
@@ -74,7 +76,7 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         for role, process in processes.items():
             wait_for_server(urls[role], NAME, process, 180, logs / role)
-        yield urls
+        yield urls | {f"grpc_{role}": f"127.0.0.1:{port}" for role, port in grpc_ports.items()}
     finally:
         for process in processes.values():
             process.terminate()
@@ -121,6 +123,33 @@ def test_a_request_gets_scores_for_the_rows_after_the_window_s_context(
         outputs = {o["name"]: o for o in v2.json()["outputs"]}
         assert outputs["score"]["shape"] == [len(expected)]
         np.testing.assert_allclose(outputs["score"]["data"], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("role", ["combined", "transformer"])
+def test_grpc_scores_the_rows_after_the_window_s_context_with_the_reference(
+    servers: dict[str, str], stream: tuple[pd.DataFrame, dict[str, float], np.ndarray], role: str
+) -> None:
+    # The transformer here speaks V2 to its predictor: its gRPC answer is built from V2 outputs.
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as services
+
+    rows, reference, expected = stream
+    tensor = pb.ModelInferRequest.InferInputTensor
+    inputs = [
+        tensor(name="rows", datatype="FP64", shape=list(rows.shape)),
+        tensor(name=REFERENCE, datatype="FP32", shape=[len(reference)]),
+    ]
+    inputs[0].contents.fp64_contents.extend(rows.to_numpy().ravel().tolist())
+    inputs[1].contents.fp32_contents.extend(reference.values())
+    with grpc.insecure_channel(servers[f"grpc_{role}"]) as channel:
+        stub = services.GRPCInferenceServiceStub(channel)
+        response = stub.ModelInfer(pb.ModelInferRequest(model_name=NAME, inputs=inputs), timeout=30)
+        outputs = {o.name: o for o in response.outputs}
+        np.testing.assert_allclose(outputs["score"].contents.fp64_contents, expected, rtol=1e-4)
+        with pytest.raises(grpc.RpcError) as caught:  # the same rows without the stream's reference
+            stub.ModelInfer(pb.ModelInferRequest(model_name=NAME, inputs=inputs[:1]), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and REFERENCE in caught.value.details()
 
 
 @pytest.mark.parametrize("role", ["combined", "transformer"])
