@@ -152,12 +152,12 @@ def _grpc_server_class(kserve: ModuleType, options: ServeOptions) -> type:
     from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
     from kserve.protocol.grpc.servicer import InferenceServicer
 
-    from container_component_src.serving.metrics import GRPC_REQUESTS
+    from container_component_src.serving.metrics import GRPC_REQUESTS, count_by
 
     class StatusAndCount(ExceptionToStatusInterceptor):
         async def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
             response = await super().intercept(method, request, context, method_name)
-            GRPC_REQUESTS.labels(code="OK").inc()
+            count_by(GRPC_REQUESTS, "OK").inc()
             return response
 
         async def handle_exception(self, ex: Exception, request: Any, context: Any, method_name: str) -> Any:
@@ -171,7 +171,7 @@ def _grpc_server_class(kserve: ModuleType, options: ServeOptions) -> type:
                 await super().handle_exception(ex, request, context, method_name)
             finally:
                 code = context.code()
-                GRPC_REQUESTS.labels(code=code.name if isinstance(code, StatusCode) else "UNKNOWN").inc()
+                count_by(GRPC_REQUESTS, code.name if isinstance(code, StatusCode) else "UNKNOWN").inc()
 
     class GRPCServerForRole(kserve.model_server.GRPCServer):  # type: ignore[misc, name-defined]
         async def start(self, max_workers: int) -> None:
