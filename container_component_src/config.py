@@ -139,6 +139,7 @@ class TrainingSettings:
     window: int
     lr_scaling: LrScaling
     mode_weight: float
+    drift_weight: float
 
 
 @dataclass(frozen=True)

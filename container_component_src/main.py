@@ -116,6 +116,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             **_training_defaults(settings),
             "min_steps": settings.training.min_steps,
             "mode_weight": settings.training.mode_weight,
+            "drift_weight": settings.training.drift_weight,
             "backend": settings.training.backend,
             "replicas": settings.training.replicas,
             "timeout_s": settings.training.timeout_s,
@@ -612,6 +613,7 @@ def train(
     mode_weight: Annotated[
         float, typer.Option(help="Weight in the score of channels constant or of few values in training.")
     ],
+    drift_weight: Annotated[float, typer.Option(help="Weight in the score of channels drifting in training.")],
     backend: Annotated[TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")],
     replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)],
     namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)],
@@ -661,6 +663,7 @@ def train(
             num_nodes,
             seed,
             mode_weight=mode_weight,
+            drift_weight=drift_weight,
             deterministic=deterministic,
             precision=precision,
             compile=compile,

@@ -156,7 +156,15 @@ def test_every_pod_command_passes_only_real_options() -> None:
 
     data = {"train": "s3://b/t", "val": "s3://b/v", "scaler": "s3://b/s"}
     space = parse_search_space({"beta": {"type": "double", "min": 0.1, "max": 1.0}})
-    run = {"max_epochs": 3, "patience": 2, "accelerator": "cpu", "devices": 1, "seed": 0}
+    run = {
+        "max_epochs": 3,
+        "patience": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "seed": 0,
+        "mode_weight": 0.1,
+        "drift_weight": 0.0,
+    }
     commands = [
         trial_command(data, space, ModelParams(), run, "{}"),
         replica_command({**data, **run}, "s3://b/scratch", PyTorchJobOptions(image="i", namespace="n"), "{}"),

@@ -47,6 +47,7 @@ def train_step(
         "patience": options.patience,
         "seed": options.seed,
         "mode_weight": options.mode_weight,
+        "drift_weight": options.drift_weight,
         "deterministic": options.deterministic,
         "precision": options.precision,
         "compile": options.compile,

@@ -25,6 +25,12 @@ from container_component_src.storage import InputError
 MAX_MODE_LEVELS = 5
 # Distinct values and resolution are read from at most this many training rows.
 KIND_SAMPLE_ROWS = 200_000
+# A continuous channel drifts in training when at least DRIFT_SHARE of its variance lies between
+# the means of DRIFT_BLOCKS consecutive blocks of rows: its level wanders (a temperature warming
+# through a run) instead of varying about one center, so a later level off the training range is
+# its nature, not evidence of a fault.
+DRIFT_BLOCKS = 8
+DRIFT_SHARE = 0.5
 
 
 def _levels(values: np.ndarray) -> tuple[int, float]:
@@ -50,6 +56,19 @@ def channel_kinds(levels: np.ndarray) -> np.ndarray:
     return np.where(levels <= 1, "constant", np.where(levels <= MAX_MODE_LEVELS, "mode", "continuous"))
 
 
+def drift_shares(values: np.ndarray) -> np.ndarray:
+    """Share of each column's variance (rows in time order) that lies between the means of
+    `DRIFT_BLOCKS` consecutive blocks of equally many rows; 0 for a constant column and for fewer
+    than two rows per block."""
+    per_block = len(values) // DRIFT_BLOCKS
+    if per_block < 2:
+        return np.zeros(values.shape[1])
+    blocks = values[: per_block * DRIFT_BLOCKS].reshape(DRIFT_BLOCKS, per_block, -1)
+    total = blocks.reshape(-1, values.shape[1]).var(axis=0)
+    between = blocks.mean(axis=1).var(axis=0)
+    return np.divide(between, total, out=np.zeros_like(total), where=total > 0)
+
+
 def mode_channels_of(values: np.ndarray) -> tuple[int, ...]:
     """Indices of the columns of a (rows, channels) matrix that are constant or modes: the rule
     `fit_scaler` applies, for a caller that trains on rows without a scaler."""
@@ -67,7 +86,9 @@ def fit_scaler(
     its resolution (the smallest step between two of its values), so that one step later scales
     to at most 1, not to thousands; a constant channel gets scale 1. Channels are listed by
     kind: constant, mode (at most `MAX_MODE_LEVELS` distinct values: a command or state) or
-    continuous, and those whose scale was floored are named.
+    continuous, and those whose scale was floored are named. Continuous channels that drift in
+    training (see `DRIFT_SHARE`; measured on the rows as the model sees them, each segment relative
+    to its reference when `reference_rows` > 0) are named with their drift share.
 
     Args:
         reference_rows: 0, or the rows at the start of each segment whose mean replaces the
@@ -93,6 +114,15 @@ def fit_scaler(
     constant = levels <= 1
     floored = ~constant & (scale < resolution)
     scale = np.where(constant, 1.0, np.maximum(scale, resolution))
+    if reference_rows and isinstance(frame.index, pd.DatetimeIndex):
+        shares = drift_shares(
+            _scale_by_segment(
+                values, segment_ids(frame.index), {"reference_rows": reference_rows, "center": center, "scale": scale}
+            )
+        )
+    else:
+        shares = drift_shares(values)
+    drifting = (kinds == "continuous") & (shares >= DRIFT_SHARE)
     return {
         "kind": str(kind),
         "channels": list(channels),
@@ -102,6 +132,7 @@ def fit_scaler(
         "distinct_values": dict(zip(channels, levels.tolist(), strict=True)),
         "constant_channels": [c for c, k in zip(channels, constant, strict=True) if k],
         "floored_channels": [c for c, k in zip(channels, floored, strict=True) if k],
+        "drifting_channels": {c: round(float(v), 3) for c, v, d in zip(channels, shares, drifting, strict=True) if d},
         "reference_rows": int(reference_rows),
     }
 
@@ -121,6 +152,11 @@ def describe_channels(scaler: dict[str, Any]) -> list[str]:
             )
     for channel in scaler.get("floored_channels", []):
         lines.append(f"{channel}: scale floored at its resolution (it barely moved in training)")
+    for channel, share in scaler.get("drifting_channels", {}).items():
+        lines.append(
+            f"{channel}: drifts in training ({share:.0%} of its variance between {DRIFT_BLOCKS} blocks of rows "
+            "in time; weighted by drift_weight)"
+        )
     return lines
 
 

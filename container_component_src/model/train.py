@@ -89,6 +89,8 @@ class TrainOptions:
         progress: Show Lightning's progress bar.
         mode_weight: Weight in the score of the channels the scaler found constant or of few
             distinct values (see `channel_weights`).
+        drift_weight: Weight in the score of the continuous channels the scaler found drifting
+            in training (see `scaling.DRIFT_SHARE`).
         deterministic: Deterministic algorithms on the GPU too; the CPU always uses them.
         precision: Lightning's precision: "32-true", or mixed "bf16-mixed" / "16-mixed".
         compile: torch.compile mode of the training step's loss (forward and backward), or
@@ -105,6 +107,7 @@ class TrainOptions:
     seed: int = 0
     progress: bool = True
     mode_weight: float = 0.1
+    drift_weight: float = 1.0
     deterministic: bool = False
     precision: str = "32-true"
     compile: str = "none"
@@ -275,11 +278,21 @@ def mode_channel_indices(scaler: dict[str, Any]) -> tuple[int, ...]:
     return tuple(i for i, c in enumerate(scaler["channels"]) if kinds.get(c, "continuous") != "continuous")
 
 
-def channel_weights(scaler: dict[str, Any], mode_weight: float) -> list[float]:
-    """Weight of each channel in the score: 1, or `mode_weight` for a channel that the scaler
-    found constant or of few distinct values in training (a mode or command channel)."""
-    kinds = scaler.get("channel_kinds", {})
-    return [1.0 if kinds.get(c, "continuous") == "continuous" else mode_weight for c in scaler["channels"]]
+def channel_weights(
+    scaler: dict[str, Any], mode_weight: float, drift_weight: float = TrainOptions.drift_weight
+) -> list[float]:
+    """Weight of each channel in the score: `mode_weight` for a channel that the scaler found
+    constant or of few distinct values in training (a mode or command channel), `drift_weight`
+    for a continuous one it found drifting, 1 for the others. When every continuous channel
+    drifts, none is weighed down: the score would be left with nothing to measure."""
+    kinds, drifting = scaler.get("channel_kinds", {}), scaler.get("drifting_channels", {})
+    continuous = [c for c in scaler["channels"] if kinds.get(c, "continuous") == "continuous"]
+    if all(c in drifting for c in continuous):
+        drifting = {}
+    return [
+        mode_weight if kinds.get(c, "continuous") != "continuous" else drift_weight if c in drifting else 1.0
+        for c in scaler["channels"]
+    ]
 
 
 def calibrate(
@@ -349,7 +362,8 @@ def run_train(
         ]
     seconds = time.perf_counter() - start
     val_rows, val_segments = datamodule.val_rows, datamodule.val_segments
-    raw_nll, val_scores = calibrate(best.vae, val_rows, val_segments, channel_weights(scaler, options.mode_weight))
+    weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
+    raw_nll, val_scores = calibrate(best.vae, val_rows, val_segments, weights)
     # Validation rows with a whole window behind them: the objective is computed on those.
     whole = datamodule.val_ends().numpy()
     val_nll = float(raw_nll[whole].sum(axis=1).mean())

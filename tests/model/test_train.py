@@ -300,3 +300,43 @@ def test_a_step_that_cannot_compile_trains_uncompiled(
     assert fallback["val_nll"] == eager["val_nll"]
     with pytest.raises(OptionError, match="--compile must be one of none, default, reduce-overhead, max-autotune"):
         _train(scaled_sets, tmp_path / "bad", replace(COMPILE_RUN, compile="fast"))
+
+
+def test_drifting_channels_weigh_drift_weight_unless_every_continuous_channel_drifts() -> None:
+    from container_component_src.model.train import channel_weights
+
+    scaler = {
+        "channels": ["a", "b", "c"],
+        "channel_kinds": {"a": "continuous", "b": "continuous", "c": "mode"},
+        "drifting_channels": {"b": 0.8},
+    }
+    assert channel_weights(scaler, 0.1, 0.0) == [1.0, 0.0, 0.1]
+    assert channel_weights(scaler, 0.1) == [1.0, 1.0, 0.1], "kept whole by default"
+    assert channel_weights({**scaler, "drifting_channels": {"a": 0.7, "b": 0.8}}, 0.1, 0.0) == [1.0, 1.0, 0.1]
+    assert channel_weights({"channels": ["a"]}, 0.1, 0.0) == [1.0], "a scaler from before channel kinds"
+
+
+def test_a_temperature_warming_past_its_training_range_alarms_only_while_it_weighs(tmp_path: Path) -> None:
+    from container_component_src.data.scaling import fit_scaler, scale_values
+    from container_component_src.model.train import channel_weights
+
+    frame = _measured_channels_and_a_command(4000).drop(columns="valve_command")
+    frame["temperature"] += np.arange(len(frame)) / 1000.0  # warms through the run
+    scaler = fit_scaler(frame.iloc[:2400], ["pressure", "temperature"])
+    assert list(scaler["drifting_channels"]) == ["temperature"]
+    values = torch.from_numpy(scale_values(frame.to_numpy(), scaler))
+    train, val, later = values[:2000], values[2000:2400], values[3800:3900].clone()
+    fault = later[:1].clone()
+    fault[0, 0] += 6.0  # the pressure reads six standard deviations off
+    params = ModelParams(batch_size=128, latent_dim=2)
+    options = TrainOptions(max_epochs=3, min_steps=600, patience=2, accelerator="cpu", progress=False)
+    _, best = fit(TelemetryDataModule.from_rows(train, val, params.batch_size), 2, params, options, str(tmp_path))
+    segments = np.zeros(len(val), np.int64)
+    with torch.no_grad():
+        calibrate(best.vae, val, segments, channel_weights(scaler, 0.1, 1.0))
+        threshold = torch.quantile(best.vae.score(val), 0.99)
+        assert (best.vae.score(later) > threshold).float().mean() > 0.9, "weighed whole, the warming alarms"
+        calibrate(best.vae, val, segments, channel_weights(scaler, 0.1, 0.0))
+        threshold = torch.quantile(best.vae.score(val), 0.99)
+        assert (best.vae.score(later) > threshold).float().mean() < 0.1, "left out, it does not"
+        assert best.vae.score(fault)[0] > threshold, "a fault in the pressure is still flagged"
