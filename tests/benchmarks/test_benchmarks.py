@@ -91,3 +91,34 @@ def test_gpu_benchmark_compares_the_project_with_the_plain_loop_at_each_batch_si
     assert all(r["ratio"] > 0 and r["rows_per_s"] > 0 for r in rows)
     # Without a GPU nothing is claimed: the target is the GPU's.
     assert torch.cuda.is_available() or all(r["met"] is None and r["target"] == "" for r in rows)
+
+
+def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.bench_skab import CHANNELS, protocol_b_rows, run_protocol_b
+
+    rng = np.random.default_rng(0)
+    for folder, n in (("valve1", 700), ("other", 650)):
+        values = rng.normal(size=(n, len(CHANNELS)))
+        values[:, CHANNELS.index("Temperature")] += np.arange(n) / 40.0  # warms through the run
+        labels = np.zeros(n, dtype=int)
+        labels[500:600] = 1
+        values[500:600, CHANNELS.index("Volume Flow RateRMS")] += 8.0  # the fault: the flow jumps
+        frame = pd.DataFrame(values, columns=CHANNELS)
+        frame.insert(0, "datetime", pd.date_range("2020-03-01", periods=n, freq="1s"))
+        frame["anomaly"], frame["changepoint"] = labels, 0
+        (tmp_path / folder).mkdir()
+        frame.to_csv(tmp_path / folder / "0.csv", sep=";", index=False)
+    result = run_protocol_b(tmp_path, max_epochs=1)
+    assert result["files"] == 2 and result["drifting"] == {"Temperature": 2}
+    assert result["whole files"]["rows"] == 1350 and result["whole files"]["all_positive"]["far"] == 1.0
+    # After the fitted rows the warming temperature alarms the raw signal; the model leaves it out.
+    part = result["after the fitted rows"]
+    assert part["rows"] == 550 and part["raw_signal"]["far"] > 0.5 > 0.2 > part["model"]["far"]
+    assert part["model"]["mar"] < 0.3 and part["raw_signal_weighted"]["far"] < 0.2
+    rows = protocol_b_rows(result, 1.0)
+    assert ["quantile threshold" in r["case"] for r in rows] == [True, True, False, False]
+    assert "pot threshold, counted over whole files" in rows[2]["case"] and rows[3]["case"].startswith("diagnostic")
+    assert "drifting channels (weight 0): Temperature in 2" in rows[0]["case"]
