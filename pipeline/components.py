@@ -225,6 +225,7 @@ def train(
     accelerator: str,
     devices: int,
     seed: int,
+    drift_weight: float,
     backend: str,
     replicas: int,
     model: Output[Model],
@@ -250,6 +251,7 @@ def train(
         accelerator=accelerator,
         devices=devices,
         seed=seed,
+        drift_weight=drift_weight,
         backend=backend,
         replicas=replicas,
     )

@@ -192,6 +192,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         accelerator: str = training.accelerator,
         devices: int = training.devices,
         seed: int = training.seed,
+        drift_weight: float = training.drift_weight,
         smoothing_window: int = evaluation.smoothing_window,
         threshold_method: str = evaluation.threshold_method,
         val_quantile: float = evaluation.val_quantile,
@@ -245,6 +246,8 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             accelerator: "cpu", "gpu" or "auto".
             devices: Devices for training; more than one trains with DDP.
             seed: Seed of tuning and training.
+            drift_weight: Weight in the score of the channels that drift in training (1 keeps
+                them whole; 0 leaves their level out, when served data will leave its range).
             smoothing_window: Rows in the trailing rolling median of anomaly scores (1: none).
             threshold_method: The deployed label-free threshold: "quantile" or "pot" (peaks over threshold).
             val_quantile: Quantile of validation scores that gives the quantile threshold.
@@ -350,6 +353,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 accelerator=accelerator,
                 devices=devices,
                 seed=seed,
+                drift_weight=drift_weight,
                 backend=train_backend,
                 replicas=replicas,
             ),

@@ -221,6 +221,14 @@ def test_fit_scaler_receives_the_scaler_parameters(project_root: Path, tmp_path:
     assert spec["root"]["inputDefinitions"]["parameters"]["reference_rows"]["defaultValue"] == 0
 
 
+def test_train_receives_the_drift_weight_as_a_run_parameter(project_root: Path, tmp_path: Path) -> None:
+    """Whether served data will leave the training range is the user's call per run."""
+    spec = _compile(project_root, tmp_path)
+    inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert inputs["drift_weight"] == {"componentInputParameter": "drift_weight"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["drift_weight"]["defaultValue"] == 1.0
+
+
 def test_a_launcher_whose_training_runs_elsewhere_reserves_no_gpu(project_root: Path, tmp_path: Path) -> None:
     from container_component_src.choices import TuneBackend
 
