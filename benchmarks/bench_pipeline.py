@@ -16,6 +16,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from benchmarks.common import calibration_rows
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -68,4 +70,4 @@ def run(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
                 ),
             }
         )
-    return rows
+    return rows + calibration_rows("detection quality (generated data)", summary["calibration"])

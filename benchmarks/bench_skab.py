@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.common import calibration_rows
+
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 CHANNELS = [
     "Accelerometer1RMS",
@@ -120,7 +122,7 @@ def protocol_a_rows(summary: dict[str, Any], seconds: float) -> list[dict[str, A
             ("top-k (test labels)", summary["top_k"], "raw_signal_top_k_fc1"),
             ("best-Fc1 (test labels)", best, "raw_signal_best_fc1"),
         )
-    ]
+    ] + calibration_rows("SKAB protocol A (pipeline)", summary["calibration"])
 
 
 def _point_rates(flags: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -185,7 +187,7 @@ def run_protocol_b(
 
     from container_component_src.choices import ThresholdMethod
     from container_component_src.data.scaling import fit_scaler, scale_values
-    from container_component_src.evaluation.evaluate import EvaluateOptions
+    from container_component_src.evaluation.evaluate import EvaluateOptions, calibration, nominal_false_alarm_rates
     from container_component_src.evaluation.metrics import baselines, find_events
     from container_component_src.model.data import TelemetryDataModule
     from container_component_src.model.train import (
@@ -271,6 +273,15 @@ def run_protocol_b(
             "random_f1": baselines(labels, float(stacked["model"].mean()))["random_f1"],
             "rows": int(labels.size),
         }
+    # Calibration on the rows the thresholds did not see: the model's false-alarm rate after the
+    # fitted rows at each label-free threshold, against the rate it promises.
+    after = result["after the fitted rows"]
+    observed = {threshold: after["model"], other: after[f"model ({other})"]}
+    result["calibration"] = calibration(
+        {method: {"false_alarm_rate": rates["far"]} for method, rates in observed.items()},
+        nominal_false_alarm_rates(PROTOCOL_B_FIT_ROWS, thresholds),
+        int(sum((y[fit_rows:] == 0).sum() for y in all_labels)),
+    )
     return result
 
 
@@ -314,7 +325,7 @@ def protocol_b_rows(result: dict[str, Any], seconds: float) -> list[dict[str, An
         f"anomaly (the next {PROTOCOL_B_REBASE_ROWS} rows' mean, not flagged)"
     )
     rows.append(row(case, part, part["model_rebased"], rates("raw signal", part["raw_signal_rebased"]), ""))
-    return rows
+    return rows + calibration_rows("SKAB protocol B, rows after the fitted 400", result["calibration"])
 
 
 def run(root: Path = SKAB, folder: Path | None = None) -> list[dict[str, Any]]:

@@ -44,6 +44,22 @@ def benchmark_data(root: Path, size: str) -> dict[str, str]:
     return urls
 
 
+def calibration_rows(benchmark: str, judged: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per label-free threshold: its promised and observed false-alarm rates on normal
+    rows, as `evaluate.calibration` judged them."""
+    return [
+        {
+            "benchmark": benchmark,
+            "case": f"{method} threshold",
+            "nominal_far": values["nominal_false_alarm_rate"],
+            "observed_far": values["false_alarm_rate"],
+            "far_ratio": values["ratio"],
+            "better_calibrated": method == judged["better_calibrated"],
+        }
+        for method, values in judged["methods"].items()
+    ]
+
+
 def machine() -> str:
     import os
 

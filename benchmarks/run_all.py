@@ -56,7 +56,20 @@ def print_tables(rows: list[dict[str, Any]], title: str) -> None:
     quality = Table(title=f"Detection quality: {title}")
     for column in ("benchmark", "case", "Fc1", "F1", "PR-AUC", "FAR", "MAR", "baselines (same run)", "published"):
         quality.add_column(column)
+    calibration = Table(title=f"Calibration of the label-free thresholds on normal rows: {title}")
+    for column in ("benchmark", "threshold", "promised FAR", "observed FAR", "observed / promised", "better"):
+        calibration.add_column(column)
     for row in rows:
+        if "far_ratio" in row:
+            calibration.add_row(
+                row["benchmark"],
+                row["case"],
+                f"{row['nominal_far']:.2%}",
+                f"{row['observed_far']:.2%}",
+                f"{row['far_ratio']:.3g}",
+                "yes" if row["better_calibrated"] else "",
+            )
+            continue
         if any(key in row for key in QUALITY_KEYS):
             quality.add_row(
                 row["benchmark"],
@@ -77,6 +90,8 @@ def print_tables(rows: list[dict[str, Any]], title: str) -> None:
         )
     console.print(speed)
     console.print(quality)
+    if calibration.rows:
+        console.print(calibration)
     for row in rows:
         if "per_task_s" in row:
             console.print(f"{row['benchmark']}, seconds per task: {row['per_task_s']}")

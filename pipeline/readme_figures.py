@@ -48,10 +48,11 @@ def figures_markdown(record: dict[str, Any], summary: dict[str, Any], run_name: 
         "|---|---:|---|",
         *(f"| {t['name']} | {t['seconds']:.1f} | {t['figure']} |" for t in record["tasks"]),
         "",
-        "| threshold | Fc1 | point F1 | precision | event recall |",
-        "|---|---:|---:|---:|---:|",
+        "| threshold | Fc1 | point F1 | precision | event recall | false-alarm rate |",
+        "|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {name} | {m['fc1']:.3f} | {m['f1']:.3f} | {m['precision']:.3f} | {m['event_recall']:.3f} |"
+            f"| {name} | {m['fc1']:.3f} | {m['f1']:.3f} | {m['precision']:.3f} | {m['event_recall']:.3f} "
+            f"| {m['false_alarm_rate']:.2%} |"
             for name, m in (("label-free (deployed)", label_free), ("best Fc1 on the test labels", best))
         ),
         "",
@@ -59,6 +60,13 @@ def figures_markdown(record: dict[str, Any], summary: dict[str, Any], run_name: 
         f"{base['all_positive_fc1']:.3f}, random scores {base['random_fc1']:.3f}"
         + (f", the raw signal {base['raw_signal_fc1']:.3f}" if "raw_signal_fc1" in base else "")
         + ".",
+        "",
+        "Label-free thresholds on the test's normal rows, promised and observed false-alarm rates: "
+        + "; ".join(
+            f"{method} {m['nominal_false_alarm_rate']:.2%} and {m['false_alarm_rate']:.2%}"
+            for method, m in summary["calibration"]["methods"].items()
+        )
+        + f" ({summary['calibration']['better_calibrated']} keeps its promise best).",
     ]
     return "\n".join(lines)
 

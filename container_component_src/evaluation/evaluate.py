@@ -24,7 +24,17 @@ from container_component_src.storage import InputError
 
 CONFUSION_CATEGORIES = ["normal", "anomaly"]
 ROC_POINTS = 200
-SUMMARY_METRICS = ("threshold", "fc1", "f1", "precision", "recall", "event_recall", "pa_recall", "pa_f1")
+SUMMARY_METRICS = (
+    "threshold",
+    "fc1",
+    "f1",
+    "precision",
+    "recall",
+    "event_recall",
+    "pa_recall",
+    "pa_f1",
+    "false_alarm_rate",
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,48 @@ def label_free_thresholds(val_scores: np.ndarray, options: EvaluateOptions) -> d
     }
 
 
+def nominal_false_alarm_rates(n_val: int, options: EvaluateOptions) -> dict[str, float]:
+    """The false-alarm rate each label-free threshold promises on normal rows like the `n_val`
+    validation rows: 1 - `val_quantile` for the quantile (at least 1 / (n_val + 1), a new row's
+    chance to exceed the largest of n), `pot_risk` for peaks over threshold."""
+    return {
+        ThresholdMethod.quantile: max(1.0 - options.val_quantile, 1.0 / (n_val + 1)),
+        ThresholdMethod.pot: options.pot_risk,
+    }
+
+
+def calibration(by_method: dict[str, dict[str, float]], nominal: dict[str, float], n_normal: int) -> dict[str, Any]:
+    """How well each label-free threshold keeps its promise on the test's normal rows.
+
+    Args:
+        by_method: Test metrics at each label-free threshold, by method.
+        nominal: Each method's promised false-alarm rate (`nominal_false_alarm_rates`).
+        n_normal: Normal test rows.
+
+    Returns:
+        `methods`: per method its nominal and observed false-alarm rates and their ratio;
+        `better_calibrated`: the method whose ratio is nearest 1 on a log scale (no false alarm
+        counted as half of one, so that a threshold flagging nothing is not perfect), or None
+        without normal test rows to judge on.
+    """
+    methods = {
+        str(method): {
+            "nominal_false_alarm_rate": float(rate),
+            "false_alarm_rate": by_method[str(method)]["false_alarm_rate"],
+            "ratio": by_method[str(method)]["false_alarm_rate"] / rate,
+        }
+        for method, rate in nominal.items()
+    }
+    if n_normal == 0:
+        return {"methods": methods, "better_calibrated": None}
+
+    def log_error(method: str) -> float:
+        observed = max(methods[method]["false_alarm_rate"], 0.5 / n_normal)
+        return abs(float(np.log(observed / methods[method]["nominal_false_alarm_rate"])))
+
+    return {"methods": methods, "better_calibrated": min(methods, key=log_error)}
+
+
 def evaluate_scores(
     val_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, options: EvaluateOptions
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -160,6 +212,9 @@ def evaluate_scores(
         "label_free": label_free,
         "threshold_method": str(method),
         "label_free_by_method": by_method,
+        "calibration": calibration(
+            by_method, nominal_false_alarm_rates(len(val_scores), options), len(labels) - n_positive
+        ),
         "best_fc1": best,
         "top_k": metrics.metrics_at(test_scores, labels, top_k),
         "pr_auc": metrics.average_precision(test_scores, labels),
@@ -199,7 +254,8 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat = {name: summary["label_free"][name] for name in SUMMARY_METRICS}
     flat |= {f"best_{name}": summary["best_fc1"][name] for name in SUMMARY_METRICS}
     flat |= {"top_k_fc1": summary["top_k"]["fc1"], "top_k_f1": summary["top_k"]["f1"]}
-    flat |= {f"{method}_fc1": values["fc1"] for method, values in summary["label_free_by_method"].items()}
+    for method, values in summary["label_free_by_method"].items():
+        flat |= {f"{method}_fc1": values["fc1"], f"{method}_false_alarm_rate": values["false_alarm_rate"]}
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": v for k, v in summary["baselines"].items()}}
     return flat | {name: float(value) for name, value in summary["counts"].items()}
 

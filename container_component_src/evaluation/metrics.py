@@ -21,6 +21,7 @@ SWEEP_COLUMNS = (
     "fp",
     "fn",
     "flagged_share",
+    "false_alarm_rate",
     "precision",
     "recall",
     "f1",
@@ -84,7 +85,8 @@ def sweep_thresholds(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndar
         thresholds: Thresholds to evaluate; a row is flagged when its score is above one.
 
     Returns:
-        Point-wise tp/fp/fn, precision, recall and F1; events found and event-wise recall;
+        Point-wise tp/fp/fn, the share of rows flagged, the false-alarm rate (flagged normal
+        rows / normal rows), precision, recall and F1; events found and event-wise recall;
         Fc1 (Garg et al. 2021: harmonic mean of point-wise precision and event-wise recall);
         point-adjusted precision, recall and F1 (a found event counts all its rows as found).
     """
@@ -116,6 +118,7 @@ def sweep_thresholds(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndar
             "fp": fp,
             "fn": fn,
             "flagged_share": _ratio(tp + fp, np.full(len(thresholds), len(scores))),
+            "false_alarm_rate": _ratio(fp, np.full(len(thresholds), len(negatives))),
             "precision": precision,
             "recall": recall,
             "f1": _harmonic(precision, recall),

@@ -371,6 +371,7 @@ def _metrics_table(summary: dict[str, Any]) -> str:
         ("recall (event)", "event_recall"),
         ("F1 (point-adjusted)", "pa_f1"),
         ("flagged share", "flagged_share"),
+        ("false-alarm rate (normal rows)", "false_alarm_rate"),
     ]
     head = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
     body = "".join(
@@ -379,6 +380,7 @@ def _metrics_table(summary: dict[str, Any]) -> str:
     )
     counts = summary["counts"]
     notes = summary.get("channel_notes", [])
+    calibrated = summary.get("calibration", {})
     return (
         f"<table><tr><th></th>{head}</tr>{body}</table>"
         f"<p>Area under the precision-recall curve: <b>{summary['pr_auc']:.4f}</b>. "
@@ -395,6 +397,7 @@ def _metrics_table(summary: dict[str, Any]) -> str:
         + ".</p>"
         f"<p>{counts['test_rows']:,} test rows, {counts['test_events']} labelled events "
         f"({counts['anomaly_share']:.1%} of rows), {counts['val_rows']:,} validation rows.</p>"
+        + _calibration_note(calibrated)
         + (
             "<p>Channels that are not plainly continuous:</p><ul>"
             + "".join(f"<li>{html.escape(line)}</li>" for line in notes)
@@ -403,6 +406,25 @@ def _metrics_table(summary: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def _calibration_note(calibrated: dict[str, Any]) -> str:
+    """One sentence: each label-free threshold's promised and observed false-alarm rate."""
+    if not calibrated:
+        return ""
+    promises = "; ".join(
+        f"{html.escape(method)} promises {values['nominal_false_alarm_rate']:.2%} and flags "
+        f"{values['false_alarm_rate']:.2%} ({values['ratio']:.3g}x)"
+        for method, values in calibrated["methods"].items()
+    )
+    better = calibrated["better_calibrated"]
+    verdict = (
+        f" <b>{html.escape(better)}</b> keeps its promise best here"
+        " (<code>threshold_method</code> picks the deployed one)."
+        if better
+        else " No normal test row to judge them on."
+    )
+    return f"<p>Calibration of the label-free thresholds on the test's normal rows: {promises}.{verdict}</p>"
 
 
 PAGE_STYLE = (

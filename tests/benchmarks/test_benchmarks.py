@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks import (
@@ -118,7 +119,13 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     part = result["after the fitted rows"]
     assert part["rows"] == 550 and part["raw_signal"]["far"] > 0.5 > 0.2 > part["model"]["far"]
     assert part["model"]["mar"] < 0.3 and part["raw_signal_weighted"]["far"] < 0.2
-    rows = protocol_b_rows(result, 1.0)
+    # Calibration is judged on the rows after the fitted ones, against each threshold's promise.
+    promised = result["calibration"]["methods"]["quantile"]
+    assert promised["false_alarm_rate"] == part["model"]["far"]
+    assert promised["nominal_false_alarm_rate"] == pytest.approx(0.01)
+    *rows, quantile, pot = protocol_b_rows(result, 1.0)
+    assert [quantile["case"], pot["case"]] == ["quantile threshold", "pot threshold"]
+    assert quantile["better_calibrated"] != pot["better_calibrated"] and pot["nominal_far"] == 0.001
     assert ["quantile threshold" in r["case"] for r in rows] == [True, True, False, False]
     assert "pot threshold, counted over whole files" in rows[2]["case"] and rows[3]["case"].startswith("diagnostic")
     assert "drifting channels (weight 0): Temperature in 2" in rows[0]["case"]

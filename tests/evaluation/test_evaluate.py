@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from container_component_src.evaluation.evaluate import EvaluateOptions, run_evaluate
+from container_component_src.evaluation.evaluate import (
+    EvaluateOptions,
+    calibration,
+    evaluate_scores,
+    nominal_false_alarm_rates,
+    run_evaluate,
+)
 from container_component_src.storage import InputError
 
 
@@ -57,10 +63,55 @@ def test_summary_carries_the_deploy_inputs_and_kfp_metrics(evaluated: dict[str, 
     assert summary["deploy"]["fc1"] == summary["label_free"]["fc1"] == summary["metrics"]["fc1"]
     assert evaluated["returned"]["deploy"] == summary["deploy"]
     assert all(isinstance(v, float) and np.isfinite(v) for v in summary["metrics"].values())
+    assert {"quantile_false_alarm_rate", "pot_false_alarm_rate"} <= summary["metrics"].keys()
+    assert summary["calibration"]["better_calibrated"] in {"quantile", "pot"}
     roc = summary["roc"]
     assert len(roc["fpr"]) == len(roc["tpr"]) == len(roc["thresholds"]) <= 200
     page = Path(evaluated["report.html"]).read_text()
     assert "<script src" not in page and "Plotly.newPlot" in page
+
+
+def test_calibration_names_the_threshold_that_keeps_its_promise() -> None:
+    nominal = {"quantile": 0.01, "pot": 0.001}
+    # 1.1x against 2.1x its promise: the quantile is the better calibrated ...
+    judged = calibration({"quantile": {"false_alarm_rate": 0.011}, "pot": {"false_alarm_rate": 0.0021}}, nominal, 1000)
+    assert judged["better_calibrated"] == "quantile"
+    assert judged["methods"]["pot"] == {
+        "nominal_false_alarm_rate": 0.001,
+        "false_alarm_rate": 0.0021,
+        "ratio": pytest.approx(2.1),
+    }
+    # ... though flagging fewer normal rows is not the test: 0.1x is further from 1 than 2x.
+    judged = calibration({"quantile": {"false_alarm_rate": 0.001}, "pot": {"false_alarm_rate": 0.002}}, nominal, 1000)
+    assert judged["better_calibrated"] == "pot"
+    # No false alarm counts as half of one: 0.5 / 100 rows is 5x pot's promise, worse than 2x.
+    judged = calibration({"quantile": {"false_alarm_rate": 0.02}, "pot": {"false_alarm_rate": 0.0}}, nominal, 100)
+    assert judged["better_calibrated"] == "quantile"
+    assert (
+        calibration({"quantile": {"false_alarm_rate": 0.0}, "pot": {"false_alarm_rate": 0.0}}, nominal, 0)[
+            "better_calibrated"
+        ]
+        is None
+    )
+
+
+def test_the_largest_validation_score_promises_one_in_n_plus_one() -> None:
+    rates = nominal_false_alarm_rates(99, EvaluateOptions(val_quantile=1.0, pot_risk=0.002))
+    assert rates == {"quantile": pytest.approx(0.01), "pot": 0.002}
+    assert nominal_false_alarm_rates(99, EvaluateOptions(val_quantile=0.95))["quantile"] == pytest.approx(0.05)
+
+
+def test_on_normal_rows_like_validation_the_quantile_keeps_its_promise() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.zeros(200_000, dtype=int)
+    labels[1000:1100] = 1
+    summary, _ = evaluate_scores(
+        rng.normal(size=50_000), rng.normal(size=200_000) + 6 * labels, labels, EvaluateOptions()
+    )
+    quantile = summary["calibration"]["methods"]["quantile"]
+    assert quantile["nominal_false_alarm_rate"] == pytest.approx(0.01)
+    assert quantile["false_alarm_rate"] == pytest.approx(0.01, rel=0.1)
+    assert quantile["false_alarm_rate"] == summary["label_free_by_method"]["quantile"]["false_alarm_rate"]
 
 
 def test_smoothing_changes_scores_but_not_the_row_count(

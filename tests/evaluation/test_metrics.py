@@ -35,6 +35,7 @@ def reference_sweep(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndarr
     def harmonic(a: float, b: float) -> float:
         return 2 * a * b / (a + b) if a + b else 0.0
 
+    n_normal = sum(1 for label in labels if not label)
     rows = []
     for t in thresholds:
         flagged = [s > t for s in scores]
@@ -55,6 +56,7 @@ def reference_sweep(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndarr
                 "fp": fp,
                 "fn": fn,
                 "flagged_share": (tp + fp) / len(scores),
+                "false_alarm_rate": fp / n_normal if n_normal else 0.0,
                 "precision": precision,
                 "recall": recall,
                 "f1": harmonic(precision, recall),
@@ -94,6 +96,7 @@ def test_event_peaks_look_only_inside_each_event() -> None:
 def test_hand_computed_case() -> None:
     m = metrics_at(SCORES, LABELS, 0.5)  # flags rows 1, 3 and 5
     assert (m["tp"], m["fp"], m["fn"]) == (2, 1, 2)
+    assert m["false_alarm_rate"] == pytest.approx(1 / 3)  # one of the three normal rows
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(0.5)
     assert m["f1"] == pytest.approx(4 / 7)
     assert m["events_found"] == 2 and m["event_recall"] == 1.0

@@ -58,6 +58,9 @@ def test_report_is_one_self_contained_page() -> None:
     assert "<script src" not in page.replace(" ", ""), "no script may come from the network"
     assert "Fc1 (composite)" in page and "Event 1" in page
     assert "Labelled events: 1 found, 0 missed" in page and "False alarms:" in page
+    assert "false-alarm rate (normal rows)" in page
+    better = summary["calibration"]["better_calibrated"]
+    assert "quantile promises 1.00% and flags" in page and f"<b>{better}</b> keeps its promise best" in page
 
 
 def test_false_alarms_are_runs_of_flagged_normal_rows_within_a_segment() -> None:
