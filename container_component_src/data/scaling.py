@@ -26,9 +26,11 @@ MAX_MODE_LEVELS = 5
 # Distinct values and resolution are read from at most this many training rows.
 KIND_SAMPLE_ROWS = 200_000
 # A continuous channel drifts in training when at least DRIFT_SHARE of its variance lies between
-# the means of DRIFT_BLOCKS consecutive blocks of rows: its level wanders (a temperature warming
-# through a run) instead of varying about one center, so a later level off the training range is
-# its nature, not evidence of a fault.
+# the means of DRIFT_BLOCKS consecutive blocks of rows, both over all its training rows and over
+# their newest half: its level wanders through training and still wanders where training ends (a
+# temperature warming through a run) instead of varying about one center, so a later level off the
+# training range is its nature, not evidence of a fault. A start-up transient or a step early in
+# training that then settles is an operating point the model was fitted on, not a level on the move.
 DRIFT_BLOCKS = 8
 DRIFT_SHARE = 0.5
 
@@ -87,8 +89,9 @@ def fit_scaler(
     to at most 1, not to thousands; a constant channel gets scale 1. Channels are listed by
     kind: constant, mode (at most `MAX_MODE_LEVELS` distinct values: a command or state) or
     continuous, and those whose scale was floored are named. Continuous channels that drift in
-    training (see `DRIFT_SHARE`; measured on the rows as the model sees them, each segment relative
-    to its reference when `reference_rows` > 0) are named with their drift share.
+    training (see `DRIFT_SHARE`; measured on the rows in time order as the model sees them, each
+    segment relative to its reference when `reference_rows` > 0) are named with their drift share,
+    the smaller of those of all rows and of the newest half.
 
     Args:
         reference_rows: 0, or the rows at the start of each segment whose mean replaces the
@@ -114,14 +117,12 @@ def fit_scaler(
     constant = levels <= 1
     floored = ~constant & (scale < resolution)
     scale = np.where(constant, 1.0, np.maximum(scale, resolution))
+    seen = values
     if reference_rows and isinstance(frame.index, pd.DatetimeIndex):
-        shares = drift_shares(
-            _scale_by_segment(
-                values, segment_ids(frame.index), {"reference_rows": reference_rows, "center": center, "scale": scale}
-            )
+        seen = _scale_by_segment(
+            values, segment_ids(frame.index), {"reference_rows": reference_rows, "center": center, "scale": scale}
         )
-    else:
-        shares = drift_shares(values)
+    shares = np.minimum(drift_shares(seen), drift_shares(seen[len(seen) // 2 :]))
     drifting = (kinds == "continuous") & (shares >= DRIFT_SHARE)
     return {
         "kind": str(kind),
@@ -154,8 +155,8 @@ def describe_channels(scaler: dict[str, Any]) -> list[str]:
         lines.append(f"{channel}: scale floored at its resolution (it barely moved in training)")
     for channel, share in scaler.get("drifting_channels", {}).items():
         lines.append(
-            f"{channel}: drifts in training ({share:.0%} of its variance between {DRIFT_BLOCKS} blocks of rows "
-            "in time; weighted by drift_weight)"
+            f"{channel}: drifts in training (at least {share:.0%} of its variance between {DRIFT_BLOCKS} blocks of "
+            "rows in time, over all rows and over the newest half; weighted by drift_weight)"
         )
     return lines
 
