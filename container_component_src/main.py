@@ -398,6 +398,13 @@ def preprocess(
     s3_endpoint: Annotated[
         str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
     ] = "",
+    scratch: Annotated[
+        str,
+        typer.Option(
+            help="Object-storage folder, unique to the run, where Kubernetes workers write (then copied to --out).",
+            rich_help_panel=Cluster,
+        ),
+    ] = "",
     seed: Annotated[int, typer.Option(help="Seed of --sample-frac.")] = 0,
 ) -> None:
     """Resample the partitions onto a regular grid with Dask and report data quality."""
@@ -427,7 +434,7 @@ def preprocess(
             placement=Placement.from_settings(ctx.obj.kubernetes),
         )
         with dask_client(cluster_options) as client:
-            summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column)
+            summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column, scratch)
         _report({k: v for k, v in summary.items() if k != "channels"})
 
 

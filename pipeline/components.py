@@ -64,12 +64,15 @@ def preprocess(
     """Runs `preprocess`."""
     from container_component_src.main import run_step
 
-    # Kubernetes workers cannot see this pod's files: they read the artifacts from object storage.
+    # Kubernetes workers cannot see this pod's files: they read the artifacts from object storage
+    # and write the parts to a scratch folder there, which this task copies into its output.
+    kubernetes = cluster == "kubernetes"
     run_step(
         settings,
         "preprocess",
-        partitions=[p.uri if cluster == "kubernetes" else p.path for p in partitions],
+        partitions=[p.uri if kubernetes else p.path for p in partitions],
         out=telemetry.path,
+        scratch=f"{telemetry.uri}-dask" if kubernetes else None,
         quality_report=quality_report.path,
         timestamp_column=timestamp_column,
         resample_period=resample_period,

@@ -2,6 +2,7 @@
 project builds against the real options of its subcommand."""
 
 import json
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -166,7 +167,7 @@ def test_every_pod_command_passes_only_real_options() -> None:
         "drift_weight": 0.0,
     }
     commands = [
-        trial_command(data, space, ModelParams(), run, "{}"),
+        shlex.split(trial_command(data, space, ModelParams(), run, "{}")[2]),  # sh -c <line>
         replica_command({**data, **run}, "s3://b/scratch", PyTorchJobOptions(image="i", namespace="n"), "{}"),
         [*MODULE_COMMAND, *serve_argv("/m", "eclss", 8080, 10)],
     ]

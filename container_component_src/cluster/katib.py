@@ -2,11 +2,20 @@
 
 The search space is the one local tuning uses (`model.tune.parse_search_space`); trials print
 `val_nll=...` lines that Katib's StdOut metrics collector reads.
+
+That collector's pod webhook rewrites the trial container to `sh -c "<command and args joined by
+spaces> 1>/var/log/katib/metrics.log 2>&1 && ..."`, unless the command already is `sh -c <line>`,
+whose line it keeps (katib `pkg/webhook/v1beta1/pod`, `wrapWorkerContainer`). A plain argv would
+lose its quoting there (the settings JSON falls apart), so a trial's command is `sh -c` of one
+line quoted for the shell, with Kubernetes' `$` escaped (the kubelet expands `$(VAR)` and `$$`
+in it before the shell reads it).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -17,10 +26,15 @@ from container_component_src.cli_args import MODULE_COMMAND, to_argv
 from container_component_src.cluster.kube import Placement, cleanup_on_sigterm, owner_reference, s3_env, wait_for
 from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams
-from container_component_src.model.tune import Parameter
+from container_component_src.model.tune import Parameter, grid_values
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1beta1", "experiments"
 TRIAL_CONTAINER = "training"
+# What Katib replaces with a trial's value in the template's text.
+TRIAL_PARAMETER = re.compile(r"\$\{trialParameters\.[A-Za-z0-9_.-]+\}")
+# Characters a categorical value must not hold: it is pasted into the template's JSON text (" and
+# \), inside single quotes of the trial's shell line (') and before the kubelet's expansion ($).
+UNSAFE_VALUE = set("'\"\\$")
 
 
 @dataclass(frozen=True)
@@ -82,13 +96,29 @@ def trial_command(
         field.name: f"${{trialParameters.{field.name}}}" if field.name in searched else getattr(base, field.name)
         for field in fields(ModelParams)
     }
-    return [*MODULE_COMMAND, *to_argv("train", {**data, "out": "/tmp/model", **hyper, **run}, settings)]
+    return shell_command([*MODULE_COMMAND, *to_argv("train", {**data, "out": "/tmp/model", **hyper, **run}, settings)])
+
+
+def shell_command(argv: list[str]) -> list[str]:
+    """`["sh", "-c", line]` that runs `argv` as it is, also after Katib's StdOut rewrite.
+
+    Each word is quoted for the shell and its `$` doubled for the kubelet; a trial-parameter
+    placeholder is single-quoted as it is, for Katib to put the value inside the quotes.
+    """
+    words = [f"'{word}'" if TRIAL_PARAMETER.fullmatch(word) else shlex.quote(word).replace("$", "$$") for word in argv]
+    return ["sh", "-c", " ".join(words)]
 
 
 def _feasible_space(parameter: Parameter) -> Any:
     from kubeflow_katib_api.models import V1beta1FeasibleSpace
 
     if parameter.values:
+        for value in map(str, parameter.values):
+            if UNSAFE_VALUE & set(value) or not value:
+                raise OptionError(
+                    f"--search-space {parameter.name}: value {value!r} cannot reach a Katib trial intact "
+                    "(empty, or holds a quote, backslash or $)"
+                )
         return V1beta1FeasibleSpace(list=[str(v) for v in parameter.values])
     return V1beta1FeasibleSpace(
         min=str(parameter.min),
@@ -153,11 +183,20 @@ def build_experiment(
     """The Katib Experiment (the Kubeflow SDK's typed Katib API model) that searches `parameters`
     by running `command`.
 
-    Katib's admission webhook refuses parallel or failed-trial counts above the trial count (local
-    tuning does not care): they are lowered to `max_trials`, with a note.
+    Counts Katib's webhook refuses, and a grid over a range without a step (Katib's grid suggestion
+    refuses it), are refused here. Parallel or failed-trial counts above the trial count (refused
+    by Katib too; local tuning does not care) are lowered to `max_trials`, with a note.
     """
+    # The rules of Katib's admission webhook and grid suggestion, refused here with the option named.
     if max_trials < 1:
         raise OptionError(f"--max-trials must be >= 1, got {max_trials}")
+    if options.parallel_trials < 1:
+        raise OptionError(f"--parallel-trials must be >= 1 (Katib's parallelTrialCount), got {options.parallel_trials}")
+    if max_failed_trials < 0:
+        raise OptionError(f"--max-failed-trials must be >= 0 (Katib's maxFailedTrialCount), got {max_failed_trials}")
+    if algorithm == "grid":
+        for parameter in parameters:
+            grid_values(parameter)
     parallel = min(options.parallel_trials, max_trials)
     max_failed_trials = min(max_failed_trials, max_trials)
     if parallel < options.parallel_trials:

@@ -298,6 +298,7 @@ def run_preprocess(
     client: Any,
     options: PreprocessOptions,
     timestamp_column: str = "normalizedTime",
+    scratch_url: str = "",
 ) -> dict[str, Any]:
     """Put partitioned telemetry on a regular grid with Dask and write it with its quality report.
 
@@ -308,6 +309,9 @@ def run_preprocess(
         client: A connected `distributed.Client`.
         options: Grid, gap and sampling options.
         timestamp_column: Name of the timestamp column (and of the output index).
+        scratch_url: Empty, or an object-storage folder unique to the run where the workers write
+            the parts, then copied into `out_url` and removed: workers in other pods cannot
+            write into this pod's folder.
 
     Returns:
         The quality report.
@@ -316,6 +320,24 @@ def run_preprocess(
         InputError: No partition, no numeric channel, or no usable channel.
     """
     options.validate()
+    if not scratch_url:
+        return _preprocess(partition_urls, out_url, quality_report_url, client, options, timestamp_column)
+    try:
+        summary = _preprocess(partition_urls, scratch_url, quality_report_url, client, options, timestamp_column)
+        storage.copy_directory(scratch_url, out_url)
+        return summary
+    finally:
+        storage.remove_directory(scratch_url)
+
+
+def _preprocess(
+    partition_urls: list[str],
+    out_url: str,
+    quality_report_url: str,
+    client: Any,
+    options: PreprocessOptions,
+    timestamp_column: str,
+) -> dict[str, Any]:
     period_ns = parse_period(options.resample_period, "--resample-period").value
     threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
     partitions = inspect_partitions(partition_urls, timestamp_column, threads)
@@ -375,6 +397,7 @@ def run_preprocess(
         for part_counts in _gather(client, stage2, "fill and write", len(partitions), batches):
             for key, value in part_counts.items():
                 counts[key] = counts.get(key, 0) + value
+        _check_parts_visible(out_dir, len(batches))
     if counts["output_rows"] == 0:
         raise InputError(f"no complete row left after gap handling in {partitions[0].url} and the other partitions")
     summary = {
@@ -389,6 +412,21 @@ def run_preprocess(
     }
     storage.write_json(summary, quality_report_url)
     return summary
+
+
+def _check_parts_visible(out_url: str, count: int) -> None:
+    """Refuse to finish when the parts the workers wrote are not all here: workers in pods of their
+    own write into their own filesystems, which this process never sees.
+
+    Raises:
+        InputError: Names the folder and what to give instead.
+    """
+    seen = len(storage.list_files(out_url, ".parquet")) if storage.exists(out_url) else 0
+    if seen != count:
+        raise InputError(
+            f"the Dask workers wrote {count} part(s) that this process finds {seen} of in {out_url}: workers in "
+            "other pods cannot write into this pod's folders; give --scratch, an object-storage folder"
+        )
 
 
 def _gather(client: Any, futures: list[Any], description: str, total: int, batches: list[list[int]]) -> list[Any]:

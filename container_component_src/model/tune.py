@@ -163,6 +163,8 @@ def run_tune(
         raise OptionError(f"--max-trials must be >= 1, got {max_trials}")
     if parallel_trials < 1:
         raise OptionError(f"--parallel-trials must be >= 1, got {parallel_trials}")
+    if max_failed_trials < 0:
+        raise OptionError(f"--max-failed-trials must be >= 0, got {max_failed_trials}")
     if min(parallel_trials, max_trials) > 1 and options.devices * options.num_nodes > 1:
         raise OptionError(
             f"--parallel-trials {parallel_trials} trains each trial on one device: give --devices 1 (got "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from typer.testing import CliRunner
 from container_component_src import storage
 from container_component_src.main import app
 from tests.emulator.cluster import NAMESPACE, Emulator, emulated_kubeflow
+from tests.emulator.pods import pods_are_isolated
 
 pytestmark = pytest.mark.cluster
 SECRET = "s3-credentials"
@@ -86,10 +88,13 @@ def test_tune_with_katib_runs_real_trials(emulator: Emulator, s3_sets: dict[str,
     _cli(*_tune_with_katib(s3_sets, out, *trials))
     trials = [p for p in emulator.pods.history if "-trial-" in p.name]
     assert len(trials) == 3 and all(t.poll() == 0 for t in trials)
-    best_trial = min(trials, key=lambda t: min(_objectives(t.text())))
+    # Katib's webhook ran each trial as `sh -c "<line> 1>metrics.log 2>&1 && ..."`.
+    assert all(t.argv[:2] == ["sh", "-c"] and "1>" in t.argv[2] for t in trials)
+    metrics = {t.name: (emulator.pods.log_dir / f"{t.name}-katib" / "metrics.log").read_text() for t in trials}
+    best_trial = min(trials, key=lambda t: min(_objectives(metrics[t.name])))
     best = json.loads(out.read_text())
-    assert best["objective"]["value"] == pytest.approx(min(_objectives(best_trial.text())), rel=1e-5)
-    argv = best_trial.argv
+    assert best["objective"]["value"] == pytest.approx(min(_objectives(metrics[best_trial.name])), rel=1e-5)
+    argv = shlex.split(best_trial.argv[2])
     assert best["parameters"]["latent_dim"] == int(argv[argv.index("--latent-dim") + 1])
     assert best["parameters"]["learning_rate"] == pytest.approx(float(argv[argv.index("--learning-rate") + 1]))
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps([t.argv for t in trials])
@@ -162,6 +167,8 @@ def test_preprocess_on_a_dask_cluster_equals_the_local_cluster(
         f"{s3_bucket}/parts",
         "--out",
         str(tmp_path / "k8s"),
+        "--scratch",
+        f"{s3_bucket}/scratch-preprocess",
         "--quality-report",
         str(tmp_path / "qk.json"),
         "--worker-image",
@@ -176,6 +183,54 @@ def test_preprocess_on_a_dask_cluster_equals_the_local_cluster(
     started = [p for p in emulator.pods.history if p.name.startswith("preprocess-")]
     assert [p.argv[:2] for p in started] == [["dask", "scheduler"], ["dask", "worker"], ["dask", "worker"]]
     assert not emulator.objects("daskclusters") and not emulator.pods.alive()
+    assert not fs.exists(f"{s3_bucket}/scratch-preprocess"), "the scratch folder is removed"
+
+
+def test_preprocess_on_a_dask_cluster_without_scratch_fails_loudly(
+    emulator: Emulator, tiny_data: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    """The workers are pods with filesystems of their own: a folder of the launcher's as --out
+    would end empty on a cluster, so the step fails naming --scratch instead of reporting rows."""
+    from container_component_src.data.split_archive import list_archives, run_split_archive
+
+    if not pods_are_isolated():
+        pytest.skip("no mount namespaces here: the emulated pods share this machine's disk")
+    run_split_archive(list_archives(tiny_data["archives"])[0], str(tmp_path / "parts"))
+    fs, _ = storage.filesystem(s3_bucket)
+    fs.put(str(tmp_path / "parts"), f"{s3_bucket}/parts", recursive=True)
+    cluster = ["--cluster", "kubernetes", "--worker-image", "eclss:test", "--namespace", NAMESPACE]
+    out = ["--out", str(tmp_path / "k8s"), "--quality-report", str(tmp_path / "q.json")]
+    args = ["preprocess", "--n-workers", "1", "--partitions", f"{s3_bucket}/parts", *out, *cluster]
+    result = runner.invoke(app, [*args, "--s3-secret-name", SECRET])
+    assert result.exit_code == 1, result.output
+    assert "workers in other pods cannot write into this pod's folders; give --scratch" in result.output
+    assert not (tmp_path / "k8s").exists(), "nothing is left that looks like an output"
+
+
+def test_pods_have_filesystems_of_their_own(emulator: Emulator, tmp_path: Path) -> None:
+    """A pod sees neither the launcher's files nor another pod's /tmp, and the launcher does not
+    see a pod's; a volume is the pod's at its path."""
+    if not pods_are_isolated():
+        pytest.skip("no mount namespaces here: the emulated pods share this machine's disk")
+    launcher_file = tmp_path / "launcher.txt"
+    launcher_file.write_text("the launcher's")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    owner = emulator.add_launcher_pod("owner-pod")
+
+    def run(name: str, script: str, volumes: dict[str, str] | None = None) -> tuple[int | None, str]:
+        container = {"name": "main", "image": "eclss:test", "command": ["sh", "-c", script]}
+        process = emulator.pods.run(owner, name, container, volumes=volumes)
+        assert process is not None
+        return process.process.wait(30), process.text()
+
+    writer = "echo mine > /tmp/pod.txt && echo $HOME && pwd && cat /tmp/pod.txt"
+    assert run("writer", writer) == (0, "/tmp\n/tmp\nmine\n")
+    assert run("reader", "cat /tmp/pod.txt")[0] != 0, "another pod's /tmp is not this pod's"
+    assert run("snooper", f"cat {launcher_file}")[0] != 0, "the launcher's files are not the pod's"
+    assert not list(Path("/tmp").glob("pod.txt")), "the launcher does not see a pod's /tmp"
+    assert run("mounted", "echo out > /mnt/models/x", {"/mnt/models": str(volume)})[0] == 0
+    assert (volume / "x").read_text() == "out\n"
 
 
 def test_deploy_with_kserve_serves_what_the_local_server_serves(

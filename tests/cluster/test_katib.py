@@ -1,4 +1,8 @@
 import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,8 @@ from container_component_src.cluster.katib import (
 from container_component_src.model.train import ModelParams
 from container_component_src.model.tune import parse_search_space
 from tests.cluster.fake_kube import FakeKube, api_client, serve, write_kubeconfig
+from tests.emulator.controllers import validate_experiment, wrap_worker_container
+from tests.emulator.pods import expand
 
 SPACE = parse_search_space(
     {
@@ -66,7 +72,8 @@ def test_experiment_structure() -> None:
     assert [p["name"] for p in template["trialParameters"]] == ["learning_rate", "batch_size", "latent_dim"]
     container = template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/eclss:abc"
-    command = container["command"]
+    assert container["command"][:2] == ["sh", "-c"] and len(container["command"]) == 3
+    command = shlex.split(container["command"][2])
     assert command[:6] == ["python", "-m", "container_component_src.main", "--settings", '{"x":1}', "train"]
     assert command[command.index("--learning-rate") + 1] == "${trialParameters.learning_rate}"
     assert command[command.index("--beta") + 1] == "1.0", "unsearched parameters keep their base value"
@@ -206,7 +213,8 @@ def test_tune_command_with_katib_backend(tmp_path, monkeypatch: pytest.MonkeyPat
     created = fake.requests[0][2]
     assert created["spec"]["maxTrialCount"] == 4
     command = created["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[command.index("--train") + 1] == "s3://b/train"
+    words = shlex.split(command[2])
+    assert words[words.index("--train") + 1] == "s3://b/train"
     assert not fake.objects, "the Experiment is deleted"
 
 
@@ -245,3 +253,112 @@ def test_missing_kubernetes_credentials_are_one_line(tmp_path, monkeypatch: pyte
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ValueError, match="no Kubernetes credentials"):
         kube_api_client()
+
+
+# A settings JSON that a shell or the kubelet would mangle if it were not quoted and escaped.
+HOSTILE_SETTINGS = json.dumps(
+    {"a b": 'it\'s "quoted"', "d": "$HOME $(HOME) $$ ${x} `id` \\ ; && | > * ~ #", "e": "ünï\ncode"}
+)
+# Stands in for the image's python: writes its arguments (NUL-separated) to ARGV_OUT, prints a metric.
+FAKE_PYTHON = """#!/bin/sh
+printf '%s\\0' "$@" > "$ARGV_OUT"
+echo "epoch=0 val_nll=-1.25"
+"""
+
+
+def _trial_container(experiment: dict, assignments: dict[str, str]) -> dict:
+    """The primary container of one trial, with the values substituted as Katib does (in the text)."""
+    template = experiment["spec"]["trialTemplate"]
+    text = json.dumps(template["trialSpec"])
+    for parameter in template["trialParameters"]:
+        text = text.replace(f"${{trialParameters.{parameter['name']}}}", assignments[parameter["reference"]])
+    return json.loads(text)["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("model", ["point", "window"])
+def test_every_trial_command_survives_katibs_sh_c_rewrite(tmp_path: Path, model: str) -> None:
+    """The trial runs exactly as the rewritten container would: the kubelet's expansion, then
+    `sh -c` of the joined line; the program gets every argument intact and its metric reaches
+    the metrics file."""
+    space = parse_search_space(
+        {
+            "learning_rate": {"type": "double", "min": 1e-4, "max": 1e-2, "log": True},
+            "batch_size": {"type": "discrete", "values": [256, 512]},
+            "model": {"type": "categorical", "values": ["point", "window"]},
+        }
+    )
+    data = {"train": "s3://b/my train", "val": "s3://b/val's", "scaler": "s3://b/$(HOME)/s"}
+    command = trial_command(data, space, ModelParams(), {"max_epochs": 3}, settings=HOSTILE_SETTINGS)
+    body = experiment_body(build_experiment("eclss-tune-test", space, command, OPTIONS, max_trials=4))
+    validate_experiment(body)
+    assignments = {"learning_rate": "0.00123", "batch_size": "512", "model": model}
+    container = wrap_worker_container(_trial_container(body, assignments), str(tmp_path))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON)
+    (bin_dir / "python").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": "/home/trial", "ARGV_OUT": str(tmp_path / "argv")}
+    argv = expand([*container["command"], *container["args"]], env)
+    assert argv[:2] == ["sh", "-c"] and len(argv) == 3
+    subprocess.run(argv, env=env, check=True, timeout=30)
+    received = (tmp_path / "argv").read_bytes().decode().split("\0")[:-1]
+    words = ["python", *received]
+    expected = shlex.split(command[2].replace("$$", "$"))  # the words as built, before quoting and escaping
+    expected = [assignments.get(w.removeprefix("${trialParameters.").rstrip("}"), w) for w in expected]
+    assert words == expected
+    assert words[words.index("--settings") + 1] == HOSTILE_SETTINGS
+    assert words[words.index("--scaler") + 1] == "s3://b/$(HOME)/s"
+    assert words[words.index("--model") + 1] == model
+    assert "val_nll=-1.25" in (tmp_path / "metrics.log").read_text()
+    assert [p.read_text().strip() for p in tmp_path.glob("*.pid")] == ["completed"]
+
+
+def test_the_plain_argv_of_old_did_not_survive_the_rewrite(tmp_path: Path) -> None:
+    """Why the trial is `sh -c <line>`: Katib joins a plain argv with spaces, and the shell then
+    splits the settings JSON apart."""
+    container = {"name": "training", "command": ["echo", "--settings", '{"a": 1}']}
+    wrapped = wrap_worker_container(container, str(tmp_path))
+    argv = wrapped["command"] + wrapped["args"]
+    subprocess.run(expand(argv, {}), check=True, timeout=30, env={"PATH": os.environ["PATH"]})
+    assert (tmp_path / "metrics.log").read_text().strip() == "--settings {a: 1}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"parallel_trials": 0}, "--parallel-trials must be >= 1"),
+        ({"max_failed_trials": -1}, "--max-failed-trials must be >= 0"),
+        ({"max_trials": 0}, "--max-trials must be >= 1"),
+        ({"algorithm": "grid"}, "learning_rate: the grid algorithm needs a step"),
+    ],
+)
+def test_values_katib_refuses_are_refused_here_with_the_option_named(change: dict, message: str) -> None:
+    from dataclasses import replace
+
+    from container_component_src.errors import OptionError
+
+    options = replace(OPTIONS, parallel_trials=change.pop("parallel_trials", 2))
+    arguments = {"algorithm": "tpe", "max_trials": 6, "max_failed_trials": 2, **change}
+    command = trial_command(DATA, SPACE, ModelParams(), {})
+    with pytest.raises(OptionError, match=message):
+        build_experiment("eclss-tune-test", SPACE, command, options, **arguments)
+
+
+def test_a_grid_with_steps_passes_katibs_rules() -> None:
+    space = parse_search_space(
+        {
+            "learning_rate": {"type": "double", "min": 1e-3, "max": 3e-3, "step": 1e-3},
+            "latent_dim": {"type": "int", "min": 2, "max": 8, "step": 2},
+        }
+    )
+    command = trial_command(DATA, space, ModelParams(), {})
+    validate_experiment(experiment_body(build_experiment("eclss-tune-test", space, command, OPTIONS, "grid", 6, 0)))
+
+
+@pytest.mark.parametrize("value", ["it's", 'say "hi"', "a\\b", "$HOME", ""])
+def test_a_categorical_value_that_cannot_reach_a_trial_is_refused(value: str) -> None:
+    from container_component_src.errors import OptionError
+
+    space = parse_search_space({"model": {"type": "categorical", "values": ["point", value]}})
+    with pytest.raises(OptionError, match="--search-space model: value"):
+        build_experiment("eclss-tune-test", space, trial_command(DATA, space, ModelParams(), {}), OPTIONS)

@@ -2,7 +2,8 @@
 the pods its operator would create, as local processes (see `pods.py`), adds the environment and
 arguments the operator adds, and writes a status derived from what the processes did.
 
-Mimicked: Katib 0.19 (StdOut metrics collector, trial template substitution, admission checks),
+Mimicked: Katib 0.19 (the StdOut metrics collector with its pod webhook's `sh -c` rewrite of the
+trial container, trial template substitution, the validating webhook's rules),
 Training Operator 1.9 (PyTorchJob master/worker env), KServe 0.20 (storage initializer,
 transformer arguments, readiness), the dask-kubernetes operator 2026.3 (scheduler service and
 worker env), and the garbage collector (ownerReferences). Not mimicked: scheduling, images,
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.emulator.apiserver import ApiServer
-from tests.emulator.pods import ContainerProcess, PodConfigError, start_container
+from tests.emulator.pods import ContainerProcess, PodConfigError, pods_are_isolated, start_container
 
 # Katib's default StdOut metrics format (its `DefaultFilter`): name=value anywhere in a line.
 KATIB_METRIC = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
@@ -58,6 +59,9 @@ class Pods:
         self.running: dict[str, ContainerProcess] = {}
         self.history: list[ContainerProcess] = []  # every container started, for the tests to read
         self.pull_secret = ""  # when set, a pod without this image pull secret cannot pull the image
+        # Folders of this machine that every pod mounts at the same path (a ReadWriteMany volume):
+        # what a rehearsal through kfp.local, whose artifacts are local paths, declares.
+        self.shared: list[str] = []
         server.on_delete.setdefault("pods", []).append(self._deleted)
 
     def run(
@@ -68,8 +72,10 @@ class Pods:
         labels: dict[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
         args_override: list[str] | None = None,
+        volumes: dict[str, str] | None = None,
     ) -> ContainerProcess | None:
-        """Create the pod and start its container; None (and a Failed pod) when it cannot start."""
+        """Create the pod and start its container (with `volumes`: folders here by their path in
+        the pod); None (and a Failed pod) when it cannot start."""
         namespace = owner["metadata"]["namespace"]
         pod = {
             "apiVersion": "v1",
@@ -91,7 +97,13 @@ class Pods:
             return None
         try:
             process = start_container(
-                name, container, self.server.secrets(namespace), self.log_dir, extra_env, args_override
+                name,
+                container,
+                self.server.secrets(namespace),
+                self.log_dir,
+                extra_env,
+                args_override,
+                {**{folder: folder for folder in self.shared}, **(volumes or {})},
             )
         except (PodConfigError, FileNotFoundError, PermissionError) as exc:
             message = f"{type(exc).__name__}: {exc}"
@@ -202,32 +214,95 @@ def _wait(process: ContainerProcess | None, stop: Callable[[], bool]) -> int | N
 
 
 # --- Katib ---------------------------------------------------------------------------------------
+KATIB_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+KATIB_PARAMETER_TYPES = {"int", "double", "categorical", "discrete"}
+KATIB_DISTRIBUTIONS = {"", "uniform", "logUniform", "normal", "logNormal"}
+KATIB_PLACEHOLDER = re.compile(r"\$\{trialParameters\.[^}]+\}")
+KATIB_METRICS_DIR = "/var/log/katib"  # the StdOut collector's metrics.log is in this emptyDir
+
+
 def validate_experiment(exp: dict[str, Any]) -> None:
-    """Katib's admission checks of an Experiment (the ones our bodies could break).
+    """Katib's admission checks of an Experiment (its validating webhook's rules for what our
+    bodies set).
 
     Raises:
         ValueError: The webhook's refusal.
     """
-    spec = exp["spec"]
+    name, spec = exp["metadata"]["name"], exp["spec"]
+    if not KATIB_NAME.fullmatch(name) or len(name) > 40:
+        raise ValueError(f"metadata.name {name!r}: lower case alphanumerics or '-', at most 40 characters")
     max_trials = spec.get("maxTrialCount")
+    parallel, max_failed = spec.get("parallelTrialCount"), spec.get("maxFailedTrialCount")
+    if max_failed is not None and max_failed < 0:
+        raise ValueError("spec.maxFailedTrialCount: should not be less than 0")
+    if max_trials is not None and max_trials <= 0:
+        raise ValueError("spec.maxTrialCount: must be greater than 0")
+    if parallel is not None and parallel <= 0:
+        raise ValueError("spec.parallelTrialCount: must be greater than 0")
     if max_trials is not None:
-        if spec.get("parallelTrialCount", 3) > max_trials:
+        if (parallel or 0) > max_trials:
             raise ValueError("parallelTrialCount must be less than or equal to maxTrialCount")
-        if spec.get("maxFailedTrialCount", 0) > max_trials:
+        if (max_failed or 0) > max_trials:
             raise ValueError("maxFailedTrialCount should be less than or equal to maxTrialCount")
     if spec["algorithm"]["algorithmName"] not in KATIB_ALGORITHMS:
         raise ValueError(f"unknown algorithm {spec['algorithm']['algorithmName']}")
+    for parameter in spec["parameters"]:
+        _validate_parameter(parameter, spec["algorithm"]["algorithmName"])
     template = spec["trialTemplate"]
     names = {p["name"] for p in spec["parameters"]}
+    text = json.dumps(template["trialSpec"])
+    seen: set[str] = set()
     for trial_parameter in template["trialParameters"]:
         if trial_parameter["reference"] not in names:
             raise ValueError(f"trialParameter {trial_parameter['name']} references no parameter")
+        if trial_parameter["name"] in seen:
+            raise ValueError(f"trialParameter {trial_parameter['name']} is duplicated")
+        seen.add(trial_parameter["name"])
+        placeholder = f"${{trialParameters.{trial_parameter['name']}}}"
+        if placeholder not in text:
+            raise ValueError(f"trialParameter {trial_parameter['name']} is not found in spec.trialTemplate")
+        text = text.replace(placeholder, "test-value")
+    if KATIB_PLACEHOLDER.search(text):
+        raise ValueError(f"parameters {KATIB_PLACEHOLDER.findall(text)} in spec.trialTemplate not in trialParameters")
     containers = template["trialSpec"]["spec"]["template"]["spec"]["containers"]
     primary = [c for c in containers if c["name"] == template["primaryContainerName"]]
     if not primary:
         raise ValueError(f"no container named {template['primaryContainerName']} in the trial template")
     if spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut" and not primary[0].get("command"):
         raise ValueError("the StdOut metrics collector needs the primary container's command")
+
+
+def _validate_parameter(parameter: dict[str, Any], algorithm: str) -> None:
+    """Katib's rules for one parameter, and its grid suggestion's (a double range needs a step)."""
+    kind, space = parameter["parameterType"], parameter.get("feasibleSpace") or {}
+    where = f"spec.parameters {parameter['name']}"
+    if kind not in KATIB_PARAMETER_TYPES:
+        raise ValueError(f"{where}: parameterType {kind} is not supported")
+    if space.get("distribution", "") not in KATIB_DISTRIBUTIONS:
+        raise ValueError(f"{where}: distribution {space['distribution']} is not supported")
+    if not space:
+        raise ValueError(f"{where}: feasibleSpace must be specified")
+    if kind in ("int", "double"):
+        if space.get("list"):
+            raise ValueError(f"{where}: feasibleSpace.list is not supported for parameterType {kind}")
+        if not space.get("min") or not space.get("max"):
+            raise ValueError(f"{where}: feasibleSpace.max or feasibleSpace.min must be specified")
+        if algorithm == "grid" and kind == "double" and not space.get("step"):
+            raise ValueError(f"{where}: the grid algorithm needs a step (Param: {parameter['name']} step is nil)")
+    elif space.get("min") or space.get("max") or space.get("step"):
+        raise ValueError(f"{where}: feasibleSpace .max, .min and .step is not supported for parameterType {kind}")
+
+
+def wrap_worker_container(container: dict[str, Any], metrics_dir: str) -> dict[str, Any]:
+    """The trial container as Katib's pod webhook leaves it with the StdOut collector
+    (`wrapWorkerContainer`): `sh -c` of the command and args joined by spaces, output to the
+    metrics file; a command that already is `sh -c` (or `bash -c`) keeps its shell."""
+    words = [*(container.get("command") or []), *(container.get("args") or [])]
+    command = ["sh", "-c"]
+    if len(words) > 1 and words[0] in ("sh", "bash") and words[1] == "-c":
+        command, words = words[:2], words[2:]
+    words += [f"1>{metrics_dir}/metrics.log 2>&1", "&&", f"echo completed > {metrics_dir}/$$$$.pid"]
+    return {**container, "command": command, "args": [" ".join(words)]}
 
 
 def sample(parameter: dict[str, Any], rng: random.Random) -> str:
@@ -276,11 +351,19 @@ class KatibController(Controller):
                 for c in job["spec"]["template"]["spec"]["containers"]
                 if c["name"] == template["primaryContainerName"]
             ]
+            trial = f"{name}-trial-{number}"
+            # The metrics folder: an emptyDir the trial shares with the collector's sidecar.
+            metrics_dir = self.pods.log_dir / f"{trial}-katib"
+            metrics_dir.mkdir()
+            volumes = {KATIB_METRICS_DIR: str(metrics_dir)} if pods_are_isolated() else None
+            if spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut":
+                container = wrap_worker_container(container, KATIB_METRICS_DIR if volumes else str(metrics_dir))
             status["trialsRunning"] = 1
-            process = self.pods.run(exp, f"{name}-trial-{number}", container, {"katib.kubeflow.org/experiment": name})
+            process = self.pods.run(exp, trial, container, {"katib.kubeflow.org/experiment": name}, volumes=volumes)
             code = _wait(process, lambda: self.deleted(exp))
             status["trialsRunning"] = 0
-            observed = self._collect(process.text() if process else "", metric_names)
+            metrics = metrics_dir / "metrics.log"
+            observed = self._collect(metrics.read_text(errors="replace") if metrics.exists() else "", metric_names)
             if code == 0 and objective["objectiveMetricName"] in observed:
                 status["trialsSucceeded"] += 1
                 # Katib's default metric strategy: the objective's min (minimize) or max.
@@ -441,18 +524,28 @@ class KServeController(Controller):
                 self.server.delete("pods", meta["namespace"], pod["metadata"]["name"])
         predictor = isvc["spec"]["predictor"]["containers"][0]
         transformer = isvc["spec"]["transformer"]["containers"][0]
-        storage_uri = next(e["value"] for e in predictor.get("env", []) if e["name"] == "STORAGE_URI")
-        folder = tempfile.mkdtemp(prefix=f"{name}-models-")
-        self.model_dirs.append(folder)
-        try:
-            self.download(storage_uri, folder)
-        except Exception as exc:
-            isvc["status"] = _isvc_failed(generation, "ModelLoadFailed", f"storage initializer: {exc}")
-            return
+        # KServe's webhook gives each pod whose container names a STORAGE_URI its own storage
+        # initializer, which copies the model into that pod's emptyDir at /mnt/models.
+        folders = {}
+        for role, container in (("predictor", predictor), ("transformer", transformer)):
+            uri = next((e["value"] for e in container.get("env", []) if e["name"] == "STORAGE_URI"), None)
+            if uri is None:
+                continue
+            folders[role] = tempfile.mkdtemp(prefix=f"{name}-{role}-models-")
+            self.model_dirs.append(folders[role])
+            try:
+                self.download(uri, folders[role])
+            except Exception as exc:
+                isvc["status"] = _isvc_failed(generation, "ModelLoadFailed", f"storage initializer: {exc}")
+                return
         predictor_port, transformer_port = free_port(), free_port()
-        # The volume mount and the pods' own ports, remapped to this machine's folders and ports.
-        predictor_args = _remap(predictor["args"], self.mount, folder, "--http-port", predictor_port)
-        transformer_args = _remap(transformer["args"], self.mount, folder, "--http-port", transformer_port)
+        # The pods' own ports, remapped to free ones of this machine; the volume mounted at its path
+        # where pods have filesystems of their own, else its path remapped to the folder.
+        predictor_args = _remap(predictor["args"], self.mount, folders.get("predictor"), "--http-port", predictor_port)
+        transformer_args = _remap(
+            transformer["args"], self.mount, folders.get("transformer"), "--http-port", transformer_port
+        )
+        volumes = {role: {self.mount: folder} for role, folder in folders.items()} if pods_are_isolated() else {}
         # What KServe appends to a transformer's args (its predictor host is the predictor's service).
         transformer_args += [
             "--model_name",
@@ -464,10 +557,20 @@ class KServeController(Controller):
         ]
         pods = [
             self.pods.run(
-                isvc, f"{name}-predictor", predictor, {"component": "predictor"}, args_override=predictor_args
+                isvc,
+                f"{name}-predictor",
+                predictor,
+                {"component": "predictor"},
+                args_override=predictor_args,
+                volumes=volumes.get("predictor"),
             ),
             self.pods.run(
-                isvc, f"{name}-transformer", transformer, {"component": "transformer"}, args_override=transformer_args
+                isvc,
+                f"{name}-transformer",
+                transformer,
+                {"component": "transformer"},
+                args_override=transformer_args,
+                volumes=volumes.get("transformer"),
             ),
         ]
         isvc["status"] = {
@@ -503,8 +606,9 @@ class KServeController(Controller):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _remap(args: list[str], mount: str, folder: str, port_flag: str, port: int) -> list[str]:
-    args = [a.replace(mount, folder) for a in args]
+def _remap(args: list[str], mount: str, folder: str | None, port_flag: str, port: int) -> list[str]:
+    if folder is not None and not pods_are_isolated():
+        args = [a.replace(mount, folder) for a in args]
     if port_flag in args:
         args[args.index(port_flag) + 1] = str(port)
     return args

@@ -5,12 +5,21 @@ interpreter's environment. The container's command and args run exactly as writt
 Kubernetes' `$(VAR)` expansion), with exactly its env: values, and `secretKeyRef`s resolved from
 the emulated API's Secrets. A reference to a missing secret or key fails the pod before it starts,
 as CreateContainerConfigError does on a cluster.
+
+Each pod has a filesystem of its own where this machine allows it (a mount namespace: root and
+`unshare`): an empty /tmp, which is its HOME and working directory, so it sees neither another
+pod's files nor the launcher's, and they do not see its files; its volumes (an emptyDir, the
+storage initializer's folder) are mounted at their paths. Object storage is what pods share.
+The image's own files (this checkout and its environment) stay visible, as a read of the image.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +43,7 @@ def resolve_env(env: list[dict[str, Any]] | None, secrets: dict[str, dict[str, s
     resolved: dict[str, str] = {}
     for item in env or []:
         if "value" in item:
-            resolved[item["name"]] = _VAR.sub(lambda m: resolved.get(m.group(1), m.group(0)), str(item["value"]))
+            resolved[item["name"]] = expand_word(str(item["value"]), resolved)
             continue
         ref = (item.get("valueFrom") or {}).get("secretKeyRef")
         if ref is None:
@@ -47,8 +56,28 @@ def resolve_env(env: list[dict[str, Any]] | None, secrets: dict[str, dict[str, s
 
 
 def expand(words: list[str], env: dict[str, str]) -> list[str]:
-    """Kubernetes' `$(VAR)` expansion of command and args (unknown variables stay as written)."""
-    return [_VAR.sub(lambda m: env.get(m.group(1), m.group(0)), word) for word in words]
+    """Kubernetes' expansion of command and args (see `expand_word`)."""
+    return [expand_word(word, env) for word in words]
+
+
+def expand_word(word: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of one word: `$(VAR)` becomes its value (an unknown variable stays as
+    written), `$$` becomes `$` (the escape), any other `$` stays."""
+    out, i = [], 0
+    while i < len(word):
+        if word[i] != "$" or i + 1 == len(word):
+            out.append(word[i])
+            i += 1
+        elif word[i + 1] == "$":
+            out.append("$")
+            i += 2
+        elif (match := _VAR.match(word, i)) is not None:
+            out.append(env.get(match.group(1), match.group(0)))
+            i = match.end()
+        else:
+            out.append("$")
+            i += 1
+    return "".join(out)
 
 
 @dataclass
@@ -84,11 +113,16 @@ def start_container(
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
     args_override: list[str] | None = None,
+    volumes: dict[str, str] | None = None,
 ) -> ContainerProcess:
     """Start `container` (a serialised V1Container) with the operator's `extra_env` added.
 
+    Args:
+        volumes: Folders of this machine mounted in the pod, by their path there.
+
     Raises:
-        PodConfigError: Its env references a secret or key that does not exist.
+        PodConfigError: Its env references a secret or key that does not exist, or it mounts a
+            volume where this machine cannot give a pod a filesystem of its own.
     """
     env = {**BASE_ENV, **resolve_env(container.get("env"), secrets), **(extra_env or {})}
     words = [
@@ -98,7 +132,42 @@ def start_container(
     argv = expand(words, env)
     if not argv:
         raise PodConfigError(f"container {name} has neither command nor args (the image's entrypoint is not emulated)")
+    volumes = volumes or {}
+    moved = [path for path, folder in volumes.items() if path != folder]
+    if moved and not pods_are_isolated():
+        raise PodConfigError(f"container {name} mounts {', '.join(moved)}: this machine has no mount namespaces")
     log = log_dir / f"{name}.log"
+    run = _isolated(argv, volumes) if pods_are_isolated() else argv
     with open(log, "wb") as handle:
-        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(run, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return ContainerProcess(name, argv, log, process)
+
+
+def _isolated(argv: list[str], volumes: dict[str, str]) -> list[str]:
+    """`argv` in a mount namespace of its own: an empty tmpfs over /tmp (its working directory) and
+    each volume bound at its path. Volumes are staged under a tmpfs at /run first, as their folders
+    here may lie under the /tmp that the pod's own replaces; a volume outside /tmp gets an empty
+    tmpfs over its parent folder to be made in."""
+    steps = ["mount -t tmpfs tmpfs /run"]
+    for i, folder in enumerate(volumes.values()):
+        steps.append(f"mkdir /run/volume-{i} && mount --bind {shlex.quote(folder)} /run/volume-{i}")
+    steps.append("mount -t tmpfs tmpfs /tmp")
+    outside = {os.path.dirname(path) for path in volumes if not Path(path).is_relative_to("/tmp")}
+    steps += [f"mount -t tmpfs tmpfs {shlex.quote(parent)}" for parent in sorted(outside)]
+    for i, path in enumerate(volumes):
+        steps.append(f"mkdir -p {shlex.quote(path)} && mount --bind /run/volume-{i} {shlex.quote(path)}")
+    steps += ["cd /tmp", 'exec "$@"']
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", " && ".join(steps), "sh", *argv]
+
+
+@functools.cache
+def pods_are_isolated() -> bool:
+    """Whether pods get a filesystem of their own here: a mount namespace can be made, and
+    neither this checkout nor its interpreter lies under /tmp (which each pod replaces)."""
+    root = Path(__file__).resolve().parents[2]
+    if any(Path(p).resolve().is_relative_to("/tmp") for p in (root, sys.prefix, sys.base_prefix)):
+        return False
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /tmp"]
+    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0

@@ -133,4 +133,6 @@ def test_parallel_trials_need_one_device_each(scaled_sets: dict[str, str], tmp_p
         run_tune(*data, str(tmp_path / "b.json"), space, BASE, options, "grid", 2, parallel_trials=2)
     with pytest.raises(ValueError, match="--parallel-trials must be >= 1, got 0"):
         run_tune(*data, str(tmp_path / "b.json"), space, BASE, OPTIONS, "grid", 2, parallel_trials=0)
+    with pytest.raises(ValueError, match="--max-failed-trials must be >= 0, got -1"):
+        run_tune(*data, str(tmp_path / "b.json"), space, BASE, OPTIONS, "grid", 2, max_failed_trials=-1)
     assert not (tmp_path / "b.json").exists()

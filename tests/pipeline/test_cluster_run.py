@@ -50,6 +50,9 @@ def test_the_dag_with_every_cluster_backend(
     ensure_local_data(settings)
     monkeypatch.chdir(project_root)
     with emulated_kubeflow(tmp_path / "cluster") as emulator:
+        # kfp.local's artifacts are paths of this machine (a cluster's are in object storage): the
+        # rehearsal gives every pod its folders, as a volume shared by all pods would.
+        emulator.pods.shared = [str(tmp_path / "data"), str(tmp_path / "runs")]
         emulator.add_secret("s3-credentials", {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"})
         emulator.add_launcher_pod()
         for name, value in emulator.launcher_env().items():
