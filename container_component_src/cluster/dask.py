@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,12 +107,23 @@ def unique_cluster_name(prefix: str = "preprocess") -> str:
 
 GROUP, VERSION, PLURAL = "kubernetes.dask.org", "v1", "daskclusters"
 SCHEDULER_PORT = 8786
+# Seconds between checks of the cluster's pods while connecting and waiting for the workers.
+POD_POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class DaskClusterHandle:
+    """A started DaskCluster: its scheduler's address, and a check that raises when its scheduler
+    or a worker pod failed or is stuck."""
+
+    address: str
+    check_pods: Callable[[], None]
 
 
 @contextlib.contextmanager
-def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Iterator[str]:
-    """Create a DaskCluster (owned by this pod), wait until its scheduler runs, yield its address;
-    always delete it (SIGTERM included).
+def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Iterator[DaskClusterHandle]:
+    """Create a DaskCluster (owned by this pod), wait until its scheduler's Service exists, yield
+    its address (and a check of its worker pods); always delete it (SIGTERM included).
 
     Raises:
         TimeoutError: The scheduler was not running within `options.startup_timeout_s`.
@@ -151,7 +164,8 @@ def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Itera
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
         print(f"Created DaskCluster {namespace}/{name}", flush=True)
         try:
-            yield wait_for(scheduler_address, f"DaskCluster {name}", options.startup_timeout_s, 2.0)
+            address = wait_for(scheduler_address, f"DaskCluster {name}", options.startup_timeout_s, 2.0)
+            yield DaskClusterHandle(address, lambda: _raise_if_pods_failed(core, name, namespace))
         finally:
             api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             print(f"Deleted DaskCluster {namespace}/{name}", flush=True)
@@ -167,20 +181,26 @@ STUCK_REASONS = {
 }
 
 
-def _raise_if_scheduler_failed(core: Any, name: str, namespace: str) -> None:
-    """Fail at once, with the pod's reason and log, when the scheduler cannot start.
+def _raise_if_pods_failed(core: Any, name: str, namespace: str) -> None:
+    """`_raise_if_scheduler_failed` for the scheduler and the workers."""
+    for component in ("scheduler", "worker"):
+        _raise_if_scheduler_failed(core, name, namespace, component)
+
+
+def _raise_if_scheduler_failed(core: Any, name: str, namespace: str, component: str = "scheduler") -> None:
+    """Fail at once, with the pod's reason and log, when the scheduler (or a worker) cannot start.
 
     Raises:
-        RuntimeError: The scheduler pod failed or is stuck (bad command, image, secret).
+        RuntimeError: A pod of `component` failed or is stuck (bad command, image, secret).
     """
-    selector = f"dask.org/cluster-name={name},dask.org/component=scheduler"
+    selector = f"dask.org/cluster-name={name},dask.org/component={component}"
     for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
         waiting = [s.state.waiting.reason for s in pod.status.container_statuses or [] if s.state and s.state.waiting]
         stuck = [r for r in waiting if r in STUCK_REASONS]
         if pod.status.phase == "Failed" or stuck:
             log = core.read_namespaced_pod_log(pod.metadata.name, namespace)[-2000:]
             reason = ", ".join(stuck) or pod.status.message or "Failed"
-            raise RuntimeError(f"DaskCluster {name}: scheduler pod {pod.metadata.name} {reason}:\n{log}")
+            raise RuntimeError(f"DaskCluster {name}: {component} pod {pod.metadata.name} {reason}:\n{log}")
 
 
 @contextlib.contextmanager
@@ -192,8 +212,8 @@ def dask_client(options: ClusterOptions, api_client: Any = None) -> Iterator[Any
     if options.n_workers < 1:
         raise OptionError(f"--n-workers must be >= 1, got {options.n_workers}")
     if options.cluster == DaskCluster.kubernetes:
-        with kubernetes_cluster(options, api_client) as address, Client(address) as client:
-            client.wait_for_workers(options.n_workers, timeout=options.startup_timeout_s)
+        with kubernetes_cluster(options, api_client) as cluster, _connect(cluster, options) as client:
+            _wait_for_workers(client, cluster, options)
             yield client
         return
     if options.cluster != DaskCluster.local:
@@ -209,3 +229,55 @@ def dask_client(options: ClusterOptions, api_client: Any = None) -> Iterator[Any
             yield client
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def _connect(cluster: DaskClusterHandle, options: ClusterOptions) -> Iterator[Any]:
+    """A client of the scheduler, which the operator's Service announces before it listens:
+    connecting is retried, checking the pods between tries, for `options.startup_timeout_s`.
+
+    Raises:
+        RuntimeError: A pod failed, or the scheduler did not answer in time (saying where).
+    """
+    from distributed import Client
+
+    host, port = cluster.address.removeprefix("tcp://").rsplit(":", 1)
+    deadline = time.monotonic() + options.startup_timeout_s
+    while True:
+        try:
+            # A plain probe: a Client's own timeout would also bound its later reconnects.
+            socket.create_connection((host.strip("[]"), int(port)), timeout=POD_POLL_S).close()
+            break
+        except OSError as exc:
+            cluster.check_pods()
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Dask scheduler at {cluster.address} did not answer within "
+                    f"{options.startup_timeout_s:.0f} s ({exc}): it must listen on its pod's address and "
+                    "the Service's port"
+                ) from None
+            time.sleep(min(POD_POLL_S, 0.5))
+    client = Client(cluster.address)
+    with client:
+        yield client
+
+
+def _wait_for_workers(client: Any, cluster: DaskClusterHandle, options: ClusterOptions) -> None:
+    """Wait until `options.n_workers` workers joined, failing at once when a pod fails.
+
+    Raises:
+        RuntimeError: A scheduler or worker pod failed or is stuck (with its log).
+        TimeoutError: Not all workers joined within `options.startup_timeout_s`.
+    """
+    deadline = time.monotonic() + options.startup_timeout_s
+    while True:
+        try:
+            client.wait_for_workers(options.n_workers, timeout=POD_POLL_S)
+            return
+        except TimeoutError:
+            cluster.check_pods()
+            if time.monotonic() > deadline:
+                joined = len(client.scheduler_info()["workers"])
+                raise TimeoutError(
+                    f"{joined} of {options.n_workers} Dask workers joined within {options.startup_timeout_s:.0f} s"
+                ) from None

@@ -207,6 +207,60 @@ def test_preprocess_on_a_dask_cluster_without_scratch_fails_loudly(
     assert not (tmp_path / "k8s").exists(), "nothing is left that looks like an output"
 
 
+def _dask_options(**changes: Any) -> Any:
+    from container_component_src.cluster.dask import ClusterOptions
+
+    base = {"cluster": "kubernetes", "n_workers": 1, "image": "eclss:test", "namespace": NAMESPACE}
+    return ClusterOptions(**{**base, "s3_secret_name": SECRET, **changes})
+
+
+def _broken(monkeypatch: pytest.MonkeyPatch, component: str, script: str) -> None:
+    """Make the DaskCluster's `component` pod run `script` instead of Dask."""
+    from container_component_src.cluster import dask
+
+    build = dask.build_cluster_spec
+
+    def spec(options: Any, name: str) -> dict[str, Any]:
+        body = build(options, name)
+        container = body["spec"][component]["spec"]["containers"][0]
+        container["command"], container["args"] = ["sh", "-c", script], []
+        return body
+
+    monkeypatch.setattr(dask, "build_cluster_spec", spec)
+
+
+def test_a_failing_dask_worker_pod_fails_the_wait_at_once_with_its_log(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from container_component_src.cluster.dask import dask_client
+
+    _broken(monkeypatch, "worker", "echo cannot reach the scheduler; exit 3")
+    started = time.monotonic()
+    with (
+        pytest.raises(RuntimeError, match="worker pod .* Failed:\n.*cannot reach the scheduler"),
+        dask_client(_dask_options()),
+    ):
+        pass
+    assert time.monotonic() - started < 60, "not the 600 s startup timeout"
+    assert not emulator.objects("daskclusters"), "the DaskCluster is deleted"
+
+
+def test_a_scheduler_that_never_answers_is_a_bounded_explained_wait(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from container_component_src.cluster.dask import dask_client
+
+    _broken(monkeypatch, "scheduler", "sleep 300")
+    started = time.monotonic()
+    with (
+        pytest.raises(RuntimeError, match="scheduler at tcp://.* did not answer within 6 s"),
+        dask_client(_dask_options(startup_timeout_s=6)),
+    ):
+        pass
+    assert time.monotonic() - started < 60
+    assert not emulator.objects("daskclusters") and not emulator.pods.alive()
+
+
 def test_pods_have_filesystems_of_their_own(emulator: Emulator, tmp_path: Path) -> None:
     """A pod sees neither the launcher's files nor another pod's /tmp, and the launcher does not
     see a pod's; a volume is the pod's at its path."""

@@ -482,12 +482,11 @@ class DaskClusterController(Controller):
                 "spec": {"clusterIP": "127.0.0.1", "ports": spec["scheduler"]["service"]["ports"]},
             },
         )
-        deadline = time.monotonic() + 60
-        while not _listening(self.scheduler_port):
-            if process is None or process.poll() is not None or time.monotonic() > deadline or self.deleted(cluster):
-                cluster["status"] = {"phase": "Error", "message": process.text()[-2000:] if process else "not started"}
-                return
-            time.sleep(0.2)
+        if process is None:
+            cluster["status"] = {"phase": "Error", "message": "the scheduler pod did not start"}
+            return
+        # The operator creates the workers at once, and calls the cluster Running once the
+        # scheduler's Service exists, not once the scheduler listens.
         worker = spec["worker"]["spec"]["containers"][0]
         for index in range(spec["worker"]["replicas"]):
             worker_name = f"{name}-default-worker-{index}"
@@ -495,12 +494,6 @@ class DaskClusterController(Controller):
             labels = {"dask.org/cluster-name": name, "dask.org/component": "worker"}
             self.pods.run(cluster, worker_name, worker, labels, env)
         cluster["status"] = {"phase": "Running"}
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # --- KServe --------------------------------------------------------------------------------------
