@@ -550,21 +550,12 @@ class KServeController(Controller):
         ]
         pods = [
             self.pods.run(
-                isvc,
-                f"{name}-predictor",
-                predictor,
-                {"component": "predictor"},
-                args_override=predictor_args,
-                volumes=volumes.get("predictor"),
-            ),
-            self.pods.run(
-                isvc,
-                f"{name}-transformer",
-                transformer,
-                {"component": "transformer"},
-                args_override=transformer_args,
-                volumes=volumes.get("transformer"),
-            ),
+                isvc, f"{name}-{role}", container, {"component": role}, args_override=args, volumes=volumes.get(role)
+            )
+            for role, container, args in (
+                ("predictor", predictor, predictor_args),
+                ("transformer", transformer, transformer_args),
+            )
         ]
         isvc["status"] = {
             "observedGeneration": generation,
