@@ -3,6 +3,7 @@ in-process Dask client, a loopback S3 server."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,10 @@ from container_component_src.data.preprocess import PreprocessOptions, run_prepr
 from container_component_src.data.scaling import run_apply_scaler, run_fit_scaler
 from container_component_src.data.split import SplitOptions, run_split_dataset
 from container_component_src.data.split_archive import list_archives, run_split_archive
+
+# MinIO addresses buckets by path whatever the Host header says (pods reach it by a Service name);
+# moto reads a name in the Host as a bucket unless told, and reads this when it is imported.
+os.environ.setdefault("S3_IGNORE_SUBDOMAIN_BUCKETNAME", "true")
 
 TINY = GeneratorOptions(
     years=(2021,),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from s3fs import S3FileSystem
 from typer.testing import CliRunner
 
 from container_component_src import storage
@@ -31,6 +32,7 @@ from tests.emulator.pods import pods_are_isolated
 
 pytestmark = pytest.mark.cluster
 SECRET = "s3-credentials"
+KEYS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
 SPACE = {
     "learning_rate": {"type": "double", "min": 0.0005, "max": 0.01, "log": True},
     "latent_dim": {"type": "int", "min": 2, "max": 4},
@@ -42,7 +44,9 @@ runner = CliRunner()
 def emulator(tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """The emulated cluster, the S3 secret in it, and this process as a task in its launcher pod."""
     with emulated_kubeflow(tmp_path / "cluster") as emulated:
-        emulated.add_secret(SECRET, {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"})
+        endpoint = emulated.add_object_storage(os.environ["AWS_ENDPOINT_URL"], SECRET, KEYS)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        S3FileSystem.clear_instance_cache()
         emulated.add_launcher_pod()
         for name, value in emulated.launcher_env().items():
             monkeypatch.setenv(name, value)

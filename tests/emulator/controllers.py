@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.emulator.apiserver import ApiServer
+from tests.emulator.network import ClusterNetwork
 from tests.emulator.pods import ContainerProcess, PodConfigError, pods_are_isolated, start_container
 
 # Katib's default StdOut metrics format (its `DefaultFilter`): name=value anywhere in a line.
 KATIB_METRIC = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
+LOOPBACK = "127.0.0.1"  # every pod's address where pods share this machine's network
+PROBE_PERIOD_S = 0.3  # the kubelet's probe period, shortened for tests
 KATIB_ALGORITHMS = {"random", "tpe", "grid", "bayesianoptimization", "hyperband", "cmaes", "sobol", "multivariate-tpe"}
 
 
@@ -54,8 +57,8 @@ class Pods:
     """Pods as API objects whose single container runs as a local process; deleting the pod (or
     its owner, through the garbage collector) stops the process."""
 
-    def __init__(self, server: ApiServer, log_dir: Path) -> None:
-        self.server, self.log_dir = server, log_dir
+    def __init__(self, server: ApiServer, log_dir: Path, network: ClusterNetwork | None = None) -> None:
+        self.server, self.log_dir, self.network = server, log_dir, network
         self.running: dict[str, ContainerProcess] = {}
         self.history: list[ContainerProcess] = []  # every container started, for the tests to read
         self.pull_secret = ""  # when set, a pod without this image pull secret cannot pull the image
@@ -63,6 +66,8 @@ class Pods:
         # what a rehearsal through kfp.local, whose artifacts are local paths, declares.
         self.shared: list[str] = []
         server.on_delete.setdefault("pods", []).append(self._deleted)
+        server.on_create.setdefault("services", []).append(self._service_created)
+        server.on_delete.setdefault("services", []).append(self._service_deleted)
 
     def run(
         self,
@@ -95,6 +100,8 @@ class Pods:
             pod["status"] = _waiting("ImagePullBackOff", "pull access denied: the image is in a private registry")
             pod["_log"] = lambda: "ImagePullBackOff: the image is in a private registry"
             return None
+        address = self.network.add_pod(name, namespace) if self.network is not None else None
+        pod["status"]["podIP"] = address.ip if address is not None else LOOPBACK
         try:
             process = start_container(
                 name,
@@ -104,6 +111,7 @@ class Pods:
                 extra_env,
                 args_override,
                 {**{folder: folder for folder in self.shared}, **(volumes or {})},
+                address,
             )
         except (PodConfigError, FileNotFoundError, PermissionError) as exc:
             message = f"{type(exc).__name__}: {exc}"
@@ -117,18 +125,74 @@ class Pods:
         self.running[pod["metadata"]["uid"]] = process
         self.history.append(process)
         pod["_log"] = process.text
-        pod["status"] = {"phase": "Running"}
+        pod["status"] = {"phase": "Running", "podIP": pod["status"]["podIP"], "conditions": _ready(False)}
         threading.Thread(target=self._watch, args=(pod, process), daemon=True).start()
+        threading.Thread(target=self._probe, args=(pod, container, process), daemon=True).start()
         return process
 
     def _watch(self, pod: dict[str, Any], process: ContainerProcess) -> None:
         code = process.process.wait()
-        pod["status"] = {"phase": "Succeeded" if code == 0 else "Failed", "exitCode": code}
+        pod["status"] = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "podIP": pod["status"]["podIP"],
+            "conditions": _ready(False),
+            "exitCode": code,
+        }
+
+    def _probe(self, pod: dict[str, Any], container: dict[str, Any], process: ContainerProcess) -> None:
+        """The kubelet's readiness probe (httpGet or tcpSocket) against the pod's address and the
+        port its container declares, until the container exits; Ready when it has none."""
+        probe = container.get("readinessProbe")
+        while process.poll() is None:
+            ready = probe is None or _probe_once(probe, pod["status"]["podIP"], container)
+            if pod["status"].get("phase") == "Running":
+                pod["status"]["conditions"] = _ready(ready)
+            time.sleep(PROBE_PERIOD_S)
 
     def _deleted(self, pod: dict[str, Any]) -> None:
         process = self.running.pop(pod["metadata"]["uid"], None)
         if process is not None:
             process.stop()
+        if self.network is not None:
+            self.network.remove_pod(pod["metadata"]["name"])
+
+    # --- Services: kube-proxy and cluster DNS (see network.py) -----------------------------------
+    def _service_created(self, service: dict[str, Any]) -> None:
+        spec, meta = service["spec"], service["metadata"]
+        if self.network is None:
+            spec.setdefault("clusterIP", LOOPBACK)
+            return
+        namespace, selector = meta["namespace"], spec.get("selector") or {}
+        if spec.get("clusterIP") == "None":
+            headless = lambda: [p["status"]["podIP"] for p in self._selected(namespace, selector)]  # noqa: E731
+            self.network.add_service(meta["name"], namespace, [], headless)
+            return
+        fixed = service.get("_target")  # a Service for something outside the cluster's pods
+
+        def backends(port: dict[str, Any]) -> Callable[[], list[tuple[str, int]]]:
+            if fixed is not None:
+                return lambda: [fixed]
+            target = port.get("targetPort", port["port"])
+            return lambda: [
+                (pod["status"]["podIP"], _container_port(pod["spec"]["containers"][0], target))
+                for pod in self._selected(namespace, selector)
+                if _is_ready(pod)
+            ]
+
+        ports = [(int(port["port"]), backends(port)) for port in spec.get("ports") or []]
+        spec["clusterIP"] = self.network.add_service(meta["name"], namespace, ports)
+
+    def _service_deleted(self, service: dict[str, Any]) -> None:
+        if self.network is not None:
+            self.network.remove_service(service["metadata"]["name"], service["metadata"]["namespace"])
+
+    def _selected(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            pod
+            for pod in self.server.list("pods", namespace)
+            if "podIP" in (pod.get("status") or {})
+            and all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+        ]
 
     def stop_all(self) -> None:
         for process in list(self.running.values()):
@@ -137,6 +201,45 @@ class Pods:
 
     def alive(self) -> list[ContainerProcess]:
         return [p for p in self.running.values() if p.poll() is None]
+
+
+def _ready(ready: bool) -> list[dict[str, str]]:
+    return [{"type": "Ready", "status": "True" if ready else "False"}]
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
+
+
+def _container_port(container: dict[str, Any], port: int | str) -> int:
+    """A port by number, or by the name the container gives one of its ports.
+
+    Raises:
+        ValueError: No port of the container has that name.
+    """
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for declared in container.get("ports") or []:
+        if declared.get("name") == port:
+            return int(declared["containerPort"])
+    raise ValueError(f"container {container.get('name')} has no port named {port!r}")
+
+
+def _probe_once(probe: dict[str, Any], ip: str, container: dict[str, Any]) -> bool:
+    """One readiness check as the kubelet makes it: an HTTP status 200-399, or a TCP connect."""
+    import httpx
+
+    try:
+        if "httpGet" in probe:
+            get = probe["httpGet"]
+            url = f"http://{ip}:{_container_port(container, get['port'])}{get.get('path', '/')}"
+            return 200 <= httpx.get(url, timeout=1).status_code < 400
+        if "tcpSocket" in probe:
+            socket.create_connection((ip, _container_port(container, probe["tcpSocket"]["port"])), timeout=1).close()
+            return True
+    except (httpx.HTTPError, OSError, ValueError):
+        return False
+    raise ValueError(f"readinessProbe {sorted(probe)}: only httpGet and tcpSocket are emulated")
 
 
 def _waiting(reason: str, message: str) -> dict[str, Any]:
@@ -403,16 +506,19 @@ class KatibController(Controller):
 
 # --- Training Operator ---------------------------------------------------------------------------
 class PyTorchJobController(Controller):
+    """The Training Operator: a headless Service per replica (so `<job>-master-0` resolves to the
+    master pod), then the replicas with the env it sets; the master port is the container's port
+    named `pytorchjob-port`, else 23456, as the operator's default."""
+
     plural = "pytorchjobs"
     container = "pytorch"
+    default_port = 23456
 
     def reconcile(self, job: dict[str, Any]) -> None:
         name = job["metadata"]["name"]
         replicas = job["spec"]["pytorchReplicaSpecs"]
         total = sum(spec.get("replicas", 1) for spec in replicas.values())
-        # The operator points MASTER_ADDR at the master's service; here every pod is on loopback.
-        master_port = str(free_port())
-        started: list[tuple[str, ContainerProcess | None]] = []
+        pods: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         for replica_type in ("Master", "Worker"):
             spec = replicas.get(replica_type)
             for index in range(spec.get("replicas", 1) if spec else 0):
@@ -421,22 +527,32 @@ class PyTorchJobController(Controller):
                 if not containers:
                     self._fail(job, f"replica {pod} has no container named {self.container!r}")
                     return
-                rank = index + (1 if replica_type == "Worker" else 0)
-                env = {
-                    "PYTHONUNBUFFERED": "0",
-                    "MASTER_ADDR": "127.0.0.1",
-                    "MASTER_PORT": master_port,
-                    "PET_MASTER_ADDR": "127.0.0.1",
-                    "PET_MASTER_PORT": master_port,
-                    "WORLD_SIZE": str(total),
-                    "RANK": str(rank),
-                }
                 labels = {
                     "training.kubeflow.org/job-name": name,
                     "training.kubeflow.org/replica-type": replica_type.lower(),
                     "training.kubeflow.org/replica-index": str(index),
                 }
-                started.append((pod, self.pods.run(job, pod, containers[0], labels, env)))
+                pods.append((pod, containers[0], labels))
+        declared = [p for p in pods[0][1].get("ports") or [] if p.get("name") == "pytorchjob-port"]
+        port = int(declared[0]["containerPort"]) if declared else self.default_port
+        if self.pods.network is None:  # one shared loopback: the master's address is this machine's
+            master, port = LOOPBACK, free_port()
+        else:
+            master = f"{name}-master-0"
+            for pod, _, labels in pods:
+                self.server.put("services", _service(job, pod, labels, [{"port": port}], headless=True))
+        started: list[tuple[str, ContainerProcess | None]] = []
+        for rank, (pod, container, labels) in enumerate(pods):
+            env = {
+                "PYTHONUNBUFFERED": "0",  # the operator's value (any non-empty one unbuffers)
+                "MASTER_ADDR": master,
+                "MASTER_PORT": str(port),
+                "PET_MASTER_ADDR": master,
+                "PET_MASTER_PORT": str(port),
+                "WORLD_SIZE": str(total),
+                "RANK": str(rank),
+            }
+            started.append((pod, self.pods.run(job, pod, container, labels, env)))
         job["status"] = {"conditions": [{"type": "Running", "status": "True"}]}
         codes = {pod: _wait(process, lambda: self.deleted(job)) for pod, process in started}
         if self.deleted(job):
@@ -454,17 +570,35 @@ class PyTorchJobController(Controller):
         }
 
 
+def _service(
+    owner: dict[str, Any], name: str, selector: dict[str, str], ports: list[dict[str, Any]], headless: bool = False
+) -> dict[str, Any]:
+    """A Service an operator creates (owned by its resource)."""
+    spec: dict[str, Any] = {"selector": selector, "ports": ports}
+    if headless:
+        spec["clusterIP"] = "None"
+    meta = {"name": name, "namespace": owner["metadata"]["namespace"], "ownerReferences": [_owner(owner)]}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+
+
 # --- dask-kubernetes operator --------------------------------------------------------------------
 class DaskClusterController(Controller):
+    """The operator: the scheduler's Service (from the spec), the scheduler and the workers, with
+    the scheduler's address as the Service's DNS name; Running once the Service exists."""
+
     plural = "daskclusters"
-    # Every pod shares loopback: the scheduler keeps its default port, so one cluster at a time.
     scheduler_port = 8786
 
     def reconcile(self, cluster: dict[str, Any]) -> None:
         name, namespace = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
-        address = f"tcp://127.0.0.1:{self.scheduler_port}"  # the operator: the scheduler service's DNS name
         spec = cluster["spec"]
         cluster["status"] = {"phase": "Created"}
+        service = spec["scheduler"]["service"]
+        self.server.put("services", _service(cluster, f"{name}-scheduler", service["selector"], service["ports"]))
+        if self.pods.network is None:  # one shared loopback: the scheduler keeps its default port
+            address = f"tcp://{LOOPBACK}:{self.scheduler_port}"
+        else:
+            address = f"tcp://{name}-scheduler.{namespace}.svc.cluster.local:{self.scheduler_port}"
         scheduler = spec["scheduler"]["spec"]["containers"][0]
         process = self.pods.run(
             cluster,
@@ -472,15 +606,6 @@ class DaskClusterController(Controller):
             scheduler,
             {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},
             {"DASK_SCHEDULER_ADDRESS": address},
-        )
-        self.server.put(
-            "services",
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": f"{name}-scheduler", "namespace": namespace, "ownerReferences": [_owner(cluster)]},
-                "spec": {"clusterIP": "127.0.0.1", "ports": spec["scheduler"]["service"]["ports"]},
-            },
         )
         if process is None:
             cluster["status"] = {"phase": "Error", "message": "the scheduler pod did not start"}
@@ -497,105 +622,156 @@ class DaskClusterController(Controller):
 
 
 # --- KServe --------------------------------------------------------------------------------------
+# The storage initializer: KServe's image, emulated by a script of the emulator in this image.
+STORAGE_INITIALIZER = ["python", str(Path(__file__).with_name("storage_initializer.py"))]
+# The annotations by which KServe's credential builder reads an S3 secret of the service account.
+S3_ANNOTATIONS = {
+    "serving.kserve.io/s3-endpoint": "S3_ENDPOINT",
+    "serving.kserve.io/s3-usehttps": "S3_USE_HTTPS",
+    "serving.kserve.io/s3-verifyssl": "S3_VERIFY_SSL",
+    "serving.kserve.io/s3-region": "AWS_REGION",
+}
+
+
+def storage_initializer_env(server: ApiServer, namespace: str, account: str) -> list[dict[str, Any]]:
+    """The storage initializer's env as KServe's credential builder makes it: from each secret the
+    service account lists, its S3 keys (as references) and its annotations' endpoint settings."""
+    env: list[dict[str, Any]] = []
+    service_account = server.get("serviceaccounts", namespace, account) or {}
+    for ref in service_account.get("secrets") or []:
+        secret = server.get("secrets", namespace, ref["name"])
+        annotations = ((secret or {}).get("metadata") or {}).get("annotations") or {}
+        if secret is None or "serving.kserve.io/s3-endpoint" not in annotations:
+            continue
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": key}}})
+        for annotation, name in S3_ANNOTATIONS.items():
+            if annotation in annotations:
+                env.append({"name": name, "value": annotations[annotation]})
+        scheme = "http" if annotations.get("serving.kserve.io/s3-usehttps") == "0" else "https"
+        env.append({"name": "AWS_ENDPOINT_URL", "value": f"{scheme}://{annotations['serving.kserve.io/s3-endpoint']}"})
+    return env
+
+
 class KServeController(Controller):
-    """Storage initializer, predictor and transformer of an InferenceService with custom
-    containers. `download(storage_uri, folder)` stands in for the storage initializer's copy."""
+    """Predictor and transformer of an InferenceService with custom containers (KServe 0.20): a
+    storage initializer per pod whose container names a STORAGE_URI, with the credentials of the
+    component's service account (`default` when none is named); a Service per component (port 80
+    to the container's port) and the arguments KServe appends to a transformer; Ready once the
+    kubelet finds both pods ready (their readinessProbe, else a TCP probe of the container's port,
+    as Knative's queue-proxy makes)."""
 
     plural = "inferenceservices"
     mount = "/mnt/models"
+    port = 8080  # KServe's default container port
 
-    def __init__(self, server: ApiServer, pods: Pods, download: Callable[[str, str], None]) -> None:
+    def __init__(self, server: ApiServer, pods: Pods) -> None:
         super().__init__(server, pods)
-        self.download = download
         self.model_dirs: list[str] = []
 
     def reconcile(self, isvc: dict[str, Any]) -> None:
         name, meta = isvc["metadata"]["name"], isvc["metadata"]
-        generation = meta["generation"]
-        for pod in self.server.list("pods", meta["namespace"]):  # a new spec replaces the old pods
+        generation, namespace = meta["generation"], meta["namespace"]
+        for pod in self.server.list("pods", namespace):  # a new spec replaces the old pods
             if any(ref.get("uid") == meta["uid"] for ref in pod["metadata"].get("ownerReferences", [])):
-                self.server.delete("pods", meta["namespace"], pod["metadata"]["name"])
-        predictor = isvc["spec"]["predictor"]["containers"][0]
-        transformer = isvc["spec"]["transformer"]["containers"][0]
-        # KServe's webhook gives each pod whose container names a STORAGE_URI its own storage
-        # initializer, which copies the model into that pod's emptyDir at /mnt/models.
-        folders = {}
-        for role, container in (("predictor", predictor), ("transformer", transformer)):
-            uri = next((e["value"] for e in container.get("env", []) if e["name"] == "STORAGE_URI"), None)
-            if uri is None:
-                continue
-            folders[role] = tempfile.mkdtemp(prefix=f"{name}-{role}-models-")
-            self.model_dirs.append(folders[role])
-            try:
-                self.download(uri, folders[role])
-            except Exception as exc:
-                isvc["status"] = _isvc_failed(generation, "ModelLoadFailed", f"storage initializer: {exc}")
-                return
-        predictor_port, transformer_port = free_port(), free_port()
-        # The pods' own ports, remapped to free ones of this machine; the volume mounted at its path
-        # where pods have filesystems of their own, else its path remapped to the folder.
-        predictor_args = _remap(predictor["args"], self.mount, folders.get("predictor"), "--http-port", predictor_port)
-        transformer_args = _remap(
-            transformer["args"], self.mount, folders.get("transformer"), "--http-port", transformer_port
-        )
-        volumes = {role: {self.mount: folder} for role, folder in folders.items()} if pods_are_isolated() else {}
-        # What KServe appends to a transformer's args (its predictor host is the predictor's service).
-        transformer_args += [
-            "--model_name",
-            name,
-            "--predictor_host",
-            f"127.0.0.1:{predictor_port}",
-            "--http_port",
-            str(transformer_port),
-        ]
-        pods = [
-            self.pods.run(
-                isvc, f"{name}-{role}", container, {"component": role}, args_override=args, volumes=volumes.get(role)
-            )
-            for role, container, args in (
-                ("predictor", predictor, predictor_args),
-                ("transformer", transformer, transformer_args),
-            )
-        ]
+                self.server.delete("pods", namespace, pod["metadata"]["name"])
+        for service in self.server.list("services", namespace):
+            if any(ref.get("uid") == meta["uid"] for ref in service["metadata"].get("ownerReferences", [])):
+                self.server.delete("services", namespace, service["metadata"]["name"])
         isvc["status"] = {
             "observedGeneration": generation,
             "conditions": [{"type": "Ready", "status": "False", "reason": "Starting"}],
         }
-        import httpx
+        started = []
+        for role in ("predictor", "transformer"):
+            component = isvc["spec"][role]
+            container = self._container(component["containers"][0])
+            args = list(container.get("args") or [])
+            if role == "transformer":  # what KServe appends to a transformer's args
+                predictor_host = f"{name}-predictor.{namespace}" if self.pods.network else started[0][2]
+                args += ["--model_name", name, "--predictor_host", predictor_host, "--http_port", str(self.port)]
+            folder, failure = self._initialize_storage(isvc, role, component, container)
+            if failure:
+                isvc["status"] = _isvc_failed(generation, "ModelLoadFailed", failure)
+                return
+            port, container = self._localized(container, args, folder)
+            labels = {"serving.kserve.io/inferenceservice": name, "component": role}
+            service = f"{name}-{role}"
+            self.server.put("services", _service(isvc, service, labels, [{"port": 80, "targetPort": port}]))
+            volumes = {self.mount: folder} if folder and pods_are_isolated() else None
+            process = self.pods.run(isvc, service, container, labels, args_override=container["args"], volumes=volumes)
+            address = self.server.get("services", namespace, service)["spec"]["clusterIP"]
+            started.append((service, process, address if self.pods.network else f"{LOOPBACK}:{port}"))
+        self._wait_ready(isvc, generation, started)
 
+    def _container(self, container: dict[str, Any]) -> dict[str, Any]:
+        """The container with the probe it gets: its own readinessProbe, else TCP on its port."""
+        declared = [p["containerPort"] for p in container.get("ports") or []]
+        probe = container.get("readinessProbe") or {"tcpSocket": {"port": declared[0] if declared else self.port}}
+        return {**container, "readinessProbe": probe}
+
+    def _initialize_storage(
+        self, isvc: dict[str, Any], role: str, component: dict[str, Any], container: dict[str, Any]
+    ) -> tuple[str | None, str]:
+        """Run the pod's storage initializer (an init container; a pod of its own here) into a
+        fresh folder for its /mnt/models; that folder (None without a STORAGE_URI), or the failure."""
+        uri = next((e["value"] for e in container.get("env") or [] if e["name"] == "STORAGE_URI"), None)
+        if uri is None:
+            return None, ""
+        name, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
+        folder = tempfile.mkdtemp(prefix=f"{name}-{role}-models-")
+        self.model_dirs.append(folder)
+        account = component.get("serviceAccountName") or "default"
+        isolated = pods_are_isolated()
+        initializer = {
+            "name": "storage-initializer",
+            "image": "kserve/storage-initializer:v0.20.0",
+            "command": [*STORAGE_INITIALIZER, uri, self.mount if isolated else folder],
+            "env": storage_initializer_env(self.server, namespace, account),
+        }
+        volumes = {self.mount: folder} if isolated else None
+        process = self.pods.run(isvc, f"{name}-{role}-storage-initializer", initializer, volumes=volumes)
+        if _wait(process, lambda: self.deleted(isvc)) != 0:
+            log = process.text()[-1500:] if process is not None else "it did not start"
+            return None, f"storage initializer of the {role} (service account {account}): {log}"
+        return folder, ""
+
+    def _localized(self, container: dict[str, Any], args: list[str], folder: str | None) -> tuple[int, dict[str, Any]]:
+        """The container's port and the container to run. Where pods share this machine's loopback
+        and disk, its port (and probe) move to a free one and /mnt/models to the folder."""
+        declared = [p["containerPort"] for p in container.get("ports") or []]
+        port = declared[0] if declared else self.port
+        if self.pods.network is not None:
+            return port, {**container, "args": args}
+        moved, new = [a.replace(self.mount, folder) if folder else a for a in args], free_port()
+        for flag in ("--http-port", "--http_port"):
+            if flag in moved:
+                moved[moved.index(flag) + 1] = str(new)
+        probe = json.loads(json.dumps(container["readinessProbe"]).replace(f": {port}", f": {new}"))
+        return new, {**container, "args": moved, "ports": [{"containerPort": new}], "readinessProbe": probe}
+
+    def _wait_ready(self, isvc: dict[str, Any], generation: int, started: list[tuple[str, Any, str]]) -> None:
         deadline = time.monotonic() + 120
+        namespace = isvc["metadata"]["namespace"]
         while time.monotonic() < deadline and not self.deleted(isvc):
-            if any(p is None or p.poll() is not None for p in pods):
-                text = "\n".join(p.text()[-1500:] for p in pods if p is not None)
+            pods = [self.server.get("pods", namespace, name) for name, _, _ in started]
+            if any(process is None or process.poll() is not None for _, process, _ in started):
+                text = "\n".join(p.text()[-1500:] for _, p, _ in started if p is not None)
                 isvc["status"] = _isvc_failed(generation, "ModelLoadFailed", text)
                 return
-            try:
-                ready = all(
-                    httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200
-                    for port in (predictor_port, transformer_port)
-                )
-            except httpx.TransportError:
-                ready = False
-            if ready:
+            if all(pod is not None and _is_ready(pod) for pod in pods):
+                url = started[-1][2]
                 isvc["status"] = {
                     "observedGeneration": generation,
-                    "url": f"http://127.0.0.1:{transformer_port}",
+                    "url": f"http://{url}",
                     "conditions": [{"type": "Ready", "status": "True"}],
                 }
                 return
-            time.sleep(0.3)
+            time.sleep(PROBE_PERIOD_S)
 
     def cleanup(self) -> None:
         for folder in self.model_dirs:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remap(args: list[str], mount: str, folder: str | None, port_flag: str, port: int) -> list[str]:
-    if folder is not None and not pods_are_isolated():
-        args = [a.replace(mount, folder) for a in args]
-    if port_flag in args:
-        args[args.index(port_flag) + 1] = str(port)
-    return args
 
 
 def _isvc_failed(generation: int, reason: str, message: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.emulator.network import PodAddress
+
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 # What a container image provides besides the spec's env: a PATH and a HOME. Nothing else of
 # the test process leaks in (no AWS keys, no KUBECONFIG).
@@ -114,11 +116,13 @@ def start_container(
     extra_env: dict[str, str] | None = None,
     args_override: list[str] | None = None,
     volumes: dict[str, str] | None = None,
+    address: PodAddress | None = None,
 ) -> ContainerProcess:
     """Start `container` (a serialised V1Container) with the operator's `extra_env` added.
 
     Args:
         volumes: Folders of this machine mounted in the pod, by their path there.
+        address: The pod's network (see `network.py`); None: this machine's.
 
     Raises:
         PodConfigError: Its env references a secret or key that does not exist, or it mounts a
@@ -137,27 +141,34 @@ def start_container(
     if moved and not pods_are_isolated():
         raise PodConfigError(f"container {name} mounts {', '.join(moved)}: this machine has no mount namespaces")
     log = log_dir / f"{name}.log"
-    run = _isolated(argv, volumes) if pods_are_isolated() else argv
+    run = _isolated(argv, volumes, name, address) if pods_are_isolated() else argv
     with open(log, "wb") as handle:
         process = subprocess.Popen(run, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return ContainerProcess(name, argv, log, process)
 
 
-def _isolated(argv: list[str], volumes: dict[str, str]) -> list[str]:
+def _isolated(argv: list[str], volumes: dict[str, str], name: str, address: PodAddress | None) -> list[str]:
     """`argv` in a mount namespace of its own: an empty tmpfs over /tmp (its working directory) and
     each volume bound at its path. Volumes are staged under a tmpfs at /run first, as their folders
     here may lie under the /tmp that the pod's own replaces; a volume outside /tmp gets an empty
-    tmpfs over its parent folder to be made in."""
+    tmpfs over its parent folder to be made in. With an `address`, also in the pod's network
+    namespace, with its name as hostname and its /etc/hosts."""
     steps = ["mount -t tmpfs tmpfs /run"]
     for i, folder in enumerate(volumes.values()):
         steps.append(f"mkdir /run/volume-{i} && mount --bind {shlex.quote(folder)} /run/volume-{i}")
+    if address is not None:
+        steps += [f"mount --bind {shlex.quote(str(address.hosts))} /etc/hosts", f"hostname {shlex.quote(name)}"]
     steps.append("mount -t tmpfs tmpfs /tmp")
     outside = {os.path.dirname(path) for path in volumes if not Path(path).is_relative_to("/tmp")}
     steps += [f"mount -t tmpfs tmpfs {shlex.quote(parent)}" for parent in sorted(outside)]
     for i, path in enumerate(volumes):
         steps.append(f"mkdir -p {shlex.quote(path)} && mount --bind /run/volume-{i} {shlex.quote(path)}")
     steps += ["cd /tmp", 'exec "$@"']
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", " && ".join(steps), "sh", *argv]
+    shell = ["sh", "-c", " && ".join(steps), "sh", *argv]
+    if address is None:
+        return ["unshare", "--mount", "--propagation", "private", *shell]
+    network = ["nsenter", f"--net=/run/netns/{address.netns}"]
+    return [*network, "unshare", "--mount", "--uts", "--propagation", "private", *shell]
 
 
 @functools.cache

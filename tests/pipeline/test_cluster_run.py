@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,9 @@ def test_the_dag_with_every_cluster_backend(
         # kfp.local's artifacts are paths of this machine (a cluster's are in object storage): the
         # rehearsal gives every pod its folders, as a volume shared by all pods would.
         emulator.pods.shared = [str(tmp_path / "data"), str(tmp_path / "runs")]
-        emulator.add_secret("s3-credentials", {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"})
+        keys = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
+        endpoint = emulator.add_object_storage(os.environ["AWS_ENDPOINT_URL"], "s3-credentials", keys)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         emulator.add_launcher_pod()
         for name, value in emulator.launcher_env().items():
             monkeypatch.setenv(name, value)
