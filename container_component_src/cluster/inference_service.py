@@ -16,6 +16,7 @@ from container_component_src.errors import OptionError
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
 CONTAINER = "kserve-container"  # the container name KServe expects
+HTTP_PORT = 8080  # KServe's container port, the one its Service targets
 # Model states from which KServe does not recover by itself.
 STUCK_STATES = ("BlockedByFailedLoad", "InvalidSpec")
 
@@ -67,7 +68,7 @@ class InferenceServiceOptions:
 
 
 def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> Any:
-    from kubernetes.client import V1Container, V1ContainerPort, V1EnvVar
+    from kubernetes.client import V1Container, V1ContainerPort, V1EnvVar, V1HTTPGetAction, V1Probe
 
     return V1Container(
         name=CONTAINER,
@@ -80,7 +81,7 @@ def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> 
                 "role": role,
                 "model_dir": MODEL_MOUNT,
                 "name": options.name,
-                "http_port": 8080,
+                "http_port": HTTP_PORT,
                 "grpc_port": 0,  # KServe routes one port per container: REST
                 "max_batch_rows": options.max_batch_rows,
                 "host": "0.0.0.0",  # the pod's address: KServe's router and probes reach it there
@@ -88,7 +89,10 @@ def _container(role: ServeRole, options: InferenceServiceOptions, gpus: int) -> 
             options.settings,
         ),
         env=[V1EnvVar(name="STORAGE_URI", value=options.storage_uri)],
-        ports=[V1ContainerPort(container_port=8080, protocol="TCP")],
+        ports=[V1ContainerPort(container_port=HTTP_PORT, protocol="TCP")],
+        # Ready when the model is loaded (and, for the transformer, its predictor answers), not
+        # when the port opens: traffic and KServe's Ready wait for it.
+        readiness_probe=V1Probe(http_get=V1HTTPGetAction(path="/v2/health/ready", port=HTTP_PORT), period_seconds=5),
         resources=options.placement.resources(options.cpu, options.memory, gpus),
     )
 

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ runner = CliRunner()
 @pytest.fixture
 def emulator(tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """The emulated cluster, the S3 secret in it, and this process as a task in its launcher pod."""
-    with emulated_kubeflow(tmp_path / "cluster") as emulated:
+    with emulated_kubeflow(tmp_path / "cluster", images={"eclss:test"}) as emulated:
         endpoint = emulated.add_object_storage(os.environ["AWS_ENDPOINT_URL"], SECRET, KEYS)
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         S3FileSystem.clear_instance_cache()
@@ -291,22 +292,58 @@ def test_pods_have_filesystems_of_their_own(emulator: Emulator, tmp_path: Path) 
     assert (volume / "x").read_text() == "out\n"
 
 
-def test_deploy_with_kserve_serves_what_the_local_server_serves(
-    emulator: Emulator, trained_model: dict[str, Any], s3_bucket: str, tmp_path: Path
-) -> None:
-    import httpx
+def test_pods_have_networks_of_their_own(emulator: Emulator) -> None:
+    """Each pod has its own address and ports: two pods listen on one port; a Service reaches a
+    ready pod at its targetPort by DNS name from a pod and by cluster IP from the launcher; a
+    server bound to the pod's loopback is never ready and never reached; with no ready pod a
+    connection is refused."""
+    if emulator.pods.network is None:
+        pytest.skip("no network namespaces here: the emulated pods share this machine's loopback")
+    owner = emulator.add_launcher_pod("owner-pod")
+    handler = "h.SimpleHTTPRequestHandler"
+    serve = f"import http.server as h, sys; h.HTTPServer((sys.argv[1], 8080), {handler}).serve_forever()"
+    probe = {"httpGet": {"path": "/", "port": "http"}}
 
-    from container_component_src.serving.inference import AnomalyScorer, v1_request, v2_request
+    def server(name: str, bind: str) -> None:
+        container = {"name": "main", "image": "eclss:test", "command": ["python", "-c", serve, bind]}
+        container |= {"ports": [{"name": "http", "containerPort": 8080}], "readinessProbe": probe}
+        assert emulator.pods.run(owner, name, container, {"app": name}) is not None
+        service = {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]}
+        emulator.server.put("services", {"metadata": {"name": name, "namespace": NAMESPACE}, "spec": service})
 
+    server("good", "0.0.0.0")
+    server("twin", "0.0.0.0")  # the same port in another pod
+    server("loopback", "127.0.0.1")  # on a cluster: a server the Service and the kubelet never reach
+    _wait_until(lambda: _ready(emulator, "good") and _ready(emulator, "twin"), 30)
+    time.sleep(1)
+    assert not _ready(emulator, "loopback"), "the kubelet probes the pod's address, not its loopback"
+    ip = {n: emulator.server.get("services", NAMESPACE, n)["spec"]["clusterIP"] for n in ("good", "loopback")}
+    assert socket.create_connection((ip["good"], 80), timeout=5)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((ip["loopback"], 80), timeout=5)
+    client = "import socket, urllib.request as u; print(u.urlopen('http://good.team.svc.cluster.local').status); "
+    client += "print(socket.gethostname())"
+    container = {"name": "main", "image": "eclss:test", "command": ["python", "-c", client]}
+    process = emulator.pods.run(owner, "client", container)
+    assert process is not None and process.process.wait(30) == 0, process.text()
+    assert process.text().split() == ["200", "client"], "by Service name; its hostname is its name"
+
+
+def _ready(emulator: Emulator, pod: str) -> bool:
+    status = emulator.server.get("pods", NAMESPACE, pod)["status"]
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+
+
+def _deploy_args(model: str, s3_bucket: str, tmp_path: Path, *options: str) -> list[str]:
     summary = tmp_path / "summary.json"
     decision = {"fc1": 0.9, "threshold": 5.0, "evaluated_threshold": 5.0, "smoothing_window": 1, "val_quantile": 0.99}
     summary.write_text(json.dumps({"deploy": decision}))
-    _cli(
+    return [
         "deploy",
         "--backend",
         "kserve",
         "--model",
-        trained_model["model"],
+        model,
         "--summary",
         str(summary),
         "--out",
@@ -321,7 +358,18 @@ def test_deploy_with_kserve_serves_what_the_local_server_serves(
         NAMESPACE,
         "--poll-s",
         "0.5",
-    )
+        *options,
+    ]
+
+
+def test_deploy_with_kserve_serves_what_the_local_server_serves(
+    emulator: Emulator, trained_model: dict[str, Any], s3_bucket: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    from container_component_src.serving.inference import AnomalyScorer, v1_request, v2_request
+
+    _cli(*_deploy_args(trained_model["model"], s3_bucket, tmp_path))
     url = json.loads((tmp_path / "endpoint.json").read_text())["url"]
     scorer = AnomalyScorer.load(trained_model["model"], threshold=5.0)
     rows = [dict(zip(scorer.channels, [0.1 * (i + 1)] * len(scorer.channels), strict=True)) for i in range(3)]
@@ -387,3 +435,55 @@ def test_a_killed_launcher_leaves_nothing_behind(
         emulator.server.delete("pods", NAMESPACE, "launcher-pod")
     _wait_until(lambda: not emulator.pods.alive() and not emulator.objects("experiments"), 60)
     assert not [p for p in emulator.objects("pods") if p["metadata"]["name"] != "launcher-pod"]
+
+
+def test_the_storage_initializer_has_only_the_service_accounts_credentials(
+    emulator: Emulator, trained_model: dict[str, Any], s3_bucket: str, tmp_path: Path
+) -> None:
+    """KServe gives the storage initializer the keys of the secret its service account lists, not
+    the launcher's: a service account without one fails the load, naming it."""
+    args = _deploy_args(trained_model["model"], s3_bucket, tmp_path, "--service-account", "no-secrets")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "storage initializer of the predictor (service account no-secrets)" in str(result.exception)
+
+
+def test_operators_refuse_what_their_webhooks_refuse(emulator: Emulator) -> None:
+    """The Training Operator's and KServe's admission rules apply on create and update."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    from container_component_src.cluster.kube import kube_api_client
+
+    api = CustomObjectsApi(kube_api_client())
+    container = {"name": "pytorch", "image": "eclss:test", "command": ["true"]}
+    master = {"replicas": 2, "template": {"spec": {"containers": [container]}}}
+    job = {"metadata": {"name": "job-1"}, "spec": {"pytorchReplicaSpecs": {"Master": master}}}
+    with pytest.raises(ApiException, match=r"Master\]\.replicas: must be 1"):
+        api.create_namespaced_custom_object("kubeflow.org", "v1", NAMESPACE, "pytorchjobs", job)
+    predictor = {"containers": [{"name": "kserve-container", "image": "eclss:test"}]}
+    isvc = {"metadata": {"name": "Eclss"}, "spec": {"predictor": predictor}}
+    with pytest.raises(ApiException, match="a DNS-1035 name"):
+        api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", isvc)
+
+
+def test_pods_pull_only_the_images_the_registry_holds_and_logs_name_a_container(
+    emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path
+) -> None:
+    """An image reference without its tag means `:latest`, which the registry does not hold:
+    the trial never starts (ImagePullBackOff) and the tuning fails. A log request for a container
+    the pod does not have is refused, as the kubelet refuses it."""
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    from container_component_src.cluster.kube import kube_api_client
+
+    args = _tune_with_katib(s3_sets, tmp_path / "best.json", "--max-trials", "1", "--max-failed-trials", "0")
+    args[args.index("eclss:test")] = "eclss"
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "failed trials" in str(result.exception), result.output
+    assert not [p for p in emulator.pods.history if "-trial-" in p.name], "no trial container started"
+    owner = emulator.add_launcher_pod("owner-pod")
+    emulator.pods.run(owner, "one", {"name": "main", "image": "eclss:test", "command": ["true"]})
+    with pytest.raises(ApiException, match="container pytorch is not valid for pod one"):
+        CoreV1Api(kube_api_client()).read_namespaced_pod_log("one", NAMESPACE, container="pytorch")

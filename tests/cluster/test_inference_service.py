@@ -59,6 +59,8 @@ def test_inference_service_structure() -> None:
         assert args[0] == "serve", "KServe appends its own arguments after the subcommand's"
         assert args[args.index("--role") + 1] == role and args[args.index("--model-dir") + 1] == "/mnt/models"
         assert {"name": "STORAGE_URI", "value": "s3://models/eclss-anomaly/run-1"} in container["env"]
+        assert args[args.index("--host") + 1] == "0.0.0.0" and container["ports"][0]["containerPort"] == 8080
+        assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert predictor["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "nvidia.com/gpu" not in transformer["containers"][0]["resources"]["limits"]
 

@@ -122,7 +122,7 @@ class ApiServer:
             return 404, {}, _status(404, "NotFound", f"no route {method} {url.path}")
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
         if len(rest) == 3 and rest[2] == "log" and method == "GET":
-            return self._log(namespace, name)
+            return self._log(namespace, name, parse_qs(url.query).get("container", [""])[0])
         payload = json.loads(body) if body else None
         if method == "POST" and name is None:
             try:
@@ -145,6 +145,11 @@ class ApiServer:
             self.delete(plural, namespace, name)
             return 200, {}, {"kind": "Status", "status": "Success"}
         if method in ("PATCH", "PUT"):
+            try:  # the admission webhooks see the object as it would be after the change
+                for validate in self.validators.get(plural, []):
+                    validate({**obj, "spec": payload.get("spec", obj.get("spec"))})
+            except ValueError as exc:
+                return 400, {}, _status(400, "BadRequest", f"admission webhook denied the request: {exc}")
             with self.lock:
                 obj["spec"] = payload.get("spec", obj.get("spec"))
                 obj["metadata"]["generation"] += 1
@@ -153,10 +158,15 @@ class ApiServer:
             return 200, {}, _public(obj)
         return 405, {}, _status(405, "MethodNotAllowed", method)
 
-    def _log(self, namespace: str, name: str) -> tuple[int, dict[str, str], Any]:
+    def _log(self, namespace: str, name: str, container: str) -> tuple[int, dict[str, str], Any]:
+        """A pod's log; as the kubelet answers, a container the pod does not have is a 400."""
         pod = self.get("pods", namespace, name)
         if pod is None:
             return 404, {}, _status(404, "NotFound", f"pod {name} not found")
+        names = [c.get("name") for c in pod.get("spec", {}).get("containers") or []]
+        if container and container not in names:
+            message = f"container {container} is not valid for pod {name}"
+            return 400, {}, _status(400, "BadRequest", message)
         reader = pod.get("_log")
         return 200, {}, reader() if reader else ""
 

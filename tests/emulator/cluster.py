@@ -78,13 +78,15 @@ class Emulator:
 
 
 @contextmanager
-def emulated_kubeflow(folder: Path) -> Iterator[Emulator]:
+def emulated_kubeflow(folder: Path, images: set[str] | None = None) -> Iterator[Emulator]:
     """Start the emulated cluster; stop every process it started on exit. Pods get a network of
-    their own where this machine allows it (see `network.py`)."""
+    their own where this machine allows it (see `network.py`); `images`: what the registry holds
+    (a pod of any other image fails to pull; None: any image pulls)."""
     server = ApiServer()
     (folder / "pods").mkdir(parents=True, exist_ok=True)
     network = ClusterNetwork(folder / "pods") if pods_are_isolated() and network_available() else None
     pods = Pods(server, folder / "pods", network)
+    pods.images = images
     KatibController(server, pods)
     PyTorchJobController(server, pods)
     DaskClusterController(server, pods)

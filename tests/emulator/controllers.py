@@ -62,6 +62,8 @@ class Pods:
         self.running: dict[str, ContainerProcess] = {}
         self.history: list[ContainerProcess] = []  # every container started, for the tests to read
         self.pull_secret = ""  # when set, a pod without this image pull secret cannot pull the image
+        # The images the registry holds (None: any). Operators' own images are always there.
+        self.images: set[str] | None = None
         # Folders of this machine that every pod mounts at the same path (a ReadWriteMany volume):
         # what a rehearsal through kfp.local, whose artifacts are local paths, declares.
         self.shared: list[str] = []
@@ -96,9 +98,12 @@ class Pods:
         }
         self.server.put("pods", pod)
         pulls = [s.get("name") for s in owner_pod_spec(owner, container).get("imagePullSecrets") or []]
+        pull_error = _pull_error(container.get("image", ""), self.images)
         if self.pull_secret and self.pull_secret not in pulls:
-            pod["status"] = _waiting("ImagePullBackOff", "pull access denied: the image is in a private registry")
-            pod["_log"] = lambda: "ImagePullBackOff: the image is in a private registry"
+            pull_error = ("ImagePullBackOff", "pull access denied: the image is in a private registry")
+        if pull_error is not None:
+            pod["status"] = _waiting(*pull_error)
+            pod["_log"] = lambda: f'container "{container.get("name")}" is waiting to start: {pull_error[1]}'
             return None
         address = self.network.add_pod(name, namespace) if self.network is not None else None
         pod["status"]["podIP"] = address.ip if address is not None else LOOPBACK
@@ -201,6 +206,24 @@ class Pods:
 
     def alive(self) -> list[ContainerProcess]:
         return [p for p in self.running.values() if p.poll() is None]
+
+
+# A reference as the container runtime parses it: [registry[:port]/]path[:tag][@digest], lower case.
+_COMPONENT = r"[a-z0-9]+([._-]+[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(rf"{_COMPONENT}(:[0-9]+)?(/{_COMPONENT})*(:[\w][\w.-]{{0,127}})?(@sha256:[0-9a-f]{{64}})?")
+OPERATOR_IMAGES = {"kserve/storage-initializer:v0.20.0"}
+
+
+def _pull_error(image: str, images: set[str] | None) -> tuple[str, str] | None:
+    """Why the kubelet cannot pull `image` (a reason and message), or None. A reference without a
+    tag means `:latest`, which the registry must hold like any other tag."""
+    if not image or not IMAGE_REFERENCE.fullmatch(image):
+        return "InvalidImageName", f'Failed to apply default image tag "{image}": invalid reference format'
+    last = image.rsplit("/", 1)[-1]
+    reference = image if ":" in last or "@" in last else f"{image}:latest"
+    if images is not None and reference not in images | OPERATOR_IMAGES:
+        return "ImagePullBackOff", f'Back-off pulling image "{reference}": manifest unknown'
+    return None
 
 
 def _ready(ready: bool) -> list[dict[str, str]]:
@@ -505,6 +528,37 @@ class KatibController(Controller):
 
 
 # --- Training Operator ---------------------------------------------------------------------------
+DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def validate_pytorchjob(job: dict[str, Any]) -> None:
+    """The Training Operator's validating webhook for a v1 PyTorchJob.
+
+    Raises:
+        ValueError: Its refusal.
+    """
+    name = job["metadata"]["name"]
+    if not DNS_1035.fullmatch(name) or len(name) > 63:
+        raise ValueError(f"metadata.name {name!r}: should match a DNS-1035 label")
+    specs = (job.get("spec") or {}).get("pytorchReplicaSpecs")
+    if not specs:
+        raise ValueError("spec.pytorchReplicaSpecs: must be required")
+    for replica_type, spec in specs.items():
+        where = f"spec.pytorchReplicaSpecs[{replica_type}]"
+        if replica_type not in ("Master", "Worker"):
+            raise ValueError(f"{where}: supported values: Master, Worker")
+        containers = ((spec or {}).get("template") or {}).get("spec", {}).get("containers") or []
+        if not containers:
+            raise ValueError(f"{where}.template.spec.containers: must be specified")
+        for index, container in enumerate(containers):
+            if not container.get("image"):
+                raise ValueError(f"{where}.template.spec.containers[{index}].image: must be required")
+        if not any(c.get("name") == PyTorchJobController.container for c in containers):
+            raise ValueError(f"{where}.template.spec.containers: must have at least one container with name pytorch")
+        if replica_type == "Master" and spec.get("replicas") != 1:
+            raise ValueError(f"{where}.replicas: must be 1")
+
+
 class PyTorchJobController(Controller):
     """The Training Operator: a headless Service per replica (so `<job>-master-0` resolves to the
     master pod), then the replicas with the env it sets; the master port is the container's port
@@ -513,6 +567,10 @@ class PyTorchJobController(Controller):
     plural = "pytorchjobs"
     container = "pytorch"
     default_port = 23456
+
+    def __init__(self, server: ApiServer, pods: Pods) -> None:
+        super().__init__(server, pods)
+        server.validators.setdefault(self.plural, []).append(validate_pytorchjob)
 
     def reconcile(self, job: dict[str, Any]) -> None:
         name = job["metadata"]["name"]
@@ -633,6 +691,42 @@ S3_ANNOTATIONS = {
 }
 
 
+KSERVE_MODES = {"Serverless", "RawDeployment", "ModelMesh", "Standard", "Knative"}
+KSERVE_STORAGE = ("s3://", "gs://", "pvc://", "hdfs://", "webhdfs://", "http://", "https://", "hf://", "oci://", "/")
+
+
+def validate_inference_service(isvc: dict[str, Any]) -> None:
+    """KServe's validating webhook for what our InferenceServices set: a DNS-1035 name, a known
+    deployment mode, one implementation per component (custom containers: one each here), and a
+    STORAGE_URI of a supported kind.
+
+    Raises:
+        ValueError: Its refusal.
+    """
+    name, annotations = isvc["metadata"]["name"], isvc["metadata"].get("annotations") or {}
+    if not DNS_1035.fullmatch(name) or len(name) > 63:
+        raise ValueError(
+            f'The InferenceService "{name}" is invalid: a DNS-1035 name must consist of lower case alphanumeric '
+            "characters or '-', start with an alphabetic character, and end with an alphanumeric character"
+        )
+    mode = annotations.get("serving.kserve.io/deploymentMode")
+    if mode is not None and mode not in KSERVE_MODES:
+        raise ValueError(f"the deploymentMode annotation {mode!r} is not one of {sorted(KSERVE_MODES)}")
+    spec = isvc.get("spec") or {}
+    if "predictor" not in spec:
+        raise ValueError("spec.predictor: Required value")
+    for role in ("predictor", "transformer"):
+        if role not in spec:
+            continue
+        containers = spec[role].get("containers") or []
+        frameworks = [k for k, v in spec[role].items() if isinstance(v, dict) and ("storageUri" in v or k == "model")]
+        if len(containers) + len(frameworks) != 1:
+            raise ValueError(f"exactly one {role} implementation must be specified: containers or one framework")
+        for env in containers[0].get("env") or [] if containers else []:
+            if env.get("name") == "STORAGE_URI" and not str(env.get("value", "")).startswith(KSERVE_STORAGE):
+                raise ValueError(f"STORAGE_URI {env.get('value')!r}: storage type must be one of {KSERVE_STORAGE}")
+
+
 def storage_initializer_env(server: ApiServer, namespace: str, account: str) -> list[dict[str, Any]]:
     """The storage initializer's env as KServe's credential builder makes it: from each secret the
     service account lists, its S3 keys (as references) and its annotations' endpoint settings."""
@@ -667,6 +761,7 @@ class KServeController(Controller):
 
     def __init__(self, server: ApiServer, pods: Pods) -> None:
         super().__init__(server, pods)
+        server.validators.setdefault(self.plural, []).append(validate_inference_service)
         self.model_dirs: list[str] = []
 
     def reconcile(self, isvc: dict[str, Any]) -> None:

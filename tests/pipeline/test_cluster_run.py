@@ -50,7 +50,7 @@ def test_the_dag_with_every_cluster_backend(
     )
     ensure_local_data(settings)
     monkeypatch.chdir(project_root)
-    with emulated_kubeflow(tmp_path / "cluster") as emulator:
+    with emulated_kubeflow(tmp_path / "cluster", images={"eclss:rehearsal"}) as emulator:
         # kfp.local's artifacts are paths of this machine (a cluster's are in object storage): the
         # rehearsal gives every pod its folders, as a volume shared by all pods would.
         emulator.pods.shared = [str(tmp_path / "data"), str(tmp_path / "runs")]
