@@ -233,8 +233,9 @@ def main(
 
 @contextlib.contextmanager
 def _clear_errors() -> Iterator[None]:
-    """Turn the project's own errors (a bad input file, option or setting) into one line on stderr
-    and exit code 1; any other exception is a fault and keeps its traceback."""
+    """Turn the project's own errors (a bad input file, option or setting) and Kubernetes' refusals
+    (RBAC) into one line on stderr and exit code 1; any other exception is a fault and keeps its
+    traceback."""
     from container_component_src.errors import OptionError
     from container_component_src.storage import InputError
 
@@ -242,6 +243,13 @@ def _clear_errors() -> Iterator[None]:
         yield
     except (InputError, ConfigError, OptionError) as exc:
         typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except Exception as exc:
+        from container_component_src.cluster.kube import forbidden_message
+
+        if (message := forbidden_message(exc)) is None:
+            raise
+        typer.echo(f"Error: {message}", err=True)
         raise typer.Exit(code=1) from None
 
 

@@ -7,6 +7,7 @@ that is a str goes out as text (HTML for a page, plain text for a log), anything
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,9 +18,11 @@ Handle = Callable[[str, str, Any, bytes], tuple[int, dict[str, str], Any]]
 
 
 @contextmanager
-def serve_fake(handle: Handle, text_type: str = "text/plain") -> Iterator[str]:
-    """Serve `handle` on a free loopback port; yield its base URL. `text_type` is the
-    Content-Type of str payloads."""
+def serve_fake(
+    handle: Handle, text_type: str = "text/plain", tls: ssl.SSLContext | None = None, port: int = 0
+) -> Iterator[str]:
+    """Serve `handle` on a loopback port (`port`, else a free one); yield its base URL.
+    `text_type` is the Content-Type of str payloads; with `tls`, it serves HTTPS."""
 
     class Handler(BaseHTTPRequestHandler):
         def _reply(self) -> None:
@@ -40,11 +43,13 @@ def serve_fake(handle: Handle, text_type: str = "text/plain") -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

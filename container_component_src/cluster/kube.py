@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -39,6 +40,17 @@ def current_namespace(default: str = "default") -> str:
             return handle.read().strip() or default
     except OSError:
         return default
+
+
+def forbidden_message(exc: BaseException) -> str | None:
+    """The one line to print for the API server's refusal of a request (RBAC), else None."""
+    if type(exc).__name__ != "ApiException" or getattr(exc, "status", None) != 403:
+        return None
+    try:
+        message = json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        message = str(getattr(exc, "reason", "Forbidden"))
+    return f"Kubernetes refused: {message}; grant the task's service account the Role in pipeline/rbac.yaml"
 
 
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

@@ -83,17 +83,19 @@ def api_client(url: str) -> Any:
     return client.ApiClient(configuration)
 
 
-def write_kubeconfig(path: Any, url: str, namespace: str = "team") -> None:
-    """A kubeconfig whose current context is the fake (JSON is valid YAML)."""
+def write_kubeconfig(path: Any, url: str, namespace: str = "team", ca: Any = None, token: str = "not-a-secret") -> None:
+    """A kubeconfig whose current context is the fake (JSON is valid YAML); with `ca`, the CA
+    file that the server's certificate is verified against."""
+    cluster = {"server": url, **({"certificate-authority": str(ca)} if ca else {})}
     path.write_text(
         json.dumps(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
                 "current-context": "fake",
-                "clusters": [{"name": "fake", "cluster": {"server": url}}],
+                "clusters": [{"name": "fake", "cluster": cluster}],
                 "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": namespace}}],
-                "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
+                "users": [{"name": "u", "user": {"token": token}}],
             }
         )
     )

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from container_component_src import storage
 from container_component_src.main import app
-from tests.emulator.cluster import NAMESPACE, Emulator, emulated_kubeflow
+from tests.emulator.cluster import NAMESPACE, RBAC, Emulator, emulated_kubeflow
 from tests.emulator.pods import pods_are_isolated
 
 pytestmark = pytest.mark.cluster
@@ -45,6 +45,7 @@ runner = CliRunner()
 def emulator(tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """The emulated cluster, the S3 secret in it, and this process as a task in its launcher pod."""
     with emulated_kubeflow(tmp_path / "cluster", images={"eclss:test"}) as emulated:
+        emulated.apply(RBAC)
         endpoint = emulated.add_object_storage(os.environ["AWS_ENDPOINT_URL"], SECRET, KEYS)
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         S3FileSystem.clear_instance_cache()
@@ -449,7 +450,8 @@ def test_the_storage_initializer_has_only_the_service_accounts_credentials(
 
 
 def test_operators_refuse_what_their_webhooks_refuse(emulator: Emulator) -> None:
-    """The Training Operator's and KServe's admission rules apply on create and update."""
+    """The operators' released CRDs prune unknown fields and refuse wrong types (422), then the
+    Training Operator's and KServe's admission rules apply (400), on create and update."""
     from kubernetes.client import CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
 
@@ -461,10 +463,17 @@ def test_operators_refuse_what_their_webhooks_refuse(emulator: Emulator) -> None
     job = {"metadata": {"name": "job-1"}, "spec": {"pytorchReplicaSpecs": {"Master": master}}}
     with pytest.raises(ApiException, match=r"Master\]\.replicas: must be 1"):
         api.create_namespaced_custom_object("kubeflow.org", "v1", NAMESPACE, "pytorchjobs", job)
+    master["replicas"] = "1"
+    with pytest.raises(ApiException, match=r"Master\.replicas in body must be of type integer") as refused:
+        api.create_namespaced_custom_object("kubeflow.org", "v1", NAMESPACE, "pytorchjobs", job)
+    assert refused.value.status == 422
     predictor = {"containers": [{"name": "kserve-container", "image": "eclss:test"}]}
     isvc = {"metadata": {"name": "Eclss"}, "spec": {"predictor": predictor}}
     with pytest.raises(ApiException, match="a DNS-1035 name"):
         api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", isvc)
+    isvc = {"metadata": {"name": "typo"}, "spec": {"predictor": {**predictor, "minReplica": 2}}}
+    created = api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", isvc)
+    assert "minReplica" not in created["spec"]["predictor"], "a misspelled field is pruned, not kept"
 
 
 def test_pods_pull_only_the_images_the_registry_holds_and_logs_name_a_container(
@@ -487,3 +496,43 @@ def test_pods_pull_only_the_images_the_registry_holds_and_logs_name_a_container(
     emulator.pods.run(owner, "one", {"name": "main", "image": "eclss:test", "command": ["true"]})
     with pytest.raises(ApiException, match="container pytorch is not valid for pod one"):
         CoreV1Api(kube_api_client()).read_namespaced_pod_log("one", NAMESPACE, container="pytorch")
+
+
+def test_without_the_shipped_role_the_task_fails_in_one_line_naming_it(
+    emulator: Emulator, tiny_data: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    """The API server applies RBAC: Kubeflow's `default-editor` may not create a DaskCluster
+    unless pipeline/rbac.yaml is applied (the Dask operator grants it nothing)."""
+    emulator.server.delete("rolebindings", NAMESPACE, "eclss-pipeline")
+    out = ["--out", str(tmp_path / "k8s"), "--quality-report", str(tmp_path / "q.json")]
+    cluster = ["--cluster", "kubernetes", "--worker-image", "eclss:test", "--namespace", NAMESPACE]
+    args = ["preprocess", "--partitions", f"{s3_bucket}/parts", "--scratch", f"{s3_bucket}/scratch", *out, *cluster]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: Kubernetes refused: daskclusters is forbidden: User ")
+    assert 'cannot create resource "daskclusters" in API group "kubernetes.dask.org"' in result.output
+    assert "pipeline/rbac.yaml" in result.output and "Traceback" not in result.output
+
+
+def test_a_launcher_pod_finds_its_namespace_and_credentials_in_the_pod(
+    emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path
+) -> None:
+    """A task as it runs on a cluster: in a pod of its own, as `default-editor`, with no
+    --namespace and no kubeconfig: the in-cluster credentials (token, CA over TLS), the namespace
+    of its service account, its pod (an owner for what it creates) from its hostname."""
+    if emulator.pods.network is None:
+        pytest.skip("no network namespaces here: a pod cannot reach the API as on a cluster")
+    args = _tune_with_katib(s3_sets, Path("/tmp/best.json"), "--max-trials", "1", "--epochs-per-trial", "1")
+    args = args[: args.index("--namespace")] + args[args.index("--namespace") + 2 :]
+    script = shlex.join(["python", "-m", "container_component_src.main", *args]) + " && echo BEST && cat /tmp/best.json"
+    env = [{"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"}]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": k}}} for k in KEYS]
+    container = {"name": "main", "image": "eclss:test", "command": ["sh", "-c", script], "env": env}
+    workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "run-1"}}
+    workflow["spec"] = {"templates": [{"podSpec": {"serviceAccountName": "default-editor", "containers": [container]}}]}
+    owner = emulator.server.put("workflows", {**workflow, "metadata": {"name": "run-1", "namespace": NAMESPACE}})
+    launcher = emulator.pods.run(owner, "run-1-tune", container)
+    assert launcher is not None and launcher.process.wait(180) == 0, launcher.text()[-3000:]
+    assert json.loads(launcher.text().split("BEST\n")[-1])["trials"] == 1
+    assert f"Created Katib Experiment {NAMESPACE}/" in launcher.text()
+    assert any(m == "GET" and p.endswith("/pods/run-1-tune") for m, p in emulator.server.requests), "its owner"

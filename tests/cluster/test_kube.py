@@ -1,9 +1,10 @@
-"""Placement of the pods the operators start, and the owner of what a task creates."""
+"""Placement of the pods the operators start, the owner of what a task creates, and the API's
+refusals as the CLI prints them."""
 
 from container_component_src.cluster.dask import ClusterOptions, build_cluster_spec
 from container_component_src.cluster.inference_service import InferenceServiceOptions, build_inference_service
 from container_component_src.cluster.katib import KatibOptions, build_experiment, experiment_body
-from container_component_src.cluster.kube import Placement
+from container_component_src.cluster.kube import Placement, forbidden_message
 from container_component_src.cluster.pytorchjob import PyTorchJobOptions, build_pytorchjob
 from container_component_src.model.tune import parse_search_space
 
@@ -75,3 +76,18 @@ def test_the_dask_cluster_runs_the_dask_command_and_times_out_when_idle() -> Non
     assert spec["spec"]["scheduler"]["spec"]["containers"][0]["args"][:2] == ["dask", "scheduler"]
     assert spec["spec"]["worker"]["spec"]["containers"][0]["args"][:2] == ["dask", "worker"]
     assert spec["spec"]["idleTimeout"] == 300
+
+
+def test_a_refusal_of_the_api_server_reads_as_one_line_naming_the_role() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    refusal = ApiException(status=403, reason="Forbidden")
+    refusal.body = '{"kind": "Status", "code": 403, "message": "pods is forbidden: User \\"x\\" cannot list"}'
+    message = forbidden_message(refusal)
+    assert message == (
+        'Kubernetes refused: pods is forbidden: User "x" cannot list; '
+        "grant the task's service account the Role in pipeline/rbac.yaml"
+    )
+    assert forbidden_message(ApiException(status=404, reason="Not Found")) is None
+    assert forbidden_message(ValueError("403")) is None
+    assert forbidden_message(ApiException(status=403, reason="Forbidden")).endswith("pipeline/rbac.yaml")

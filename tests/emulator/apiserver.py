@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.emulator.schema import SchemaError
 from tests.http_fake import serve_fake
 
 Key = tuple[str, str, str]  # plural, namespace, name
@@ -42,6 +44,31 @@ class ApiServer:
         self.validators: dict[str, list[Hook]] = {}
         self.requests: list[tuple[str, str]] = []
         self._generation = itertools.count(1)
+        # Bearer tokens by the user they authenticate; with `rbac`, a request needs a rule of a
+        # Role bound to that user (or its service account) in the namespace.
+        self.tokens: dict[str, str] = {}
+        self.rbac = False
+
+    def token_for(self, namespace: str, service_account: str) -> str:
+        """The token of a service account (what its pods' token volume holds)."""
+        token = f"token-{namespace}-{service_account}-{uuid.uuid4().hex[:8]}"
+        self.tokens[token] = f"system:serviceaccount:{namespace}:{service_account}"
+        return token
+
+    def forbidden(self, user: str, verb: str, group: str, resource: str, namespace: str) -> str | None:
+        """Kubernetes RBAC over the Roles and RoleBindings of `namespace`: None when allowed, else
+        the API server's refusal."""
+        with self.lock:
+            bindings = self.list("rolebindings", namespace)
+            roles = {r["metadata"]["name"]: r for r in self.list("roles", namespace)}
+        for binding in bindings:
+            bound = any(_subject(subject) == user for subject in binding.get("subjects") or [])
+            role = roles.get(binding["roleRef"]["name"]) if binding["roleRef"].get("kind") == "Role" else None
+            if bound and role is not None and any(_allows(rule, verb, group, resource) for rule in role["rules"]):
+                return None
+        where = f'in API group "{group}" ' if group else ""
+        action = f'User "{user}" cannot {verb} resource "{resource}" {where}in the namespace "{namespace}"'
+        return f"{resource} is forbidden: {action}"
 
     # --- the store ---------------------------------------------------------------------------
     def put(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +148,19 @@ class ApiServer:
         else:
             return 404, {}, _status(404, "NotFound", f"no route {method} {url.path}")
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
+        scheme, _, token = str(headers.get("Authorization", "")).partition(" ")
+        user = self.tokens.get(token) if scheme.lower() == "bearer" else None
+        if user is None:
+            return 401, {}, _status(401, "Unauthorized", "Unauthorized")
+        if self.rbac:
+            group = "" if parts[0] == "api" else parts[1]
+            resource = f"{plural}/{rest[2]}" if len(rest) == 3 else plural
+            verb = _VERBS.get((method, name is None), method.lower())
+            if "watch=true" in url.query:
+                verb = "watch"
+            refusal = self.forbidden(user, verb, group, resource, namespace)
+            if refusal is not None:
+                return 403, {}, _status(403, "Forbidden", refusal)
         if len(rest) == 3 and rest[2] == "log" and method == "GET":
             return self._log(namespace, name, parse_qs(url.query).get("container", [""])[0])
         payload = json.loads(body) if body else None
@@ -131,7 +171,7 @@ class ApiServer:
             except KeyError:
                 return 409, {}, _status(409, "AlreadyExists", f"{plural} {payload['metadata']['name']} exists")
             except ValueError as exc:
-                return 400, {}, _status(400, "BadRequest", f"admission webhook denied the request: {exc}")
+                return _refusal(exc)
         if method == "GET" and name is None:
             selector = parse_qs(url.query).get("labelSelector", [""])[0]
             items = [o for o in self.list(plural, namespace) if _matches(o, selector)]
@@ -145,13 +185,14 @@ class ApiServer:
             self.delete(plural, namespace, name)
             return 200, {}, {"kind": "Status", "status": "Success"}
         if method in ("PATCH", "PUT"):
-            try:  # the admission webhooks see the object as it would be after the change
+            changed = {**obj, "spec": payload.get("spec", obj.get("spec"))}
+            try:  # pruning, the schema and the admission webhooks see the object as changed
                 for validate in self.validators.get(plural, []):
-                    validate({**obj, "spec": payload.get("spec", obj.get("spec"))})
+                    validate(changed)
             except ValueError as exc:
-                return 400, {}, _status(400, "BadRequest", f"admission webhook denied the request: {exc}")
+                return _refusal(exc)
             with self.lock:
-                obj["spec"] = payload.get("spec", obj.get("spec"))
+                obj["spec"] = changed["spec"]
                 obj["metadata"]["generation"] += 1
             for hook in self.on_create.get(plural, []):  # a changed spec is reconciled anew
                 hook(obj)
@@ -171,6 +212,38 @@ class ApiServer:
         return 200, {}, reader() if reader else ""
 
 
+def _refusal(exc: ValueError) -> tuple[int, dict[str, str], Any]:
+    """A schema violation (422 Invalid) or an admission webhook's denial (400)."""
+    if isinstance(exc, SchemaError):
+        return 422, {}, _status(422, "Invalid", str(exc))
+    return 400, {}, _status(400, "BadRequest", f"admission webhook denied the request: {exc}")
+
+
+_VERBS = {
+    ("GET", True): "list",
+    ("GET", False): "get",
+    ("POST", True): "create",
+    ("PUT", False): "update",
+    ("PATCH", False): "patch",
+    ("DELETE", False): "delete",
+    ("DELETE", True): "deletecollection",
+}
+
+
+def _subject(subject: dict[str, Any]) -> str:
+    """The user a RoleBinding's subject names (a ServiceAccount needs its namespace)."""
+    if subject.get("kind") == "ServiceAccount":
+        return f"system:serviceaccount:{subject.get('namespace')}:{subject.get('name')}"
+    return str(subject.get("name")) if subject.get("kind") == "User" else ""
+
+
+def _allows(rule: dict[str, Any], verb: str, group: str, resource: str) -> bool:
+    def has(values: list[str] | None, value: str) -> bool:
+        return "*" in (values or []) or value in (values or [])
+
+    return has(rule.get("apiGroups"), group) and has(rule.get("resources"), resource) and has(rule.get("verbs"), verb)
+
+
 def _matches(obj: dict[str, Any], selector: str) -> bool:
     labels = obj["metadata"].get("labels") or {}
     pairs = [item.split("=", 1) for item in selector.split(",") if item]
@@ -178,14 +251,15 @@ def _matches(obj: dict[str, Any], selector: str) -> bool:
 
 
 @contextmanager
-def serving(server: ApiServer) -> Iterator[str]:
-    """Serve the API on loopback; yield its URL. Private fields (`_log`) never leave."""
+def serving(server: ApiServer, tls: ssl.SSLContext, port: int) -> Iterator[str]:
+    """Serve the API over HTTPS on loopback `port`; yield its URL. Private fields (`_log`) never
+    leave."""
 
     def handle(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
         code, extra, payload = server.handle(method, path, headers, body)
         return code, extra, _public(payload)
 
-    with serve_fake(handle) as url:
+    with serve_fake(handle, tls=tls, port=port) as url:
         yield url
 
 

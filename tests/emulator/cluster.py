@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,16 +14,21 @@ from urllib.parse import urlsplit
 from tests.cluster.fake_kube import write_kubeconfig
 from tests.emulator.apiserver import ApiServer, serving
 from tests.emulator.controllers import (
+    LOOPBACK,
     DaskClusterController,
     KatibController,
     KServeController,
     Pods,
     PyTorchJobController,
+    free_port,
 )
 from tests.emulator.network import ClusterNetwork, network_available
 from tests.emulator.pods import pods_are_isolated
+from tests.emulator.schema import admit, schemas
+from tests.emulator.tls import server_context
 
 NAMESPACE = "team"
+RBAC = Path(__file__).resolve().parents[2] / "pipeline" / "rbac.yaml"  # what the README has users apply
 LAUNCHER = "launcher-pod"  # the pipeline task's own pod: what the task's objects are owned by
 
 
@@ -58,6 +64,14 @@ class Emulator:
         self.add_service_account("default", [secret])
         return endpoint if self.pods.network is None else f"http://{service['spec']['clusterIP']}:9000"
 
+    def apply(self, manifest: Path, namespace: str = NAMESPACE) -> None:
+        """`sed 's/<namespace>/NS/' manifest | kubectl apply -n NS -f -`, as the README says."""
+        import yaml
+
+        for document in yaml.safe_load_all(manifest.read_text().replace("<namespace>", namespace)):
+            document.setdefault("metadata", {}).setdefault("namespace", namespace)
+            self.server.put(document["kind"].lower() + "s", document)
+
     def add_launcher_pod(self, name: str = LAUNCHER) -> dict[str, Any]:
         """The pod a pipeline task runs in, as KFP creates it."""
         return self.server.put(
@@ -79,9 +93,16 @@ class Emulator:
 
 @contextmanager
 def emulated_kubeflow(folder: Path, images: set[str] | None = None) -> Iterator[Emulator]:
-    """Start the emulated cluster; stop every process it started on exit. Pods get a network of
-    their own where this machine allows it (see `network.py`); `images`: what the registry holds
-    (a pod of any other image fails to pull; None: any image pulls)."""
+    """Start the emulated cluster; stop every process it started on exit.
+
+    Its API server prunes and validates custom resources against the operators' released CRDs
+    (`schema.py`), speaks HTTPS, authenticates bearer tokens and applies RBAC: the kubeconfig it
+    writes is `default-editor`'s (the service account of Kubeflow's pipeline pods), which may do
+    only what the Roles applied (`Emulator.apply`) grant it. Pods get a network of their own where
+    this machine allows it (see `network.py`), and their service account's token, the CA and
+    namespace at Kubernetes' path. `images`: what the registry holds (a pod of any other image
+    fails to pull; None: any image pulls).
+    """
     server = ApiServer()
     (folder / "pods").mkdir(parents=True, exist_ok=True)
     network = ClusterNetwork(folder / "pods") if pods_are_isolated() and network_available() else None
@@ -91,9 +112,20 @@ def emulated_kubeflow(folder: Path, images: set[str] | None = None) -> Iterator[
     PyTorchJobController(server, pods)
     DaskClusterController(server, pods)
     kserve = KServeController(server, pods)
+    for plural in schemas():  # the CRD's schema before the operators' validating webhooks
+        server.validators.setdefault(plural, []).insert(0, functools.partial(admit, plural))
+    port = free_port()
+    api = {"metadata": {"name": "kubernetes", "namespace": "default"}, "spec": {"ports": [{"port": 443}]}}
+    server.put("services", {**api, "_target": (LOOPBACK, port)})
+    cluster_ip = server.get("services", "default", "kubernetes")["spec"]["clusterIP"]
+    names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+    tls, ca = server_context(folder, sorted({LOOPBACK, cluster_ip}), names)
+    pods.api = (cluster_ip, 443 if network else port, ca)
+    server.rbac = True
     try:
-        with serving(server) as url:
-            write_kubeconfig(folder / "kubeconfig", url, NAMESPACE)
+        with serving(server, tls, port) as url:
+            token = server.token_for(NAMESPACE, "default-editor")
+            write_kubeconfig(folder / "kubeconfig", url, NAMESPACE, ca=ca, token=token)
             yield Emulator(server, pods, url, folder / "kubeconfig")
     finally:
         pods.stop_all()

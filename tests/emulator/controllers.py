@@ -33,6 +33,7 @@ from tests.emulator.pods import ContainerProcess, PodConfigError, pods_are_isola
 # Katib's default StdOut metrics format (its `DefaultFilter`): name=value anywhere in a line.
 KATIB_METRIC = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
 LOOPBACK = "127.0.0.1"  # every pod's address where pods share this machine's network
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 PROBE_PERIOD_S = 0.3  # the kubelet's probe period, shortened for tests
 KATIB_ALGORITHMS = {"random", "tpe", "grid", "bayesianoptimization", "hyperband", "cmaes", "sobol", "multivariate-tpe"}
 
@@ -64,6 +65,8 @@ class Pods:
         self.pull_secret = ""  # when set, a pod without this image pull secret cannot pull the image
         # The images the registry holds (None: any). Operators' own images are always there.
         self.images: set[str] | None = None
+        # The API server as pods reach it (the `kubernetes` Service's address and port) and its CA.
+        self.api: tuple[str, int, Path] | None = None
         # Folders of this machine that every pod mounts at the same path (a ReadWriteMany volume):
         # what a rehearsal through kfp.local, whose artifacts are local paths, declares.
         self.shared: list[str] = []
@@ -107,16 +110,12 @@ class Pods:
             return None
         address = self.network.add_pod(name, namespace) if self.network is not None else None
         pod["status"]["podIP"] = address.ip if address is not None else LOOPBACK
+        volumes = {**{folder: folder for folder in self.shared}, **(volumes or {})}
+        account = owner_pod_spec(owner, container).get("serviceAccountName") or "default"
+        env = {"HOSTNAME": name, **self._service_account(name, namespace, account, volumes), **(extra_env or {})}
         try:
             process = start_container(
-                name,
-                container,
-                self.server.secrets(namespace),
-                self.log_dir,
-                extra_env,
-                args_override,
-                {**{folder: folder for folder in self.shared}, **(volumes or {})},
-                address,
+                name, container, self.server.secrets(namespace), self.log_dir, env, args_override, volumes, address
             )
         except (PodConfigError, FileNotFoundError, PermissionError) as exc:
             message = f"{type(exc).__name__}: {exc}"
@@ -134,6 +133,20 @@ class Pods:
         threading.Thread(target=self._watch, args=(pod, process), daemon=True).start()
         threading.Thread(target=self._probe, args=(pod, container, process), daemon=True).start()
         return process
+
+    def _service_account(self, pod: str, namespace: str, account: str, volumes: dict[str, str]) -> dict[str, str]:
+        """Mount the service account's token, the CA and the namespace at Kubernetes' path (added
+        to `volumes`) where pods have filesystems of their own; the API's env for in-cluster
+        clients."""
+        if self.api is None or not pods_are_isolated():
+            return {}
+        folder = self.log_dir / f"{pod}-serviceaccount"
+        folder.mkdir(exist_ok=True)
+        (folder / "token").write_text(self.server.token_for(namespace, account))
+        (folder / "namespace").write_text(namespace)
+        shutil.copy(self.api[2], folder / "ca.crt")
+        volumes[SERVICE_ACCOUNT_DIR] = str(folder)
+        return {"KUBERNETES_SERVICE_HOST": self.api[0], "KUBERNETES_SERVICE_PORT": str(self.api[1])}
 
     def _watch(self, pod: dict[str, Any], process: ContainerProcess) -> None:
         code = process.process.wait()

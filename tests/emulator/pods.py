@@ -160,7 +160,7 @@ def _isolated(argv: list[str], volumes: dict[str, str], name: str, address: PodA
         steps += [f"mount --bind {shlex.quote(str(address.hosts))} /etc/hosts", f"hostname {shlex.quote(name)}"]
     steps.append("mount -t tmpfs tmpfs /tmp")
     outside = {os.path.dirname(path) for path in volumes if not Path(path).is_relative_to("/tmp")}
-    steps += [f"mount -t tmpfs tmpfs {shlex.quote(parent)}" for parent in sorted(outside)]
+    steps += [f"mkdir -p {shlex.quote(p)} && mount -t tmpfs tmpfs {shlex.quote(p)}" for p in sorted(outside)]
     for i, path in enumerate(volumes):
         steps.append(f"mkdir -p {shlex.quote(path)} && mount --bind /run/volume-{i} {shlex.quote(path)}")
     steps += ["cd /tmp", 'exec "$@"']

@@ -12,7 +12,7 @@ import pytest
 
 from container_component_src.config import load_settings
 from pipeline.compile_and_run_pipeline import ensure_local_data, run_local
-from tests.emulator.cluster import NAMESPACE, emulated_kubeflow
+from tests.emulator.cluster import NAMESPACE, RBAC, emulated_kubeflow
 
 CLUSTER_PARAMS = {
     "dask_cluster": "kubernetes",
@@ -54,6 +54,7 @@ def test_the_dag_with_every_cluster_backend(
         # kfp.local's artifacts are paths of this machine (a cluster's are in object storage): the
         # rehearsal gives every pod its folders, as a volume shared by all pods would.
         emulator.pods.shared = [str(tmp_path / "data"), str(tmp_path / "runs")]
+        emulator.apply(RBAC)
         keys = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
         endpoint = emulator.add_object_storage(os.environ["AWS_ENDPOINT_URL"], "s3-credentials", keys)
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
