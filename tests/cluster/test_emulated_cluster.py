@@ -31,9 +31,11 @@ from container_component_src.main import app
 from tests.emulator.cluster import NAMESPACE, RBAC, Emulator, emulated_kubeflow
 from tests.emulator.pods import pods_are_isolated
 
-pytestmark = pytest.mark.cluster
+# A defect in the cluster code fails a test within minutes, never hangs it.
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 SECRET = "s3-credentials"
 KEYS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
+SERVING_ACCOUNT = "kserve-minio"  # lists the S3 secret for KServe's storage initializer
 SPACE = {
     "learning_rate": {"type": "double", "min": 0.0005, "max": 0.01, "log": True},
     "latent_dim": {"type": "int", "min": 2, "max": 4},
@@ -46,7 +48,7 @@ def emulator(tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) ->
     """The emulated cluster, the S3 secret in it, and this process as a task in its launcher pod."""
     with emulated_kubeflow(tmp_path / "cluster", images={"eclss:test"}) as emulated:
         emulated.apply(RBAC)
-        endpoint = emulated.add_object_storage(os.environ["AWS_ENDPOINT_URL"], SECRET, KEYS)
+        endpoint = emulated.add_object_storage(os.environ["AWS_ENDPOINT_URL"], SECRET, KEYS, SERVING_ACCOUNT)
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         S3FileSystem.clear_instance_cache()
         emulated.add_launcher_pod()
@@ -251,6 +253,7 @@ def test_a_failing_dask_worker_pod_fails_the_wait_at_once_with_its_log(
     assert not emulator.objects("daskclusters"), "the DaskCluster is deleted"
 
 
+@pytest.mark.timeout(60)
 def test_a_scheduler_that_never_answers_is_a_bounded_explained_wait(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -335,7 +338,7 @@ def _ready(emulator: Emulator, pod: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
 
 
-def _deploy_args(model: str, s3_bucket: str, tmp_path: Path, *options: str) -> list[str]:
+def _deploy_args(model: str, s3_bucket: str, tmp_path: Path, account: str = SERVING_ACCOUNT) -> list[str]:
     summary = tmp_path / "summary.json"
     decision = {"fc1": 0.9, "threshold": 5.0, "evaluated_threshold": 5.0, "smoothing_window": 1, "val_quantile": 0.99}
     summary.write_text(json.dumps({"deploy": decision}))
@@ -359,7 +362,10 @@ def _deploy_args(model: str, s3_bucket: str, tmp_path: Path, *options: str) -> l
         NAMESPACE,
         "--poll-s",
         "0.5",
-        *options,
+        "--timeout-s",
+        "90",
+        "--service-account",
+        account,
     ]
 
 
@@ -442,11 +448,10 @@ def test_the_storage_initializer_has_only_the_service_accounts_credentials(
     emulator: Emulator, trained_model: dict[str, Any], s3_bucket: str, tmp_path: Path
 ) -> None:
     """KServe gives the storage initializer the keys of the secret its service account lists, not
-    the launcher's: a service account without one fails the load, naming it."""
-    args = _deploy_args(trained_model["model"], s3_bucket, tmp_path, "--service-account", "no-secrets")
-    result = runner.invoke(app, args)
+    the launcher's: the namespace's `default` account lists none, so the load fails, naming it."""
+    result = runner.invoke(app, _deploy_args(trained_model["model"], s3_bucket, tmp_path, account=""))
     assert result.exit_code == 1
-    assert "storage initializer of the predictor (service account no-secrets)" in str(result.exception)
+    assert "storage initializer of the predictor (service account default)" in str(result.exception)
 
 
 def test_operators_refuse_what_their_webhooks_refuse(emulator: Emulator) -> None:

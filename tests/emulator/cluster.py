@@ -48,12 +48,12 @@ class Emulator:
         meta = {"name": name, "namespace": NAMESPACE}
         self.server.put("serviceaccounts", {"metadata": meta, "secrets": [{"name": s} for s in secrets]})
 
-    def add_object_storage(self, endpoint: str, secret: str, keys: dict[str, str]) -> str:
+    def add_object_storage(self, endpoint: str, secret: str, keys: dict[str, str], service_account: str) -> str:
         """Object storage on this machine (`endpoint`, on loopback) as Kubeflow's MinIO Service
         `minio-service.kubeflow:9000`, its keys in `secret` annotated for KServe's storage
-        initializer and listed by the namespace's `default` service account, as the README's
-        cluster set-up has it. Returns the endpoint both pods and the launcher reach (the Service's
-        cluster IP; `endpoint` itself where pods share this machine's loopback)."""
+        initializer and listed by `service_account`, as the README's cluster set-up has it.
+        Returns the endpoint both pods and the launcher reach (the Service's cluster IP;
+        `endpoint` itself where pods share this machine's loopback)."""
         url = urlsplit(endpoint)
         meta = {"name": "minio-service", "namespace": "kubeflow"}
         service = {"metadata": meta, "spec": {"ports": [{"port": 9000}]}, "_target": (url.hostname, url.port)}
@@ -61,7 +61,7 @@ class Emulator:
         in_cluster = "minio-service.kubeflow:9000" if self.pods.network else url.netloc
         annotations = {"serving.kserve.io/s3-endpoint": in_cluster, "serving.kserve.io/s3-usehttps": "0"}
         self.add_secret(secret, keys, annotations)
-        self.add_service_account("default", [secret])
+        self.add_service_account(service_account, [secret])
         return endpoint if self.pods.network is None else f"http://{service['spec']['clusterIP']}:9000"
 
     def apply(self, manifest: Path, namespace: str = NAMESPACE) -> None:

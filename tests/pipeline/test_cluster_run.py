@@ -29,6 +29,7 @@ CLUSTER_PARAMS = {
 
 @pytest.mark.cluster
 @pytest.mark.e2e
+@pytest.mark.timeout(420)
 def test_the_dag_with_every_cluster_backend(
     project_root: Path, tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -39,6 +40,7 @@ def test_the_dag_with_every_cluster_backend(
         "ECLSS_TUNING__POLL_S": "0.5",
         "ECLSS_TRAINING__POLL_S": "0.5",
         "ECLSS_SERVING__POLL_S": "0.5",
+        "ECLSS_SERVING__SERVICE_ACCOUNT": "kserve-minio",
     }
     settings = load_settings(project_root / "config.toml", environ=env)
     settings = dataclasses.replace(
@@ -56,7 +58,7 @@ def test_the_dag_with_every_cluster_backend(
         emulator.pods.shared = [str(tmp_path / "data"), str(tmp_path / "runs")]
         emulator.apply(RBAC)
         keys = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
-        endpoint = emulator.add_object_storage(os.environ["AWS_ENDPOINT_URL"], "s3-credentials", keys)
+        endpoint = emulator.add_object_storage(os.environ["AWS_ENDPOINT_URL"], "s3-credentials", keys, "kserve-minio")
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         emulator.add_launcher_pod()
         for name, value in emulator.launcher_env().items():
