@@ -161,8 +161,13 @@ class Pods:
         """The kubelet's readiness probe (httpGet or tcpSocket) against the pod's address and the
         port its container declares, until the container exits; Ready when it has none."""
         probe = container.get("readinessProbe")
+        failures, ready = 0, False
         while process.poll() is None:
-            ready = probe is None or _probe_once(probe, pod["status"]["podIP"], container)
+            if probe is None or _probe_once(probe, pod["status"]["podIP"], container):
+                failures, ready = 0, True
+            else:  # unready after failureThreshold failures in a row (Kubernetes' default: 3)
+                failures += 1
+                ready = ready and failures < (probe.get("failureThreshold") or 3)
             if pod["status"].get("phase") == "Running":
                 pod["status"]["conditions"] = _ready(ready)
             time.sleep(PROBE_PERIOD_S)
@@ -262,16 +267,19 @@ def _container_port(container: dict[str, Any], port: int | str) -> int:
 
 
 def _probe_once(probe: dict[str, Any], ip: str, container: dict[str, Any]) -> bool:
-    """One readiness check as the kubelet makes it: an HTTP status 200-399, or a TCP connect."""
+    """One readiness check as the kubelet makes it: an HTTP status 200-399, or a TCP connect,
+    within the probe's timeoutSeconds (Kubernetes' default: 1)."""
     import httpx
 
+    timeout = probe.get("timeoutSeconds") or 1
     try:
         if "httpGet" in probe:
             get = probe["httpGet"]
             url = f"http://{ip}:{_container_port(container, get['port'])}{get.get('path', '/')}"
-            return 200 <= httpx.get(url, timeout=1).status_code < 400
+            return 200 <= httpx.get(url, timeout=timeout).status_code < 400
         if "tcpSocket" in probe:
-            socket.create_connection((ip, _container_port(container, probe["tcpSocket"]["port"])), timeout=1).close()
+            port = _container_port(container, probe["tcpSocket"]["port"])
+            socket.create_connection((ip, port), timeout=timeout).close()
             return True
     except (httpx.HTTPError, OSError, ValueError):
         return False
@@ -791,7 +799,7 @@ class KServeController(Controller):
             "conditions": [{"type": "Ready", "status": "False", "reason": "Starting"}],
         }
         started = []
-        for role in ("predictor", "transformer"):
+        for role in [r for r in ("predictor", "transformer") if r in isvc["spec"]]:
             component = isvc["spec"][role]
             container = self._container(component["containers"][0])
             args = list(container.get("args") or [])
