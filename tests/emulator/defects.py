@@ -128,7 +128,8 @@ def main(kinds: list[str]) -> int:
         caught, seconds, summary = replay(defect)
         caught = caught and seconds < LIMIT_S
         missed += not caught
-        print(f"{'caught' if caught else 'MISSED'} in {seconds:5.0f} s  [{defect.kind}] {defect.what}\n    {summary}")
+        verdict = "caught" if caught else "MISSED"
+        print(f"{verdict} in {seconds:5.0f} s  [{defect.kind}] {defect.what}\n    {summary}", flush=True)
     return 1 if missed else 0
 
 
