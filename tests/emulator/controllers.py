@@ -1,15 +1,18 @@
-"""What the operators do, for real, on this machine: each controller starts the containers of
-the pods its operator would create, as local processes (see `pods.py`), adds the environment and
-arguments the operator adds, and writes a status derived from what the processes did.
+"""What the operators and the kubelet do, for real, on this machine: each controller starts the
+containers of the pods its operator would create, as local processes (see `pods.py`), adds the
+environment, arguments and Services the operator adds, and writes a status derived from what the
+processes did; `Pods` is the kubelet (images, service-account volumes, readiness probes) and,
+with `network.py`, kube-proxy and cluster DNS.
 
 Mimicked: Katib 0.19 (the StdOut metrics collector with its pod webhook's `sh -c` rewrite of the
-trial container, trial template substitution, the validating webhook's rules),
-Training Operator 1.9 (PyTorchJob master/worker env), KServe 0.20 (storage initializer,
-transformer arguments, readiness), the dask-kubernetes operator 2026.3 (scheduler service and
-worker env), and the garbage collector (ownerReferences). Not mimicked: scheduling, images,
-resources, network policies; every pod shares the loopback interface, so ports named in a spec
-are remapped where two processes would collide (noted where it happens).
-"""
+trial container, trial template substitution, the validating webhook's rules), Training Operator
+1.9 (its webhook, headless replica Services, master/worker env), KServe 0.20 (its webhook, a
+storage initializer per pod with the service account's S3 secret, Services, transformer
+arguments, readiness), the dask-kubernetes operator 2026.3 (the scheduler's Service, scheduler and
+worker env), and the garbage collector (ownerReferences). Not mimicked: scheduling, resources,
+network policies. Where this machine cannot give pods networks of their own, they share its
+loopback and the ports a spec names are remapped where two processes would collide (noted where
+it happens)"""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ falls back to one shared loopback.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import ipaddress
 import itertools
@@ -137,22 +138,26 @@ class ClusterNetwork:
     """A bridge with a /24 for pods and one for Service IPs; pods and Services come and go."""
 
     def __init__(self, folder: Path) -> None:
-        _remove_stale()
         self.folder, self.tag = folder, f"{os.getpid()}n{next(_instances)}"
         self.bridge = f"kfe{self.tag}"  # at most 15 characters: a pid has at most 7 digits
-        octet = _free_octet()
-        self.pod_net = ipaddress.ip_network(f"10.244.{octet}.0/24")
+        # One machine-wide lock while a subnet is chosen and taken: test runs side by side get
+        # subnets of their own.
+        with open("/run/kfe-network.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _remove_stale()
+            octet = _free_octet()
+            self.pod_net = ipaddress.ip_network(f"10.244.{octet}.0/24")
+            self.gateway = str(self.pod_net[1])
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
         self.service_net = ipaddress.ip_network(f"10.245.{octet}.0/24")
-        self.gateway = str(self.pod_net[1])
         self._pod_ips = (str(ip) for ip in itertools.islice(self.pod_net.hosts(), 1, None))
         self._service_ips = (str(ip) for ip in itertools.islice(self.service_net.hosts(), 0, None))
         self.pods: dict[str, PodAddress] = {}
         self._index = itertools.count()
         self.services: dict[tuple[str, str], _Service] = {}
         self.lock = threading.Lock()
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
 
     def add_pod(self, name: str, namespace: str) -> PodAddress:
         """A network namespace wired to the bridge, and the pod's /etc/hosts as DNS answers now."""

@@ -11,6 +11,8 @@ Each pod has a filesystem of its own where this machine allows it (a mount names
 pod's files nor the launcher's, and they do not see its files; its volumes (an emptyDir, the
 storage initializer's folder) are mounted at their paths. Object storage is what pods share.
 The image's own files (this checkout and its environment) stay visible, as a read of the image.
+Given a `PodAddress` (see `network.py`), the pod also runs in its own network namespace, with its
+name as hostname and its own /etc/hosts.
 """
 
 from __future__ import annotations
