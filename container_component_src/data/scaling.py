@@ -17,8 +17,8 @@ import pandas as pd
 
 from container_component_src import storage
 from container_component_src.choices import ScalerKind
+from container_component_src.data.segments import segment_ids, segment_starts
 from container_component_src.errors import OptionError
-from container_component_src.evaluation.scoring import segment_ids, segment_starts
 from container_component_src.storage import InputError
 
 # A channel with at most this many distinct values in training is a mode (command, state) channel.

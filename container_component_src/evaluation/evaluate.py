@@ -18,6 +18,7 @@ import pandas as pd
 from container_component_src import storage
 from container_component_src.choices import ThresholdMethod, choice
 from container_component_src.data.scaling import describe_channels
+from container_component_src.data.segments import segment_ids
 from container_component_src.evaluation import metrics, report, scoring
 from container_component_src.evaluation.decision import DeployDecision
 from container_component_src.storage import InputError
@@ -75,7 +76,7 @@ def score_split(model: Any, frame: pd.DataFrame, channels: list[str], window: in
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise InputError(f"{source} is not indexed by time: use the output of apply-scaler")
     values = scoring.channel_matrix(frame, channels, source)
-    segments = scoring.segment_ids(frame.index)
+    segments = segment_ids(frame.index)
     raw = scoring.score_rows(model, values, segments, progress=True)
     # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
     signal = np.square(values, dtype=np.float64).sum(axis=1)
@@ -122,9 +123,7 @@ def event_views(
                 f"{length} rows, peak score {event['peak_score']:.4g} ({found} at the label-free threshold)",
                 times=rows.index,
                 channels=channels,
-                contributions=scoring.score_rows(
-                    model, values, scoring.segment_ids(rows.index), method="channel_scores"
-                ).T,
+                contributions=scoring.score_rows(model, values, segment_ids(rows.index), method="channel_scores").T,
                 values=values.T,
                 start=event["start"],
                 end=event["end"],

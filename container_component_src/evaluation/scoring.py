@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from container_component_src.data.labels import to_ns
+from container_component_src.data.segments import segment_starts
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -31,11 +31,6 @@ def channel_matrix(frame: pd.DataFrame, channels: list[str], source: str) -> np.
         bad = [c for c, ok in zip(channels, np.isfinite(values).all(axis=0), strict=True) if not ok]
         raise InputError(f"{source} has NaN or infinite values in {', '.join(bad)}")
     return values
-
-
-def segment_starts(segments: np.ndarray) -> np.ndarray:
-    """Index of the first row of each segment (`segments` non-decreasing, not empty)."""
-    return np.flatnonzero(np.concatenate(([True], segments[1:] != segments[:-1])))
 
 
 def extended_index(segments: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +71,7 @@ def score_rows(
     Args:
         model: The TorchScript model of a Model artifact, on `device`.
         values: Scaled rows, shape (rows, channels), in the model's channel order and time order.
-        segments: Segment number of each row (see `segment_ids`); default: one segment.
+        segments: Segment number of each row (see `data.segments.segment_ids`); default: one segment.
         method: "score", or "channel_scores" (each channel's share, shape (rows, channels)), or
             "raw_channel_nll" (each channel's NLL before calibration).
         progress: Show a progress bar.
@@ -102,14 +97,6 @@ def score_rows(
         return np.empty((0, values.shape[1]) if method != "score" else 0)
     # The extended series' first `context` positions are padding: part 0 starts at position `context`.
     return np.concatenate(parts)[real - context]
-
-
-def segment_ids(times: pd.DatetimeIndex) -> np.ndarray:
-    """Number each run of rows on a regular grid: a new segment starts after a longer step."""
-    if len(times) < 2:
-        return np.zeros(len(times), dtype=np.int64)
-    steps = np.diff(to_ns(times))
-    return np.concatenate(([0], np.cumsum(steps > 1.5 * np.median(steps))))
 
 
 def smooth_scores(scores: np.ndarray, window: int, segments: np.ndarray) -> np.ndarray:

@@ -13,14 +13,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from container_component_src.evaluation.scoring import segment_starts
+from container_component_src.data.segments import segment_starts
 
 
 def window_ends(segments: np.ndarray, context: int) -> Tensor:
     """Indices of the rows that have `context` rows before them in their segment (in order).
 
     Args:
-        segments: Segment number of each row, non-decreasing (see `scoring.segment_ids`).
+        segments: Segment number of each row, non-decreasing (see `data.segments.segment_ids`).
         context: Rows each window needs before its newest row.
     """
     segments = np.asarray(segments)

@@ -20,7 +20,7 @@ from container_component_src.storage import InputError
 def load_rows(url: str, channels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
     """The `channels` columns of a parquet set as one float32 tensor, checked for gaps, and the
     segment (gapless run in time) of each row."""
-    from container_component_src.evaluation.scoring import segment_ids
+    from container_component_src.data.segments import segment_ids
 
     frame = storage.read_parquet(url)
     missing = [c for c in channels if c not in frame.columns]

@@ -61,14 +61,6 @@ def test_channel_matrix_names_the_problem() -> None:
     assert scoring.channel_matrix(frame, ["b"], "x").flags.c_contiguous
 
 
-def test_segments_start_after_gaps() -> None:
-    times = pd.DatetimeIndex(
-        ["2021-01-01 00:00", "2021-01-01 00:01", "2021-01-01 00:02", "2021-01-01 03:00", "2021-01-01 03:01"], tz="UTC"
-    ).as_unit("us")
-    assert scoring.segment_ids(times).tolist() == [0, 0, 0, 1, 1]
-    assert scoring.segment_ids(times[:1]).tolist() == [0]
-
-
 def test_trailing_median_restarts_in_each_segment() -> None:
     scores = np.array([1.0, 100.0, 1.0, 1.0, 50.0, 70.0])
     segments = np.array([0, 0, 0, 0, 1, 1])
