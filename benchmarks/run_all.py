@@ -28,6 +28,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         bench_serving,
         bench_sizing,
         bench_skab,
+        bench_step_sizing,
         bench_threshold_sweep,
         bench_training,
     )
@@ -38,6 +39,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         "threshold-sweep": bench_threshold_sweep.run,
         "training": bench_training.run,
         "sizing": bench_sizing.run,
+        "step-sizing": bench_step_sizing.run,
         "gpu": bench_gpu.run,
         "serving": bench_serving.run,
         "pipeline": bench_pipeline.run,

@@ -1,5 +1,6 @@
 """The benchmarks run (on tiny sizes) and report what they claim; timings are not asserted."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from benchmarks import (
     bench_preprocess,
     bench_serving,
     bench_sizing,
+    bench_step_sizing,
     bench_threshold_sweep,
     bench_training,
 )
@@ -79,6 +81,7 @@ def test_suite_names() -> None:
         "threshold-sweep",
         "training",
         "sizing",
+        "step-sizing",
         "gpu",
         "serving",
         "pipeline",
@@ -129,3 +132,31 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     assert ["quantile threshold" in r["case"] for r in rows] == [True, True, False, False]
     assert "pot threshold, counted over whole files" in rows[2]["case"] and rows[3]["case"].startswith("diagnostic")
     assert "drifting channels (weight 0): Temperature in 2" in rows[0]["case"]
+
+
+def test_step_sizing_measures_the_peak_of_the_whole_process_tree(tmp_path: Path) -> None:
+    """A child holding 256 MiB for a second counts in the peak (a Dask or DDP step's workers)."""
+    child = "x = bytearray(256 * 2**20); import time; time.sleep(1)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    (tmp_path / "out").write_bytes(b"1234")
+    run = bench_step_sizing.measure([sys.executable, "-c", parent], [tmp_path / "out"], "tree")
+    assert run.peak_bytes > 256 * 2**20 and run.output_bytes == 4 and run.wall_s >= 1
+    with pytest.raises(RuntimeError, match="fails failed"):
+        bench_step_sizing.measure([sys.executable, "-c", "raise SystemExit(3)"], [], "fails")
+
+
+def test_step_sizing_projects_the_growth_to_ten_years() -> None:
+    def runs(peak_gib: float) -> list:
+        return [bench_step_sizing.StepRun("fit-scaler", 1.0, 1.0, int(peak_gib * 2**30), 0)]
+
+    (growing,) = bench_step_sizing.table([(91, 1_000_000, runs(1.0)), (365, 2_000_000, runs(2.0))])
+    assert growing["ten_year_gib"] == pytest.approx(2.0 + (bench_step_sizing.TEN_YEARS_ROWS - 2e6) / 1e6, abs=0.01)
+    assert not growing["met"] and not growing["fits_pod"]
+    (flat,) = bench_step_sizing.table([(91, 1_000_000, runs(1.0)), (365, 4_000_000, runs(1.05))])
+    assert flat["met"] and flat["ten_year_gib"] < 2 and flat["fits_pod"], "2Gi: the default pod's memory"
+
+
+def test_step_sizing_runs_every_step_through_the_cli(tmp_path: Path) -> None:
+    rows, runs = bench_step_sizing.run_steps(tmp_path, days=1)
+    assert rows > 0 and runs[0].step == "split-archive" and runs[-1].step == "evaluate"
+    assert all(r.peak_bytes > 0 for r in runs) and len(runs) == 9
