@@ -3,7 +3,7 @@
 runs through the CLI, one fresh process each, as a pipeline task does. For each step: wall time,
 CPU time (the process tree's), peak memory of the process tree (RSS summed over the process and
 its children, polled every 50 ms) and output size; memory is fitted as a straight line in the
-rows and projected to ten years, against the shipped pod memory of the step.
+days of archive and projected to ten years, against the shipped pod memory of the step.
 
     poetry run python -m benchmarks.run_all --only step-sizing          # 91 and 365 days (long)
     poetry run python -m benchmarks.bench_step_sizing --days 7 --days 28 # a quick look
@@ -24,7 +24,7 @@ import typer
 
 CHANNELS = 181
 PERIOD_S = 10.0
-TEN_YEARS_ROWS = 10 * 365 * 24 * 3600 // 10
+TEN_YEARS_DAYS = 10 * 365
 POLL_S = 0.05
 GIB = 2**30
 
@@ -207,11 +207,12 @@ def _gib(quantity: str) -> float:
 
 def table(sizes: list[tuple[int, int, list[StepRun]]]) -> list[dict[str, Any]]:
     """One row per step: its figures at each length, the growth, and the ten-year projection."""
-    (days_a, rows_a, runs_a), (days_b, rows_b, runs_b) = sizes[0], sizes[-1]
+    (days_a, _, runs_a), (days_b, rows_b, runs_b) = sizes[0], sizes[-1]
     results = []
     for a, b in zip(runs_a, runs_b, strict=True):
-        slope = (b.peak_bytes - a.peak_bytes) / max(rows_b - rows_a, 1)
-        ten_years = (b.peak_bytes + slope * (TEN_YEARS_ROWS - rows_b)) / GIB
+        # Per day of archive, not per grid row: the generated data's gaps then scale with it.
+        slope = (b.peak_bytes - a.peak_bytes) / max(days_b - days_a, 1)
+        ten_years = (b.peak_bytes + slope * (TEN_YEARS_DAYS - days_b)) / GIB
         limit = pod_memory(a.step)
         growth = b.peak_bytes / max(a.peak_bytes, 1)
         results.append(

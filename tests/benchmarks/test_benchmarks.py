@@ -149,8 +149,8 @@ def test_step_sizing_projects_the_growth_to_ten_years() -> None:
     def runs(peak_gib: float) -> list:
         return [bench_step_sizing.StepRun("fit-scaler", 1.0, 1.0, int(peak_gib * 2**30), 0)]
 
-    (growing,) = bench_step_sizing.table([(91, 1_000_000, runs(1.0)), (365, 2_000_000, runs(2.0))])
-    assert growing["ten_year_gib"] == pytest.approx(2.0 + (bench_step_sizing.TEN_YEARS_ROWS - 2e6) / 1e6, abs=0.01)
+    (growing,) = bench_step_sizing.table([(91, 1_000_000, runs(1.0)), (365, 4_000_000, runs(2.0))])
+    assert growing["ten_year_gib"] == pytest.approx(2.0 + (3650 - 365) / 274, abs=0.01), "1 GiB per 274 days"
     assert not growing["met"] and not growing["fits_pod"]
     (flat,) = bench_step_sizing.table([(91, 1_000_000, runs(1.0)), (365, 4_000_000, runs(1.05))])
     assert flat["met"] and flat["ten_year_gib"] < 2 and flat["fits_pod"], "2Gi: the default pod's memory"
