@@ -12,6 +12,7 @@ from container_component_src.data.labels import (
     read_reports,
     run_label_series,
     run_parse_reports,
+    to_ns,
 )
 from container_component_src.storage import InputError
 
@@ -113,3 +114,33 @@ def test_run_label_series(tmp_path: Path) -> None:
     labelled = pd.read_parquet(tmp_path / "l.parquet")
     assert list(labelled["label"]) == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
     assert counts == {"rows": 10, "anomalous_rows": 3, "intervals": 1}
+
+
+def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(tmp_path: Path) -> None:
+    """Labels per batch across part boundaries equal the labels of the whole table at once; the
+    result reads back as the same frame with its time index."""
+    index = pd.date_range("2021-01-01", periods=1_000, freq="1min", tz="UTC", name="normalizedTime")
+    frame = pd.DataFrame({"x": np.arange(1_000.0), "y": np.float32(1.5)}, index=index)
+    (tmp_path / "parts").mkdir()
+    for i, lo in enumerate(range(0, 1_000, 300)):
+        frame.iloc[lo : lo + 300].to_parquet(tmp_path / "parts" / f"part-{i}.parquet")
+    intervals = pd.DataFrame(
+        {"start": pd.to_datetime(["2021-01-01 04:55", "2021-01-01 10:00"], utc=True), "end": index[[310, 700]]}
+    )
+    intervals.to_parquet(tmp_path / "i.parquet")
+    paths = [str(tmp_path / name) for name in ("parts", "i.parquet", "l.parquet")]
+    counts = run_label_series(*paths, batch_rows=64)
+    expected = frame.assign(label=label_rows(to_ns(index), to_ns(intervals["start"]), to_ns(intervals["end"])))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "l.parquet"), expected, check_freq=False)
+    assert counts == {"rows": 1_000, "anomalous_rows": int(expected["label"].sum()), "intervals": 2}
+
+
+def test_label_series_refuses_telemetry_without_a_time_index(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"time": pd.date_range("2021-01-01", periods=3, tz="UTC"), "x": 1.0})
+    frame.to_parquet(tmp_path / "t.parquet")
+    pd.DataFrame({"start": pd.to_datetime([], utc=True), "end": pd.to_datetime([], utc=True)}).to_parquet(
+        tmp_path / "i.parquet"
+    )
+    with pytest.raises(InputError, match="t.parquet has no time index"):
+        run_label_series(str(tmp_path / "t.parquet"), str(tmp_path / "i.parquet"), str(tmp_path / "l.parquet"))
+    assert not (tmp_path / "l.parquet").exists(), "nothing written"
