@@ -210,7 +210,7 @@ def run_label_series(
                 table = pa.Table.from_pandas(frame.assign(**{label_column: labels}), preserve_index=True)
                 if writer is None:
                     writer = pq.ParquetWriter(handle, table.schema, **storage.parquet_options(table.schema))
-                writer.write_table(table)
+                writer.write_table(table, row_group_size=storage.ROW_GROUP_ROWS)
                 rows, anomalous = rows + len(frame), anomalous + int(labels.sum())
                 bar.update(len(frame))
         finally:
