@@ -5,13 +5,11 @@ from __future__ import annotations
 import calendar
 import io
 import re
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from container_component_src import storage
+from container_component_src import datasets, storage
 from container_component_src.storage import InputError
 
 _DOY = re.compile(r"^(\d{4})/(\d{1,3})/(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
@@ -178,72 +176,32 @@ def run_label_series(
 ) -> dict[str, int]:
     """Add a 0/1 `label_column` to the telemetry: 1 inside any anomaly interval.
 
-    The telemetry (a parquet file or a folder of parts) streams through in batches of
-    `batch_rows` rows, in its order, into one parquet file written atomically: memory holds a
-    batch and the intervals, whatever the number of rows.
+    The telemetry (a dataset: a parquet file or a folder of parts) streams through in batches of
+    `batch_rows` rows, in time order, into a dataset written atomically: memory holds a batch and
+    the intervals, whatever the number of rows.
 
     Raises:
         InputError: The telemetry is not readable parquet, has no time index, or has the column.
     """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
     intervals = storage.read_parquet(intervals_url)
     starts, ends = to_ns(intervals["start"]), to_ns(intervals["end"])
-    storage.require(telemetry_url, "parquet input")
-    fs, path = storage.filesystem(telemetry_url)
-    try:
-        dataset = ds.dataset(path, filesystem=fs, format="parquet")
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{telemetry_url} is not readable parquet: {exc}") from None
-    if label_column in dataset.schema.names:
+    telemetry = datasets.parts(telemetry_url)
+    if label_column in datasets.schema(telemetry_url).names:
         raise InputError(f"telemetry {telemetry_url} already has a column '{label_column}'")
-    total = sum(fragment.count_rows() for fragment in dataset.get_fragments())
-    rows = anomalous = 0
-    writer: pq.ParquetWriter | None = None
-    with storage.atomic_write(out_url) as handle, tqdm(total=total, desc="label", unit="row") as bar:
-        try:
-            for frame in _frames(dataset, fs, batch_rows, telemetry_url):
-                labels = label_rows(to_ns(frame.index), starts, ends)
-                table = pa.Table.from_pandas(frame.assign(**{label_column: labels}), preserve_index=True)
-                if writer is None:
-                    writer = pq.ParquetWriter(handle, table.schema, **storage.parquet_options(table.schema))
-                writer.write_table(table, row_group_size=storage.ROW_GROUP_ROWS)
-                rows, anomalous = rows + len(frame), anomalous + int(labels.sum())
-                bar.update(len(frame))
-        finally:
-            if writer is not None:
-                writer.close()
-    return {"rows": rows, "anomalous_rows": anomalous, "intervals": len(intervals)}
-
-
-def _frames(dataset: Any, fs: Any, batch_rows: int, url: str) -> Iterator[pd.DataFrame]:
-    """The telemetry's rows as frames of at most `batch_rows` rows, file by file in the dataset's
-    order (one empty frame when it has none), each with its time index.
-
-    Raises:
-        InputError: A file is not readable parquet, or the rows have no time index.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    yielded = False
-    for file in dataset.files:
-        with fs.open(file, "rb") as handle:
-            try:
-                source = pq.ParquetFile(handle, page_checksum_verification=True)
-                for batch in source.iter_batches(batch_size=batch_rows):
-                    yielded = True
-                    yield _indexed(pa.Table.from_batches([batch], source.schema_arrow).to_pandas(), url)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"{url} is not readable parquet: {exc}") from None
-    if not yielded:
-        yield _indexed(dataset.schema.empty_table().to_pandas(), url)
-
-
-def _indexed(frame: pd.DataFrame, url: str) -> pd.DataFrame:
-    if not isinstance(frame.index, pd.DatetimeIndex):
-        raise InputError(f"telemetry {url} has no time index (preprocess writes one): its rows cannot be labelled")
-    return frame
+    anomalous = 0
+    with (
+        datasets.DatasetWriter(out_url) as out,
+        tqdm(total=sum(p.rows for p in telemetry), desc="label", unit="row") as bar,
+    ):
+        for frame in datasets.iter_frames(telemetry_url, batch_rows=batch_rows, dataset_parts=telemetry):
+            if not isinstance(frame.index, pd.DatetimeIndex):
+                raise InputError(
+                    f"telemetry {telemetry_url} has no time index (preprocess writes one): its rows cannot be labelled"
+                )
+            labels = label_rows(to_ns(frame.index), starts, ends)
+            out.write(frame.assign(**{label_column: labels}))
+            anomalous += int(labels.sum())
+            bar.update(len(frame))
+    return {"rows": out.rows, "anomalous_rows": anomalous, "intervals": len(intervals)}

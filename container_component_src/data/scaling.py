@@ -10,14 +10,16 @@ reference with each request (see `serving.inference`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from container_component_src import storage
+from container_component_src import datasets, storage
 from container_component_src.choices import ScalerKind
-from container_component_src.data.segments import segment_ids, segment_starts
+from container_component_src.data.segments import SegmentNumbering, median_step_ns, segment_starts
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -38,7 +40,7 @@ DRIFT_SHARE = 0.5
 def _levels(values: np.ndarray) -> tuple[int, float]:
     """Distinct values of one channel, and its scale floor: its resolution (the smallest step
     between two values) when it sits at one value more than half the time, else 0."""
-    distinct, counts = np.unique(values, return_counts=True)
+    distinct, counts = np.unique(values.astype(np.float64), return_counts=True)
     if distinct.size < 2 or counts.max() * 2 <= values.size:
         return distinct.size, 0.0
     return distinct.size, float(np.diff(distinct).min())
@@ -47,8 +49,15 @@ def _levels(values: np.ndarray) -> tuple[int, float]:
 def channel_levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values and scale floor (see `_levels`) of each column of a (rows, channels)
     matrix, read from at most `KIND_SAMPLE_ROWS` evenly spaced rows."""
-    sample = values[:: max(1, len(values) // KIND_SAMPLE_ROWS)]
-    pairs = [_levels(sample[:, i]) for i in range(values.shape[1])]
+    return _sample_levels(values[:: _sample_stride(len(values))])
+
+
+def _sample_stride(rows: int) -> int:
+    return max(1, rows // KIND_SAMPLE_ROWS)
+
+
+def _sample_levels(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [_levels(sample[:, i]) for i in range(sample.shape[1])]
     levels = np.asarray([n for n, _ in pairs], dtype=np.int64)
     return levels, np.asarray([r for _, r in pairs], dtype=np.float64)
 
@@ -58,17 +67,72 @@ def channel_kinds(levels: np.ndarray) -> np.ndarray:
     return np.where(levels <= 1, "constant", np.where(levels <= MAX_MODE_LEVELS, "mode", "continuous"))
 
 
+class _Moments:
+    """Rows, mean and sum of squared deviations per column, merged batch by batch (Chan et al.):
+    the mean and variance of all rows without holding them."""
+
+    def __init__(self, columns: int) -> None:
+        self.n = 0
+        self.mean = np.zeros(columns)
+        self.m2 = np.zeros(columns)
+
+    def add(self, values: np.ndarray) -> None:
+        n = len(values)
+        if n == 0:
+            return
+        mean = values.mean(axis=0, dtype=np.float64)
+        m2 = np.square(values - mean).sum(axis=0)
+        delta, total = mean - self.mean, self.n + n
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + np.square(delta) * (self.n * n / total)
+        self.n = total
+
+    def merge(self, other: _Moments) -> None:
+        if other.n == 0:
+            return
+        delta, total = other.mean - self.mean, self.n + other.n
+        self.mean = self.mean + delta * (other.n / total)
+        self.m2 = self.m2 + other.m2 + np.square(delta) * (self.n * other.n / total)
+        self.n = total
+
+    def variance(self) -> np.ndarray:
+        return self.m2 / self.n if self.n else np.zeros_like(self.m2)
+
+
+class _DriftBlocks:
+    """The moments of `DRIFT_BLOCKS` consecutive blocks of equally many rows among the rows
+    [start, start + length) of a series that arrives in batches (see `drift_shares`)."""
+
+    def __init__(self, start: int, length: int, columns: int) -> None:
+        self.start, self.per_block, self.columns = start, length // DRIFT_BLOCKS, columns
+        self.blocks = [_Moments(columns) for _ in range(DRIFT_BLOCKS)] if self.per_block >= 2 else []
+
+    def add(self, values: np.ndarray, first_row: int) -> None:
+        """Add the rows `values`, the first of which is row `first_row` of the series."""
+        for number, block in enumerate(self.blocks):
+            low = self.start + number * self.per_block
+            begin, end = max(low, first_row), min(low + self.per_block, first_row + len(values))
+            if begin < end:
+                block.add(values[begin - first_row : end - first_row])
+
+    def shares(self) -> np.ndarray:
+        if not self.blocks:
+            return np.zeros(self.columns)
+        total = _Moments(self.columns)
+        for block in self.blocks:
+            total.merge(block)
+        between = np.var(np.stack([b.mean for b in self.blocks]), axis=0)
+        variance = total.variance()
+        return np.divide(between, variance, out=np.zeros_like(variance), where=variance > 0)
+
+
 def drift_shares(values: np.ndarray) -> np.ndarray:
     """Share of each column's variance (rows in time order) that lies between the means of
     `DRIFT_BLOCKS` consecutive blocks of equally many rows; 0 for a constant column and for fewer
     than two rows per block."""
-    per_block = len(values) // DRIFT_BLOCKS
-    if per_block < 2:
-        return np.zeros(values.shape[1])
-    blocks = values[: per_block * DRIFT_BLOCKS].reshape(DRIFT_BLOCKS, per_block, -1)
-    total = blocks.reshape(-1, values.shape[1]).var(axis=0)
-    between = blocks.mean(axis=1).var(axis=0)
-    return np.divide(between, total, out=np.zeros_like(total), where=total > 0)
+    blocks = _DriftBlocks(0, len(values), values.shape[1])
+    blocks.add(np.asarray(values, dtype=np.float64), 0)
+    return blocks.shares()
 
 
 def mode_channels_of(values: np.ndarray) -> tuple[int, ...]:
@@ -77,8 +141,143 @@ def mode_channels_of(values: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.flatnonzero(channel_kinds(channel_levels(values)[0]) != "continuous"))
 
 
+# A pass over the rows: a fresh iterator of frames in time order each time it is called.
+Batches = Callable[[], Iterator[pd.DataFrame]]
+
+
+def _matrix(frame: pd.DataFrame, channels: list[str], dtype: type) -> np.ndarray:
+    return frame[channels].to_numpy(dtype)
+
+
+def _pass(batches: Batches, rows: int, description: str, progress: bool) -> Iterator[pd.DataFrame]:
+    """One pass over the rows, with a progress bar of rows when `progress`."""
+    with tqdm(total=rows, desc=description, unit="row", disable=not progress) as bar:
+        for frame in batches():
+            yield frame
+            bar.update(len(frame))
+
+
+def _times(frame: pd.DataFrame) -> np.ndarray:
+    index = frame.index if frame.index.tz is not None else frame.index.tz_localize("UTC")
+    return index.as_unit("ns").asi8
+
+
+def _segment_references(
+    batches: Batches, channels: list[str], rows: int, reference_rows: int, step: float, dtype: type, progress: bool
+) -> np.ndarray:
+    """The mean of the first `reference_rows` rows of each segment (all its rows when it is
+    shorter), one row per segment, for segments by the median step `step`."""
+    numbering = SegmentNumbering(step)
+    sums: list[np.ndarray] = []
+    counts: list[int] = []
+    for frame in _pass(batches, rows, "segment references", progress):
+        ids = numbering(_times(frame))
+        if ids.size == 0 or (counts and ids[-1] == len(counts) - 1 and counts[-1] >= reference_rows):
+            continue
+        values = _matrix(frame, channels, dtype)
+        for start in segment_starts(ids):
+            segment = int(ids[start])
+            if segment == len(counts):
+                sums.append(np.zeros(len(channels)))
+                counts.append(0)
+            take = values[start : start + reference_rows - counts[segment]]
+            take = take[: int(np.searchsorted(ids[start:], segment, side="right"))]
+            sums[segment] += take.sum(axis=0, dtype=np.float64)
+            counts[segment] += len(take)
+    return np.stack(sums) / np.asarray(counts)[:, None]
+
+
+def _order_keys(values: np.ndarray) -> np.ndarray:
+    """Unsigned integers in the order of the (finite) floats `values`: what a radix select counts."""
+    unsigned = np.uint32 if values.dtype == np.float32 else np.uint64
+    bits = values.view(unsigned)
+    top = unsigned(1) << unsigned(8 * values.dtype.itemsize - 1)
+    return np.where(bits & top, ~bits, bits | top)
+
+
+def _from_keys(keys: np.ndarray, dtype: type) -> np.ndarray:
+    top = keys.dtype.type(1) << keys.dtype.type(8 * keys.dtype.itemsize - 1)
+    return np.where(keys & top, keys & ~top, ~keys).view(dtype).astype(np.float64)
+
+
+RADIX_BITS = 16
+
+
+def _order_statistics(
+    batches: Batches, channels: list[str], rows: int, ranks: list[int], dtype: type, progress: bool
+) -> np.ndarray:
+    """The values of rank `ranks` (0 = smallest) of each channel, exactly, by radix select: each
+    pass over the rows counts the next 16 bits of the values' order keys among the rows whose
+    leading bits match the rank's so far (two passes for float32 channels, four for float64), in
+    memory of 2^16 counts per channel and rank, whatever the rows.
+
+    Returns:
+        float64 values, shape (len(ranks), channels).
+    """
+    width = 8 * np.dtype(dtype).itemsize
+    unsigned = np.uint32 if width == 32 else np.uint64
+    prefixes = np.zeros((len(ranks), len(channels)), dtype=np.uint64)
+    remaining = np.tile(np.asarray(ranks, dtype=np.int64)[:, None], (1, len(channels)))
+    offsets = (np.arange(len(channels), dtype=np.int64) << RADIX_BITS)[None, :]
+    for done in range(0, width, RADIX_BITS):
+        shift = width - done - RADIX_BITS
+        # Ranks whose leading bits agree in every channel share one count.
+        groups: dict[bytes, list[int]] = {}
+        for rank in range(len(ranks)):
+            groups.setdefault(prefixes[rank].tobytes(), []).append(rank)
+        counts = {key: np.zeros(len(channels) << RADIX_BITS, dtype=np.int64) for key in groups}
+        for frame in _pass(batches, rows, f"quantiles {done // RADIX_BITS + 1}/{width // RADIX_BITS}", progress):
+            keys = _order_keys(_matrix(frame, channels, dtype))
+            digits = ((keys >> unsigned(shift)) & unsigned((1 << RADIX_BITS) - 1)).astype(np.int64) + offsets
+            for key, members in groups.items():
+                if done == 0:
+                    selected = digits.ravel()
+                else:
+                    leading = (keys >> unsigned(shift + RADIX_BITS)).astype(np.uint64)
+                    selected = digits[leading == prefixes[members[0]][None, :]]
+                counts[key] += np.bincount(selected, minlength=len(channels) << RADIX_BITS)
+        for key, members in groups.items():
+            cumulative = counts[key].reshape(len(channels), -1).cumsum(axis=1)
+            for rank in members:
+                digit = (cumulative <= remaining[rank][:, None]).sum(axis=1)
+                below = np.where(digit > 0, cumulative[np.arange(len(channels)), np.maximum(digit - 1, 0)], 0)
+                remaining[rank] -= below
+                prefixes[rank] = (prefixes[rank] << np.uint64(RADIX_BITS)) | digit.astype(np.uint64)
+    return np.stack([_from_keys(p.astype(unsigned), dtype) for p in prefixes])
+
+
+def _quantiles(
+    batches: Batches, channels: list[str], rows: int, quantiles: list[float], dtype: type, progress: bool
+) -> np.ndarray:
+    """Quantiles of each channel over all rows as `np.quantile` computes them (linear between the
+    two order statistics around (rows - 1) * q), from exact order statistics."""
+    positions = [(rows - 1) * q for q in quantiles]
+    lows = [int(np.floor(p)) for p in positions]
+    ranks = sorted({r for low in lows for r in (low, min(low + 1, rows - 1))})
+    values = dict(zip(ranks, _order_statistics(batches, channels, rows, ranks, dtype, progress), strict=True))
+    out = []
+    for position, low in zip(positions, lows, strict=True):
+        a, b, t = values[low], values[min(low + 1, rows - 1)], position - low
+        # numpy's interpolation, term for term, so the result is the same to the last bit.
+        out.append(np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t))
+    return np.stack(out)
+
+
 def fit_scaler(
     frame: pd.DataFrame, channels: list[str], kind: str = "standard", reference_rows: int = 0
+) -> dict[str, Any]:
+    """Return the scaler parameters for `channels` of the rows of `frame`: see `fit_scaler_batches`."""
+    return fit_scaler_batches(lambda: iter([frame]), channels, len(frame), kind, reference_rows, "the rows")
+
+
+def fit_scaler_batches(
+    batches: Batches,
+    channels: list[str],
+    rows: int,
+    kind: str = "standard",
+    reference_rows: int = 0,
+    source: str = "training set",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Return the scaler parameters for `channels`: (x - center) / scale.
 
@@ -93,36 +292,79 @@ def fit_scaler(
     segment relative to its reference when `reference_rows` > 0) are named with their drift share,
     the smaller of those of all rows and of the newest half.
 
+    The rows arrive in batches, a pass at a time (memory: a batch, whatever the rows): one pass
+    for moments, extremes, the sample that tells kinds and (without references) drift; with
+    references, two more for the segments' references and one for drift; robust quantiles are
+    exact, by radix select (two passes for float32 channels, four for float64).
+
     Args:
+        batches: Each call, a fresh iterator of the rows' frames in time order.
+        rows: Rows in all batches.
         reference_rows: 0, or the rows at the start of each segment whose mean replaces the
             center for that segment (see the module's docstring); kept in the scaler.
+        source: What the rows are, for error messages.
+        progress: Show a progress bar per pass.
 
     Raises:
         OptionError: An unknown kind, or `reference_rows` below 0.
+        InputError: No rows, or a channel with a missing or infinite value.
     """
     if reference_rows < 0:
         raise OptionError(f"--reference-rows must be 0 (off) or more, got {reference_rows}")
-    values = frame[channels].to_numpy("float64")
-    if kind == ScalerKind.standard:
-        center, scale = values.mean(axis=0), values.std(axis=0)
-    elif kind == ScalerKind.robust:
-        low, center, high = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
-        scale = (high - low) / 1.349
-    elif kind == ScalerKind.minmax:
-        center, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
-    else:
+    if kind not in tuple(ScalerKind):
         raise OptionError(f"--kind must be one of {', '.join(ScalerKind)}, got {kind!r}")
-    levels, resolution = channel_levels(values)
+    if rows == 0:
+        raise InputError(f"{source} holds no rows")
+    first = next(batches())
+    dtype = np.float32 if all(first[c].dtype == np.float32 for c in channels) else np.float64
+    by_segment = bool(reference_rows) and isinstance(first.index, pd.DatetimeIndex)
+    moments = _Moments(len(channels))
+    low, high = np.full(len(channels), np.inf), np.full(len(channels), -np.inf)
+    bad = np.zeros(len(channels), dtype=np.int64)
+    stride, sample = _sample_stride(rows), []
+    drift = [_DriftBlocks(0, rows, len(channels)), _DriftBlocks(rows // 2, rows - rows // 2, len(channels))]
+    row = 0
+    for frame in _pass(batches, rows, "scaler: moments", progress):
+        values = _matrix(frame, channels, dtype)
+        finite = np.isfinite(values)
+        bad += (~finite).sum(axis=0)
+        wide = values.astype(np.float64)
+        moments.add(wide)
+        low, high = (
+            np.minimum(low, wide.min(axis=0, initial=np.inf)),
+            np.maximum(high, wide.max(axis=0, initial=-np.inf)),
+        )
+        sample.append(values[(-row) % stride :: stride])
+        if not by_segment:
+            for blocks in drift:
+                blocks.add(wide, row)
+        row += len(values)
+    if bad.any():
+        column = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{source}: channel '{channels[column]}' has {bad[column]} missing or infinite value(s): "
+            "a scaler fitted on them would turn every scaled value into NaN"
+        )
+    if kind == ScalerKind.standard:
+        center, scale = moments.mean, np.sqrt(moments.variance())
+    elif kind == ScalerKind.robust:
+        q25, center, q75 = _quantiles(batches, channels, rows, [0.25, 0.5, 0.75], dtype, progress)
+        scale = (q75 - q25) / 1.349
+    else:
+        center, scale = low, high - low
+    levels, resolution = _sample_levels(np.concatenate(sample))
     kinds = channel_kinds(levels)
     constant = levels <= 1
     floored = ~constant & (scale < resolution)
     scale = np.where(constant, 1.0, np.maximum(scale, resolution))
-    seen = values
-    if reference_rows and isinstance(frame.index, pd.DatetimeIndex):
-        seen = _scale_by_segment(
-            values, segment_ids(frame.index), {"reference_rows": reference_rows, "center": center, "scale": scale}
-        )
-    shares = np.minimum(drift_shares(seen), drift_shares(seen[len(seen) // 2 :]))
+    if by_segment:
+        scaler = {"reference_rows": reference_rows, "center": center, "scale": scale}
+        row = 0
+        for _, values in _scaled(batches, channels, rows, scaler, dtype, progress):
+            for blocks in drift:
+                blocks.add(values.astype(np.float64), row)
+            row += len(values)
+    shares = np.minimum(drift[0].shares(), drift[1].shares())
     drifting = (kinds == "continuous") & (shares >= DRIFT_SHARE)
     return {
         "kind": str(kind),
@@ -171,18 +413,46 @@ def scale_values(values: np.ndarray, scaler: dict[str, Any], center: np.ndarray 
     return ((values - center) / np.asarray(scaler["scale"])).astype(np.float32)
 
 
-def _scale_by_segment(values: np.ndarray, segments: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
-    """Scale each segment relative to the mean of its first `reference_rows` rows (all of them
-    when it is shorter); segment by segment, so no row-sized center is ever built."""
-    rows = scaler["reference_rows"]
-    scaled = np.empty(values.shape, dtype=np.float32)
-    if len(values) == 0:
-        return scaled
-    starts = segment_starts(segments)
-    for start, end in zip(starts, [*starts[1:], len(values)], strict=True):
-        reference = values[start : min(end, start + rows)].mean(axis=0)
-        scaled[start:end] = scale_values(values[start:end], scaler, reference)
-    return scaled
+def _scaled(
+    batches: Batches, channels: list[str], rows: int, scaler: dict[str, Any], dtype: type, progress: bool
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """Each batch with its scaled channels (float32), each segment relative to its reference when
+    the scaler takes references (then the frames must be indexed by time)."""
+    center = np.asarray(scaler["center"])
+    references = numbering = None
+    if scaler.get("reference_rows", 0) and rows:
+        step = median_step_ns(_times(f) for f in _pass(batches, rows, "segments", progress))
+        references = _segment_references(batches, channels, rows, scaler["reference_rows"], step, dtype, progress)
+        numbering = SegmentNumbering(step)
+    for frame in _pass(batches, rows, "scale", progress):
+        values = _matrix(frame, channels, np.float64)
+        if numbering is not None and len(frame):
+            yield frame, scale_values(values, scaler, references[numbering(_times(frame))])
+        else:
+            yield frame, scale_values(values, scaler, center)
+
+
+def scale_frames(
+    batches: Batches, scaler: dict[str, Any], source: str, rows: int, progress: bool = False
+) -> Iterator[pd.DataFrame]:
+    """Each batch with the scaler's channels scaled; other columns (labels) pass through unchanged.
+
+    Raises:
+        InputError: A channel is missing, or the scaler takes segments' references and the rows
+            are not indexed by time.
+    """
+    first = next(batches())
+    channels = scaler["channels"]
+    missing = [c for c in channels if c not in first.columns]
+    if missing:
+        raise InputError(f"{source} lacks channel(s) the scaler was fitted on: {', '.join(missing)}")
+    if scaler.get("reference_rows", 0) and not isinstance(first.index, pd.DatetimeIndex):
+        raise InputError(f"{source} is not indexed by time: its segments' references cannot be found")
+    dtype = np.float32 if all(first[c].dtype == np.float32 for c in channels) else np.float64
+    for frame, scaled in _scaled(batches, channels, rows, scaler, dtype, progress):
+        out = frame.copy()
+        out[channels] = scaled
+        yield out
 
 
 def apply_scaler(frame: pd.DataFrame, scaler: dict[str, Any], source: str) -> pd.DataFrame:
@@ -192,20 +462,7 @@ def apply_scaler(frame: pd.DataFrame, scaler: dict[str, Any], source: str) -> pd
         InputError: A channel is missing, or the scaler takes segments' references and
             `frame` is not indexed by time.
     """
-    channels = scaler["channels"]
-    missing = [c for c in channels if c not in frame.columns]
-    if missing:
-        raise InputError(f"{source} lacks channel(s) the scaler was fitted on: {', '.join(missing)}")
-    values = frame[channels].to_numpy("float64")
-    if scaler.get("reference_rows", 0):
-        if not isinstance(frame.index, pd.DatetimeIndex):
-            raise InputError(f"{source} is not indexed by time: its segments' references cannot be found")
-        scaled = _scale_by_segment(values, segment_ids(frame.index), scaler)
-    else:
-        scaled = scale_values(values, scaler)
-    out = frame.copy()
-    out[channels] = scaled
-    return out
+    return next(scale_frames(lambda: iter([frame]), scaler, source, len(frame)))
 
 
 def channel_columns(frame: pd.DataFrame, label_column: str) -> list[str]:
@@ -216,30 +473,35 @@ def channel_columns(frame: pd.DataFrame, label_column: str) -> list[str]:
 def run_fit_scaler(
     train_url: str, scaler_url: str, kind: str = "standard", label_column: str = "label", reference_rows: int = 0
 ) -> dict[str, Any]:
-    """Fit the scaler on the training set and write it as JSON."""
-    train = storage.read_parquet(train_url)
-    if train.empty:
-        raise InputError(f"training set {train_url} holds no rows")
-    channels = channel_columns(train, label_column)
-    values = train[channels].to_numpy("float64")
-    if not np.isfinite(values).all():
-        column = channels[int(np.flatnonzero(~np.isfinite(values).all(axis=0))[0])]
-        count = int((~np.isfinite(train[column].to_numpy("float64"))).sum())
-        raise InputError(
-            f"training set {train_url}: channel '{column}' has {count} missing or infinite value(s): "
-            "a scaler fitted on them would turn every scaled value into NaN"
-        )
-    scaler = fit_scaler(train, channels, kind, reference_rows)
+    """Fit the scaler on the training set (a dataset, streamed a batch at a time) and write it as JSON."""
+    train = datasets.parts(train_url)
+    channels = channel_columns(next(datasets.iter_frames(train_url, dataset_parts=train)), label_column)
+
+    def batches() -> Iterator[pd.DataFrame]:
+        return datasets.iter_frames(train_url, channels, dataset_parts=train)
+
+    rows = sum(p.rows for p in train)
+    scaler = fit_scaler_batches(
+        batches, channels, rows, kind, reference_rows, f"training set {train_url}", progress=True
+    )
     storage.write_json(scaler, scaler_url)
     return scaler
 
 
 def run_apply_scaler(scaler_url: str, pairs: list[tuple[str, str]]) -> dict[str, int]:
-    """Scale each (input, output) parquet pair with the fitted scaler; return rows per output."""
+    """Scale each (input, output) dataset pair with the fitted scaler, a batch at a time; return
+    rows per output."""
     scaler = storage.read_json(scaler_url)
     counts = {}
     for source, target in pairs:
-        scaled = apply_scaler(storage.read_parquet(source), scaler, source)
-        storage.write_parquet(scaled, target)
-        counts[target] = len(scaled)
+        source_parts = datasets.parts(source)
+
+        def batches(url: str = source, listed: list[datasets.Part] = source_parts) -> Iterator[pd.DataFrame]:
+            return datasets.iter_frames(url, dataset_parts=listed)
+
+        rows = sum(p.rows for p in source_parts)
+        with datasets.DatasetWriter(target) as out:
+            for frame in scale_frames(batches, scaler, source, rows, progress=True):
+                out.write(frame)
+        counts[target] = out.rows
     return counts

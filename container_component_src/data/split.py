@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from container_component_src import storage
+from container_component_src import datasets, storage
 from container_component_src.data.labels import label_rows, to_ns
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
@@ -77,9 +77,19 @@ def assign_splits(
 
     Test: every row within `test_window_hours` of an anomaly interval, or, when `test_periods`
     is given, every row in those periods (then labelled rows outside them are left out). The
-    other rows are cut into `block_hours` blocks; a seeded draw sends `val_share` of the blocks
-    to validation.
+    other rows are cut into `block_hours` blocks from the first row; a seeded draw sends
+    `val_share` of the blocks to validation.
     """
+    split = held_out(times_ns, starts_ns, ends_ns, options)
+    first = int(times_ns.min()) if times_ns.size else 0
+    blocks = time_blocks(times_ns, first, options)
+    rest = split == 0
+    split[rest & np.isin(blocks, validation_blocks(np.unique(blocks[rest]), options))] = 1
+    return split
+
+
+def held_out(times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray, options: SplitOptions) -> np.ndarray:
+    """2 (test), -1 (left out) or 0 (train or validation, decided by blocks) per row."""
     split = np.zeros(times_ns.size, dtype=np.int8)
     period_starts, period_ends = options.periods()
     if period_starts.size:
@@ -88,14 +98,18 @@ def assign_splits(
     else:
         window = int(pd.Timedelta(hours=options.test_window_hours).value)
         split[label_rows(times_ns, starts_ns - window, ends_ns + window).astype(bool)] = 2
-    rest = split == 0
-    block_ns = int(pd.Timedelta(hours=options.block_hours).value)
-    blocks = (times_ns[rest] - times_ns.min()) // block_ns if rest.any() else np.empty(0, dtype=np.int64)
-    unique = np.unique(blocks)
-    n_val = min(max(1, round(options.val_share * unique.size)), unique.size - 1)
-    val_blocks = np.random.default_rng(options.seed).choice(unique, size=max(n_val, 0), replace=False)
-    split[np.flatnonzero(rest)[np.isin(blocks, val_blocks)]] = 1
     return split
+
+
+def time_blocks(times_ns: np.ndarray, first_ns: int, options: SplitOptions) -> np.ndarray:
+    """The number of each row's `block_hours` block, counted from the series' first time."""
+    return (times_ns - first_ns) // int(pd.Timedelta(hours=options.block_hours).value)
+
+
+def validation_blocks(blocks: np.ndarray, options: SplitOptions) -> np.ndarray:
+    """The seeded draw of `val_share` of the (sorted, distinct) blocks that go to validation."""
+    n_val = min(max(1, round(options.val_share * blocks.size)), blocks.size - 1)
+    return np.random.default_rng(options.seed).choice(blocks, size=max(n_val, 0), replace=False)
 
 
 def run_split_dataset(
@@ -107,19 +121,45 @@ def run_split_dataset(
     options: SplitOptions,
     label_column: str = "label",
 ) -> dict[str, int]:
-    """Write the train, validation and test sets; return their row counts.
+    """Write the train, validation and test sets (datasets, see `datasets`); return their row counts.
+
+    Two passes over the labelled telemetry, a batch at a time: the first reads times and labels
+    and draws the validation blocks, the second writes every row to its set. Memory holds a batch
+    and a count per block, whatever the rows.
 
     Raises:
         InputError: The labels are missing, no interval overlaps the telemetry (empty test
             set), or too little time is left for train and validation.
     """
+    from tqdm.auto import tqdm
+
     options.validate()
-    frame = storage.read_parquet(labelled_url)
-    if label_column not in frame.columns:
+    labelled = datasets.parts(labelled_url)
+    if label_column not in datasets.schema(labelled_url).names:
         raise InputError(f"telemetry {labelled_url} has no label column '{label_column}': run label-series first")
     intervals = storage.read_parquet(intervals_url)
-    split = assign_splits(to_ns(frame.index), to_ns(intervals["start"]), to_ns(intervals["end"]), options)
-    counts = {name: int((split == code).sum()) for code, name in enumerate(("train", "val", "test"))}
+    starts, ends = to_ns(intervals["start"]), to_ns(intervals["end"])
+    total = sum(p.rows for p in labelled)
+    first: int | None = None
+    rows_per_block: dict[int, int] = {}
+    counts = {"test": 0, "left_out": 0}
+    with tqdm(total=total, desc="split: draw blocks", unit="row") as bar:
+        for frame in datasets.iter_frames(labelled_url, [label_column], dataset_parts=labelled):
+            times = datasets.time_index_ns(frame, labelled_url)
+            first = int(times[0]) if first is None and times.size else first
+            split = held_out(times, starts, ends, options)
+            rest = split == 0
+            if frame[label_column].to_numpy()[rest].any():
+                raise AssertionError("labelled rows outside the test windows")
+            blocks, sizes = np.unique(time_blocks(times[rest], first or 0, options), return_counts=True)
+            for block, size in zip(blocks.tolist(), sizes.tolist(), strict=True):
+                rows_per_block[block] = rows_per_block.get(block, 0) + size
+            counts["test"] += int((split == 2).sum())
+            counts["left_out"] += int((split == -1).sum())
+            bar.update(len(frame))
+    val_blocks = validation_blocks(np.array(sorted(rows_per_block), dtype=np.int64), options)
+    counts["val"] = sum(rows_per_block[int(b)] for b in val_blocks)
+    counts["train"] = sum(rows_per_block.values()) - counts["val"]
     if counts["test"] == 0 and options.test_periods:
         raise InputError(f"no row of {labelled_url} lies in --test-periods {options.test_periods}")
     if counts["test"] == 0:
@@ -127,16 +167,27 @@ def run_split_dataset(
             f"no anomaly interval in {intervals_url} overlaps the telemetry in {labelled_url}: "
             "the test set would be empty"
         )
-    if (split == -1).any():
-        counts["left_out"] = int((split == -1).sum())
-        print(f"note: {counts['left_out']} labelled row(s) outside --test-periods are left out of training", flush=True)
     if counts["train"] == 0 or counts["val"] == 0:
         raise InputError(
             f"telemetry {labelled_url} leaves {counts['train']} train and {counts['val']} validation rows outside the "
             f"test windows: lower --test-window-hours or --block-hours (or widen the time outside --test-periods)"
         )
-    if frame[label_column].to_numpy()[(split == 0) | (split == 1)].any():
-        raise AssertionError("labelled rows outside the test windows")
-    for code, url in enumerate((train_url, val_url, test_url)):
-        storage.write_parquet(frame[split == code], url)
-    return counts
+    if counts["left_out"]:
+        print(f"note: {counts['left_out']} labelled row(s) outside --test-periods are left out of training", flush=True)
+    else:
+        del counts["left_out"]
+    with (
+        datasets.DatasetWriter(train_url) as train,
+        datasets.DatasetWriter(val_url) as val,
+        datasets.DatasetWriter(test_url) as test,
+        tqdm(total=total, desc="split: write", unit="row") as bar,
+    ):
+        for frame in datasets.iter_frames(labelled_url, dataset_parts=labelled):
+            times = datasets.time_index_ns(frame, labelled_url)
+            split = held_out(times, starts, ends, options)
+            rest = split == 0
+            split[rest & np.isin(time_blocks(times, first or 0, options), val_blocks)] = 1
+            for code, out in enumerate((train, val, test)):
+                out.write(frame[split == code])
+            bar.update(len(frame))
+    return {name: counts[name] for name in ("train", "val", "test", "left_out") if name in counts}

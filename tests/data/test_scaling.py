@@ -165,3 +165,62 @@ def test_runs_at_different_levels_drift_unless_each_is_taken_relative_to_its_fir
     frame = pd.DataFrame({"a": rng.normal(size=1600) + np.tile(np.repeat([0.0, 10.0], 400), 2)}, index=times)
     assert list(fit_scaler(frame, ["a"])["drifting_channels"]) == ["a"]
     assert fit_scaler(frame, ["a"], reference_rows=60)["drifting_channels"] == {}
+
+
+def _gapped(rows: int = 1500) -> pd.DataFrame:
+    """Float32 channels on a 10 s grid with gaps (so segments), one mode channel, a label."""
+    rng = np.random.default_rng(3)
+    times = pd.date_range("2021-01-01", periods=rows * 2, freq="10s", tz="UTC")
+    keep = np.ones(rows * 2, dtype=bool)
+    for start in (300, 301, 700, 1100, 1900):
+        keep[start : start + 40] = False
+    times = times[keep][:rows]
+    frame = pd.DataFrame(
+        {
+            "x": (rng.normal(size=rows) * 3 + np.linspace(0, 9, rows)).astype(np.float32),
+            "y": rng.standard_t(2, size=rows).astype(np.float32),
+            "mode": np.repeat([0.0, 1.0, 0.0], [700, 300, rows - 1000]).astype(np.float32),
+            "label": np.zeros(rows, np.int8),
+        },
+        index=times.rename("normalizedTime"),
+    )
+    return frame
+
+
+@pytest.mark.parametrize("kind", ["standard", "robust", "minmax"])
+@pytest.mark.parametrize("reference_rows", [0, 25])
+def test_streamed_over_many_parts_the_scaler_is_the_one_of_all_rows_at_once(
+    tmp_path: Path, kind: str, reference_rows: int
+) -> None:
+    from container_component_src import datasets
+
+    frame = _gapped()
+    with datasets.DatasetWriter(str(tmp_path / "train"), part_rows=97) as out:
+        out.write(frame)
+    streamed = run_fit_scaler(str(tmp_path / "train"), str(tmp_path / "s.json"), kind, reference_rows=reference_rows)
+    whole = fit_scaler(frame, ["x", "y", "mode"], kind, reference_rows)
+    for key in ("center", "scale"):
+        np.testing.assert_allclose(streamed[key], whole[key], rtol=1e-12)
+    assert {k: v for k, v in streamed.items() if k not in ("center", "scale")} == {
+        k: v for k, v in whole.items() if k not in ("center", "scale")
+    }
+    values = frame[["x", "y", "mode"]].to_numpy("float64")
+    if kind == "robust":  # exact order statistics: the very quantiles numpy computes from all rows
+        low, median, high = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+        assert streamed["center"][:2] == median[:2].tolist()
+        assert streamed["scale"][:2] == ((high - low) / 1.349)[:2].tolist()
+    run_apply_scaler(str(tmp_path / "s.json"), [(str(tmp_path / "train"), str(tmp_path / "out"))])
+    scaled = pd.read_parquet(tmp_path / "out")
+    assert len(datasets.parts(str(tmp_path / "out"))) == 1  # parts of its own size
+    pd.testing.assert_frame_equal(scaled, apply_scaler(frame, streamed, "f"), check_freq=False, rtol=1e-6)
+
+
+def test_exact_quantiles_of_float64_and_of_negative_and_repeated_values() -> None:
+    from container_component_src.data.scaling import _quantiles
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(size=(999, 3)) * [1, 1e-6, 1e6], np.full((500, 3), -2.5)]).astype(np.float64)
+    chunks = [pd.DataFrame(values[i : i + 100], columns=["a", "b", "c"]) for i in range(0, len(values), 100)]
+    quantiles = [0.0, 0.1, 0.25, 0.5, 0.9, 1.0]
+    found = _quantiles(lambda: iter(chunks), ["a", "b", "c"], len(values), quantiles, np.float64, False)
+    np.testing.assert_array_equal(found, np.quantile(values, quantiles, axis=0))

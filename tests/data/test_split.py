@@ -105,3 +105,21 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--val-share"):
         SplitOptions(val_share=1.0).validate()
     assert not any(Path(o).exists() for o in outs)
+
+
+def test_streamed_over_many_parts_each_row_goes_where_the_whole_table_sends_it(tmp_path: Path) -> None:
+    from container_component_src import datasets
+    from container_component_src.data.labels import to_ns
+
+    labelled, intervals = _inputs(tmp_path, 24 * 40, ("2021-01-14 10:00", "2021-01-14 12:00"))
+    frame = pd.read_parquet(labelled)
+    with datasets.DatasetWriter(str(tmp_path / "parts"), part_rows=50) as out:
+        out.write(frame)
+    outs = [str(tmp_path / n) for n in ("train", "val", "test")]
+    options = SplitOptions(test_window_hours=2, block_hours=12, val_share=0.3, seed=5)
+    counts = run_split_dataset(str(tmp_path / "parts"), intervals, *outs, options)
+    spans = pd.read_parquet(intervals)
+    expected = assign_splits(to_ns(frame.index), to_ns(spans["start"]), to_ns(spans["end"]), options)
+    for code, out in enumerate(outs):
+        pd.testing.assert_frame_equal(pd.read_parquet(out), frame[expected == code], check_freq=False)
+    assert counts == {name: int((expected == code).sum()) for code, name in enumerate(("train", "val", "test"))}

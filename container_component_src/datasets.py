@@ -1,0 +1,289 @@
+"""Partitioned datasets: how the table steps hand rows to each other.
+
+A dataset is a folder of time-ordered parquet parts (`part-00000.parquet`, ...) with a small
+manifest (`_dataset.json`) of each part's rows and time range. A step streams it batch by batch
+in time order (memory: one batch, whatever the rows) and writes its output the same way, a part
+at a time. A single parquet file, or a folder of parts without a manifest (what preprocess and
+older runs write), reads as a dataset too: its parts are then its files in name order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from container_component_src import storage
+from container_component_src.storage import InputError
+
+MANIFEST_NAME = "_dataset.json"
+MANIFEST_VERSION = 1
+# Rows per part a writer starts a new part after: 16 row groups, ~0.75 GB of float32 at 181
+# channels before compression. Parts are the unit a Dask task takes, so this bounds its memory.
+PART_ROWS = 16 * storage.ROW_GROUP_ROWS
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a dataset.
+
+    Attributes:
+        url: The parquet file.
+        rows: Rows in it.
+        start: Its first row's time (ISO 8601), or None for a part without rows or time index.
+        end: Its last row's time, or None.
+    """
+
+    url: str
+    rows: int
+    start: str | None = None
+    end: str | None = None
+
+
+def parts(url: str) -> list[Part]:
+    """The parts of the dataset at `url` (a parquet file or a folder), in time order.
+
+    Raises:
+        InputError: `url` is missing, holds no parquet file, or a file is not readable parquet.
+    """
+    storage.require(url, "parquet input")
+    fs, path = storage.filesystem(url)
+    if not fs.isdir(path):
+        return [_footer_part(url)]
+    manifest_url = storage.join(url, MANIFEST_NAME)
+    files = storage.list_files(url, ".parquet")
+    if storage.exists(manifest_url):
+        manifest = storage.read_json(manifest_url)
+        listed = [
+            Part(url=storage.join(url, p["file"]), rows=p["rows"], start=p["start"], end=p["end"])
+            for p in manifest["parts"]
+        ]
+        # The files are the truth: a manifest that does not name exactly them is not used.
+        if sorted(p.url for p in listed) == sorted(files):
+            return listed
+    if not files:
+        raise InputError(f"folder {url} holds no .parquet file")
+    return [_footer_part(file) for file in files]
+
+
+def _footer_part(url: str) -> Part:
+    fs, path = storage.filesystem(url)
+    try:
+        with fs.open(path, "rb") as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{url} is not readable parquet: {exc}") from None
+    return Part(url=url, rows=rows)
+
+
+def count_rows(url: str) -> int:
+    """Rows in the dataset at `url`."""
+    return sum(p.rows for p in parts(url))
+
+
+def schema(url: str) -> pa.Schema:
+    """The arrow schema of the dataset's first part (all parts share it)."""
+    first = parts(url)[0].url
+    fs, path = storage.filesystem(first)
+    try:
+        with fs.open(path, "rb") as handle:
+            return pq.ParquetFile(handle).schema_arrow
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{first} is not readable parquet: {exc}") from None
+
+
+def iter_frames(
+    url: str,
+    columns: list[str] | None = None,
+    batch_rows: int = storage.ROW_GROUP_ROWS,
+    dataset_parts: list[Part] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The rows of the dataset at `url` as frames of at most `batch_rows` rows, in time order, with
+    their index; one empty frame (with the columns) when it holds no row.
+
+    Args:
+        columns: The columns to read (the index always comes along); all when None.
+        dataset_parts: The parts, when the caller has listed them already.
+
+    Raises:
+        InputError: A part is not readable parquet, or lacks a requested column.
+    """
+    yielded = False
+    for part in dataset_parts if dataset_parts is not None else parts(url):
+        for frame in iter_part(part.url, columns, batch_rows):
+            if len(frame) or not yielded:
+                yielded = True
+                yield frame
+
+
+def iter_part(
+    url: str, columns: list[str] | None = None, batch_rows: int = storage.ROW_GROUP_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The rows of one parquet file as frames of at most `batch_rows` rows (one empty frame when
+    it has none), with their index; reads a row group at a time and verifies page checksums."""
+    fs, path = storage.filesystem(url)
+    with fs.open(path, "rb") as handle:
+        try:
+            source = pq.ParquetFile(handle, page_checksum_verification=True)
+            wanted = None if columns is None else _with_index(source.schema_arrow, columns, url)
+            empty = True
+            for batch in source.iter_batches(batch_size=batch_rows, columns=wanted):
+                empty = False
+                yield pa.Table.from_batches([batch]).to_pandas()
+            if empty:
+                yield source.schema_arrow.empty_table().select(wanted or source.schema_arrow.names).to_pandas()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{url} is not readable parquet: {exc}") from None
+
+
+def _with_index(schema: pa.Schema, columns: list[str], url: str) -> list[str]:
+    """`columns` plus the columns that hold the pandas index, so frames come back indexed."""
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise InputError(f"{url} lacks column(s) {', '.join(missing)}")
+    pandas_meta = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+    index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+    return [*columns, *(c for c in index if c not in columns)]
+
+
+def read_frame(url: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The whole dataset as one frame: for what is small by nature (intervals, scores of events)."""
+    return pd.concat(list(iter_frames(url, columns, batch_rows=1 << 30)))
+
+
+def time_index_ns(frame: pd.DataFrame, url: str) -> np.ndarray:
+    """The frame's time index as int64 UTC nanoseconds.
+
+    Raises:
+        InputError: The frame is not indexed by time; names `url`.
+    """
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise InputError(f"{url} is not indexed by time (preprocess writes a time index)")
+    index = frame.index if frame.index.tz is not None else frame.index.tz_localize("UTC")
+    return index.as_unit("ns").asi8
+
+
+class DatasetWriter:
+    """Write a dataset part by part, in time order, atomically as a whole.
+
+    Frames (or tables) are appended in time order; a new part starts after `part_rows` rows, and
+    the manifest is written last. Locally the folder appears only complete (see
+    `storage.atomic_directory`); nothing is left on error.
+
+    Raises (from `write`):
+        InputError: A frame's rows are earlier than those already written, or its columns differ.
+    """
+
+    def __init__(self, url: str, part_rows: int = PART_ROWS) -> None:
+        self.url = url
+        self.part_rows = part_rows
+        self.parts: list[Part] = []
+        self.rows = 0
+        self._schema: pa.Schema | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._part_rows = 0
+        self._start: str | None = None
+        self._end: str | None = None
+        self._last_ns: int | None = None
+        self._folder: Any = None
+        self._dir: str = ""
+
+    def __enter__(self) -> DatasetWriter:
+        storage.remove_stale_temporaries(self.url)  # left by a step that was killed
+        if not storage.is_local(self.url):
+            # Object storage has no folder to swap in: parts of an earlier output must not linger.
+            storage.remove_directory(self.url)
+        self._folder = storage.atomic_directory(self.url)
+        self._dir = self._folder.__enter__()
+        return self
+
+    def write(self, data: pd.DataFrame | pa.Table) -> None:
+        """Append rows (a time-indexed frame, or a table of one)."""
+        table = pa.Table.from_pandas(data, preserve_index=True) if isinstance(data, pd.DataFrame) else data
+        if self._schema is None:
+            self._schema = table.schema
+        elif not table.schema.equals(self._schema, check_metadata=False):
+            raise InputError(f"rows written to {self.url} change columns: {table.schema} after {self._schema}")
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(table.num_rows - offset, self.part_rows - self._part_rows)
+            self._append(table.slice(offset, take))
+            offset += take
+            if self._part_rows >= self.part_rows:
+                self._close_part()
+
+    def _open(self) -> None:
+        fs, path = storage.arrow_filesystem(storage.join(self._dir, f"part-{len(self.parts):05d}.parquet"))
+        assert self._schema is not None
+        self._writer = pq.ParquetWriter(path, self._schema, filesystem=fs, **storage.parquet_options(self._schema))
+        self._part_rows, self._start, self._end = 0, None, None
+
+    def _append(self, table: pa.Table) -> None:
+        times = _times_ns(table)
+        if times is not None and times.size:
+            if (self._last_ns is not None and times[0] < self._last_ns) or np.any(times[1:] < times[:-1]):
+                raise InputError(f"rows written to {self.url} are not in time order")
+            self._last_ns = int(times[-1])
+            self._start = self._start or pd.Timestamp(int(times[0]), tz="UTC").isoformat()
+            self._end = pd.Timestamp(int(times[-1]), tz="UTC").isoformat()
+        assert self._writer is not None
+        self._writer.write_table(
+            table.replace_schema_metadata(self._schema.metadata), row_group_size=storage.ROW_GROUP_ROWS
+        )
+        self._part_rows += table.num_rows
+        self.rows += table.num_rows
+
+    def _close_part(self) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        self._writer = None
+        name = f"part-{len(self.parts):05d}.parquet"
+        self.parts.append(Part(url=name, rows=self._part_rows, start=self._start, end=self._end))
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if error is not None:
+            if self._writer is not None:
+                self._writer.close()
+            self._folder.__exit__(kind, error, trace)
+            return
+        try:
+            self._finish()
+        except BaseException as exc:
+            self._folder.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._folder.__exit__(None, None, None)
+
+    def _finish(self) -> None:
+        if self._schema is None:
+            raise InputError(f"nothing was written to {self.url}")
+        if self._writer is None and not self.parts:
+            self._open()  # an empty dataset still has one part: its columns
+        if self._writer is not None:
+            self._close_part()
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "rows": self.rows,
+            "parts": [{"file": p.url, "rows": p.rows, "start": p.start, "end": p.end} for p in self.parts],
+        }
+        storage.write_json(manifest, storage.join(self._dir, MANIFEST_NAME))
+
+
+def _times_ns(table: pa.Table) -> np.ndarray | None:
+    """The table's pandas time index as int64 nanoseconds, or None when it has none."""
+    pandas_meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))
+    index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+    if len(index) != 1 or not pa.types.is_timestamp(table.schema.field(index[0]).type):
+        return None
+    column = table.column(index[0])
+    return column.cast(pa.timestamp("ns", tz=column.type.tz)).to_numpy().view("int64")
