@@ -188,7 +188,7 @@ def test_data_steps_through_the_cli(tmp_path: Path) -> None:
     result = runner.invoke(app, evaluate)
     assert result.exit_code == 0, result.output
     summary = json.loads((Path(d) / "summary.json").read_text())
-    assert json.loads(result.output)["deploy"]["fc1"] == summary["deploy"]["fc1"]
+    assert json.loads(result.stdout)["deploy"]["fc1"] == summary["deploy"]["fc1"]
     scaled = pd.read_parquet(f"{d}/s_train.parquet")
     assert abs(scaled.drop(columns="label").mean()).max() < 1e-3
     assert pd.read_parquet(f"{d}/s_test.parquet")["label"].sum() > 0

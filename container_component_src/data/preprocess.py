@@ -1,17 +1,17 @@
 """Dask preprocessing: partitions -> a regular time grid of numeric channels, plus a quality report.
 
 Stage 1 (one Dask task per batch of consecutive partitions) reads the partitions and puts them
-on the grid with the compiled kernels of `data.grid_kernels`, with per-channel statistics. The
-driver merges the statistics and drops channels that are mostly missing. Stage 2 fills short
-gaps (using the neighbouring batches' edges), drops the rows still incomplete, optionally
-samples, and writes one sorted, time-indexed parquet file per batch.
+on the grid with the compiled kernels of `data.grid_kernels`, with per-channel statistics, and
+writes the grid beside the output (memory never holds more than the batches being worked on). The
+driver merges the statistics and drops channels that are mostly missing. Stage 2 reads a grid
+back, fills short gaps (using the neighbouring batches' edges), drops the rows still incomplete,
+optionally samples, and writes one sorted, time-indexed parquet file per batch.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -172,9 +172,17 @@ class GriddedBatch:
 
 
 def _grid_batch(
-    batch: list[tuple[Partition, int, int]], channels: list[str], period_ns: int, how: str, timestamp_column: str
-) -> tuple[GriddedBatch, dict[str, np.ndarray]]:
-    """Stage 1 task: read consecutive partitions one by one and put each on its grid, with statistics."""
+    batch: list[tuple[Partition, int, int]],
+    channels: list[str],
+    period_ns: int,
+    how: str,
+    timestamp_column: str,
+    grid_url: str,
+) -> tuple[tuple[Piece, Piece], dict[str, np.ndarray]]:
+    """Stage 1 task: read consecutive partitions one by one and put each on its grid, with
+    statistics; write the grid to `grid_url` (what stage 2 reads) and return its edge partitions
+    (the neighbours' gap-filling context) and the statistics. Nothing row-sized stays in memory
+    between the stages: a worker holds the batches it is working on, whatever the rows."""
     gridded = GriddedBatch(
         starts_ns=np.array([start for _, start, _ in batch], dtype=np.int64),
         bins=np.array([n for _, _, n in batch], dtype=np.int64),
@@ -191,12 +199,33 @@ def _grid_batch(
         raw_rows += ts.size
         raw_valid += valid
         offset += n
-    return gridded, grid_statistics(gridded.values, raw_rows, raw_valid, gridded.breaks(period_ns))
+    stats = grid_statistics(gridded.values, raw_rows, raw_valid, gridded.breaks(period_ns))
+    with storage.atomic_write(grid_url) as handle:
+        np.savez(handle, starts_ns=gridded.starts_ns, bins=gridded.bins, values=gridded.values)
+    return gridded.edges(), stats
+
+
+def _load_grid(grid_url: str) -> GriddedBatch:
+    """Read a grid that stage 1 wrote, and remove it.
+
+    Raises:
+        InputError: It is not there: the worker that wrote it has a filesystem of its own.
+    """
+    fs, path = storage.filesystem(grid_url)
+    if not fs.exists(path):
+        raise InputError(
+            f"the Dask worker that gridded {grid_url} wrote it where this worker cannot read: workers in other "
+            "pods cannot share this pod's folders; give --scratch, an object-storage folder"
+        )
+    with fs.open(path, "rb") as handle, np.load(handle) as grid:
+        batch = GriddedBatch(starts_ns=grid["starts_ns"], bins=grid["bins"], values=grid["values"])
+    fs.rm(path)
+    return batch
 
 
 def _finish_batch(
     index: int,
-    batch: GriddedBatch,
+    grid_url: str,
     previous: tuple[Piece, Piece] | None,
     following: tuple[Piece, Piece] | None,
     keep: np.ndarray,
@@ -206,8 +235,9 @@ def _finish_batch(
     index_name: str,
     out_url: str,
 ) -> dict[str, int]:
-    """Stage 2 task: fill short gaps (with the neighbouring batches' edges as context), drop
-    incomplete rows, sample, and write the batch's part file."""
+    """Stage 2 task: read the batch's grid, fill short gaps (with the neighbouring batches' edges as
+    context), drop incomplete rows, sample, and write the batch's part file."""
+    batch = _load_grid(grid_url)
     # A neighbour's edge partition is context only when it touches this batch in time.
     last_before = previous[1] if previous else None
     first_after = following[0] if following else None
@@ -350,40 +380,41 @@ def _preprocess(
         )
     grids = plan_grid(partitions, period_ns)
     batches = plan_batches(partitions, threads)
-    stage1 = [
-        client.submit(
-            _grid_batch,
-            [(partitions[i], *grids[i]) for i in batch],
-            channels,
-            period_ns,
-            options.aggregation,
-            timestamp_column,
-            pure=False,
-        )
-        for batch in batches
-    ]
-    batch_stats = _gather(client, [client.submit(itemgetter(1), f) for f in stage1], "grid", len(partitions), batches)
-    stats = functools.reduce(merge_statistics, batch_stats)
-    report, keep = quality_report(channels, stats, options.max_missing_share)
-    if not keep.any():
-        raise InputError(
-            f"no usable channel in {partitions[0].url} and the other partitions: every channel is all NaN "
-            f"or missing on more than {options.max_missing_share:.0%} of the grid"
-        )
-    gridded = [client.submit(itemgetter(0), f) for f in stage1]
-    # Neighbouring batches lend only their edge partitions, as gap-filling context.
-    edges = [client.submit(GriddedBatch.edges, f) for f in gridded]
-    kept = [c for c, k in zip(channels, keep, strict=True) if k]
     counts: dict[str, int] = {}
     storage.remove_stale_temporaries(out_url)  # left by a preprocess that was killed
     with storage.atomic_directory(out_url) as out_dir:
+        grid_urls = [storage.join(out_dir, f"_grid-{i:05d}.npz") for i in range(len(batches))]
+        stage1 = [
+            client.submit(
+                _grid_batch,
+                [(partitions[i], *grids[i]) for i in batch],
+                channels,
+                period_ns,
+                options.aggregation,
+                timestamp_column,
+                grid_urls[number],
+                pure=False,
+            )
+            for number, batch in enumerate(batches)
+        ]
+        # Edges and statistics are small: a partition per edge, a few numbers per channel.
+        results = _gather(client, stage1, "grid", len(partitions), batches)
+        stats = functools.reduce(merge_statistics, [s for _, s in results])
+        edges = [e for e, _ in results]
+        report, keep = quality_report(channels, stats, options.max_missing_share)
+        if not keep.any():
+            raise InputError(
+                f"no usable channel in {partitions[0].url} and the other partitions: every channel is all NaN "
+                f"or missing on more than {options.max_missing_share:.0%} of the grid"
+            )
+        kept = [c for c, k in zip(channels, keep, strict=True) if k]
         stage2 = [
             client.submit(
                 _finish_batch,
                 i,
-                gridded[i],
+                grid_urls[i],
                 edges[i - 1] if i > 0 else None,
-                edges[i + 1] if i + 1 < len(gridded) else None,
+                edges[i + 1] if i + 1 < len(batches) else None,
                 keep,
                 period_ns,
                 options,

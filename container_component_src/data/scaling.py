@@ -326,8 +326,9 @@ def fit_scaler_batches(
     row = 0
     for frame in _pass(batches, rows, "scaler: moments", progress):
         values = _matrix(frame, channels, dtype)
-        finite = np.isfinite(values)
-        bad += (~finite).sum(axis=0)
+        if not np.isfinite(values).all():
+            bad += (~np.isfinite(values)).sum(axis=0)
+            continue  # counted, then refused below: moments of NaN are of no use
         wide = values.astype(np.float64)
         moments.add(wide)
         low, high = (

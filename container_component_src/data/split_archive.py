@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,10 @@ from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
+
+# Partition files open at once. A time-ordered archive needs one or two; an archive out of order
+# sends rows to partitions already closed, which go to a side file merged in at the end.
+MAX_OPEN_WRITERS = 8
 
 
 def list_archives(archives_url: str) -> list[str]:
@@ -67,8 +72,10 @@ def run_split_archive(
     timestamp_column: str = "normalizedTime",
     partition_period: str = "1D",
     batch_rows: int = 65_536,
+    max_open_writers: int = MAX_OPEN_WRITERS,
 ) -> dict[str, int]:
-    """Split one archive into one parquet file per `partition_period`, in `out_url`.
+    """Split one archive into one parquet file per `partition_period`, in `out_url`, streaming:
+    memory holds a batch and at most `max_open_writers` partitions being written.
 
     Each partition records its time range in the schema metadata, so that preprocessing can
     put its rows on a regular grid without reading them first; a manifest beside them saves
@@ -99,24 +106,114 @@ def run_split_archive(
         if source.metadata.num_rows == 0:
             raise InputError(f"archive {archive_url} holds no rows")
         with storage.atomic_directory(out_url) as out_dir:
-            writers: dict[int, pq.ParquetWriter] = {}
-            rows, seen = 0, []
+            writers = PartitionWriters(out_dir, period_ns, timestamp_column, archive_url, max_open_writers)
+            rows = 0
             try:
                 batches = source.iter_batches(batch_size=batch_rows)
                 total = -(-source.metadata.num_rows // batch_rows)
                 for batch in tqdm(batches, total=total, desc=f"split {path.rsplit('/', 1)[-1]}", unit="batch"):
                     table = _normalise_timestamps(pa.Table.from_batches([batch]), timestamp_column, archive_url)
                     _check_values(table, timestamp_column, archive_url, year)
-                    seen.append(table.column(timestamp_column).to_numpy().astype("int64"))
-                    rows += _write_partitions(table, timestamp_column, period_ns, out_dir, writers)
+                    rows += writers.write(table)
+                writers.finish()
             except (OSError, pa.ArrowInvalid) as exc:
                 raise InputError(f"archive {archive_url} is corrupt: {exc}") from None
             finally:
-                for writer in writers.values():
-                    writer.close()
-            _check_unique(np.concatenate(seen), timestamp_column, archive_url)
+                writers.abort()
             write_manifest(out_dir, timestamp_column)
-    return {"rows": rows, "partitions": len(writers)}
+    return {"rows": rows, "partitions": writers.partitions}
+
+
+class PartitionWriters:
+    """The partition files of one archive, at most `max_open` of them open at once.
+
+    Rows for a partition whose file was closed (an archive out of time order) go to a side file;
+    `finish` merges each partition's side files into it, a partition at a time. Timestamps are
+    checked to be unique per partition (partitions split time, so that is uniqueness over the
+    archive), a partition at a time: memory holds the open partitions, not the year.
+    """
+
+    def __init__(self, out_dir: str, period_ns: int, timestamp_column: str, url: str, max_open: int) -> None:
+        self.out_dir, self.period_ns, self.column, self.url = out_dir, period_ns, timestamp_column, url
+        self.max_open = max(1, max_open)
+        self.open: OrderedDict[int, tuple[pq.ParquetWriter, list[np.ndarray]]] = OrderedDict()
+        self.closed: set[int] = set()
+        self.side_files: dict[int, int] = {}
+
+    @property
+    def partitions(self) -> int:
+        return len(self.closed) + len(self.open)
+
+    def _name(self, pid: int) -> str:
+        return storage.join(self.out_dir, f"part-{pd.Timestamp(pid * self.period_ns, tz='UTC'):%Y%m%dT%H%M%S}.parquet")
+
+    def _schema(self, schema: pa.Schema, pid: int) -> pa.Schema:
+        start = pd.Timestamp(pid * self.period_ns, tz="UTC")
+        meta = {"start": start.isoformat(), "end": (start + pd.Timedelta(self.period_ns)).isoformat()}
+        return schema.with_metadata({**(schema.metadata or {}), PARTITION_METADATA_KEY: json.dumps(meta).encode()})
+
+    def _writer(self, name: str, schema: pa.Schema) -> pq.ParquetWriter:
+        fs, path = storage.filesystem(name)
+        return pq.ParquetWriter(path, schema, filesystem=fs, **storage.parquet_options(schema))
+
+    def write(self, table: pa.Table) -> int:
+        """Write the rows of `table` to their partitions; return how many."""
+        ts = table.column(self.column).to_numpy().astype("int64")
+        ids = partition_ids(ts, self.period_ns)
+        if np.any(ids[1:] < ids[:-1]):
+            order = np.argsort(ids, kind="stable")
+            table, ids, ts = table.take(order), ids[order], ts[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        for lo, hi in zip(starts, [*starts[1:], ids.size], strict=True):
+            pid, rows = int(ids[lo]), table.slice(lo, hi - lo)
+            if pid in self.closed:
+                self._side_file(pid, rows)
+                continue
+            if pid not in self.open:
+                if len(self.open) >= self.max_open:
+                    self._close(next(iter(self.open)))
+                self.open[pid] = (self._writer(self._name(pid), self._schema(table.schema, pid)), [])
+            self.open.move_to_end(pid)
+            writer, seen = self.open[pid]
+            writer.write_table(rows.replace_schema_metadata(writer.schema.metadata))
+            seen.append(ts[lo:hi])
+        return table.num_rows
+
+    def _close(self, pid: int) -> None:
+        writer, seen = self.open.pop(pid)
+        writer.close()
+        _check_unique(np.concatenate(seen), self.column, self.url)
+        self.closed.add(pid)
+
+    def _side_file(self, pid: int, rows: pa.Table) -> None:
+        number = self.side_files.get(pid, 0)
+        self.side_files[pid] = number + 1
+        schema = self._schema(rows.schema, pid)
+        with self._writer(f"{self._name(pid)}.side-{number}", schema) as writer:
+            writer.write_table(rows.replace_schema_metadata(schema.metadata))
+
+    def finish(self) -> None:
+        """Close every partition, and merge each one's side files into it (one partition in memory)."""
+        while self.open:
+            self._close(next(iter(self.open)))
+        for pid, count in self.side_files.items():
+            name = self._name(pid)
+            fs, path = storage.filesystem(name)
+            pieces = [pq.read_table(p, filesystem=fs) for p in [path, *(f"{path}.side-{n}" for n in range(count))]]
+            merged = pa.concat_tables(pieces, promote_options="none")
+            merged = merged.sort_by(self.column)
+            _check_unique(merged.column(self.column).to_numpy().astype("int64"), self.column, self.url)
+            with self._writer(f"{name}.merged", pieces[0].schema) as writer:
+                writer.write_table(merged)
+            fs.mv(f"{path}.merged", path)
+            for n in range(count):
+                fs.rm(f"{path}.side-{n}")
+
+    def abort(self) -> None:
+        """Close what is still open (after an error: the folder is discarded)."""
+        for writer, _ in self.open.values():
+            writer.close()
+        self.open.clear()
 
 
 def archive_year(path: str) -> int | None:
@@ -164,31 +261,3 @@ def _check_unique(timestamps_ns: np.ndarray, timestamp_column: str, url: str) ->
             f"archive {url}: column '{timestamp_column}' has {repeats.size} repeated timestamp(s), first {first}: "
             "one row per time is expected"
         )
-
-
-def _write_partitions(
-    table: pa.Table,
-    timestamp_column: str,
-    period_ns: int,
-    out_dir: str,
-    writers: dict[int, pq.ParquetWriter],
-) -> int:
-    ts = table.column(timestamp_column).to_numpy().astype("int64")
-    ids = partition_ids(ts, period_ns)
-    if np.any(ids[1:] < ids[:-1]):
-        order = np.argsort(ids, kind="stable")
-        table, ids = table.take(order), ids[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    for lo, hi in zip(starts, [*starts[1:], ids.size], strict=True):
-        pid = int(ids[lo])
-        if pid not in writers:
-            start = pd.Timestamp(pid * period_ns, tz="UTC")
-            meta = {"start": start.isoformat(), "end": (start + pd.Timedelta(period_ns)).isoformat()}
-            schema = table.schema.with_metadata(
-                {**(table.schema.metadata or {}), PARTITION_METADATA_KEY: json.dumps(meta).encode()}
-            )
-            name = storage.join(out_dir, f"part-{start:%Y%m%dT%H%M%S}.parquet")
-            fs, path = storage.filesystem(name)
-            writers[pid] = pq.ParquetWriter(path, schema, filesystem=fs, **storage.parquet_options(schema))
-        writers[pid].write_table(table.slice(lo, hi - lo).replace_schema_metadata(writers[pid].schema.metadata))
-    return table.num_rows

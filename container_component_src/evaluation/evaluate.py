@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from container_component_src import storage
+from container_component_src import datasets, storage
 from container_component_src.choices import ThresholdMethod, choice
 from container_component_src.data.scaling import describe_channels
-from container_component_src.data.segments import segment_ids
+from container_component_src.data.segments import SegmentNumbering, median_step_ns, segment_ids
 from container_component_src.evaluation import metrics, report, scoring
 from container_component_src.evaluation.decision import DeployDecision
 from container_component_src.storage import InputError
@@ -69,26 +69,89 @@ class EvaluateOptions:
     seed: int = 0
 
 
-def score_split(model: Any, frame: pd.DataFrame, channels: list[str], window: int, source: str) -> pd.DataFrame:
-    """Raw and smoothed scores of one split, with its time segments, indexed like `frame`."""
-    if frame.empty:
-        raise InputError(f"{source} holds no rows")
-    if not isinstance(frame.index, pd.DatetimeIndex):
-        raise InputError(f"{source} is not indexed by time: use the output of apply-scaler")
-    values = scoring.channel_matrix(frame, channels, source)
-    segments = segment_ids(frame.index)
-    raw = scoring.score_rows(model, values, segments, progress=True)
-    # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
-    signal = np.square(values, dtype=np.float64).sum(axis=1)
-    return pd.DataFrame(
-        {
-            "score": raw,
-            "smoothed_score": scoring.smooth_scores(raw, window, segments),
-            "segment": segments,
-            "raw_signal": scoring.smooth_scores(signal, window, segments),
-        },
-        index=frame.index,
+def score_split(
+    model: Any, url: str, channels: list[str], window: int, label_column: str, progress: bool = True
+) -> pd.DataFrame:
+    """Raw and smoothed scores of one split (a dataset, streamed a batch at a time), with its time
+    segments, raw-signal baseline and (when it has one) label, indexed by time.
+
+    Memory holds a batch of channels and ~40 bytes of scores per row: the windows and the smoothing
+    carry the rows they need across batch edges, so every score is the one of the whole series.
+
+    Raises:
+        InputError: The split holds no row, is not indexed by time, lacks a channel or holds NaN.
+    """
+    from tqdm.auto import tqdm
+
+    listed = datasets.parts(url)
+    rows = sum(p.rows for p in listed)
+    first = next(datasets.iter_frames(url, [], dataset_parts=listed))
+    if rows == 0:
+        raise InputError(f"{url} holds no rows")
+    if not isinstance(first.index, pd.DatetimeIndex):
+        raise InputError(f"{url} is not indexed by time: use the output of apply-scaler")
+    numbering = SegmentNumbering(
+        median_step_ns(datasets.time_index_ns(f, url) for f in datasets.iter_frames(url, [], dataset_parts=listed))
     )
+    columns = [*channels, *([label_column] if label_column in datasets.schema(url).names else [])]
+    context, keep = int(model.context), max(window - 1, 0)
+    carry = {"values": np.empty((0, len(channels)), np.float32), "segments": np.empty(0, np.int64)}
+    tail = {"score": np.empty(0), "raw_signal": np.empty(0), "segment": np.empty(0, np.int64)}
+    pieces = []
+    with tqdm(
+        total=rows, desc=f"scoring {url.rstrip('/').rsplit('/', 1)[-1]}", unit="row", disable=not progress
+    ) as bar:
+        for frame in datasets.iter_frames(url, columns, dataset_parts=listed):
+            values = scoring.channel_matrix(frame, channels, url)
+            segments = numbering(datasets.time_index_ns(frame, url))
+            # The last `context` rows of the batch before complete the windows of this batch's first rows.
+            values_ext = np.concatenate([carry["values"], values])
+            segments_ext = np.concatenate([carry["segments"], segments])
+            raw = scoring.score_rows(model, values_ext, segments_ext)[len(carry["values"]) :]
+            cut = max(len(values_ext) - context, 0)
+            carry = {"values": values_ext[cut:], "segments": segments_ext[cut:]}
+            # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
+            signal = np.square(values, dtype=np.float64).sum(axis=1)
+            # Smoothing restarts per segment: the last `window - 1` rows before are all it looks back at.
+            scored = {
+                "score": np.concatenate([tail["score"], raw]),
+                "raw_signal": np.concatenate([tail["raw_signal"], signal]),
+                "segment": np.concatenate([tail["segment"], segments]),
+            }
+            smoothed = scoring.smooth_scores(scored["score"], window, scored["segment"])[len(tail["score"]) :]
+            smoothed_signal = scoring.smooth_scores(scored["raw_signal"], window, scored["segment"])[
+                len(tail["score"]) :
+            ]
+            tail = {
+                name: column[max(len(column) - keep, 0) :] if keep else column[:0] for name, column in scored.items()
+            }
+            piece = pd.DataFrame(
+                {
+                    "score": raw,
+                    "smoothed_score": smoothed,
+                    "segment": segments,
+                    "raw_signal": smoothed_signal,
+                },
+                index=frame.index,
+            )
+            if label_column in frame.columns:
+                piece["label"] = frame[label_column].to_numpy()
+            pieces.append(piece)
+            bar.update(len(frame))
+    return pd.concat(pieces)
+
+
+def rows_at(url: str, ranges: list[tuple[int, int]], columns: list[str]) -> list[pd.DataFrame]:
+    """The rows [start, end) of the dataset at `url` for each range, in one streaming pass."""
+    found: list[list[pd.DataFrame]] = [[] for _ in ranges]
+    offset = 0
+    for frame in datasets.iter_frames(url, columns):
+        for number, (start, end) in enumerate(ranges):
+            low, high = max(start - offset, 0), min(end - offset, len(frame))
+            if low < high:
+                found[number].append(frame.iloc[low:high])
+        offset += len(frame)
+    return [pd.concat(parts) if parts else pd.DataFrame(columns=columns) for parts in found]
 
 
 def event_table(labels: np.ndarray, times: pd.DatetimeIndex, scores: np.ndarray) -> pd.DataFrame:
@@ -107,14 +170,18 @@ def event_table(labels: np.ndarray, times: pd.DatetimeIndex, scores: np.ndarray)
 
 
 def event_views(
-    model: Any, test: pd.DataFrame, channels: list[str], events: pd.DataFrame, threshold: float, count: int
+    model: Any, test_url: str, channels: list[str], events: pd.DataFrame, threshold: float, count: int
 ) -> list[report.EventView]:
-    """Per-channel views of the `count` events with the highest peak score, with context rows."""
+    """Per-channel views of the `count` events with the highest peak score, with context rows
+    (read from the test set in one pass: only those rows)."""
+    worst = events.nlargest(count, "peak_score")
+    ranges = []
+    for _, event in worst.iterrows():
+        margin = max(30, int(event["last_row"] - event["first_row"] + 1))
+        ranges.append((max(0, int(event["first_row"]) - margin), int(event["last_row"]) + margin + 1))
     views = []
-    for number, event in events.nlargest(count, "peak_score").iterrows():
+    for (number, event), rows in zip(worst.iterrows(), rows_at(test_url, ranges, channels), strict=True):
         length = int(event["last_row"] - event["first_row"] + 1)
-        margin = max(30, length)
-        rows = test.iloc[max(0, int(event["first_row"]) - margin) : int(event["last_row"]) + margin + 1]
         values = scoring.channel_matrix(rows, channels, "test set")
         found = "found" if event["peak_score"] > threshold else "missed"
         views.append(
@@ -283,14 +350,13 @@ def run_evaluate(
 
     model, scaler = load_scripted(model_dir)
     channels = scaler["channels"]
-    val, test = storage.read_parquet(val_url), storage.read_parquet(test_url)
-    if options.label_column not in test.columns:
+    if options.label_column not in datasets.schema(test_url).names:
         raise InputError(f"test set {test_url} has no label column '{options.label_column}'")
-    labels = test[options.label_column].to_numpy()
+    val_scored = score_split(model, val_url, channels, options.smoothing_window, options.label_column)
+    test_scored = score_split(model, test_url, channels, options.smoothing_window, options.label_column)
+    labels = test_scored["label"].to_numpy()
     if not np.isin(labels, (0, 1)).all():
         raise InputError(f"label column '{options.label_column}' of {test_url} holds values other than 0 and 1")
-    val_scored = score_split(model, val, channels, options.smoothing_window, val_url)
-    test_scored = score_split(model, test, channels, options.smoothing_window, test_url)
 
     summary, sweep = evaluate_scores(
         val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options
@@ -298,15 +364,15 @@ def run_evaluate(
     summary["baselines"] |= raw_signal_baseline(
         val_scored["raw_signal"].to_numpy(), test_scored["raw_signal"].to_numpy(), labels, options
     )
-    events = event_table(labels, test.index, test_scored["smoothed_score"].to_numpy())
+    events = event_table(labels, test_scored.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]
     summary |= {
         "model": model_dir,
         "options": asdict(options),
         "channel_notes": describe_channels(scaler),
         "counts": {
-            "val_rows": len(val),
-            "test_rows": len(test),
+            "val_rows": len(val_scored),
+            "test_rows": len(test_scored),
             "test_events": len(events),
             "anomaly_share": float(labels.mean()),
         },
@@ -322,13 +388,11 @@ def run_evaluate(
     }
     summary["metrics"] = flat_metrics(summary)
 
-    val_labels = val[options.label_column].to_numpy() if options.label_column in val.columns else 0
-    results = pd.concat(
-        [val_scored.assign(split="val", label=val_labels), test_scored.assign(split="test", label=labels)]
-    )
+    results = pd.concat([val_scored.assign(split="val"), test_scored.assign(split="test")])
+    results["label"] = results["label"].fillna(0) if "label" in results.columns else 0
     results["label"] = results["label"].astype(np.int8)
     results["prediction"] = (results["smoothed_score"] > threshold).astype(np.int8)
-    views = event_views(model, test, channels, events, threshold, options.worst_events)
+    views = event_views(model, test_url, channels, events, threshold, options.worst_events)
     page = report.render_report(results, sweep, summary, events, views)
 
     storage.write_parquet(results[["split", "score", "smoothed_score", "label", "prediction"]], results_url)

@@ -42,11 +42,14 @@ class EventView:
     end: pd.Timestamp
 
 
-def decimate(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
-    """Indices of at most `max_points` rows that keep each bucket's minimum and maximum."""
+def decimate(values: np.ndarray, max_points: int = MAX_POINTS, keep: np.ndarray | None = None) -> np.ndarray:
+    """Indices of at most `max_points` rows that keep each bucket's minimum and maximum (so every
+    peak), and every row where `keep` is true (the flagged rows) besides."""
     n = len(values)
     if n <= max_points:
         return np.arange(n)
+    if keep is not None:
+        return np.union1d(decimate(values, max_points), np.flatnonzero(keep))
     bucket = -(-n // (max_points // 2))
     padded = np.full(-(-n // bucket) * bucket, np.nan)
     padded[:n] = values
@@ -175,7 +178,8 @@ def score_figure(
         _shade(figure, events[found], "rgba(255,127,14,0.3)", "labelled event, found")
         _shade(figure, events[~found], "rgba(214,39,40,0.35)", "labelled event, missed")
     for split, part in results.groupby("split", sort=False):
-        kept = part.iloc[decimate(part["smoothed_score"].to_numpy())]
+        flagged = part["prediction"].to_numpy() == 1 if "prediction" in part.columns else None
+        kept = part.iloc[decimate(part["smoothed_score"].to_numpy(), keep=flagged)]
         xs, ys = _with_gaps(kept.index, kept["smoothed_score"].to_numpy(), kept["segment"].to_numpy())
         figure.add_trace(
             go.Scatter(

@@ -45,6 +45,27 @@ def test_unsorted_and_naive_timestamps(tmp_path: Path) -> None:
     assert str(first["normalizedTime"].dt.tz) == "UTC"
 
 
+def test_an_archive_out_of_order_with_one_open_writer_still_gives_whole_partitions(tmp_path: Path) -> None:
+    hours = [f"2021-01-0{1 + h % 3} {h // 3:02d}:00" for h in range(30)]  # days interleaved row by row
+    archive = _archive(tmp_path / "a.parquet", hours, x=[float(h) for h in range(30)])
+    counts = run_split_archive(archive, str(tmp_path / "parts"), batch_rows=4, max_open_writers=1)
+    assert counts == {"rows": 30, "partitions": 3}
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
+        MANIFEST_NAME,
+        "part-20210101T000000.parquet",
+        "part-20210102T000000.parquet",
+        "part-20210103T000000.parquet",
+    ]
+    for day in range(3):
+        part = pq.read_table(tmp_path / "parts" / f"part-2021010{day + 1}T000000.parquet")
+        assert part.column("x").to_pylist() == [float(h) for h in range(day, 30, 3)]
+        assert partition_range(part.schema.metadata, "p")[0] == pd.Timestamp(f"2021-01-0{day + 1}", tz="UTC")
+    repeated = _archive(tmp_path / "r.parquet", [*hours, hours[0]], x=[0.0] * 31)
+    with pytest.raises(InputError, match="1 repeated timestamp.s., first 2021-01-01 00:00:00"):
+        run_split_archive(repeated, str(tmp_path / "r"), batch_rows=4, max_open_writers=1)
+    assert not (tmp_path / "r").exists()
+
+
 def test_six_hour_partitions(tmp_path: Path) -> None:
     archive = _archive(
         tmp_path / "a.parquet", ["2021-01-01 01:00", "2021-01-01 07:00", "2021-01-01 13:00"], x=[1.0, 2, 3]

@@ -142,3 +142,30 @@ def test_bad_inputs_are_named_and_nothing_is_written(
     with pytest.raises(InputError, match="has no model.torchscript.pt"):
         run_evaluate(str(tmp_path), scaled_sets["val"], scaled_sets["test"], *outputs, EvaluateOptions())
     assert not any(Path(o).exists() for o in outputs)
+
+
+def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Path) -> None:
+    import torch
+
+    from container_component_src import datasets
+    from container_component_src.data.segments import segment_ids
+    from container_component_src.evaluation import scoring
+    from container_component_src.evaluation.evaluate import score_split
+    from container_component_src.model.vae import WindowVAE
+
+    torch.manual_seed(0)
+    model = torch.jit.script(WindowVAE(3, [8], 2, window=6).eval())
+    times = pd.date_range("2021-01-01", periods=400, freq="10s", tz="UTC", name="normalizedTime")
+    times = times.delete(range(150, 170))  # a gap: two segments
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.normal(size=(len(times), 3)).astype(np.float32), columns=["a", "b", "c"], index=times)
+    frame["label"] = np.int8(0)
+    with datasets.DatasetWriter(str(tmp_path / "split"), part_rows=37) as out:  # edges inside windows
+        out.write(frame)
+    scored = score_split(model, str(tmp_path / "split"), ["a", "b", "c"], 5, "label", progress=False)
+    segments = segment_ids(frame.index)
+    raw = scoring.score_rows(model, frame[["a", "b", "c"]].to_numpy(), segments)
+    np.testing.assert_allclose(scored["score"], raw, rtol=1e-6)
+    np.testing.assert_allclose(scored["smoothed_score"], scoring.smooth_scores(raw, 5, segments), rtol=1e-6)
+    np.testing.assert_array_equal(scored["segment"], segments)
+    assert scored.index.equals(frame.index) and (scored["label"] == 0).all()

@@ -13,6 +13,15 @@ def test_decimate_keeps_extremes_within_budget() -> None:
     assert report.decimate(values[:10], 1000).tolist() == list(range(10))
 
 
+def test_decimate_keeps_every_flagged_row_of_twenty_million() -> None:
+    values = np.zeros(20_000_000, dtype=np.float32)
+    flagged = np.zeros(values.size, dtype=bool)
+    flagged[[7, 7_000_001, 19_999_999]] = True  # flat scores: only the flags tell these rows apart
+    values[123_456] = 9.0
+    kept = report.decimate(values, 2000, keep=flagged)
+    assert {7, 7_000_001, 19_999_999, 123_456} <= set(kept.tolist()) and len(kept) <= 2003
+
+
 def test_symlog_keeps_sign_and_order() -> None:
     x = np.array([-1000.0, -1.0, 0.0, 1.0, 9.0, 1000.0])
     y = report.symlog(x)
