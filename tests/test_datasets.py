@@ -23,7 +23,7 @@ def test_parts_of_at_most_part_rows_in_time_order_with_a_manifest(tmp_path: Path
     assert [p.rows for p in listed] == [100, 100, 50]
     assert listed[0].start == "2021-01-01T00:00:00+00:00" and listed[-1].end == frame.index[-1].isoformat()
     manifest = json.loads((tmp_path / "d" / datasets.MANIFEST_NAME).read_text())
-    assert manifest["rows"] == 250 and [p["file"] for p in manifest["parts"]][0] == "part-00000.parquet"
+    assert manifest["rows"] == 250 and manifest["parts"][0]["file"] == "part-00000.parquet"
     back = pd.concat(datasets.iter_frames(str(tmp_path / "d"), batch_rows=64))
     pd.testing.assert_frame_equal(back, frame, check_freq=False)
     # Only the columns asked for, still indexed by time; pandas reads the folder as one table too.
