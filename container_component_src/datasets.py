@@ -9,8 +9,9 @@ older runs write), reads as a dataset too: its parts are then its files in name 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -134,9 +135,9 @@ def iter_part(
             source = pq.ParquetFile(handle, page_checksum_verification=True)
             wanted = None if columns is None else _with_index(source.schema_arrow, columns, url)
             empty = True
-            for batch in source.iter_batches(batch_size=batch_rows, columns=wanted):
+            for batch in storage.iter_batches(source, batch_rows, wanted):
                 empty = False
-                yield pa.Table.from_batches([batch]).to_pandas()
+                yield batch.to_pandas()
             if empty:
                 yield source.schema_arrow.empty_table().select(wanted or source.schema_arrow.names).to_pandas()
         except (pa.ArrowInvalid, OSError) as exc:
@@ -170,6 +171,89 @@ def time_index_ns(frame: pd.DataFrame, url: str) -> np.ndarray:
     return index.as_unit("ns").asi8
 
 
+class PartWriter:
+    """One part of a dataset, written a batch at a time in time order (it sits in a folder being
+    written: `DatasetWriter` or `map_parts` makes the whole atomic).
+
+    Args:
+        url: The part's file.
+        after_ns: The time its rows must not precede (the previous part's last row).
+    """
+
+    def __init__(self, url: str, after_ns: int | None = None) -> None:
+        self.url = url
+        self.rows = 0
+        self.schema: pa.Schema | None = None
+        self.last_ns = after_ns
+        self._writer: pq.ParquetWriter | None = None
+        self._start: str | None = None
+        self._end: str | None = None
+
+    def write(self, data: pd.DataFrame | pa.Table) -> None:
+        """Append rows (a time-indexed frame, or a table of one).
+
+        Raises:
+            InputError: The rows precede those written, or their columns differ.
+        """
+        table = pa.Table.from_pandas(data, preserve_index=True) if isinstance(data, pd.DataFrame) else data
+        if self.schema is None:
+            self.schema = table.schema
+            fs, path = storage.arrow_filesystem(self.url)
+            self._writer = pq.ParquetWriter(path, self.schema, filesystem=fs, **storage.parquet_options(self.schema))
+        elif not table.schema.equals(self.schema, check_metadata=False):
+            raise InputError(f"rows written to {self.url} change columns: {table.schema} after {self.schema}")
+        times = _times_ns(table)
+        if times is not None and times.size:
+            if (self.last_ns is not None and times[0] < self.last_ns) or np.any(times[1:] < times[:-1]):
+                raise InputError(f"rows written to {self.url} are not in time order")
+            self.last_ns = int(times[-1])
+            self._start = self._start or pd.Timestamp(int(times[0]), tz="UTC").isoformat()
+            self._end = pd.Timestamp(int(times[-1]), tz="UTC").isoformat()
+        assert self._writer is not None
+        if table.num_rows:
+            self._writer.write_table(
+                table.replace_schema_metadata(self.schema.metadata), row_group_size=storage.ROW_GROUP_ROWS
+            )
+        self.rows += table.num_rows
+
+    def close(self) -> Part:
+        """Finish the file; return what the manifest says of it (its name within the folder).
+
+        Raises:
+            InputError: Nothing, not even an empty frame, was written (its columns are unknown).
+        """
+        if self._writer is None:
+            raise InputError(f"nothing was written to {self.url}")
+        self._writer.close()
+        self._writer = None
+        return Part(url=self.url.rstrip("/").rsplit("/", 1)[-1], rows=self.rows, start=self._start, end=self._end)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+@contextlib.contextmanager
+def _output_folder(url: str) -> Iterator[str]:
+    """A folder to fill that replaces `url` only complete (locally; see `storage.atomic_directory`)."""
+    storage.remove_stale_temporaries(url)  # left by a step that was killed
+    if not storage.is_local(url):
+        # Object storage has no folder to swap in: parts of an earlier output must not linger.
+        storage.remove_directory(url)
+    with storage.atomic_directory(url) as folder:
+        yield folder
+
+
+def _write_manifest(folder: str, written: list[Part]) -> None:
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "rows": sum(p.rows for p in written),
+        "parts": [{"file": p.url, "rows": p.rows, "start": p.start, "end": p.end} for p in written],
+    }
+    storage.write_json(manifest, storage.join(folder, MANIFEST_NAME))
+
+
 class DatasetWriter:
     """Write a dataset part by part, in time order, atomically as a whole.
 
@@ -186,97 +270,124 @@ class DatasetWriter:
         self.part_rows = part_rows
         self.parts: list[Part] = []
         self.rows = 0
+        self._part: PartWriter | None = None
         self._schema: pa.Schema | None = None
-        self._writer: pq.ParquetWriter | None = None
-        self._part_rows = 0
-        self._start: str | None = None
-        self._end: str | None = None
         self._last_ns: int | None = None
         self._folder: Any = None
-        self._dir: str = ""
+        self._dir = ""
 
     def __enter__(self) -> DatasetWriter:
-        storage.remove_stale_temporaries(self.url)  # left by a step that was killed
-        if not storage.is_local(self.url):
-            # Object storage has no folder to swap in: parts of an earlier output must not linger.
-            storage.remove_directory(self.url)
-        self._folder = storage.atomic_directory(self.url)
+        self._folder = _output_folder(self.url)
         self._dir = self._folder.__enter__()
         return self
 
     def write(self, data: pd.DataFrame | pa.Table) -> None:
         """Append rows (a time-indexed frame, or a table of one)."""
         table = pa.Table.from_pandas(data, preserve_index=True) if isinstance(data, pd.DataFrame) else data
-        if self._schema is None:
-            self._schema = table.schema
-        elif not table.schema.equals(self._schema, check_metadata=False):
-            raise InputError(f"rows written to {self.url} change columns: {table.schema} after {self._schema}")
+        self._schema = self._schema or table.schema
         offset = 0
-        while offset < table.num_rows:
-            if self._writer is None:
-                self._open()
-            take = min(table.num_rows - offset, self.part_rows - self._part_rows)
-            self._append(table.slice(offset, take))
+        while offset < table.num_rows or (self._part is None and not self.parts):
+            if self._part is None:
+                name = storage.join(self._dir, f"part-{len(self.parts):05d}.parquet")
+                self._part = PartWriter(name, self._last_ns)
+            take = min(table.num_rows - offset, self.part_rows - self._part.rows)
+            self._part.write(table.slice(offset, take))
+            self._last_ns = self._part.last_ns
+            self.rows += take
             offset += take
-            if self._part_rows >= self.part_rows:
-                self._close_part()
-
-    def _open(self) -> None:
-        fs, path = storage.arrow_filesystem(storage.join(self._dir, f"part-{len(self.parts):05d}.parquet"))
-        assert self._schema is not None
-        self._writer = pq.ParquetWriter(path, self._schema, filesystem=fs, **storage.parquet_options(self._schema))
-        self._part_rows, self._start, self._end = 0, None, None
-
-    def _append(self, table: pa.Table) -> None:
-        times = _times_ns(table)
-        if times is not None and times.size:
-            if (self._last_ns is not None and times[0] < self._last_ns) or np.any(times[1:] < times[:-1]):
-                raise InputError(f"rows written to {self.url} are not in time order")
-            self._last_ns = int(times[-1])
-            self._start = self._start or pd.Timestamp(int(times[0]), tz="UTC").isoformat()
-            self._end = pd.Timestamp(int(times[-1]), tz="UTC").isoformat()
-        assert self._writer is not None
-        self._writer.write_table(
-            table.replace_schema_metadata(self._schema.metadata), row_group_size=storage.ROW_GROUP_ROWS
-        )
-        self._part_rows += table.num_rows
-        self.rows += table.num_rows
-
-    def _close_part(self) -> None:
-        assert self._writer is not None
-        self._writer.close()
-        self._writer = None
-        name = f"part-{len(self.parts):05d}.parquet"
-        self.parts.append(Part(url=name, rows=self._part_rows, start=self._start, end=self._end))
+            if self._part.rows >= self.part_rows:
+                self.parts.append(self._part.close())
+                self._part = None
+            if take == 0:
+                break
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         if error is not None:
-            if self._writer is not None:
-                self._writer.close()
+            if self._part is not None:
+                self._part.abort()
             self._folder.__exit__(kind, error, trace)
             return
         try:
-            self._finish()
+            if self._schema is None:
+                raise InputError(f"nothing was written to {self.url}")
+            if self._part is not None:
+                self.parts.append(self._part.close())
+            _write_manifest(self._dir, self.parts)
         except BaseException as exc:
             self._folder.__exit__(type(exc), exc, exc.__traceback__)
             raise
         self._folder.__exit__(None, None, None)
 
-    def _finish(self) -> None:
-        if self._schema is None:
-            raise InputError(f"nothing was written to {self.url}")
-        if self._writer is None and not self.parts:
-            self._open()  # an empty dataset still has one part: its columns
-        if self._writer is not None:
-            self._close_part()
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "rows": self.rows,
-            "parts": [{"file": p.url, "rows": p.rows, "start": p.start, "end": p.end} for p in self.parts],
-        }
-        storage.write_json(manifest, storage.join(self._dir, MANIFEST_NAME))
+
+def map_parts(
+    client: Any,
+    source_url: str,
+    target_urls: list[str],
+    task: Callable[..., tuple[list[Part], Any]],
+    args: tuple[Any, ...] = (),
+    scratch_url: str = "",
+    description: str = "",
+) -> list[Any]:
+    """Write datasets part by part from the parts of another, on Dask: one task per source part.
+
+    `task(source_part_url, [target part url, ...], *args)` writes part i of every target from
+    part i of the source (with `PartWriter`s) and returns the targets' `Part`s and anything else;
+    the targets get their manifests here, and appear only complete locally.
+
+    Args:
+        client: A connected `distributed.Client` (a LocalCluster's, or a DaskCluster's).
+        args: Passed to every task (sent to each worker once).
+        scratch_url: Empty, or an object-storage folder unique to the run where the workers write,
+            then copied into the targets and removed: workers in other pods cannot write into
+            this pod's folders.
+
+    Returns:
+        What each task returned besides its parts, in the source's part order.
+
+    Raises:
+        InputError: The workers wrote where this process cannot see (no `scratch_url`).
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    listed = parts(source_url)
+    with contextlib.ExitStack() as stack:
+        if scratch_url:
+            folders = [storage.join(scratch_url, f"target-{number}") for number in range(len(target_urls))]
+            stack.callback(storage.remove_directory, scratch_url)
+            storage.remove_directory(scratch_url)
+        else:
+            folders = [stack.enter_context(_output_folder(url)) for url in target_urls]
+        # Unhashed: equal arguments of two calls must not share a key that the first call releases.
+        shared = client.scatter(list(args), broadcast=True, hash=False) if args else []
+        futures = [
+            client.submit(
+                task, part.url, [storage.join(f, f"part-{i:05d}.parquet") for f in folders], *shared, pure=False
+            )
+            for i, part in enumerate(listed)
+        ]
+        position = {future.key: i for i, future in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        with tqdm(total=sum(p.rows for p in listed), desc=description or "parts", unit="row") as bar:
+            for future in as_completed(futures):
+                results[position[future.key]] = future.result()
+                bar.update(listed[position[future.key]].rows)
+        for number, folder in enumerate(folders):
+            written = [result[0][number] for result in results]
+            seen = len(storage.list_files(folder, ".parquet")) if storage.exists(folder) else 0
+            if seen != len(written):
+                raise InputError(
+                    f"the Dask workers wrote {len(written)} part(s) that this process finds {seen} of in {folder}: "
+                    "workers in other pods cannot write into this pod's folders; give --scratch, an object-storage "
+                    "folder"
+                )
+            _write_manifest(folder, written)
+        if scratch_url:
+            for folder, url in zip(folders, target_urls, strict=True):
+                storage.copy_directory(folder, url)
+    return [result[1] for result in results]
 
 
 def _times_ns(table: pa.Table) -> np.ndarray | None:

@@ -54,6 +54,17 @@ Run = "Training run"
 def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
     """Option defaults per subcommand, taken from the settings."""
     c, g, p, s = settings.columns, settings.generator, settings.preprocessing, settings.split
+    # The Dask backend of preprocess and of the table steps that run a task per part.
+    dask = {
+        "cluster": p.cluster,
+        "n_workers": p.n_workers,
+        "worker_cpu": p.worker_cpu,
+        "worker_memory": p.worker_memory,
+        "profile_workers": p.profile_workers,
+        "worker_image": settings.platform.image,
+        "namespace": settings.platform.namespace,
+        "s3_secret_name": settings.platform.s3_secret_name,
+    }
     return {
         "generate-data": {
             "archives": settings.data.archives_url,
@@ -83,14 +94,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "max_gap_periods": p.max_gap_periods,
             "max_missing_share": p.max_missing_share,
             "sample_frac": p.sample_frac,
-            "cluster": p.cluster,
-            "n_workers": p.n_workers,
-            "worker_cpu": p.worker_cpu,
-            "worker_memory": p.worker_memory,
-            "profile_workers": p.profile_workers,
-            "worker_image": settings.platform.image,
-            "namespace": settings.platform.namespace,
-            "s3_secret_name": settings.platform.s3_secret_name,
+            **dask,
         },
         "parse-reports": {
             "reports": settings.data.reports_url,
@@ -98,7 +102,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "start_column": c.report_start,
             "end_column": c.report_end,
         },
-        "label-series": {"label_column": c.label},
+        "label-series": {"label_column": c.label, **dask},
         "split-dataset": {
             "test_window_hours": s.test_window_hours,
             "val_share": s.val_share,
@@ -106,12 +110,14 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "test_periods": s.test_periods,
             "seed": s.seed,
             "label_column": c.label,
+            **dask,
         },
         "fit-scaler": {
             "kind": settings.scaling.kind,
             "reference_rows": settings.scaling.reference_rows,
             "label_column": c.label,
         },
+        "apply-scaler": dask,
         "train": {
             **_training_defaults(settings),
             "min_steps": settings.training.min_steps,
@@ -376,6 +382,58 @@ def split_archive(
         _report(run_split_archive(archive, out, timestamp_column, partition_period))
 
 
+ClusterOption = Annotated[DaskCluster, typer.Option(help="Where Dask runs.", rich_help_panel=Cluster)]
+WorkersOption = Annotated[int, typer.Option(help="Dask workers.", rich_help_panel=Cluster)]
+WorkerCpuOption = Annotated[str, typer.Option(help="CPU per Kubernetes worker.", rich_help_panel=Cluster)]
+WorkerMemoryOption = Annotated[str, typer.Option(help="Memory per Kubernetes worker.", rich_help_panel=Cluster)]
+WorkerImageOption = Annotated[str, typer.Option(help="Image of Kubernetes workers.", rich_help_panel=Cluster)]
+NamespaceOption = Annotated[str, typer.Option(help="Kubernetes namespace (empty: current).", rich_help_panel=Cluster)]
+SecretOption = Annotated[str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)]
+ProfileOption = Annotated[
+    bool, typer.Option(help="Run Dask's profiler in the workers (slower; for the dashboard).", rich_help_panel=Cluster)
+]
+EndpointOption = Annotated[
+    str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
+]
+ScratchOption = Annotated[
+    str,
+    typer.Option(
+        help="Object-storage folder, unique to the run, where Kubernetes workers write (then copied to the outputs).",
+        rich_help_panel=Cluster,
+    ),
+]
+
+
+def _cluster_options(
+    ctx: typer.Context,
+    step: str,
+    cluster: DaskCluster,
+    n_workers: int,
+    worker_cpu: str,
+    worker_memory: str,
+    worker_image: str,
+    namespace: str,
+    s3_secret_name: str,
+    s3_endpoint: str,
+    profile_workers: bool,
+) -> Any:
+    from container_component_src.cluster.dask import ClusterOptions
+
+    return ClusterOptions(
+        cluster=cluster,
+        n_workers=n_workers,
+        worker_cpu=worker_cpu,
+        worker_memory=worker_memory,
+        image=worker_image,
+        namespace=namespace,
+        s3_secret_name=s3_secret_name,
+        s3_endpoint=s3_endpoint,
+        profile_workers=profile_workers,
+        placement=Placement.from_settings(ctx.obj.kubernetes),
+        name_prefix=step,
+    )
+
+
 @app.command()
 def preprocess(
     ctx: typer.Context,
@@ -390,33 +448,20 @@ def preprocess(
     max_gap_periods: Annotated[int, typer.Option(help="Interpolate gaps up to this many periods; drop longer ones.")],
     max_missing_share: Annotated[float, typer.Option(help="Drop channels missing on more of the grid than this.")],
     sample_frac: Annotated[float, typer.Option(help="Share of output rows to keep (1.0 = all).")],
-    cluster: Annotated[DaskCluster, typer.Option(help="Where Dask runs.", rich_help_panel=Cluster)],
-    n_workers: Annotated[int, typer.Option(help="Dask workers.", rich_help_panel=Cluster)],
-    worker_cpu: Annotated[str, typer.Option(help="CPU per Kubernetes worker.", rich_help_panel=Cluster)],
-    worker_memory: Annotated[str, typer.Option(help="Memory per Kubernetes worker.", rich_help_panel=Cluster)],
-    worker_image: Annotated[str, typer.Option(help="Image of Kubernetes workers.", rich_help_panel=Cluster)],
-    namespace: Annotated[str, typer.Option(help="Kubernetes namespace (empty: current).", rich_help_panel=Cluster)],
-    s3_secret_name: Annotated[
-        str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)
-    ],
-    profile_workers: Annotated[
-        bool,
-        typer.Option(help="Run Dask's profiler in the workers (slower; for the dashboard).", rich_help_panel=Cluster),
-    ],
-    s3_endpoint: Annotated[
-        str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
-    ] = "",
-    scratch: Annotated[
-        str,
-        typer.Option(
-            help="Object-storage folder, unique to the run, where Kubernetes workers write (then copied to --out).",
-            rich_help_panel=Cluster,
-        ),
-    ] = "",
+    cluster: ClusterOption,
+    n_workers: WorkersOption,
+    worker_cpu: WorkerCpuOption,
+    worker_memory: WorkerMemoryOption,
+    worker_image: WorkerImageOption,
+    namespace: NamespaceOption,
+    s3_secret_name: SecretOption,
+    profile_workers: ProfileOption,
+    s3_endpoint: EndpointOption = "",
+    scratch: ScratchOption = "",
     seed: Annotated[int, typer.Option(help="Seed of --sample-frac.")] = 0,
 ) -> None:
     """Resample the partitions onto a regular grid with Dask and report data quality."""
-    from container_component_src.cluster.dask import ClusterOptions, dask_client
+    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
 
     with _clear_errors():
@@ -429,17 +474,18 @@ def preprocess(
             seed=seed,
         )
         options.validate()
-        cluster_options = ClusterOptions(
-            cluster=cluster,
-            n_workers=n_workers,
-            worker_cpu=worker_cpu,
-            worker_memory=worker_memory,
-            image=worker_image,
-            namespace=namespace,
-            s3_secret_name=s3_secret_name,
-            s3_endpoint=s3_endpoint,
-            profile_workers=profile_workers,
-            placement=Placement.from_settings(ctx.obj.kubernetes),
+        cluster_options = _cluster_options(
+            ctx,
+            "preprocess",
+            cluster,
+            n_workers,
+            worker_cpu,
+            worker_memory,
+            worker_image,
+            namespace,
+            s3_secret_name,
+            s3_endpoint,
+            profile_workers,
         )
         with dask_client(cluster_options) as client:
             summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column, scratch)
@@ -463,25 +509,52 @@ def parse_reports(
 
 @app.command()
 def label_series(
-    telemetry: Annotated[str, typer.Option(help="Preprocessed telemetry (parquet file or folder).")],
+    ctx: typer.Context,
+    telemetry: Annotated[str, typer.Option(help="Preprocessed telemetry (a dataset: parquet file or folder).")],
     intervals: Annotated[str, typer.Option(help="Intervals parquet from parse-reports.")],
-    out: Annotated[str, typer.Option(help="Parquet file for the labelled telemetry.")],
+    out: Annotated[str, typer.Option(help="Folder for the labelled telemetry (a dataset).")],
     label_column: Annotated[str, typer.Option(help="Name of the 0/1 label column.", rich_help_panel=Columns)],
+    cluster: ClusterOption,
+    n_workers: WorkersOption,
+    worker_cpu: WorkerCpuOption,
+    worker_memory: WorkerMemoryOption,
+    worker_image: WorkerImageOption,
+    namespace: NamespaceOption,
+    s3_secret_name: SecretOption,
+    profile_workers: ProfileOption,
+    s3_endpoint: EndpointOption = "",
+    scratch: ScratchOption = "",
 ) -> None:
-    """Label each telemetry row 1 inside any anomaly interval, else 0."""
+    """Label each telemetry row 1 inside any anomaly interval, else 0 (a Dask task per part)."""
+    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.labels import run_label_series
 
     with _clear_errors():
-        _report(run_label_series(telemetry, intervals, out, label_column))
+        dask = _cluster_options(
+            ctx,
+            "label-series",
+            cluster,
+            n_workers,
+            worker_cpu,
+            worker_memory,
+            worker_image,
+            namespace,
+            s3_secret_name,
+            s3_endpoint,
+            profile_workers,
+        )
+        with dask_client(dask) as client:
+            _report(run_label_series(telemetry, intervals, out, client, label_column, scratch_url=scratch))
 
 
 @app.command()
 def split_dataset(
-    labelled: Annotated[str, typer.Option(help="Labelled telemetry parquet.")],
+    ctx: typer.Context,
+    labelled: Annotated[str, typer.Option(help="Labelled telemetry (a dataset).")],
     intervals: Annotated[str, typer.Option(help="Intervals parquet from parse-reports.")],
-    train: Annotated[str, typer.Option(help="Parquet file for the training set.")],
-    val: Annotated[str, typer.Option(help="Parquet file for the validation set.")],
-    test: Annotated[str, typer.Option(help="Parquet file for the test set.")],
+    train: Annotated[str, typer.Option(help="Folder for the training set (a dataset).")],
+    val: Annotated[str, typer.Option(help="Folder for the validation set (a dataset).")],
+    test: Annotated[str, typer.Option(help="Folder for the test set (a dataset).")],
     test_window_hours: Annotated[float, typer.Option(help="Hours around each anomaly that go to test.")],
     val_share: Annotated[float, typer.Option(help="Share of the remaining blocks that go to validation.")],
     block_hours: Annotated[float, typer.Option(help="Length of the train/validation time blocks.")],
@@ -490,13 +563,42 @@ def split_dataset(
     ],
     seed: Annotated[int, typer.Option(help="Seed of the block assignment.")],
     label_column: Annotated[str, typer.Option(help="Name of the 0/1 label column.", rich_help_panel=Columns)],
+    cluster: ClusterOption,
+    n_workers: WorkersOption,
+    worker_cpu: WorkerCpuOption,
+    worker_memory: WorkerMemoryOption,
+    worker_image: WorkerImageOption,
+    namespace: NamespaceOption,
+    s3_secret_name: SecretOption,
+    profile_workers: ProfileOption,
+    s3_endpoint: EndpointOption = "",
+    scratch: ScratchOption = "",
 ) -> None:
-    """Split by time: test around anomalies, train and validation in whole blocks."""
+    """Split by time: test around anomalies, train and validation in whole blocks (a Dask task per part)."""
+    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.split import SplitOptions, run_split_dataset
 
     with _clear_errors():
         options = SplitOptions(test_window_hours, val_share, block_hours, seed, test_periods)
-        _report(run_split_dataset(labelled, intervals, train, val, test, options, label_column))
+        options.validate()
+        dask = _cluster_options(
+            ctx,
+            "split-dataset",
+            cluster,
+            n_workers,
+            worker_cpu,
+            worker_memory,
+            worker_image,
+            namespace,
+            s3_secret_name,
+            s3_endpoint,
+            profile_workers,
+        )
+        with dask_client(dask) as client:
+            counts = run_split_dataset(
+                labelled, intervals, train, val, test, options, client, label_column, scratch_url=scratch
+            )
+        _report(counts)
 
 
 @app.command()
@@ -524,19 +626,47 @@ def fit_scaler(
 
 @app.command()
 def apply_scaler(
+    ctx: typer.Context,
     scaler: Annotated[str, typer.Option(help="Scaler JSON from fit-scaler.")],
-    train: Annotated[str, typer.Option(help="Training set parquet.")],
-    val: Annotated[str, typer.Option(help="Validation set parquet.")],
-    test: Annotated[str, typer.Option(help="Test set parquet.")],
-    train_out: Annotated[str, typer.Option(help="Scaled training set.")],
-    val_out: Annotated[str, typer.Option(help="Scaled validation set.")],
-    test_out: Annotated[str, typer.Option(help="Scaled test set (labels kept).")],
+    train: Annotated[str, typer.Option(help="Training set (a dataset).")],
+    val: Annotated[str, typer.Option(help="Validation set (a dataset).")],
+    test: Annotated[str, typer.Option(help="Test set (a dataset).")],
+    train_out: Annotated[str, typer.Option(help="Folder for the scaled training set.")],
+    val_out: Annotated[str, typer.Option(help="Folder for the scaled validation set.")],
+    test_out: Annotated[str, typer.Option(help="Folder for the scaled test set (labels kept).")],
+    cluster: ClusterOption,
+    n_workers: WorkersOption,
+    worker_cpu: WorkerCpuOption,
+    worker_memory: WorkerMemoryOption,
+    worker_image: WorkerImageOption,
+    namespace: NamespaceOption,
+    s3_secret_name: SecretOption,
+    profile_workers: ProfileOption,
+    s3_endpoint: EndpointOption = "",
+    scratch: ScratchOption = "",
 ) -> None:
-    """Scale the train, validation and test sets with the fitted scaler."""
+    """Scale the train, validation and test sets with the fitted scaler (a Dask task per part)."""
+    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.scaling import run_apply_scaler
 
     with _clear_errors():
-        _report(run_apply_scaler(scaler, [(train, train_out), (val, val_out), (test, test_out)]))
+        dask = _cluster_options(
+            ctx,
+            "apply-scaler",
+            cluster,
+            n_workers,
+            worker_cpu,
+            worker_memory,
+            worker_image,
+            namespace,
+            s3_secret_name,
+            s3_endpoint,
+            profile_workers,
+        )
+        pairs = [(train, train_out), (val, val_out), (test, test_out)]
+        with dask_client(dask) as client:
+            counts = run_apply_scaler(scaler, pairs, client, scratch_url=scratch)
+        _report(counts)
 
 
 def _model_params(

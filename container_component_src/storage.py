@@ -170,6 +170,19 @@ def remove_stale_temporaries(url: str) -> list[str]:
 ROW_GROUP_ROWS = 65_536
 
 
+def iter_batches(source: pq.ParquetFile, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The rows of a parquet file as tables of at most `batch_rows` rows, a row group at a time.
+
+    `ParquetFile.iter_batches` keeps what it read alive until the file is closed (its memory grew
+    by the size of the file: 0.8 GB over a 1 M-row part); reading row group by row group frees
+    each one, so memory holds one row group whatever the file.
+    """
+    for number in range(source.metadata.num_row_groups):
+        group = source.read_row_group(number, columns=columns)
+        for offset in range(0, group.num_rows, batch_rows):
+            yield group.slice(offset, batch_rows)
+
+
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     """Writer options per column. Floats and timestamps rarely repeat: trying a dictionary for
     them only costs write time (3x for floats, 2x for a time index). Snappy saves ~1 % of noisy

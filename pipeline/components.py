@@ -96,11 +96,33 @@ def parse_reports(settings: str, reports: str, intervals: Output[Dataset]):
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def label_series(settings: str, telemetry: Input[Dataset], intervals: Input[Dataset], labelled: Output[Dataset]):
+def label_series(
+    settings: str,
+    telemetry: Input[Dataset],
+    intervals: Input[Dataset],
+    cluster: str,
+    n_workers: int,
+    worker_cpu: str,
+    worker_memory: str,
+    labelled: Output[Dataset],
+):
     """Runs `label-series`."""
     from container_component_src.main import run_step
 
-    run_step(settings, "label-series", telemetry=telemetry.path, intervals=intervals.path, out=labelled.path)
+    # As preprocess: Kubernetes workers read from object storage and write to a scratch folder there.
+    kubernetes = cluster == "kubernetes"
+    run_step(
+        settings,
+        "label-series",
+        telemetry=telemetry.uri if kubernetes else telemetry.path,
+        intervals=intervals.path,
+        out=labelled.path,
+        scratch=f"{labelled.uri}-dask" if kubernetes else None,
+        cluster=cluster,
+        n_workers=n_workers,
+        worker_cpu=worker_cpu,
+        worker_memory=worker_memory,
+    )
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
@@ -113,6 +135,10 @@ def split_dataset(
     block_hours: float,
     split_seed: int,
     test_periods: str,
+    cluster: str,
+    n_workers: int,
+    worker_cpu: str,
+    worker_memory: str,
     train: Output[Dataset],
     val: Output[Dataset],
     test: Output[Dataset],
@@ -120,19 +146,25 @@ def split_dataset(
     """Runs `split-dataset`."""
     from container_component_src.main import run_step
 
+    kubernetes = cluster == "kubernetes"
     run_step(
         settings,
         "split-dataset",
-        labelled=labelled.path,
+        labelled=labelled.uri if kubernetes else labelled.path,
         intervals=intervals.path,
         train=train.path,
         val=val.path,
         test=test.path,
+        scratch=f"{train.uri}-dask" if kubernetes else None,
         test_window_hours=test_window_hours,
         val_share=val_share,
         block_hours=block_hours,
         seed=split_seed,
         test_periods=test_periods,
+        cluster=cluster,
+        n_workers=n_workers,
+        worker_cpu=worker_cpu,
+        worker_memory=worker_memory,
     )
 
 
@@ -151,6 +183,10 @@ def apply_scaler(
     train: Input[Dataset],
     val: Input[Dataset],
     test: Input[Dataset],
+    cluster: str,
+    n_workers: int,
+    worker_cpu: str,
+    worker_memory: str,
     scaled_train: Output[Dataset],
     scaled_val: Output[Dataset],
     scaled_test: Output[Dataset],
@@ -158,16 +194,22 @@ def apply_scaler(
     """Runs `apply-scaler`."""
     from container_component_src.main import run_step
 
+    kubernetes = cluster == "kubernetes"
     run_step(
         settings,
         "apply-scaler",
         scaler=scaler.path,
-        train=train.path,
-        val=val.path,
-        test=test.path,
+        train=train.uri if kubernetes else train.path,
+        val=val.uri if kubernetes else val.path,
+        test=test.uri if kubernetes else test.path,
         train_out=scaled_train.path,
         val_out=scaled_val.path,
         test_out=scaled_test.path,
+        scratch=f"{scaled_train.uri}-dask" if kubernetes else None,
+        cluster=cluster,
+        n_workers=n_workers,
+        worker_cpu=worker_cpu,
+        worker_memory=worker_memory,
     )
 
 

@@ -217,7 +217,9 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             max_gap_periods: Gaps up to this many periods are interpolated, longer ones dropped.
             max_missing_share: Channels missing on more of the grid than this are dropped.
             sample_frac: Share of grid rows kept (1.0 keeps all).
-            dask_cluster: "local" (in the task's pod) or "kubernetes" (a DaskCluster).
+            dask_cluster: "local" (in the task's pod) or "kubernetes" (a DaskCluster), for preprocess
+                and the table steps that run a Dask task per part (label-series, split-dataset,
+                apply-scaler).
             dask_workers: Dask worker count.
             dask_worker_cpu: CPU per Kubernetes Dask worker.
             dask_worker_memory: Memory per Kubernetes Dask worker.
@@ -286,6 +288,10 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 settings=compiled,
                 telemetry=preprocessed.outputs["telemetry"],
                 intervals=intervals.outputs["intervals"],
+                cluster=dask_cluster,
+                n_workers=dask_workers,
+                worker_cpu=dask_worker_cpu,
+                worker_memory=dask_worker_memory,
             ),
             "label-series",
         )
@@ -299,6 +305,10 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 block_hours=block_hours,
                 split_seed=split_seed,
                 test_periods=test_periods,
+                cluster=dask_cluster,
+                n_workers=dask_workers,
+                worker_cpu=dask_worker_cpu,
+                worker_memory=dask_worker_memory,
             ),
             "split-dataset",
         )
@@ -318,6 +328,10 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 train=splits.outputs["train"],
                 val=splits.outputs["val"],
                 test=splits.outputs["test"],
+                cluster=dask_cluster,
+                n_workers=dask_workers,
+                worker_cpu=dask_worker_cpu,
+                worker_memory=dask_worker_memory,
             ),
             "apply-scaler",
         )

@@ -55,16 +55,18 @@ def scaled_sets(
     run_split_archive(list_archives(tiny_data["archives"])[0], str(d / "parts"))
     run_preprocess([str(d / "parts")], str(d / "telemetry"), str(d / "q.json"), dask_test_client, PreprocessOptions())
     run_parse_reports(tiny_data["reports"], str(d / "intervals.parquet"))
-    run_label_series(str(d / "telemetry"), str(d / "intervals.parquet"), str(d / "labelled.parquet"))
+    run_label_series(str(d / "telemetry"), str(d / "intervals.parquet"), str(d / "labelled.parquet"), dask_test_client)
     names = ("train", "val", "test")
     run_split_dataset(
         str(d / "labelled.parquet"),
         str(d / "intervals.parquet"),
         *(str(d / f"{n}.parquet") for n in names),
         SplitOptions(test_window_hours=2, block_hours=6),
+        dask_test_client,
     )
     run_fit_scaler(str(d / "train.parquet"), str(d / "scaler.json"))
-    run_apply_scaler(str(d / "scaler.json"), [(str(d / f"{n}.parquet"), str(d / f"s_{n}.parquet")) for n in names])
+    pairs = [(str(d / f"{n}.parquet"), str(d / f"s_{n}.parquet")) for n in names]
+    run_apply_scaler(str(d / "scaler.json"), pairs, dask_test_client)
     return {
         "train": str(d / "s_train.parquet"),
         "val": str(d / "s_val.parquet"),

@@ -1,5 +1,5 @@
-"""The Dask cluster of the preprocessing step: a LocalCluster, or a DaskCluster in Kubernetes
-(dask-kubernetes operator)."""
+"""The Dask cluster of preprocess and of the table steps that run a task per part: a LocalCluster,
+or a DaskCluster in Kubernetes (dask-kubernetes operator)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class ClusterOptions:
             net for a launcher killed before it could delete it).
         startup_timeout_s: How long to wait for the scheduler and workers to run.
         placement: Pull secret, node selectors and tolerations of the scheduler and workers.
+        name_prefix: The step the cluster serves, first in its DaskCluster's name.
     """
 
     cluster: DaskCluster = DaskCluster.local
@@ -50,6 +51,7 @@ class ClusterOptions:
     idle_timeout_s: int = 600
     startup_timeout_s: float = 600.0
     placement: Placement = field(default_factory=Placement)
+    name_prefix: str = "preprocess"
 
 
 PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
@@ -141,7 +143,7 @@ def kubernetes_cluster(options: ClusterOptions, api_client: Any = None) -> Itera
 
     client = api_client or kube_api_client()
     namespace = options.namespace or current_namespace()
-    name = unique_cluster_name()
+    name = unique_cluster_name(options.name_prefix)
     body = build_cluster_spec(options, name)
     body["metadata"]["namespace"] = namespace
     owner = owner_reference(client, namespace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import io
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -172,30 +173,53 @@ def run_parse_reports(
 
 
 def run_label_series(
-    telemetry_url: str, intervals_url: str, out_url: str, label_column: str = "label", batch_rows: int = 65_536
+    telemetry_url: str,
+    intervals_url: str,
+    out_url: str,
+    client: Any,
+    label_column: str = "label",
+    batch_rows: int = 65_536,
+    scratch_url: str = "",
 ) -> dict[str, int]:
     """Add a 0/1 `label_column` to the telemetry: 1 inside any anomaly interval.
 
-    The telemetry (a dataset: a parquet file or a folder of parts) streams through in batches of
-    `batch_rows` rows, in time order, into a dataset written atomically: memory holds a batch and
-    the intervals, whatever the number of rows.
+    An interval join per part of the telemetry (a dataset), one Dask task per part, each streaming
+    its part in batches of `batch_rows` rows into the same part of the output: memory holds a
+    batch per worker thread and the intervals, whatever the number of rows.
+
+    Args:
+        client: A connected `distributed.Client`.
+        scratch_url: See `datasets.map_parts` (workers in pods of their own).
 
     Raises:
         InputError: The telemetry is not readable parquet, has no time index, or has the column.
     """
-    from tqdm.auto import tqdm
-
     intervals = storage.read_parquet(intervals_url)
-    starts, ends = to_ns(intervals["start"]), to_ns(intervals["end"])
-    telemetry = datasets.parts(telemetry_url)
     if label_column in datasets.schema(telemetry_url).names:
         raise InputError(f"telemetry {telemetry_url} already has a column '{label_column}'")
+    args = (to_ns(intervals["start"]), to_ns(intervals["end"]), label_column, batch_rows, telemetry_url)
+    counts = datasets.map_parts(client, telemetry_url, [out_url], _label_part, args, scratch_url, "label")
+    return {
+        "rows": sum(rows for rows, _ in counts),
+        "anomalous_rows": sum(anomalous for _, anomalous in counts),
+        "intervals": len(intervals),
+    }
+
+
+def _label_part(
+    part_url: str,
+    targets: list[str],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    label_column: str,
+    batch_rows: int,
+    telemetry_url: str,
+) -> tuple[list[datasets.Part], tuple[int, int]]:
+    """One Dask task of `run_label_series`: label one part; its rows and anomalous rows."""
+    out = datasets.PartWriter(targets[0])
     anomalous = 0
-    with (
-        datasets.DatasetWriter(out_url) as out,
-        tqdm(total=sum(p.rows for p in telemetry), desc="label", unit="row") as bar,
-    ):
-        for frame in datasets.iter_frames(telemetry_url, batch_rows=batch_rows, dataset_parts=telemetry):
+    try:
+        for frame in datasets.iter_part(part_url, batch_rows=batch_rows):
             if not isinstance(frame.index, pd.DatetimeIndex):
                 raise InputError(
                     f"telemetry {telemetry_url} has no time index (preprocess writes one): its rows cannot be labelled"
@@ -203,5 +227,7 @@ def run_label_series(
             labels = label_rows(to_ns(frame.index), starts, ends)
             out.write(frame.assign(**{label_column: labels}))
             anomalous += int(labels.sum())
-            bar.update(len(frame))
-    return {"rows": out.rows, "anomalous_rows": anomalous, "intervals": len(intervals)}
+    except BaseException:
+        out.abort()
+        raise
+    return [out.close()], (out.rows, anomalous)

@@ -83,7 +83,12 @@ def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, in
     return grids
 
 
-def plan_batches(partitions: list[Partition], threads: int, max_rows: int = 1_000_000) -> list[list[int]]:
+# Rows of a Dask task at most: a task's memory is a few copies of its grid, so this bounds it
+# whatever the archive (~25 MB a copy at 181 channels); ten years are ~700 tasks.
+BATCH_ROWS = storage.ROW_GROUP_ROWS // 2
+
+
+def plan_batches(partitions: list[Partition], threads: int, max_rows: int = BATCH_ROWS) -> list[list[int]]:
     """Group consecutive partitions into Dask tasks: about eight per worker thread, at most `max_rows` rows each."""
     target = min(max_rows, max(1, sum(p.rows for p in partitions) // (8 * max(threads, 1))))
     batches: list[list[int]] = [[]]
@@ -162,12 +167,15 @@ class GriddedBatch:
         breaks[np.cumsum(self.bins)[:-1][~follows]] = True
         return breaks
 
-    def edges(self) -> tuple[Piece, Piece]:
-        """The first and the last partition, as gap-filling context for the neighbouring batches."""
-        first, last = int(self.bins[0]), int(self.bins[-1])
+    def edges(self, period_ns: int, bins: int) -> tuple[Piece, Piece]:
+        """The first and the last `bins` columns, each within its partition, as gap-filling context
+        for the neighbouring batches: a gap longer than `bins - 1` is never filled, so no fill
+        needs more."""
+        first, last = min(bins, int(self.bins[0])), min(bins, int(self.bins[-1]))
+        end_ns = int(self.starts_ns[-1] + self.bins[-1] * period_ns)
         return (
             (int(self.starts_ns[0]), self.values[:, :first].copy()),
-            (int(self.starts_ns[-1]), self.values[:, self.values.shape[1] - last :].copy()),
+            (end_ns - last * period_ns, self.values[:, self.values.shape[1] - last :].copy()),
         )
 
 
@@ -178,6 +186,7 @@ def _grid_batch(
     how: str,
     timestamp_column: str,
     grid_url: str,
+    context_bins: int,
 ) -> tuple[tuple[Piece, Piece], dict[str, np.ndarray]]:
     """Stage 1 task: read consecutive partitions one by one and put each on its grid, with
     statistics; write the grid to `grid_url` (what stage 2 reads) and return its edge partitions
@@ -202,7 +211,7 @@ def _grid_batch(
     stats = grid_statistics(gridded.values, raw_rows, raw_valid, gridded.breaks(period_ns))
     with storage.atomic_write(grid_url) as handle:
         np.savez(handle, starts_ns=gridded.starts_ns, bins=gridded.bins, values=gridded.values)
-    return gridded.edges(), stats
+    return gridded.edges(period_ns, context_bins), stats
 
 
 def _load_grid(grid_url: str) -> GriddedBatch:
@@ -393,6 +402,7 @@ def _preprocess(
                 options.aggregation,
                 timestamp_column,
                 grid_urls[number],
+                options.max_gap_periods + 1,
                 pure=False,
             )
             for number, batch in enumerate(batches)

@@ -10,7 +10,7 @@ reference with each request (see `serving.inference`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -163,14 +163,13 @@ def _times(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _segment_references(
-    batches: Batches, channels: list[str], rows: int, reference_rows: int, step: float, dtype: type, progress: bool
+    frames: Iterable[pd.DataFrame], channels: list[str], reference_rows: int, numbering: SegmentNumbering, dtype: type
 ) -> np.ndarray:
     """The mean of the first `reference_rows` rows of each segment (all its rows when it is
-    shorter), one row per segment, for segments by the median step `step`."""
-    numbering = SegmentNumbering(step)
+    shorter), one row per segment, from the frames of the series in time order."""
     sums: list[np.ndarray] = []
     counts: list[int] = []
-    for frame in _pass(batches, rows, "segment references", progress):
+    for frame in frames:
         ids = numbering(_times(frame))
         if ids.size == 0 or (counts and ids[-1] == len(counts) - 1 and counts[-1] >= reference_rows):
             continue
@@ -335,7 +334,7 @@ def fit_scaler_batches(
             np.minimum(low, wide.min(axis=0, initial=np.inf)),
             np.maximum(high, wide.max(axis=0, initial=-np.inf)),
         )
-        sample.append(values[(-row) % stride :: stride])
+        sample.append(values[(-row) % stride :: stride].copy())  # a view would keep the batch alive
         if not by_segment:
             for blocks in drift:
                 blocks.add(wide, row)
@@ -414,23 +413,56 @@ def scale_values(values: np.ndarray, scaler: dict[str, Any], center: np.ndarray 
     return ((values - center) / np.asarray(scaler["scale"])).astype(np.float32)
 
 
+def _scale_frame(
+    frame: pd.DataFrame,
+    channels: list[str],
+    scaler: dict[str, Any],
+    references: np.ndarray | None,
+    numbering: SegmentNumbering | None,
+) -> np.ndarray:
+    """The scaled channels of one frame (float32): each segment relative to its row of
+    `references` when given (segments numbered by `numbering`, which carries on from the frame
+    before), else relative to the scaler's center."""
+    values = _matrix(frame, channels, np.float64)
+    if references is None or numbering is None or not len(frame):
+        return scale_values(values, scaler)
+    return scale_values(values, scaler, references[numbering(_times(frame))])
+
+
 def _scaled(
     batches: Batches, channels: list[str], rows: int, scaler: dict[str, Any], dtype: type, progress: bool
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """Each batch with its scaled channels (float32), each segment relative to its reference when
     the scaler takes references (then the frames must be indexed by time)."""
-    center = np.asarray(scaler["center"])
     references = numbering = None
     if scaler.get("reference_rows", 0) and rows:
         step = median_step_ns(_times(f) for f in _pass(batches, rows, "segments", progress))
-        references = _segment_references(batches, channels, rows, scaler["reference_rows"], step, dtype, progress)
+        references = _segment_references(
+            _pass(batches, rows, "segment references", progress),
+            channels,
+            scaler["reference_rows"],
+            SegmentNumbering(step),
+            dtype,
+        )
         numbering = SegmentNumbering(step)
     for frame in _pass(batches, rows, "scale", progress):
-        values = _matrix(frame, channels, np.float64)
-        if numbering is not None and len(frame):
-            yield frame, scale_values(values, scaler, references[numbering(_times(frame))])
-        else:
-            yield frame, scale_values(values, scaler, center)
+        yield frame, _scale_frame(frame, channels, scaler, references, numbering)
+
+
+def _check_scalable(frame: pd.DataFrame, scaler: dict[str, Any], source: str) -> type:
+    """The dtype the channels of `frame` are read in.
+
+    Raises:
+        InputError: A channel is missing, or the scaler takes segments' references and the rows
+            are not indexed by time.
+    """
+    channels = scaler["channels"]
+    missing = [c for c in channels if c not in frame.columns]
+    if missing:
+        raise InputError(f"{source} lacks channel(s) the scaler was fitted on: {', '.join(missing)}")
+    if scaler.get("reference_rows", 0) and not isinstance(frame.index, pd.DatetimeIndex):
+        raise InputError(f"{source} is not indexed by time: its segments' references cannot be found")
+    return np.float32 if all(frame[c].dtype == np.float32 for c in channels) else np.float64
 
 
 def scale_frames(
@@ -442,17 +474,10 @@ def scale_frames(
         InputError: A channel is missing, or the scaler takes segments' references and the rows
             are not indexed by time.
     """
-    first = next(batches())
-    channels = scaler["channels"]
-    missing = [c for c in channels if c not in first.columns]
-    if missing:
-        raise InputError(f"{source} lacks channel(s) the scaler was fitted on: {', '.join(missing)}")
-    if scaler.get("reference_rows", 0) and not isinstance(first.index, pd.DatetimeIndex):
-        raise InputError(f"{source} is not indexed by time: its segments' references cannot be found")
-    dtype = np.float32 if all(first[c].dtype == np.float32 for c in channels) else np.float64
-    for frame, scaled in _scaled(batches, channels, rows, scaler, dtype, progress):
+    dtype = _check_scalable(next(batches()), scaler, source)
+    for frame, scaled in _scaled(batches, scaler["channels"], rows, scaler, dtype, progress):
         out = frame.copy()
-        out[channels] = scaled
+        out[scaler["channels"]] = scaled
         yield out
 
 
@@ -489,20 +514,72 @@ def run_fit_scaler(
     return scaler
 
 
-def run_apply_scaler(scaler_url: str, pairs: list[tuple[str, str]]) -> dict[str, int]:
-    """Scale each (input, output) dataset pair with the fitted scaler, a batch at a time; return
-    rows per output."""
+def run_apply_scaler(
+    scaler_url: str, pairs: list[tuple[str, str]], client: Any, scratch_url: str = ""
+) -> dict[str, int]:
+    """Scale each (input, output) dataset pair with the fitted scaler; return rows per output.
+
+    One Dask task per part, streaming it a batch at a time. With references (`reference_rows`),
+    this process first reads the times and each segment's first rows (two passes) and gives each
+    task the references and where the segment numbering stands at its part's start.
+
+    Args:
+        client: A connected `distributed.Client`.
+        scratch_url: See `datasets.map_parts` (workers in pods of their own).
+    """
     scaler = storage.read_json(scaler_url)
+    channels, reference_rows = scaler["channels"], scaler.get("reference_rows", 0)
     counts = {}
-    for source, target in pairs:
-        source_parts = datasets.parts(source)
-
-        def batches(url: str = source, listed: list[datasets.Part] = source_parts) -> Iterator[pd.DataFrame]:
-            return datasets.iter_frames(url, dataset_parts=listed)
-
-        rows = sum(p.rows for p in source_parts)
-        with datasets.DatasetWriter(target) as out:
-            for frame in scale_frames(batches, scaler, source, rows, progress=True):
-                out.write(frame)
-        counts[target] = out.rows
+    for number, (source, target) in enumerate(pairs):
+        listed = datasets.parts(source)
+        dtype = _check_scalable(next(datasets.iter_frames(source, dataset_parts=listed)), scaler, source)
+        step, references, states = 0.0, None, {}
+        if reference_rows and sum(p.rows for p in listed):
+            frames = datasets.iter_frames(source, [], dataset_parts=listed)
+            step = median_step_ns(_times(f) for f in frames)
+            numbering = SegmentNumbering(step)
+            frames = _noting_starts(listed, channels, numbering, states)
+            references = _segment_references(frames, channels, reference_rows, numbering, dtype)
+        scratch = storage.join(scratch_url, str(number)) if scratch_url else ""
+        args = (scaler, step, references, states)
+        name = f"scale {source.rstrip('/').rsplit('/', 1)[-1]}"
+        rows = datasets.map_parts(client, source, [target], _scale_part, args, scratch, name)
+        counts[target] = sum(rows)
     return counts
+
+
+def _noting_starts(
+    listed: list[datasets.Part],
+    channels: list[str],
+    numbering: SegmentNumbering,
+    states: dict[str, tuple[int | None, int]],
+) -> Iterator[pd.DataFrame]:
+    """The frames of the parts in order, noting in `states` where `numbering` stands as each part starts."""
+    for part in listed:
+        states[part.url] = (numbering.last_time, numbering.last_id)
+        yield from datasets.iter_part(part.url, channels)
+
+
+def _scale_part(
+    part_url: str,
+    targets: list[str],
+    scaler: dict[str, Any],
+    step: float,
+    references: np.ndarray | None,
+    states: dict[str, tuple[int | None, int]],
+) -> tuple[list[datasets.Part], int]:
+    """One Dask task of `run_apply_scaler`: scale one part; its rows."""
+    numbering = None
+    if references is not None:
+        numbering = SegmentNumbering(step)
+        numbering.last_time, numbering.last_id = states[part_url]
+    out = datasets.PartWriter(targets[0])
+    try:
+        for frame in datasets.iter_part(part_url):
+            scaled = frame.copy()
+            scaled[scaler["channels"]] = _scale_frame(frame, scaler["channels"], scaler, references, numbering)
+            out.write(scaled)
+    except BaseException:
+        out.abort()
+        raise
+    return [out.close()], out.rows

@@ -9,6 +9,7 @@ are kept out of training and validation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -119,13 +120,19 @@ def run_split_dataset(
     val_url: str,
     test_url: str,
     options: SplitOptions,
+    client: Any,
     label_column: str = "label",
+    scratch_url: str = "",
 ) -> dict[str, int]:
     """Write the train, validation and test sets (datasets, see `datasets`); return their row counts.
 
-    Two passes over the labelled telemetry, a batch at a time: the first reads times and labels
-    and draws the validation blocks, the second writes every row to its set. Memory holds a batch
-    and a count per block, whatever the rows.
+    Two passes over the labelled telemetry: this process reads its times and labels, a batch at a
+    time, and draws the validation blocks; then one Dask task per part writes that part's rows to
+    the three sets. Memory holds a batch per worker thread and a count per block, whatever the rows.
+
+    Args:
+        client: A connected `distributed.Client`.
+        scratch_url: See `datasets.map_parts` (workers in pods of their own).
 
     Raises:
         InputError: The labels are missing, no interval overlaps the telemetry (empty test
@@ -139,11 +146,10 @@ def run_split_dataset(
         raise InputError(f"telemetry {labelled_url} has no label column '{label_column}': run label-series first")
     intervals = storage.read_parquet(intervals_url)
     starts, ends = to_ns(intervals["start"]), to_ns(intervals["end"])
-    total = sum(p.rows for p in labelled)
     first: int | None = None
     rows_per_block: dict[int, int] = {}
     counts = {"test": 0, "left_out": 0}
-    with tqdm(total=total, desc="split: draw blocks", unit="row") as bar:
+    with tqdm(total=sum(p.rows for p in labelled), desc="split: draw blocks", unit="row") as bar:
         for frame in datasets.iter_frames(labelled_url, [label_column], dataset_parts=labelled):
             times = datasets.time_index_ns(frame, labelled_url)
             first = int(times[0]) if first is None and times.size else first
@@ -176,18 +182,34 @@ def run_split_dataset(
         print(f"note: {counts['left_out']} labelled row(s) outside --test-periods are left out of training", flush=True)
     else:
         del counts["left_out"]
-    with (
-        datasets.DatasetWriter(train_url) as train,
-        datasets.DatasetWriter(val_url) as val,
-        datasets.DatasetWriter(test_url) as test,
-        tqdm(total=total, desc="split: write", unit="row") as bar,
-    ):
-        for frame in datasets.iter_frames(labelled_url, dataset_parts=labelled):
+    args = (starts, ends, options, first or 0, val_blocks, labelled_url)
+    datasets.map_parts(
+        client, labelled_url, [train_url, val_url, test_url], _split_part, args, scratch_url, "split: write"
+    )
+    return {name: counts[name] for name in ("train", "val", "test", "left_out") if name in counts}
+
+
+def _split_part(
+    part_url: str,
+    targets: list[str],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    options: SplitOptions,
+    first_ns: int,
+    val_blocks: np.ndarray,
+    labelled_url: str,
+) -> tuple[list[datasets.Part], None]:
+    """One Dask task of `run_split_dataset`: send each row of one part to its set."""
+    writers = [datasets.PartWriter(target) for target in targets]
+    try:
+        for frame in datasets.iter_part(part_url):
             times = datasets.time_index_ns(frame, labelled_url)
             split = held_out(times, starts, ends, options)
-            rest = split == 0
-            split[rest & np.isin(time_blocks(times, first or 0, options), val_blocks)] = 1
-            for code, out in enumerate((train, val, test)):
+            split[(split == 0) & np.isin(time_blocks(times, first_ns, options), val_blocks)] = 1
+            for code, out in enumerate(writers):
                 out.write(frame[split == code])
-            bar.update(len(frame))
-    return {name: counts[name] for name in ("train", "val", "test", "left_out") if name in counts}
+    except BaseException:
+        for out in writers:
+            out.abort()
+        raise
+    return [out.close() for out in writers], None

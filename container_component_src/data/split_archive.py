@@ -109,12 +109,13 @@ def run_split_archive(
             writers = PartitionWriters(out_dir, period_ns, timestamp_column, archive_url, max_open_writers)
             rows = 0
             try:
-                batches = source.iter_batches(batch_size=batch_rows)
-                total = -(-source.metadata.num_rows // batch_rows)
-                for batch in tqdm(batches, total=total, desc=f"split {path.rsplit('/', 1)[-1]}", unit="batch"):
-                    table = _normalise_timestamps(pa.Table.from_batches([batch]), timestamp_column, archive_url)
-                    _check_values(table, timestamp_column, archive_url, year)
-                    rows += writers.write(table)
+                batches = storage.iter_batches(source, batch_rows)
+                with tqdm(total=source.metadata.num_rows, desc=f"split {path.rsplit('/', 1)[-1]}", unit="row") as bar:
+                    for batch in batches:
+                        table = _normalise_timestamps(batch, timestamp_column, archive_url)
+                        _check_values(table, timestamp_column, archive_url, year)
+                        rows += writers.write(table)
+                        bar.update(table.num_rows)
                 writers.finish()
             except (OSError, pa.ArrowInvalid) as exc:
                 raise InputError(f"archive {archive_url} is corrupt: {exc}") from None

@@ -105,18 +105,21 @@ def test_label_rows_edges_and_nesting() -> None:
     assert label_rows(times, np.array([], dtype=np.int64), np.array([], dtype=np.int64)).sum() == 0
 
 
-def test_run_label_series(tmp_path: Path) -> None:
+def test_run_label_series(tmp_path: Path, dask_test_client: object) -> None:
     index = pd.date_range("2021-01-01", periods=10, freq="1h", tz="UTC", name="normalizedTime")
     pd.DataFrame({"x": np.arange(10.0)}, index=index).to_parquet(tmp_path / "t.parquet")
     _reports(("A", "2021/001/02:00:00", "02:00:00")).to_csv(tmp_path / "r.csv", index=False)
     assert run_parse_reports(str(tmp_path / "r.csv"), str(tmp_path / "i.parquet")) == 1
-    counts = run_label_series(str(tmp_path / "t.parquet"), str(tmp_path / "i.parquet"), str(tmp_path / "l.parquet"))
+    paths = [str(tmp_path / name) for name in ("t.parquet", "i.parquet", "l.parquet")]
+    counts = run_label_series(*paths, dask_test_client)
     labelled = pd.read_parquet(tmp_path / "l.parquet")
     assert list(labelled["label"]) == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
     assert counts == {"rows": 10, "anomalous_rows": 3, "intervals": 1}
 
 
-def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(tmp_path: Path) -> None:
+def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(
+    tmp_path: Path, dask_test_client: object
+) -> None:
     """Labels per batch across part boundaries equal the labels of the whole table at once; the
     result reads back as the same frame with its time index."""
     index = pd.date_range("2021-01-01", periods=1_000, freq="1min", tz="UTC", name="normalizedTime")
@@ -129,18 +132,18 @@ def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(
     )
     intervals.to_parquet(tmp_path / "i.parquet")
     paths = [str(tmp_path / name) for name in ("parts", "i.parquet", "l.parquet")]
-    counts = run_label_series(*paths, batch_rows=64)
+    counts = run_label_series(*paths, dask_test_client, batch_rows=64)
     expected = frame.assign(label=label_rows(to_ns(index), to_ns(intervals["start"]), to_ns(intervals["end"])))
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "l.parquet"), expected, check_freq=False)
     assert counts == {"rows": 1_000, "anomalous_rows": int(expected["label"].sum()), "intervals": 2}
 
 
-def test_label_series_refuses_telemetry_without_a_time_index(tmp_path: Path) -> None:
+def test_label_series_refuses_telemetry_without_a_time_index(tmp_path: Path, dask_test_client: object) -> None:
     frame = pd.DataFrame({"time": pd.date_range("2021-01-01", periods=3, tz="UTC"), "x": 1.0})
     frame.to_parquet(tmp_path / "t.parquet")
     pd.DataFrame({"start": pd.to_datetime([], utc=True), "end": pd.to_datetime([], utc=True)}).to_parquet(
         tmp_path / "i.parquet"
     )
     with pytest.raises(InputError, match="t.parquet has no time index"):
-        run_label_series(str(tmp_path / "t.parquet"), str(tmp_path / "i.parquet"), str(tmp_path / "l.parquet"))
+        run_label_series(*(str(tmp_path / n) for n in ("t.parquet", "i.parquet", "l.parquet")), dask_test_client)
     assert not (tmp_path / "l.parquet").exists(), "nothing written"
