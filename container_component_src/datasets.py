@@ -199,6 +199,7 @@ class PartWriter:
         if self.schema is None:
             self.schema = table.schema
             fs, path = storage.arrow_filesystem(self.url)
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # a worker may be first in its folder
             self._writer = pq.ParquetWriter(path, self.schema, filesystem=fs, **storage.parquet_options(self.schema))
         elif not table.schema.equals(self.schema, check_metadata=False):
             raise InputError(f"rows written to {self.url} change columns: {table.schema} after {self.schema}")

@@ -64,7 +64,7 @@ def s3_sets(scaled_sets: dict[str, str], s3_bucket: str) -> dict[str, str]:
     urls = {}
     for name in ("train", "val", "test", "scaler"):
         urls[name] = f"{s3_bucket}/sets/{Path(scaled_sets[name]).name}"
-        fs.put(scaled_sets[name], urls[name])
+        fs.put(scaled_sets[name], urls[name], recursive=Path(scaled_sets[name]).is_dir())  # datasets are folders
     return urls
 
 

@@ -70,7 +70,11 @@ def test_the_dag_with_every_cluster_backend(
     names = [p.name for p in emulator.pods.history]
     assert sum("-trial-" in n for n in names) == 2, names
     assert any(n.endswith("-master-0") for n in names) and any(n.endswith("-worker-0") for n in names), names
-    assert any(n.endswith("-scheduler") for n in names) and sum("-default-worker-" in n for n in names) == 2, names
+    # Preprocess and the table steps that run a task per part each had their DaskCluster, two workers each.
+    for step in ("preprocess", "label-series", "split-dataset", "apply-scaler"):
+        pods = [n for n in names if n.startswith(f"{step}-")]
+        assert sum(n.endswith("-scheduler") for n in pods) == 1, (step, names)
+        assert sum("-default-worker-" in n for n in pods) == 2, (step, names)
     assert {"eclss-anomaly-predictor", "eclss-anomaly-transformer"} <= set(names), started
     assert isvc and isvc[0]["status"]["conditions"][0]["status"] == "True", "the InferenceService is served"
     endpoint = json.loads((run.folder / "deploy" / "endpoint").read_text())
