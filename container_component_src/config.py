@@ -116,6 +116,7 @@ class ScalingSettings:
 class TrainingSettings:
     backend: TrainBackend
     replicas: int
+    replica_memory: str
     timeout_s: int
     poll_s: float
     max_epochs: int
@@ -147,6 +148,7 @@ class TuningSettings:
     backend: TuneBackend
     algorithm: TuneAlgorithm
     parallel_trials: int
+    trial_memory: str
     timeout_s: int
     poll_s: float
     max_trials: int

@@ -2,9 +2,10 @@
 
 A dataset is a folder of time-ordered parquet parts (`part-00000.parquet`, ...) with a small
 manifest (`_dataset.json`) of each part's rows and time range. A step streams it batch by batch
-in time order (memory: one batch, whatever the rows) and writes its output the same way, a part
-at a time. A single parquet file, or a folder of parts without a manifest (what preprocess and
-older runs write), reads as a dataset too: its parts are then its files in name order.
+in time order (memory: one batch, whatever the rows), or hands its parts to Dask tasks that each
+write the same part of the output (`map_parts`). A single parquet file, or a folder of parts
+without a manifest (what preprocess and older runs write), reads as a dataset too: its parts are
+then its files in name order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -26,9 +26,6 @@ from container_component_src.storage import InputError
 
 MANIFEST_NAME = "_dataset.json"
 MANIFEST_VERSION = 1
-# Rows per part a writer starts a new part after: 16 row groups, ~0.75 GB of float32 at 181
-# channels before compression. Parts are the unit a Dask task takes, so this bounds its memory.
-PART_ROWS = 16 * storage.ROW_GROUP_ROWS
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,17 @@ def iter_part(
     url: str, columns: list[str] | None = None, batch_rows: int = storage.ROW_GROUP_ROWS
 ) -> Iterator[pd.DataFrame]:
     """The rows of one parquet file as frames of at most `batch_rows` rows (one empty frame when
-    it has none), with their index; reads a row group at a time and verifies page checksums."""
+    it has none), with their index; see `iter_part_tables`."""
+    for table in iter_part_tables(url, columns, batch_rows):
+        yield table.to_pandas()
+
+
+def iter_part_tables(
+    url: str, columns: list[str] | None = None, batch_rows: int = storage.ROW_GROUP_ROWS
+) -> Iterator[pa.Table]:
+    """The rows of one parquet file as Arrow tables of at most `batch_rows` rows (one empty table
+    when it has none), with the columns of their pandas index; reads a row group at a time and
+    verifies page checksums."""
     fs, path = storage.filesystem(url)
     with fs.open(path, "rb") as handle:
         try:
@@ -137,11 +144,16 @@ def iter_part(
             empty = True
             for batch in storage.iter_batches(source, batch_rows, wanted):
                 empty = False
-                yield batch.to_pandas()
+                yield batch
             if empty:
-                yield source.schema_arrow.empty_table().select(wanted or source.schema_arrow.names).to_pandas()
+                yield source.schema_arrow.empty_table().select(wanted or source.schema_arrow.names)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{url} is not readable parquet: {exc}") from None
+
+
+def times_ns(table: pa.Table) -> np.ndarray | None:
+    """The table's pandas time index as int64 UTC nanoseconds, or None when it has none."""
+    return _times_ns(table)
 
 
 def _with_index(schema: pa.Schema, columns: list[str], url: str) -> list[str]:
@@ -149,14 +161,18 @@ def _with_index(schema: pa.Schema, columns: list[str], url: str) -> list[str]:
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise InputError(f"{url} lacks column(s) {', '.join(missing)}")
+    return [*columns, *(c for c in _index_columns(schema) if c not in columns)]
+
+
+def data_columns(schema: pa.Schema) -> list[str]:
+    """The columns of a dataset's schema that are not its pandas index."""
+    index = set(_index_columns(schema))
+    return [name for name in schema.names if name not in index]
+
+
+def _index_columns(schema: pa.Schema) -> list[str]:
     pandas_meta = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
-    index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
-    return [*columns, *(c for c in index if c not in columns)]
-
-
-def read_frame(url: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """The whole dataset as one frame: for what is small by nature (intervals, scores of events)."""
-    return pd.concat(list(iter_frames(url, columns, batch_rows=1 << 30)))
+    return [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
 
 
 def time_index_ns(frame: pd.DataFrame, url: str) -> np.ndarray:
@@ -173,7 +189,7 @@ def time_index_ns(frame: pd.DataFrame, url: str) -> np.ndarray:
 
 class PartWriter:
     """One part of a dataset, written a batch at a time in time order (it sits in a folder being
-    written: `DatasetWriter` or `map_parts` makes the whole atomic).
+    written: `map_parts` makes the whole atomic).
 
     Args:
         url: The part's file.
@@ -246,80 +262,14 @@ def _output_folder(url: str) -> Iterator[str]:
         yield folder
 
 
-def _write_manifest(folder: str, written: list[Part]) -> None:
+def write_manifest(folder: str, written: list[Part]) -> None:
+    """Write the manifest of the parts `written` (in time order) into the dataset folder `folder`."""
     manifest = {
         "version": MANIFEST_VERSION,
         "rows": sum(p.rows for p in written),
         "parts": [{"file": p.url, "rows": p.rows, "start": p.start, "end": p.end} for p in written],
     }
     storage.write_json(manifest, storage.join(folder, MANIFEST_NAME))
-
-
-class DatasetWriter:
-    """Write a dataset part by part, in time order, atomically as a whole.
-
-    Frames (or tables) are appended in time order; a new part starts after `part_rows` rows, and
-    the manifest is written last. Locally the folder appears only complete (see
-    `storage.atomic_directory`); nothing is left on error.
-
-    Raises (from `write`):
-        InputError: A frame's rows are earlier than those already written, or its columns differ.
-    """
-
-    def __init__(self, url: str, part_rows: int = PART_ROWS) -> None:
-        self.url = url
-        self.part_rows = part_rows
-        self.parts: list[Part] = []
-        self.rows = 0
-        self._part: PartWriter | None = None
-        self._schema: pa.Schema | None = None
-        self._last_ns: int | None = None
-        self._folder: Any = None
-        self._dir = ""
-
-    def __enter__(self) -> DatasetWriter:
-        self._folder = _output_folder(self.url)
-        self._dir = self._folder.__enter__()
-        return self
-
-    def write(self, data: pd.DataFrame | pa.Table) -> None:
-        """Append rows (a time-indexed frame, or a table of one)."""
-        table = pa.Table.from_pandas(data, preserve_index=True) if isinstance(data, pd.DataFrame) else data
-        self._schema = self._schema or table.schema
-        offset = 0
-        while offset < table.num_rows or (self._part is None and not self.parts):
-            if self._part is None:
-                name = storage.join(self._dir, f"part-{len(self.parts):05d}.parquet")
-                self._part = PartWriter(name, self._last_ns)
-            take = min(table.num_rows - offset, self.part_rows - self._part.rows)
-            self._part.write(table.slice(offset, take))
-            self._last_ns = self._part.last_ns
-            self.rows += take
-            offset += take
-            if self._part.rows >= self.part_rows:
-                self.parts.append(self._part.close())
-                self._part = None
-            if take == 0:
-                break
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if error is not None:
-            if self._part is not None:
-                self._part.abort()
-            self._folder.__exit__(kind, error, trace)
-            return
-        try:
-            if self._schema is None:
-                raise InputError(f"nothing was written to {self.url}")
-            if self._part is not None:
-                self.parts.append(self._part.close())
-            _write_manifest(self._dir, self.parts)
-        except BaseException as exc:
-            self._folder.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._folder.__exit__(None, None, None)
 
 
 def map_parts(
@@ -384,7 +334,7 @@ def map_parts(
                     "workers in other pods cannot write into this pod's folders; give --scratch, an object-storage "
                     "folder"
                 )
-            _write_manifest(folder, written)
+            write_manifest(folder, written)
         if scratch_url:
             for folder, url in zip(folders, target_urls, strict=True):
                 storage.copy_directory(folder, url)
@@ -393,8 +343,7 @@ def map_parts(
 
 def _times_ns(table: pa.Table) -> np.ndarray | None:
     """The table's pandas time index as int64 nanoseconds, or None when it has none."""
-    pandas_meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))
-    index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+    index = _index_columns(table.schema)
     if len(index) != 1 or not pa.types.is_timestamp(table.schema.field(index[0]).type):
         return None
     column = table.column(index[0])

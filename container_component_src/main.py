@@ -125,6 +125,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "drift_weight": settings.training.drift_weight,
             "backend": settings.training.backend,
             "replicas": settings.training.replicas,
+            "replica_memory": settings.training.replica_memory,
             "timeout_s": settings.training.timeout_s,
             "poll_s": settings.training.poll_s,
             "image": settings.platform.image,
@@ -141,6 +142,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "search_space": settings.tuning.search_space,
             "backend": settings.tuning.backend,
             "parallel_trials": settings.tuning.parallel_trials,
+            "trial_memory": settings.tuning.trial_memory,
             "timeout_s": settings.tuning.timeout_s,
             "poll_s": settings.tuning.poll_s,
             "image": settings.platform.image,
@@ -616,8 +618,10 @@ def fit_scaler(
 ) -> None:
     """Fit the scaler on the training set only."""
     from container_component_src.data.scaling import run_fit_scaler
+    from container_component_src.resources import check_step_fits
 
     with _clear_errors():
+        check_step_fits("fit-scaler", [train])
         scaler = run_fit_scaler(train, out, kind, label_column, reference_rows)
         from container_component_src.data.scaling import describe_channels
 
@@ -761,6 +765,7 @@ def train(
     drift_weight: Annotated[float, typer.Option(help="Weight in the score of channels drifting in training.")],
     backend: Annotated[TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")],
     replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)],
+    replica_memory: Annotated[str, typer.Option(help="Memory request and limit per replica.", rich_help_panel=Job)],
     namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)],
     image: Annotated[str, typer.Option(help="Image the replicas run.", rich_help_panel=Job)],
     timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Job)],
@@ -822,6 +827,7 @@ def train(
                 image=image,
                 namespace=namespace or current_namespace(),
                 replicas=replicas,
+                memory=replica_memory,
                 gpus_per_replica=devices if accelerator == Accelerator.gpu else 0,
                 timeout_s=timeout_s,
                 poll_s=poll_s,
@@ -873,6 +879,7 @@ def tune(
     parallel_trials: Annotated[
         int, typer.Option(help="Trials at once: worker processes on this device (local) or trial pods (Katib).")
     ],
+    trial_memory: Annotated[str, typer.Option(help="Memory request and limit per trial pod.", rich_help_panel=Katib)],
     timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Katib)],
     poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Katib)],
     s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for trials.", rich_help_panel=Katib)],
@@ -923,6 +930,7 @@ def tune(
                 image=image,
                 namespace=namespace or current_namespace(),
                 parallel_trials=parallel_trials,
+                memory=trial_memory,
                 timeout_s=timeout_s,
                 poll_s=poll_s,
                 keep=keep_experiment,
@@ -970,6 +978,7 @@ def evaluate(
     """Score validation and test rows, sweep thresholds, write metrics (point F1, Fc1,
     point-adjusted F1, PR-AUC), the results parquet and the HTML report."""
     from container_component_src.evaluation.evaluate import EvaluateOptions, run_evaluate
+    from container_component_src.resources import check_step_fits
 
     with _clear_errors():
         options = EvaluateOptions(
@@ -984,6 +993,7 @@ def evaluate(
             worst_events,
             label_column,
         )
+        check_step_fits("evaluate", [val, test])
         _report(run_evaluate(model, val, test, results, summary, report, options))
 
 

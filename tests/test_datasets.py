@@ -7,6 +7,7 @@ import pytest
 
 from container_component_src import datasets, storage
 from container_component_src.storage import InputError
+from tests.dataset_files import write_dataset
 
 
 def _frame(rows: int, start: str = "2021-01-01") -> pd.DataFrame:
@@ -14,11 +15,9 @@ def _frame(rows: int, start: str = "2021-01-01") -> pd.DataFrame:
     return pd.DataFrame({"a": np.arange(rows, dtype=np.float32), "b": np.ones(rows, np.float32)}, index=index)
 
 
-def test_parts_of_at_most_part_rows_in_time_order_with_a_manifest(tmp_path: Path) -> None:
+def test_parts_in_time_order_with_a_manifest(tmp_path: Path) -> None:
     frame = _frame(250)
-    with datasets.DatasetWriter(str(tmp_path / "d"), part_rows=100) as out:
-        for chunk in (frame.iloc[:30], frame.iloc[30:30], frame.iloc[30:]):
-            out.write(chunk)
+    write_dataset(str(tmp_path / "d"), frame, part_rows=100)
     listed = datasets.parts(str(tmp_path / "d"))
     assert [p.rows for p in listed] == [100, 100, 50]
     assert listed[0].start == "2021-01-01T00:00:00+00:00" and listed[-1].end == frame.index[-1].isoformat()
@@ -30,11 +29,11 @@ def test_parts_of_at_most_part_rows_in_time_order_with_a_manifest(tmp_path: Path
     assert list(next(datasets.iter_frames(str(tmp_path / "d"), ["b"])).columns) == ["b"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "d"), frame, check_freq=False)
     assert datasets.count_rows(str(tmp_path / "d")) == 250
+    assert datasets.data_columns(datasets.schema(str(tmp_path / "d"))) == ["a", "b"]
 
 
 def test_an_empty_dataset_keeps_its_columns(tmp_path: Path) -> None:
-    with datasets.DatasetWriter(str(tmp_path / "d")) as out:
-        out.write(_frame(0))
+    write_dataset(str(tmp_path / "d"), _frame(0), part_rows=10)
     frames = list(datasets.iter_frames(str(tmp_path / "d")))
     assert len(frames) == 1 and frames[0].empty and list(frames[0].columns) == ["a", "b"]
 
@@ -48,27 +47,61 @@ def test_a_file_or_a_folder_without_manifest_reads_as_a_dataset(tmp_path: Path) 
     assert datasets.parts(str(tmp_path / "f" / "part-0.parquet"))[0].rows == 5
 
 
-def test_rows_out_of_time_order_fail_and_leave_nothing(tmp_path: Path) -> None:
+def test_rows_out_of_time_order_or_with_other_columns_are_refused(tmp_path: Path) -> None:
     frame = _frame(20)
-    with pytest.raises(InputError, match="not in time order"), datasets.DatasetWriter(str(tmp_path / "d")) as out:
-        out.write(frame.iloc[10:])
-        out.write(frame.iloc[:10])
-    assert not (tmp_path / "d").exists() and list(tmp_path.iterdir()) == []
-
-
-def test_an_earlier_output_is_replaced_whole(tmp_path: Path) -> None:
-    with datasets.DatasetWriter(str(tmp_path / "d"), part_rows=5) as out:
-        out.write(_frame(20))
-    with datasets.DatasetWriter(str(tmp_path / "d"), part_rows=5) as out:
-        out.write(_frame(7))
-    assert [p.rows for p in datasets.parts(str(tmp_path / "d"))] == [5, 2]
+    part = datasets.PartWriter(str(tmp_path / "p.parquet"))
+    part.write(frame.iloc[10:])
+    with pytest.raises(InputError, match="p.parquet are not in time order"):
+        part.write(frame.iloc[:10])
+    with pytest.raises(InputError, match="change columns"):
+        part.write(frame[["a"]])
+    part.abort()
+    after = datasets.PartWriter(str(tmp_path / "q.parquet"), after_ns=int(frame.index[-1].value))
+    with pytest.raises(InputError, match="not in time order"):
+        after.write(frame.iloc[:1])
+    with pytest.raises(InputError, match="nothing was written"):
+        datasets.PartWriter(str(tmp_path / "r.parquet")).close()
 
 
 def test_a_manifest_that_does_not_name_the_files_is_not_trusted(tmp_path: Path) -> None:
-    with datasets.DatasetWriter(str(tmp_path / "d"), part_rows=5) as out:
-        out.write(_frame(10))
+    write_dataset(str(tmp_path / "d"), _frame(10), part_rows=5)
     (tmp_path / "d" / "part-00001.parquet").unlink()
     assert [p.rows for p in datasets.parts(str(tmp_path / "d"))] == [5]
+
+
+def _double(part_url: str, targets: list[str], factor: float) -> tuple[list[datasets.Part], int]:
+    out = datasets.PartWriter(targets[0])
+    for frame in datasets.iter_part(part_url):
+        if frame["a"].lt(0).any():
+            raise InputError(f"{part_url} holds a negative value")
+        out.write(frame * factor)
+    return [out.close()], out.rows
+
+
+def test_map_parts_writes_part_for_part_and_replaces_the_output_whole(tmp_path: Path, dask_test_client) -> None:
+    frame = _frame(95)
+    write_dataset(str(tmp_path / "in"), frame, part_rows=20)
+    write_dataset(str(tmp_path / "out"), _frame(500), part_rows=100)  # an earlier output
+    rows = datasets.map_parts(dask_test_client, str(tmp_path / "in"), [str(tmp_path / "out")], _double, (2.0,))
+    assert rows == [20, 20, 20, 20, 15]
+    assert [p.rows for p in datasets.parts(str(tmp_path / "out"))] == rows
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), frame * 2.0, check_freq=False)
+    # A failing task leaves the earlier output as it was, and no temporary folder behind.
+    bad = frame.assign(a=-frame["a"])
+    write_dataset(str(tmp_path / "bad"), bad, part_rows=20)
+    with pytest.raises(InputError, match="holds a negative value"):
+        datasets.map_parts(dask_test_client, str(tmp_path / "bad"), [str(tmp_path / "out")], _double, (2.0,))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), frame * 2.0, check_freq=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "in", "out"]
+
+
+def test_map_parts_through_a_scratch_folder(tmp_path: Path, dask_test_client) -> None:
+    frame = _frame(45)
+    write_dataset(str(tmp_path / "in"), frame, part_rows=20)
+    scratch = str(tmp_path / "scratch")
+    datasets.map_parts(dask_test_client, str(tmp_path / "in"), [str(tmp_path / "out")], _double, (3.0,), scratch)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), frame * 3.0, check_freq=False)
+    assert not Path(scratch).exists(), "the scratch folder is removed"
 
 
 def test_unreadable_inputs_name_the_file(tmp_path: Path) -> None:

@@ -27,8 +27,10 @@ from container_component_src.cluster.kube import Placement, cleanup_on_sigterm, 
 from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams
 from container_component_src.model.tune import Parameter, grid_values
+from container_component_src.resources import MEMORY_SETTING_ENV
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1beta1", "experiments"
+MEMORY_SETTING = "[tuning] trial_memory"
 TRIAL_CONTAINER = "training"
 # What Katib replaces with a trial's value in the template's text.
 TRIAL_PARAMETER = re.compile(r"\$\{trialParameters\.[A-Za-z0-9_.-]+\}")
@@ -136,6 +138,7 @@ def trial_job(command: list[str], options: KatibOptions) -> dict[str, Any]:
     from kubernetes.client import (
         ApiClient,
         V1Container,
+        V1EnvVar,
         V1Job,
         V1JobSpec,
         V1ObjectMeta,
@@ -158,7 +161,11 @@ def trial_job(command: list[str], options: KatibOptions) -> dict[str, Any]:
                                 name=TRIAL_CONTAINER,
                                 image=options.image,
                                 command=command,
-                                env=s3_env(options.s3_secret_name, options.s3_endpoint),
+                                env=[
+                                    *s3_env(options.s3_secret_name, options.s3_endpoint),
+                                    # The trial's memory check names the setting that sizes it.
+                                    V1EnvVar(name=MEMORY_SETTING_ENV, value=MEMORY_SETTING),
+                                ],
                                 resources=options.placement.resources(options.cpu, options.memory, options.gpus),
                             )
                         ],

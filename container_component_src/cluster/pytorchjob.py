@@ -14,6 +14,9 @@ from typing import Any
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
 from container_component_src.cluster.kube import Placement, cleanup_on_sigterm, owner_reference, s3_env, wait_for
 from container_component_src.errors import OptionError
+from container_component_src.resources import MEMORY_SETTING_ENV
+
+MEMORY_SETTING = "[training] replica_memory"
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 CONTAINER = "pytorch"  # the container name the Training Operator expects
@@ -68,6 +71,7 @@ def build_pytorchjob(name: str, command: list[str], options: PyTorchJobOptions) 
     from kubernetes.client import (
         V1Container,
         V1EmptyDirVolumeSource,
+        V1EnvVar,
         V1ObjectMeta,
         V1PodSpec,
         V1PodTemplateSpec,
@@ -80,7 +84,11 @@ def build_pytorchjob(name: str, command: list[str], options: PyTorchJobOptions) 
     if options.gpus_per_replica not in (0, 1):
         # The operator's WORLD_SIZE counts replicas: one training process (and GPU) per replica.
         raise OptionError(f"--devices: one GPU per replica, got {options.gpus_per_replica}; add --replicas for more")
-    env = s3_env(options.s3_secret_name, options.s3_endpoint)
+    # The replica's memory check names the setting that sizes it (see `resources.check_fits`).
+    env = [
+        *s3_env(options.s3_secret_name, options.s3_endpoint),
+        V1EnvVar(name=MEMORY_SETTING_ENV, value=MEMORY_SETTING),
+    ]
     gpus = options.gpus_per_replica
     template = V1PodTemplateSpec(
         metadata=V1ObjectMeta(annotations={"sidecar.istio.io/inject": "false"}),

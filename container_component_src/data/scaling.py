@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from container_component_src import datasets, storage
@@ -568,17 +569,25 @@ def _scale_part(
     references: np.ndarray | None,
     states: dict[str, tuple[int | None, int]],
 ) -> tuple[list[datasets.Part], int]:
-    """One Dask task of `run_apply_scaler`: scale one part; its rows."""
+    """One Dask task of `run_apply_scaler`: scale one part; its rows. Arrow tables in, Arrow tables
+    out: the channels are replaced column by column, the other columns pass through untouched."""
+    channels = scaler["channels"]
     numbering = None
     if references is not None:
         numbering = SegmentNumbering(step)
         numbering.last_time, numbering.last_id = states[part_url]
     out = datasets.PartWriter(targets[0])
     try:
-        for frame in datasets.iter_part(part_url):
-            scaled = frame.copy()
-            scaled[scaler["channels"]] = _scale_frame(frame, scaler["channels"], scaler, references, numbering)
-            out.write(scaled)
+        for table in datasets.iter_part_tables(part_url):
+            values = np.column_stack([table.column(c).to_numpy() for c in channels]).astype(np.float64, copy=False)
+            center = None
+            if numbering is not None and table.num_rows:
+                center = references[numbering(datasets.times_ns(table))]
+            scaled = scale_values(values.reshape(table.num_rows, len(channels)), scaler, center)
+            for j, channel in enumerate(channels):
+                position = table.schema.get_field_index(channel)
+                table = table.set_column(position, pa.field(channel, pa.float32()), pa.array(scaled[:, j]))
+            out.write(table)
     except BaseException:
         out.abort()
         raise

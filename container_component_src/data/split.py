@@ -202,12 +202,14 @@ def _split_part(
     """One Dask task of `run_split_dataset`: send each row of one part to its set."""
     writers = [datasets.PartWriter(target) for target in targets]
     try:
-        for frame in datasets.iter_part(part_url):
-            times = datasets.time_index_ns(frame, labelled_url)
+        for table in datasets.iter_part_tables(part_url):
+            times = datasets.times_ns(table)
+            if times is None:
+                raise InputError(f"{labelled_url} is not indexed by time (preprocess writes a time index)")
             split = held_out(times, starts, ends, options)
             split[(split == 0) & np.isin(time_blocks(times, first_ns, options), val_blocks)] = 1
             for code, out in enumerate(writers):
-                out.write(frame[split == code])
+                out.write(table.filter(split == code))
     except BaseException:
         for out in writers:
             out.abort()

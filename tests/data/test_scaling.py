@@ -15,6 +15,7 @@ from container_component_src.data.scaling import (
 )
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
+from tests.dataset_files import write_dataset
 
 
 def _frame(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -196,8 +197,7 @@ def test_streamed_over_many_parts_the_scaler_is_the_one_of_all_rows_at_once(
     from container_component_src import datasets
 
     frame = _gapped()
-    with datasets.DatasetWriter(str(tmp_path / "train"), part_rows=97) as out:
-        out.write(frame)
+    write_dataset(str(tmp_path / "train"), frame, part_rows=97)
     streamed = run_fit_scaler(str(tmp_path / "train"), str(tmp_path / "s.json"), kind, reference_rows=reference_rows)
     whole = fit_scaler(frame, ["x", "y", "mode"], kind, reference_rows)
     for key in ("center", "scale"):

@@ -7,6 +7,7 @@ import pytest
 from container_component_src.data.split import SplitOptions, assign_splits, run_split_dataset
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
+from tests.dataset_files import write_dataset
 
 HOUR = 3_600_000_000_000
 
@@ -112,13 +113,11 @@ def test_errors_name_the_problem(tmp_path: Path, dask_test_client: object) -> No
 def test_streamed_over_many_parts_each_row_goes_where_the_whole_table_sends_it(
     tmp_path: Path, dask_test_client: object
 ) -> None:
-    from container_component_src import datasets
     from container_component_src.data.labels import to_ns
 
     labelled, intervals = _inputs(tmp_path, 24 * 40, ("2021-01-14 10:00", "2021-01-14 12:00"))
     frame = pd.read_parquet(labelled)
-    with datasets.DatasetWriter(str(tmp_path / "parts"), part_rows=50) as out:
-        out.write(frame)
+    write_dataset(str(tmp_path / "parts"), frame, part_rows=50)
     outs = [str(tmp_path / n) for n in ("train", "val", "test")]
     options = SplitOptions(test_window_hours=2, block_hours=12, val_share=0.3, seed=5)
     counts = run_split_dataset(str(tmp_path / "parts"), intervals, *outs, options, dask_test_client)

@@ -14,6 +14,7 @@ from container_component_src.evaluation.evaluate import (
     run_evaluate,
 )
 from container_component_src.storage import InputError
+from tests.dataset_files import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,6 @@ def test_bad_inputs_are_named_and_nothing_is_written(
 def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Path) -> None:
     import torch
 
-    from container_component_src import datasets
     from container_component_src.data.segments import segment_ids
     from container_component_src.evaluation import scoring
     from container_component_src.evaluation.evaluate import score_split
@@ -160,8 +160,7 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
     rng = np.random.default_rng(2)
     frame = pd.DataFrame(rng.normal(size=(len(times), 3)).astype(np.float32), columns=["a", "b", "c"], index=times)
     frame["label"] = np.int8(0)
-    with datasets.DatasetWriter(str(tmp_path / "split"), part_rows=37) as out:  # edges inside windows
-        out.write(frame)
+    write_dataset(str(tmp_path / "split"), frame, part_rows=37)  # part edges inside windows
     scored = score_split(model, str(tmp_path / "split"), ["a", "b", "c"], 5, "label", progress=False)
     segments = segment_ids(frame.index)
     raw = scoring.score_rows(model, frame[["a", "b", "c"]].to_numpy(), segments)

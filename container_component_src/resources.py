@@ -1,0 +1,119 @@
+"""Will a step fit its pod? Checked before the heavy work, so that a run too big for its memory
+limit stops with the setting to raise instead of being OOM-killed halfway.
+
+A step's peak memory is modelled from what `benchmarks/bench_step_sizing.py` measured (181
+channels on a 10 s grid, 91 and 365 days of archive): a base (interpreter, libraries, model),
+bytes per channel of each row held in a batch, and, for the steps that still hold their whole
+input (training and tuning, until they shard), bytes per channel of each input row. The limit is
+the pod's, read from its cgroup (none outside a container: then nothing is checked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from container_component_src.config import ConfigError
+
+GIB = 2**30
+# cgroup v2, then v1: where a container's memory limit is.
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+# A v1 cgroup without a limit reports a number near 2^63.
+NO_LIMIT = 2**60
+# Set in pods the package starts (PyTorchJob replicas, Katib trials): the setting that sizes them.
+MEMORY_SETTING_ENV = "ECLSS_POD_MEMORY_SETTING"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A step's peak memory as a function of its input.
+
+    Attributes:
+        base_gib: Memory without data (interpreter, libraries, a model).
+        batch_cell_bytes: Bytes per channel of each row held in batches at once.
+        cell_bytes: Bytes per channel of each input row (steps that hold the whole input).
+        row_bytes: Bytes per input row (scores kept per row).
+    """
+
+    base_gib: float
+    batch_cell_bytes: float = 0.0
+    cell_bytes: float = 0.0
+    row_bytes: float = 0.0
+
+    def need_bytes(self, rows: int, channels: int, batch_rows: int) -> float:
+        return (
+            self.base_gib * GIB
+            + self.batch_cell_bytes * min(rows, batch_rows) * channels
+            + self.cell_bytes * rows * channels
+            + self.row_bytes * rows
+        )
+
+
+# Fitted to the sizing benchmark's peaks (README, "Sizing of every step"), rounded up.
+FOOTPRINTS = {
+    # float64 moments with their temporaries, and the kind sample (at most 200 k rows).
+    "fit-scaler": Footprint(base_gib=0.35, batch_cell_bytes=40.0),
+    # The model, a batch of channels, and ~60 bytes of scores per validation and test row.
+    "evaluate": Footprint(base_gib=0.6, batch_cell_bytes=24.0, row_bytes=64.0),
+    # The whole training and validation sets as float32 tensors, with the frames they come from.
+    "train": Footprint(base_gib=0.9, cell_bytes=19.0),
+    # As train, once per parallel trial.
+    "tune": Footprint(base_gib=1.2, cell_bytes=16.0),
+}
+
+
+def memory_limit(files: tuple[str, ...] = CGROUP_LIMIT_FILES) -> int | None:
+    """This container's memory limit in bytes, or None when it has none (or runs outside one)."""
+    for name in files:
+        path = Path(name)
+        if path.is_file():
+            text = path.read_text().strip()
+            if text == "max" or not text.isdigit() or int(text) >= NO_LIMIT:
+                return None
+            return int(text)
+    return None
+
+
+def check_fits(
+    step: str, rows: int, channels: int, setting: str, batch_rows: int, copies: int = 1, limit: int | None = None
+) -> None:
+    """Stop before the heavy work when the step's modelled peak exceeds the pod's memory limit.
+
+    Args:
+        step: A step of `FOOTPRINTS`.
+        rows: Rows of its input.
+        channels: Channels of its input.
+        setting: What to raise, as the user sets it (named in the message).
+        batch_rows: Rows a batch holds.
+        copies: Processes doing it at once (parallel tuning trials).
+        limit: The limit in bytes; this container's when None.
+
+    Raises:
+        ConfigError: It will not fit; names the rows, channels, both figures and `setting`.
+    """
+    limit = memory_limit() if limit is None else limit
+    need = copies * FOOTPRINTS[step].need_bytes(rows, channels, batch_rows)
+    if limit is not None and need > limit:
+        raise ConfigError(
+            f"{step}: {rows:,} rows x {channels} channels need about {need / GIB:.1f} GiB, more than the "
+            f"{limit / GIB:.1f} GiB this pod may use: raise {setting}"
+        )
+
+
+def check_step_fits(step: str, inputs: list[str], copies: int = 1, batch_rows: int = 65_536) -> None:
+    """`check_fits` for a step reading the datasets `inputs` (their rows from their manifests, their
+    channels from the first one's columns besides its index), naming the pod's setting: the one the pod's environment
+    names (`MEMORY_SETTING_ENV`, set in the pods the package starts), else its task's in
+    `[kubernetes.resources]`.
+
+    Raises:
+        ConfigError: It will not fit.
+    """
+    import os
+
+    from container_component_src import datasets
+
+    rows = sum(datasets.count_rows(url) for url in inputs)
+    channels = len(datasets.data_columns(datasets.schema(inputs[0])))
+    setting = os.environ.get(MEMORY_SETTING_ENV) or f"[kubernetes.resources.{step}] memory"
+    check_fits(step, rows, channels, setting, batch_rows, copies)
