@@ -212,7 +212,8 @@ def table(sizes: list[tuple[int, int, list[StepRun]]]) -> list[dict[str, Any]]:
     for a, b in zip(runs_a, runs_b, strict=True):
         # Per day of archive, not per grid row: the generated data's gaps then scale with it.
         slope = (b.peak_bytes - a.peak_bytes) / max(days_b - days_a, 1)
-        ten_years = (b.peak_bytes + slope * (TEN_YEARS_DAYS - days_b)) / GIB
+        # More data never needs less memory: a step whose peak fell is projected at its last one.
+        ten_years = max(b.peak_bytes, b.peak_bytes + slope * (TEN_YEARS_DAYS - days_b)) / GIB
         limit = pod_memory(a.step)
         growth = b.peak_bytes / max(a.peak_bytes, 1)
         results.append(

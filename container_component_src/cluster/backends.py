@@ -35,9 +35,7 @@ def train_step(
     """
     if backend == TrainBackend.local:
         from container_component_src.model.train import run_train
-        from container_component_src.resources import check_step_fits
 
-        check_step_fits("train", [data["train"], data["val"]])
         return run_train(data["train"], data["val"], data["scaler"], out, params, options)
     from container_component_src.cluster.pytorchjob import run_pytorchjob_train
 
@@ -91,9 +89,6 @@ def tune_step(
     """
     if backend == TuneBackend.local:
         from container_component_src.model.tune import run_tune
-        from container_component_src.resources import check_step_fits
-
-        check_step_fits("tune", [data["train"], data["val"]], copies=parallel_trials)
 
         data_urls = (data["train"], data["val"], data["scaler"])
         trials = (algorithm, max_trials, max_failed_trials, parallel_trials)

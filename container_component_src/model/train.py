@@ -12,6 +12,7 @@ from typing import Any
 from container_component_src import storage
 from container_component_src.choices import CompileMode, LrScaling, ModelKind, choice
 from container_component_src.errors import OptionError
+from container_component_src.resources import check_step_fits
 from container_component_src.storage import InputError
 
 OBJECTIVE = "val_nll"
@@ -347,6 +348,8 @@ def run_train(
     from container_component_src.model.data import TelemetryDataModule
     from container_component_src.model.io import write_model_artifact
 
+    # Each process holds the sets (until training shards): stop now if they will not fit this pod.
+    check_step_fits("train", [train_url, val_url])
     scaler = storage.read_json(scaler_url)
     channels = scaler["channels"]
     datamodule = TelemetryDataModule(train_url, val_url, channels, params.batch_size, options.seed)

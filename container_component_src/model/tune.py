@@ -17,6 +17,7 @@ from typing import Any
 from container_component_src import storage
 from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams, TrainOptions, mode_channel_indices
+from container_component_src.resources import check_step_fits
 
 ALGORITHMS = ("random", "tpe", "grid", "bayesianoptimization")
 PARAMETER_TYPES = ("double", "int", "discrete", "categorical")
@@ -170,6 +171,8 @@ def run_tune(
             f"--parallel-trials {parallel_trials} trains each trial on one device: give --devices 1 (got "
             f"{options.devices} device(s) x {options.num_nodes} node(s)), or --parallel-trials 1 for DDP trials"
         )
+    # Each trial holds the sets (until training shards): stop now if they will not fit this pod.
+    check_step_fits("tune", [train_url, val_url], copies=min(parallel_trials, max_trials))
     sampler = _sampler(algorithm, parameters, options.seed)
     scaler = storage.read_json(scaler_url)
     channels = scaler["channels"]
