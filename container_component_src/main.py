@@ -406,33 +406,25 @@ ScratchOption = Annotated[
 ]
 
 
-def _cluster_options(
-    ctx: typer.Context,
-    step: str,
-    cluster: DaskCluster,
-    n_workers: int,
-    worker_cpu: str,
-    worker_memory: str,
-    worker_image: str,
-    namespace: str,
-    s3_secret_name: str,
-    s3_endpoint: str,
-    profile_workers: bool,
-) -> Any:
-    from container_component_src.cluster.dask import ClusterOptions
+def _dask_client(ctx: typer.Context, step: str) -> Any:
+    """The Dask client of a step, from the cluster options it was given (`ctx.params`)."""
+    from container_component_src.cluster.dask import ClusterOptions, dask_client
 
-    return ClusterOptions(
-        cluster=cluster,
-        n_workers=n_workers,
-        worker_cpu=worker_cpu,
-        worker_memory=worker_memory,
-        image=worker_image,
-        namespace=namespace,
-        s3_secret_name=s3_secret_name,
-        s3_endpoint=s3_endpoint,
-        profile_workers=profile_workers,
-        placement=Placement.from_settings(ctx.obj.kubernetes),
-        name_prefix=step,
+    given = ctx.params
+    return dask_client(
+        ClusterOptions(
+            cluster=given["cluster"],
+            n_workers=given["n_workers"],
+            worker_cpu=given["worker_cpu"],
+            worker_memory=given["worker_memory"],
+            image=given["worker_image"],
+            namespace=given["namespace"],
+            s3_secret_name=given["s3_secret_name"],
+            s3_endpoint=given["s3_endpoint"],
+            profile_workers=given["profile_workers"],
+            placement=Placement.from_settings(ctx.obj.kubernetes),
+            name_prefix=step,
+        )
     )
 
 
@@ -463,7 +455,6 @@ def preprocess(
     seed: Annotated[int, typer.Option(help="Seed of --sample-frac.")] = 0,
 ) -> None:
     """Resample the partitions onto a regular grid with Dask and report data quality."""
-    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
 
     with _clear_errors():
@@ -476,20 +467,7 @@ def preprocess(
             seed=seed,
         )
         options.validate()
-        cluster_options = _cluster_options(
-            ctx,
-            "preprocess",
-            cluster,
-            n_workers,
-            worker_cpu,
-            worker_memory,
-            worker_image,
-            namespace,
-            s3_secret_name,
-            s3_endpoint,
-            profile_workers,
-        )
-        with dask_client(cluster_options) as client:
+        with _dask_client(ctx, "preprocess") as client:
             summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column, scratch)
         _report({k: v for k, v in summary.items() if k != "channels"})
 
@@ -528,25 +506,10 @@ def label_series(
     scratch: ScratchOption = "",
 ) -> None:
     """Label each telemetry row 1 inside any anomaly interval, else 0 (a Dask task per part)."""
-    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.labels import run_label_series
 
-    with _clear_errors():
-        dask = _cluster_options(
-            ctx,
-            "label-series",
-            cluster,
-            n_workers,
-            worker_cpu,
-            worker_memory,
-            worker_image,
-            namespace,
-            s3_secret_name,
-            s3_endpoint,
-            profile_workers,
-        )
-        with dask_client(dask) as client:
-            _report(run_label_series(telemetry, intervals, out, client, label_column, scratch_url=scratch))
+    with _clear_errors(), _dask_client(ctx, "label-series") as client:
+        _report(run_label_series(telemetry, intervals, out, client, label_column, scratch_url=scratch))
 
 
 @app.command()
@@ -577,26 +540,12 @@ def split_dataset(
     scratch: ScratchOption = "",
 ) -> None:
     """Split by time: test around anomalies, train and validation in whole blocks (a Dask task per part)."""
-    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.split import SplitOptions, run_split_dataset
 
     with _clear_errors():
         options = SplitOptions(test_window_hours, val_share, block_hours, seed, test_periods)
         options.validate()
-        dask = _cluster_options(
-            ctx,
-            "split-dataset",
-            cluster,
-            n_workers,
-            worker_cpu,
-            worker_memory,
-            worker_image,
-            namespace,
-            s3_secret_name,
-            s3_endpoint,
-            profile_workers,
-        )
-        with dask_client(dask) as client:
+        with _dask_client(ctx, "split-dataset") as client:
             counts = run_split_dataset(
                 labelled, intervals, train, val, test, options, client, label_column, scratch_url=scratch
             )
@@ -650,25 +599,11 @@ def apply_scaler(
     scratch: ScratchOption = "",
 ) -> None:
     """Scale the train, validation and test sets with the fitted scaler (a Dask task per part)."""
-    from container_component_src.cluster.dask import dask_client
     from container_component_src.data.scaling import run_apply_scaler
 
     with _clear_errors():
-        dask = _cluster_options(
-            ctx,
-            "apply-scaler",
-            cluster,
-            n_workers,
-            worker_cpu,
-            worker_memory,
-            worker_image,
-            namespace,
-            s3_secret_name,
-            s3_endpoint,
-            profile_workers,
-        )
         pairs = [(train, train_out), (val, val_out), (test, test_out)]
-        with dask_client(dask) as client:
+        with _dask_client(ctx, "apply-scaler") as client:
             counts = run_apply_scaler(scaler, pairs, client, scratch_url=scratch)
         _report(counts)
 
