@@ -198,11 +198,9 @@ def pod_memory(step: str) -> float:
 
 
 def _gib(quantity: str) -> float:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-    for suffix, factor in units.items():
-        if quantity.endswith(suffix):
-            return float(quantity[: -len(suffix)]) * factor / GIB
-    return float(quantity) / GIB
+    from container_component_src.resources import memory_bytes
+
+    return memory_bytes(quantity, "[kubernetes.resources]") / GIB
 
 
 def table(sizes: list[tuple[int, int, list[StepRun]]]) -> list[dict[str, Any]]:

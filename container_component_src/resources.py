@@ -62,6 +62,29 @@ FOOTPRINTS = {
 }
 
 
+QUANTITY_UNITS = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}  # fmt: skip
+
+
+def memory_bytes(quantity: str, setting: str) -> int:
+    """A Kubernetes memory quantity ("8Gi", "512M", "1e9") in bytes.
+
+    Raises:
+        ConfigError: Not a positive quantity; names `setting`.
+    """
+    text = str(quantity).strip()
+    unit = next((u for u in sorted(QUANTITY_UNITS, key=len, reverse=True) if text.endswith(u)), "")
+    try:
+        value = float(text[: len(text) - len(unit)]) * QUANTITY_UNITS.get(unit, 1)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{setting}: {quantity!r} is not a memory quantity such as 8Gi or 512Mi")
+    return int(value)
+
+
 def memory_limit(files: tuple[str, ...] = CGROUP_LIMIT_FILES) -> int | None:
     """This container's memory limit in bytes, or None when it has none (or runs outside one)."""
     for name in files:
@@ -100,11 +123,19 @@ def check_fits(
         )
 
 
-def check_step_fits(step: str, inputs: list[str], copies: int = 1, batch_rows: int = 65_536) -> None:
+def check_step_fits(
+    step: str,
+    inputs: list[str],
+    copies: int = 1,
+    batch_rows: int = 65_536,
+    pod_memory: str | None = None,
+    setting: str | None = None,
+) -> None:
     """`check_fits` for a step reading the datasets `inputs` (their rows from their manifests, their
-    channels from the first one's columns besides its index), naming the pod's setting: the one the pod's environment
-    names (`MEMORY_SETTING_ENV`, set in the pods the package starts), else its task's in
-    `[kubernetes.resources]`.
+    channels from the first one's columns besides its index), in this pod or, given `pod_memory`
+    and its `setting`, in pods about to be started (a PyTorchJob's replicas, Katib's trials). This
+    pod's setting is the one its environment names (`MEMORY_SETTING_ENV`, set in the pods the
+    package starts), else its task's in `[kubernetes.resources]`.
 
     Raises:
         ConfigError: It will not fit.
@@ -115,5 +146,8 @@ def check_step_fits(step: str, inputs: list[str], copies: int = 1, batch_rows: i
 
     rows = sum(datasets.count_rows(url) for url in inputs)
     channels = len(datasets.data_columns(datasets.schema(inputs[0])))
+    if pod_memory is not None and setting is not None:
+        check_fits(step, rows, channels, setting, batch_rows, copies, memory_bytes(pod_memory, setting))
+        return
     setting = os.environ.get(MEMORY_SETTING_ENV) or f"[kubernetes.resources.{step}] memory"
     check_fits(step, rows, channels, setting, batch_rows, copies)

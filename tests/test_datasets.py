@@ -113,3 +113,13 @@ def test_unreadable_inputs_name_the_file(tmp_path: Path) -> None:
     storage.write_parquet(_frame(3), str(tmp_path / "ok.parquet"))
     with pytest.raises(InputError, match="ok.parquet lacks column.s. c"):
         next(datasets.iter_frames(str(tmp_path / "ok.parquet"), ["c"]))
+
+
+def test_datasets_in_object_storage_replace_an_earlier_output_part_for_part(s3_bucket: str, dask_test_client) -> None:
+    frame = _frame(45)
+    write_dataset(f"{s3_bucket}/in", frame, part_rows=20)
+    write_dataset(f"{s3_bucket}/out", _frame(90), part_rows=10)  # nine parts: none may linger
+    datasets.map_parts(dask_test_client, f"{s3_bucket}/in", [f"{s3_bucket}/out"], _double, (2.0,))
+    assert [p.rows for p in datasets.parts(f"{s3_bucket}/out")] == [20, 20, 5]
+    back = pd.concat(datasets.iter_frames(f"{s3_bucket}/out"))
+    pd.testing.assert_frame_equal(back, frame * 2.0, check_freq=False)

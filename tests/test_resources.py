@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 
 from container_component_src.config import ConfigError
-from container_component_src.resources import GIB, MEMORY_SETTING_ENV, check_fits, check_step_fits, memory_limit
+from container_component_src.resources import (
+    GIB,
+    MEMORY_SETTING_ENV,
+    check_fits,
+    check_step_fits,
+    memory_bytes,
+    memory_limit,
+)
 from tests.dataset_files import write_dataset
 
 
@@ -41,3 +48,25 @@ def test_the_pod_names_its_own_setting(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(MEMORY_SETTING_ENV, "[training] replica_memory")
     with pytest.raises(ConfigError, match=r"1,000 rows x 3 channels .* raise \[training\] replica_memory"):
         check_step_fits("train", [str(tmp_path / "d")])
+
+
+def test_memory_quantities_as_kubernetes_writes_them() -> None:
+    assert memory_bytes("8Gi", "s") == 8 * GIB and memory_bytes("512Mi", "s") == 512 * 2**20
+    assert (
+        memory_bytes("2G", "s") == 2 * 10**9
+        and memory_bytes("1e9", "s") == 10**9
+        and memory_bytes("64k", "s") == 64_000
+    )
+    for bad in ("", "lots", "-1Gi", "0", "nanGi", "infMi"):
+        with pytest.raises(ConfigError, match=r"\[training\] replica_memory: .* is not a memory quantity"):
+            memory_bytes(bad, "[training] replica_memory")
+
+
+def test_pods_about_to_start_are_checked_against_their_own_setting(tmp_path: Path) -> None:
+    index = pd.date_range("2021-01-01", periods=100_000, freq="10s", tz="UTC")
+    frame = pd.DataFrame(np.zeros((100_000, 181), np.float32), index=index)
+    frame.columns = [f"c{i}" for i in range(181)]
+    write_dataset(str(tmp_path / "d"), frame, part_rows=50_000)
+    with pytest.raises(ConfigError, match=r"100,000 rows x 181 channels .* raise \[training\] replica_memory"):
+        check_step_fits("train", [str(tmp_path / "d")], pod_memory="1Gi", setting="[training] replica_memory")
+    check_step_fits("train", [str(tmp_path / "d")], pod_memory="8Gi", setting="[training] replica_memory")

@@ -27,7 +27,7 @@ from container_component_src.cluster.kube import Placement, cleanup_on_sigterm, 
 from container_component_src.errors import OptionError
 from container_component_src.model.train import OBJECTIVE, ModelParams
 from container_component_src.model.tune import Parameter, grid_values
-from container_component_src.resources import MEMORY_SETTING_ENV
+from container_component_src.resources import MEMORY_SETTING_ENV, check_step_fits
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1beta1", "experiments"
 MEMORY_SETTING = "[tuning] trial_memory"
@@ -370,6 +370,8 @@ def run_katib_tune(
     if not options.image:
         raise OptionError("--image is required to tune with Katib")
     parameters = parse_search_space(search_space)
+    # Each trial holds the sets: refuse before starting trials that would be OOM-killed.
+    check_step_fits("tune", [data["train"], data["val"]], pod_memory=options.memory, setting=MEMORY_SETTING)
     command = trial_command(data, parameters, base, run, settings)
     experiment = build_experiment(
         experiment_name(), parameters, command, options, algorithm, max_trials, max_failed_trials

@@ -14,7 +14,7 @@ from typing import Any
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
 from container_component_src.cluster.kube import Placement, cleanup_on_sigterm, owner_reference, s3_env, wait_for
 from container_component_src.errors import OptionError
-from container_component_src.resources import MEMORY_SETTING_ENV
+from container_component_src.resources import MEMORY_SETTING_ENV, check_step_fits
 
 MEMORY_SETTING = "[training] replica_memory"
 
@@ -234,6 +234,9 @@ def run_pytorchjob_train(
 
     if not options.image:
         raise OptionError("--image is required to train with a PyTorchJob")
+    # Each replica holds the sets: refuse before starting replicas that would be OOM-killed.
+    data = [train_options["train"], train_options["val"]]
+    check_step_fits("train", data, pod_memory=options.memory, setting=MEMORY_SETTING)
     job = build_pytorchjob(job_name(), replica_command(train_options, scratch_url, options, settings), options)
     try:
         run_pytorchjob(api_client or kube_api_client(), job, options)

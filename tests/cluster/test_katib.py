@@ -18,6 +18,7 @@ from container_component_src.cluster.katib import (
 from container_component_src.model.train import ModelParams
 from container_component_src.model.tune import parse_search_space
 from tests.cluster.fake_kube import FakeKube, api_client, serve, write_kubeconfig
+from tests.dataset_files import tiny_sets
 from tests.emulator.controllers import validate_experiment, wrap_worker_container
 from tests.emulator.pods import expand
 
@@ -181,6 +182,7 @@ def test_tune_command_with_katib_backend(tmp_path, monkeypatch: pytest.MonkeyPat
     from container_component_src.main import app
 
     fake = FakeKube([RUNNING, SUCCEEDED])
+    sets = tiny_sets(str(tmp_path / "sets"))  # the launcher sizes them against the trials' memory
     with serve(fake) as url:
         write_kubeconfig(tmp_path / "kubeconfig", url)
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
@@ -192,9 +194,9 @@ def test_tune_command_with_katib_backend(tmp_path, monkeypatch: pytest.MonkeyPat
                 "--backend",
                 "katib",
                 "--train",
-                "s3://b/train",
+                sets["train"],
                 "--val",
-                "s3://b/val",
+                sets["val"],
                 "--scaler",
                 "s3://b/s",
                 "--out",
@@ -214,7 +216,7 @@ def test_tune_command_with_katib_backend(tmp_path, monkeypatch: pytest.MonkeyPat
     assert created["spec"]["maxTrialCount"] == 4
     command = created["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"]
     words = shlex.split(command[2])
-    assert words[words.index("--train") + 1] == "s3://b/train"
+    assert words[words.index("--train") + 1] == sets["train"]
     assert not fake.objects, "the Experiment is deleted"
 
 

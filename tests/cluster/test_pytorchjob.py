@@ -12,6 +12,7 @@ from container_component_src.cluster.pytorchjob import (
     run_pytorchjob_train,
 )
 from tests.cluster.fake_kube import FakeKube, api_client, serve, write_kubeconfig
+from tests.dataset_files import tiny_sets
 
 OPTIONS = PyTorchJobOptions(
     image="registry.example/eclss:abc",
@@ -129,7 +130,11 @@ def test_train_copies_the_masters_model_and_cleans_up(tmp_path: Path, monkeypatc
     fake = FakeKube([SUCCEEDED])
     with serve(fake) as url:
         run_pytorchjob_train(
-            {"train": "s3://b/t"}, str(tmp_path / "model"), str(scratch), OPTIONS, api_client=api_client(url)
+            tiny_sets(str(tmp_path / "sets")),
+            str(tmp_path / "model"),
+            str(scratch),
+            OPTIONS,
+            api_client=api_client(url),
         )
     assert (tmp_path / "model" / "model.torchscript.pt").read_bytes() == b"weights"
     assert not scratch.exists()
@@ -151,6 +156,7 @@ def test_train_command_with_pytorchjob_backend(tmp_path: Path, monkeypatch: pyte
     (scratch / "metrics.json").write_text("{}")
     (tmp_path / "best.json").write_text(json.dumps({"parameters": {"learning_rate": 0.004, "batch_size": 256}}))
     fake = FakeKube([RUNNING, SUCCEEDED], logs=["epoch=0 val_nll=1.5\n"])
+    sets = tiny_sets(str(tmp_path / "sets"))  # the launcher sizes them against the replicas' memory
     with serve(fake) as url:
         write_kubeconfig(tmp_path / "kubeconfig", url)
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
@@ -162,9 +168,9 @@ def test_train_command_with_pytorchjob_backend(tmp_path: Path, monkeypatch: pyte
                 "--backend",
                 "pytorchjob",
                 "--train",
-                "s3://b/train",
+                sets["train"],
                 "--val",
-                "s3://b/val",
+                sets["val"],
                 "--scaler",
                 "s3://b/s",
                 "--params",
