@@ -151,11 +151,6 @@ def iter_part_tables(
             raise InputError(f"{url} is not readable parquet: {exc}") from None
 
 
-def times_ns(table: pa.Table) -> np.ndarray | None:
-    """The table's pandas time index as int64 UTC nanoseconds, or None when it has none."""
-    return _times_ns(table)
-
-
 def _with_index(schema: pa.Schema, columns: list[str], url: str) -> list[str]:
     """`columns` plus the columns that hold the pandas index, so frames come back indexed."""
     missing = [c for c in columns if c not in schema.names]
@@ -219,7 +214,7 @@ class PartWriter:
             self._writer = pq.ParquetWriter(path, self.schema, filesystem=fs, **storage.parquet_options(self.schema))
         elif not table.schema.equals(self.schema, check_metadata=False):
             raise InputError(f"rows written to {self.url} change columns: {table.schema} after {self.schema}")
-        times = _times_ns(table)
+        times = times_ns(table)
         if times is not None and times.size:
             if (self.last_ns is not None and times[0] < self.last_ns) or np.any(times[1:] < times[:-1]):
                 raise InputError(f"rows written to {self.url} are not in time order")
@@ -341,7 +336,7 @@ def map_parts(
     return [result[1] for result in results]
 
 
-def _times_ns(table: pa.Table) -> np.ndarray | None:
+def times_ns(table: pa.Table) -> np.ndarray | None:
     """The table's pandas time index as int64 nanoseconds, or None when it has none."""
     index = _index_columns(table.schema)
     if len(index) != 1 or not pa.types.is_timestamp(table.schema.field(index[0]).type):

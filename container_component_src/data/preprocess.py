@@ -439,8 +439,9 @@ def _preprocess(
             for key, value in part_counts.items():
                 counts[key] = counts.get(key, 0) + value
         _check_parts_visible(out_dir, len(batches))
-    if counts["output_rows"] == 0:
-        raise InputError(f"no complete row left after gap handling in {partitions[0].url} and the other partitions")
+        # Inside the swap: an output without a row must not replace the previous good one.
+        if counts["output_rows"] == 0:
+            raise InputError(f"no complete row left after gap handling in {partitions[0].url} and the other partitions")
     summary = {
         "resample_period": options.resample_period,
         "aggregation": options.aggregation,

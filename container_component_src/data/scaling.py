@@ -549,6 +549,22 @@ def run_apply_scaler(
     return counts
 
 
+def _check_finite(scaled: np.ndarray, values: np.ndarray, channels: list[str], source: str) -> None:
+    """Refuse a finite value that scales beyond float32 (a huge value against a tiny scale): written
+    as infinity it would turn training's loss into NaN.
+
+    Raises:
+        InputError: Names the source, the channel and the value.
+    """
+    bad = ~np.isfinite(scaled) & np.isfinite(values)
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        raise InputError(
+            f"{source}: channel '{channels[column]}' value {values[row, column]:g} scales beyond float32 "
+            f"({bad.sum()} value(s)): the channel barely moved in training; drop it or fix the value"
+        )
+
+
 def _noting_starts(
     listed: list[datasets.Part],
     channels: list[str],
@@ -584,6 +600,7 @@ def _scale_part(
             if numbering is not None and table.num_rows:
                 center = references[numbering(datasets.times_ns(table))]
             scaled = scale_values(values.reshape(table.num_rows, len(channels)), scaler, center)
+            _check_finite(scaled, values, channels, part_url)
             for j, channel in enumerate(channels):
                 position = table.schema.get_field_index(channel)
                 table = table.set_column(position, pa.field(channel, pa.float32()), pa.array(scaled[:, j]))

@@ -184,6 +184,20 @@ def test_unusable_data(tmp_path: Path, dask_test_client: object) -> None:
     assert not (tmp_path / "o").exists() and not (tmp_path / "q").exists()
 
 
+def test_a_run_without_a_complete_row_leaves_the_previous_output(tmp_path: Path, dask_test_client: object) -> None:
+    good, apart = tmp_path / "good", tmp_path / "apart"
+    _partition(good / "a.parquet", "2021-01-01", [float(m) for m in range(60)], x=[1.0] * 60, y=[2.0] * 60)
+    out, report = str(tmp_path / "out"), str(tmp_path / "q.json")
+    run_preprocess([str(good)], out, report, dask_test_client, PreprocessOptions())
+    # x in the first half hour, y in the second: both kept (half missing each), no row complete.
+    halves = [1.0] * 30 + [np.nan] * 30
+    _partition(apart / "a.parquet", "2021-01-01", [float(m) for m in range(60)], x=halves, y=halves[::-1])
+    with pytest.raises(InputError, match="no complete row left"):
+        run_preprocess([str(apart)], out, report, dask_test_client, PreprocessOptions(max_missing_share=0.6))
+    assert len(pd.read_parquet(out)) == 60, "the previous good output stays"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["apart", "good", "out", "q.json"]
+
+
 def test_bad_partitions(tmp_path: Path, dask_test_client: object) -> None:
     empty = tmp_path / "empty"
     _partition(empty / "a.parquet", "2021-01-01", [], x=pa.array([], pa.float64()))

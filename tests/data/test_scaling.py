@@ -225,3 +225,21 @@ def test_exact_quantiles_of_float64_and_of_negative_and_repeated_values() -> Non
     quantiles = [0.0, 0.1, 0.25, 0.5, 0.9, 1.0]
     found = _quantiles(lambda: iter(chunks), ["a", "b", "c"], len(values), quantiles, np.float64, False)
     np.testing.assert_array_equal(found, np.quantile(values, quantiles, axis=0))
+
+
+def test_a_value_that_scales_beyond_float32_is_refused_not_written_as_infinity(
+    tmp_path: Path, dask_test_client: object
+) -> None:
+    train = _frame({"a": [1.0, 1.0 + 1e-6, 1.0], "label": [0, 0, 0]})
+    train["a"] = train["a"].astype(np.float32)
+    train.to_parquet(tmp_path / "train.parquet")
+    scaler = run_fit_scaler(str(tmp_path / "train.parquet"), str(tmp_path / "s.json"), "minmax")
+    assert 0 < scaler["scale"][0] < 1e-5
+    test = _frame({"a": [1.0, 3e38], "label": [0, 1]})
+    test["a"] = test["a"].astype(np.float32)
+    test.to_parquet(tmp_path / "test.parquet")
+    with pytest.raises(InputError, match=r"test.parquet: channel 'a' value 3e\+38 scales beyond float32 \(1 value"):
+        run_apply_scaler(
+            str(tmp_path / "s.json"), [(str(tmp_path / "test.parquet"), str(tmp_path / "out"))], dask_test_client
+        )
+    assert not (tmp_path / "out").exists()
