@@ -252,7 +252,15 @@ def write_json(data: Any, url: str) -> None:
 
 
 def read_json(url: str) -> Any:
+    """The JSON document at `url`.
+
+    Raises:
+        InputError: It is missing or not JSON; names the file and where it breaks.
+    """
     require(url, "JSON input")
     fs, path = filesystem(url)
     with fs.open(path, "r") as handle:
-        return json.load(handle)
+        try:
+            return json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{url} is not JSON: {exc}") from None

@@ -159,6 +159,30 @@ def label_rows(times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray)
     return inside.astype(np.int8)
 
 
+def read_intervals(url: str) -> pd.DataFrame:
+    """The anomaly intervals at `url` (as parse-reports writes them), checked.
+
+    Raises:
+        InputError: Not readable parquet, no `start`/`end` timestamp columns, an empty bound (an
+            interval without a start would label every row before its end), or an end before its
+            start; names the file and the row.
+    """
+    intervals = storage.read_parquet(url)
+    missing = [c for c in ("start", "end") if c not in intervals.columns]
+    if missing:
+        raise InputError(f"intervals {url} lack column(s) {', '.join(missing)}: write them with parse-reports")
+    for column in ("start", "end"):
+        if not pd.api.types.is_datetime64_any_dtype(intervals[column]):
+            raise InputError(f"intervals {url}: column '{column}' is {intervals[column].dtype}, not timestamps")
+        empty = np.flatnonzero(intervals[column].isna().to_numpy())
+        if empty.size:
+            raise InputError(f"intervals {url}: row {int(empty[0])} has no {column} ({empty.size} such row(s))")
+    backwards = np.flatnonzero((intervals["end"] < intervals["start"]).to_numpy())
+    if backwards.size:
+        raise InputError(f"intervals {url}: row {int(backwards[0])} ends before it starts")
+    return intervals
+
+
 def run_parse_reports(
     reports_url: str,
     out_url: str,
@@ -194,7 +218,7 @@ def run_label_series(
     Raises:
         InputError: The telemetry is not readable parquet, has no time index, or has the column.
     """
-    intervals = storage.read_parquet(intervals_url)
+    intervals = read_intervals(intervals_url)
     if label_column in datasets.schema(telemetry_url).names:
         raise InputError(f"telemetry {telemetry_url} already has a column '{label_column}'")
     args = (to_ns(intervals["start"]), to_ns(intervals["end"]), label_column, batch_rows, telemetry_url)

@@ -83,6 +83,27 @@ def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, in
     return grids
 
 
+# The grid of one partition at most: a task allocates it whole (channels x periods, float32).
+MAX_PARTITION_GRID_BYTES = 2**30
+
+
+def check_grid_size(grids: list[tuple[int, int]], channels: int, resample_period: str) -> None:
+    """Refuse a grid period so short that one partition's grid would not fit in memory, before
+    anything is allocated.
+
+    Raises:
+        OptionError: Names the option, the grid's rows and its size.
+    """
+    largest = max((bins for _, bins in grids), default=0)
+    size = largest * channels * np.dtype(np.float32).itemsize
+    if size > MAX_PARTITION_GRID_BYTES:
+        raise OptionError(
+            f"--resample-period {resample_period}: one partition would be {largest:,} grid rows x {channels} "
+            f"channel(s), {size / 2**30:,.1f} GiB: give a longer period (or shorter partitions, "
+            "split-archive's --partition-period)"
+        )
+
+
 # Rows of a Dask task at most: a task's memory is a few copies of its grid, so this bounds it
 # whatever the archive (~25 MB a copy at 181 channels); ten years are ~700 tasks.
 BATCH_ROWS = storage.ROW_GROUP_ROWS // 2
@@ -388,6 +409,7 @@ def _preprocess(
             f"(non-numeric columns: {', '.join(non_numeric) or 'none'})"
         )
     grids = plan_grid(partitions, period_ns)
+    check_grid_size(grids, len(channels), options.resample_period)
     batches = plan_batches(partitions, threads)
     counts: dict[str, int] = {}
     storage.remove_stale_temporaries(out_url)  # left by a preprocess that was killed

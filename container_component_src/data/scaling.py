@@ -515,6 +515,28 @@ def run_fit_scaler(
     return scaler
 
 
+def read_scaler(url: str) -> dict[str, Any]:
+    """The scaler fit-scaler wrote at `url`, checked.
+
+    Raises:
+        InputError: Not JSON, or no channel list with a finite center and a positive scale for each.
+    """
+    scaler = storage.read_json(url)
+    try:
+        channels, center, scale = list(scaler["channels"]), scaler["center"], scaler["scale"]
+        center, scale = np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+        valid = center.shape == scale.shape == (len(channels),) and np.isfinite(center).all()
+        valid = valid and bool((np.isfinite(scale) & (scale > 0)).all()) and int(scaler.get("reference_rows", 0)) >= 0
+    except (KeyError, TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InputError(
+            f"{url} is not a scaler written by fit-scaler: it needs 'channels', and a finite 'center' and positive "
+            "'scale' per channel"
+        )
+    return scaler
+
+
 def run_apply_scaler(
     scaler_url: str, pairs: list[tuple[str, str]], client: Any, scratch_url: str = ""
 ) -> dict[str, int]:
@@ -528,7 +550,7 @@ def run_apply_scaler(
         client: A connected `distributed.Client`.
         scratch_url: See `datasets.map_parts` (workers in pods of their own).
     """
-    scaler = storage.read_json(scaler_url)
+    scaler = read_scaler(scaler_url)
     channels, reference_rows = scaler["channels"], scaler.get("reference_rows", 0)
     counts = {}
     for number, (source, target) in enumerate(pairs):

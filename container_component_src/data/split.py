@@ -14,10 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from container_component_src import datasets, storage
-from container_component_src.data.labels import label_rows, to_ns
+from container_component_src import datasets
+from container_component_src.data.labels import label_rows, read_intervals, to_ns
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
+
+# Hours an option may span at most: a century (comparisons with NaN fail, so NaN is refused too).
+MAX_HOURS = 876_600
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,16 @@ class SplitOptions:
         return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
 
     def validate(self) -> None:
-        if self.test_window_hours < 0:
-            raise OptionError(f"--test-window-hours must be >= 0, got {self.test_window_hours}")
+        if not 0 <= self.test_window_hours <= MAX_HOURS:
+            raise OptionError(
+                f"--test-window-hours must be from 0 to {MAX_HOURS} (a century), got {self.test_window_hours}"
+            )
         if not 0.0 < self.val_share < 1.0:
             raise OptionError(f"--val-share must be in (0, 1), got {self.val_share}")
-        if self.block_hours <= 0:
-            raise OptionError(f"--block-hours must be > 0, got {self.block_hours}")
+        if not 0 < self.block_hours <= MAX_HOURS:
+            raise OptionError(
+                f"--block-hours must be above 0 and at most {MAX_HOURS} (a century), got {self.block_hours}"
+            )
         self.periods()
 
 
@@ -144,7 +151,7 @@ def run_split_dataset(
     labelled = datasets.parts(labelled_url)
     if label_column not in datasets.schema(labelled_url).names:
         raise InputError(f"telemetry {labelled_url} has no label column '{label_column}': run label-series first")
-    intervals = storage.read_parquet(intervals_url)
+    intervals = read_intervals(intervals_url)
     starts, ends = to_ns(intervals["start"]), to_ns(intervals["end"])
     first: int | None = None
     rows_per_block: dict[int, int] = {}

@@ -43,6 +43,8 @@ def parse_period(period: str, option: str) -> pd.Timedelta:
         value = pd.Timedelta(period)
     except ValueError as exc:
         raise OptionError(f"{option}: {period!r} is not a period such as '1D' or '30s'") from exc
+    if pd.isna(value):
+        raise OptionError(f"{option}: {period!r} is not a period such as '1D' or '30s'")
     if value <= pd.Timedelta(0):
         raise OptionError(f"{option}: {period!r} must be positive")
     return value

@@ -208,3 +208,57 @@ def test_latin1_empty_reports_and_mixed_zones_name_the_file(tmp_path: Path) -> N
     )
     mixed = _csv(tmp_path / "m.csv", "time,x\n2021-01-01 00:00:00+01:00,1.0\n2021-01-01 00:00:10,2.0\n")
     _fails(_import(tmp_path, mixed), "m.csv", "column 'time' row 3", "with and without a zone")
+
+
+def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_path, dask_test_client) -> None:
+    """Issue 35's cases where they touch the table steps: one-line errors, nothing written."""
+    from container_component_src.data.labels import run_label_series
+    from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
+    from container_component_src.data.scaling import run_apply_scaler
+    from container_component_src.data.split import SplitOptions
+    from container_component_src.data.split_archive import parse_period
+    from container_component_src.errors import OptionError
+    from container_component_src.storage import InputError
+    from tests.dataset_files import write_dataset
+
+    index = pd.date_range("2021-01-01", periods=20, freq="1min", tz="UTC", name="normalizedTime")
+    write_dataset(str(tmp_path / "t"), pd.DataFrame({"x": np.arange(20.0)}, index=index), part_rows=10)
+    outs = [str(tmp_path / n) for n in ("t", "i.parquet", "l")]
+    # An interval without a start would label every row before its end.
+    pd.DataFrame({"start": pd.to_datetime([None], utc=True), "end": index[[5]]}).to_parquet(tmp_path / "i.parquet")
+    with pytest.raises(InputError, match=r"i.parquet: row 0 has no start"):
+        run_label_series(*outs, dask_test_client)
+    pd.DataFrame({"begin": index[[1]], "end": index[[5]]}).to_parquet(tmp_path / "i.parquet")
+    with pytest.raises(InputError, match=r"i.parquet lack column.s. start: write them with parse-reports"):
+        run_label_series(*outs, dask_test_client)
+    assert not (tmp_path / "l").exists()
+    # A scaler that is not JSON, or not a scaler.
+    (tmp_path / "s.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"s.json is not JSON"):
+        run_apply_scaler(str(tmp_path / "s.json"), [(outs[0], str(tmp_path / "o"))], dask_test_client)
+    (tmp_path / "s.json").write_text('{"channels": ["x"], "center": [0.0]}')
+    with pytest.raises(InputError, match=r"s.json is not a scaler written by fit-scaler"):
+        run_apply_scaler(str(tmp_path / "s.json"), [(outs[0], str(tmp_path / "o"))], dask_test_client)
+    # Periods and hours that are not numbers, or beyond any archive.
+    for text in ("nan", "NaT", ""):
+        with pytest.raises(OptionError, match="--partition-period: .* is not a period"):
+            parse_period(text, "--partition-period")
+    for bad in ({"test_window_hours": float("nan")}, {"block_hours": float("inf")}, {"block_hours": 1e12}):
+        with pytest.raises(OptionError, match="a century"):
+            SplitOptions(**bad).validate()
+    # A grid period so short that one partition's grid would take terabytes: refused before allocating.
+    parts = tmp_path / "parts"
+    meta = {b"eclss.partition": b'{"start": "2021-01-01T00:00:00+00:00", "end": "2021-01-02T00:00:00+00:00"}'}
+    table = pa.table({"normalizedTime": pa.array(index.as_unit("ns")), "x": pa.array(np.arange(20.0))})
+    parts.mkdir()
+    pq.write_table(table.replace_schema_metadata(meta), parts / "p.parquet")
+    with pytest.raises(
+        OptionError, match=r"--resample-period 1ns: one partition would be [\d,]+ grid rows x 1 channel.s., [\d,.]+ GiB"
+    ):
+        run_preprocess(
+            [str(parts)],
+            str(tmp_path / "g"),
+            str(tmp_path / "q.json"),
+            dask_test_client,
+            PreprocessOptions(resample_period="1ns"),
+        )
