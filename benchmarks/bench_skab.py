@@ -190,6 +190,7 @@ def run_protocol_b(
     from container_component_src.evaluation.evaluate import EvaluateOptions, calibration, nominal_false_alarm_rates
     from container_component_src.evaluation.metrics import baselines, find_events
     from container_component_src.model.data import TelemetryDataModule
+    from container_component_src.model.rows import MemoryRows
     from container_component_src.model.train import (
         ModelParams,
         TrainOptions,
@@ -242,7 +243,7 @@ def run_protocol_b(
         # As `train` does: the scaler's mode channels (Pressure sits at a few levels in some
         # files' first 400 rows) weigh `mode_weight`, its drifting ones `drift_weight`.
         weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
-        calibrate(best.vae, val, np.zeros(len(val), np.int64), weights)
+        calibrate(best.vae, MemoryRows(val), weights)
         for channel in scaler["drifting_channels"]:
             drifting[channel] = drifting.get(channel, 0) + 1
         flag_rows = functools.partial(

@@ -5,8 +5,15 @@ CPU time (the process tree's), peak memory of the process tree (RSS summed over 
 its children, polled every 50 ms) and output size; memory is fitted as a straight line in the
 days of archive and projected to ten years, against the shipped pod memory of the step.
 
+Training and tuning are measured as they scale out too: training with 2 DDP ranks (each rank's
+own peak RSS: on the cluster each rank is a pod), tuning with 1 and 2 parallel workers (the
+tree's proportional set size, PSS: the mapped copy the workers share counts once, as in the
+pod's memory). A rank's peak is modelled as a + b x days / ranks and projected to ten years at
+4 ranks, against the PyTorchJob replica's memory (`[training] replica_memory`).
+
     poetry run python -m benchmarks.run_all --only step-sizing          # 91 and 365 days (long)
     poetry run python -m benchmarks.bench_step_sizing --days 7 --days 28 # a quick look
+    poetry run python -m benchmarks.bench_step_sizing --model-only --data /tmp/sizing  # reuse data
 """
 
 from __future__ import annotations
@@ -31,22 +38,34 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class StepRun:
+    """One step's figures.
+
+    Attributes:
+        peak_bytes: Peak of the tree's RSS summed over its processes.
+        pss_bytes: Peak of the tree's PSS summed (shared pages counted once).
+        child_peak_bytes: The largest peak RSS of one child process (a DDP rank, a tuning worker);
+            the main process's when it has no child.
+    """
+
     step: str
     wall_s: float
     cpu_s: float
     peak_bytes: int
     output_bytes: int
+    pss_bytes: int = 0
+    child_peak_bytes: int = 0
 
 
 def measure(argv: list[str], outputs: list[Path], step: str) -> StepRun:
-    """Run `argv`, polling its process tree's RSS; its figures.
+    """Run `argv`, polling its process tree's memory; its figures.
 
     Raises:
         RuntimeError: The step failed (with the end of its output).
     """
     import psutil
 
-    started, peak = time.monotonic(), 0
+    started, peak, pss = time.monotonic(), 0, 0
+    own: dict[int, int] = {}
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tree = psutil.Process(process.pid)
     output: list[bytes] = []
@@ -56,7 +75,12 @@ def measure(argv: list[str], outputs: list[Path], step: str) -> StepRun:
     while process.poll() is None:
         try:
             members = [tree, *tree.children(recursive=True)]
-            peak = max(peak, sum(_rss(p) for p in members))
+            memory = {p.pid: _memory(p) for p in members}
+            peak = max(peak, sum(rss for rss, _ in memory.values()))
+            pss = max(pss, sum(share for _, share in memory.values()))
+            own = {pid: max(own.get(pid, 0), rss) for pid, (rss, _) in memory.items()} | {
+                pid: value for pid, value in own.items() if pid not in memory
+            }
             cpu = max(cpu, sum(_cpu(p) for p in members))
         except psutil.Error:
             pass
@@ -66,14 +90,18 @@ def measure(argv: list[str], outputs: list[Path], step: str) -> StepRun:
         tail = b"".join(output).decode(errors="replace")[-2000:]
         raise RuntimeError(f"{step} failed (exit {process.returncode}):\n{tail}")
     size = sum(_size(path) for path in outputs)
-    return StepRun(step, time.monotonic() - started, cpu, peak, size)
+    children = [value for pid, value in own.items() if pid != process.pid]
+    child_peak = max(children) if children else own.get(process.pid, 0)
+    return StepRun(step, time.monotonic() - started, cpu, peak, size, pss, child_peak)
 
 
-def _rss(process: Any) -> int:
+def _memory(process: Any) -> tuple[int, int]:
+    """RSS and PSS of a process (0, 0 when it ended between the listing and the read)."""
     try:
-        return process.memory_info().rss
-    except Exception:  # it ended between the listing and the read
-        return 0
+        info = process.memory_full_info()
+        return info.rss, info.pss
+    except Exception:
+        return 0, 0
 
 
 def _cpu(process: Any) -> float:
@@ -96,12 +124,25 @@ def _cli(subcommand: str, **options: Any) -> list[str]:
     return [sys.executable, "-m", "container_component_src.main", *to_argv(subcommand, options)]
 
 
-def run_steps(folder: Path, days: int, epochs: int = 1) -> tuple[int, list[StepRun]]:
-    """Generate `days` of data in `folder` and run every step on it; the grid rows and the runs."""
+# The scale-out runs of training and tuning: (name, subcommand, extra options).
+SCALE_OUT = (
+    ("train, 2 ranks", "train", {"devices": 2}),
+    ("tune, 1 worker", "tune", {"parallel_trials": 1}),
+    ("tune, 2 workers", "tune", {"parallel_trials": 2}),
+)
+
+
+def run_steps(folder: Path, days: int, epochs: int = 1, model_only: bool = False) -> tuple[int, list[StepRun]]:
+    """Generate `days` of data in `folder` and run every step on it; the grid rows and the runs.
+    With `model_only`, only training and tuning run, on the data a run left in `folder` (made
+    first when it is not there)."""
     import pyarrow.parquet as pq
 
     f = {name: folder / name for name in ("archives", "parts", "telemetry", "intervals", "labelled", "model")}
     f |= {name: folder / f"{name}.parquet" for name in ("train", "val", "test", "strain", "sval", "stest", "results")}
+    if model_only and f["sval"].exists():
+        runs = _model_steps(folder, f, days, epochs)
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in f["telemetry"].rglob("*.parquet")), runs
     generate = _cli(
         "generate-data",
         archives=str(f["archives"]),
@@ -115,7 +156,7 @@ def run_steps(folder: Path, days: int, epochs: int = 1) -> tuple[int, list[StepR
         timestamp_column="normalizedTime",
     )
     measure(generate, [], "generate-data")
-    steps = [
+    steps: list[tuple[str, dict[str, Any], list[str]]] = [
         ("split-archive", {"archive": str(f["archives"] / "eclss_2021.parquet"), "out": str(f["parts"])}, ["parts"]),
         (
             "preprocess",
@@ -154,38 +195,52 @@ def run_steps(folder: Path, days: int, epochs: int = 1) -> tuple[int, list[StepR
             },
             ["strain", "sval", "stest"],
         ),
-        (
-            "train",
-            {
-                "train": str(f["strain"]),
-                "val": str(f["sval"]),
-                "scaler": str(folder / "scaler.json"),
-                "out": str(f["model"]),
-                "max_epochs": epochs,
-                "min_steps": 0,
-                "accelerator": "cpu",
-            },
-            ["model"],
-        ),
-        (
-            "evaluate",
-            {
-                "model": str(f["model"]),
-                "val": str(f["sval"]),
-                "test": str(f["stest"]),
-                "results": str(f["results"]),
-                "summary": str(folder / "summary.json"),
-                "report": str(folder / "report.html"),
-            },
-            ["results"],
-        ),
     ]
-    runs = []
-    for step, options, outputs in steps:
-        runs.append(measure(_cli(step, **options), [f[o] for o in outputs], step))
-        print(f"  {days} days  {step:<14} {runs[-1].wall_s:7.1f} s  {runs[-1].peak_bytes / GIB:6.2f} GiB", flush=True)
+    runs = [_run(step, options, [f[o] for o in outputs], days) for step, options, outputs in steps]
+    runs += _model_steps(folder, f, days, epochs)
+    if not model_only:
+        evaluate = {
+            "model": str(f["model"]),
+            "val": str(f["sval"]),
+            "test": str(f["stest"]),
+            "results": str(f["results"]),
+            "summary": str(folder / "summary.json"),
+            "report": str(folder / "report.html"),
+        }
+        runs.append(_run("evaluate", evaluate, [f["results"]], days))
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in f["telemetry"].rglob("*.parquet"))
     return rows, runs
+
+
+def _run(step: str, options: dict[str, Any], outputs: list[Path], days: int, name: str | None = None) -> StepRun:
+    run = measure(_cli(step, **options), outputs, name or step)
+    print(
+        f"  {days} days  {run.step:<16} {run.wall_s:7.1f} s  {run.peak_bytes / GIB:6.2f} GiB RSS  "
+        f"{run.pss_bytes / GIB:6.2f} GiB PSS  {run.child_peak_bytes / GIB:6.2f} GiB largest process",
+        flush=True,
+    )
+    return run
+
+
+def _model_steps(folder: Path, f: dict[str, Path], days: int, epochs: int) -> list[StepRun]:
+    """Training (1 and 2 DDP ranks) and local tuning (1 and 2 workers, 2 trials of `epochs`)."""
+    data = {"train": str(f["strain"]), "val": str(f["sval"]), "scaler": str(folder / "scaler.json")}
+    train = {**data, "out": str(f["model"]), "max_epochs": epochs, "min_steps": 0, "accelerator": "cpu"}
+    tune = {
+        **data,
+        "out": str(folder / "best.json"),
+        "max_trials": 2,
+        "epochs_per_trial": epochs,
+        "min_steps_per_trial": 0,
+        "accelerator": "cpu",
+    }
+    runs = [_run("train", train, [f["model"]], days)]
+    for name, step, extra in SCALE_OUT:
+        options = {**(train if step == "train" else tune), **extra}
+        if step == "train":  # the model evaluate scores is the one-rank run's
+            options["out"] = str(folder / "model-ranks")
+        runs.append(_run(step, options, [], days, name))
+    return runs
 
 
 def pod_memory(step: str) -> float:
@@ -207,7 +262,10 @@ def table(sizes: list[tuple[int, int, list[StepRun]]]) -> list[dict[str, Any]]:
     """One row per step: its figures at each length, the growth, and the ten-year projection."""
     (days_a, _, runs_a), (days_b, rows_b, runs_b) = sizes[0], sizes[-1]
     results = []
+    scale_out = {name for name, _, _ in SCALE_OUT}
     for a, b in zip(runs_a, runs_b, strict=True):
+        if a.step in scale_out:
+            continue
         # Per day of archive, not per grid row: the generated data's gaps then scale with it.
         slope = (b.peak_bytes - a.peak_bytes) / max(days_b - days_a, 1)
         # More data never needs less memory: a step whose peak fell is projected at its last one.
@@ -233,22 +291,75 @@ def table(sizes: list[tuple[int, int, list[StepRun]]]) -> list[dict[str, Any]]:
                 "fits_pod": ten_years <= limit,
             }
         )
+    named = ({r.step: r for r in runs_a}, {r.step: r for r in runs_b})
+    if "train, 2 ranks" in named[1]:
+        results += scale_out_rows(days_a, days_b, *named)
     return results
 
 
-def run(days: tuple[int, ...] = (91, 365)) -> list[dict[str, Any]]:
+def scale_out_rows(
+    days_a: int, days_b: int, runs_a: dict[str, StepRun], runs_b: dict[str, StepRun]
+) -> list[dict[str, Any]]:
+    """Training per rank at 1 and 2 ranks, with the ten-year projection at 4; tuning at 1 and 2 workers."""
+    from container_component_src.config import load_settings
+
+    settings = load_settings(Path(__file__).resolve().parents[1] / "config.toml")
+    replica = _gib(settings.training.replica_memory)
+    one, two = runs_b["train"].peak_bytes, runs_b["train, 2 ranks"].child_peak_bytes
+    # A rank holds base + k x days / ranks: k from the two rank counts and from the two lengths,
+    # the larger one (the projection errs on the side of more memory).
+    k = max(2 * (one - two) / days_b, (one - runs_a["train"].peak_bytes) / max(days_b - days_a, 1), 0.0)
+    ten_years = (two + k * (TEN_YEARS_DAYS / 4 - days_b / 2)) / GIB
+    tune_one, tune_two = runs_b["tune, 1 worker"], runs_b["tune, 2 workers"]
+    benchmark = f"step sizing: {CHANNELS} channels, 10 s grid, {days_b} days"
+    return [
+        {
+            "benchmark": benchmark,
+            "case": (
+                f"train per rank: 1 rank {one / GIB:.2f} GiB, 2 ranks {two / GIB:.2f} GiB ({two / one:.2f}x); "
+                f"ten years at 4 ranks ~{ten_years:.1f} GiB a rank against the replica's {replica:.0f} GiB"
+            ),
+            "seconds": round(runs_b["train, 2 ranks"].wall_s, 2),
+            "ratio": f"{two / one:.2f}x a rank's peak from 1 to 2 ranks",
+            "target": "<= 0.6x, and ten years at 4 ranks within [training] replica_memory",
+            "met": two <= 0.6 * one and ten_years <= replica,
+            "rank_gib": {1: round(one / GIB, 3), 2: round(two / GIB, 3)},
+            "ten_year_rank_gib_at_4": round(ten_years, 2),
+        },
+        {
+            "benchmark": benchmark,
+            "case": (
+                f"tune (2 trials): 1 worker {tune_one.pss_bytes / GIB:.2f} GiB, 2 workers "
+                f"{tune_two.pss_bytes / GIB:.2f} GiB ({tune_two.pss_bytes / tune_one.pss_bytes:.2f}x; PSS of the "
+                f"tree, a worker {tune_two.child_peak_bytes / GIB:.2f} GiB RSS; {tune_one.wall_s:.0f} s and "
+                f"{tune_two.wall_s:.0f} s)"
+            ),
+            "seconds": round(tune_two.wall_s, 2),
+            "ratio": f"{tune_two.pss_bytes / tune_one.pss_bytes:.2f}x the pod's memory from 1 to 2 workers",
+            "target": "<= 1.3x",
+            "met": tune_two.pss_bytes <= 1.3 * tune_one.pss_bytes,
+        },
+    ]
+
+
+def run(days: tuple[int, ...] = (91, 365), model_only: bool = False, data: Path | None = None) -> list[dict[str, Any]]:
+    """Measure at each length; `data` keeps (and reuses) the generated data in `data/<days>d`."""
     sizes = []
     with tempfile.TemporaryDirectory(prefix="step-sizing-") as tmp:
         for length in days:
-            folder = Path(tmp) / f"{length}d"
-            folder.mkdir()
-            rows, runs = run_steps(folder, length)
+            folder = (data or Path(tmp)) / f"{length}d"
+            folder.mkdir(parents=True, exist_ok=True)
+            rows, runs = run_steps(folder, length, model_only=model_only)
             sizes.append((length, rows, runs))
     return table(sizes)
 
 
-def main(days: Annotated[list[int], typer.Option("--days", help="Lengths to measure (two).")] = [91, 365]) -> None:  # noqa: B006
-    for row in run(tuple(days)):
+def main(
+    days: Annotated[list[int], typer.Option("--days", help="Lengths to measure (two).")] = [91, 365],  # noqa: B006
+    model_only: Annotated[bool, typer.Option(help="Only training and tuning, on data kept in --data.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Keep the generated data here, and reuse it.")] = None,
+) -> None:
+    for row in run(tuple(days), model_only, data):
         print(f"{'met ' if row['met'] else 'MISS'}  {row['case']}")
 
 

@@ -3,9 +3,10 @@ limit stops with the setting to raise instead of being OOM-killed halfway.
 
 A step's peak memory is modelled from what `benchmarks/bench_step_sizing.py` measured (181
 channels on a 10 s grid, 91 and 365 days of archive): a base (interpreter, libraries, model),
-bytes per channel of each row held in a batch, and, for the steps that still hold their whole
-input (training and tuning, until they shard), bytes per channel of each input row. The limit is
-the pod's, read from its cgroup (none outside a container: then nothing is checked).
+bytes per channel of each row held in a batch, and, for the steps that hold their input (training:
+each process its shard; local tuning: one memory-mapped copy for all its workers), bytes per
+channel of each input row. The limit is the pod's, read from its cgroup (none outside a container:
+then nothing is checked).
 """
 
 from __future__ import annotations
@@ -29,24 +30,25 @@ class Footprint:
     """A step's peak memory as a function of its input.
 
     Attributes:
-        base_gib: Memory without data (interpreter, libraries, a model).
+        base_gib: Memory of a process without data (interpreter, libraries, a model).
         batch_cell_bytes: Bytes per channel of each row held in batches at once.
-        cell_bytes: Bytes per channel of each input row (steps that hold the whole input).
+        cell_bytes: Bytes per channel of each input row held (see `shared`).
         row_bytes: Bytes per input row (scores kept per row).
+        shared: The processes share one copy of the input (memory-mapped) instead of each holding
+            its shard.
     """
 
     base_gib: float
     batch_cell_bytes: float = 0.0
     cell_bytes: float = 0.0
     row_bytes: float = 0.0
+    shared: bool = False
 
-    def need_bytes(self, rows: int, channels: int, batch_rows: int) -> float:
-        return (
-            self.base_gib * GIB
-            + self.batch_cell_bytes * min(rows, batch_rows) * channels
-            + self.cell_bytes * rows * channels
-            + self.row_bytes * rows
-        )
+    def need_bytes(self, rows: int, channels: int, batch_rows: int, processes: int = 1, shards: int = 1) -> float:
+        """Peak bytes of `processes` processes in one pod, each holding `1 / shards` of the rows."""
+        held = rows if self.shared else processes * rows / shards
+        each = self.base_gib * GIB + self.batch_cell_bytes * min(rows, batch_rows) * channels + self.row_bytes * rows
+        return processes * each + self.cell_bytes * held * channels
 
 
 # Fitted to the sizing benchmark's peaks (README, "Sizing of every step"), rounded up.
@@ -55,10 +57,11 @@ FOOTPRINTS = {
     "fit-scaler": Footprint(base_gib=0.35, batch_cell_bytes=40.0),
     # The model, a batch of channels, and ~60 bytes of scores per validation and test row.
     "evaluate": Footprint(base_gib=0.6, batch_cell_bytes=24.0, row_bytes=64.0),
-    # The whole training and validation sets as float32 tensors, with the frames they come from.
-    "train": Footprint(base_gib=0.9, cell_bytes=19.0),
-    # As train, once per parallel trial.
-    "tune": Footprint(base_gib=1.2, cell_bytes=16.0),
+    # A rank's shard of the training and validation sets as float32 (4 bytes a cell, read straight
+    # into place), a chunk of validation rows being calibrated, and a score per validation row.
+    "train": Footprint(base_gib=1.0, cell_bytes=4.5, row_bytes=16.0),
+    # The mapped copy of the sets (in the page cache, once), and each worker's libraries.
+    "tune": Footprint(base_gib=0.9, cell_bytes=4.5, shared=True),
 }
 
 
@@ -98,7 +101,14 @@ def memory_limit(files: tuple[str, ...] = CGROUP_LIMIT_FILES) -> int | None:
 
 
 def check_fits(
-    step: str, rows: int, channels: int, setting: str, batch_rows: int, copies: int = 1, limit: int | None = None
+    step: str,
+    rows: int,
+    channels: int,
+    setting: str,
+    batch_rows: int,
+    processes: int = 1,
+    shards: int = 1,
+    limit: int | None = None,
 ) -> None:
     """Stop before the heavy work when the step's modelled peak exceeds the pod's memory limit.
 
@@ -108,14 +118,15 @@ def check_fits(
         channels: Channels of its input.
         setting: What to raise, as the user sets it (named in the message).
         batch_rows: Rows a batch holds.
-        copies: Processes doing it at once (parallel tuning trials).
+        processes: Processes of the step in this pod (DDP ranks, parallel tuning trials).
+        shards: Shards the input is cut into, one per training process in all pods.
         limit: The limit in bytes; this container's when None.
 
     Raises:
         ConfigError: It will not fit; names the rows, channels, both figures and `setting`.
     """
     limit = memory_limit() if limit is None else limit
-    need = copies * FOOTPRINTS[step].need_bytes(rows, channels, batch_rows)
+    need = FOOTPRINTS[step].need_bytes(rows, channels, batch_rows, processes, shards)
     if limit is not None and need > limit:
         raise ConfigError(
             f"{step}: {rows:,} rows x {channels} channels need about {need / GIB:.1f} GiB, more than the "
@@ -126,7 +137,8 @@ def check_fits(
 def check_step_fits(
     step: str,
     inputs: list[str],
-    copies: int = 1,
+    processes: int = 1,
+    shards: int = 1,
     batch_rows: int = 65_536,
     pod_memory: str | None = None,
     setting: str | None = None,
@@ -147,7 +159,8 @@ def check_step_fits(
     rows = sum(datasets.count_rows(url) for url in inputs)
     channels = len(datasets.data_columns(datasets.schema(inputs[0])))
     if pod_memory is not None and setting is not None:
-        check_fits(step, rows, channels, setting, batch_rows, copies, memory_bytes(pod_memory, setting))
+        limit = memory_bytes(pod_memory, setting)
+        check_fits(step, rows, channels, setting, batch_rows, processes, shards, limit)
         return
     setting = os.environ.get(MEMORY_SETTING_ENV) or f"[kubernetes.resources.{step}] memory"
-    check_fits(step, rows, channels, setting, batch_rows, copies)
+    check_fits(step, rows, channels, setting, batch_rows, processes, shards)

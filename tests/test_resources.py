@@ -31,11 +31,15 @@ def test_a_step_that_will_not_fit_says_which_setting_to_raise() -> None:
     with pytest.raises(ConfigError, match=r"train: 23,000,000 rows x 181 channels need about \d+\.\d GiB, more than "):
         check_fits("train", ten_years, 181, "[kubernetes.resources.train] memory", 65_536, limit=8 * GIB)
     check_fits("train", 100_000, 181, "x", 65_536, limit=8 * GIB)
+    # Sharded: a PyTorchJob of 4 replicas holds a quarter a replica.
+    check_fits("train", ten_years, 181, "[training] replica_memory", 65_536, shards=4, limit=8 * GIB)
+    with pytest.raises(ConfigError, match="need about"):
+        check_fits("train", ten_years, 181, "x", 65_536, processes=4, shards=4, limit=8 * GIB)
     # Streaming steps need the same memory for a year as for ten: only their batch counts.
     for rows in (3_150_000, ten_years):
         check_fits("fit-scaler", rows, 181, "x", 65_536, limit=2 * GIB)
     with pytest.raises(ConfigError, match="tune: .* raise .tuning. trial_memory"):
-        check_fits("tune", 3_000_000, 181, "[tuning] trial_memory", 65_536, copies=2, limit=8 * GIB)
+        check_fits("tune", 3_000_000, 181, "[tuning] trial_memory", 65_536, processes=2, limit=4 * GIB)
 
 
 def test_the_pod_names_its_own_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -370,7 +370,7 @@ def run_katib_tune(
     if not options.image:
         raise OptionError("--image is required to tune with Katib")
     parameters = parse_search_space(search_space)
-    # Each trial holds the sets: refuse before starting trials that would be OOM-killed.
+    # Each trial (one process) holds the sets: refuse before starting trials that would be OOM-killed.
     check_step_fits("tune", [data["train"], data["val"]], pod_memory=options.memory, setting=MEMORY_SETTING)
     command = trial_command(data, parameters, base, run, settings)
     experiment = build_experiment(

@@ -234,9 +234,9 @@ def run_pytorchjob_train(
 
     if not options.image:
         raise OptionError("--image is required to train with a PyTorchJob")
-    # Each replica holds the sets: refuse before starting replicas that would be OOM-killed.
+    # Each replica holds its shard of the sets: refuse before starting replicas that would be OOM-killed.
     data = [train_options["train"], train_options["val"]]
-    check_step_fits("train", data, pod_memory=options.memory, setting=MEMORY_SETTING)
+    check_step_fits("train", data, shards=options.replicas, pod_memory=options.memory, setting=MEMORY_SETTING)
     job = build_pytorchjob(job_name(), replica_command(train_options, scratch_url, options, settings), options)
     try:
         run_pytorchjob(api_client or kube_api_client(), job, options)

@@ -68,7 +68,7 @@ def channel_kinds(levels: np.ndarray) -> np.ndarray:
     return np.where(levels <= 1, "constant", np.where(levels <= MAX_MODE_LEVELS, "mode", "continuous"))
 
 
-class _Moments:
+class Moments:
     """Rows, mean and sum of squared deviations per column, merged batch by batch (Chan et al.):
     the mean and variance of all rows without holding them."""
 
@@ -88,7 +88,7 @@ class _Moments:
         self.m2 = self.m2 + m2 + np.square(delta) * (self.n * n / total)
         self.n = total
 
-    def merge(self, other: _Moments) -> None:
+    def merge(self, other: Moments) -> None:
         if other.n == 0:
             return
         delta, total = other.mean - self.mean, self.n + other.n
@@ -106,7 +106,7 @@ class _DriftBlocks:
 
     def __init__(self, start: int, length: int, columns: int) -> None:
         self.start, self.per_block, self.columns = start, length // DRIFT_BLOCKS, columns
-        self.blocks = [_Moments(columns) for _ in range(DRIFT_BLOCKS)] if self.per_block >= 2 else []
+        self.blocks = [Moments(columns) for _ in range(DRIFT_BLOCKS)] if self.per_block >= 2 else []
 
     def add(self, values: np.ndarray, first_row: int) -> None:
         """Add the rows `values`, the first of which is row `first_row` of the series."""
@@ -119,7 +119,7 @@ class _DriftBlocks:
     def shares(self) -> np.ndarray:
         if not self.blocks:
             return np.zeros(self.columns)
-        total = _Moments(self.columns)
+        total = Moments(self.columns)
         for block in self.blocks:
             total.merge(block)
         between = np.var(np.stack([b.mean for b in self.blocks]), axis=0)
@@ -318,7 +318,7 @@ def fit_scaler_batches(
     first = next(batches())
     dtype = np.float32 if all(first[c].dtype == np.float32 for c in channels) else np.float64
     by_segment = bool(reference_rows) and isinstance(first.index, pd.DatetimeIndex)
-    moments = _Moments(len(channels))
+    moments = Moments(len(channels))
     low, high = np.full(len(channels), np.inf), np.full(len(channels), -np.inf)
     bad = np.zeros(len(channels), dtype=np.int64)
     stride, sample = _sample_stride(rows), []

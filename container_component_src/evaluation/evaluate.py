@@ -94,8 +94,7 @@ def score_split(
         median_step_ns(datasets.time_index_ns(f, url) for f in datasets.iter_frames(url, [], dataset_parts=listed))
     )
     columns = [*channels, *([label_column] if label_column in datasets.schema(url).names else [])]
-    context, keep = int(model.context), max(window - 1, 0)
-    carry = {"values": np.empty((0, len(channels)), np.float32), "segments": np.empty(0, np.int64)}
+    scorer, keep = scoring.ChunkScorer(model), max(window - 1, 0)
     tail = {"score": np.empty(0), "raw_signal": np.empty(0), "segment": np.empty(0, np.int64)}
     pieces = []
     with tqdm(
@@ -104,12 +103,7 @@ def score_split(
         for frame in datasets.iter_frames(url, columns, dataset_parts=listed):
             values = scoring.channel_matrix(frame, channels, url)
             segments = numbering(datasets.time_index_ns(frame, url))
-            # The last `context` rows of the batch before complete the windows of this batch's first rows.
-            values_ext = np.concatenate([carry["values"], values])
-            segments_ext = np.concatenate([carry["segments"], segments])
-            raw = scoring.score_rows(model, values_ext, segments_ext)[len(carry["values"]) :]
-            cut = max(len(values_ext) - context, 0)
-            carry = {"values": values_ext[cut:], "segments": segments_ext[cut:]}
+            raw = scorer(values, segments)
             # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
             signal = np.square(values, dtype=np.float64).sum(axis=1)
             # Smoothing restarts per segment: the last `window - 1` rows before are all it looks back at.

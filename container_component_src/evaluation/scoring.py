@@ -99,6 +99,32 @@ def score_rows(
     return np.concatenate(parts)[real - context]
 
 
+class ChunkScorer:
+    """`score_rows` over a series given a chunk at a time, in time order: each call returns the
+    chunk's scores, the same as scoring the whole series at once (the last `context` rows of the
+    chunks before complete the windows of a chunk's first rows).
+
+    Args:
+        model: As `score_rows`.
+        method: As `score_rows`.
+    """
+
+    def __init__(self, model: torch.jit.ScriptModule, method: str = "score") -> None:
+        self.model, self.method, self.context = model, method, int(model.context)
+        self.values: np.ndarray | None = None
+        self.segments = np.empty(0, np.int64)
+
+    def __call__(self, values: np.ndarray, segments: np.ndarray) -> np.ndarray:
+        """Scores of the next chunk: scaled rows (rows, channels) and the segment of each row."""
+        carried = 0 if self.values is None else len(self.values)
+        if carried:
+            values, segments = np.concatenate([self.values, values]), np.concatenate([self.segments, segments])
+        scores = score_rows(self.model, values, segments, method=self.method)[carried:]
+        cut = max(len(values) - self.context, 0)
+        self.values, self.segments = values[cut:], segments[cut:]
+        return scores
+
+
 def smooth_scores(scores: np.ndarray, window: int, segments: np.ndarray) -> np.ndarray:
     """Trailing rolling median of `scores` over `window` rows, restarted in every segment
     (so a median never mixes rows on either side of a gap). A window of 1 returns the scores.

@@ -13,22 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from container_component_src.data.segments import segment_starts
-
-
-def window_ends(segments: np.ndarray, context: int) -> Tensor:
-    """Indices of the rows that have `context` rows before them in their segment (in order).
-
-    Args:
-        segments: Segment number of each row, non-decreasing (see `data.segments.segment_ids`).
-        context: Rows each window needs before its newest row.
-    """
-    segments = np.asarray(segments)
-    if segments.size == 0:
-        return torch.empty(0, dtype=torch.int64)
-    firsts = segment_starts(segments)
-    position = np.arange(segments.size) - np.repeat(firsts, np.diff(np.concatenate((firsts, [segments.size]))))
-    return torch.from_numpy(np.flatnonzero(position >= context))
+from container_component_src.model.rows import DatasetRows, MemoryRows, RowSource, Shard
 
 
 class WindowBatches(Dataset):
@@ -100,27 +85,35 @@ def batch_loader(
 
 
 class TelemetryDataModule(pl.LightningDataModule):
-    """Scaled train and validation rows of the channels, read once in `setup`.
+    """Scaled train and validation rows of the channels: in `setup`, each training process (DDP
+    rank) reads its own shard of each set (see `rows.RowIndex.shard`), and shuffles within it.
 
     Args:
-        train_url: Scaled training set (parquet).
-        val_url: Scaled validation set (parquet).
-        channels: Channel columns, in model order.
+        train: The training rows (see `rows.RowSource`).
+        val: The validation rows.
         batch_size: Inputs per batch.
-        seed: Seed of the shuffling.
+        seed: Seed of the shuffling (each rank adds its rank).
         context: Rows each window needs before its newest row (0: the point model).
     """
 
     def __init__(
-        self, train_url: str, val_url: str, channels: list[str], batch_size: int = 512, seed: int = 0, context: int = 0
+        self, train: RowSource, val: RowSource, batch_size: int = 512, seed: int = 0, context: int = 0
     ) -> None:
         super().__init__()
-        self.train_url, self.val_url, self.channels = train_url, val_url, channels
+        self.train, self.val = train, val
         self.batch_size, self.seed, self.context = batch_size, seed, context
+        self.rank = 0
+        self.train_shard: Shard | None = None
+        self.val_shard: Shard | None = None
         self.train_rows: Tensor | None = None
         self.val_rows: Tensor | None = None
-        self.train_segments: np.ndarray | None = None
-        self.val_segments: np.ndarray | None = None
+
+    @classmethod
+    def from_urls(
+        cls, train_url: str, val_url: str, channels: list[str], batch_size: int = 512, seed: int = 0
+    ) -> TelemetryDataModule:
+        """A data module over two scaled datasets, `channels` in model order."""
+        return cls(DatasetRows(train_url, channels), DatasetRows(val_url, channels), batch_size, seed)
 
     @classmethod
     def from_rows(
@@ -134,36 +127,30 @@ class TelemetryDataModule(pl.LightningDataModule):
     ) -> TelemetryDataModule:
         """A data module over rows already in memory (scaled, model channel order); without
         segments, each set is one gapless series."""
-        module = cls("", "", [], batch_size, seed)
-        module.train_rows, module.val_rows = train_rows, val_rows
-        module.train_segments = np.zeros(len(train_rows), np.int64) if train_segments is None else train_segments
-        module.val_segments = np.zeros(len(val_rows), np.int64) if val_segments is None else val_segments
-        return module
+        return cls(MemoryRows(train_rows, train_segments), MemoryRows(val_rows, val_segments), batch_size, seed)
 
     def setup(self, stage: str) -> None:
-        from container_component_src.model.io import load_rows
-
-        if self.train_rows is None:
-            self.train_rows, self.train_segments = load_rows(self.train_url, self.channels)
-            self.val_rows, self.val_segments = load_rows(self.val_url, self.channels)
-
-    def train_ends(self) -> Tensor:
-        assert self.train_segments is not None
-        return window_ends(self.train_segments, self.context)
-
-    def val_ends(self) -> Tensor:
-        assert self.val_segments is not None
-        return window_ends(self.val_segments, self.context)
+        trainer = self.trainer
+        self.rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        train = self.train.index.shard(self.rank, world, self.context, pad=True)
+        val = self.val.index.shard(self.rank, world, self.context)
+        # A shard already read (the next tuning trial, a second setup) is not read again.
+        if self.train_shard is None or (train.first, train.stop) != (self.train_shard.first, self.train_shard.stop):
+            self.train_rows = self.train.read(train.first, train.stop)
+        if self.val_shard is None or (val.first, val.stop) != (self.val_shard.first, self.val_shard.stop):
+            self.val_rows = self.val.read(val.first, val.stop)
+        self.train_shard, self.val_shard = train, val
 
     def _device(self) -> torch.device | None:
         return self.trainer.strategy.root_device if self.trainer is not None else None
 
     def train_dataloader(self) -> DataLoader:
-        assert self.train_rows is not None
-        rows, ends = self.train_rows, self.train_ends()
-        return batch_loader(rows, self.batch_size, True, self.seed, self.context, ends, self._device())
+        assert self.train_rows is not None and self.train_shard is not None
+        ends = torch.from_numpy(self.train_shard.ends)
+        seed = self.seed + self.rank
+        return batch_loader(self.train_rows, self.batch_size, True, seed, self.context, ends, self._device())
 
     def val_dataloader(self) -> DataLoader:
-        assert self.val_rows is not None
-        rows, ends, size = self.val_rows, self.val_ends(), max(self.batch_size, 4096)
+        assert self.val_rows is not None and self.val_shard is not None
+        rows, ends, size = self.val_rows, torch.from_numpy(self.val_shard.ends), max(self.batch_size, 4096)
         return batch_loader(rows, size, False, 0, self.context, ends, self._device())

@@ -88,6 +88,7 @@ class VAESystem(pl.LightningModule):
         self.vae = build_vae(model, n_features, list(hidden_sizes), latent_dim, window)
         self.vae.set_mode_channels(list(mode_channels))
         self._epoch = _EpochLoss()
+        self._val_sums: Tensor | None = None
         self._compile_mode: str | None = None
         self._compiled_loss: Any = None
         self.automatic_optimization = False  # see training_step
@@ -157,14 +158,25 @@ class VAESystem(pl.LightningModule):
             return loss
         if not torch.isfinite(loss):
             self._raise_non_finite(f"validation loss is {loss.item()} at epoch {self.current_epoch}")
-        # Validation metrics stay off the progress bar: Katib's StdOut collector reads every
-        # `name=value` in the output, and the bar's rounded `val_nll=-25.3` would count as a
-        # measurement; ObjectivePrinter prints them exactly once per validation.
+        # Sums over this rank's shard, reduced across ranks once at the epoch's end: the objective
+        # is the mean over every validation input, whatever the ranks and their batch counts.
         newest = self.vae.channel_nll(self.vae.newest(x), self.vae.newest(x_mean)).sum(dim=1)
-        self.log("val_loss", loss, batch_size=batch_size, sync_dist=True)
-        self.log("val_nll", newest.mean(), batch_size=batch_size, sync_dist=True)
-        self.log("val_kl", kl.mean(), batch_size=batch_size, sync_dist=True)
+        sums = torch.stack((loss.detach() * batch_size, newest.sum(), kl.sum(), loss.new_tensor(batch_size)))
+        self._val_sums = sums.double() if self._val_sums is None else self._val_sums + sums.double()
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_sums is None:
+            self._val_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        totals = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        loss, nll, kl = (totals[:3] / totals[3]).tolist()
+        # Off the progress bar: Katib's StdOut collector reads every `name=value` in the output,
+        # and the bar's rounded `val_nll=-25.3` would count as a measurement; ObjectivePrinter
+        # prints them exactly once per validation. Already reduced: no sync.
+        self.log_dict({"val_loss": loss, "val_nll": nll, "val_kl": kl}, sync_dist=False)
 
     def on_train_epoch_start(self) -> None:
         self._epoch.reset()

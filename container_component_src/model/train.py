@@ -153,11 +153,16 @@ def cluster_environment() -> list[Any]:
     return [KubeflowEnvironment()] if operator and "LOCAL_RANK" not in os.environ else []
 
 
-def _strategy(options: TrainOptions) -> str:
+def _strategy(options: TrainOptions) -> Any:
     if options.devices * options.num_nodes == 1:
         return "auto"
+    from pytorch_lightning.strategies import DDPStrategy
+
     # Under torchrun or a PyTorchJob the processes exist already; locally Lightning spawns them.
-    return "ddp" if "WORLD_SIZE" in os.environ else "ddp_spawn"
+    # Buffers are not broadcast: the model's (variance floors, calibration) never change while it
+    # trains, and a broadcast in each validation forward would make ranks with fewer validation
+    # batches than others wait forever.
+    return DDPStrategy(start_method="popen" if "WORLD_SIZE" in os.environ else "spawn", broadcast_buffers=False)
 
 
 def _no_tips(record: Any) -> bool:
@@ -173,6 +178,8 @@ def quiet_third_parties() -> None:
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_no_tips)  # the same filter is added once
     warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
+    # The validation metrics are logged once reduced over the ranks (see `VAESystem`).
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting")
 
 
 def batch_plan(n_inputs: int, params: ModelParams, options: TrainOptions) -> tuple[int, int]:
@@ -192,6 +199,11 @@ def scaled_learning_rate(params: ModelParams, batch_size: int) -> float:
     return params.learning_rate * (batch_size / REFERENCE_BATCH) ** power
 
 
+def world_size(options: TrainOptions) -> int:
+    """Training processes in all: devices per node x nodes."""
+    return options.devices * options.num_nodes
+
+
 def fit(
     datamodule: Any,
     n_features: int,
@@ -200,14 +212,15 @@ def fit(
     checkpoint_dir: str,
     mode_channels: tuple[int, ...] | None = None,
 ) -> tuple[Any, Any]:
-    """Train one model on a set-up data module; return the Lightning trainer and the system
-    restored from its best checkpoint (None on a rank other than 0 of a multi-process run).
+    """Train one model on a data module; return the Lightning trainer and the system restored
+    from its best checkpoint (None on a rank other than 0 of a multi-process run). Each process
+    reads its shard of the data in the module's `setup`.
     `mode_channels` are the indices of the channels `mode_channel_indices` names; without them
-    (rows trained without a scaler) the same rule finds them in the training rows, so that no
-    caller trains a constant or command channel into a vanishing variance by omission.
+    (rows trained without a scaler) the same rule finds them in the training rows (read whole),
+    so that no caller trains a constant or command channel into a vanishing variance by omission.
 
     Raises:
-        InputError: The training or validation set holds no complete window.
+        InputError: The training or validation set holds fewer complete windows than processes.
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -220,17 +233,20 @@ def fit(
     quiet_third_parties()
     pl.seed_everything(options.seed, workers=True, verbose=False)
     datamodule.context = params.context
-    n_train, n_val = len(datamodule.train_ends()), len(datamodule.val_ends())
-    if n_train == 0 or n_val == 0:
+    world = world_size(options)
+    n_train = datamodule.train.index.window_count(params.context)
+    n_val = datamodule.val.index.window_count(params.context)
+    if min(n_train, n_val) < world:
         raise InputError(
-            f"{n_train} training and {n_val} validation windows of {params.context + 1} gapless rows: "
-            "lower --window, or give longer recordings"
+            f"{n_train} training and {n_val} validation windows of {params.context + 1} gapless rows "
+            f"for {world} training process(es): lower --window, or give longer recordings"
         )
-    datamodule.batch_size, max_epochs = batch_plan(n_train, params, options)
+    # Each rank steps through its shard: the plan is per rank.
+    datamodule.batch_size, max_epochs = batch_plan(-(-n_train // world), params, options)
     if mode_channels is None:
         from container_component_src.data.scaling import mode_channels_of
 
-        mode_channels = mode_channels_of(datamodule.train_rows.numpy())
+        mode_channels = mode_channels_of(datamodule.train.read(0, datamodule.train.index.rows).numpy())
     system = VAESystem(
         n_features=n_features,
         hidden_sizes=params.hidden_sizes,
@@ -262,6 +278,8 @@ def fit(
         ],
         enable_progress_bar=options.progress,
         enable_model_summary=False,
+        # The data module shards by rank itself (whole time blocks), instead of splitting batches.
+        use_distributed_sampler=False,
         logger=False,
         plugins=cluster_environment(),
     )
@@ -296,37 +314,66 @@ def channel_weights(
     ]
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """What calibrating on the validation set found.
+
+    Attributes:
+        val_nll: The objective: the mean over the rows with a whole window of their summed NLL.
+        scores: Each validation row's calibrated score.
+        whole: Whether each validation row has a whole window behind it.
+    """
+
+    val_nll: float
+    scores: Any
+    whole: Any
+
+
 def calibrate(
     vae: Any,
-    val_rows: Any,
-    val_segments: Any,
+    val: Any,
     weights: list[float] | None = None,
     mode_weight: float = TrainOptions.mode_weight,
-) -> tuple[Any, Any]:
+) -> Calibration:
     """Standardise each channel's NLL by its mean and standard deviation on validation (the
-    latter floored at `NLL_SCALE_FLOOR`) and weight it (see `vae.py`).
+    latter floored at `NLL_SCALE_FLOOR`) and weight it (see `vae.py`). The validation rows are
+    streamed a chunk at a time, twice (the moments, then the calibrated scores): memory holds a
+    chunk and a score per row.
 
     Args:
+        vae: The trained network.
+        val: The validation rows (see `rows.RowSource`).
         weights: Each channel's weight (see `channel_weights`); default: `mode_weight` for the
             channels the model was trained to treat as modes, 1 for the others.
-
-    Returns:
-        Each validation row's NLL per channel before calibration, and its calibrated score.
     """
     import numpy as np
     import torch
 
-    from container_component_src.evaluation.scoring import score_rows
+    from container_component_src.data.scaling import Moments
+    from container_component_src.evaluation.scoring import ChunkScorer
+    from container_component_src.model.rows import iter_chunks
     from container_component_src.model.vae import MIN_LOG_VAR
 
     vae.eval()
     if weights is None:  # mode channels are those whose variance floor was raised (`set_mode_channels`)
         weights = [mode_weight if floor > MIN_LOG_VAR else 1.0 for floor in vae.log_var_floor.tolist()]
-    raw = score_rows(vae, val_rows.numpy(), val_segments, method="raw_channel_nll")
-    center, scale = raw.mean(axis=0), np.maximum(raw.std(axis=0), NLL_SCALE_FLOOR)
+    index, context = val.index, int(vae.context)
+    moments, nll_sum = Moments(len(weights)), 0.0
+    whole = np.empty(index.rows, bool)
+    scorer = ChunkScorer(vae, "raw_channel_nll")
+    for first, values, segments in iter_chunks(val):
+        raw = scorer(values, segments)
+        moments.add(raw)
+        whole[first : first + len(raw)] = index.whole(first, first + len(raw), context)
+        nll_sum += float(raw[whole[first : first + len(raw)]].sum())
+    center, scale = moments.mean, np.maximum(np.sqrt(moments.variance()), NLL_SCALE_FLOOR)
+    factor = np.asarray(weights) / scale
+    scores, scorer = np.empty(index.rows), ChunkScorer(vae, "raw_channel_nll")
+    for first, values, segments in iter_chunks(val):
+        scores[first : first + len(values)] = ((scorer(values, segments) - center) * factor).sum(axis=1)
     as_tensor = lambda values: torch.as_tensor(np.asarray(values), dtype=torch.float32)  # noqa: E731
     vae.calibrate(as_tensor(center), as_tensor(scale), as_tensor(weights))
-    return raw, ((raw - center) / scale * np.asarray(weights)).sum(axis=1)
+    return Calibration(nll_sum / max(int(whole.sum()), 1), scores, whole)
 
 
 def run_train(
@@ -348,12 +395,11 @@ def run_train(
     from container_component_src.model.data import TelemetryDataModule
     from container_component_src.model.io import write_model_artifact
 
-    # Each process holds the sets (until training shards): stop now if they will not fit this pod.
-    check_step_fits("train", [train_url, val_url])
+    # Each process holds its shard of the sets: stop now if they will not fit this pod.
+    check_step_fits("train", [train_url, val_url], shards=world_size(options), processes=options.devices)
     scaler = storage.read_json(scaler_url)
     channels = scaler["channels"]
-    datamodule = TelemetryDataModule(train_url, val_url, channels, params.batch_size, options.seed)
-    datamodule.setup("fit")
+    datamodule = TelemetryDataModule.from_urls(train_url, val_url, channels, params.batch_size, options.seed)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer, best = fit(datamodule, len(channels), params, options, checkpoints, mode_channel_indices(scaler))
@@ -364,29 +410,26 @@ def run_train(
             "epoch"
         ]
     seconds = time.perf_counter() - start
-    val_rows, val_segments = datamodule.val_rows, datamodule.val_segments
     weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
-    raw_nll, val_scores = calibrate(best.vae, val_rows, val_segments, weights)
-    # Validation rows with a whole window behind them: the objective is computed on those.
-    whole = datamodule.val_ends().numpy()
-    val_nll = float(raw_nll[whole].sum(axis=1).mean())
+    calibration = calibrate(best.vae, datamodule.val, weights)
     epochs = trainer.current_epoch or best_epoch + 1
-    n_inputs = len(datamodule.train_ends())
+    n_inputs = datamodule.train.index.window_count(params.context)
     metrics = {
-        OBJECTIVE: val_nll,
+        OBJECTIVE: calibration.val_nll,
         "best_epoch": int(best_epoch),
         "epochs": int(epochs),
         "batch_size": int(datamodule.batch_size),
         "learning_rate": float(best.hparams.learning_rate),
         "steps": int(trainer.global_step),
-        "train_rows": int(datamodule.train_rows.shape[0]),
-        "val_rows": int(val_rows.shape[0]),
+        "train_rows": datamodule.train.index.rows,
+        "val_rows": datamodule.val.index.rows,
         "seconds": round(seconds, 2),
         "rows_per_s": round(n_inputs * epochs / seconds),
     }
     # The typical input: the whole validation window whose newest row has the median score, in raw units.
-    median = int(whole[np.argsort(val_scores[whole])[len(whole) // 2]])
-    window = val_rows[median - params.context : median + 1].numpy()
+    whole = np.flatnonzero(calibration.whole)
+    median = int(whole[np.argsort(calibration.scores[whole])[len(whole) // 2]])
+    window = datamodule.val.read(median - params.context, median + 1).numpy()
     typical = window * np.asarray(scaler["scale"]) + np.asarray(scaler["center"])
     typical_rows = [dict(zip(channels, row.astype(float).tolist(), strict=True)) for row in typical]
     write_model_artifact(model_dir, best.vae, scaler, asdict(params), metrics, typical_rows)

@@ -157,8 +157,6 @@ def run_tune(
     Returns:
         What was written to `best_url`.
     """
-    import optuna
-
     parameters = parse_search_space(search_space)
     if max_trials < 1:
         raise OptionError(f"--max-trials must be >= 1, got {max_trials}")
@@ -171,12 +169,40 @@ def run_tune(
             f"--parallel-trials {parallel_trials} trains each trial on one device: give --devices 1 (got "
             f"{options.devices} device(s) x {options.num_nodes} node(s)), or --parallel-trials 1 for DDP trials"
         )
-    # Each trial holds the sets (until training shards): stop now if they will not fit this pod.
-    check_step_fits("tune", [train_url, val_url], copies=min(parallel_trials, max_trials))
+    workers = min(parallel_trials, max_trials)
+    # The workers share one mapped copy of the sets: stop now if they will not fit this pod.
+    check_step_fits("tune", [train_url, val_url], processes=workers)
     sampler = _sampler(algorithm, parameters, options.seed)
     scaler = storage.read_json(scaler_url)
-    channels = scaler["channels"]
-    data = _TrialData(train_url, val_url, channels, base.batch_size, options.seed, mode_channel_indices(scaler))
+    with tempfile.TemporaryDirectory(prefix="eclss-tune-") as folder:
+        data = _TrialData.mapped(train_url, val_url, scaler, base.batch_size, options, folder)
+        best, trials, failed = _search(data, sampler, parameters, base, options, max_trials, max_failed_trials, workers)
+    result = {
+        "parameters": asdict(best),
+        "objective": {"name": OBJECTIVE, "value": trials.best_value},
+        "algorithm": algorithm,
+        "trials": len(trials.trials),
+        "failed_trials": failed,
+        "parallel_trials": workers,
+        "trial_processes": len({t.user_attrs.get("process") for t in trials.trials}),
+    }
+    storage.write_json(result, best_url)
+    return result
+
+
+def _search(
+    data: _TrialData,
+    sampler: Any,
+    parameters: list[Parameter],
+    base: ModelParams,
+    options: TrainOptions,
+    max_trials: int,
+    max_failed_trials: int,
+    workers: int,
+) -> tuple[ModelParams, Any, int]:
+    """Run the trials (see `run_tune`): the best parameters, the study and the failed trials."""
+    import optuna
+
     failures: list[str] = []
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -191,7 +217,6 @@ def run_tune(
             failures.append(f"trial {trial.number}: {error}")
             print(f"Trial {trial.number} failed: {error}", flush=True)
 
-    workers = min(parallel_trials, max_trials)
     if workers == 1:
 
         def objective(trial: optuna.Trial) -> float:
@@ -220,31 +245,38 @@ def run_tune(
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"no trial finished: {failures[-1] if failures else 'no trial ran'}")
-    best = replace(base, **study.best_trial.params)
-    result = {
-        "parameters": asdict(best),
-        "objective": {"name": OBJECTIVE, "value": study.best_value},
-        "algorithm": algorithm,
-        "trials": len(study.trials),
-        "failed_trials": len(failures),
-        "parallel_trials": workers,
-        "trial_processes": len({t.user_attrs.get("process") for t in study.trials}),
-    }
-    storage.write_json(result, best_url)
-    return result
+    return replace(base, **study.best_trial.params), study, len(failures)
 
 
 @dataclass
 class _TrialData:
-    """What every trial trains on: the scaled sets, read once per process."""
+    """What every trial trains on: the scaled sets (mapped, shared by the worker processes)."""
 
-    train_url: str
-    val_url: str
-    channels: list[str]
+    train: Any
+    val: Any
+    n_channels: int
     batch_size: int
     seed: int
     mode_channels: tuple[int, ...]
     datamodule: Any = None
+
+    @classmethod
+    def mapped(
+        cls, train_url: str, val_url: str, scaler: dict[str, Any], batch_size: int, options: TrainOptions, folder: str
+    ) -> _TrialData:
+        """The sets copied once into `folder` (local disk), for every trial and worker to map."""
+        from container_component_src.model.rows import DatasetRows, MappedRows
+
+        channels = scaler["channels"]
+        train, val = DatasetRows(train_url, channels), DatasetRows(val_url, channels)
+        return cls(
+            MappedRows.write(train, f"{folder}/train.npy", options.progress),
+            MappedRows.write(val, f"{folder}/val.npy", options.progress),
+            len(channels),
+            batch_size,
+            options.seed,
+            mode_channel_indices(scaler),
+        )
 
     def objective(self, params: ModelParams, options: TrainOptions) -> tuple[float | None, str | None, int]:
         """Train one trial: its best validation objective, or why it failed (a non-finite loss),
@@ -257,13 +289,10 @@ class _TrialData:
         if self.datamodule is None:
             from container_component_src.model.data import TelemetryDataModule
 
-            self.datamodule = TelemetryDataModule(
-                self.train_url, self.val_url, self.channels, self.batch_size, self.seed
-            )
-            self.datamodule.setup("fit")
+            self.datamodule = TelemetryDataModule(self.train, self.val, self.batch_size, self.seed)
         with tempfile.TemporaryDirectory() as checkpoints:
             try:
-                trainer, _ = fit(self.datamodule, len(self.channels), params, options, checkpoints, self.mode_channels)
+                trainer, _ = fit(self.datamodule, self.n_channels, params, options, checkpoints, self.mode_channels)
             except NonFiniteLossError as exc:
                 return None, str(exc), os.getpid()
             return float(trainer.checkpoint_callback.best_model_score), None, os.getpid()
@@ -288,17 +317,27 @@ def _worker_objective(params: ModelParams, options: TrainOptions) -> tuple[float
 
 @contextmanager
 def _worker_pool(data: _TrialData, workers: int) -> Iterator[Any]:
-    """`workers` spawned processes on this device, each reading the data once and taking its
-    share of the cores."""
+    """`workers` processes on this device, each mapping the shared copy of the data and taking its
+    share of the cores.
+
+    Forked from a server process that imported torch and Lightning once, and never used them:
+    the workers share those libraries' memory (half a gigabyte a process) instead of each loading
+    its own, while a fork of this process could inherit a CUDA context or an OpenMP thread pool,
+    which do not survive a fork.
+    """
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    # Spawned, not forked: a CUDA context or an OpenMP thread pool does not survive a fork.
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([_PRELOAD])
     with ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(data, threads)) as pool:
         yield pool
+
+
+# What the workers' server process imports before forking them.
+_PRELOAD = "container_component_src.model.preload"
 
 
 def _tell(study: Any, trial: Any, value: float | None, error: str | None) -> None:

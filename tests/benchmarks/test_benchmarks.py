@@ -159,4 +159,8 @@ def test_step_sizing_projects_the_growth_to_ten_years() -> None:
 def test_step_sizing_runs_every_step_through_the_cli(tmp_path: Path) -> None:
     rows, runs = bench_step_sizing.run_steps(tmp_path, days=1)
     assert rows > 0 and runs[0].step == "split-archive" and runs[-1].step == "evaluate"
-    assert all(r.peak_bytes > 0 for r in runs) and len(runs) == 9
+    assert all(r.peak_bytes > 0 for r in runs) and len(runs) == 12
+    ranks = next(r for r in runs if r.step == "train, 2 ranks")
+    assert 0 < ranks.child_peak_bytes < ranks.peak_bytes, "a rank is one process of the tree"
+    table = bench_step_sizing.table([(1, rows, runs), (2, rows, runs)])
+    assert [row["case"].split(":")[0] for row in table[-2:]] == ["train per rank", "tune (2 trials)"]

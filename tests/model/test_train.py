@@ -11,6 +11,7 @@ import torch
 from container_component_src.errors import OptionError
 from container_component_src.model.data import TelemetryDataModule
 from container_component_src.model.io import load_scripted
+from container_component_src.model.rows import MemoryRows
 from container_component_src.model.train import ModelParams, TrainOptions, calibrate, fit, run_train
 from container_component_src.model.vae import MIN_LOG_VAR
 from container_component_src.storage import InputError
@@ -87,12 +88,17 @@ def test_bad_hyperparameters(scaled_sets: dict[str, str], tmp_path: Path) -> Non
     assert not (tmp_path / "m").exists()
 
 
-def test_ddp_with_two_local_processes(scaled_sets: dict[str, str], tmp_path: Path) -> None:
+def test_ddp_with_two_local_processes(scaled_sets: dict[str, str], tmp_path: Path, capfd) -> None:
     options = TrainOptions(max_epochs=1, min_steps=0, patience=1, accelerator="cpu", devices=2, progress=False)
     metrics = run_train(
         scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "m"), PARAMS, options
     )
     assert metrics["epochs"] == 1 and metrics["val_nll"] > 0
+    # Each rank validated its own shard; the objective printed is the mean over all of them,
+    # the one calibration finds on the whole validation set.
+    (line,) = [line for line in capfd.readouterr().out.splitlines() if line.startswith("epoch=0 ")]
+    printed = float(line.split("val_nll=")[1].split()[0])
+    assert printed == pytest.approx(metrics["val_nll"], rel=1e-4)
     model, _ = load_scripted(str(tmp_path / "m"))
     assert model.score(torch.zeros(2, len(json.loads(Path(scaled_sets["scaler"]).read_text())["channels"]))).shape == (
         2,
@@ -115,7 +121,8 @@ def test_lightning_takes_rank_and_world_size_from_the_training_operator(monkeypa
     }.items():
         monkeypatch.setenv(name, value)
     options = TrainOptions(accelerator="cpu", devices=1, num_nodes=3)
-    assert _strategy(options) == "ddp"
+    strategy = _strategy(options)
+    assert strategy._start_method == "popen", "the operator started the processes"
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -214,7 +221,7 @@ def test_training_on_rows_without_a_scaler_finds_the_mode_channels_itself(tmp_pa
     params = ModelParams(batch_size=128)
     _, best = fit(TelemetryDataModule.from_rows(train, val, params.batch_size), 3, params, LONG_ENOUGH, str(tmp_path))
     assert best.vae.log_var_floor.tolist()[2] > MIN_LOG_VAR, "the command has the wider floor of a mode channel"
-    _, scores = calibrate(best.vae, val, np.zeros(len(val), np.int64))
+    scores = calibrate(best.vae, MemoryRows(val)).scores
     assert best.vae.channel_weight.tolist() == pytest.approx([1.0, 1.0, TrainOptions.mode_weight])
     assert np.allclose(scores, best.vae.score(val).detach().numpy(), atol=1e-4)
     _assert_a_fault_outscores_a_mode_switch(best.vae, val, 1.0)
@@ -258,7 +265,7 @@ def test_a_window_longer_than_every_gapless_run_is_a_clear_error(scaled_sets: di
     from container_component_src.storage import InputError
 
     params = ModelParams(model="window", window=100_000)
-    with pytest.raises(InputError, match="0 training and 0 validation windows of 100000 gapless rows: lower --window"):
+    with pytest.raises(InputError, match="0 training and 0 validation windows of 100000 gapless rows for 1 training"):
         run_train(scaled_sets["train"], scaled_sets["val"], scaled_sets["scaler"], str(tmp_path / "m"), params, FAST)
 
 
@@ -331,12 +338,37 @@ def test_a_temperature_warming_past_its_training_range_alarms_only_while_it_weig
     params = ModelParams(batch_size=128, latent_dim=2)
     options = TrainOptions(max_epochs=3, min_steps=600, patience=2, accelerator="cpu", progress=False)
     _, best = fit(TelemetryDataModule.from_rows(train, val, params.batch_size), 2, params, options, str(tmp_path))
-    segments = np.zeros(len(val), np.int64)
     with torch.no_grad():
-        calibrate(best.vae, val, segments, channel_weights(scaler, 0.1, 1.0))
+        calibrate(best.vae, MemoryRows(val), channel_weights(scaler, 0.1, 1.0))
         threshold = torch.quantile(best.vae.score(val), 0.99)
         assert (best.vae.score(later) > threshold).float().mean() > 0.9, "weighed whole, the warming alarms"
-        calibrate(best.vae, val, segments, channel_weights(scaler, 0.1, 0.0))
+        calibrate(best.vae, MemoryRows(val), channel_weights(scaler, 0.1, 0.0))
         threshold = torch.quantile(best.vae.score(val), 0.99)
         assert (best.vae.score(later) > threshold).float().mean() < 0.1, "left out, it does not"
         assert best.vae.score(fault)[0] > threshold, "a fault in the pressure is still flagged"
+
+
+def test_calibration_streams_the_validation_set_in_chunks_with_the_whole_set_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from container_component_src.evaluation.scoring import score_rows
+
+    rng = np.random.default_rng(0)
+    train = torch.from_numpy(rng.normal(size=(600, 3)).astype("float32"))
+    val = torch.from_numpy(rng.normal(size=(250, 3)).astype("float32"))
+    segments = np.repeat([0, 1, 2], [100, 3, 147])  # the middle one is shorter than a window
+    params = ModelParams(batch_size=64, hidden_size=8, latent_dim=2, model="window", window=5)
+    options = TrainOptions(max_epochs=1, min_steps=0, accelerator="cpu", progress=False)
+    module = TelemetryDataModule.from_rows(train, val, params.batch_size, val_segments=segments)
+    _, best = fit(module, 3, params, options, str(tmp_path))
+    whole_set = calibrate(best.vae, MemoryRows(val, segments))
+    monkeypatch.setattr("container_component_src.model.rows.CHUNK_ROWS", 7)
+    chunked = calibrate(best.vae, MemoryRows(val, segments))
+    # float32 network: a batch of other rows rounds its matrix products differently (1e-7).
+    np.testing.assert_allclose(chunked.scores, whole_set.scores, rtol=1e-5, atol=1e-5)
+    assert chunked.whole.sum() == 100 - 4 + 147 - 4
+    raw = score_rows(best.vae, val.numpy(), segments, method="raw_channel_nll")
+    assert chunked.val_nll == pytest.approx(raw[chunked.whole].sum(axis=1).mean(), rel=1e-6)
+    scale = np.maximum(raw.std(axis=0), 0.25)
+    np.testing.assert_allclose(best.vae.nll_center.numpy(), raw.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(best.vae.nll_scale.numpy(), scale, rtol=1e-6)
