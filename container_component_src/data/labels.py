@@ -143,8 +143,12 @@ def to_ns(times: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     return pd.DatetimeIndex(times).as_unit("ns").asi8
 
 
-def label_rows(times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray) -> np.ndarray:
-    """Return 1 where a time falls in any closed interval [start, end], else 0.
+def label_rows(times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray, period_ns: int = 0) -> np.ndarray:
+    """Return 1 where a row overlaps any closed interval [start, end], else 0.
+
+    A row at time t stands for the grid period [t, t + period_ns) it aggregates: it overlaps an
+    interval when t <= end and t + period_ns > start, so the row whose period holds an event's
+    start is anomalous too. With `period_ns` 0 a row is the instant t.
 
     Sort the intervals once, then one binary search per row: O((n + m) log m), no Python loop.
     Overlapping intervals are fine: after sorting by start, the running maximum of the ends
@@ -152,6 +156,8 @@ def label_rows(times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray)
     """
     if starts_ns.size == 0:
         return np.zeros(times_ns.size, dtype=np.int8)
+    # t + period > start  <=>  t >= start - period + 1 (integer nanoseconds).
+    starts_ns = starts_ns - max(period_ns - 1, 0)
     order = np.argsort(starts_ns, kind="stable")
     starts, reach = starts_ns[order], np.maximum.accumulate(ends_ns[order])
     idx = np.searchsorted(starts, times_ns, side="right") - 1
@@ -205,7 +211,8 @@ def run_label_series(
     batch_rows: int = 65_536,
     scratch_url: str = "",
 ) -> dict[str, int]:
-    """Add a 0/1 `label_column` to the telemetry: 1 inside any anomaly interval.
+    """Add a 0/1 `label_column` to the telemetry: 1 where a row's grid period overlaps an anomaly
+    interval (see `label_rows`; the period is the telemetry's median step, as preprocess's grid).
 
     An interval join per part of the telemetry (a dataset), one Dask task per part, each streaming
     its part in batches of `batch_rows` rows into the same part of the output: memory holds a
@@ -221,13 +228,27 @@ def run_label_series(
     intervals = read_intervals(intervals_url)
     if label_column in datasets.schema(telemetry_url).names:
         raise InputError(f"telemetry {telemetry_url} already has a column '{label_column}'")
-    args = (to_ns(intervals["start"]), to_ns(intervals["end"]), label_column, batch_rows, telemetry_url)
+    period = grid_period_ns(telemetry_url)
+    args = (to_ns(intervals["start"]), to_ns(intervals["end"]), period, label_column, batch_rows, telemetry_url)
     counts = datasets.map_parts(client, telemetry_url, [out_url], _label_part, args, scratch_url, "label")
     return {
         "rows": sum(rows for rows, _ in counts),
         "anomalous_rows": sum(anomalous for _, anomalous in counts),
         "intervals": len(intervals),
+        "period_s": period / 1e9,
     }
+
+
+def grid_period_ns(url: str) -> int:
+    """The grid period of a time-indexed dataset: its median step (one streaming pass over its
+    time index; 0 for fewer than two rows).
+
+    Raises:
+        InputError: The dataset has no time index.
+    """
+    from container_component_src.data.segments import median_step_ns
+
+    return int(median_step_ns(datasets.time_index_ns(frame, url) for frame in datasets.iter_frames(url, [])))
 
 
 def _label_part(
@@ -235,6 +256,7 @@ def _label_part(
     targets: list[str],
     starts: np.ndarray,
     ends: np.ndarray,
+    period_ns: int,
     label_column: str,
     batch_rows: int,
     telemetry_url: str,
@@ -248,7 +270,7 @@ def _label_part(
                 raise InputError(
                     f"telemetry {telemetry_url} has no time index (preprocess writes one): its rows cannot be labelled"
                 )
-            labels = label_rows(to_ns(frame.index), starts, ends)
+            labels = label_rows(to_ns(frame.index), starts, ends, period_ns)
             out.write(frame.assign(**{label_column: labels}))
             anomalous += int(labels.sum())
     except BaseException:

@@ -79,16 +79,16 @@ class SplitOptions:
 
 
 def assign_splits(
-    times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray, options: SplitOptions
+    times_ns: np.ndarray, labels: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray, options: SplitOptions
 ) -> np.ndarray:
     """Return 0 (train), 1 (val), 2 (test) or -1 (left out) per row.
 
-    Test: every row within `test_window_hours` of an anomaly interval, or, when `test_periods`
-    is given, every row in those periods (then labelled rows outside them are left out). The
-    other rows are cut into `block_hours` blocks from the first row; a seeded draw sends
-    `val_share` of the blocks to validation.
+    Test: every labelled row and every row within `test_window_hours` of an anomaly interval,
+    or, when `test_periods` is given, every row in those periods (then labelled rows outside them
+    are left out). The other rows are cut into `block_hours` blocks from the first row; a seeded
+    draw sends `val_share` of the blocks to validation.
     """
-    split = held_out(times_ns, starts_ns, ends_ns, options)
+    split = held_out(times_ns, labels, starts_ns, ends_ns, options)
     first = int(times_ns.min()) if times_ns.size else 0
     blocks = time_blocks(times_ns, first, options)
     rest = split == 0
@@ -96,16 +96,20 @@ def assign_splits(
     return split
 
 
-def held_out(times_ns: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray, options: SplitOptions) -> np.ndarray:
-    """2 (test), -1 (left out) or 0 (train or validation, decided by blocks) per row."""
+def held_out(
+    times_ns: np.ndarray, labels: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray, options: SplitOptions
+) -> np.ndarray:
+    """2 (test), -1 (left out) or 0 (train or validation, decided by blocks) per row. A labelled
+    row (label-series's rule) never goes to training or validation."""
     split = np.zeros(times_ns.size, dtype=np.int8)
+    anomalous = np.asarray(labels) != 0
     period_starts, period_ends = options.periods()
     if period_starts.size:
-        split[label_rows(times_ns, starts_ns, ends_ns).astype(bool)] = -1
+        split[anomalous] = -1
         split[label_rows(times_ns, period_starts, period_ends).astype(bool)] = 2
     else:
         window = int(pd.Timedelta(hours=options.test_window_hours).value)
-        split[label_rows(times_ns, starts_ns - window, ends_ns + window).astype(bool)] = 2
+        split[label_rows(times_ns, starts_ns - window, ends_ns + window).astype(bool) | anomalous] = 2
     return split
 
 
@@ -160,10 +164,8 @@ def run_split_dataset(
         for frame in datasets.iter_frames(labelled_url, [label_column], dataset_parts=labelled):
             times = datasets.time_index_ns(frame, labelled_url)
             first = int(times[0]) if first is None and times.size else first
-            split = held_out(times, starts, ends, options)
+            split = held_out(times, frame[label_column].to_numpy(), starts, ends, options)
             rest = split == 0
-            if frame[label_column].to_numpy()[rest].any():
-                raise AssertionError("labelled rows outside the test windows")
             blocks, sizes = np.unique(time_blocks(times[rest], first or 0, options), return_counts=True)
             for block, size in zip(blocks.tolist(), sizes.tolist(), strict=True):
                 rows_per_block[block] = rows_per_block.get(block, 0) + size
@@ -189,7 +191,7 @@ def run_split_dataset(
         print(f"note: {counts['left_out']} labelled row(s) outside --test-periods are left out of training", flush=True)
     else:
         del counts["left_out"]
-    args = (starts, ends, options, first or 0, val_blocks, labelled_url)
+    args = (starts, ends, options, first or 0, val_blocks, labelled_url, label_column)
     datasets.map_parts(
         client, labelled_url, [train_url, val_url, test_url], _split_part, args, scratch_url, "split: write"
     )
@@ -205,6 +207,7 @@ def _split_part(
     first_ns: int,
     val_blocks: np.ndarray,
     labelled_url: str,
+    label_column: str,
 ) -> tuple[list[datasets.Part], None]:
     """One Dask task of `run_split_dataset`: send each row of one part to its set."""
     writers = [datasets.PartWriter(target) for target in targets]
@@ -213,7 +216,7 @@ def _split_part(
             times = datasets.times_ns(table)
             if times is None:
                 raise InputError(f"{labelled_url} is not indexed by time (preprocess writes a time index)")
-            split = held_out(times, starts, ends, options)
+            split = held_out(times, table.column(label_column).to_numpy(), starts, ends, options)
             split[(split == 0) & np.isin(time_blocks(times, first_ns, options), val_blocks)] = 1
             for code, out in enumerate(writers):
                 out.write(table.filter(split == code))

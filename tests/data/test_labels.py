@@ -85,16 +85,23 @@ def test_reads_xls_xlsx_and_csv(tmp_path: Path) -> None:
         read_reports(str(tmp_path / "r.txt"))
 
 
-def _naive_labels(times: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    return np.array([any(s <= t <= e for s, e in zip(starts, ends, strict=True)) for t in times], dtype=np.int8)
+def _naive_labels(times: np.ndarray, starts: np.ndarray, ends: np.ndarray, period: int = 0) -> np.ndarray:
+    """The rule as stated: the row's period [t, t + period) (the instant t for 0) meets [start, end]."""
+    overlaps = [
+        any((s <= t <= e) if period == 0 else (t <= e and t + period > s) for s, e in zip(starts, ends, strict=True))
+        for t in times
+    ]
+    return np.array(overlaps, dtype=np.int8)
 
 
-def test_label_rows_matches_naive_loop() -> None:
+@pytest.mark.parametrize("period", [0, 1, 7, 60])
+def test_label_rows_matches_naive_loop(period: int) -> None:
     rng = np.random.default_rng(1)
     times = np.sort(rng.integers(0, 10_000, 3_000))
     starts = rng.integers(0, 10_000, 40)
     ends = starts + rng.integers(0, 400, 40)
-    np.testing.assert_array_equal(label_rows(times, starts, ends), _naive_labels(times, starts, ends))
+    expected = _naive_labels(times, starts, ends, period)
+    np.testing.assert_array_equal(label_rows(times, starts, ends, period), expected)
 
 
 def test_label_rows_edges_and_nesting() -> None:
@@ -113,8 +120,22 @@ def test_run_label_series(tmp_path: Path, dask_test_client: object) -> None:
     paths = [str(tmp_path / name) for name in ("t.parquet", "i.parquet", "l.parquet")]
     counts = run_label_series(*paths, dask_test_client)
     labelled = pd.read_parquet(tmp_path / "l.parquet")
-    assert list(labelled["label"]) == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
-    assert counts == {"rows": 10, "anomalous_rows": 3, "intervals": 1}
+    assert list(labelled["label"]) == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0], "02:00 - 04:00 meets the hours from 02 to 04"
+    assert counts == {"rows": 10, "anomalous_rows": 3, "intervals": 1, "period_s": 3600.0}
+
+
+def test_a_grid_row_whose_period_holds_an_event_is_anomalous(tmp_path: Path, dask_test_client: object) -> None:
+    """The row at 05:00 aggregates 05:00 - 05:59: an event from 05:30 to 05:40 lies inside it, and
+    one starting at 07:45 begins in the row at 07:00 (the onset row)."""
+    index = pd.date_range("2021-01-01", periods=10, freq="1h", tz="UTC", name="normalizedTime")
+    pd.DataFrame({"x": np.arange(10.0)}, index=index).to_parquet(tmp_path / "t.parquet")
+    _reports(("A", "2021/001/05:30:00", "00:10:00"), ("B", "2021/001/07:45:00", "01:00:00")).to_csv(
+        tmp_path / "r.csv", index=False
+    )
+    run_parse_reports(str(tmp_path / "r.csv"), str(tmp_path / "i.parquet"))
+    paths = [str(tmp_path / name) for name in ("t.parquet", "i.parquet", "l.parquet")]
+    run_label_series(*paths, dask_test_client)
+    assert list(pd.read_parquet(tmp_path / "l.parquet")["label"]) == [0, 0, 0, 0, 0, 1, 0, 1, 1, 0]
 
 
 def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(
@@ -133,9 +154,12 @@ def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(
     intervals.to_parquet(tmp_path / "i.parquet")
     paths = [str(tmp_path / name) for name in ("parts", "i.parquet", "l.parquet")]
     counts = run_label_series(*paths, dask_test_client, batch_rows=64)
-    expected = frame.assign(label=label_rows(to_ns(index), to_ns(intervals["start"]), to_ns(intervals["end"])))
+    minute = 60 * 10**9
+    labels = label_rows(to_ns(index), to_ns(intervals["start"]), to_ns(intervals["end"]), minute)
+    expected = frame.assign(label=labels)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "l.parquet"), expected, check_freq=False)
-    assert counts == {"rows": 1_000, "anomalous_rows": int(expected["label"].sum()), "intervals": 2}
+    assert counts == {"rows": 1_000, "anomalous_rows": int(labels.sum()), "intervals": 2, "period_s": 60.0}
+    assert labels[295] == 1 and labels[294] == 0, "the row of 04:54 holds [04:54, 04:55): it ends as the event starts"
 
 
 def test_label_series_refuses_telemetry_without_a_time_index(tmp_path: Path, dask_test_client: object) -> None:
@@ -144,6 +168,6 @@ def test_label_series_refuses_telemetry_without_a_time_index(tmp_path: Path, das
     pd.DataFrame({"start": pd.to_datetime([], utc=True), "end": pd.to_datetime([], utc=True)}).to_parquet(
         tmp_path / "i.parquet"
     )
-    with pytest.raises(InputError, match="t.parquet has no time index"):
+    with pytest.raises(InputError, match="t.parquet is not indexed by time"):
         run_label_series(*(str(tmp_path / n) for n in ("t.parquet", "i.parquet", "l.parquet")), dask_test_client)
     assert not (tmp_path / "l.parquet").exists(), "nothing written"

@@ -16,6 +16,7 @@ def test_test_windows_and_whole_blocks() -> None:
     times = np.arange(0, 24 * 10) * HOUR
     split = assign_splits(
         times,
+        np.zeros(times.size, np.int8),
         np.array([50 * HOUR]),
         np.array([52 * HOUR]),
         SplitOptions(test_window_hours=3, val_share=0.3, block_hours=24),
@@ -29,9 +30,22 @@ def test_test_windows_and_whole_blocks() -> None:
     assert len(val_blocks) == 3
 
 
+def test_a_labelled_row_is_held_out_even_beyond_the_test_window() -> None:
+    """label-series labels a row by its period's overlap; split-dataset keeps every labelled row
+    out of training, even with no margin around the intervals."""
+    times = np.arange(0, 24 * 10) * HOUR
+    labels = np.zeros(times.size, np.int8)
+    labels[49] = 1  # the hour before the interval: its period holds the event's start
+    options = SplitOptions(test_window_hours=0, val_share=0.3, block_hours=24)
+    split = assign_splits(times, labels, np.array([50 * HOUR + 1]), np.array([52 * HOUR]), options)
+    assert set(np.flatnonzero(split == 2)) == {49, 51, 52}
+    with_periods = SplitOptions(test_periods="1970-01-05/1970-01-06", val_share=0.3, block_hours=24)
+    assert assign_splits(times, labels, np.array([50 * HOUR + 1]), np.array([52 * HOUR]), with_periods)[49] == -1
+
+
 def test_seeded() -> None:
     times = np.arange(0, 24 * 30) * HOUR
-    args = (times, np.array([5 * HOUR]), np.array([6 * HOUR]))
+    args = (times, np.zeros(times.size, np.int8), np.array([5 * HOUR]), np.array([6 * HOUR]))
     np.testing.assert_array_equal(
         assign_splits(*args, SplitOptions(seed=1)), assign_splits(*args, SplitOptions(seed=1))
     )
@@ -122,7 +136,9 @@ def test_streamed_over_many_parts_each_row_goes_where_the_whole_table_sends_it(
     options = SplitOptions(test_window_hours=2, block_hours=12, val_share=0.3, seed=5)
     counts = run_split_dataset(str(tmp_path / "parts"), intervals, *outs, options, dask_test_client)
     spans = pd.read_parquet(intervals)
-    expected = assign_splits(to_ns(frame.index), to_ns(spans["start"]), to_ns(spans["end"]), options)
+    expected = assign_splits(
+        to_ns(frame.index), frame["label"].to_numpy(), to_ns(spans["start"]), to_ns(spans["end"]), options
+    )
     for code, out in enumerate(outs):
         pd.testing.assert_frame_equal(pd.read_parquet(out), frame[expected == code], check_freq=False)
     assert counts == {name: int((expected == code).sum()) for code, name in enumerate(("train", "val", "test"))}
