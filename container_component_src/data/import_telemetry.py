@@ -11,6 +11,7 @@ import zlib
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,12 @@ class ImportOptions:
             raise OptionError("give labels either per row (--label-column) or as intervals (--intervals), not both")
         if self.stack and self.intervals:
             raise OptionError("--stack moves each file's times: give labels per row (--label-column) with it")
+        try:
+            gap = pd.Timedelta(self.stack_gap)
+        except (ValueError, OverflowError) as exc:
+            raise OptionError(f"--stack-gap {self.stack_gap!r} is not a time span like 1h or 30min ({exc})") from None
+        if pd.isna(gap) or gap < pd.Timedelta(0):
+            raise OptionError(f"--stack-gap must be a time span of 0 or more, got {self.stack_gap!r}")
 
 
 EPOCH_UNITS = ("s", "ms", "us", "ns")
@@ -92,11 +99,16 @@ def _read_table(url: str, separator: str) -> pd.DataFrame:
         table = storage.read_parquet(url)
     elif url.endswith((".csv", ".csv.gz", ".txt")):
         fs, path = storage.filesystem(url)
+        compression = "gzip" if url.endswith(".gz") else None
         try:
             with fs.open(path, "rb") as handle:
-                table = pd.read_csv(
-                    handle, sep=separator, compression="gzip" if url.endswith(".gz") else None, encoding="utf-8"
+                _check_no_nul(handle, url, compression)
+                header = pd.read_csv(
+                    handle, sep=separator, compression=compression, encoding="utf-8", header=None, nrows=1, dtype=str
                 )
+                _check_header(header.iloc[0].tolist() if len(header) else [], url, separator)
+                handle.seek(0)
+                table = pd.read_csv(handle, sep=separator, compression=compression, encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"{url} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
         except pd.errors.EmptyDataError:
@@ -110,6 +122,41 @@ def _read_table(url: str, separator: str) -> pd.DataFrame:
     if table.empty:
         raise InputError(f"{url} has no rows")
     return table
+
+
+def _check_no_nul(handle: Any, url: str, compression: str | None) -> None:
+    """Refuse a text file holding a NUL byte (the CSV parser would cut the value at it), a chunk at
+    a time; leaves `handle` at its start.
+
+    Raises:
+        InputError: Names the file and the line.
+    """
+    stream = gzip.GzipFile(fileobj=handle) if compression == "gzip" else handle
+    line = 1
+    while chunk := stream.read(1 << 20):
+        at = chunk.find(b"\0")
+        if at >= 0:
+            line += chunk.count(b"\n", 0, at)
+            raise InputError(f"{url}: line {line} holds a NUL byte: not CSV text")
+        line += chunk.count(b"\n")
+    handle.seek(0)
+
+
+def _check_header(names: list[Any], url: str, separator: str) -> None:
+    """Refuse a header with a repeated or empty column name (pandas would rename the one `a.1` and
+    call the other `Unnamed: 2`, and import either as a channel).
+
+    Raises:
+        InputError: Names the file, the column and its position.
+    """
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if pd.isna(name) or not str(name).strip():
+            raise InputError(f"{url}: column {position} of the header has no name (a trailing {separator!r}?)")
+        if str(name) in seen:
+            first = seen[str(name)]
+            raise InputError(f"{url}: column name {str(name)!r} appears twice (columns {first} and {position})")
+        seen[str(name)] = position
 
 
 def _shown(value: object) -> str:
@@ -300,7 +347,8 @@ def _has_column(url: str, options: ImportOptions) -> bool:
         return options.label_column in pq.read_schema(path, filesystem=fs).names
     fs, path = storage.filesystem(url)
     with fs.open(path, "rb") as handle:
-        header = pd.read_csv(handle, sep=options.separator, nrows=0)
+        compression = "gzip" if url.endswith(".gz") else None
+        header = pd.read_csv(handle, sep=options.separator, nrows=0, compression=compression)
     return options.label_column in header.columns
 
 

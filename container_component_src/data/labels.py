@@ -36,7 +36,10 @@ def read_reports(url: str) -> pd.DataFrame:
         if suffix == "csv":
             table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
         else:
-            table = pd.read_excel(io.BytesIO(data), dtype=str, engine="calamine", keep_default_na=False)
+            sheets = pd.read_excel(
+                io.BytesIO(data), dtype=str, engine="calamine", keep_default_na=False, sheet_name=None
+            )
+            table = _report_sheets(sheets, url)
     except UnicodeDecodeError as exc:
         raise InputError(f"reports file {url} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except (ValueError, pd.errors.ParserError) as exc:
@@ -46,6 +49,20 @@ def read_reports(url: str) -> pd.DataFrame:
             raise InputError(f"reports file {url} is not a readable .{suffix} spreadsheet: {exc}") from None
         raise
     return table
+
+
+def _report_sheets(sheets: dict[str, pd.DataFrame], url: str) -> pd.DataFrame:
+    """The reports of every sheet with the first filled sheet's columns, one table; a filled sheet
+    with other columns is skipped with a note naming it (a workbook may hold notes or a summary)."""
+    filled = {name: sheet for name, sheet in sheets.items() if len(sheet.columns)}
+    if not filled:
+        return next(iter(sheets.values()))
+    first_name, first = next(iter(filled.items()))
+    kept = [sheet for sheet in filled.values() if list(sheet.columns) == list(first.columns)]
+    for name, sheet in filled.items():
+        if list(sheet.columns) != list(first.columns) and len(sheet):
+            print(f"note: sheet {name!r} of {url} skipped: its columns differ from sheet {first_name!r}'s", flush=True)
+    return pd.concat(kept, ignore_index=True)
 
 
 def _fraction_ns(digits: str | None) -> int:

@@ -1,3 +1,4 @@
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,42 @@ def test_bad_intervals_are_named(tmp_path: Path, starts: list[str], ends: list[s
     options = ImportOptions(timestamp_column="time", intervals=str(tmp_path / "labels.csv"))
     with pytest.raises(InputError, match=f"labels.csv: .*{message}"):
         run_import_telemetry([str(tmp_path / "t.parquet")], str(tmp_path / "arch"), str(tmp_path / "r.csv"), options)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"time;flow\n2020-01-01 00:00;1\x002\n", "bad.csv: line 2 holds a NUL byte"),
+        (b"time;flow;flow\n2020-01-01 00:00;1;2\n", "bad.csv: column name 'flow' appears twice \\(columns 2 and 3\\)"),
+        (b"time;flow;\n2020-01-01 00:00;1;\n", "bad.csv: column 3 of the header has no name \\(a trailing ';'\\?\\)"),
+    ],
+)
+def test_csv_text_that_would_import_wrong_is_refused(tmp_path: Path, text: bytes, message: str) -> None:
+    """A NUL byte would cut `1<NUL>2` to 1; a repeated or empty header would become channels
+    `flow.1` or `Unnamed: 2`."""
+    for name, data in (("bad.csv", text), ("bad.csv.gz", gzip.compress(text))):
+        (tmp_path / name).write_bytes(data)
+        options = ImportOptions(timestamp_column="time", separator=";", label_column="anomaly")
+        with pytest.raises(InputError, match=message.replace("bad.csv", name.replace(".", "\\."))):
+            run_import_telemetry([str(tmp_path / name)], str(tmp_path / "arch"), str(tmp_path / "r.csv"), options)
+        assert not (tmp_path / "arch").exists()
+
+
+@pytest.mark.parametrize("gap", ["-1h", "abc", "1 fortnight", "1M", "200000 days"])
+def test_a_stack_gap_that_is_not_a_span_of_zero_or_more_is_refused(gap: str) -> None:
+    with pytest.raises(OptionError, match="--stack-gap"):
+        ImportOptions(stack=True, label_column="anomaly", stack_gap=gap).validate()
+
+
+def test_reports_on_every_sheet_of_a_workbook_are_read(tmp_path: Path, capsys) -> None:
+    columns = ["ID", "EVENT GMT (DOY/HH:MM:SS)", "Duration/End GMT"]
+    with pd.ExcelWriter(tmp_path / "r.xlsx") as writer:
+        for sheet, report in (("2021", "A"), ("2022", "B")):
+            row = [report, f"{sheet}/001/02:00:00", "00:10:00"]
+            pd.DataFrame([row], columns=columns).to_excel(writer, sheet_name=sheet, index=False)
+        pd.DataFrame({"note": ["made by hand"]}).to_excel(writer, sheet_name="notes", index=False)
+    assert list(read_reports(str(tmp_path / "r.xlsx"))["ID"]) == ["A", "B"]
+    assert "sheet 'notes' of" in capsys.readouterr().out
 
 
 def test_conflicting_options(tmp_path: Path) -> None:
