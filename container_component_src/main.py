@@ -316,6 +316,11 @@ def import_telemetry(
     timestamp_unit: Annotated[
         str, typer.Option(help="Unit of timestamps given as numbers since the epoch: s, ms, us or ns.")
     ] = "",
+    timestamp_format: Annotated[
+        str,
+        typer.Option(help="strptime format of the timestamps, for forms not read by default (e.g. '%m/%d/%Y %H:%M')."),
+    ] = "",
+    dayfirst: Annotated[bool, typer.Option(help="Dates such as 01/03/2021 are day first (March 1st).")] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace a non-empty archive folder (all of it) and the reports file.")
     ] = False,
@@ -345,6 +350,8 @@ def import_telemetry(
             stack_gap=stack_gap,
             archive_timestamp_column=archive_timestamp_column,
             timestamp_unit=timestamp_unit,
+            timestamp_format=timestamp_format,
+            dayfirst=dayfirst,
             overwrite=overwrite,
             test_sources=tuple(test_source or ()),
         )

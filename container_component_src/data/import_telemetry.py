@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
-import re
 import zlib
-import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pandas.tseries.api import guess_datetime_format
 from tqdm.auto import tqdm
 
 from container_component_src import storage
 from container_component_src.data.generate import REPORT_COLUMNS, write_reports
 from container_component_src.data.labels import to_ns
+from container_component_src.data.timestamps import TimeFormat, parse_times
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -47,6 +45,9 @@ class ImportOptions:
         row_group_rows: Rows per parquet row group of the archives.
         timestamp_unit: Unit of timestamps given as numbers since the epoch (s, ms, us, ns);
             numbers are refused without it.
+        timestamp_format: A strptime format of the timestamps, for forms the parser does not read
+            by itself (see `data.timestamps`).
+        dayfirst: Dates such as 01/03/2021 are day first (without it they are refused as ambiguous).
         overwrite: Replace a non-empty archive folder (all of it) and the reports file.
         test_sources: Patterns (shell-style, on the file name or the whole path) of the sources
             that are test recordings; their time spans come back as `test_periods`, the value
@@ -68,14 +69,15 @@ class ImportOptions:
     timestamp_unit: str = ""
     overwrite: bool = False
     test_sources: tuple[str, ...] = ()
+    timestamp_format: str = ""
+    dayfirst: bool = False
+
+    def time_format(self) -> TimeFormat:
+        """How the sources' and the intervals' times are written."""
+        return TimeFormat(self.timezone, self.timestamp_unit, self.dayfirst, self.timestamp_format)
 
     def validate(self) -> None:
-        if self.timestamp_unit not in ("", *EPOCH_UNITS):
-            raise OptionError(f"--timestamp-unit must be one of {', '.join(EPOCH_UNITS)}, got {self.timestamp_unit!r}")
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise OptionError(f"--timezone {self.timezone!r} is not a time zone (e.g. UTC, Europe/Berlin)") from None
+        self.time_format().validate()
         if self.label_column and self.intervals:
             raise OptionError("give labels either per row (--label-column) or as intervals (--intervals), not both")
         if self.stack and self.intervals:
@@ -88,12 +90,12 @@ class ImportOptions:
             raise OptionError(f"--stack-gap must be a time span of 0 or more, got {self.stack_gap!r}")
 
 
-EPOCH_UNITS = ("s", "ms", "us", "ns")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _read_table(url: str, separator: str) -> pd.DataFrame:
-    """A source table; every way it can be unreadable is an InputError naming the file."""
+def _read_table(url: str, separator: str, time_columns: list[str]) -> pd.DataFrame:
+    """A source table, its `time_columns` as text when CSV (their digits exactly as written);
+    every way it can be unreadable is an InputError naming the file."""
     storage.require(url, "telemetry file")
     if url.endswith(".parquet"):
         table = storage.read_parquet(url)
@@ -108,7 +110,8 @@ def _read_table(url: str, separator: str) -> pd.DataFrame:
                 )
                 _check_header(header.iloc[0].tolist() if len(header) else [], url, separator)
                 handle.seek(0)
-                table = pd.read_csv(handle, sep=separator, compression=compression, encoding="utf-8")
+                text = dict.fromkeys(time_columns, str)
+                table = pd.read_csv(handle, sep=separator, compression=compression, encoding="utf-8", dtype=text)
         except UnicodeDecodeError as exc:
             raise InputError(f"{url} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
         except pd.errors.EmptyDataError:
@@ -167,59 +170,6 @@ def _shown(value: object) -> str:
 def _bad_row(mask: np.ndarray) -> int:
     """The CSV line of the first True (line 1 is the header)."""
     return int(np.flatnonzero(mask)[0]) + 2
-
-
-_ZONE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
-
-
-def parse_times(values: pd.Series, source: str, column: str, timezone: str, unit: str = "") -> pd.DatetimeIndex:
-    """UTC timestamps of a column: one text format per file (inferred from its first value), or
-    numbers since the epoch in `unit`; naive times are taken in `timezone`.
-
-    Raises:
-        InputError: A value does not parse or does not match the file's format, numbers without a
-            unit, times with and without a zone mixed, or a naive time that does not exist (or
-            exists twice) in `timezone`; the message names the file, column, row and value.
-    """
-    where = f"{source}: column '{column}'"
-    if values.isna().any():
-        row = _bad_row(values.isna().to_numpy())
-        raise InputError(f"{where} row {row} is empty")
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        if not unit:
-            raise InputError(
-                f"{where} holds numbers ({_shown(values.iloc[0])}...): if they are times since the epoch, "
-                "give --timestamp-unit s, ms, us or ns"
-            )
-        try:
-            return pd.DatetimeIndex(pd.to_datetime(values, unit=unit, utc=True)).as_unit("ns")
-        except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
-            raise InputError(f"{where}: not times since the epoch in {unit}: {exc}") from None
-    text = values.astype(str).str.strip()
-    zoned = text.str.contains(_ZONE).to_numpy()
-    if zoned.any() and not zoned.all():
-        row = _bad_row(zoned != zoned[0])
-        raise InputError(f"{where} row {row} value {text.iloc[row - 2]!r}: times with and without a zone are mixed")
-    fmt = guess_datetime_format(text.iloc[0]) or "ISO8601"
-    parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=bool(zoned.all()))
-    if parsed.isna().any():
-        row = _bad_row(parsed.isna().to_numpy())
-        raise InputError(
-            f"{where} row {row} value {text.iloc[row - 2]!r} is not a timestamp in the file's format "
-            f"{fmt!r} (from its first row: one format per file)"
-        )
-    times = pd.DatetimeIndex(parsed)
-    if times.tz is None:
-        try:
-            times = times.tz_localize(timezone, ambiguous="raise", nonexistent="raise")
-        except Exception as exc:  # pytz's NonExistentTimeError / AmbiguousTimeError
-            if type(exc).__name__ not in ("NonExistentTimeError", "AmbiguousTimeError"):
-                raise
-            raise InputError(
-                f"{where}: {exc} does not exist or is ambiguous in {timezone} (daylight saving): "
-                "give times with a zone, or --timezone UTC"
-            ) from None
-    return times.tz_convert("UTC").as_unit("ns")
 
 
 def channel_frame(raw: pd.DataFrame, source: str, excluded: set[str]) -> pd.DataFrame:
@@ -284,25 +234,18 @@ def check_intervals(intervals: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def read_intervals(url: str, options: ImportOptions) -> pd.DataFrame:
     """Labelled intervals from a file, as UTC start/end, checked."""
-    raw = _read_table(url, options.separator)
+    raw = _read_table(url, options.separator, [options.interval_start_column, options.interval_end_column])
+    spec = options.time_format()
     for column in (options.interval_start_column, options.interval_end_column):
         if column not in raw.columns:
             raise InputError(f"{url}: no column '{column}' (have: {', '.join(map(str, raw.columns))})")
     intervals = pd.DataFrame(
         {
             "start": parse_times(
-                raw[options.interval_start_column],
-                url,
-                options.interval_start_column,
-                options.timezone,
-                options.timestamp_unit,
+                raw[options.interval_start_column], f"{url}: column '{options.interval_start_column}'", spec
             ),
             "end": parse_times(
-                raw[options.interval_end_column],
-                url,
-                options.interval_end_column,
-                options.timezone,
-                options.timestamp_unit,
+                raw[options.interval_end_column], f"{url}: column '{options.interval_end_column}'", spec
             ),
         }
     )
@@ -316,11 +259,11 @@ def read_source(url: str, options: ImportOptions) -> tuple[pd.DataFrame, pd.Data
     Raises:
         InputError: A column is missing, a timestamp or value does not parse, or a time repeats.
     """
-    raw = _read_table(url, options.separator)
+    raw = _read_table(url, options.separator, [options.timestamp_column])
     if options.timestamp_column not in raw.columns:
         raise InputError(f"{url}: no column '{options.timestamp_column}' (have: {', '.join(map(str, raw.columns))})")
     times = parse_times(
-        raw[options.timestamp_column], url, options.timestamp_column, options.timezone, options.timestamp_unit
+        raw[options.timestamp_column], f"{url}: column '{options.timestamp_column}'", options.time_format()
     )
     excluded = {options.timestamp_column, options.label_column, *options.drop_columns}
     frame = channel_frame(raw, url, excluded).set_index(times)

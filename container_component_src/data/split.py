@@ -8,6 +8,7 @@ are kept out of training and validation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from container_component_src import datasets
 from container_component_src.data.labels import label_rows, read_intervals, to_ns
+from container_component_src.data.timestamps import parse_timestamp
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -50,14 +52,13 @@ class SplitOptions:
         """
         starts, ends = [], []
         for text in filter(None, (part.strip() for part in self.test_periods.split(","))):
-            bounds = text.split("/")
-            try:
-                if len(bounds) != 2:
-                    raise ValueError("expected start/end")
-                start, end = (pd.Timestamp(b.strip()) for b in bounds)
-                start, end = (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC") for t in (start, end))
-            except ValueError as exc:
-                raise OptionError(f"--test-periods: {text!r} is not start/end as ISO timestamps ({exc})") from None
+            bounds = re.split(r"/(?=\d{4}-)", text)  # not the slash of a zone name (Europe/Berlin)
+            if len(bounds) != 2:
+                raise OptionError(
+                    f"--test-periods: {text!r} is not start/end: two ISO 8601 timestamps "
+                    "(2021-03-01[ 01:00[:00][zone]]) and a slash"
+                )
+            start, end = (parse_timestamp(b.strip(), f"--test-periods {text!r}:") for b in bounds)
             if end < start:
                 raise OptionError(f"--test-periods: {text!r} ends before it starts")
             starts.append(start.value)

@@ -51,7 +51,7 @@ def test_1_epoch_numbers_need_a_unit(tmp_path: Path) -> None:
 
 def test_2_one_date_format_per_file(tmp_path: Path) -> None:
     source = _csv(tmp_path / "t.csv", "time,x\n2021-03-01 00:00:00,1.0\n01/03/2021 00:00:10,2.0\n")
-    _fails(_import(tmp_path, source), "t.csv", "column 'time' row 3", "'01/03/2021 00:00:10'", "one format per file")
+    _fails(_import(tmp_path, source), "t.csv", "column 'time' row 3", "'01/03/2021 00:00:10'", "one form per column")
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "1e40"])

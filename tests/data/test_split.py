@@ -98,14 +98,23 @@ def test_named_test_periods_take_every_row_in_them(tmp_path: Path, dask_test_cli
 @pytest.mark.parametrize(
     ("periods", "message"),
     [
-        ("2021-01-02", "is not start/end"),
-        ("2021-01-02/soon", "is not start/end"),
-        ("2021-01-03/2021-01-02", "ends before it starts"),
+        ("2021-01-02", "--test-periods: '2021-01-02' is not start/end"),
+        ("2021-01-02/soon", "--test-periods: '2021-01-02/soon' is not start/end: two ISO 8601 timestamps"),
+        ("2021-01-02/2021-13-01", "--test-periods '2021-01-02/2021-13-01': '2021-13-01' is not a date of the calendar"),
+        ("2021-01-02 01:00 PST/2021-01-03", "'PST' is not an IANA time zone"),
+        ("2021-01-03/2021-01-02", "--test-periods: .*ends before it starts"),
     ],
 )
 def test_bad_test_periods_are_named(periods: str, message: str) -> None:
-    with pytest.raises(OptionError, match=f"--test-periods: .*{message}"):
+    with pytest.raises(OptionError, match=message):
         SplitOptions(test_periods=periods).validate()
+
+
+def test_test_periods_read_zones_as_the_sources_do() -> None:
+    """A zone name is the zone's (CET is one, with its summer time), never dropped."""
+    starts, ends = SplitOptions(test_periods="2021-03-01 01:00 CET/2021-07-01 01:00 Europe/Berlin").periods()
+    assert pd.Timestamp(starts[0], tz="UTC") == pd.Timestamp("2021-03-01 00:00", tz="UTC")
+    assert pd.Timestamp(ends[0], tz="UTC") == pd.Timestamp("2021-06-30 23:00", tz="UTC")
 
 
 def test_errors_name_the_problem(tmp_path: Path, dask_test_client: object) -> None:
