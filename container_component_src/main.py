@@ -7,6 +7,7 @@ component runs exactly one of these subcommands.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sys
 from collections.abc import Iterator
@@ -239,6 +240,19 @@ def main(
         tidy_options(command, ctx.default_map.get(name, {}))
 
 
+# errno values of a path the user chose that cannot be used as asked.
+USER_PATH_ERRORS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.ENOSPC,
+    errno.EBUSY,
+    errno.EEXIST,
+}
+
+
 @contextlib.contextmanager
 def _clear_errors() -> Iterator[None]:
     """Turn the project's own errors (a bad input file, option or setting) and Kubernetes' refusals
@@ -251,6 +265,13 @@ def _clear_errors() -> Iterator[None]:
         yield
     except (InputError, ConfigError, OptionError) as exc:
         typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except OSError as exc:
+        # A path the user gave that this process may not use: a read-only or full folder, a
+        # folder where a file goes. Anything else from the system is a fault, with its traceback.
+        if exc.errno not in USER_PATH_ERRORS or not exc.filename:
+            raise
+        typer.echo(f"Error: {exc.filename}: {exc.strerror}", err=True)
         raise typer.Exit(code=1) from None
     except Exception as exc:
         from container_component_src.cluster.kube import forbidden_message

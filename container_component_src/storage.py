@@ -70,6 +70,27 @@ def require(url: str, what: str) -> None:
         raise InputError(f"{what} {url} does not exist")
 
 
+def require_file(url: str, what: str) -> None:
+    """Raise InputError naming `url` unless it is a file this process can read: not missing, not
+    a folder, not a pipe or device (a FIFO would block the read), not unreadable."""
+    import os
+    import stat
+
+    require(url, what)
+    fs, path = filesystem(url)
+    if not isinstance(fs, LocalFileSystem):
+        if fs.isdir(path):
+            raise InputError(f"{what} {url} is a folder, not a file")
+        return
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{what} {url} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{what} {url} is not a regular file (a pipe or a device?)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} {url} cannot be read: permission denied")
+
+
 def list_files(url: str, suffix: str) -> list[str]:
     """Return the files directly under the folder `url` ending in `suffix`, sorted, as URLs."""
     return list(file_sizes(url, suffix))
@@ -146,6 +167,61 @@ def atomic_directory(url: str) -> Iterator[str]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder_and_file(folder_url: str, file_url: str) -> Iterator[tuple[str, IO[Any]]]:
+    """Yield a folder to fill and a file to write; they replace `folder_url` and `file_url`
+    together when the block succeeds, or neither does.
+
+    Locally both are staged as temporary siblings; then the old ones are set aside, the new ones
+    renamed into place, and if a rename fails (a folder busy as a mount point, a full disk) the
+    old ones are put back. On S3 the folder's objects are written first and the file last (its
+    upload completes only then), so a reader that finds the file finds the folder complete.
+    """
+    fs, _ = filesystem(folder_url)
+    if not isinstance(fs, LocalFileSystem):
+        with atomic_directory(folder_url) as folder, atomic_write(file_url) as handle:
+            yield folder, handle
+        return
+    folder, file = Path(filesystem(folder_url)[1]), Path(filesystem(file_url)[1])
+    tag = uuid.uuid4().hex[:8]
+    staged = (folder.with_name(f"{folder.name}.tmp-{tag}"), file.with_name(f"{file.name}.tmp-{tag}"))
+    for target in (folder, file):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    staged[0].mkdir()
+    try:
+        with open(staged[1], "wb") as handle:
+            yield str(staged[0]), handle
+        _swap_in([(folder, staged[0]), (file, staged[1])], tag)
+    finally:
+        for leftover in staged:
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.exists():
+                leftover.unlink()
+
+
+def _swap_in(pairs: list[tuple[Path, Path]], tag: str) -> None:
+    """Rename each staged path over its target, all or none (see `atomic_folder_and_file`)."""
+    set_aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for target, staged in pairs:
+            if target.exists():
+                old = target.with_name(f"{target.name}.old-{tag}")
+                target.rename(old)
+                set_aside.append((target, old))
+            staged.rename(target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        for target, old in set_aside:
+            old.rename(target)
+        raise
+    for _, old in set_aside:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def remove_stale_temporaries(url: str) -> list[str]:
@@ -257,7 +333,7 @@ def read_json(url: str) -> Any:
     Raises:
         InputError: It is missing or not JSON; names the file and where it breaks.
     """
-    require(url, "JSON input")
+    require_file(url, "JSON input")
     fs, path = filesystem(url)
     with fs.open(path, "r") as handle:
         try:

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from container_component_src import storage
-from container_component_src.data.generate import REPORT_COLUMNS, write_reports
+from container_component_src.data.generate import REPORT_COLUMNS, encode_reports
 from container_component_src.data.labels import to_ns
-from container_component_src.data.timestamps import TimeFormat, parse_times
+from container_component_src.data.timestamps import TimeFormat, parse_span, parse_times
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -82,12 +82,10 @@ class ImportOptions:
             raise OptionError("give labels either per row (--label-column) or as intervals (--intervals), not both")
         if self.stack and self.intervals:
             raise OptionError("--stack moves each file's times: give labels per row (--label-column) with it")
-        try:
-            gap = pd.Timedelta(self.stack_gap)
-        except (ValueError, OverflowError) as exc:
-            raise OptionError(f"--stack-gap {self.stack_gap!r} is not a time span like 1h or 30min ({exc})") from None
-        if pd.isna(gap) or gap < pd.Timedelta(0):
-            raise OptionError(f"--stack-gap must be a time span of 0 or more, got {self.stack_gap!r}")
+        # Positive: with 0 a recording would start at the time the one before it ends (a repeat).
+        parse_span(self.stack_gap, "--stack-gap")
+        if not self.separator:
+            raise OptionError("--separator is empty: give the CSV field separator (',', ';', a tab)")
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -96,7 +94,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 def _read_table(url: str, separator: str, time_columns: list[str]) -> pd.DataFrame:
     """A source table, its `time_columns` as text when CSV (their digits exactly as written);
     every way it can be unreadable is an InputError naming the file."""
-    storage.require(url, "telemetry file")
+    storage.require_file(url, "telemetry file")
     if url.endswith(".parquet"):
         table = storage.read_parquet(url)
     elif url.endswith((".csv", ".csv.gz", ".txt")):
@@ -104,7 +102,7 @@ def _read_table(url: str, separator: str, time_columns: list[str]) -> pd.DataFra
         compression = "gzip" if url.endswith(".gz") else None
         try:
             with fs.open(path, "rb") as handle:
-                _check_no_nul(handle, url, compression)
+                lines = _scan_lines(handle, url, compression)
                 header = pd.read_csv(
                     handle, sep=separator, compression=compression, encoding="utf-8", header=None, nrows=1, dtype=str
                 )
@@ -112,6 +110,8 @@ def _read_table(url: str, separator: str, time_columns: list[str]) -> pd.DataFra
                 handle.seek(0)
                 text = dict.fromkeys(time_columns, str)
                 table = pd.read_csv(handle, sep=separator, compression=compression, encoding="utf-8", dtype=text)
+                if len(lines) == len(table):
+                    table.attrs["lines"] = lines
         except UnicodeDecodeError as exc:
             raise InputError(f"{url} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
         except pd.errors.EmptyDataError:
@@ -127,22 +127,34 @@ def _read_table(url: str, separator: str, time_columns: list[str]) -> pd.DataFra
     return table
 
 
-def _check_no_nul(handle: Any, url: str, compression: str | None) -> None:
-    """Refuse a text file holding a NUL byte (the CSV parser would cut the value at it), a chunk at
-    a time; leaves `handle` at its start.
+def _scan_lines(handle: Any, url: str, compression: str | None) -> np.ndarray:
+    """The file line of each data row of a CSV (pandas skips blank lines: counting rows would
+    shift every message after one), refusing a NUL byte (the CSV parser would cut the value at
+    it); leaves `handle` at its start.
 
     Raises:
-        InputError: Names the file and the line.
+        InputError: A NUL byte; names the file and the line.
     """
     stream = gzip.GzipFile(fileobj=handle) if compression == "gzip" else handle
-    line = 1
-    while chunk := stream.read(1 << 20):
-        at = chunk.find(b"\0")
-        if at >= 0:
-            line += chunk.count(b"\n", 0, at)
-            raise InputError(f"{url}: line {line} holds a NUL byte: not CSV text")
-        line += chunk.count(b"\n")
+    blanks: list[int] = []
+    total = 0
+    for number, line in enumerate(stream, start=1):
+        if b"\0" in line:
+            raise InputError(f"{url}: line {number} holds a NUL byte: not CSV text")
+        if number > 1 and not line.strip(b"\r\n"):
+            blanks.append(number)
+        total = number
     handle.seek(0)
+    # Data rows before each blank line: its line, less the header and the blank lines before it.
+    before = np.asarray(blanks, np.int64) - 2 - np.arange(len(blanks))
+    rows = np.arange(max(total - 1 - len(blanks), 0))
+    return rows + 2 + np.searchsorted(before, rows, side="right")
+
+
+def row_lines(table: pd.DataFrame) -> np.ndarray:
+    """The row number of each row of a source table in messages: its file line (a CSV), or its
+    position from 2 (parquet: as if the header were line 1)."""
+    return table.attrs.get("lines", np.arange(len(table)) + 2)
 
 
 def _check_header(names: list[Any], url: str, separator: str) -> None:
@@ -167,34 +179,29 @@ def _shown(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _bad_row(mask: np.ndarray) -> int:
-    """The CSV line of the first True (line 1 is the header)."""
-    return int(np.flatnonzero(mask)[0]) + 2
-
-
 def channel_frame(raw: pd.DataFrame, source: str, excluded: set[str]) -> pd.DataFrame:
     """The numeric channels of a source (every column not excluded), as float32.
 
     Raises:
         InputError: A channel holds a value that is not a number, or there is no channel.
     """
-    channels = {}
+    channels, lines = {}, row_lines(raw)
     for column in [c for c in raw.columns if c not in excluded]:
         values = pd.to_numeric(raw[column], errors="coerce")
         bad = values.isna() & raw[column].notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise InputError(
-                f"{source}: channel '{column}' row {row + 2} value {raw[column].iloc[row]!r} is not a number "
+                f"{source}: channel '{column}' row {lines[row]} value {raw[column].iloc[row]!r} is not a number "
                 "(drop the column with --drop-column if it is not a channel)"
             )
         numbers = values.to_numpy(np.float64, na_value=np.nan)
         extreme = ~np.isnan(numbers) & ~(np.abs(numbers) <= FLOAT32_MAX)
         if extreme.any():
-            row = _bad_row(extreme)
+            row = int(np.flatnonzero(extreme)[0])
             raise InputError(
-                f"{source}: channel '{column}' row {row} value {_shown(raw[column].iloc[row - 2])} is infinite or "
-                "beyond the float32 range of the archives (missing values are empty cells)"
+                f"{source}: channel '{column}' row {lines[row]} value {_shown(raw[column].iloc[row])} is infinite "
+                "or beyond the float32 range of the archives (missing values are empty cells)"
             )
         channels[str(column)] = values.astype(np.float32)
     if not channels:
@@ -210,23 +217,27 @@ def label_runs(times: pd.DatetimeIndex, labels: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"start": times[starts], "end": times[ends]})
 
 
-def check_intervals(intervals: pd.DataFrame, source: str) -> pd.DataFrame:
+def check_intervals(intervals: pd.DataFrame, source: str, lines: np.ndarray | None = None) -> pd.DataFrame:
     """Sort intervals and refuse inverted or overlapping ones.
+
+    Args:
+        lines: The row number of each interval in messages (default: its position from 2).
 
     Raises:
         InputError: An end before its start, or two intervals that overlap (rows named).
     """
+    lines = np.arange(len(intervals)) + 2 if lines is None else lines
     inverted = intervals["end"] < intervals["start"]
     if inverted.any():
         row = int(np.flatnonzero(inverted.to_numpy())[0])
-        raise InputError(f"{source}: interval in row {row + 2} ends before it starts")
+        raise InputError(f"{source}: interval in row {lines[row]} ends before it starts")
     ordered = intervals.reset_index(names="row").sort_values("start", kind="stable", ignore_index=True)
     overlap = ordered["start"].iloc[1:].to_numpy() <= ordered["end"].iloc[:-1].to_numpy()
     if overlap.any():
         i = int(np.flatnonzero(overlap)[0])
         first, second = ordered.iloc[i], ordered.iloc[i + 1]
         raise InputError(
-            f"{source}: intervals in rows {first['row'] + 2} and {second['row'] + 2} overlap "
+            f"{source}: intervals in rows {lines[first['row']]} and {lines[second['row']]} overlap "
             f"({first['start']} - {first['end']} and {second['start']} - {second['end']})"
         )
     return ordered.drop(columns="row")
@@ -239,17 +250,14 @@ def read_intervals(url: str, options: ImportOptions) -> pd.DataFrame:
     for column in (options.interval_start_column, options.interval_end_column):
         if column not in raw.columns:
             raise InputError(f"{url}: no column '{column}' (have: {', '.join(map(str, raw.columns))})")
+    lines = row_lines(raw)
     intervals = pd.DataFrame(
         {
-            "start": parse_times(
-                raw[options.interval_start_column], f"{url}: column '{options.interval_start_column}'", spec
-            ),
-            "end": parse_times(
-                raw[options.interval_end_column], f"{url}: column '{options.interval_end_column}'", spec
-            ),
+            name: parse_times(raw[column], f"{url}: column '{column}'", spec, lines)
+            for name, column in (("start", options.interval_start_column), ("end", options.interval_end_column))
         }
     )
-    return check_intervals(intervals, url)
+    return check_intervals(intervals, url, lines)
 
 
 def read_source(url: str, options: ImportOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -262,10 +270,15 @@ def read_source(url: str, options: ImportOptions) -> tuple[pd.DataFrame, pd.Data
     raw = _read_table(url, options.separator, [options.timestamp_column])
     if options.timestamp_column not in raw.columns:
         raise InputError(f"{url}: no column '{options.timestamp_column}' (have: {', '.join(map(str, raw.columns))})")
-    times = parse_times(
-        raw[options.timestamp_column], f"{url}: column '{options.timestamp_column}'", options.time_format()
-    )
+    lines = row_lines(raw)
+    where = f"{url}: column '{options.timestamp_column}'"
+    times = parse_times(raw[options.timestamp_column], where, options.time_format(), lines)
     excluded = {options.timestamp_column, options.label_column, *options.drop_columns}
+    if options.archive_timestamp_column in set(raw.columns) - excluded:
+        raise InputError(
+            f"{url}: channel '{options.archive_timestamp_column}' has the name of the archives' timestamp column: "
+            "drop it (--drop-column) or name the archives' column otherwise (--archive-timestamp-column)"
+        )
     frame = channel_frame(raw, url, excluded).set_index(times)
     order = np.argsort(to_ns(times), kind="stable")
     frame = frame.iloc[order]
@@ -277,10 +290,15 @@ def read_source(url: str, options: ImportOptions) -> tuple[pd.DataFrame, pd.Data
         )
     intervals = pd.DataFrame({"start": pd.DatetimeIndex([], tz="UTC"), "end": pd.DatetimeIndex([], tz="UTC")})
     if options.label_column in raw.columns:
-        labels = pd.to_numeric(raw[options.label_column], errors="coerce").to_numpy()[order]
-        if not np.isin(labels, (0, 1)).all():
-            raise InputError(f"{url}: label column '{options.label_column}' holds values other than 0 and 1")
-        intervals = label_runs(frame.index, labels)
+        labels = pd.to_numeric(raw[options.label_column], errors="coerce").to_numpy()
+        bad = ~np.isin(labels, (0, 1))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{url}: label column '{options.label_column}' row {lines[row]} value "
+                f"{_shown(raw[options.label_column].iloc[row])} is not 0 or 1"
+            )
+        intervals = label_runs(frame.index, labels[order])
     return frame, intervals
 
 
@@ -363,7 +381,9 @@ def run_import_telemetry(
     options.validate()
     if not sources:
         raise OptionError("give at least one --source file")
+    _check_paths(sources, archives_url, reports_url, options)
     storage.remove_stale_temporaries(archives_url)
+    storage.remove_stale_temporaries(reports_url)
     if storage.exists(archives_url) and storage.list_files(archives_url, "") and not options.overwrite:
         raise OptionError(
             f"the archive folder {archives_url} is not empty: pass --overwrite to replace it (all its files) "
@@ -381,7 +401,7 @@ def run_import_telemetry(
         if list(frame.columns) != channels:
             raise InputError(f"{url}: channels {list(frame.columns)} differ from {sources[0]}'s {channels}")
     if options.stack:
-        parts = stack_sources(parts, pd.Timedelta(options.stack_gap))
+        parts = stack_sources(parts, parse_span(options.stack_gap, "--stack-gap"))
     frame = pd.concat([p[0] for p in parts]).sort_index(kind="stable")
     duplicated = frame.index.duplicated()
     if duplicated.any():
@@ -397,11 +417,12 @@ def run_import_telemetry(
         origins = [url for url, part in zip(sources, parts, strict=True) for _ in range(len(part[1]))]
         intervals = check_intervals(intervals.assign(origin=origins), "the labels").reset_index(drop=True)
         origins = intervals.pop("origin").tolist()
-    # The whole data set at once: a new archive folder replaces the old one (no year file of an
-    # earlier import stays beside the new reports), and the reports are written before it appears.
-    with storage.atomic_directory(archives_url) as folder:
+    # The whole data set as one unit: the new archive folder and reports replace the old ones
+    # together (no year file of an earlier import beside the new reports), or neither does.
+    reports = encode_reports(reports_frame(intervals, [Path(o).name for o in origins]), reports_url)
+    with storage.atomic_folder_and_file(archives_url, reports_url) as (folder, handle):
         archives = write_archives(frame, folder, options)
-        write_reports(reports_frame(intervals, [Path(o).name for o in origins]), reports_url)
+        handle.write(reports)
     result = {
         "files": len(sources),
         "rows": len(frame),
@@ -412,6 +433,39 @@ def run_import_telemetry(
     if options.test_sources:
         result["test_periods"] = test_periods(sources, [p[0].index for p in parts], options.test_sources)
     return result
+
+
+def _check_paths(sources: list[str], archives_url: str, reports_url: str, options: ImportOptions) -> None:
+    """Refuse outputs that overlap inputs, before anything is read or written: the archive folder
+    is replaced whole, so an input inside it (or the reports file) would be deleted by the import.
+
+    Raises:
+        OptionError: Names the two options and the path.
+    """
+    encode_reports(pd.DataFrame(), reports_url)  # a bad extension fails before the reading
+    fs, path = storage.filesystem(reports_url)
+    if fs.isdir(path):
+        raise OptionError(f"--reports {reports_url} is a folder: give the path of the file to write")
+    fs, path = storage.filesystem(archives_url)
+    if fs.isfile(path):
+        raise OptionError(f"--archives {archives_url} is a file: give the folder to write the archives to")
+    inputs = [("--source", url) for url in sources] + (
+        [("--intervals", options.intervals)] if options.intervals else []
+    )
+    archives = _resolved(archives_url)
+    for option, url in [*inputs, ("--reports", reports_url)]:
+        if _resolved(url) == archives or _resolved(url).startswith(archives.rstrip("/") + "/"):
+            raise OptionError(f"{option} {url} lies in --archives {archives_url}, which the import replaces whole")
+    for option, url in inputs:
+        if _resolved(url) == _resolved(reports_url):
+            raise OptionError(f"--reports {reports_url} is the {option} file: the import would overwrite its input")
+
+
+def _resolved(url: str) -> str:
+    """A path with its links and `..` resolved (an object-storage URL as written)."""
+    import os
+
+    return url if "://" in url else os.path.realpath(url)
 
 
 def test_periods(sources: list[str], times: list[pd.DatetimeIndex], patterns: tuple[str, ...]) -> str:

@@ -23,7 +23,7 @@ def read_reports(url: str) -> pd.DataFrame:
     Raises:
         InputError: The file is missing, empty, not of its kind, or not UTF-8 text (CSV).
     """
-    storage.require(url, "reports file")
+    storage.require_file(url, "reports file")
     suffix = url.rsplit(".", 1)[-1].lower()
     if suffix not in ("xls", "xlsx", "csv"):
         raise InputError(f"reports file {url} must be .xls, .xlsx or .csv")

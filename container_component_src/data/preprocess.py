@@ -30,7 +30,8 @@ from container_component_src.data.grid_kernels import (
     resample,
 )
 from container_component_src.data.partitions import Partition, inspect_partitions
-from container_component_src.data.split_archive import TIMESTAMP_TYPE, parse_period
+from container_component_src.data.split_archive import TIMESTAMP_TYPE
+from container_component_src.data.timestamps import parse_span
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -56,7 +57,7 @@ class PreprocessOptions:
     seed: int = 0
 
     def validate(self) -> None:
-        parse_period(self.resample_period, "--resample-period")
+        parse_span(self.resample_period, "--resample-period")
         choice(Aggregation, self.aggregation, "--aggregation")
         if self.max_gap_periods < 0:
             raise OptionError(f"--max-gap-periods must be >= 0, got {self.max_gap_periods}")
@@ -398,7 +399,7 @@ def _preprocess(
     options: PreprocessOptions,
     timestamp_column: str,
 ) -> dict[str, Any]:
-    period_ns = parse_period(options.resample_period, "--resample-period").value
+    period_ns = parse_span(options.resample_period, "--resample-period").value
     threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
     partitions = inspect_partitions(partition_urls, timestamp_column, threads)
     channels = list(dict.fromkeys(c for p in partitions for c in p.numeric))

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from container_component_src import storage
 from container_component_src.data.partitions import PARTITION_METADATA_KEY, write_manifest
-from container_component_src.errors import OptionError
+from container_component_src.data.timestamps import parse_span
 from container_component_src.storage import InputError
 
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
@@ -35,19 +35,6 @@ def list_archives(archives_url: str) -> list[str]:
     if not archives:
         raise InputError(f"folder {archives_url} holds no .parquet archive")
     return archives
-
-
-def parse_period(period: str, option: str) -> pd.Timedelta:
-    """Parse a pandas period such as '1D' or '30s'; raise naming `option` when it is not one."""
-    try:
-        value = pd.Timedelta(period)
-    except ValueError as exc:
-        raise OptionError(f"{option}: {period!r} is not a period such as '1D' or '30s'") from exc
-    if pd.isna(value):
-        raise OptionError(f"{option}: {period!r} is not a period such as '1D' or '30s'")
-    if value <= pd.Timedelta(0):
-        raise OptionError(f"{option}: {period!r} must be positive")
-    return value
 
 
 def partition_ids(timestamps_ns: np.ndarray, period_ns: int) -> np.ndarray:
@@ -89,8 +76,8 @@ def run_split_archive(
     Raises:
         InputError: The archive is missing, has no timestamp column, no rows or bad timestamps.
     """
-    period_ns = parse_period(partition_period, "--partition-period").value
-    storage.require(archive_url, "archive")
+    period_ns = parse_span(partition_period, "--partition-period").value
+    storage.require_file(archive_url, "archive")
     storage.remove_stale_temporaries(out_url)  # left by a split that was killed
     fs, path = storage.filesystem(archive_url)
     year = archive_year(path)

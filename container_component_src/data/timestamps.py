@@ -79,35 +79,54 @@ def _zone(name: str, what: str) -> zoneinfo.ZoneInfo:
         raise OptionError(f"{what} {name!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
 
 
-def parse_times(values: pd.Series, where: str, spec: TimeFormat, first_row: int = 2) -> pd.DatetimeIndex:
+class _Cells:
+    """The values of a column and the row number of each, so messages name a value as the user
+    finds it (a CSV's file line: blank lines counted)."""
+
+    def __init__(self, where: str, values: pd.Series, rows: np.ndarray | None, first_row: int) -> None:
+        self.where, self.values = where, values
+        self.rows = np.arange(len(values)) + first_row if rows is None else np.asarray(rows)
+
+    def at(self, bad: np.ndarray | int) -> str:
+        """`where` and "row N value V" of the first True of `bad` (or of position `bad`)."""
+        position = int(np.flatnonzero(bad)[0]) if isinstance(bad, np.ndarray) else bad
+        return f"{self.where} row {int(self.rows[position])} value {self.values.iloc[position]!r}"
+
+
+def parse_times(
+    values: pd.Series, where: str, spec: TimeFormat, rows: np.ndarray | None = None, first_row: int = 2
+) -> pd.DatetimeIndex:
     """UTC nanosecond timestamps of a column, by the rules of this module.
 
     Args:
         values: The column: text, numbers, or datetimes (parquet).
         where: The file and column, as messages name them.
         spec: How the times are written.
-        first_row: The row number of the first value in messages (2: a CSV line after its header).
+        rows: The row number of each value in messages; default `first_row` on (2: a CSV line
+            after its header).
 
     Raises:
         InputError: A value is empty, does not parse, is out of range, or does not follow the
             column's form; names `where`, the row and the value.
     """
     values = values.reset_index(drop=True)
+    cells = _Cells(where, values, rows, first_row)
     if values.isna().any():
-        raise InputError(f"{where} row {_row(values.isna().to_numpy(), first_row)} is empty")
+        raise InputError(f"{where} row {int(cells.rows[np.flatnonzero(values.isna().to_numpy())[0]])} is empty")
     if pd.api.types.is_datetime64_any_dtype(values):
         times = pd.DatetimeIndex(values)
         return _to_utc(times, where, spec.timezone) if times.tz is None else times.tz_convert("UTC").as_unit("ns")
     if pd.api.types.is_bool_dtype(values):
         raise InputError(f"{where} holds true/false values, not times")
     if pd.api.types.is_numeric_dtype(values):
-        return _epoch_numbers(values, where, spec, first_row)
+        return _epoch_numbers(values, cells, spec)
     text = values.astype(str).str.strip()
+    cells.values = text
     if spec.fmt:
-        return _with_format(text, where, spec, first_row)
-    if text.str.fullmatch(_NUMBER).all():
-        return _epoch_text(text, where, spec, first_row)
-    return _with_family(text, where, spec, first_row)
+        return _with_format(text, cells, spec)
+    if re.fullmatch(_NUMBER, text.iloc[0]):
+        return _epoch_text(text, cells, spec)
+    return _with_family(text, cells, spec)
 
 
 def parse_timestamp(text: str, what: str, timezone: str = "UTC") -> pd.Timestamp:
@@ -125,110 +144,101 @@ def parse_timestamp(text: str, what: str, timezone: str = "UTC") -> pd.Timestamp
         raise OptionError(str(exc).replace(f" row 1 value {text.strip()!r}", f" {text.strip()!r}")) from None
 
 
-def _row(mask: np.ndarray, first_row: int) -> int:
-    return int(np.flatnonzero(mask)[0]) + first_row
+def _no_unit(cells: _Cells) -> InputError:
+    return InputError(
+        f"{cells.where} holds numbers ({cells.values.iloc[0]!r}...): if they are times since the epoch, "
+        "give --timestamp-unit s, ms, us or ns"
+    )
 
 
-def _epoch_numbers(values: pd.Series, where: str, spec: TimeFormat, first_row: int) -> pd.DatetimeIndex:
+def _beyond(cells: _Cells, bad: np.ndarray | int, spec: TimeFormat) -> InputError:
+    return InputError(
+        f"{cells.at(bad)} is beyond the timestamps' range (1677-09-21 to 2262-04-11) in {spec.unit} since the epoch"
+    )
+
+
+def _epoch_numbers(values: pd.Series, cells: _Cells, spec: TimeFormat) -> pd.DatetimeIndex:
     if not spec.unit:
-        raise InputError(
-            f"{where} holds numbers ({values.iloc[0]!r}...): if they are times since the epoch, "
-            "give --timestamp-unit s, ms, us or ns"
-        )
+        raise _no_unit(cells)
     scale = EPOCH_UNITS[spec.unit]
     if pd.api.types.is_integer_dtype(values):
         numbers = values.to_numpy()
         limit = np.iinfo(np.int64).max // scale
         beyond = (numbers > limit) | (numbers < -limit) if numbers.dtype.kind == "i" else numbers > limit
-        _refuse_beyond(beyond, values, where, spec, first_row)
-        return _checked(numbers.astype(np.int64) * scale, values, where, first_row)
+        if beyond.any():
+            raise _beyond(cells, beyond, spec)
+        return _checked(numbers.astype(np.int64) * scale, cells)
     numbers = values.to_numpy(np.float64) * scale
     beyond = ~np.isfinite(numbers) | (np.abs(numbers) >= 2.0**63)
-    _refuse_beyond(beyond, values, where, spec, first_row)
-    return _checked(np.round(numbers).astype(np.int64), values, where, first_row)
-
-
-def _refuse_beyond(beyond: np.ndarray, values: pd.Series, where: str, spec: TimeFormat, first_row: int) -> None:
     if beyond.any():
-        row = _row(beyond, first_row)
-        raise InputError(
-            f"{where} row {row} value {values.iloc[row - first_row]!r} is beyond the timestamps' range "
-            f"(1677-09-21 to 2262-04-11) in {spec.unit} since the epoch"
-        )
+        raise _beyond(cells, beyond, spec)
+    return _checked(np.round(numbers).astype(np.int64), cells)
 
 
-def _epoch_text(text: pd.Series, where: str, spec: TimeFormat, first_row: int) -> pd.DatetimeIndex:
-    """Numbers written as text, read exactly (a float would drift by tens of nanoseconds)."""
+def _epoch_text(text: pd.Series, cells: _Cells, spec: TimeFormat) -> pd.DatetimeIndex:
+    """Numbers written as text (the first row is one), read exactly: a float would drift by tens
+    of nanoseconds."""
     if not spec.unit:
-        raise InputError(
-            f"{where} holds numbers ({text.iloc[0]!r}...): if they are times since the epoch, "
-            "give --timestamp-unit s, ms, us or ns"
-        )
+        raise _no_unit(cells)
+    numbers = text.str.fullmatch(_NUMBER).to_numpy()
+    if not numbers.all():
+        raise InputError(f"{cells.at(~numbers)} is not a number like row {int(cells.rows[0])} (times since the epoch)")
     scale = EPOCH_UNITS[spec.unit]
+    places = len(str(scale)) - 1  # the fraction's digits a nanosecond can hold in this unit
     ns = np.empty(len(text), np.int64)
-    for number, value in enumerate(text.tolist()):
+    for position, value in enumerate(text.tolist()):
         whole, _, fraction = value.partition(".")
-        places = len(str(scale)) - 1  # the fraction's digits a nanosecond can hold in this unit
         sign = -1 if whole.startswith("-") else 1
         exact = int(whole) * scale + sign * int(fraction.ljust(places, "0")[:places] or 0)
         if fraction.rstrip("0")[places:]:
-            raise InputError(
-                f"{where} row {number + first_row} value {value!r} is finer than a nanosecond in {spec.unit}"
-            )
+            raise InputError(f"{cells.at(position)} is finer than a nanosecond in {spec.unit}")
         if not -(2**63) < exact < 2**63:
-            raise InputError(
-                f"{where} row {number + first_row} value {value!r} is beyond the timestamps' range "
-                f"(1677-09-21 to 2262-04-11) in {spec.unit} since the epoch"
-            )
-        ns[number] = exact
-    return _checked(ns, text, where, first_row)
+            raise _beyond(cells, position, spec)
+        ns[position] = exact
+    return _checked(ns, cells)
 
 
-def _checked(ns: np.ndarray, values: pd.Series, where: str, first_row: int) -> pd.DatetimeIndex:
+def _checked(ns: np.ndarray, cells: _Cells) -> pd.DatetimeIndex:
     """UTC timestamps of nanoseconds, refusing NaT's value (the int64 minimum)."""
     nat = ns == np.iinfo(np.int64).min
     if nat.any():
-        row = _row(nat, first_row)
-        raise InputError(f"{where} row {row} value {values.iloc[row - first_row]!r} is beyond the timestamps' range")
+        raise InputError(f"{cells.at(nat)} is beyond the timestamps' range")
     return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
 
 
-def _with_format(text: pd.Series, where: str, spec: TimeFormat, first_row: int) -> pd.DatetimeIndex:
+def _with_format(text: pd.Series, cells: _Cells, spec: TimeFormat) -> pd.DatetimeIndex:
     parsed = pd.to_datetime(text, format=spec.fmt, exact=True, errors="coerce")
     if parsed.isna().any():
-        row = _row(parsed.isna().to_numpy(), first_row)
-        raise InputError(
-            f"{where} row {row} value {text.iloc[row - first_row]!r} does not follow --timestamp-format {spec.fmt!r}"
-        )
+        raise InputError(f"{cells.at(parsed.isna().to_numpy())} does not follow --timestamp-format {spec.fmt!r}")
     times = pd.DatetimeIndex(parsed)
-    return _to_utc(times, where, spec.timezone) if times.tz is None else times.tz_convert("UTC").as_unit("ns")
+    if times.tz is None:
+        return _to_utc(times, cells.where, spec.timezone)
+    return times.tz_convert("UTC").as_unit("ns")
 
 
-def _with_family(text: pd.Series, where: str, spec: TimeFormat, first_row: int) -> pd.DatetimeIndex:
+def _with_family(text: pd.Series, cells: _Cells, spec: TimeFormat) -> pd.DatetimeIndex:
     """Times of one of `FAMILIES`: the first value's, which every row must follow."""
     first = text.iloc[0]
     family = next((name for name, pattern in FAMILIES.items() if re.fullmatch(pattern, first)), None)
     if family is None:
         raise InputError(
-            f"{where} row {first_row} value {first!r} is not a timestamp this parser reads: ISO 8601 "
+            f"{cells.at(0)} is not a timestamp this parser reads: ISO 8601 "
             "(2021-03-01 01:00:00[.fraction][Z|+01:00| Europe/Berlin]), 2021/03/01 01:00:00, 2021/060/01:00:00, "
             "or day first with --dayfirst; give its --timestamp-format (e.g. '%m/%d/%Y %H:%M') otherwise"
         )
     if family == DAY_FIRST and not spec.dayfirst:
         raise InputError(
-            f"{where} row {first_row} value {first!r} has its day and month in an order the text does not tell: "
+            f"{cells.at(0)} has its day and month in an order the text does not tell: "
             "give --dayfirst (01/03/2021 is March 1st), or --timestamp-format '%m/%d/%Y %H:%M:%S' for month first"
         )
     parts = text.str.extract(FAMILIES[family])
     unmatched = parts["y"].isna().to_numpy()
     if unmatched.any():
-        row = _row(unmatched, first_row)
         raise InputError(
-            f"{where} row {row} value {text.iloc[row - first_row]!r} is not {family.split(' (')[0]} like "
-            f"row {first_row} ({first!r}): one form per column"
+            f"{cells.at(unmatched)} is not {family.split(' (')[0]} like row {int(cells.rows[0])} ({first!r}): "
+            "one form per column"
         )
-    ns = _civil_ns(parts, text, where, first_row)
-    return _zoned(ns, parts["zone"], text, where, spec.timezone, first_row)
+    return _zoned(_civil_ns(parts, cells), parts["zone"], cells, spec.timezone)
 
 
 def _number(parts: pd.DataFrame, name: str, default: int = 0) -> np.ndarray:
@@ -247,7 +257,7 @@ def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np
     return era * 146_097 + day_of_era - 719_468
 
 
-def _civil_ns(parts: pd.DataFrame, text: pd.Series, where: str, first_row: int) -> np.ndarray:
+def _civil_ns(parts: pd.DataFrame, cells: _Cells) -> np.ndarray:
     """Nanoseconds since the epoch of the date and time fields (no zone yet), range-checked."""
     year, hour, minute, second = (_number(parts, name) for name in ("y", "H", "M", "S"))
     fraction = parts["f"].fillna("").str.ljust(9, "0").replace("", "0").astype(np.int64).to_numpy()
@@ -271,24 +281,18 @@ def _civil_ns(parts: pd.DataFrame, text: pd.Series, where: str, first_row: int) 
     )
     for bad, why in problems:
         if bad.any():
-            row = _row(bad, first_row)
-            raise InputError(f"{where} row {row} value {text.iloc[row - first_row]!r} {why}")
+            raise InputError(f"{cells.at(bad)} {why}")
     return days * NS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 10**9 + fraction
 
 
-def _zoned(
-    ns: np.ndarray, zones: pd.Series, text: pd.Series, where: str, timezone: str, first_row: int
-) -> pd.DatetimeIndex:
+def _zoned(ns: np.ndarray, zones: pd.Series, cells: _Cells, timezone: str) -> pd.DatetimeIndex:
     """UTC timestamps from local nanoseconds and each row's zone (an offset, a name, or none)."""
     zones = zones.fillna("")
     zoned = (zones != "").to_numpy()
     if zoned.any() and not zoned.all():
-        row = _row(zoned != zoned[0], first_row)
-        raise InputError(
-            f"{where} row {row} value {text.iloc[row - first_row]!r}: times with and without a zone are mixed"
-        )
+        raise InputError(f"{cells.at(zoned != zoned[0])}: times with and without a zone are mixed")
     if not zoned.any():
-        return _to_utc(pd.DatetimeIndex(ns.view("datetime64[ns]")), where, timezone)
+        return _to_utc(pd.DatetimeIndex(ns.view("datetime64[ns]")), cells.where, timezone)
     utc = ns.copy()
     offsets = zones.str.fullmatch(r"Z|[+-]\d{2}(?::?\d{2})?").to_numpy()
     if offsets.any():
@@ -299,8 +303,7 @@ def _zoned(
         invalid = np.zeros(len(ns), bool)
         invalid[np.flatnonzero(offsets)[(hours > 23) | (minutes > 59)]] = True
         if invalid.any():
-            row = _row(invalid, first_row)
-            raise InputError(f"{where} row {row} value {text.iloc[row - first_row]!r} has no valid UTC offset")
+            raise InputError(f"{cells.at(invalid)} has no valid UTC offset")
         utc[offsets] = ns[offsets] - sign * (hours * 3600 + minutes * 60) * 10**9
     for name in zones[~offsets].unique():
         rows = (zones == name).to_numpy()
@@ -308,13 +311,12 @@ def _zoned(
         try:
             zoneinfo.ZoneInfo(zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            row = _row(rows, first_row)
             raise InputError(
-                f"{where} row {row} value {text.iloc[row - first_row]!r}: {zone!r} is not an IANA time zone "
+                f"{cells.at(rows)}: {zone!r} is not an IANA time zone "
                 "(give an offset such as +01:00, or a name such as Europe/Berlin)"
             ) from None
         local = pd.DatetimeIndex(ns[rows].view("datetime64[ns]"))
-        utc[rows] = _to_utc(local, f"{where} (zone {zone})", zone).asi8
+        utc[rows] = _to_utc(local, f"{cells.where} (zone {zone})", zone).asi8
     return pd.DatetimeIndex(utc.view("datetime64[ns]")).tz_localize("UTC")
 
 
@@ -332,3 +334,33 @@ def _to_utc(times: pd.DatetimeIndex, where: str, timezone: str) -> pd.DatetimeIn
             "give times with a zone, or --timezone UTC"
         ) from None
     return times.tz_convert("UTC").as_unit("ns")
+
+
+_SPAN_UNITS = r"ns|us|µs|ms|s|sec|seconds?|min|minutes?|h|hours?|D|d|days?|W|w|weeks?"
+_SPAN = re.compile(rf"(?:\d+(?:\.\d+)?\s*(?:{_SPAN_UNITS})\s*)+")
+# The longest span an option takes: a century, far beyond any archive.
+LONGEST_SPAN = pd.Timedelta(days=36_525)
+
+
+def parse_span(text: str, option: str) -> pd.Timedelta:
+    """A positive time span an option gives: numbers with fixed-length units (`30s`, `5min`,
+    `1h30min`, `1D`, `2W`), at most a century. Months and years have no fixed length, and pandas
+    reads `1M` as a minute and `1MS` as a millisecond: such text is refused, not read.
+
+    Raises:
+        OptionError: Not such a span, zero, or longer than a century; names `option`.
+    """
+    if not isinstance(text, str) or not _SPAN.fullmatch(text.strip()):
+        raise OptionError(
+            f"{option}: {text!r} is not a time span such as 30s, 5min, 2h or 1D "
+            "(units ns, us, ms, s, min, h, D, W: months and years have no fixed length)"
+        )
+    try:
+        value = pd.Timedelta(text.strip())
+    except (OverflowError, ValueError):  # beyond what 64-bit nanoseconds hold
+        raise OptionError(f"{option}: {text!r} is longer than a century") from None
+    if value <= pd.Timedelta(0):
+        raise OptionError(f"{option}: {text!r} must be longer than 0")
+    if value > LONGEST_SPAN:
+        raise OptionError(f"{option}: {text!r} is longer than a century")
+    return value

@@ -3,7 +3,9 @@ file, column, row or value, or an explicit, documented behaviour; nothing stale 
 
 from __future__ import annotations
 
+import errno
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +218,7 @@ def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
     from container_component_src.data.scaling import run_apply_scaler
     from container_component_src.data.split import SplitOptions
-    from container_component_src.data.split_archive import parse_period
+    from container_component_src.data.timestamps import parse_span
     from container_component_src.errors import OptionError
     from container_component_src.storage import InputError
     from tests.dataset_files import write_dataset
@@ -240,9 +242,13 @@ def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_
     with pytest.raises(InputError, match=r"s.json is not a scaler written by fit-scaler"):
         run_apply_scaler(str(tmp_path / "s.json"), [(outs[0], str(tmp_path / "o"))], dask_test_client)
     # Periods and hours that are not numbers, or beyond any archive.
-    for text in ("nan", "NaT", ""):
-        with pytest.raises(OptionError, match="--partition-period: .* is not a period"):
-            parse_period(text, "--partition-period")
+    for text in ("nan", "NaT", "", "1MS", "1M", "1Y", "1T", "-1h", "1 fortnight"):
+        with pytest.raises(OptionError, match="--partition-period: .* is not a time span such as 30s"):
+            parse_span(text, "--partition-period")
+    for text, message in (("0s", "must be longer than 0"), ("200000 days", "longer than a century")):
+        with pytest.raises(OptionError, match=message):
+            parse_span(text, "--partition-period")
+    assert parse_span("1h30min", "x") == pd.Timedelta(minutes=90) and parse_span(" 1D ", "x") == pd.Timedelta(days=1)
     for bad in ({"test_window_hours": float("nan")}, {"block_hours": float("inf")}, {"block_hours": 1e12}):
         with pytest.raises(OptionError, match="a century"):
             SplitOptions(**bad).validate()
@@ -262,3 +268,87 @@ def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_
             dask_test_client,
             PreprocessOptions(resample_period="1ns"),
         )
+
+
+# --- an import is one unit; paths that cannot be used are named ---------------------------------
+
+
+def test_outputs_that_overlap_the_inputs_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "t.csv", "time,x\n2021-01-01 00:00,1\n2021-01-01 00:01,2\n")
+    before = source.read_text()
+    args = ["import-telemetry", "--source", str(source), "--archives", str(tmp_path / "archives")]
+    _fails([*args, "--reports", str(source), "--timestamp-column", "time"], "is the --source file")
+    assert source.read_text() == before, "the source is untouched"
+    inside = str(tmp_path / "archives" / "reports.csv")
+    _fails([*args, "--reports", inside, "--timestamp-column", "time"], "--reports", "lies in --archives")
+    (tmp_path / "archives").mkdir()
+    moved = tmp_path / "archives" / "t.csv"
+    source.rename(moved)
+    overwrite = ["--overwrite", "--timestamp-column", "time", "--reports", str(tmp_path / "r.csv")]
+    _fails(["import-telemetry", "--source", str(moved), "--archives", str(tmp_path / "archives"), *overwrite],
+           "--source", "lies in --archives")  # fmt: skip
+    assert moved.exists()
+
+
+def test_a_failed_swap_leaves_the_previous_import_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reports are renamed in after the archives: when that fails (a full disk, a busy mount),
+    the new archive folder is taken out again and the old archives and reports are put back."""
+    source = _csv(tmp_path / "t.csv", "time,x\n2021-01-01 00:00,1\n2021-01-01 00:01,2\n")
+    first = runner.invoke(app, _import(tmp_path, source))
+    assert first.exit_code == 0, first.output
+    old_reports = (tmp_path / "reports.csv").read_text()
+    old_archives = sorted(p.name for p in (tmp_path / "archives").iterdir())
+    later = _csv(tmp_path / "u.csv", "time,x\n2022-01-01 00:00,1\n2022-01-01 00:01,2\n")
+    real_rename = Path.rename
+
+    def rename(self: Path, target: Path) -> Path:
+        if Path(target).name == "reports.csv" and ".tmp-" in self.name:  # the new reports, not the old
+            raise OSError(errno.EBUSY, "Device or resource busy", str(target))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    _fails(_import(tmp_path, later, "--overwrite"), "reports.csv", "busy")
+    monkeypatch.undo()
+    assert (tmp_path / "reports.csv").read_text() == old_reports
+    assert sorted(p.name for p in (tmp_path / "archives").iterdir()) == old_archives == ["telemetry_2021.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archives", "reports.csv", "t.csv", "u.csv"], "no leftovers"
+
+
+def test_a_path_that_is_not_a_readable_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "folder.csv").mkdir()
+    _fails(_import(tmp_path, tmp_path / "folder.csv"), "telemetry file", "folder.csv is a folder, not a file")
+    os.mkfifo(tmp_path / "pipe.csv")
+    _fails(_import(tmp_path, tmp_path / "pipe.csv"), "pipe.csv is not a regular file")
+    (tmp_path / "reports.xlsx").mkdir()
+    _fails(["parse-reports", "--reports", str(tmp_path / "reports.xlsx"), "--out", str(tmp_path / "i.parquet")],
+           "reports.xlsx is a folder, not a file")  # fmt: skip
+    source = _csv(tmp_path / "t.csv", "time,x\n2021-01-01 00:00,1\n2021-01-01 00:01,2\n")
+    (tmp_path / "taken.csv").mkdir()
+    args = ["import-telemetry", "--source", str(source), "--archives", str(tmp_path / "a"), "--timestamp-column",
+            "time", "--reports", str(tmp_path / "taken.csv"), "--overwrite"]  # fmt: skip
+    _fails(args, "--reports", "taken.csv is a folder")
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "needles"),
+    [
+        # Blank lines count: the bad value is on line 5 of the file.
+        ("time,x\n2021-01-01 00:00,1\n\n\n2021-01-01 00:01,x\n", [], ["channel 'x' row 5 value 'x'"]),
+        ("time,x\n\n2021-01-01 00:00,1\n2021-01-01 00:01,2\nsoon,3\n", [], ["column 'time' row 5 value 'soon'"]),
+        # A bad cell in a numeric time column is named, not its first row.
+        ("time,x\n1609459200,1\nabc,2\n", ["--timestamp-unit", "s"], ["row 3 value 'abc' is not a number like row 2"]),
+        (
+            "time,x,a\n2021-01-01 00:00,1,0\n2021-01-01 00:01,2,7\n",
+            ["--label-column", "a"],
+            ["row 3 value 7 is not 0 or 1"],
+        ),
+        ("time,normalizedTime\n2021-01-01 00:00,1\n", [], ["channel 'normalizedTime' has the name of the archives'"]),
+        ("time,x\n2021-01-01 00:00,1\n", ["--separator", ""], ["--separator is empty"]),
+    ],
+)
+def test_messages_name_the_row_the_user_sees(tmp_path: Path, text: str, extra: list[str], needles: list[str]) -> None:
+    _fails(
+        _import(tmp_path, _csv(tmp_path / "t.csv", text), *extra),
+        "t.csv" if extra[:1] != ["--separator"] else "",
+        *needles,
+    )

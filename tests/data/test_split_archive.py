@@ -100,7 +100,7 @@ def test_empty_archive_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_bad_partition_period(tiny_data: dict[str, str], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--partition-period: 'daily' is not a period"):
+    with pytest.raises(ValueError, match="--partition-period: 'daily' is not a time span"):
         run_split_archive(list_archives(tiny_data["archives"])[0], str(tmp_path / "out"), partition_period="daily")
 
 
