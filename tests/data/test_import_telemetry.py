@@ -114,7 +114,10 @@ def test_test_sources_give_the_test_periods_of_the_split(tmp_path: Path) -> None
         (lambda f: f.assign(time=f["time"].where(f.index != 5, "yesterday")), "column 'time' row 7 value 'yesterday'"),
         (lambda f: f.assign(time=f["time"].where(f.index != 5, f["time"][4])), "1 duplicate timestamp"),
         (lambda f: f.assign(flow=f["flow"].astype(object).where(f.index != 3, "high")), "channel 'flow' row 5"),
-        (lambda f: f.assign(anomaly=f["anomaly"].where(f.index != 3, 2)), "column 'anomaly' row 5 value 2 is not 0 or 1"),
+        (
+            lambda f: f.assign(anomaly=f["anomaly"].where(f.index != 3, 2)),
+            "column 'anomaly' row 5 value 2 is not 0 or 1",
+        ),
         (lambda f: f.drop(columns="time"), "no column 'time'"),
     ],
 )
