@@ -19,6 +19,23 @@ def widen_help(min_width: int = 120) -> None:
     rich_utils.MAX_WIDTH = max(shutil.get_terminal_size((min_width, 24)).columns, min_width)
 
 
+def finite_float(text: str) -> float:
+    """The parser of every float option: a NaN or infinity is refused as it is read, since no
+    option means either and a NaN passes every range check (`not 0 < nan < 1` is true).
+
+    Raises:
+        typer.BadParameter: Not a finite number.
+    """
+    import math
+
+    import typer
+
+    number = float(text)
+    if not math.isfinite(number):
+        raise typer.BadParameter(f"{text!r} is not a finite number")
+    return number
+
+
 def tidy_options(command: Any, configured: Mapping[str, Any]) -> None:
     """Mark the options of `command` whose defaults come from `configured` as not required, and
     give flags an empty metavar (their type is their name)."""

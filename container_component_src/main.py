@@ -34,7 +34,7 @@ from container_component_src.choices import (
     TuneAlgorithm,
     TuneBackend,
 )
-from container_component_src.cli_help import tidy_options, widen_help
+from container_component_src.cli_help import finite_float, tidy_options, widen_help
 from container_component_src.cluster.kube import Placement
 from container_component_src.config import ConfigError, Settings, load_settings, settings_from_json
 
@@ -293,11 +293,13 @@ def generate_data(
     ground_truth: Annotated[str, typer.Option(help="Parquet file for the exact injected anomaly intervals.")],
     years: Annotated[list[int], typer.Option("--years", help="Year of an archive; repeat for several.")],
     days_per_year: Annotated[int, typer.Option(help="Days of telemetry per year, from 1 January.")],
-    sampling_period_s: Annotated[float, typer.Option(help="Nominal sampling period in seconds.")],
+    sampling_period_s: Annotated[float, typer.Option(parser=finite_float, help="Nominal sampling period in seconds.")],
     n_channels: Annotated[int, typer.Option(help="Number of float channels.")],
     seed: Annotated[int, typer.Option(help="Random seed.")],
     timestamp_column: Annotated[str, typer.Option(help="Name of the timestamp column.", rich_help_panel=Columns)],
-    anomalies_per_day: Annotated[float, typer.Option(help="Mean injected anomalies per day.")] = 0.5,
+    anomalies_per_day: Annotated[
+        float, typer.Option(parser=finite_float, help="Mean injected anomalies per day.")
+    ] = 0.5,
 ) -> None:
     """Generate ECLSS-like telemetry archives, anomaly reports and their ground truth."""
     from container_component_src.data.generate import GeneratorOptions, run_generate_data
@@ -468,8 +470,10 @@ def preprocess(
     resample_period: Annotated[str, typer.Option(help="Grid period, e.g. 1min; must divide the partitions.")],
     aggregation: Annotated[Aggregation, typer.Option(help="How samples within a period combine.")],
     max_gap_periods: Annotated[int, typer.Option(help="Interpolate gaps up to this many periods; drop longer ones.")],
-    max_missing_share: Annotated[float, typer.Option(help="Drop channels missing on more of the grid than this.")],
-    sample_frac: Annotated[float, typer.Option(help="Share of output rows to keep (1.0 = all).")],
+    max_missing_share: Annotated[
+        float, typer.Option(parser=finite_float, help="Drop channels missing on more of the grid than this.")
+    ],
+    sample_frac: Annotated[float, typer.Option(parser=finite_float, help="Share of output rows to keep (1.0 = all).")],
     cluster: ClusterOption,
     n_workers: WorkersOption,
     worker_cpu: WorkerCpuOption,
@@ -548,9 +552,15 @@ def split_dataset(
     train: Annotated[str, typer.Option(help="Folder for the training set (a dataset).")],
     val: Annotated[str, typer.Option(help="Folder for the validation set (a dataset).")],
     test: Annotated[str, typer.Option(help="Folder for the test set (a dataset).")],
-    test_window_hours: Annotated[float, typer.Option(help="Hours around each anomaly that go to test.")],
-    val_share: Annotated[float, typer.Option(help="Share of the remaining blocks that go to validation.")],
-    block_hours: Annotated[float, typer.Option(help="Length of the train/validation time blocks.")],
+    test_window_hours: Annotated[
+        float, typer.Option(parser=finite_float, help="Hours around each anomaly that go to test.")
+    ],
+    val_share: Annotated[
+        float, typer.Option(parser=finite_float, help="Share of the remaining blocks that go to validation.")
+    ],
+    block_hours: Annotated[
+        float, typer.Option(parser=finite_float, help="Length of the train/validation time blocks.")
+    ],
     test_periods: Annotated[
         str, typer.Option(help='Test time ranges "start/end,..." (ISO); empty: test around each anomaly.')
     ],
@@ -657,12 +667,15 @@ def _model_params(
     return params
 
 
-LearningRate = Annotated[float, typer.Option(help="Adam learning rate.", rich_help_panel=Hyper)]
+LearningRate = Annotated[float, typer.Option(parser=finite_float, help="Adam learning rate.", rich_help_panel=Hyper)]
 BatchSize = Annotated[int, typer.Option(help="Rows per batch.", rich_help_panel=Hyper)]
-Beta = Annotated[float, typer.Option(help="Weight of the KL term.", rich_help_panel=Hyper)]
+Beta = Annotated[float, typer.Option(parser=finite_float, help="Weight of the KL term.", rich_help_panel=Hyper)]
 HiddenSize = Annotated[int, typer.Option(help="First hidden layer width (each next halves).", rich_help_panel=Hyper)]
 LatentDim = Annotated[int, typer.Option(help="Latent size.", rich_help_panel=Hyper)]
-MseWeight = Annotated[float, typer.Option(help="Share of squared error in the likelihood term.", rich_help_panel=Hyper)]
+MseWeight = Annotated[
+    float,
+    typer.Option(parser=finite_float, help="Share of squared error in the likelihood term.", rich_help_panel=Hyper),
+]
 HiddenLayers = Annotated[int, typer.Option(help="Hidden layers of encoder and decoder.", rich_help_panel=Hyper)]
 ModelOption = Annotated[
     ModelKind, typer.Option(help="point: one row at a time; window: the last --window rows.", rich_help_panel=Hyper)
@@ -725,14 +738,18 @@ def train(
     mode_weight: Annotated[
         float, typer.Option(help="Weight in the score of channels constant or of few values in training.")
     ],
-    drift_weight: Annotated[float, typer.Option(help="Weight in the score of channels drifting in training.")],
+    drift_weight: Annotated[
+        float, typer.Option(parser=finite_float, help="Weight in the score of channels drifting in training.")
+    ],
     backend: Annotated[TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")],
     replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)],
     replica_memory: Annotated[str, typer.Option(help="Memory request and limit per replica.", rich_help_panel=Job)],
     namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Job)],
     image: Annotated[str, typer.Option(help="Image the replicas run.", rich_help_panel=Job)],
     timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Job)],
-    poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Job)],
+    poll_s: Annotated[
+        float, typer.Option(parser=finite_float, help="Seconds between status checks.", rich_help_panel=Job)
+    ],
     s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for replicas.", rich_help_panel=Job)],
     params: Annotated[
         str | None, typer.Option(help="Best-parameters JSON from tune; its values replace the options above.")
@@ -844,7 +861,9 @@ def tune(
     ],
     trial_memory: Annotated[str, typer.Option(help="Memory request and limit per trial pod.", rich_help_panel=Katib)],
     timeout_s: Annotated[int, typer.Option(help="Fail after this many seconds.", rich_help_panel=Katib)],
-    poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Katib)],
+    poll_s: Annotated[
+        float, typer.Option(parser=finite_float, help="Seconds between status checks.", rich_help_panel=Katib)
+    ],
     s3_secret_name: Annotated[str, typer.Option(help="Secret with AWS_* keys for trials.", rich_help_panel=Katib)],
     keep_experiment: Annotated[
         bool, typer.Option(help="Keep the Experiment after it ends.", rich_help_panel=Katib)
@@ -929,12 +948,22 @@ def evaluate(
     threshold_method: Annotated[
         ThresholdMethod, typer.Option(help="Label-free threshold deployed: quantile, or pot (peaks over threshold).")
     ],
-    val_quantile: Annotated[float, typer.Option(help="Quantile of validation scores of the quantile method.")],
-    pot_risk: Annotated[float, typer.Option(help="Probability a normal score exceeds the pot threshold.")],
-    pot_level: Annotated[float, typer.Option(help="Quantile of validation scores above which pot fits peaks.")],
+    val_quantile: Annotated[
+        float, typer.Option(parser=finite_float, help="Quantile of validation scores of the quantile method.")
+    ],
+    pot_risk: Annotated[
+        float, typer.Option(parser=finite_float, help="Probability a normal score exceeds the pot threshold.")
+    ],
+    pot_level: Annotated[
+        float, typer.Option(parser=finite_float, help="Quantile of validation scores above which pot fits peaks.")
+    ],
     n_thresholds: Annotated[int, typer.Option(help="Thresholds in the sweep over test scores.")],
-    low_quantile: Annotated[float, typer.Option(help="Lowest swept threshold, as a quantile of test scores.")],
-    high_quantile: Annotated[float, typer.Option(help="Highest swept threshold, as a quantile of test scores.")],
+    low_quantile: Annotated[
+        float, typer.Option(parser=finite_float, help="Lowest swept threshold, as a quantile of test scores.")
+    ],
+    high_quantile: Annotated[
+        float, typer.Option(parser=finite_float, help="Highest swept threshold, as a quantile of test scores.")
+    ],
     worst_events: Annotated[int, typer.Option(help="Highest-scoring events shown per channel in the report.")],
     label_column: Annotated[str, typer.Option(help="Label column of the test set.", rich_help_panel=Columns)],
 ) -> None:
@@ -1043,7 +1072,9 @@ def deploy(
     cpu: Annotated[str, typer.Option(help="CPU per container.", rich_help_panel=Kserve)],
     memory: Annotated[str, typer.Option(help="Memory per container.", rich_help_panel=Kserve)],
     timeout_s: Annotated[int, typer.Option(help="Fail when not ready after this long.", rich_help_panel=Kserve)],
-    poll_s: Annotated[float, typer.Option(help="Seconds between status checks.", rich_help_panel=Kserve)],
+    poll_s: Annotated[
+        float, typer.Option(parser=finite_float, help="Seconds between status checks.", rich_help_panel=Kserve)
+    ],
     image: Annotated[str, typer.Option(help="Image of predictor and transformer.", rich_help_panel=Kserve)],
     namespace: Annotated[str, typer.Option(help="Namespace (empty: this pod's).", rich_help_panel=Kserve)],
     artifact_uri: Annotated[str, typer.Option(help="URI of the Model artifact.", rich_help_panel=Kserve)] = "",

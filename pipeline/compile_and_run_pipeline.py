@@ -48,7 +48,28 @@ def parse_params(pipeline_func: Any, pairs: list[str]) -> dict[str, Any]:
             raise ValueError(f"--param {key}: {raw!r} is not a {kind.__name__}") from None
         if key in CHOICES:
             params[key] = str(choice(CHOICES[key], raw, f"--param {key}"))
+        _check_value(key, params[key])
     return params
+
+
+def _check_value(key: str, value: Any) -> None:
+    """Refuse at submission what the task would refuse minutes later: a NaN or infinite number,
+    a period that is not a time span, test periods that are not ISO start/end pairs.
+
+    Raises:
+        ValueError: Names the parameter.
+    """
+    import math
+
+    from container_component_src.data.split import SplitOptions
+    from container_component_src.data.timestamps import parse_span
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"--param {key}: {value!r} is not a finite number")
+    if key.endswith("_period"):
+        parse_span(value, f"--param {key}")
+    if key == "test_periods":
+        SplitOptions(test_periods=value).periods()
 
 
 def local_data_params(settings: Settings) -> dict[str, Any]:

@@ -207,3 +207,18 @@ def test_settings_json_replaces_the_config_file(project_root: Path) -> None:
     result = CliRunner().invoke(app, ["--settings", json.dumps(bad), "split-archive", "--help"])
     assert result.exit_code == 1
     assert "--settings [preprocessing] aggregation: expected one of mean" in result.output
+
+
+def test_no_float_option_takes_nan_or_inf(tmp_path: Path) -> None:
+    """A NaN passes every range check (`not 0 < nan < 1` is true): every float option of every
+    subcommand refuses it as it parses."""
+    from typer.testing import CliRunner
+
+    from container_component_src.main import app
+
+    args = ["split-dataset", "--labelled", "l", "--intervals", "i", "--train", "a", "--val", "b", "--test", "c"]
+    for value in ("nan", "inf", "-inf"):
+        result = CliRunner().invoke(app, [*args, "--val-share", value])
+        assert result.exit_code == 2 and f"'{value}' is not a finite number" in result.output, result.output
+    result = CliRunner().invoke(app, [*args, "--block-hours", "NaN"])
+    assert result.exit_code == 2 and "--block-hours" in result.output

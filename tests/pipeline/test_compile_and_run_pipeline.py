@@ -112,6 +112,16 @@ def test_params_are_typed_and_checked(project_root: Path) -> None:
     assert parse_params(func, ["tune_backend=katib"]) == {"tune_backend": "katib"}
     with pytest.raises(ValueError, match="--param aggregation must be one of mean, min, max"):
         parse_params(func, ["aggregation=avg"])
+    # What a task would refuse minutes later is refused at submission.
+    for pair, message in (
+        ("val_share=nan", "--param val_share: nan is not a finite number"),
+        ("block_hours=inf", "--param block_hours: inf is not a finite number"),
+        ("resample_period=1MS", "--param resample_period: '1MS' is not a time span"),
+        ("partition_period=0s", "--param partition_period: '0s' must be longer than 0"),
+        ("test_periods=2021-01-02", "--test-periods: '2021-01-02' is not start/end"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_params(func, [pair])
 
 
 def test_a_wrong_archive_folder_is_reported_before_the_dag_starts(project_root: Path, tmp_path: Path) -> None:
