@@ -52,7 +52,14 @@ def _normalise_timestamps(table: pa.Table, column: str, url: str) -> pa.Table:
     if values.type.tz is None:
         values = pc.assume_timezone(values, "UTC")
     index = table.schema.get_field_index(column)
-    return table.set_column(index, pa.field(column, TIMESTAMP_TYPE), values.cast(TIMESTAMP_TYPE))
+    try:
+        converted = values.cast(TIMESTAMP_TYPE)
+    except pa.ArrowInvalid:  # a coarser unit holds times that nanoseconds since 1970 cannot
+        raise InputError(
+            f"archive {url}: column '{column}' holds times outside 1677-09-21 to 2262-04-11, the range of "
+            f"nanosecond timestamps (first {pc.min(values).as_py()}, last {pc.max(values).as_py()})"
+        ) from None
+    return table.set_column(index, pa.field(column, TIMESTAMP_TYPE), converted)
 
 
 def run_split_archive(

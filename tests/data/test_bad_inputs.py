@@ -352,3 +352,12 @@ def test_messages_name_the_row_the_user_sees(tmp_path: Path, text: str, extra: l
         "t.csv" if extra[:1] != ["--separator"] else "",
         *needles,
     )
+
+
+def test_an_archive_beyond_the_nanosecond_range_is_named_not_called_corrupt(tmp_path: Path) -> None:
+    import datetime
+
+    times = pa.array([datetime.datetime(3000, 1, 1), datetime.datetime(3000, 1, 2)], pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"normalizedTime": times, "x": [1.0, 2.0]}), tmp_path / "eclss_3000.parquet")
+    args = ["split-archive", "--archive", str(tmp_path / "eclss_3000.parquet"), "--out", str(tmp_path / "p")]
+    _fails(args, "eclss_3000.parquet", "outside 1677-09-21 to 2262-04-11", "first 3000-01-01")

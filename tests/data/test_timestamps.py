@@ -180,3 +180,38 @@ def test_import_reads_generated_files_as_the_instants_they_were_written_from(tmp
         np.testing.assert_array_equal(got, np.sort(np.fromiter(instants, np.int64)), err_msg=f"{style} in {zone}")
         compared += len(got)
     assert compared == 2_000
+
+
+FLOAT32_EDGES = np.array(
+    [np.finfo(np.float32).max, -np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1e-45, 0.1, -0.0, 16777217.0],
+)
+
+
+def test_parquet_sources_keep_their_instants_and_float32_values(tmp_path: Path) -> None:
+    """Parquet times as the file types them (zoned, naive in --timezone, integer epochs) and values
+    at float32's edges (largest, smallest normal, a subnormal, one past 2^24) arrive exactly."""
+    rng = random.Random(11)
+    for number, kind in enumerate(["zoned", "naive", "epoch-ms"] * 4):
+        zone = rng.choice(ZONES)
+        instants = sorted({_instant(rng) // 10**6 * 10**6 for _ in range(60)})
+        utc = pd.DatetimeIndex(np.array(instants, "datetime64[ns]")).tz_localize("UTC")
+        if kind == "zoned":
+            column = pd.Series(utc.tz_convert(ZoneInfo(zone)))
+        elif kind == "naive":
+            local = [datetime.fromtimestamp(ns // 10**9, UTC).astimezone(ZoneInfo(zone)) for ns in instants]
+            keep = [i for i, t in enumerate(local) if not _ambiguous(t, ZoneInfo(zone))]
+            utc, instants = utc[keep], [instants[i] for i in keep]
+            column = pd.Series(utc.tz_convert(ZoneInfo(zone)).tz_localize(None))  # not pytz: see timestamps._to_utc
+        else:
+            column = pd.Series(np.array(instants) // 10**6)
+        values = np.resize(FLOAT32_EDGES, len(instants))
+        source = tmp_path / f"s{number}.parquet"
+        pd.DataFrame({"time": column, "x": values}).to_parquet(source)
+        options = ImportOptions(
+            timestamp_column="time", timezone=zone, timestamp_unit="ms" if kind == "epoch-ms" else ""
+        )
+        archives = tmp_path / f"a{number}"
+        run_import_telemetry([str(source)], str(archives), str(tmp_path / f"r{number}.csv"), options)
+        read = pd.concat(pd.read_parquet(p) for p in sorted(archives.glob("*.parquet"))).sort_values("normalizedTime")
+        np.testing.assert_array_equal(pd.DatetimeIndex(read["normalizedTime"]).as_unit("ns").asi8, instants)
+        np.testing.assert_array_equal(read["x"].to_numpy(), values.astype(np.float32), err_msg=f"{kind} in {zone}")
