@@ -119,6 +119,8 @@ def atomic_write(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
+        if Path(path).is_dir():
+            raise InputError(f"{url} is a folder: give the path of the file to write")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         try:

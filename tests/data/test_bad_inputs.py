@@ -361,3 +361,9 @@ def test_an_archive_beyond_the_nanosecond_range_is_named_not_called_corrupt(tmp_
     pq.write_table(pa.table({"normalizedTime": times, "x": [1.0, 2.0]}), tmp_path / "eclss_3000.parquet")
     args = ["split-archive", "--archive", str(tmp_path / "eclss_3000.parquet"), "--out", str(tmp_path / "p")]
     _fails(args, "eclss_3000.parquet", "outside 1677-09-21 to 2262-04-11", "first 3000-01-01")
+
+
+def test_an_output_file_given_as_a_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    reports = _csv(tmp_path / "r.csv", "ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT\nA,2021/001/00:00:00,00:10:00\n")
+    _fails(["parse-reports", "--reports", str(reports), "--out", str(tmp_path / "out")], "out is a folder")
