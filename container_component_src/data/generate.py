@@ -100,6 +100,12 @@ class GeneratorOptions:
             raise OptionError(f"--sampling-period-s must be > 0, got {self.sampling_period_s}")
         if self.n_channels < 1:
             raise OptionError(f"--n-channels must be >= 1, got {self.n_channels}")
+        if self.anomalies_per_day < 0:
+            raise OptionError(f"--anomalies-per-day must be >= 0, got {self.anomalies_per_day}")
+        # Timestamps are nanoseconds since 1970: the years they hold, whole.
+        outside = [year for year in self.years if not 1678 <= year <= 2261]
+        if outside:
+            raise OptionError(f"--years must be from 1678 to 2261 (nanosecond timestamps), got {outside[0]}")
 
 
 @dataclass(frozen=True)

@@ -367,3 +367,38 @@ def test_an_output_file_given_as_a_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     reports = _csv(tmp_path / "r.csv", "ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT\nA,2021/001/00:00:00,00:10:00\n")
     _fails(["parse-reports", "--reports", str(reports), "--out", str(tmp_path / "out")], "out is a folder")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--anomalies-per-day", "-1"], "--anomalies-per-day must be >= 0"),
+        (["--years", "0"], "--years must be from 1678"),
+    ],
+)
+def test_generator_options_out_of_range_are_named(tmp_path: Path, extra: list[str], message: str) -> None:
+    args = ["generate-data", "--archives", str(tmp_path / "a"), "--reports", str(tmp_path / "r.xlsx"),
+            "--ground-truth", str(tmp_path / "g.parquet"), "--days-per-year", "1", "--sampling-period-s", "60",
+            "--n-channels", "2", "--seed", "1", "--timestamp-column", "t"]  # fmt: skip
+    years = [] if "--years" in extra else ["--years", "2021"]
+    _fails([*args, *years, *extra], message)
+
+
+def test_a_gzipped_source_with_a_label_column_imports(tmp_path: Path) -> None:
+    text = b"time,x,a\n2021-01-01 00:00,1,0\n2021-01-01 00:01,2,1\n2021-01-01 00:02,3,0\n"
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text))
+    result = runner.invoke(app, _import(tmp_path, tmp_path / "t.csv.gz", "--label-column", "a"))
+    assert result.exit_code == 0, result.output
+    assert '"anomalies": 1' in result.output
+
+
+def test_a_folder_this_process_may_not_write_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root a read-only folder cannot be made here: the system's refusal is raised instead."""
+    reports = _csv(tmp_path / "r.csv", "ID,EVENT GMT (DOY/HH:MM:SS),Duration/End GMT\nA,2021/001/00:00:00,00:10:00\n")
+
+    def refuse(source: str, target: str) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(target))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    _fails(["parse-reports", "--reports", str(reports), "--out", str(tmp_path / "i.parquet")],
+           "i.parquet: Permission denied")  # fmt: skip
