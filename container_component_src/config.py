@@ -179,6 +179,10 @@ class ServingSettings:
     http_port: int
     grpc_port: int
     max_batch_rows: int
+    max_request_bytes: int
+    body_timeout_s: float
+    max_concurrent_requests: int
+    model_control: bool
     local_model_dir: str
     model_store: str
     deployment_mode: DeploymentMode

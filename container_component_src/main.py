@@ -167,6 +167,10 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "http_port": settings.serving.http_port,
             "grpc_port": settings.serving.grpc_port,
             "max_batch_rows": settings.serving.max_batch_rows,
+            "max_request_bytes": settings.serving.max_request_bytes,
+            "body_timeout_s": settings.serving.body_timeout_s,
+            "max_concurrent_requests": settings.serving.max_concurrent_requests,
+            "model_control": settings.serving.model_control,
         },
         "deploy": {
             "backend": settings.serving.backend,
@@ -1021,9 +1025,20 @@ def serve(
         typer.Option(help="Address to listen on. Loopback by default: the server has no authentication."),
     ] = "127.0.0.1",
     access_log: Annotated[bool, typer.Option(help="Log every request (off: only the server's own faults).")] = False,
+    max_request_bytes: Annotated[
+        int, typer.Option(help="Largest request body (413 before more is read); 0: from --max-batch-rows.")
+    ] = 0,
+    body_timeout_s: Annotated[
+        float, typer.Option(parser=finite_float, help="Seconds a client may take to send a body (then 408).")
+    ] = 30.0,
+    max_concurrent_requests: Annotated[int, typer.Option(help="Requests served at once; more get 503.")] = 64,
+    model_control: Annotated[
+        bool, typer.Option(help="Allow V2 repository load/unload (anyone reaching the port could unload).")
+    ] = False,
 ) -> None:
     """Serve the model with the KServe model server: V1 and V2 (Open Inference Protocol)
-    predictions, health, readiness and metadata. Runs in the foreground until interrupted."""
+    predictions over REST and gRPC, health, readiness and metadata. Runs in the foreground until
+    interrupted."""
     from container_component_src.serving.server import ServeOptions, run_serve
 
     with _clear_errors():
@@ -1038,6 +1053,10 @@ def serve(
             host,
             access_log,
             grpc_port,
+            max_request_bytes,
+            body_timeout_s,
+            max_concurrent_requests,
+            model_control,
         )
         options.validate()
         run_serve(model_dir, options)

@@ -4,11 +4,13 @@ request check KServe's schema cannot make."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
 from prometheus_client import Counter
 
 REQUESTS = Counter("eclss_requests", "HTTP requests answered, by status code", ["status"])
@@ -33,25 +35,65 @@ _TEXT_IN_SHAPE = re.compile(rb'"shape"\s*:\s*\[[^\]]*"')
 _SHAPE_ERROR = b'{"error":"a tensor shape must be a list of integers"}'
 
 
+# Paths of FastAPI's generated docs: off with the docs page (the schema lists every route).
+_DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+CONTROL_OFF = "model control (V2 repository load/unload) is off: serve with --model-control to allow it"
+
+
 class CheckAndCount:
-    """ASGI middleware: refuse a V2 tensor shape written as strings (400, not a silent
-    conversion), and count every response by its status code.
+    """ASGI middleware in front of KServe's application: the limits of a request (its body's
+    size, read no further than the limit, and the time to send it), model control off unless
+    allowed, no generated API docs; a V2 tensor shape written as strings refused (400, not a
+    silent conversion); and every response counted by its status code.
 
     Plain ASGI rather than Starlette's `BaseHTTPMiddleware`, whose task group and streams per
     request cost a small request a measurable share of its time (twice behind a transformer).
+
+    Args:
+        app: The application.
+        max_request_bytes: Largest body (413 beyond it).
+        body_timeout_s: Seconds a client may take between the parts of its body (408 after).
+        model_control: Let /v2/repository/... through (403 otherwise).
     """
 
-    def __init__(self, app: Callable[[Message, Receive, Send], Awaitable[None]]) -> None:
-        self.app = app
+    def __init__(
+        self,
+        app: Callable[[Message, Receive, Send], Awaitable[None]],
+        max_request_bytes: int = 2**30,
+        body_timeout_s: float = 30.0,
+        model_control: bool = False,
+    ) -> None:
+        self.app, self.max_request_bytes, self.body_timeout_s = app, max_request_bytes, body_timeout_s
+        self.model_control = model_control
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "POST" and scope["path"].endswith("/infer"):
-            body, receive = await _read_body(receive)
+        path = scope["path"]
+        if path in _DOCS_PATHS:
+            await _refuse(send, 404, "not found")
+            return
+        if path.startswith("/v2/repository") and not self.model_control:
+            await _refuse(send, 403, CONTROL_OFF)
+            return
+        if scope["method"] in ("POST", "PUT"):
+            declared = _header(scope, b"content-length")
+            if declared.isdigit() and int(declared) > self.max_request_bytes:
+                await _refuse(send, 413, self._too_large())
+                return
+            outcome, body, receive = await _read_body(receive, self.max_request_bytes, self.body_timeout_s)
+            if outcome == "disconnected":  # nobody is left to answer
+                return
+            if outcome != "complete":
+                status = 413 if outcome == "too large" else 408
+                message = (
+                    self._too_large() if status == 413 else f"request body not sent within {self.body_timeout_s} s"
+                )
+                await _refuse(send, status, message)
+                return
             length = _header(scope, b"inference-header-content-length")
-            if _TEXT_IN_SHAPE.search(body[: int(length)] if length.isdigit() else body):
+            if path.endswith("/infer") and _TEXT_IN_SHAPE.search(body[: int(length)] if length.isdigit() else body):
                 await _respond(send, 400, _SHAPE_ERROR)
                 count_by(REQUESTS, "400").inc()
                 return
@@ -71,24 +113,42 @@ class CheckAndCount:
                 count_by(REQUESTS, "500").inc()
             raise
 
+    def _too_large(self) -> str:
+        return f"request body over {self.max_request_bytes} bytes (--max-request-bytes): send fewer rows at once"
+
+
+async def _refuse(send: Send, status: int, error: str) -> None:
+    await _respond(send, status, orjson.dumps({"error": error}))
+    count_by(REQUESTS, str(status)).inc()
+
 
 def _header(scope: Message, name: bytes) -> str:
     return next((value.decode("latin-1") for key, value in scope["headers"] if key.lower() == name), "")
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
-    """The whole request body, and a `receive` that replays its messages to the application
-    (a client that went away mid-body is seen there as well)."""
-    messages = []
+async def _read_body(receive: Receive, limit: int, timeout_s: float) -> tuple[str, bytes, Receive]:
+    """The request body, read no further than `limit` bytes and waiting at most `timeout_s` for
+    each part; how it ended ("complete", "too large", "timeout", "disconnected"), and a `receive`
+    that replays its messages to the application."""
+    messages, size = [], 0
     while not messages or (messages[-1]["type"] == "http.request" and messages[-1].get("more_body", False)):
-        messages.append(await receive())
+        try:
+            message = await asyncio.wait_for(receive(), timeout_s)
+        except TimeoutError:
+            return "timeout", b"", receive
+        size += len(message.get("body", b""))
+        if size > limit:
+            return "too large", b"", receive
+        messages.append(message)
+    if messages[-1]["type"] == "http.disconnect":
+        return "disconnected", b"", receive
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
     pending = iter(messages)
 
     async def replay() -> Message:
         return next(pending, None) or await receive()
 
-    return body, replay
+    return "complete", body, replay
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:

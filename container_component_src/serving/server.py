@@ -13,6 +13,8 @@ from container_component_src.errors import OptionError
 
 logger = logging.getLogger(__name__)
 ROLES = ("combined", "predictor", "transformer")
+# The Open Inference Protocol's model control over gRPC.
+CONTROL_METHODS = frozenset({"RepositoryModelLoad", "RepositoryModelUnload"})
 PROTOCOLS = ("v1", "v2")
 
 
@@ -35,6 +37,11 @@ class ServeOptions:
         access_log: Log every request (at INFO); off by default.
         grpc_port: Port of the Open Inference Protocol's gRPC service (V2: inference, health,
             metadata), on the same host; 0 serves REST only.
+        max_request_bytes: Largest request body; 0: derived from `max_batch_rows` (see
+            `request_limit`). Larger ones get 413 (REST) or RESOURCE_EXHAUSTED (gRPC).
+        body_timeout_s: Seconds a client may take to send a request body, then 408.
+        max_concurrent_requests: Requests served at once; more get 503.
+        model_control: Allow the V2 repository's load and unload (REST and gRPC).
     """
 
     role: str = "combined"
@@ -47,6 +54,16 @@ class ServeOptions:
     host: str = "127.0.0.1"
     access_log: bool = False
     grpc_port: int = 8081
+    max_request_bytes: int = 0
+    body_timeout_s: float = 30.0
+    max_concurrent_requests: int = 64
+    model_control: bool = False
+
+    def request_limit(self, n_channels: int) -> int:
+        """The largest request body in bytes: as set, or room for `max_batch_rows` rows of every
+        channel in JSON (32 bytes a value: a float64's 17 digits, exponent, sign, separators; the
+        V2 binary form takes 8) and 1 MiB of names and framing."""
+        return self.max_request_bytes or self.max_batch_rows * n_channels * 32 + 2**20
 
     def validate(self) -> None:
         if self.role not in ROLES:
@@ -57,6 +74,14 @@ class ServeOptions:
             raise OptionError("--predictor-host is required for the transformer role")
         if self.max_batch_rows < 1:
             raise OptionError(f"--max-batch-rows must be at least 1, got {self.max_batch_rows}")
+        if self.max_request_bytes < 0:
+            raise OptionError(
+                f"--max-request-bytes must be 0 (from --max-batch-rows) or more, got {self.max_request_bytes}"
+            )
+        if not 0 < self.body_timeout_s <= 3600:
+            raise OptionError(f"--body-timeout-s must be in (0, 3600], got {self.body_timeout_s}")
+        if self.max_concurrent_requests < 1:
+            raise OptionError(f"--max-concurrent-requests must be at least 1, got {self.max_concurrent_requests}")
         if not 0 <= self.grpc_port <= 65535 or self.grpc_port == self.http_port:
             raise OptionError(
                 f"--grpc-port must be 0 (off) or a port other than --http-port ({self.http_port}), got {self.grpc_port}"
@@ -101,19 +126,25 @@ def build_model(model_dir: str, options: ServeOptions) -> Any:
     return model
 
 
-def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
+def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit: int) -> type:
     """KServe's REST server, adapted: it listens on `options.host` (KServe binds 0.0.0.0 and takes
-    no host), counts responses by status for /metrics, and answers a client's mistake (400) or an
-    unreachable predictor (503) without logging a traceback at error level."""
+    no host), serves at most `max_concurrent_requests` at once, enforces the request limits and
+    model control (`metrics.CheckAndCount`), counts responses by status for /metrics, and answers
+    a client's mistake (400, 404) or an unreachable predictor (503) without logging a traceback at
+    error level."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from kserve.errors import InvalidInput, ModelNotReady
+    from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
     from container_component_src.serving.metrics import CheckAndCount
 
     async def client_error(_: Any, exc: Exception) -> Any:
         logger.debug("400: %s", exc)
         return JSONResponse(status_code=400, content={"error": str(exc)})
+
+    async def not_found(_: Any, exc: Exception) -> Any:
+        logger.debug("404: %s", exc)
+        return JSONResponse(status_code=404, content={"error": str(exc)})
 
     async def not_ready(_: Any, exc: Exception) -> Any:
         logger.warning("503: %s", exc)
@@ -123,6 +154,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.config.host = options.host
+            self.config.limit_concurrency = options.max_concurrent_requests
 
         def _add_middlewares(self, app: Any) -> None:
             # KServe's own middleware logs every request's timing (and measures the process's CPU
@@ -130,32 +162,42 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions) -> type:
             # only when the access log is asked for.
             if options.access_log:
                 super()._add_middlewares(app)
-            app.add_middleware(CheckAndCount)
+            app.add_middleware(
+                CheckAndCount,
+                max_request_bytes=request_limit,
+                body_timeout_s=options.body_timeout_s,
+                model_control=options.model_control,
+            )
 
         def _add_exception_handlers(self, app: Any) -> None:
             super()._add_exception_handlers(app)
             app.add_exception_handler(InvalidInput, client_error)
             app.add_exception_handler(RequestValidationError, _bad_request)
             app.add_exception_handler(ModelNotReady, not_ready)
+            app.add_exception_handler(ModelNotFound, not_found)
 
     return ServerForRole
 
 
-def _grpc_server_class(kserve: ModuleType, options: ServeOptions) -> type:
+def _grpc_server_class(kserve: ModuleType, options: ServeOptions, request_limit: int) -> type:
     """KServe's gRPC server, adapted as the REST one is: it listens on `options.host` (KServe
-    binds every address), counts answers by status code for /metrics, logs requests only with the
-    access log, and answers a client's mistake (INVALID_ARGUMENT) or an unreachable predictor
-    (UNAVAILABLE) without an error-level traceback."""
+    binds every address), takes messages up to `request_limit` bytes, refuses model control
+    unless allowed (PERMISSION_DENIED), counts answers by status code for /metrics, logs requests
+    only with the access log, and answers a client's mistake (INVALID_ARGUMENT, NOT_FOUND) or an
+    unreachable predictor (UNAVAILABLE) without an error-level traceback."""
     from grpc import StatusCode, aio
-    from kserve.errors import InvalidInput, ModelNotReady
+    from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
     from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
     from kserve.protocol.grpc.servicer import InferenceServicer
 
-    from container_component_src.serving.metrics import GRPC_REQUESTS, count_by
+    from container_component_src.serving.metrics import CONTROL_OFF, GRPC_REQUESTS, count_by
 
     class StatusAndCount(ExceptionToStatusInterceptor):
         async def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
+            if not options.model_control and method_name.rsplit("/", 1)[-1] in CONTROL_METHODS:
+                count_by(GRPC_REQUESTS, "PERMISSION_DENIED").inc()
+                await context.abort(StatusCode.PERMISSION_DENIED, CONTROL_OFF)
             response = await super().intercept(method, request, context, method_name)
             count_by(GRPC_REQUESTS, "OK").inc()
             return response
@@ -168,6 +210,9 @@ def _grpc_server_class(kserve: ModuleType, options: ServeOptions) -> type:
                 if isinstance(ex, ModelNotReady):
                     logger.warning("UNAVAILABLE: %s", ex)
                     await context.abort(StatusCode.UNAVAILABLE, str(ex))
+                if isinstance(ex, ModelNotFound):
+                    logger.debug("NOT_FOUND: %s", ex)
+                    await context.abort(StatusCode.NOT_FOUND, str(ex))
                 await super().handle_exception(ex, request, context, method_name)
             finally:
                 code = context.code()
@@ -176,9 +221,10 @@ def _grpc_server_class(kserve: ModuleType, options: ServeOptions) -> type:
     class GRPCServerForRole(kserve.model_server.GRPCServer):  # type: ignore[misc, name-defined]
         async def start(self, max_workers: int) -> None:
             interceptors = (LoggingInterceptor(), StatusAndCount()) if options.access_log else (StatusAndCount(),)
+            # A request as large as REST takes; an answer of two values a row for as many rows.
             limits = [
-                (f"grpc.max_{way}_message_length", self._kwargs.get(f"grpc_max_{way}_message_length"))
-                for way in ("send", "receive")
+                ("grpc.max_receive_message_length", request_limit),
+                ("grpc.max_send_message_length", options.max_batch_rows * 32 + 2**20),
             ]
             # gRPC shares a port taken by another process by default (SO_REUSEPORT): requests would
             # be split between two servers. A taken port is an error, as it is for REST.
@@ -231,9 +277,13 @@ def run_serve(model_dir: str, options: ServeOptions) -> None:
     if options.grpc_port:
         _check_free(options.host, options.grpc_port, "--grpc-port")
     kserve = import_kserve()
-    kserve.model_server.RESTServer = _rest_server_class(kserve, options)
-    kserve.model_server.GRPCServer = _grpc_server_class(kserve, options)
     model = build_model(model_dir, options)
+    from container_component_src import storage
+    from container_component_src.model.files import SCALER
+
+    limit = options.request_limit(len(storage.read_json(storage.join(model_dir, SCALER))["channels"]))
+    kserve.model_server.RESTServer = _rest_server_class(kserve, options, limit)
+    kserve.model_server.GRPCServer = _grpc_server_class(kserve, options, limit)
     server = kserve.ModelServer(
         http_port=options.http_port,
         grpc_port=options.grpc_port,

@@ -19,6 +19,7 @@ from container_component_src.serving.inference import AnomalyScorer, v1_request,
 
 NAME = "eclss-test"
 MAX_ROWS = 50
+BODY_TIMEOUT_S = 2.0
 # The roles that take raw rows from clients.
 RAW_ROLES = ("combined", "transformer")
 
@@ -52,7 +53,7 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     logs = tmp_path_factory.mktemp("logs")
     ports = {role: free_port() for role in ("combined", "predictor", "transformer")}
     grpc_ports = {role: free_port() for role in RAW_ROLES}
-    common = ["--model-dir", published, "--max-batch-rows", str(MAX_ROWS)]
+    common = ["--model-dir", published, "--max-batch-rows", str(MAX_ROWS), "--body-timeout-s", str(BODY_TIMEOUT_S)]
     combined = ["--name", NAME, "--http-port", str(ports["combined"]), "--grpc-port", str(grpc_ports["combined"])]
     processes = {
         "combined": _start(
@@ -87,7 +88,8 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         for role, process in processes.items():
             wait_for_server(urls[role], NAME, process, 180, logs / role)
         grpc_targets = {f"grpc_{role}": f"127.0.0.1:{port}" for role, port in grpc_ports.items()}
-        yield {**urls, **grpc_targets, "logs": str(logs)}
+        pids = {f"pid_{role}": str(process.pid) for role, process in processes.items()}
+        yield {**urls, **grpc_targets, **pids, "logs": str(logs)}
     finally:
         for process in processes.values():
             process.terminate()
@@ -632,3 +634,79 @@ def test_a_port_another_process_listens_on_is_a_one_line_error(taken: str) -> No
         flag = "--" + taken.replace("_", "-")
         with pytest.raises(OptionError, match=f"{flag} {port}: cannot listen on 127.0.0.1:{port}"):
             run_serve("no model is loaded before the ports are checked", ServeOptions(**ports))
+
+
+ROLES = ("combined", "predictor", "transformer")
+
+
+def test_no_model_control_and_no_generated_docs_by_default(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    """Anyone who reaches the port could unload the model; the docs' schema lists every route."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    for role in ROLES:
+        for action in ("unload", "load"):
+            response = httpx.post(f"{servers[role]}/v2/repository/models/{NAME}/{action}")
+            assert response.status_code == 403 and "--model-control" in response.json()["error"], (role, response.text)
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert httpx.get(f"{servers[role]}{path}").status_code == 404, (role, path)
+        assert httpx.get(f"{servers[role]}/v2/models/{NAME}/ready").status_code == 200
+    assert httpx.post(f"{servers['combined']}/v2/models/{NAME}/infer", json=_v2(rows.head(1))).status_code == 200
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(servers["grpc_combined"]))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=NAME))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stub.ModelReady(pb.ModelReadyRequest(name=NAME)).ready
+
+
+def test_an_unknown_model_is_not_found_without_a_traceback(servers: dict[str, str]) -> None:
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    for role in ROLES:
+        assert httpx.post(f"{servers[role]}/v2/models/nope/infer", json={"inputs": []}).status_code == 404
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(servers["grpc_combined"]))
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.ModelInfer(pb.ModelInferRequest(model_name="nope"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    for role in ROLES:
+        assert "Traceback" not in (Path(servers["logs"]) / role).read_text(), role
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(servers: dict[str, str], rows: pd.DataFrame) -> None:
+    """413 at once for a declared length, and as soon as a streamed body passes the limit (50 rows
+    of 16 channels: ~1 MiB); the server's memory does not hold what it refused."""
+    import socket
+
+    import psutil
+
+    server = psutil.Process(int(servers["pid_combined"]))
+    before = server.memory_info().rss
+    port = int(servers["combined"].rsplit(":", 1)[1])
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        head = f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {256 * 2**20}\r\n\r\n"
+        client.sendall(head.encode())
+        assert client.recv(100).startswith(b"HTTP/1.1 413"), "refused before any byte of the body"
+    assert time.monotonic() - started < 1.0
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(256):
+            yield b" " * 2**20
+
+    for role in ("combined", "transformer"):
+        refused = httpx.post(f"{servers[role]}/v1/models/{NAME}:predict", content=chunks(), timeout=60)
+        assert refused.status_code == 413 and "--max-request-bytes" in refused.json()["error"], refused.text
+    assert server.memory_info().rss - before < 50 * 2**20
+    assert httpx.post(f"{servers['combined']}/v1/models/{NAME}:predict", json=_v1(rows.head(2))).status_code == 200
+
+
+def test_a_body_that_does_not_arrive_is_a_408(servers: dict[str, str]) -> None:
+    import socket
+
+    port = int(servers["combined"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=3 * BODY_TIMEOUT_S) as client:
+        client.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
+        assert client.recv(100).startswith(b"HTTP/1.1 408")
