@@ -1003,6 +1003,16 @@ def serve(
         int, typer.Option("--grpc-port", "--grpc_port", help="Port of the gRPC (V2) service; 0: REST only.")
     ],
     max_batch_rows: Annotated[int, typer.Option(help="Largest request accepted; larger ones get HTTP 400.")],
+    max_request_bytes: Annotated[
+        int, typer.Option(help="Largest request body (413 before more is read); 0: from --max-batch-rows.")
+    ],
+    body_timeout_s: Annotated[
+        float, typer.Option(parser=finite_float, help="Seconds a client may take to send a body (then 408).")
+    ],
+    max_concurrent_requests: Annotated[int, typer.Option(help="Requests served at once; more get 503.")],
+    model_control: Annotated[
+        bool, typer.Option(help="Allow V2 repository load/unload (anyone reaching the port could unload).")
+    ],
     role: Annotated[
         ServeRole, typer.Option(help="combined: one process does all; predictor or transformer: KServe's split.")
     ] = ServeRole.combined,
@@ -1025,16 +1035,6 @@ def serve(
         typer.Option(help="Address to listen on. Loopback by default: the server has no authentication."),
     ] = "127.0.0.1",
     access_log: Annotated[bool, typer.Option(help="Log every request (off: only the server's own faults).")] = False,
-    max_request_bytes: Annotated[
-        int, typer.Option(help="Largest request body (413 before more is read); 0: from --max-batch-rows.")
-    ] = 0,
-    body_timeout_s: Annotated[
-        float, typer.Option(parser=finite_float, help="Seconds a client may take to send a body (then 408).")
-    ] = 30.0,
-    max_concurrent_requests: Annotated[int, typer.Option(help="Requests served at once; more get 503.")] = 64,
-    model_control: Annotated[
-        bool, typer.Option(help="Allow V2 repository load/unload (anyone reaching the port could unload).")
-    ] = False,
 ) -> None:
     """Serve the model with the KServe model server: V1 and V2 (Open Inference Protocol)
     predictions over REST and gRPC, health, readiness and metadata. Runs in the foreground until
