@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 from prometheus_client import Counter
+
+logger = logging.getLogger(__name__)
 
 REQUESTS = Counter("eclss_requests", "HTTP requests answered, by status code", ["status"])
 GRPC_REQUESTS = Counter("eclss_grpc_requests", "gRPC calls answered, by status code", ["code"])
@@ -34,6 +37,27 @@ Send = Callable[[Message], Awaitable[None]]
 _TEXT_IN_SHAPE = re.compile(rb'"shape"\s*:\s*\[[^\]]*"')
 _SHAPE_ERROR = b'{"error":"a tensor shape must be a list of integers"}'
 
+
+class Readiness:
+    """Whether the server last answered a readiness probe ready: one log line when that changes,
+    not one per probe (Kubernetes asks every few seconds, a load balancer several times a second)."""
+
+    def __init__(self) -> None:
+        self.ready: bool | None = None
+
+    def saw(self, status: int) -> None:
+        ready = status == 200
+        if ready != self.ready:
+            if ready:
+                logger.info("ready")
+            elif self.ready is not None or status >= 500:
+                logger.warning(
+                    "not ready (HTTP %s): a transformer's predictor does not answer, or the model is not loaded", status
+                )
+            self.ready = ready
+
+
+READINESS = Readiness()
 
 # Paths of FastAPI's generated docs: off with the docs page (the schema lists every route).
 _DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -104,6 +128,8 @@ class CheckAndCount:
             if message["type"] == "http.response.start":
                 started = True
                 count_by(REQUESTS, str(message["status"])).inc()
+                if path.endswith("/ready"):
+                    READINESS.saw(message["status"])
             await send(message)
 
         try:

@@ -132,6 +132,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
     model control (`metrics.CheckAndCount`), counts responses by status for /metrics, and answers
     a client's mistake (400, 404) or an unreachable predictor (503) without logging a traceback at
     error level."""
+    import httpx
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -147,8 +148,13 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
         return JSONResponse(status_code=404, content={"error": str(exc)})
 
     async def not_ready(_: Any, exc: Exception) -> Any:
-        logger.warning("503: %s", exc)
+        # Probes ask several times a second: the middleware logs when readiness changes, not here.
+        logger.debug("503: %s", exc)
         return JSONResponse(status_code=503, content={"error": str(exc)})
+
+    async def predictor_down(_: Any, exc: Exception) -> Any:
+        logger.debug("503: predictor unreachable: %s", exc)
+        return JSONResponse(status_code=503, content={"error": f"the predictor does not answer: {exc}"})
 
     class ServerForRole(kserve.model_server.RESTServer):  # type: ignore[misc, name-defined]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -175,6 +181,8 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
             app.add_exception_handler(RequestValidationError, _bad_request)
             app.add_exception_handler(ModelNotReady, not_ready)
             app.add_exception_handler(ModelNotFound, not_found)
+            # A transformer's health check of its predictor (KServe's readiness) that cannot connect.
+            app.add_exception_handler(httpx.TransportError, predictor_down)
 
     return ServerForRole
 
@@ -185,6 +193,7 @@ def _grpc_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
     unless allowed (PERMISSION_DENIED), counts answers by status code for /metrics, logs requests
     only with the access log, and answers a client's mistake (INVALID_ARGUMENT, NOT_FOUND) or an
     unreachable predictor (UNAVAILABLE) without an error-level traceback."""
+    import httpx
     from grpc import StatusCode, aio
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
@@ -207,8 +216,8 @@ def _grpc_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
                 if isinstance(ex, InvalidInput):
                     logger.debug("INVALID_ARGUMENT: %s", ex)
                     await context.abort(StatusCode.INVALID_ARGUMENT, str(ex))
-                if isinstance(ex, ModelNotReady):
-                    logger.warning("UNAVAILABLE: %s", ex)
+                if isinstance(ex, ModelNotReady | httpx.TransportError):
+                    logger.debug("UNAVAILABLE: %s", ex)
                     await context.abort(StatusCode.UNAVAILABLE, str(ex))
                 if isinstance(ex, ModelNotFound):
                     logger.debug("NOT_FOUND: %s", ex)
