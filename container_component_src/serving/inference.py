@@ -182,7 +182,7 @@ def tensors_to_matrix(tensors: dict[str, np.ndarray], channels: list[str], max_r
                     "(or one tensor per channel, named after it)"
                 )
             _check_rows(len(tensor), max_rows)
-            return _finite_rows(tensor.astype(np.float64), channels)
+            return _finite_rows(tensor.astype(np.float64), channels, name)
     unknown = sorted(set(tensors) - set(channels))
     missing = [c for c in channels if c not in tensors]
     if unknown or missing:
@@ -204,10 +204,17 @@ def tensors_to_matrix(tensors: dict[str, np.ndarray], channels: list[str], max_r
     return _finite_rows(np.stack(columns, axis=1).astype(np.float64), channels)
 
 
-def _finite_rows(values: np.ndarray, channels: list[str]) -> np.ndarray:
+def _finite_rows(values: np.ndarray, channels: list[str], tensor: str | None = None) -> np.ndarray:
+    """`values` (rows, channels), refusing NaN and infinity: named by the input that holds the
+    value (its one [rows, channels] tensor, or the channel's own tensor), row and channel."""
     if not np.isfinite(values).all():
         row, column = np.argwhere(~np.isfinite(values))[0]
-        raise RequestError(f"input {channels[column]}, row {row}: NaN or infinite")
+        where = (
+            f"input {tensor}, row {row}, channel {channels[column]}"
+            if tensor
+            else f"input {channels[column]}, row {row}"
+        )
+        raise RequestError(f"{where}: NaN or infinite")
     return values
 
 

@@ -76,6 +76,11 @@ def test_scaled_inputs_are_checked() -> None:
         scaled_tensor_to_matrix(np.ones((2, 4)), 3, 10)
     with pytest.raises(RequestError, match="NaN or infinite"):
         scaled_tensor_to_matrix(np.array([[1.0, np.nan, 0.0]]), 3, 10)
+    # A NaN in one [rows, channels] tensor names that tensor, the row and the channel.
+    rows = np.ones((3, 3))
+    rows[2, 1] = np.nan
+    with pytest.raises(RequestError, match=r"^input rows, row 2, channel b: NaN or infinite$"):
+        tensors_to_matrix({"rows": rows}, ["a", "b", "c"], 10)
 
 
 def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
