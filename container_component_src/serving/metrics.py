@@ -33,9 +33,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# KServe's request schema turns a shape of ["1"] into [1] before any model sees it.
-_TEXT_IN_SHAPE = re.compile(rb'"shape"\s*:\s*\[[^\]]*"')
-_SHAPE_ERROR = b'{"error":"a tensor shape must be a list of integers"}'
+# KServe's request schema turns a shape of ["1"], [true] or [1.0] into [1] before any model sees it.
+_TEXT_IN_SHAPE = re.compile(rb'"shape"\s*:\s*\[[^\]]*(?:"|true|false|null|[.eE])')
+# ... and a datatype of "fp32" into FP32: the protocol spells datatypes in capitals.
+_DATATYPE = re.compile(rb'"datatype"\s*:\s*"([^"]*)"')
 
 
 class Readiness:
@@ -102,6 +103,10 @@ class CheckAndCount:
             await _refuse(send, 403, CONTROL_OFF)
             return
         if scope["method"] in ("POST", "PUT"):
+            encoding = _header(scope, b"content-encoding").strip().lower()
+            if encoding not in ("", "identity"):
+                await _refuse(send, 415, f"Content-Encoding {encoding} is not accepted: send the body uncompressed")
+                return
             declared = _header(scope, b"content-length")
             if declared.isdigit() and int(declared) > self.max_request_bytes:
                 await _refuse(send, 413, self._too_large())
@@ -116,10 +121,8 @@ class CheckAndCount:
                 )
                 await _refuse(send, status, message)
                 return
-            length = _header(scope, b"inference-header-content-length")
-            if path.endswith("/infer") and _TEXT_IN_SHAPE.search(body[: int(length)] if length.isdigit() else body):
-                await _respond(send, 400, _SHAPE_ERROR)
-                count_by(REQUESTS, "400").inc()
+            if path.endswith("/infer") and (problem := _infer_header_problem(scope, body)):
+                await _refuse(send, 400, problem)
                 return
         started = False
 
@@ -146,6 +149,19 @@ class CheckAndCount:
 async def _refuse(send: Send, status: int, error: str) -> None:
     await _respond(send, status, orjson.dumps({"error": error}))
     count_by(REQUESTS, str(status)).inc()
+
+
+def _infer_header_problem(scope: Message, body: bytes) -> str:
+    """What KServe's schema would silently convert in a V2 request's JSON part, or ""."""
+    length = _header(scope, b"inference-header-content-length")
+    header = body[: int(length)] if length.isdigit() else body
+    if _TEXT_IN_SHAPE.search(header):
+        return "a tensor shape must be a list of integers"
+    for datatype in _DATATYPE.findall(header):
+        if datatype != datatype.upper():
+            name = datatype.decode(errors="replace")
+            return f"datatype {name!r} is not a datatype of the protocol: they are written in capitals ({name.upper()})"
+    return ""
 
 
 def _header(scope: Message, name: bytes) -> str:

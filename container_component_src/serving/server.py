@@ -256,6 +256,7 @@ def _safe_decode(decode: Any) -> Any:
 
     def decode_inference_request(body: Any, headers: Any, model_name: str) -> Any:
         try:
+            _check_binary_sizes(body, headers)
             return decode(body, headers, model_name)
         except InvalidInput:
             raise
@@ -263,6 +264,32 @@ def _safe_decode(decode: Any) -> Any:
             raise InvalidInput(f"malformed binary request (Inference-Header-Content-Length and body): {exc}") from None
 
     return decode_inference_request
+
+
+def _check_binary_sizes(body: Any, headers: Any) -> None:
+    """A binary V2 request's parts fill its body exactly: the `binary_data_size` of its inputs add
+    up to the bytes after the JSON part (KServe reads past a short part into the next tensor, and
+    ignores bytes left over).
+
+    Raises:
+        InvalidInput: Names both sizes.
+    """
+    import json
+
+    from kserve.errors import InvalidInput
+
+    length = (headers or {}).get("inference-header-content-length") if hasattr(headers, "get") else None
+    if length is None or not str(length).isdigit() or not isinstance(body, bytes | bytearray):
+        return
+    header = json.loads(body[: int(length)])
+    inputs = header.get("inputs", []) if isinstance(header, dict) else []
+    sizes = [(i.get("parameters") or {}).get("binary_data_size") for i in inputs if isinstance(i, dict)]
+    announced = sum(size for size in sizes if isinstance(size, int))
+    sent = len(body) - int(length)
+    if announced != sent:
+        raise InvalidInput(
+            f"the inputs announce {announced} bytes of binary data (binary_data_size); the body has {sent}"
+        )
 
 
 def _check_free(host: str, port: int, option: str) -> None:

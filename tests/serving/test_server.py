@@ -714,3 +714,41 @@ def test_a_body_that_does_not_arrive_is_a_408(servers: dict[str, str]) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=3 * BODY_TIMEOUT_S) as client:
         client.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
         assert client.recv(100).startswith(b"HTTP/1.1 408")
+
+
+def _binary_v2(rows: pd.DataFrame, extra: bytes = b"", announce: int = 0) -> tuple[bytes, dict[str, str]]:
+    """One [rows, channels] FP32 tensor in the binary form, with `extra` bytes after it and its
+    announced size off by `announce`."""
+    import json
+
+    values = rows.drop(columns="expected").to_numpy(np.float32)
+    header = {"inputs": [{"name": "rows", "shape": list(values.shape), "datatype": "FP32",
+                          "parameters": {"binary_data_size": values.nbytes + announce}}]}  # fmt: skip
+    head = json.dumps(header).encode()
+    headers = {"Inference-Header-Content-Length": str(len(head)), "content-type": "application/octet-stream"}
+    return head + values.tobytes() + extra, headers
+
+
+@pytest.mark.parametrize("role", RAW_ROLES)
+def test_what_the_schema_would_convert_is_refused(servers: dict[str, str], rows: pd.DataFrame, role: str) -> None:
+    """KServe's schema reads a shape [true, 16] or [1.0, 16] as [1, 16] and "fp32" as FP32; a
+    binary part longer or shorter than announced was read past or ignored; a gzip body was read
+    as plain."""
+    url = f"{servers[role]}/v2/models/{NAME}/infer"
+    body, headers = _binary_v2(rows.head(2))
+    assert httpx.post(url, content=body, headers=headers).status_code == 200, "the exact form is served"
+    for tweak, message in (
+        (lambda r: r["inputs"][0].__setitem__("shape", [True, 16]), "shape must be a list of integers"),
+        (lambda r: r["inputs"][0].__setitem__("shape", [1.0, 16]), "shape must be a list of integers"),
+        (lambda r: r["inputs"][0].__setitem__("datatype", "fp32"), "written in capitals (FP32)"),
+    ):
+        request = {"inputs": [{"name": "rows", "shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}]}
+        tweak(request)
+        response = httpx.post(url, json=request)
+        assert response.status_code == 400 and message in response.json()["error"], response.text
+    for extra, announce in ((b"\x00" * 8, 0), (b"", 4)):
+        body, headers = _binary_v2(rows.head(2), extra, announce)
+        response = httpx.post(url, content=body, headers=headers)
+        assert response.status_code == 400 and "binary_data_size" in response.json()["error"], response.text
+    gzipped = httpx.post(url, json=_v2(rows.head(1)), headers={"Content-Encoding": "gzip"})
+    assert gzipped.status_code == 415
