@@ -88,9 +88,11 @@ def _raw_matrix(
 
 
 _JSON = {"content-type": "application/json"}
-# The client's protocol and V2 request id, for the transformer's answer. Each request runs in a
-# task of its own, so this is per request.
-_CLIENT: contextvars.ContextVar[tuple[str, str | None]] = contextvars.ContextVar("eclss_client_protocol")
+# The client's protocol, V2 request id, requested outputs and binary answer, for the transformer's
+# answer. Each request runs in a task of its own, so this is per request.
+_CLIENT: contextvars.ContextVar[tuple[str, str | None, list[Any] | None, bool]] = contextvars.ContextVar(
+    "eclss_client_protocol"
+)
 OUTPUT_TYPES = [
     {"name": "score", "datatype": "FP64", "shape": [-1]},
     {"name": "anomaly", "datatype": "BOOL", "shape": [-1]},
@@ -103,6 +105,41 @@ def _outputs(scores: np.ndarray, flags: np.ndarray) -> list[InferOutput]:
         InferOutput(name="score", shape=[n], datatype="FP64", data=scores.tolist()),
         InferOutput(name="anomaly", shape=[n], datatype="BOOL", data=flags.tolist()),
     ]
+
+
+OUTPUT_NAMES = ("score", "anomaly")
+
+
+def _requested(request: InferRequest) -> tuple[list[Any] | None, bool]:
+    """The outputs a V2 request asks for (None: all) and whether they go back as binary data (the
+    REST `binary_data_output` parameter, or raw inputs over gRPC: a client that sends
+    `raw_input_contents`, as Triton's does, reads `raw_output_contents`).
+
+    Raises:
+        RequestError: A requested output the model does not have.
+    """
+    requested = list(request.request_outputs or []) or None
+    unknown = [o.name for o in requested or [] if o.name not in OUTPUT_NAMES]
+    if unknown:
+        raise RequestError(f"requested output(s) {', '.join(unknown)} unknown (outputs: {', '.join(OUTPUT_NAMES)})")
+    return requested, bool(request.use_binary_outputs)
+
+
+def _response(
+    request_id: str, name: str, scores: Any, flags: Any, requested: list[Any] | None, binary: bool
+) -> InferResponse:
+    """The V2 answer: the requested outputs, as JSON or binary data as the request asked."""
+    outputs = _outputs(np.asarray(scores, dtype=np.float64), np.asarray(flags, dtype=bool))
+    if requested:
+        names = {o.name for o in requested}
+        outputs = [o for o in outputs if o.name in names]
+    return InferResponse(
+        response_id=request_id,
+        model_name=name,
+        infer_outputs=outputs,
+        use_binary_outputs=binary,
+        requested_outputs=requested,
+    )
 
 
 def _error_text(content: bytes) -> str:
@@ -157,15 +194,14 @@ class AnomalyPredictor(Model):
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
         try:
+            requested = _requested(payload) if isinstance(payload, InferRequest) else None
             scores, flags = self.scorer.score(self._matrix(payload))
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
         ROWS_SCORED.inc(len(scores))
         ROWS_FLAGGED.inc(int(flags.sum()))
         if isinstance(payload, InferRequest):
-            return InferResponse(
-                response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=_outputs(scores, flags)
-            )
+            return _response(payload.id or str(uuid.uuid4()), self.name, scores, flags, *requested)
         return {
             "predictions": [{"score": s, "anomaly": f} for s, f in zip(scores.tolist(), flags.tolist(), strict=True)]
         }
@@ -213,14 +249,15 @@ class TelemetryTransformer(Model):
     def preprocess(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None) -> dict:
         """Check, order and scale the client's rows: the predictor's request, in its protocol."""
         try:
+            requested = _requested(payload) if isinstance(payload, InferRequest) else (None, False)
             raw, reference = _raw_matrix(payload, self.scaler, self.max_batch_rows)
             scaled = inference.scale_for_serving(raw, self.scaler, reference)
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
         if isinstance(payload, InferRequest):
-            _CLIENT.set(("grpc" if payload.from_grpc else "v2", payload.id or str(uuid.uuid4())))
+            _CLIENT.set(("grpc" if payload.from_grpc else "v2", payload.id or str(uuid.uuid4()), *requested))
         else:
-            _CLIENT.set(("v1", None))
+            _CLIENT.set(("v1", None, None, False))
         if self.predictor_config.protocol == "v1":
             return {"instances": scaled.tolist()}
         tensor = {"name": inference.SCALED_TENSOR, "shape": list(scaled.shape), "datatype": "FP64"}
@@ -230,8 +267,8 @@ class TelemetryTransformer(Model):
         self, response: dict[str, Any], headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
         """The predictor's answer (V1 predictions or V2 outputs) in the client's protocol."""
-        protocol, request_id = _CLIENT.get()
-        if (protocol, "predictions" in response) in (("v1", True), ("v2", False)):
+        protocol, request_id, requested, binary = _CLIENT.get()
+        if (protocol, "predictions" in response) in (("v1", True), ("v2", False)) and not (requested or binary):
             return response  # already in the client's protocol
         if "predictions" in response:
             scores = [p["score"] for p in response["predictions"]]
@@ -239,9 +276,8 @@ class TelemetryTransformer(Model):
         else:
             outputs = {output["name"]: output["data"] for output in response["outputs"]}
             scores, flags = outputs["score"], outputs["anomaly"]
-        if protocol == "grpc":  # KServe's gRPC service turns an InferResponse into its message
-            outputs = _outputs(np.asarray(scores, dtype=np.float64), np.asarray(flags, dtype=bool))
-            return InferResponse(response_id=request_id, model_name=self.name, infer_outputs=outputs)
+        if protocol == "grpc" or requested or binary:  # KServe's services turn an InferResponse into theirs
+            return _response(request_id, self.name, scores, flags, requested, binary)
         if protocol == "v2":
             outputs = [
                 {"name": "score", "shape": [len(scores)], "datatype": "FP64", "data": scores},

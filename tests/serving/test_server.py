@@ -752,3 +752,30 @@ def test_what_the_schema_would_convert_is_refused(servers: dict[str, str], rows:
         assert response.status_code == 400 and "binary_data_size" in response.json()["error"], response.text
     gzipped = httpx.post(url, json=_v2(rows.head(1)), headers={"Content-Encoding": "gzip"})
     assert gzipped.status_code == 415
+
+
+@pytest.mark.parametrize("role", RAW_ROLES)
+def test_answers_take_the_form_the_request_asked_for(servers: dict[str, str], rows: pd.DataFrame, role: str) -> None:
+    """Only the requested outputs; binary data when asked (`binary_data_output`) over REST; raw
+    output contents over gRPC for a client that sent raw inputs (Triton's client reads those)."""
+    import json
+
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    url, expected = f"{servers[role]}/v2/models/{NAME}/infer", rows["expected"].head(3).to_numpy()
+    only_scores = httpx.post(url, json={**_v2(rows.head(3)), "outputs": [{"name": "score"}]}).json()
+    assert [o["name"] for o in only_scores["outputs"]] == ["score"]
+    np.testing.assert_allclose(only_scores["outputs"][0]["data"], expected, rtol=1e-5)
+    unknown = httpx.post(url, json={**_v2(rows.head(1)), "outputs": [{"name": "nope"}]})
+    assert unknown.status_code == 400 and "requested output(s) nope unknown" in unknown.json()["error"]
+    binary = httpx.post(url, json={**_v2(rows.head(3)), "parameters": {"binary_data_output": True}})
+    length = int(binary.headers["inference-header-content-length"])
+    header = json.loads(binary.content[:length])
+    assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [24, 3]
+    np.testing.assert_allclose(np.frombuffer(binary.content[length : length + 24], np.float64), expected, rtol=1e-5)
+    values = rows.drop(columns="expected").head(3).to_numpy(np.float32)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="rows", datatype="FP32", shape=list(values.shape))
+    request = pb.ModelInferRequest(model_name=NAME, inputs=[tensor], raw_input_contents=[values.tobytes()])
+    answer = _grpc_stub(servers[f"grpc_{role}"]).ModelInfer(request)
+    assert len(answer.raw_output_contents) == 2 and not answer.outputs[0].contents.fp64_contents
+    np.testing.assert_allclose(np.frombuffer(answer.raw_output_contents[0], np.float64), expected, rtol=1e-5)
