@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import sys
 from dataclasses import dataclass
 from types import ModuleType
@@ -260,16 +261,16 @@ def _safe_decode(decode: Any) -> Any:
             return decode(body, headers, model_name)
         except InvalidInput:
             raise
-        except (ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        except (ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError, struct.error) as exc:
             raise InvalidInput(f"malformed binary request (Inference-Header-Content-Length and body): {exc}") from None
 
     return decode_inference_request
 
 
 def _check_binary_sizes(body: Any, headers: Any) -> None:
-    """A binary V2 request's parts fill its body exactly: the `binary_data_size` of its inputs add
-    up to the bytes after the JSON part (KServe reads past a short part into the next tensor, and
-    ignores bytes left over).
+    """A binary V2 request's tensors are FP32 or FP64 and fill its body exactly: the
+    `binary_data_size` of its inputs add up to the bytes after the JSON part (KServe reads past a
+    short part into the next tensor, and ignores bytes left over).
 
     Raises:
         InvalidInput: Names both sizes.
@@ -283,6 +284,13 @@ def _check_binary_sizes(body: Any, headers: Any) -> None:
         return
     header = json.loads(body[: int(length)])
     inputs = header.get("inputs", []) if isinstance(header, dict) else []
+    for tensor in inputs:
+        # Before KServe decodes the binary part: a BYTES tensor's length prefixes would be read
+        # from whatever bytes were sent (a 500, and the connection reset).
+        if isinstance(tensor, dict) and tensor.get("datatype") not in ("FP32", "FP64"):
+            raise InvalidInput(
+                f"input {tensor.get('name')} has datatype {tensor.get('datatype')}; expected FP32 or FP64"
+            )
     sizes = [(i.get("parameters") or {}).get("binary_data_size") for i in inputs if isinstance(i, dict)]
     announced = sum(size for size in sizes if isinstance(size, int))
     sent = len(body) - int(length)

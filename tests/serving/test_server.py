@@ -779,3 +779,21 @@ def test_answers_take_the_form_the_request_asked_for(servers: dict[str, str], ro
     answer = _grpc_stub(servers[f"grpc_{role}"]).ModelInfer(request)
     assert len(answer.raw_output_contents) == 2 and not answer.outputs[0].contents.fp64_contents
     np.testing.assert_allclose(np.frombuffer(answer.raw_output_contents[0], np.float64), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_binary_bytes_tensor_is_a_400_and_the_connection_stays_usable(servers: dict[str, str], role: str) -> None:
+    """A BYTES tensor's length prefix read from arbitrary bytes was a 500 and a reset connection."""
+    import json
+    import struct
+
+    name = "scaled" if role == "predictor" else "rows"
+    for binary in (b"abc", struct.pack("<I", 100) + b"abcd"):
+        tensor = {"name": name, "shape": [1, 16], "datatype": "BYTES", "parameters": {"binary_data_size": len(binary)}}
+        head = json.dumps({"inputs": [tensor]}).encode()
+        headers = {"Inference-Header-Content-Length": str(len(head)), "content-type": "application/octet-stream"}
+        with httpx.Client() as client:
+            response = client.post(f"{servers[role]}/v2/models/{NAME}/infer", content=head + binary, headers=headers)
+            assert response.status_code == 400 and "datatype BYTES" in response.json()["error"], response.text
+            assert client.get(f"{servers[role]}/v2/health/live").status_code == 200, "the same connection serves on"
+    assert "Traceback" not in (Path(servers["logs"]) / role).read_text()
