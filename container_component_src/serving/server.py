@@ -162,6 +162,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
             super().__init__(*args, **kwargs)
             self.config.host = options.host
             self.config.limit_concurrency = options.max_concurrent_requests
+            self.config.http = _half_close_protocol()
 
         def _add_middlewares(self, app: Any) -> None:
             # KServe's own middleware logs every request's timing (and measures the process's CPU
@@ -186,6 +187,25 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
             app.add_exception_handler(httpx.TransportError, predictor_down)
 
     return ServerForRole
+
+
+def _half_close_protocol() -> type:
+    """uvicorn's HTTP protocol, answering a client that half-closes after its request
+    (`shutdown(SHUT_WR)`, as `curl` and load balancers may): uvicorn lets asyncio close the
+    connection at the client's end of stream, so an answer that takes an `await` (a transformer
+    asking its predictor) was never sent. The connection now stays open for the answer and closes
+    after it."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HalfCloseProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        def eof_received(self) -> bool:
+            cycle = getattr(self, "cycle", None)
+            if cycle is None or cycle.response_complete:
+                return False  # nothing to answer: asyncio closes the connection
+            cycle.keep_alive = False  # closed once the answer is sent
+            return True
+
+    return HalfCloseProtocol
 
 
 def _grpc_server_class(kserve: ModuleType, options: ServeOptions, request_limit: int) -> type:

@@ -797,3 +797,25 @@ def test_a_binary_bytes_tensor_is_a_400_and_the_connection_stays_usable(servers:
             assert response.status_code == 400 and "datatype BYTES" in response.json()["error"], response.text
             assert client.get(f"{servers[role]}/v2/health/live").status_code == 200, "the same connection serves on"
     assert "Traceback" not in (Path(servers["logs"]) / role).read_text()
+
+
+@pytest.mark.parametrize("role", RAW_ROLES)
+def test_a_client_that_half_closes_after_its_request_is_answered(
+    servers: dict[str, str], rows: pd.DataFrame, role: str
+) -> None:
+    """`shutdown(SHUT_WR)` after the request: the transformer (its answer awaits the predictor)
+    answered none of them; the server answers, then closes the connection."""
+    import json
+    import socket
+
+    body = json.dumps(_v1(rows.head(2))).encode()
+    head = f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    port = int(servers[role].rsplit(":", 1)[1])
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head + body)
+            client.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := client.recv(65536):
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200") and b'"predictions"' in received, received[:200]
