@@ -180,7 +180,7 @@ class ServingSettings:
     grpc_port: int
     max_batch_rows: int
     max_request_bytes: int
-    body_timeout_s: float
+    request_timeout_s: float
     max_concurrent_requests: int
     model_control: bool
     local_model_dir: str

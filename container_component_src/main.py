@@ -168,7 +168,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "grpc_port": settings.serving.grpc_port,
             "max_batch_rows": settings.serving.max_batch_rows,
             "max_request_bytes": settings.serving.max_request_bytes,
-            "body_timeout_s": settings.serving.body_timeout_s,
+            "request_timeout_s": settings.serving.request_timeout_s,
             "max_concurrent_requests": settings.serving.max_concurrent_requests,
             "model_control": settings.serving.model_control,
         },
@@ -1006,7 +1006,7 @@ def serve(
     max_request_bytes: Annotated[
         int, typer.Option(help="Largest request body (413 before more is read); 0: from --max-batch-rows.")
     ],
-    body_timeout_s: Annotated[
+    request_timeout_s: Annotated[
         float, typer.Option(parser=finite_float, help="Seconds a client may take to send a body (then 408).")
     ],
     max_concurrent_requests: Annotated[int, typer.Option(help="Requests served at once; more get 503.")],
@@ -1054,7 +1054,7 @@ def serve(
             access_log,
             grpc_port,
             max_request_bytes,
-            body_timeout_s,
+            request_timeout_s,
             max_concurrent_requests,
             model_control,
         )

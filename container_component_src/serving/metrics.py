@@ -77,7 +77,7 @@ class CheckAndCount:
     Args:
         app: The application.
         max_request_bytes: Largest body (413 beyond it).
-        body_timeout_s: Seconds a client may take between the parts of its body (408 after).
+        request_timeout_s: Seconds a client may take between the parts of its body (408 after).
         model_control: Let /v2/repository/... through (403 otherwise).
     """
 
@@ -85,10 +85,10 @@ class CheckAndCount:
         self,
         app: Callable[[Message, Receive, Send], Awaitable[None]],
         max_request_bytes: int = 2**30,
-        body_timeout_s: float = 30.0,
+        request_timeout_s: float = 30.0,
         model_control: bool = False,
     ) -> None:
-        self.app, self.max_request_bytes, self.body_timeout_s = app, max_request_bytes, body_timeout_s
+        self.app, self.max_request_bytes, self.request_timeout_s = app, max_request_bytes, request_timeout_s
         self.model_control = model_control
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
@@ -111,13 +111,13 @@ class CheckAndCount:
             if declared.isdigit() and int(declared) > self.max_request_bytes:
                 await _refuse(send, 413, self._too_large())
                 return
-            outcome, body, receive = await _read_body(receive, self.max_request_bytes, self.body_timeout_s)
+            outcome, body, receive = await _read_body(receive, self.max_request_bytes, self.request_timeout_s)
             if outcome == "disconnected":  # nobody is left to answer
                 return
             if outcome != "complete":
                 status = 413 if outcome == "too large" else 408
                 message = (
-                    self._too_large() if status == 413 else f"request body not sent within {self.body_timeout_s} s"
+                    self._too_large() if status == 413 else f"request body not sent within {self.request_timeout_s} s"
                 )
                 await _refuse(send, status, message)
                 return

@@ -40,7 +40,8 @@ class ServeOptions:
             metadata), on the same host; 0 serves REST only.
         max_request_bytes: Largest request body; 0: derived from `max_batch_rows` (see
             `request_limit`). Larger ones get 413 (REST) or RESOURCE_EXHAUSTED (gRPC).
-        body_timeout_s: Seconds a client may take to send a request body, then 408.
+        request_timeout_s: Seconds a client may take to send a request's headers (then the
+            connection closes) and each part of its body (then 408).
         max_concurrent_requests: Requests served at once; more get 503.
         model_control: Allow the V2 repository's load and unload (REST and gRPC).
     """
@@ -56,7 +57,7 @@ class ServeOptions:
     access_log: bool = False
     grpc_port: int = 8081
     max_request_bytes: int = 0
-    body_timeout_s: float = 30.0
+    request_timeout_s: float = 30.0
     max_concurrent_requests: int = 64
     model_control: bool = False
 
@@ -79,8 +80,8 @@ class ServeOptions:
             raise OptionError(
                 f"--max-request-bytes must be 0 (from --max-batch-rows) or more, got {self.max_request_bytes}"
             )
-        if not 0 < self.body_timeout_s <= 3600:
-            raise OptionError(f"--body-timeout-s must be in (0, 3600], got {self.body_timeout_s}")
+        if not 0 < self.request_timeout_s <= 3600:
+            raise OptionError(f"--request-timeout-s must be in (0, 3600], got {self.request_timeout_s}")
         if self.max_concurrent_requests < 1:
             raise OptionError(f"--max-concurrent-requests must be at least 1, got {self.max_concurrent_requests}")
         if not 0 <= self.grpc_port <= 65535 or self.grpc_port == self.http_port:
@@ -162,7 +163,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
             super().__init__(*args, **kwargs)
             self.config.host = options.host
             self.config.limit_concurrency = options.max_concurrent_requests
-            self.config.http = _half_close_protocol()
+            self.config.http = _guarded_protocol(options.request_timeout_s)
 
         def _add_middlewares(self, app: Any) -> None:
             # KServe's own middleware logs every request's timing (and measures the process's CPU
@@ -173,7 +174,7 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
             app.add_middleware(
                 CheckAndCount,
                 max_request_bytes=request_limit,
-                body_timeout_s=options.body_timeout_s,
+                request_timeout_s=options.request_timeout_s,
                 model_control=options.model_control,
             )
 
@@ -189,15 +190,45 @@ def _rest_server_class(kserve: ModuleType, options: ServeOptions, request_limit:
     return ServerForRole
 
 
-def _half_close_protocol() -> type:
-    """uvicorn's HTTP protocol, answering a client that half-closes after its request
-    (`shutdown(SHUT_WR)`, as `curl` and load balancers may): uvicorn lets asyncio close the
-    connection at the client's end of stream, so an answer that takes an `await` (a transformer
-    asking its predictor) was never sent. The connection now stays open for the answer and closes
-    after it."""
+def _guarded_protocol(header_timeout_s: float) -> type:
+    """uvicorn's HTTP protocol, with what it lacks against slow or half-gone clients:
+
+    - a request whose headers are not complete within `header_timeout_s` closes the connection
+      (uvicorn waits for them forever; the body has its own timeout, `metrics.CheckAndCount`);
+    - a client that half-closes after its request (`shutdown(SHUT_WR)`, as `curl` and load
+      balancers may) still gets the answer: uvicorn lets asyncio close the connection at the
+      client's end of stream, so an answer that takes an `await` (a transformer asking its
+      predictor) was never sent. The connection stays open for it and closes after.
+    """
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    class HalfCloseProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    class GuardedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _header_timer: Any = None
+
+        def data_received(self, data: bytes) -> None:
+            cycle = getattr(self, "cycle", None)
+            if self._header_timer is None and (cycle is None or cycle.response_complete):
+                self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._stop_header_timer()
+            super().on_headers_complete()
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            logger.debug("request headers not complete within %s s: connection closed", header_timeout_s)
+            self.transport.close()
+
+        def _stop_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
         def eof_received(self) -> bool:
             cycle = getattr(self, "cycle", None)
             if cycle is None or cycle.response_complete:
@@ -205,7 +236,7 @@ def _half_close_protocol() -> type:
             cycle.keep_alive = False  # closed once the answer is sent
             return True
 
-    return HalfCloseProtocol
+    return GuardedProtocol
 
 
 def _grpc_server_class(kserve: ModuleType, options: ServeOptions, request_limit: int) -> type:

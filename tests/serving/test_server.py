@@ -19,7 +19,7 @@ from container_component_src.serving.inference import AnomalyScorer, v1_request,
 
 NAME = "eclss-test"
 MAX_ROWS = 50
-BODY_TIMEOUT_S = 2.0
+REQUEST_TIMEOUT_S = 2.0
 # The roles that take raw rows from clients.
 RAW_ROLES = ("combined", "transformer")
 
@@ -53,7 +53,14 @@ def servers(published: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     logs = tmp_path_factory.mktemp("logs")
     ports = {role: free_port() for role in ("combined", "predictor", "transformer")}
     grpc_ports = {role: free_port() for role in RAW_ROLES}
-    common = ["--model-dir", published, "--max-batch-rows", str(MAX_ROWS), "--body-timeout-s", str(BODY_TIMEOUT_S)]
+    common = [
+        "--model-dir",
+        published,
+        "--max-batch-rows",
+        str(MAX_ROWS),
+        "--request-timeout-s",
+        str(REQUEST_TIMEOUT_S),
+    ]
     combined = ["--name", NAME, "--http-port", str(ports["combined"]), "--grpc-port", str(grpc_ports["combined"])]
     processes = {
         "combined": _start(
@@ -711,7 +718,7 @@ def test_a_body_that_does_not_arrive_is_a_408(servers: dict[str, str]) -> None:
     import socket
 
     port = int(servers["combined"].rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=3 * BODY_TIMEOUT_S) as client:
+    with socket.create_connection(("127.0.0.1", port), timeout=3 * REQUEST_TIMEOUT_S) as client:
         client.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
         assert client.recv(100).startswith(b"HTTP/1.1 408")
 
@@ -819,3 +826,16 @@ def test_a_client_that_half_closes_after_its_request_is_answered(
             while chunk := client.recv(65536):
                 received += chunk
             assert received.startswith(b"HTTP/1.1 200") and b'"predictions"' in received, received[:200]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_headers_that_never_end_do_not_hold_a_connection(servers: dict[str, str], role: str) -> None:
+    import socket
+
+    port = int(servers[role].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5 * REQUEST_TIMEOUT_S) as client:
+        started = time.monotonic()
+        client.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n".encode())
+        assert client.recv(100) == b"", "closed by the server"
+        assert time.monotonic() - started < 2 * REQUEST_TIMEOUT_S
+    assert httpx.get(f"{servers[role]}/v2/health/live").status_code == 200
