@@ -839,3 +839,23 @@ def test_headers_that_never_end_do_not_hold_a_connection(servers: dict[str, str]
         assert client.recv(100) == b"", "closed by the server"
         assert time.monotonic() - started < 2 * REQUEST_TIMEOUT_S
     assert httpx.get(f"{servers[role]}/v2/health/live").status_code == 200
+
+
+def test_a_client_gone_mid_body_is_not_a_500(servers: dict[str, str]) -> None:
+    import socket
+
+    def errors() -> float:
+        text = httpx.get(f"{servers['combined']}/metrics").text
+        found = re.search(r'^eclss_requests_total\{status="500"\} ([0-9.e+]+)$', text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    before = errors()
+    port = int(servers["combined"].rsplit(":", 1)[1])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(
+                f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{".encode()
+            )
+    time.sleep(0.5)
+    assert errors() == before
+    assert "Traceback" not in (Path(servers["logs"]) / "combined").read_text()
