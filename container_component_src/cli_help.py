@@ -36,15 +36,26 @@ def finite_float(text: str) -> float:
     return number
 
 
+# Longer lists of choices would be folded mid-word by rich's type column (`transfor mer`).
+CHOICES_WIDTH = 18
+
+
 def tidy_options(command: Any, configured: Mapping[str, Any]) -> None:
-    """Mark the options of `command` whose defaults come from `configured` as not required, and
-    give flags an empty metavar (their type is their name)."""
+    """Mark the options of `command` whose defaults come from `configured` as not required, give
+    flags an empty metavar (their type is their name), and move long lists of choices from the
+    type column into the help text."""
     import click
 
     # Click creates (and keeps) the --help option on demand.
-    help_option = command.get_help_option(click.Context(command))
+    context = click.Context(command)
+    help_option = command.get_help_option(context)
     for param in [*command.params, *([help_option] if help_option else [])]:
         if param.name in configured:
             param.required = False
         if getattr(param, "is_flag", False):
             param.metavar = ""
+        elif param.metavar is None and hasattr(param, "display_type_rich"):
+            shown = param.display_type_rich(ctx=context) or ""
+            if "|" in shown and len(shown) > CHOICES_WIDTH:
+                param.metavar = "<choice>"
+                param.help = f"{param.help or ''} One of: {', '.join(shown.strip('<>').split('|'))}.".strip()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -40,16 +41,38 @@ class ConfigError(ValueError):
     """A configuration file or override is missing or malformed."""
 
 
+def slug(name: str) -> str:
+    """`name` as a lower-case identifier of letters, digits and dashes (`My pump #2` -> `my-pump-2`)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 @dataclass(frozen=True)
 class DataSettings:
+    dataset: str
     root: str
     archives: str
     reports: str
     local_pipeline_root: str
 
+    def __post_init__(self) -> None:
+        if not slug(self.dataset):
+            raise ConfigError(f"[data] dataset = {self.dataset!r}: give the data set a name with a letter or digit")
+
     def url(self, relative: str) -> str:
         """Join `relative` onto the data root (a local folder or an s3:// URL)."""
         return f"{self.root.rstrip('/')}/{relative.lstrip('/')}"
+
+    def local_folder(self, relative: str) -> str:
+        """`relative` inside the data root when that is a local folder; beside the local pipeline
+        root, in a folder named after the data set, when the data lives in object storage."""
+        if "://" not in self.root:
+            return self.url(relative)
+        return str(Path(self.local_pipeline_root).parent / slug(self.dataset) / relative)
+
+    @property
+    def slug(self) -> str:
+        """The data set's name as a lower-case, dash-separated identifier (`ECLSS` -> `eclss`)."""
+        return slug(self.dataset)
 
     @property
     def archives_url(self) -> str:

@@ -161,6 +161,8 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "high_quantile": settings.evaluation.high_quantile,
             "worst_events": settings.evaluation.worst_events,
             "label_column": c.label,
+            "dataset": settings.data.dataset,
+            "deploy_threshold": settings.evaluation.deploy_threshold,
         },
         "serve": {
             "name": settings.serving.name,
@@ -178,7 +180,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "http_port": settings.serving.http_port,
             "grpc_port": settings.serving.grpc_port,
             "max_batch_rows": settings.serving.max_batch_rows,
-            "local_model_dir": settings.serving.local_model_dir,
+            "local_model_dir": settings.data.local_folder(settings.serving.local_model_dir),
             "model_store": settings.serving.model_store,
             "deployment_mode": settings.serving.deployment_mode,
             "service_account": settings.serving.service_account,
@@ -361,7 +363,7 @@ def import_telemetry(
 ) -> None:
     """Import your own telemetry (CSV or parquet: a timestamp and numeric channels, labels per row or
     as intervals) into the archive and report formats the pipeline reads."""
-    from container_component_src.data.import_telemetry import ImportOptions, run_import_telemetry
+    from container_component_src.data.import_telemetry import ImportOptions, next_command, run_import_telemetry
 
     with _clear_errors():
         options = ImportOptions(
@@ -384,8 +386,16 @@ def import_telemetry(
         )
         result = run_import_telemetry(source, archives, reports, options)
         _report(result)
-        if "test_periods" in result:
-            print(f"Run the pipeline with: --param test_periods={result['test_periods']}")
+        settings = load_settings()
+        command = next_command(
+            archives,
+            reports,
+            archive_timestamp_column,
+            settings.data,
+            settings.columns.timestamp,
+            result.get("test_periods", ""),
+        )
+        typer.echo(f"Next, run the pipeline on it (it serves its own model from its data root):\n{command}")
 
 
 @app.command()
@@ -970,6 +980,10 @@ def evaluate(
     ],
     worst_events: Annotated[int, typer.Option(help="Highest-scoring events shown per channel in the report.")],
     label_column: Annotated[str, typer.Option(help="Label column of the test set.", rich_help_panel=Columns)],
+    dataset: Annotated[str, typer.Option(help="The data set's name, in the report's title.")],
+    deploy_threshold: Annotated[
+        float, typer.Option(parser=finite_float, help="Deploy gate: Fc1 above this deploys (the report says so).")
+    ],
 ) -> None:
     """Score validation and test rows, sweep thresholds, write metrics (point F1, Fc1,
     point-adjusted F1, PR-AUC), the results parquet and the HTML report."""
@@ -988,6 +1002,8 @@ def evaluate(
             high_quantile,
             worst_events,
             label_column,
+            dataset=dataset,
+            deploy_threshold=deploy_threshold,
         )
         check_step_fits("evaluate", [val, test])
         _report(run_evaluate(model, val, test, results, summary, report, options))
@@ -996,12 +1012,9 @@ def evaluate(
 @app.command()
 def serve(
     model_dir: Annotated[str, typer.Option(help="Published model folder (written by deploy, or by train).")],
-    # The underscore spellings are the arguments KServe appends to a transformer's command.
-    name: Annotated[str, typer.Option("--name", "--model_name", help="Model name in the URL paths.")],
-    http_port: Annotated[int, typer.Option("--http-port", "--http_port", help="Port to listen on.")],
-    grpc_port: Annotated[
-        int, typer.Option("--grpc-port", "--grpc_port", help="Port of the gRPC (V2) service; 0: REST only.")
-    ],
+    name: Annotated[str, typer.Option("--name", help="Model name in the URL paths.")],
+    http_port: Annotated[int, typer.Option("--http-port", help="Port to listen on.")],
+    grpc_port: Annotated[int, typer.Option("--grpc-port", help="Port of the gRPC (V2) service; 0: REST only.")],
     max_batch_rows: Annotated[int, typer.Option(help="Largest request accepted; larger ones get HTTP 400.")],
     max_request_bytes: Annotated[
         int, typer.Option(help="Largest request body (413 before more is read); 0: from --max-batch-rows.")
@@ -1017,13 +1030,12 @@ def serve(
         ServeRole, typer.Option(help="combined: one process does all; predictor or transformer: KServe's split.")
     ] = ServeRole.combined,
     predictor_host: Annotated[
-        str, typer.Option("--predictor-host", "--predictor_host", help="host:port of the predictor (transformer role).")
+        str, typer.Option("--predictor-host", help="host:port of the predictor (transformer role).")
     ] = "",
     predictor_protocol: Annotated[
         Protocol,
         typer.Option(
             "--predictor-protocol",
-            "--predictor_protocol",
             help="Protocol the transformer speaks to its predictor (clients may use either).",
         ),
     ] = Protocol.v1,
@@ -1152,6 +1164,33 @@ def run_step(settings: str, subcommand: str, **options: Any) -> None:
     run_subcommand(*to_argv(subcommand, options, settings))
 
 
-if __name__ == "__main__":
+# KServe appends these spellings to a transformer's arguments; --help shows only ours.
+KSERVE_SPELLINGS = {
+    "--model_name": "--name",
+    "--http_port": "--http-port",
+    "--grpc_port": "--grpc-port",
+    "--predictor_host": "--predictor-host",
+    "--predictor_protocol": "--predictor-protocol",
+}
+
+
+def kserve_argv(argv: list[str]) -> list[str]:
+    """`argv` with KServe's underscore spellings of our options (`--model_name x`, `--http_port=8080`)
+    written as ours."""
+    spelled = []
+    for word in argv:
+        name, equals, value = word.partition("=")
+        spelled.append(KSERVE_SPELLINGS.get(name, name) + equals + value if name in KSERVE_SPELLINGS else word)
+    return spelled
+
+
+def cli() -> None:
+    """The image's entry point: help at a readable width, KServe's spellings understood."""
     widen_help()
-    app(prog_name="python -m container_component_src.main")
+    command = typer.main.get_command(app)
+    tidy_options(command, {})
+    command(args=kserve_argv(sys.argv[1:]), prog_name="python -m container_component_src.main")
+
+
+if __name__ == "__main__":
+    cli()

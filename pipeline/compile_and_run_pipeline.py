@@ -9,6 +9,7 @@ python pipeline/compile_and_run_pipeline.py --compile-only pipeline.yaml
 
 import contextlib
 import dataclasses
+import enum
 import inspect
 import json
 import shutil
@@ -330,7 +331,7 @@ def main(
 ) -> None:
     """Compile the ECLSS anomaly-detection pipeline and run it: in the cluster (the default, from a
     Kubeflow notebook), from outside it (--remote), or on this machine (--local)."""
-    from pipeline.pipeline_definition import PIPELINE_NAME, build_pipeline
+    from pipeline.pipeline_definition import build_pipeline, pipeline_name
 
     try:
         if local + remote + (compile_only is not None) > 1:
@@ -363,7 +364,7 @@ def main(
             client, namespace = remote_client(remote_settings), remote_settings.namespace
         else:
             client, namespace = in_cluster_client()
-        name = run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = run_name or f"{pipeline_name(settings)}-{time.strftime('%Y%m%d-%H%M%S')}"
         submitted = submit(
             client,
             pipeline_func,
@@ -393,7 +394,10 @@ def parameters_help(pipeline_func: Any) -> str:
             meanings[name] += " " + line.strip()
     lines = ["Pipeline parameters (--param key=value; defaults from config.toml):", ""]
     for key, parameter in inspect.signature(pipeline_func.pipeline_func).parameters.items():
-        lines.append(f"  {key} = {parameter.default!r}: {meanings.get(key, '')}")
+        default = parameter.default
+        # An enum's default is shown as what --param takes (`mean`), not its repr.
+        shown = repr(default.value) if isinstance(default, enum.Enum) else repr(default)
+        lines.append(f"  {key} = {shown}: {meanings.get(key, '')}")
     return "\n\n".join(lines)
 
 

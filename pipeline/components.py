@@ -315,6 +315,7 @@ def evaluate(
     low_quantile: float,
     high_quantile: float,
     worst_events: int,
+    deploy_threshold: float,
     results: Output[Dataset],
     summary: Output[Artifact],
     report: Output[HTML],
@@ -343,6 +344,7 @@ def evaluate(
         low_quantile=low_quantile,
         high_quantile=high_quantile,
         worst_events=worst_events,
+        deploy_threshold=deploy_threshold,
     )
     with open(summary.path) as handle:
         content = json.load(handle)

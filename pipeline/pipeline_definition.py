@@ -25,7 +25,10 @@ from container_component_src.choices import (
 from container_component_src.config import ConfigError, Settings, settings_to_json
 from pipeline import components
 
-PIPELINE_NAME = "eclss-anomaly-detection"
+
+def pipeline_name(settings: Settings) -> str:
+    """The pipeline's name, after the data set (`eclss-anomaly-detection` for the default one)."""
+    return f"{settings.data.slug}-anomaly-detection"
 
 
 class PipelineOutputs(NamedTuple):
@@ -155,7 +158,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             )
         return dsl.Collected(split_task.outputs["partitions"])
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Anomaly detection on ISS Columbus ECLSS telemetry.")
+    @dsl.pipeline(name=pipeline_name(settings), description=f"Anomaly detection on {settings.data.dataset} telemetry.")
     def eclss_pipeline(
         archives: str = settings.data.archives_url,
         reports: str = settings.data.reports_url,
@@ -386,6 +389,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 low_quantile=low_quantile,
                 high_quantile=high_quantile,
                 worst_events=worst_events,
+                deploy_threshold=deploy_threshold,
             ),
             "evaluate",
         )

@@ -118,7 +118,7 @@ def screenshot(page: Path, picture: Path, width: int = 1300, height: int = 1500)
 def main(
     readme: Annotated[Path, typer.Option(help="README to update.", dir_okay=False)] = Path("README.md"),
     picture: Annotated[Path, typer.Option(help="Where the report's picture goes.", dir_okay=False)] = Path(
-        "assets/evaluation_report.png"
+        "docs/assets/evaluation_report.png"
     ),
 ) -> None:
     """Write the newest finished local run's figures into the README and picture its report."""

@@ -1,6 +1,6 @@
 """Render the pipeline's DAG from its compiled IR (the YAML KFP runs) as a Graphviz picture.
 
-poetry run python -m pipeline.render_dag assets/pipeline_dag.png    # needs Graphviz's `dot`
+poetry run python -m pipeline.render_dag docs/assets/pipeline_dag.png    # needs Graphviz's `dot`
 """
 
 import shutil

@@ -254,3 +254,41 @@ def test_worker_profiler_follows_config_env_and_flag(
     monkeypatch.setattr(dask_cluster, "dask_client", no_cluster)
     result = runner.invoke(app, ["preprocess", "--partitions", "p", "--out", "o", "--quality-report", "q", *flag])
     assert result.exit_code != 0 and seen == {"profile": expected}
+
+
+@pytest.mark.parametrize("width", [120, 160])  # help is never narrower than 120 (widen_help)
+def test_help_layout_has_no_defects(width: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """No `<bool>` on flags, no option name cut short, no list of choices folded mid-word."""
+    from typer import rich_utils
+
+    from container_component_src.main import cli
+
+    monkeypatch.setenv("TERMINAL_WIDTH", str(width))
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", width)
+    pages = []
+    for args in [["--help"], *([name, "--help"] for name in COMMANDS)]:
+        monkeypatch.setattr("sys.argv", ["main", *args])
+        with pytest.raises(SystemExit):
+            cli()
+        pages.append(capsys.readouterr().out)
+    for page in pages:
+        assert "<bool>" not in page and "…" not in page, page
+        assert not any("_" in word for word in page.split() if word.startswith("--")), "KServe's spellings are hidden"
+    serve = pages[1 + COMMANDS.index("serve")]
+    assert "One of: combined, predictor, transformer." in " ".join(serve.replace("│", " ").split())
+
+
+def test_kserve_spellings_are_read_as_ours() -> None:
+    from container_component_src.main import kserve_argv
+
+    argv = ["serve", "--model_name", "m", "--http_port=8080", "--predictor_host", "h:1", "--max-batch-rows", "5"]
+    assert kserve_argv(argv) == [
+        "serve",
+        "--name",
+        "m",
+        "--http-port=8080",
+        "--predictor-host",
+        "h:1",
+        "--max-batch-rows",
+        "5",
+    ]

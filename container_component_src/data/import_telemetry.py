@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import shlex
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from container_component_src import storage
+from container_component_src.config import DataSettings
 from container_component_src.data.generate import REPORT_COLUMNS, encode_reports
 from container_component_src.data.labels import to_ns
 from container_component_src.data.timestamps import TimeFormat, parse_span, parse_times
@@ -364,6 +366,53 @@ def write_archives(frame: pd.DataFrame, archives_url: str, options: ImportOption
             )
         written.append(url)
     return written
+
+
+RUN_COMMAND = "poetry run python pipeline/compile_and_run_pipeline.py --local"
+
+
+def next_command(
+    archives: str,
+    reports: str,
+    timestamp_column: str,
+    data: DataSettings,
+    default_timestamp: str,
+    test_periods: str = "",
+) -> str:
+    """The command that runs the pipeline on an import, ready to paste: the archives' parent folder
+    as the data root (so the run serves its own model there), the data set named after it, and
+    whatever differs from `config.toml`.
+
+    Args:
+        archives: The written archive folder (or s3:// URL).
+        reports: The written reports file.
+        timestamp_column: The archives' timestamp column.
+        data: The configured `[data]` settings.
+        default_timestamp: The configured archives' timestamp column.
+        test_periods: The test recordings' periods, when the import named them.
+    """
+    archives = archives.rstrip("/")
+    root, _, folder = archives.rpartition("/")
+    root = root or "."
+    name = (root.rstrip("/").rpartition("/")[2] if root not in (".", "") else "") or folder
+    env = {"ECLSS_DATA__ROOT": root, "ECLSS_DATA__DATASET": name}
+    if folder != data.archives:
+        env["ECLSS_DATA__ARCHIVES"] = folder
+    if root == ".":
+        inside = "" if "://" in reports or reports.startswith("/") else reports
+    else:
+        inside = reports[len(root) + 1 :] if reports.startswith(root + "/") else ""
+    params = []
+    if not inside:
+        params.append(f"reports={reports}")
+    elif inside != data.reports:
+        env["ECLSS_DATA__REPORTS"] = inside
+    if timestamp_column != default_timestamp:
+        env["ECLSS_COLUMNS__TIMESTAMP"] = timestamp_column
+    if test_periods:
+        params.append(f"test_periods={test_periods}")
+    words = [f"{key}={shlex.quote(value)}" for key, value in env.items()]
+    return " ".join([*words, RUN_COMMAND, *(f"--param {shlex.quote(param)}" for param in params)])
 
 
 def run_import_telemetry(

@@ -54,6 +54,9 @@ class EvaluateOptions:
         worst_events: Highest-scoring events shown channel by channel in the report.
         label_column: Label column of the test set.
         seed: Seed of the random-score baseline.
+        dataset: The data set's name, in the report's title.
+        deploy_threshold: The deploy gate: the model is deployed when its Fc1 at the label-free
+            threshold is above this (stated in the report).
     """
 
     smoothing_window: int = 1
@@ -67,6 +70,8 @@ class EvaluateOptions:
     worst_events: int = 4
     label_column: str = "label"
     seed: int = 0
+    dataset: str = "ECLSS"
+    deploy_threshold: float = 0.5
 
 
 def score_split(
@@ -386,8 +391,14 @@ def run_evaluate(
     results["label"] = results["label"].fillna(0) if "label" in results.columns else 0
     results["label"] = results["label"].astype(np.int8)
     results["prediction"] = (results["smoothed_score"] > threshold).astype(np.int8)
+    test_rows = results[results["split"] == "test"]
+    summary["operations"] = report.operations(test_rows, report.event_outcomes(events, test_rows, threshold))
+    summary["decision"] = {
+        "gate": options.deploy_threshold,
+        "deploy": bool(summary["deploy"]["fc1"] > options.deploy_threshold),
+    }
     views = event_views(model, test_url, channels, events, threshold, options.worst_events)
-    page = report.render_report(results, sweep, summary, events, views)
+    page = report.render_report(results, sweep, summary, events, views, options.dataset)
 
     storage.write_parquet(results[["split", "score", "smoothed_score", "label", "prediction"]], results_url)
     storage.write_json(summary, summary_url)

@@ -7,6 +7,7 @@ stretches without validation or test rows are cut from the time axis.
 
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,34 @@ def time_breaks(times: pd.DatetimeIndex, share: float = 0.05) -> list[dict[str, 
     ]
 
 
+def _runs(flagged: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First row and end (exclusive) of each run of consecutive flagged rows within one segment."""
+    new_segment = np.r_[True, segment[1:] != segment[:-1]]
+    starts = np.flatnonzero(flagged & (new_segment | ~np.r_[False, flagged[:-1]]))
+    ends = np.flatnonzero(flagged & (np.r_[new_segment[1:], True] | ~np.r_[flagged[1:], False])) + 1
+    return starts, ends
+
+
+def alarm_episodes(test: pd.DataFrame) -> pd.DataFrame:
+    """Runs of consecutive flagged test rows (within one segment), in time order: start, end,
+    rows, peak score, and whether any of its rows is labelled (`false`: none is).
+
+    Args:
+        test: Test rows with `prediction`, `label`, `segment` and `smoothed_score`, indexed by time.
+    """
+    starts, ends = _runs(test["prediction"].to_numpy() == 1, test["segment"].to_numpy())
+    scores, labels = test["smoothed_score"].to_numpy(), test["label"].to_numpy()
+    return pd.DataFrame(
+        {
+            "start": test.index[starts],
+            "end": test.index[ends - 1],
+            "rows": ends - starts,
+            "peak_score": [float(scores[a:b].max()) for a, b in zip(starts, ends, strict=True)],
+            "false": [not labels[a:b].any() for a, b in zip(starts, ends, strict=True)],
+        }
+    )
+
+
 def false_alarms(test: pd.DataFrame) -> pd.DataFrame:
     """Runs of consecutive flagged test rows outside every labelled event (within one segment):
     start, end, rows and peak score, highest peak first.
@@ -111,10 +140,7 @@ def false_alarms(test: pd.DataFrame) -> pd.DataFrame:
         test: Test rows with `prediction`, `label`, `segment` and `smoothed_score`, indexed by time.
     """
     alarm = (test["prediction"].to_numpy() == 1) & (test["label"].to_numpy() == 0)
-    segment = test["segment"].to_numpy()
-    new_segment = np.r_[True, segment[1:] != segment[:-1]]
-    starts = np.flatnonzero(alarm & (new_segment | ~np.r_[False, alarm[:-1]]))
-    ends = np.flatnonzero(alarm & (np.r_[new_segment[1:], True] | ~np.r_[alarm[1:], False])) + 1
+    starts, ends = _runs(alarm, test["segment"].to_numpy())
     scores = test["smoothed_score"].to_numpy()
     return pd.DataFrame(
         {
@@ -124,6 +150,68 @@ def false_alarms(test: pd.DataFrame) -> pd.DataFrame:
             "peak_score": [float(scores[a:b].max()) for a, b in zip(starts, ends, strict=True)],
         }
     ).sort_values("peak_score", ascending=False, ignore_index=True)
+
+
+def grid_step(times: pd.DatetimeIndex) -> pd.Timedelta:
+    """The rows' usual spacing (the median step; zero for fewer than two rows)."""
+    if len(times) < 2:
+        return pd.Timedelta(0)
+    return pd.Timedelta(int(np.median(np.diff(times.asi8))), "ns")
+
+
+def event_outcomes(events: pd.DataFrame, test: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Each labelled event at the deployed threshold: found or missed, its first flagged row and
+    the time from the event's start to it (the time to detection), and its peak score.
+
+    Args:
+        events: `first_row`, `last_row`, `start`, `end`, `peak_score` per event (row positions in `test`).
+        test: Test rows with `smoothed_score`, indexed by time.
+        threshold: The deployed (label-free) threshold.
+    """
+    flagged = test["smoothed_score"].to_numpy() > threshold
+    detected, delays = [], []
+    for first, last, start in zip(events["first_row"], events["last_row"], events["start"], strict=True):
+        hits = np.flatnonzero(flagged[first : last + 1])
+        detected.append(test.index[first + hits[0]] if len(hits) else pd.NaT)
+        delays.append(test.index[first + hits[0]] - start if len(hits) else pd.NaT)
+    return events.assign(
+        found=events["peak_score"].to_numpy() > threshold,
+        detected=pd.DatetimeIndex(detected, tz=test.index.tz) if len(events) else pd.DatetimeIndex([]),
+        time_to_detection=pd.TimedeltaIndex(delays) if len(events) else pd.TimedeltaIndex([]),
+    )
+
+
+def operations(test: pd.DataFrame, outcomes: pd.DataFrame) -> dict[str, Any]:
+    """What an operator would live with at the deployed threshold: alarm episodes and false alarms
+    per day of test data, how long episodes last, and how fast events are detected.
+
+    Days are the test rows' own time (rows x the grid step), not the calendar span, so gaps between
+    test windows do not dilute the rates.
+    """
+    episodes = alarm_episodes(test)
+    step = grid_step(test.index)
+    day = pd.Timedelta(days=1)
+    normal_rows = int((test["label"].to_numpy() == 0).sum())
+    test_days = len(test) * step / day
+    normal_days = normal_rows * step / day
+    lasting = episodes["rows"].to_numpy() * step.total_seconds()
+    delays = outcomes.loc[outcomes["found"], "time_to_detection"].dropna().dt.total_seconds()
+    false_count = int(episodes["false"].sum()) if len(episodes) else 0
+    return {
+        "grid_step_s": step.total_seconds(),
+        "test_days": test_days,
+        "normal_days": normal_days,
+        "alarm_episodes": len(episodes),
+        "false_alarm_episodes": false_count,
+        "alarm_episodes_per_day": len(episodes) / test_days if test_days else float("nan"),
+        "false_alarms_per_day": false_count / normal_days if normal_days else float("nan"),
+        "median_episode_s": float(np.median(lasting)) if len(lasting) else float("nan"),
+        "longest_episode_s": float(lasting.max()) if len(lasting) else float("nan"),
+        "events_found": int(outcomes["found"].sum()),
+        "events": len(outcomes),
+        "median_time_to_detection_s": float(delays.median()) if len(delays) else float("nan"),
+        "max_time_to_detection_s": float(delays.max()) if len(delays) else float("nan"),
+    }
 
 
 def decision_range(scores: np.ndarray, thresholds: dict[str, float]) -> list[float]:
@@ -203,19 +291,49 @@ def score_figure(
                 hovertemplate="false alarm %{x}<br>%{customdata} rows, peak %{y:.4g}<extra></extra>",
             )
         )
+    if len(events):
+        # Events last minutes on an axis of months: a marker above each keeps every one visible.
+        for found_here, colour, name in ((True, "#ff7f0e", "found"), (False, "#d62728", "missed")):
+            part = events[(events["peak_score"] > label_free) == found_here]
+            figure.add_trace(
+                go.Scatter(
+                    x=part["start"],
+                    y=np.full(len(part), 0.97),
+                    yaxis="y2",
+                    mode="markers",
+                    marker={"symbol": "triangle-down", "color": colour, "size": 9},
+                    name=f"event start, {name}",
+                    hovertemplate=f"event {name}, starts %{{x}}<extra></extra>",
+                )
+            )
     span = [results.index.min(), results.index.max()]
-    for name, value in thresholds.items():
-        # Thresholds are legend entries: a label drawn on the plot would cover the scores.
+    # The deployed threshold is drawn last (on top), solid and thick, and named at the right edge:
+    # another threshold close to it can never hide it.
+    for name, value in sorted(thresholds.items(), key=lambda item: item[0] == "label-free"):
+        deployed = name == "label-free"
         figure.add_trace(
             go.Scatter(
                 x=span,
                 y=[value, value],
                 mode="lines",
-                line={"color": THRESHOLD_COLOURS[name], "dash": "dash"},
-                name=f"{name} threshold {value:.4g}",
+                line={
+                    "color": THRESHOLD_COLOURS[name],
+                    "dash": "solid" if deployed else "dot",
+                    "width": 3 if deployed else 1.5,
+                },
+                name=f"{'deployed threshold (label-free)' if deployed else name + ' threshold'} {value:.4g}",
                 hoverinfo="name",
             )
         )
+    figure.add_annotation(
+        xref="paper",
+        x=1.0,
+        y=label_free,
+        xanchor="left",
+        showarrow=False,
+        text=f" deployed {label_free:.4g}",
+        font={"color": THRESHOLD_COLOURS["label-free"]},
+    )
     figure.update_layout(
         title="Anomaly score over time (validation and test rows), zoomed on the decision region",
         yaxis={
@@ -225,38 +343,91 @@ def score_figure(
         yaxis2={"range": [0, 1], "overlaying": "y", "visible": False},
         xaxis={"title": "time (UTC)", "rangebreaks": time_breaks(results.index), **time_ticks(results.index)},
         height=600,
+        margin={"r": 110},
         legend={"orientation": "h", "y": -0.32},
     )
     return figure
 
 
-def outcome_tables(events: pd.DataFrame, alarms: pd.DataFrame, threshold: float, max_rows: int = 50) -> str:
-    """HTML tables of every labelled event (found or missed at the label-free threshold) and of
-    the false alarms, highest peak first."""
+def duration(seconds: float) -> str:
+    """A duration the way a person says it: `40 s`, `12 min`, `3.5 h`, `2.1 d`."""
+    if not np.isfinite(seconds):
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _csv_link(frame: pd.DataFrame, name: str) -> str:
+    """A link that downloads `frame` as a CSV file from the page itself (no server needed)."""
+    encoded = base64.b64encode(frame.to_csv(index=False).encode()).decode()
+    return f"<a download='{name}' href='data:text/csv;base64,{encoded}'>download as CSV ({name})</a>"
+
+
+def outcome_tables(outcomes: pd.DataFrame, alarms: pd.DataFrame) -> str:
+    """HTML tables of every labelled event (found or missed at the deployed threshold, time to
+    detection, peak score) and of every false alarm, highest peak first, also as CSV."""
     rows = []
-    for number, event in events.sort_values("start").iterrows():
-        found = event["peak_score"] > threshold
+    for number, event in outcomes.sort_values("start").reset_index(drop=True).iterrows():
+        found = bool(event["found"])
+        delay = event["time_to_detection"]
         rows.append(
             f"<tr class='{'' if found else 'missed'}'><td>{number + 1}</td><td>{event['start']:%Y-%m-%d %H:%M}</td>"
-            f"<td>{(event['end'] - event['start']).total_seconds() / 60:.0f} min</td>"
-            f"<td>{event['peak_score']:.4g}</td><td>{'found' if found else 'missed'}</td></tr>"
+            f"<td>{duration((event['end'] - event['start']).total_seconds())}</td>"
+            f"<td>{'found' if found else 'missed'}</td>"
+            f"<td>{duration(delay.total_seconds()) if found and not pd.isna(delay) else '-'}</td>"
+            f"<td>{event['peak_score']:.4g}</td></tr>"
         )
-    missed = int((events["peak_score"] <= threshold).sum())
+    missed = int((~outcomes["found"]).sum())
     alarm_rows = "".join(
-        f"<tr><td>{a['start']:%Y-%m-%d %H:%M}</td><td>{a['rows']}</td><td>{a['peak_score']:.4g}</td></tr>"
-        for _, a in alarms.head(max_rows).iterrows()
+        f"<tr><td>{a['start']:%Y-%m-%d %H:%M:%S}</td><td>{a['end']:%Y-%m-%d %H:%M:%S}</td><td>{a['rows']}</td>"
+        f"<td>{a['peak_score']:.4g}</td></tr>"
+        for _, a in alarms.iterrows()
     )
-    more = f"<p class='note'>... and {len(alarms) - max_rows} more.</p>" if len(alarms) > max_rows else ""
+    events_csv = outcomes[["start", "end", "found", "detected", "time_to_detection", "peak_score"]].assign(
+        time_to_detection_s=outcomes["time_to_detection"].dt.total_seconds()
+    )
     return (
-        f"<h2>Labelled events: {len(events) - missed} found, {missed} missed</h2>"
-        "<table><tr><th>event</th><th>start (UTC)</th><th>duration</th><th>peak score</th><th>at the label-free "
-        f"threshold</th></tr>{''.join(rows)}</table>"
-        f"<h2>False alarms: {len(alarms)} run(s) of flagged rows outside every labelled event</h2>"
+        f"<h2 id='events'>Labelled events: {len(outcomes) - missed} found, {missed} missed</h2>"
+        f"<p class='note'>{_csv_link(events_csv.drop(columns='time_to_detection'), 'events.csv')}</p>"
+        "<div class='scroll'><table><tr><th>event</th><th>start (UTC)</th><th>duration</th>"
+        "<th>at the deployed threshold</th><th>detected after</th><th>peak score</th></tr>"
+        f"{''.join(rows)}</table></div>"
+        f"<h2 id='false-alarms'>False alarms: {len(alarms)} run(s) of flagged rows outside every labelled event</h2>"
         + (
-            "<table><tr><th>start (UTC)</th><th>rows</th><th>peak score</th></tr>" + alarm_rows + "</table>" + more
+            f"<p class='note'>Every one, highest peak first. {_csv_link(alarms, 'false_alarms.csv')}</p>"
+            "<div class='scroll'><table><tr><th>start (UTC)</th><th>end (UTC)</th><th>rows</th>"
+            f"<th>peak score</th></tr>{alarm_rows}</table></div>"
             if len(alarms)
-            else "<p>None at the label-free threshold.</p>"
+            else "<p>None at the deployed threshold.</p>"
         )
+    )
+
+
+def lead(summary: dict[str, Any], dataset: str) -> str:
+    """The first paragraph: what was evaluated, the decision, and what an operator would live with."""
+    ops, deploy, decision = summary["operations"], summary["deploy"], summary.get("decision", {})
+    counts = summary["counts"]
+    if decision:
+        verdict = (
+            f"<b>Deployed</b>: {deploy['fc1_name']} {deploy['fc1']:.3f} is above the gate of {decision['gate']:.3g}."
+            if decision["deploy"]
+            else f"<b>Not deployed</b>: {deploy['fc1_name']} {deploy['fc1']:.3f} is not above the gate of "
+            f"{decision['gate']:.3g}."
+        )
+    else:
+        verdict = f"{deploy['fc1_name']} {deploy['fc1']:.3f} at the deployed threshold."
+    return (
+        f"<p class='lead'>{verdict} On {counts['test_rows']:,} test rows of {html.escape(dataset)} "
+        f"({duration(ops['test_days'] * 86_400)} of data) the deployed threshold "
+        f"({summary.get('threshold_method', 'quantile')}, {deploy['threshold']:.4g}) found "
+        f"<b>{ops['events_found']} of {ops['events']}</b> labelled events, a median "
+        f"{duration(ops['median_time_to_detection_s'])} after they started, and raised "
+        f"<b>{ops['false_alarm_episodes']} false alarm(s)</b> in {duration(ops['normal_days'] * 86_400)} of "
+        f"normal operation: expect about <b>{ops['false_alarms_per_day']:.3g} false alarms per day</b> "
+        f"({ops['alarm_episodes_per_day']:.3g} alarms a day in all; an alarm lasts a median "
+        f"{duration(ops['median_episode_s'])}, at most {duration(ops['longest_episode_s'])}).</p>"
     )
 
 
@@ -435,6 +606,8 @@ PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
     "th:first-child{text-align:left}.note{color:#555;font-size:0.9em}tr.missed td{background:#fde0e0}"
+    ".lead{font-size:1.15em;line-height:1.5;background:#f4f6f8;border-left:4px solid #d62728;padding:0.8em 1em}"
+    ".scroll{max-height:420px;overflow-y:auto;display:inline-block}"
 )
 
 
@@ -444,6 +617,7 @@ def render_report(
     summary: dict[str, Any],
     events: pd.DataFrame,
     event_views: list[EventView],
+    dataset: str = "ECLSS",
 ) -> str:
     """The whole report as one HTML string.
 
@@ -453,6 +627,7 @@ def render_report(
         summary: The evaluation summary (see `evaluate.run_evaluate`).
         events: Labelled events of the test set (`start`, `end` timestamps).
         event_views: Per-channel views of the highest-scoring events.
+        dataset: The data set's name, in the title.
     """
     from plotly.offline import get_plotlyjs
 
@@ -461,7 +636,7 @@ def render_report(
         "best Fc1 (test labels)": summary["best_fc1"]["threshold"],
     }
     test = results[results["split"] == "test"]
-    alarms = false_alarms(test) if "prediction" in test.columns else pd.DataFrame()
+    alarms = false_alarms(test)
     figures = [
         score_figure(results, thresholds, events, alarms),
         curves_figure(sweep, thresholds),
@@ -470,10 +645,11 @@ def render_report(
     ]
     divs = "".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
     options = summary["options"]
+    title = f"{html.escape(dataset)} anomaly detection: evaluation"
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ECLSS anomaly detection: evaluation</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{PAGE_STYLE}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
-        "<h1>ECLSS anomaly detection: evaluation</h1>"
+        f"<h1>{title}</h1>{lead(summary, dataset)}"
         f"<p class='note'>Model {html.escape(str(summary['model']))}. The score of a row is the sum over "
         "channels of its negative log-likelihood under the VAE (given the rows before it, for the windowed "
         "model), each channel's standardised by its spread on validation and weighted by its kind; smoothed "
@@ -486,5 +662,5 @@ def render_report(
         "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
         "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"
         f"{_metrics_table(summary)}{divs}"
-        f"{outcome_tables(events, alarms, thresholds['label-free']) if len(alarms.columns) else ''}</body></html>"
+        f"{outcome_tables(event_outcomes(events, test, thresholds['label-free']), alarms)}</body></html>"
     )

@@ -204,3 +204,54 @@ def test_import_command(tmp_path: Path) -> None:
         app, [*args[:-4], "--archives", str(tmp_path / "x"), "--reports", str(tmp_path / "r.csv"), "--separator", ","]
     )
     assert bad.exit_code == 1 and "Error: " in bad.output and "no column 'time'" in bad.output
+
+
+def test_next_command_names_the_data_root_and_what_differs_from_config() -> None:
+    from container_component_src.config import load_settings
+    from container_component_src.data.import_telemetry import RUN_COMMAND, next_command
+
+    data = load_settings().data
+    plain = next_command(
+        "own/pump 2/archives", "own/pump 2/anomaly_reports.xlsx", "normalizedTime", data, "normalizedTime"
+    )
+    assert plain == f"ECLSS_DATA__ROOT='own/pump 2' ECLSS_DATA__DATASET='pump 2' {RUN_COMMAND}"
+    other = next_command("s3://b/x/arch/", "/elsewhere/r.csv", "t", data, "normalizedTime", "2021-01-01/2021-01-02")
+    assert other == (
+        "ECLSS_DATA__ROOT=s3://b/x ECLSS_DATA__DATASET=x ECLSS_DATA__ARCHIVES=arch ECLSS_COLUMNS__TIMESTAMP=t "
+        f"{RUN_COMMAND} --param reports=/elsewhere/r.csv --param test_periods=2021-01-01/2021-01-02"
+    )
+    inside = next_command("archives", "reports/r.csv", "normalizedTime", data, "normalizedTime")
+    assert inside.startswith("ECLSS_DATA__ROOT=. ECLSS_DATA__DATASET=archives ECLSS_DATA__REPORTS=reports/r.csv ")
+
+
+def test_import_prints_the_next_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from container_component_src.main import app
+
+    (tmp_path / "t.csv").write_text("time,x\n2021-03-01 00:00:00,1.0\n2021-03-01 00:00:10,2.0\n")
+    root = tmp_path / "pump"
+    args = ["import-telemetry", "--source", str(tmp_path / "t.csv"), "--archives", str(root / "archives")]
+    args += ["--reports", str(root / "anomaly_reports.xlsx"), "--timestamp-column", "time"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    command = lines[lines.index("Next, run the pipeline on it (it serves its own model from its data root):") + 1]
+    assert command == f"ECLSS_DATA__ROOT={root} ECLSS_DATA__DATASET=pump {RUN_COMMAND_TEXT}"
+
+
+RUN_COMMAND_TEXT = "poetry run python pipeline/compile_and_run_pipeline.py --local"
+
+
+def test_each_data_root_serves_its_own_model() -> None:
+    import dataclasses
+
+    from container_component_src.config import load_settings
+    from container_component_src.main import cli_defaults
+
+    settings = load_settings()
+    own = dataclasses.replace(settings, data=dataclasses.replace(settings.data, root="elsewhere/pump"))
+    assert cli_defaults(settings)["deploy"]["local_model_dir"] == "local_data/served_model"
+    assert cli_defaults(own)["deploy"]["local_model_dir"] == "elsewhere/pump/served_model"
+    remote = dataclasses.replace(settings, data=dataclasses.replace(settings.data, root="s3://b/x", dataset="My Pump"))
+    assert cli_defaults(remote)["deploy"]["local_model_dir"] == "local_data/my-pump/served_model"

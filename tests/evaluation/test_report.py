@@ -1,8 +1,11 @@
+import base64
+import io
+
 import numpy as np
 import pandas as pd
 
 from container_component_src.evaluation import report
-from container_component_src.evaluation.evaluate import EvaluateOptions, evaluate_scores
+from container_component_src.evaluation.evaluate import EvaluateOptions, evaluate_scores, event_table
 
 
 def test_decimate_keeps_extremes_within_budget() -> None:
@@ -52,7 +55,12 @@ def test_report_is_one_self_contained_page() -> None:
         },
         index=times,
     )
-    events = pd.DataFrame({"start": [times[300]], "end": [times[319]], "peak_score": [test_scores[200:220].max()]})
+    events = event_table(labels, times[100:], test_scores)
+    test = results[results["split"] == "test"]
+    threshold = summary["label_free"]["threshold"]
+    summary["operations"] = report.operations(test, report.event_outcomes(events, test, threshold))
+    summary["deploy"] = {"fc1": summary["label_free"]["fc1"], "fc1_name": "Fc1", "threshold": threshold}
+    summary["decision"] = {"gate": 0.5, "deploy": summary["label_free"]["fc1"] > 0.5}
     view = report.EventView(
         title="Event 1",
         times=times[280:340],
@@ -62,7 +70,12 @@ def test_report_is_one_self_contained_page() -> None:
         start=times[300],
         end=times[319],
     )
-    page = report.render_report(results, sweep, summary, events, [view])
+    page = report.render_report(results, sweep, summary, events, [view], dataset="Pump <7>")
+    assert "<h1>Pump &lt;7&gt; anomaly detection: evaluation</h1>" in page, "the title follows the data set"
+    assert "<p class='lead'><b>Deployed</b>" in page and "false alarms per day" in page
+    assert f"deployed threshold (label-free) {threshold:.4g}" in page, "the deployed threshold is named"
+    assert page.count("<tr><td>2021-") == len(report.false_alarms(test)) > 0, "every false alarm is listed"
+    assert "download='false_alarms.csv'" in page and "download='events.csv'" in page
     assert page.startswith("<!DOCTYPE html>") and page.count("Plotly.newPlot") == 4
     assert "<script src" not in page.replace(" ", ""), "no script may come from the network"
     assert "Fc1 (composite)" in page and "Event 1" in page
@@ -98,3 +111,47 @@ def test_decision_range_and_time_ticks() -> None:
     )
     ticks = report.time_ticks(times, count=10)["tickvals"]
     assert len(ticks) == 10 and sum(t.year == 2022 for t in ticks) >= 4, "both years get ticks"
+
+
+def test_event_outcomes_time_to_detection_and_operations() -> None:
+    times = pd.date_range("2021-01-01", periods=12, freq="10min", tz="UTC")
+    test = pd.DataFrame(
+        {
+            "smoothed_score": [0, 5, 0, 0, 1, 3, 6, 0, 2, 1, 0, 9.0],
+            "label": [0, 0, 0, 1, 1, 1, 1, 0, 1, 1, 0, 0],
+            "segment": [0] * 12,
+        },
+        index=times,
+    )
+    test["prediction"] = (test["smoothed_score"] > 4).astype(int)
+    events = event_table(test["label"].to_numpy(), times, test["smoothed_score"].to_numpy())
+    outcomes = report.event_outcomes(events, test, threshold=4.0)
+    assert outcomes["found"].tolist() == [True, False]
+    # The first event starts at row 3 and is first flagged at row 6: 30 minutes later.
+    assert outcomes["time_to_detection"].iloc[0] == pd.Timedelta("30min") and pd.isna(outcomes["detected"].iloc[1])
+    ops = report.operations(test, outcomes)
+    # Alarm episodes: rows 1, 6 and 11; two of them touch no labelled row. 6 normal rows = 1 hour.
+    assert ops["alarm_episodes"] == 3 and ops["false_alarm_episodes"] == 2
+    assert ops["normal_days"] == 1 / 24 and ops["false_alarms_per_day"] == 48.0
+    assert ops["events_found"] == 1 and ops["median_time_to_detection_s"] == 1800.0
+    assert ops["median_episode_s"] == 600.0 and report.duration(1800.0) == "30 min"
+
+
+def test_every_false_alarm_is_listed_and_downloadable() -> None:
+    starts = pd.date_range("2021-01-01", periods=120, freq="1h", tz="UTC")
+    alarms = pd.DataFrame({"start": starts, "end": starts, "rows": 1, "peak_score": np.linspace(9, 5, 120)})
+    outcomes = pd.DataFrame(
+        {
+            "start": starts[:1],
+            "end": starts[:1],
+            "peak_score": [3.0],
+            "found": [False],
+            "detected": pd.DatetimeIndex([pd.NaT], tz="UTC"),
+            "time_to_detection": pd.TimedeltaIndex([pd.NaT]),
+        }
+    )
+    page = report.outcome_tables(outcomes, alarms)
+    assert page.count("<tr><td>2021-") == 120 and "120 run(s)" in page
+    encoded = page.split("download='false_alarms.csv' href='data:text/csv;base64,")[1].split("'")[0]
+    assert len(pd.read_csv(io.BytesIO(base64.b64decode(encoded)))) == 120
+    assert "1 missed" in page and "<td>missed</td><td>-</td>" in page
