@@ -292,6 +292,12 @@ def print_summary(run: LocalRun, seconds: float) -> None:
         served = json.loads(endpoint.read_text())
         console.print(f"Deployed: the model is published to {served.get('model_dir')}; serve it with:")
         console.print(f"  {served.get('command')}", soft_wrap=True)
+        if served.get("v2_url"):
+            example = Path(served["model_dir"]) / "example_v2.json"
+            console.print("and send it a row (a typical one, saved by the run):")
+            console.print(
+                f"  curl -s {served['v2_url']} -H 'Content-Type: application/json' -d @{example}", soft_wrap=True
+            )
     else:
         console.print("Not deployed: Fc1 at the label-free threshold is not above deploy_threshold.")
     if "report" in run.outputs:

@@ -75,12 +75,34 @@ def publish_target(options: DeployOptions, artifact_uri: str, run_id: str) -> st
     return storage.s3_url(f"{artifact_uri.rstrip('/')}-serving")
 
 
+EXAMPLE_V1, EXAMPLE_V2 = "example_v1.json", "example_v2.json"
+
+
+def example_requests(scaler: dict[str, Any], typical_rows: list[dict[str, float]] | None) -> dict[str, Any]:
+    """Request bodies a user can send as they are, V1 and V2: the typical rows that `train` saved
+    (a row the model does not flag, with the window before it), or the training mean, plus the
+    stream's reference (the training center) for a model that takes one."""
+    rows = typical_rows or [dict(zip(scaler["channels"], scaler["center"], strict=True))]
+    reference = dict(zip(scaler["channels"], scaler["center"], strict=True)) if scaler.get("reference_rows") else None
+    columns = {c: [row[c] for row in rows] for c in scaler["channels"]}
+    return {
+        EXAMPLE_V1: v1_request(rows, reference),
+        EXAMPLE_V2: v2_request(columns, None if reference is None else list(reference.values())),
+    }
+
+
 def publish_model(model_dir: str, summary: dict[str, Any], target: str) -> None:
-    """Copy the Model artifact plus serving.json to `target` (replaced atomically where possible)."""
+    """Copy the Model artifact plus serving.json and example requests to `target` (replaced
+    atomically where possible)."""
     with tempfile.TemporaryDirectory() as folder:
         staged = Path(folder) / "model"
         storage.copy_directory(model_dir, str(staged))
         storage.write_json(serving_config(summary), str(staged / SERVING_FILE))
+        typical = staged / TYPICAL_ROWS
+        scaler = storage.read_json(str(staged / SCALER))
+        examples = example_requests(scaler, storage.read_json(str(typical)) if typical.exists() else None)
+        for name, body in examples.items():
+            storage.write_json(body, str(staged / name))
         storage.copy_directory(str(staged), target)
 
 
@@ -224,7 +246,13 @@ def smoke_test_locally(target: str, serving: dict[str, Any], options: DeployOpti
     smoke = serve_locally_once(target, options)
     argv = serve_argv(target, options.name, options.http_port, grpc_port=options.grpc_port)
     command = shlex.join(["poetry", "run", *MODULE_COMMAND, *argv])
-    print(f"Smoke test passed (V1 and V2). Serve the model with:\n  {command}", flush=True)
+    example = storage.join(target, EXAMPLE_V2)
+    print(
+        f"Smoke test passed (V1 and V2). Serve the model with:\n  {command}\nthen send it a row:\n  curl -s "
+        f"localhost:{options.http_port}/v2/models/{options.name}/infer -H 'Content-Type: application/json' "
+        f"-d @{shlex.quote(example)}",
+        flush=True,
+    )
     return {
         "backend": "local",
         "model_dir": target,

@@ -28,11 +28,23 @@ def test_publish_replaces_the_folder_with_model_and_threshold(tmp_path: Path) ->
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.torchscript.pt").write_bytes(b"new")
+    (model / "scaler.json").write_text(json.dumps({"channels": ["a", "b"], "center": [1.0, 2.0], "scale": [1, 1]}))
+    (model / "typical_rows.json").write_text(json.dumps([{"a": 0.5, "b": 2.5}]))
     target = tmp_path / "served"
     target.mkdir()
     (target / "stale.txt").write_text("old")
     publish_model(str(model), SUMMARY, str(target))
-    assert sorted(p.name for p in target.iterdir()) == ["model.torchscript.pt", "serving.json"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "example_v1.json",
+        "example_v2.json",
+        "model.torchscript.pt",
+        "scaler.json",
+        "serving.json",
+        "typical_rows.json",
+    ]
+    # Requests to send as they are: the typical row, in both protocols.
+    assert json.loads((target / "example_v1.json").read_text()) == {"instances": [{"a": 0.5, "b": 2.5}]}
+    assert [i["data"] for i in json.loads((target / "example_v2.json").read_text())["inputs"]] == [[0.5], [2.5]]
     assert json.loads((target / "serving.json").read_text()) == {
         "threshold": 3.5,
         "fc1": 0.91,
