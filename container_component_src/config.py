@@ -64,7 +64,10 @@ class DataSettings:
 
     def local_folder(self, relative: str) -> str:
         """`relative` inside the data root when that is a local folder; beside the local pipeline
-        root, in a folder named after the data set, when the data lives in object storage."""
+        root, in a folder named after the data set, when the data lives in object storage; an
+        absolute path as it is."""
+        if Path(relative).is_absolute():
+            return relative
         if "://" not in self.root:
             return self.url(relative)
         return str(Path(self.local_pipeline_root).parent / slug(self.dataset) / relative)

@@ -36,7 +36,7 @@ class DeployOptions:
     Attributes:
         backend: "local" or "kserve".
         name: Model name (and InferenceService name).
-        local_model_dir: Folder the local deploy publishes to.
+        local_model_dir: Folder the local deploy publishes to (the CLI gives it inside the data root).
         model_store: Object-storage folder the cluster deploy publishes under (empty: next to
             the Model artifact).
         http_port: Port in the printed serve command.
@@ -47,7 +47,7 @@ class DeployOptions:
 
     backend: ServingBackend = ServingBackend.local
     name: str = "eclss-anomaly"
-    local_model_dir: str = "local_data/served_model"
+    local_model_dir: str = "served_model"
     model_store: str = ""
     http_port: int = 8080
     max_batch_rows: int = 100_000

@@ -1,8 +1,11 @@
 import base64
 import io
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from container_component_src.evaluation import report
 from container_component_src.evaluation.evaluate import EvaluateOptions, evaluate_scores, event_table
@@ -31,7 +34,8 @@ def test_symlog_keeps_sign_and_order() -> None:
     assert (np.diff(y) > 0).all() and y[2] == 0 and y[4] == 1.0
 
 
-def test_report_is_one_self_contained_page() -> None:
+def _report() -> tuple[str, dict, pd.DataFrame]:
+    """A report of 500 test rows with one event: the page, its summary and its test rows."""
     rng = np.random.default_rng(1)
     times = pd.date_range("2021-01-01", periods=600, freq="1min", tz="UTC")
     labels = np.zeros(500, dtype=int)
@@ -71,6 +75,12 @@ def test_report_is_one_self_contained_page() -> None:
         end=times[319],
     )
     page = report.render_report(results, sweep, summary, events, [view], dataset="Pump <7>")
+    return page, summary, results[results["split"] == "test"]
+
+
+def test_report_is_one_self_contained_page() -> None:
+    page, summary, test = _report()
+    threshold = summary["label_free"]["threshold"]
     assert "<h1>Pump &lt;7&gt; anomaly detection: evaluation</h1>" in page, "the title follows the data set"
     assert "<p class='lead'><b>Deployed</b>" in page and "false alarms per day" in page
     assert f"deployed threshold (label-free) {threshold:.4g}" in page, "the deployed threshold is named"
@@ -155,3 +165,23 @@ def test_every_false_alarm_is_listed_and_downloadable() -> None:
     encoded = page.split("download='false_alarms.csv' href='data:text/csv;base64,")[1].split("'")[0]
     assert len(pd.read_csv(io.BytesIO(base64.b64decode(encoded)))) == 120
     assert "1 missed" in page and "<td>missed</td><td>-</td>" in page
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")), reason="needs Chromium"
+)
+def test_the_report_renders_in_a_headless_browser(tmp_path: Path) -> None:
+    """Chromium draws the page: the lead paragraph's box and the plots, not a blank page."""
+    import matplotlib.image
+
+    from pipeline.readme_figures import screenshot
+
+    page = tmp_path / "report.html"
+    page.write_text(_report()[0])
+    screenshot(page, tmp_path / "report.png", width=1200, height=1400)
+    pixels = matplotlib.image.imread(tmp_path / "report.png")
+    assert pixels.shape[:2] == (1400, 1200)
+    assert pixels[..., :3].std() > 0.05, "more than a blank page"
+    # The lead paragraph's red bar on its left (#d62728) is drawn near the top.
+    red = (pixels[:400, :200, 0] > 0.75) & (pixels[:400, :200, 1] < 0.3) & (pixels[:400, :200, 2] < 0.3)
+    assert red.sum() > 100

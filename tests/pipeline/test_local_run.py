@@ -114,4 +114,9 @@ def _execute_notebook(project_root: Path, tmp_path: Path, monkeypatch: pytest.Mo
     NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(project_root / "notebooks")}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 4, "the plots are shown"
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 2, "interactive plots"
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4, "a static picture of every figure"
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(notebook)
+    assert page.count("data:image/png;base64") >= 4, "the HTML export shows the plots"

@@ -3,7 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.readme_figures import END, START, figures_markdown, newest_finished_run, replace_block
+from pipeline.readme_figures import (
+    END,
+    START,
+    figures_markdown,
+    newest_finished_run,
+    replace_block,
+    run_output,
+    serving_example,
+)
 
 METRICS = {"fc1": 0.96, "f1": 0.87, "precision": 0.96, "event_recall": 0.96, "false_alarm_rate": 0.011}
 SUMMARY = {
@@ -32,8 +40,32 @@ def test_the_block_holds_the_runs_figures() -> None:
 def test_only_the_block_is_replaced() -> None:
     text = f"intro\n{START}\nold figures\n{END}\noutro\n"
     assert replace_block(text, "new") == f"intro\n{START}\nnew\n{END}\noutro\n"
-    with pytest.raises(ValueError, match="has no"):
+    with pytest.raises(ValueError, match="no <!-- run-figures:start --> ... <!-- run-figures:end --> block"):
         replace_block("no markers", "new")
+    named = "a\n<!-- run-output:start -->\n<!-- run-output:end -->\n"
+    assert replace_block(named, "x", "run-output") == "a\n<!-- run-output:start -->\nx\n<!-- run-output:end -->\n"
+
+
+def test_the_run_output_is_the_consoles_lines() -> None:
+    block = run_output(
+        RECORD, SUMMARY | {"operations": {"events_found": 25, "events": 26, "false_alarms_per_day": 9.3}}
+    )
+    assert block.startswith(f"```text\n✓ {'train':<18}   22.7 s  val_nll -25.28\n"), "as the console prints it"
+    assert "Found 25 of 26 events; 9.3 false alarms per day" in block and block.endswith("\n```")
+
+
+def test_the_serving_example_is_a_complete_request_of_the_typical_row() -> None:
+    import json
+    import re
+
+    endpoint = {"v1_url": "http://localhost:8080/v1/models/m:predict", "smoke": {"v1_scores": [-0.7654, 9e6]}}
+    typical = [{f"channel_{i}": 1.0 + i / 3 for i in range(7)}]
+    block = serving_example(endpoint, typical)
+    body = re.search(r"-d '\n(.*)'\n", block, re.DOTALL).group(1)
+    sent = json.loads(body)["instances"]
+    assert list(sent[0]) == list(typical[0]) and sent[0]["channel_1"] == 1.33333
+    assert block.startswith("```bash\ncurl -s localhost:8080/v1/models/m:predict ")
+    assert '# -> {"predictions": [{"score": -0.765, "anomaly": false}]}' in block
 
 
 def test_the_newest_finished_run_is_picked(tmp_path: Path) -> None:
