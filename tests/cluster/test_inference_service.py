@@ -159,6 +159,7 @@ def test_deploy_command_publishes_to_object_storage_and_applies(
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.torchscript.pt").write_bytes(b"weights")
+    (model / "scaler.json").write_text(json.dumps({"channels": ["a"], "center": [0.0], "scale": [1.0]}))
     summary = {
         "deploy": {
             "threshold": 4.2,
