@@ -859,3 +859,55 @@ def test_a_client_gone_mid_body_is_not_a_500(servers: dict[str, str]) -> None:
     time.sleep(0.5)
     assert errors() == before
     assert "Traceback" not in (Path(servers["logs"]) / "combined").read_text()
+
+
+TRITON_CLIENT = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as triton
+
+address, name, channels, matrix = json.loads(sys.stdin.read())
+matrix = np.asarray(matrix, np.float32)
+client = triton.InferenceServerClient(address)
+assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
+inputs = {tensor.name for tensor in client.get_model_metadata(name).inputs}
+whole = triton.InferInput("rows", list(matrix.shape), "FP32")
+whole.set_data_from_numpy(matrix)
+per_channel = []
+for number, channel in enumerate(channels):
+    tensor = triton.InferInput(channel, [len(matrix)], "FP32")
+    tensor.set_data_from_numpy(np.ascontiguousarray(matrix[:, number]))
+    per_channel.append(tensor)
+answers = [client.infer(name, tensors) for tensors in ([whole], per_channel)]
+only = client.infer(name, [whole], outputs=[triton.InferRequestedOutput("score")])
+client.close()
+print(json.dumps({
+    "inputs": sorted(inputs),
+    "scores": [answer.as_numpy("score").tolist() for answer in answers],
+    "anomaly": [answer.as_numpy("anomaly").tolist() for answer in answers],
+    "only": [only.as_numpy("anomaly") is None, only.as_numpy("score").tolist()],
+}))
+"""
+
+
+@pytest.mark.parametrize("role", RAW_ROLES)
+def test_tritons_grpc_client_reads_our_scores(servers: dict[str, str], rows: pd.DataFrame, role: str) -> None:
+    """tritonclient.grpc sends raw tensors and reads `as_numpy` from the raw outputs of our answer,
+    for a [rows, channels] tensor and for one tensor per channel; its health and metadata calls
+    work. (In a process of its own, as a client is: its protos and KServe's share names.)"""
+    import json
+
+    channels = [c for c in rows.columns if c != "expected"]
+    matrix = rows[channels].to_numpy(np.float32)
+    sent = json.dumps([servers[f"grpc_{role}"], NAME, channels, matrix.tolist()])
+    done = subprocess.run(
+        [sys.executable, "-c", TRITON_CLIENT], input=sent, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    assert {"rows", *channels} <= set(answer["inputs"])
+    for scores, flags in zip(answer["scores"], answer["anomaly"], strict=True):
+        np.testing.assert_allclose(scores, rows["expected"], rtol=1e-4)
+        assert flags == (rows["expected"] > 5.0).tolist()
+    assert answer["only"][0] is True, "only the requested output comes back"
+    np.testing.assert_allclose(answer["only"][1], rows["expected"], rtol=1e-4)
