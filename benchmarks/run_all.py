@@ -1,4 +1,5 @@
-"""Run the benchmarks, print a speed table and a detection-quality table, write benchmarks/results/latest.json.
+"""Run the benchmarks, print a speed table and a detection-quality table, write benchmarks/results/latest.json
+and, per benchmark, the markdown the docs show (benchmarks/figures/<name>.md).
 
 poetry run python -m benchmarks.run_all              # everything, preprocessing at benchmark size (~30 M rows)
 poetry run python -m benchmarks.run_all --size small # a quicker look (~1.7 M rows)
@@ -16,6 +17,19 @@ import typer
 app = typer.Typer(add_completion=False)
 
 QUALITY_KEYS = ("fc1", "f1", "pr_auc", "far", "mar")
+NAMES = (
+    "preprocess",
+    "label-join",
+    "threshold-sweep",
+    "training",
+    "sizing",
+    "step-sizing",
+    "gpu",
+    "serving",
+    "pipeline",
+    "skab",
+)
+FIGURES = Path(__file__).resolve().parent / "figures"
 
 
 def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], list[dict[str, Any]]]]:
@@ -33,7 +47,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         bench_training,
     )
 
-    return {
+    benchmarks = {
         "preprocess": lambda: bench_preprocess.run(data_dir, size, workers),
         "label-join": bench_label_join.run,
         "threshold-sweep": bench_threshold_sweep.run,
@@ -45,6 +59,59 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         "pipeline": bench_pipeline.run,
         "skab": bench_skab.run,
     }
+    return benchmarks
+
+
+def tables(rows: list[dict[str, Any]]) -> dict[str, tuple[tuple[str, ...], list[tuple[str, ...]]]]:
+    """The rows as three tables (speed, detection quality, calibration): headers and cells."""
+    speed: list[tuple[str, ...]] = []
+    quality: list[tuple[str, ...]] = []
+    calibration: list[tuple[str, ...]] = []
+    for row in rows:
+        if "far_ratio" in row:
+            calibration.append(
+                (
+                    row["benchmark"],
+                    row["case"],
+                    f"{row['nominal_far']:.2%}",
+                    f"{row['observed_far']:.2%}",
+                    f"{row['far_ratio']:.3g}",
+                    "yes" if row["better_calibrated"] else "",
+                )
+            )
+        elif any(key in row for key in QUALITY_KEYS):
+            quality.append(
+                (
+                    row["benchmark"],
+                    row["case"],
+                    *(f"{row[k]:.3f}" if k in row else "" for k in QUALITY_KEYS),
+                    row.get("baseline", ""),
+                    row.get("published", ""),
+                )
+            )
+        else:
+            speed.append(
+                (
+                    row["benchmark"],
+                    row["case"],
+                    f"{row['seconds']:.3f}",
+                    f"{row['rows_per_s']:,}",
+                    f"{row['ratio']} ({row['ratio_meaning']})" if "ratio" in row else "",
+                    row.get("target", ""),
+                    {True: "yes", False: "NO"}.get(row.get("met"), ""),
+                )
+            )
+    return {
+        "Speed": (("benchmark", "case", "seconds", "rows/s", "ratio", "target", "met"), speed),
+        "Detection quality": (
+            ("benchmark", "case", "Fc1", "F1", "PR-AUC", "FAR", "MAR", "baselines (same run)", "published"),
+            quality,
+        ),
+        "Calibration of the label-free thresholds on normal rows": (
+            ("benchmark", "threshold", "promised FAR", "observed FAR", "observed / promised", "better"),
+            calibration,
+        ),
+    }
 
 
 def print_tables(rows: list[dict[str, Any]], title: str) -> None:
@@ -52,51 +119,47 @@ def print_tables(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     console = Console(width=220)
-    speed = Table(title=f"Speed: {title}")
-    for column in ("benchmark", "case", "seconds", "rows/s", "ratio", "target", "met"):
-        speed.add_column(column)
-    quality = Table(title=f"Detection quality: {title}")
-    for column in ("benchmark", "case", "Fc1", "F1", "PR-AUC", "FAR", "MAR", "baselines (same run)", "published"):
-        quality.add_column(column)
-    calibration = Table(title=f"Calibration of the label-free thresholds on normal rows: {title}")
-    for column in ("benchmark", "threshold", "promised FAR", "observed FAR", "observed / promised", "better"):
-        calibration.add_column(column)
-    for row in rows:
-        if "far_ratio" in row:
-            calibration.add_row(
-                row["benchmark"],
-                row["case"],
-                f"{row['nominal_far']:.2%}",
-                f"{row['observed_far']:.2%}",
-                f"{row['far_ratio']:.3g}",
-                "yes" if row["better_calibrated"] else "",
-            )
+    for name, (header, cells) in tables(rows).items():
+        if not cells and name.startswith("Calibration"):
             continue
-        if any(key in row for key in QUALITY_KEYS):
-            quality.add_row(
-                row["benchmark"],
-                row["case"],
-                *(f"{row[k]:.3f}" if k in row else "" for k in QUALITY_KEYS),
-                row.get("baseline", ""),
-                row.get("published", ""),
-            )
-            continue
-        speed.add_row(
-            row["benchmark"],
-            row["case"],
-            f"{row['seconds']:.3f}",
-            f"{row['rows_per_s']:,}",
-            f"{row['ratio']} ({row['ratio_meaning']})" if "ratio" in row else "",
-            row.get("target", ""),
-            {True: "yes", False: "NO"}.get(row.get("met"), ""),
-        )
-    console.print(speed)
-    console.print(quality)
-    if calibration.rows:
-        console.print(calibration)
+        table = Table(title=f"{name}: {title}")
+        for column in header:
+            table.add_column(column)
+        for line in cells:
+            table.add_row(*line)
+        console.print(table)
     for row in rows:
         if "per_task_s" in row:
             console.print(f"{row['benchmark']}, seconds per task: {row['per_task_s']}")
+
+
+def figures_markdown(rows: list[dict[str, Any]], name: str, title: str, day: str) -> str:
+    """One benchmark's figures as the docs show them: who wrote them, where, when, then its tables."""
+    lines = [f"Written by `python -m benchmarks.run_all --only {name}` on {day} ({title}).", ""]
+    for table, (header, cells) in tables(rows).items():
+        if cells:
+            cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - one use, here
+            lines += [f"**{table}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(cell(c) for c in line) + " |" for line in cells]
+            lines.append("")
+    per_task = [f"{row['benchmark']}, seconds per task: {row['per_task_s']}" for row in rows if "per_task_s" in row]
+    return "\n".join(lines + per_task).rstrip() + "\n"
+
+
+def write_figures(rows: list[dict[str, Any]], names: list[str], title: str, folder: Path = FIGURES) -> list[Path]:
+    """Write each benchmark's figures for the docs (atomically: a figure file is whole or absent)."""
+    import time
+
+    from container_component_src import storage
+
+    written = []
+    for name in names:
+        path = folder / f"{name}.md"
+        mine = [row for row in rows if row.get("suite") == name]
+        with storage.atomic_write(str(path), "w") as handle:
+            handle.write(figures_markdown(mine, name, title, time.strftime("%Y-%m-%d")))
+        written.append(path)
+    return written
 
 
 @app.command()
@@ -119,9 +182,11 @@ def main(
     unknown = set(only or ()) - set(benchmarks)
     if unknown:
         raise typer.BadParameter(f"--only: unknown {', '.join(sorted(unknown))} (have: {', '.join(benchmarks)})")
-    rows = [row for name, run in benchmarks.items() if not only or name in only for row in run()]
+    ran = [name for name in benchmarks if not only or name in only]
+    rows = [row | {"suite": name} for name in ran for row in benchmarks[name]()]
     print_tables(rows, machine())
     typer.echo(f"Results: {save('latest', rows)}")
+    typer.echo(f"Figures for the docs: {', '.join(str(p) for p in write_figures(rows, ran, machine()))}")
 
 
 if __name__ == "__main__":

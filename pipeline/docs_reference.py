@@ -4,7 +4,8 @@
 reference (every subcommand of the image's Typer app and of the pipeline script, with their
 options, defaults from `config.toml`, and help), one holding `<!-- generated: configuration -->`
 the settings reference (every `config.toml` key with its type, default, environment variable and
-the comment above it).
+the comment above it), one holding `<!-- generated: benchmarks -->` each benchmark's newest
+figures as `benchmarks.run_all` wrote them (`benchmarks/figures/`).
 """
 
 from __future__ import annotations
@@ -149,7 +150,22 @@ def configuration_reference() -> str:
     return "\n".join(lines)
 
 
-GENERATORS = {"cli": cli_reference, "configuration": configuration_reference}
+def benchmark_figures() -> str:
+    """Markdown of each benchmark's newest figures, as `benchmarks.run_all` wrote them."""
+    from benchmarks.run_all import FIGURES, NAMES
+
+    lines = []
+    for name in NAMES:
+        path = FIGURES / f"{name}.md"
+        lines += [f"### {name}", ""]
+        if path.is_file():
+            lines.append(path.read_text())
+        else:
+            lines += [f"Not measured on this checkout yet: `python -m benchmarks.run_all --only {name}`.", ""]
+    return "\n".join(lines)
+
+
+GENERATORS = {"cli": cli_reference, "configuration": configuration_reference, "benchmarks": benchmark_figures}
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
