@@ -74,11 +74,23 @@ class EvaluateOptions:
     deploy_threshold: float = 0.5
 
 
+def channel_weights(model: Any, count: int) -> np.ndarray:
+    """Each channel's weight in the model's score (its `channel_weight` buffer; 1 where it has none)."""
+    weight = getattr(model, "channel_weight", None)
+    if weight is None:
+        return np.ones(count)
+    return weight.detach().cpu().numpy().astype(np.float64)
+
+
 def score_split(
     model: Any, url: str, channels: list[str], window: int, label_column: str, progress: bool = True
 ) -> pd.DataFrame:
     """Raw and smoothed scores of one split (a dataset, streamed a batch at a time), with its time
     segments, raw-signal baseline and (when it has one) label, indexed by time.
+
+    The raw-signal baseline is the sum of squared scaled values, each channel weighted as the
+    model weighs it in its score (`channel_weight`: a few-valued channel lighter, a drifting one
+    left out): the plain signal given the model's channel handling, so the comparison is fair.
 
     Memory holds a batch of channels and ~40 bytes of scores per row: the windows and the smoothing
     carry the rows they need across batch edges, so every score is the one of the whole series.
@@ -100,6 +112,7 @@ def score_split(
     )
     columns = [*channels, *([label_column] if label_column in datasets.schema(url).names else [])]
     scorer, keep = scoring.ChunkScorer(model), max(window - 1, 0)
+    weights = channel_weights(model, len(channels))
     tail = {"score": np.empty(0), "raw_signal": np.empty(0), "segment": np.empty(0, np.int64)}
     pieces = []
     with tqdm(
@@ -110,7 +123,7 @@ def score_split(
             segments = numbering(datasets.time_index_ns(frame, url))
             raw = scorer(values, segments)
             # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
-            signal = np.square(values, dtype=np.float64).sum(axis=1)
+            signal = np.square(values, dtype=np.float64) @ weights
             # Smoothing restarts per segment: the last `window - 1` rows before are all it looks back at.
             scored = {
                 "score": np.concatenate([tail["score"], raw]),

@@ -563,7 +563,8 @@ def _metrics_table(summary: dict[str, Any]) -> str:
         f"(F1 {base['all_positive_f1']:.4f}); random scores flagging the same share Fc1 {base['random_fc1']:.4f} "
         f"(F1 {base['random_f1']:.4f})"
         + (
-            f"; the raw signal (sum of squared scaled values) at the same kind of threshold Fc1 "
+            f"; the raw signal (sum of squared scaled values, each channel weighted as the model weighs it) at the "
+            f"same kind of threshold Fc1 "
             f"{base['raw_signal_fc1']:.4f}, at top-k {base.get('raw_signal_top_k_fc1', float('nan')):.4f}, "
             f"at its best Fc1 {base['raw_signal_best_fc1']:.4f}, PR-AUC {base['raw_signal_pr_auc']:.4f}"
             if "raw_signal_fc1" in base

@@ -155,6 +155,8 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
 
     torch.manual_seed(0)
     model = torch.jit.script(WindowVAE(3, [8], 2, window=6).eval())
+    with torch.no_grad():
+        model.channel_weight.copy_(torch.tensor([1.0, 0.1, 0.0]))  # a few-valued channel, a drifting one
     times = pd.date_range("2021-01-01", periods=400, freq="10s", tz="UTC", name="normalizedTime")
     times = times.delete(range(150, 170))  # a gap: two segments
     rng = np.random.default_rng(2)
@@ -168,3 +170,7 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
     np.testing.assert_allclose(scored["smoothed_score"], scoring.smooth_scores(raw, 5, segments), rtol=1e-6)
     np.testing.assert_array_equal(scored["segment"], segments)
     assert scored.index.equals(frame.index) and (scored["label"] == 0).all()
+    # The raw signal weighs each channel as the model does.
+    squares = np.square(frame[["a", "b", "c"]].to_numpy(np.float64))
+    weighted = scoring.smooth_scores(squares @ np.array([1.0, 0.1, 0.0]), 5, segments)
+    np.testing.assert_allclose(scored["raw_signal"], weighted, rtol=1e-6)
