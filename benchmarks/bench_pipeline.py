@@ -67,6 +67,7 @@ def run(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
                 "baseline": (
                     f"all-positive Fc1 {base['all_positive_fc1']:.3f}, random {base['random_fc1']:.3f}, "
                     f"raw signal {base[raw_key]:.3f}"
+                    + (f", PCA {base[raw_key.replace('raw_signal', 'pca')]:.3f}" if "pca_fc1" in base else "")
                 ),
             }
         )

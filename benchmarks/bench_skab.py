@@ -114,6 +114,7 @@ def protocol_a_rows(summary: dict[str, Any], seconds: float) -> list[dict[str, A
             "baseline": (
                 f"all-positive Fc1 {base['all_positive_fc1']:.3f}, random {base['random_fc1']:.3f}, "
                 f"raw signal {base[raw_key]:.3f}"
+                + (f", PCA {base[raw_key.replace('raw_signal', 'pca')]:.3f}" if "pca_fc1" in base else "")
             ),
             "published": PUBLISHED_A,
         }

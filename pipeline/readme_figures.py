@@ -63,6 +63,7 @@ def figures_markdown(record: dict[str, Any], summary: dict[str, Any], run_name: 
         f"PR-AUC {summary['pr_auc']:.3f}. Baselines on the same labels, Fc1: every row flagged "
         f"{base['all_positive_fc1']:.3f}, random scores {base['random_fc1']:.3f}"
         + (f", the raw signal {base['raw_signal_fc1']:.3f}" if "raw_signal_fc1" in base else "")
+        + (f", PCA reconstruction error {base['pca_fc1']:.3f}" if "pca_fc1" in base else "")
         + ".",
         "",
         "Label-free thresholds on the test's normal rows, promised and observed false-alarm rates: "

@@ -82,8 +82,55 @@ def channel_weights(model: Any, count: int) -> np.ndarray:
     return weight.detach().cpu().numpy().astype(np.float64)
 
 
+@dataclass(frozen=True)
+class PcaDetector:
+    """A classical detector beside the model: the squared reconstruction error of a row from the
+    principal components of the validation rows, each channel weighted as the model weighs it.
+
+    Attributes:
+        mean: Each channel's validation mean.
+        components: The kept principal directions, shape (channels, k).
+        weights: Each channel's weight in the error.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    weights: np.ndarray
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        centred = np.asarray(values, dtype=np.float64) - self.mean
+        residual = centred - (centred @ self.components) @ self.components.T
+        return np.square(residual) @ self.weights
+
+
+def fit_pca(url: str, channels: list[str], weights: np.ndarray, explained: float = 0.9) -> PcaDetector:
+    """Principal components of a split's rows, streamed a batch at a time (memory: channels^2):
+    the fewest that explain `explained` of the variance, at most channels - 1 (so that a row
+    always has an error to show)."""
+    count, total, products = 0, np.zeros(len(channels)), np.zeros((len(channels), len(channels)))
+    for frame in datasets.iter_frames(url, channels):
+        values = scoring.channel_matrix(frame, channels, url).astype(np.float64)
+        count += len(values)
+        total += values.sum(axis=0)
+        products += values.T @ values
+    mean = total / max(count, 1)
+    covariance = (products - count * np.outer(mean, mean)) / max(count - 1, 1)
+    variances, directions = np.linalg.eigh(covariance)
+    order = np.argsort(variances)[::-1]
+    variances, directions = np.clip(variances[order], 0, None), directions[:, order]
+    share = np.cumsum(variances) / variances.sum() if variances.sum() > 0 else np.ones(len(variances))
+    kept = min(int(np.searchsorted(share, explained) + 1), len(channels) - 1)
+    return PcaDetector(mean, directions[:, :kept], weights)
+
+
 def score_split(
-    model: Any, url: str, channels: list[str], window: int, label_column: str, progress: bool = True
+    model: Any,
+    url: str,
+    channels: list[str],
+    window: int,
+    label_column: str,
+    progress: bool = True,
+    pca: PcaDetector | None = None,
 ) -> pd.DataFrame:
     """Raw and smoothed scores of one split (a dataset, streamed a batch at a time), with its time
     segments, raw-signal baseline and (when it has one) label, indexed by time.
@@ -91,6 +138,7 @@ def score_split(
     The raw-signal baseline is the sum of squared scaled values, each channel weighted as the
     model weighs it in its score (`channel_weight`: a few-valued channel lighter, a drifting one
     left out): the plain signal given the model's channel handling, so the comparison is fair.
+    With `pca`, its reconstruction error is a second baseline (`pca`), smoothed the same way.
 
     Memory holds a batch of channels and ~40 bytes of scores per row: the windows and the smoothing
     carry the rows they need across batch edges, so every score is the one of the whole series.
@@ -113,7 +161,7 @@ def score_split(
     columns = [*channels, *([label_column] if label_column in datasets.schema(url).names else [])]
     scorer, keep = scoring.ChunkScorer(model), max(window - 1, 0)
     weights = channel_weights(model, len(channels))
-    tail = {"score": np.empty(0), "raw_signal": np.empty(0), "segment": np.empty(0, np.int64)}
+    tail = {"score": np.empty(0), "raw_signal": np.empty(0), "pca": np.empty(0), "segment": np.empty(0, np.int64)}
     pieces = []
     with tqdm(
         total=rows, desc=f"scoring {url.rstrip('/').rsplit('/', 1)[-1]}", unit="row", disable=not progress
@@ -128,12 +176,14 @@ def score_split(
             scored = {
                 "score": np.concatenate([tail["score"], raw]),
                 "raw_signal": np.concatenate([tail["raw_signal"], signal]),
+                "pca": np.concatenate([tail["pca"], pca(values) if pca else np.zeros(len(values))]),
                 "segment": np.concatenate([tail["segment"], segments]),
             }
             smoothed = scoring.smooth_scores(scored["score"], window, scored["segment"])[len(tail["score"]) :]
-            smoothed_signal = scoring.smooth_scores(scored["raw_signal"], window, scored["segment"])[
-                len(tail["score"]) :
-            ]
+            smoothed_signal, smoothed_pca = (
+                scoring.smooth_scores(scored[name], window, scored["segment"])[len(tail["score"]) :]
+                for name in ("raw_signal", "pca")
+            )
             tail = {
                 name: column[max(len(column) - keep, 0) :] if keep else column[:0] for name, column in scored.items()
             }
@@ -143,6 +193,7 @@ def score_split(
                     "smoothed_score": smoothed,
                     "segment": segments,
                     "raw_signal": smoothed_signal,
+                    **({"pca": smoothed_pca} if pca else {}),
                 },
                 index=frame.index,
             )
@@ -309,21 +360,22 @@ def evaluate_scores(
     return summary, sweep
 
 
-def raw_signal_baseline(
-    val_signal: np.ndarray, test_signal: np.ndarray, labels: np.ndarray, options: EvaluateOptions
+def detector_baseline(
+    name: str, val_signal: np.ndarray, test_signal: np.ndarray, labels: np.ndarray, options: EvaluateOptions
 ) -> dict[str, float]:
-    """The same thresholds and metrics for the raw signal (sum of squared scaled values) as score."""
+    """The model's thresholds and metrics for another detector's scores (the raw signal, PCA),
+    keyed `<name>_fc1`, `<name>_f1`, `<name>_best_fc1`, `<name>_top_k_fc1`, `<name>_pr_auc`."""
     threshold = label_free_thresholds(val_signal, options)[options.threshold_method]
     label_free = metrics.metrics_at(test_signal, labels, threshold)
     grid = metrics.threshold_grid(test_signal, options.n_thresholds, options.low_quantile, options.high_quantile)
     best = metrics.sweep_thresholds(test_signal, labels, grid)["fc1"].max()
     top_k = metrics.top_k_threshold(test_signal, int(np.asarray(labels).sum()))
     return {
-        "raw_signal_fc1": label_free["fc1"],
-        "raw_signal_f1": label_free["f1"],
-        "raw_signal_best_fc1": float(best),
-        "raw_signal_top_k_fc1": metrics.metrics_at(test_signal, labels, top_k)["fc1"],
-        "raw_signal_pr_auc": metrics.average_precision(test_signal, labels),
+        f"{name}_fc1": label_free["fc1"],
+        f"{name}_f1": label_free["f1"],
+        f"{name}_best_fc1": float(best),
+        f"{name}_top_k_fc1": metrics.metrics_at(test_signal, labels, top_k)["fc1"],
+        f"{name}_pr_auc": metrics.average_precision(test_signal, labels),
     }
 
 
@@ -334,7 +386,7 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat |= {"top_k_fc1": summary["top_k"]["fc1"], "top_k_f1": summary["top_k"]["f1"]}
     for method, values in summary["label_free_by_method"].items():
         flat |= {f"{method}_fc1": values["fc1"], f"{method}_false_alarm_rate": values["false_alarm_rate"]}
-    flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": v for k, v in summary["baselines"].items()}}
+    flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": float(v) for k, v in summary["baselines"].items()}}
     return flat | {name: float(value) for name, value in summary["counts"].items()}
 
 
@@ -364,8 +416,11 @@ def run_evaluate(
     channels = scaler["channels"]
     if options.label_column not in datasets.schema(test_url).names:
         raise InputError(f"test set {test_url} has no label column '{options.label_column}'")
-    val_scored = score_split(model, val_url, channels, options.smoothing_window, options.label_column)
-    test_scored = score_split(model, test_url, channels, options.smoothing_window, options.label_column)
+    # PCA is fitted on the validation rows it also takes its threshold from (as the quantile of
+    # the model's validation scores is): k << rows, so the in-sample error is barely smaller.
+    pca = fit_pca(val_url, channels, channel_weights(model, len(channels))) if len(channels) > 1 else None
+    val_scored = score_split(model, val_url, channels, options.smoothing_window, options.label_column, pca=pca)
+    test_scored = score_split(model, test_url, channels, options.smoothing_window, options.label_column, pca=pca)
     labels = test_scored["label"].to_numpy()
     if not np.isin(labels, (0, 1)).all():
         raise InputError(f"label column '{options.label_column}' of {test_url} holds values other than 0 and 1")
@@ -373,9 +428,12 @@ def run_evaluate(
     summary, sweep = evaluate_scores(
         val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options
     )
-    summary["baselines"] |= raw_signal_baseline(
-        val_scored["raw_signal"].to_numpy(), test_scored["raw_signal"].to_numpy(), labels, options
-    )
+    for detector in ("raw_signal", "pca")[: 1 + (pca is not None)]:
+        summary["baselines"] |= detector_baseline(
+            detector, val_scored[detector].to_numpy(), test_scored[detector].to_numpy(), labels, options
+        )
+    if pca is not None:
+        summary["baselines"]["pca_components"] = int(pca.components.shape[1])
     events = event_table(labels, test_scored.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]
     summary |= {

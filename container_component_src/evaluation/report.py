@@ -584,6 +584,58 @@ def _metrics_table(summary: dict[str, Any]) -> str:
     )
 
 
+DETECTORS = {"raw_signal": "raw signal", "pca": "PCA reconstruction error"}
+
+
+def detectors_table(summary: dict[str, Any]) -> str:
+    """The model beside the classical detectors, each at the same thresholds, and one sentence on
+    which wins at the deployed one and by how much."""
+    base = summary["baselines"]
+    rows = [
+        (
+            "the model",
+            summary["label_free"]["fc1"],
+            summary.get("top_k", {}).get("fc1"),
+            summary["best_fc1"]["fc1"],
+            summary["pr_auc"],
+        )
+    ]
+    for key, name in DETECTORS.items():
+        if f"{key}_fc1" in base:
+            label = (
+                f"{name} ({base['pca_components']} components)" if key == "pca" and "pca_components" in base else name
+            )
+            rows.append(
+                (
+                    label,
+                    base[f"{key}_fc1"],
+                    base.get(f"{key}_top_k_fc1"),
+                    base[f"{key}_best_fc1"],
+                    base[f"{key}_pr_auc"],
+                )
+            )
+    if len(rows) == 1:
+        return ""
+    cell = lambda value: "" if value is None else f"{value:.4f}"  # noqa: E731 - one use, here
+    body = "".join(
+        f"<tr><th>{html.escape(r[0])}</th>" + "".join(f"<td>{cell(v)}</td>" for v in r[1:]) + "</tr>" for r in rows
+    )
+    best = max(rows[1:], key=lambda r: r[1])
+    margin = rows[0][1] - best[1]
+    verdict = (
+        f"At the deployed threshold rule the model is ahead of the best classical detector ({html.escape(best[0])}) "
+        f"by {margin:.3f} Fc1."
+        if margin > 0
+        else f"At the deployed threshold rule the model is <b>not ahead</b> of {html.escape(best[0])} "
+        f"({-margin:.3f} Fc1 behind or level): a classical detector does as well on these data."
+    )
+    method = summary.get("threshold_method", "quantile")
+    return (
+        f"<h2>Detectors at the same thresholds</h2><table><tr><th></th><th>Fc1, label-free ({method})</th>"
+        f"<th>Fc1, top-k</th><th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table><p>{verdict}</p>"
+    )
+
+
 def _calibration_note(calibrated: dict[str, Any]) -> str:
     """One sentence: each label-free threshold's promised and observed false-alarm rate."""
     if not calibrated:
@@ -662,6 +714,6 @@ def render_report(
         "ties not flagged), as published tables do. A row is flagged when its score is above the threshold. Fc1 is the "
         "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
         "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"
-        f"{_metrics_table(summary)}{divs}"
+        f"{_metrics_table(summary)}{detectors_table(summary)}{divs}"
         f"{outcome_tables(event_outcomes(events, test, thresholds['label-free']), alarms)}</body></html>"
     )

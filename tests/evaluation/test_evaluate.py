@@ -40,6 +40,9 @@ def test_the_model_finds_the_injected_anomalies_better_than_trivial_detectors(ev
     assert m["fc1"] > m["baseline_all_positive_fc1"] + 0.15, m
     assert m["fc1"] > m["baseline_random_fc1"] + 0.15, m
     assert {"baseline_raw_signal_fc1", "baseline_raw_signal_best_fc1", "baseline_raw_signal_pr_auc"} <= set(m)
+    assert {"baseline_pca_fc1", "baseline_pca_top_k_fc1", "baseline_pca_best_fc1", "baseline_pca_pr_auc"} <= set(m)
+    assert 1 <= evaluated["summary"]["baselines"]["pca_components"] < 16
+    assert "<h2>Detectors at the same thresholds</h2>" in Path(evaluated["report.html"]).read_text()
     assert m["pr_auc"] > m["anomaly_share"] + 0.2, m
     assert m["best_fc1"] >= m["fc1"] - 1e-9
 
@@ -174,3 +177,36 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
     squares = np.square(frame[["a", "b", "c"]].to_numpy(np.float64))
     weighted = scoring.smooth_scores(squares @ np.array([1.0, 0.1, 0.0]), 5, segments)
     np.testing.assert_allclose(scored["raw_signal"], weighted, rtol=1e-6)
+
+
+def test_pca_finds_rows_off_the_plane_of_the_validation_rows(tmp_path: Path) -> None:
+    from container_component_src.evaluation.evaluate import fit_pca
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=2000), rng.normal(size=2000)
+    times = pd.date_range("2021-01-01", periods=2000, freq="1min", tz="UTC", name="normalizedTime")
+    frame = pd.DataFrame({"a": a, "b": b, "c": a + b + rng.normal(0, 1e-3, 2000)}, index=times).astype(np.float32)
+    write_dataset(str(tmp_path / "val"), frame, part_rows=300)  # streamed in parts
+    pca = fit_pca(str(tmp_path / "val"), ["a", "b", "c"], np.ones(3))
+    assert pca.components.shape == (3, 2), "two directions explain the plane"
+    on, off = pca(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, -3.0]]))
+    assert on < 1e-3 and off > 10
+    lighter = fit_pca(str(tmp_path / "val"), ["a", "b", "c"], np.array([0.0, 0.0, 0.0]))
+    assert lighter(np.array([[1.0, 2.0, -3.0]]))[0] == 0, "weights apply to the error"
+
+
+def test_the_report_says_when_a_classical_detector_does_as_well() -> None:
+    from container_component_src.evaluation.report import detectors_table
+
+    summary = {
+        "label_free": {"fc1": 0.72},
+        "top_k": {"fc1": 0.73},
+        "best_fc1": {"fc1": 0.75},
+        "pr_auc": 0.66,
+        "baselines": {
+            f"raw_signal_{k}": v for k, v in (("fc1", 0.74), ("top_k_fc1", 0.7), ("best_fc1", 0.76), ("pr_auc", 0.6))
+        },
+    }
+    assert "the model is <b>not ahead</b> of raw signal (0.020 Fc1 behind or level)" in detectors_table(summary)
+    summary["label_free"]["fc1"] = 0.80
+    assert "ahead of the best classical detector (raw signal) by 0.060 Fc1" in detectors_table(summary)
