@@ -17,7 +17,9 @@ FULL = GeneratorOptions(years=(2021, 2022, 2023), days_per_year=365, sampling_pe
 SMALL = GeneratorOptions(years=(2021, 2022), days_per_year=30, sampling_period_s=3.0, n_channels=16, seed=7)
 # For the benchmarks' own smoke test.
 TINY = GeneratorOptions(years=(2021,), days_per_year=3, sampling_period_s=60.0, n_channels=4, seed=7)
-SIZES = {"full": FULL, "small": SMALL, "tiny": TINY}
+# The data the pipeline runs on by default (two years of 21 days at 10 s).
+DEFAULT = GeneratorOptions(seed=7)
+SIZES = {"full": FULL, "small": SMALL, "default": DEFAULT, "tiny": TINY}
 
 
 def best_of(repeats: int, func: Callable[[], Any]) -> tuple[float, Any]:

@@ -48,7 +48,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
     )
 
     benchmarks = {
-        "preprocess": lambda: bench_preprocess.run(data_dir, size, workers),
+        "preprocess": lambda: bench_preprocess.run(data_dir, (size, "default"), workers),
         "label-join": bench_label_join.run,
         "threshold-sweep": bench_threshold_sweep.run,
         "training": bench_training.run,
@@ -60,6 +60,16 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         "skab": bench_skab.run,
     }
     return benchmarks
+
+
+def _speed_notes(row: dict[str, Any]) -> str:
+    """The ratio, and what else a speed row measured (peak memory, agreement with our output)."""
+    notes = [f"{row['ratio']} ({row['ratio_meaning']})"] if "ratio" in row else []
+    if "peak_memory_mb" in row:
+        notes.append(f"peak {row['peak_memory_mb']:,} MB")
+    if "agreement" in row:
+        notes.append(f"output: {row['agreement']}")
+    return "; ".join(notes)
 
 
 def tables(rows: list[dict[str, Any]]) -> dict[str, tuple[tuple[str, ...], list[tuple[str, ...]]]]:
@@ -95,8 +105,8 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, tuple[tuple[str, ...], list[
                     row["benchmark"],
                     row["case"],
                     f"{row['seconds']:.3f}",
-                    f"{row['rows_per_s']:,}",
-                    f"{row['ratio']} ({row['ratio_meaning']})" if "ratio" in row else "",
+                    f"{row['rows_per_s']:,}" if "rows_per_s" in row else "",
+                    _speed_notes(row),
                     row.get("target", ""),
                     {True: "yes", False: "NO"}.get(row.get("met"), ""),
                 )

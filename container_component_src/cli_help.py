@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,9 +15,12 @@ def widen_help(min_width: int = 120) -> None:
     option names); $TERMINAL_WIDTH, when set, wins."""
     if "TERMINAL_WIDTH" in os.environ:
         return
-    from typer import rich_utils
-
-    rich_utils.MAX_WIDTH = max(shutil.get_terminal_size((min_width, 24)).columns, min_width)
+    width = max(shutil.get_terminal_size((min_width, 24)).columns, min_width)
+    rich_utils = sys.modules.get("typer.rich_utils")
+    if rich_utils is not None:
+        rich_utils.MAX_WIDTH = width
+    else:  # typer reads it when it first renders help or an error: a run never pays for rich
+        os.environ["TERMINAL_WIDTH"] = str(width)
 
 
 def finite_float(text: str) -> float:

@@ -428,8 +428,13 @@ def split_archive(
         _report(run_split_archive(archive, out, timestamp_column, partition_period))
 
 
-ClusterOption = Annotated[DaskCluster, typer.Option(help="Where Dask runs.", rich_help_panel=Cluster)]
-WorkersOption = Annotated[int, typer.Option(help="Dask workers.", rich_help_panel=Cluster)]
+ClusterOption = Annotated[
+    DaskCluster,
+    typer.Option(help="Where the tasks run: threads of this process, or a Dask cluster.", rich_help_panel=Cluster),
+]
+WorkersOption = Annotated[
+    int, typer.Option(help="Worker threads (local) or Dask workers (kubernetes).", rich_help_panel=Cluster)
+]
 WorkerCpuOption = Annotated[str, typer.Option(help="CPU per Kubernetes worker.", rich_help_panel=Cluster)]
 WorkerMemoryOption = Annotated[str, typer.Option(help="Memory per Kubernetes worker.", rich_help_panel=Cluster)]
 WorkerImageOption = Annotated[str, typer.Option(help="Image of Kubernetes workers.", rich_help_panel=Cluster)]
@@ -450,26 +455,31 @@ ScratchOption = Annotated[
 ]
 
 
-def _dask_client(ctx: typer.Context, step: str) -> Any:
-    """The Dask client of a step, from the cluster options it was given (`ctx.params`)."""
-    from container_component_src.cluster.dask import ClusterOptions, dask_client
+def _cluster_options(ctx: typer.Context, step: str) -> Any:
+    """The cluster options a step was given (`ctx.params`)."""
+    from container_component_src.cluster.dask import ClusterOptions
 
     given = ctx.params
-    return dask_client(
-        ClusterOptions(
-            cluster=given["cluster"],
-            n_workers=given["n_workers"],
-            worker_cpu=given["worker_cpu"],
-            worker_memory=given["worker_memory"],
-            image=given["worker_image"],
-            namespace=given["namespace"],
-            s3_secret_name=given["s3_secret_name"],
-            s3_endpoint=given["s3_endpoint"],
-            profile_workers=given["profile_workers"],
-            placement=Placement.from_settings(ctx.obj.kubernetes),
-            name_prefix=step,
-        )
+    return ClusterOptions(
+        cluster=given["cluster"],
+        n_workers=given["n_workers"],
+        worker_cpu=given["worker_cpu"],
+        worker_memory=given["worker_memory"],
+        image=given["worker_image"],
+        namespace=given["namespace"],
+        s3_secret_name=given["s3_secret_name"],
+        s3_endpoint=given["s3_endpoint"],
+        profile_workers=given["profile_workers"],
+        placement=Placement.from_settings(ctx.obj.kubernetes),
+        name_prefix=step,
     )
+
+
+def _dask_client(ctx: typer.Context, step: str) -> Any:
+    """The Dask client of a step, from the cluster options it was given."""
+    from container_component_src.cluster.dask import dask_client
+
+    return dask_client(_cluster_options(ctx, step))
 
 
 @app.command()
@@ -500,7 +510,9 @@ def preprocess(
     scratch: ScratchOption = "",
     seed: Annotated[int, typer.Option(help="Seed of --sample-frac.")] = 0,
 ) -> None:
-    """Resample the partitions onto a regular grid with Dask and report data quality."""
+    """Resample the partitions onto a regular grid and report data quality (threads here, or a Dask
+    cluster on Kubernetes)."""
+    from container_component_src.cluster.dask import step_tasks
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
 
     with _clear_errors():
@@ -513,8 +525,8 @@ def preprocess(
             seed=seed,
         )
         options.validate()
-        with _dask_client(ctx, "preprocess") as client:
-            summary = run_preprocess(partitions, out, quality_report, client, options, timestamp_column, scratch)
+        with step_tasks(_cluster_options(ctx, "preprocess")) as tasks:
+            summary = run_preprocess(partitions, out, quality_report, tasks, options, timestamp_column, scratch)
         _report({k: v for k, v in summary.items() if k != "channels"})
 
 

@@ -62,8 +62,8 @@ def _check_value(key: str, value: Any) -> None:
     """
     import math
 
+    from container_component_src.data.spans import parse_span
     from container_component_src.data.split import SplitOptions
-    from container_component_src.data.timestamps import parse_span
 
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"--param {key}: {value!r} is not a finite number")

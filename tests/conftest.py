@@ -48,12 +48,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def scaled_sets(
-    tiny_data: dict[str, str], dask_test_client: object, tmp_path_factory: pytest.TempPathFactory
+    tiny_data: dict[str, str],
+    dask_test_client: object,
+    thread_tasks: object,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """Scaled train/val/test sets with a scaler, made from the tiny data through the data steps."""
     d = tmp_path_factory.mktemp("scaled")
     run_split_archive(list_archives(tiny_data["archives"])[0], str(d / "parts"))
-    run_preprocess([str(d / "parts")], str(d / "telemetry"), str(d / "q.json"), dask_test_client, PreprocessOptions())
+    run_preprocess([str(d / "parts")], str(d / "telemetry"), str(d / "q.json"), thread_tasks, PreprocessOptions())
     run_parse_reports(tiny_data["reports"], str(d / "intervals.parquet"))
     run_label_series(str(d / "telemetry"), str(d / "intervals.parquet"), str(d / "labelled.parquet"), dask_test_client)
     names = ("train", "val", "test")
@@ -98,6 +101,23 @@ def dask_test_client() -> Iterator[object]:
         Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture(scope="session")
+def thread_tasks() -> Iterator[object]:
+    """Two threads of this process: where a local step's tasks run (`step_tasks` on "local")."""
+    from container_component_src.cluster.dask import ClusterOptions, step_tasks
+
+    with step_tasks(ClusterOptions(n_workers=2)) as tasks:
+        yield tasks
+
+
+@pytest.fixture(scope="session")
+def dask_tasks(dask_test_client: object) -> object:
+    """The same tasks on a Dask cluster's workers (`step_tasks` on "kubernetes")."""
+    from container_component_src.cluster.dask import Tasks
+
+    return Tasks.of_client(dask_test_client)
 
 
 def free_port() -> int:

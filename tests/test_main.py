@@ -252,7 +252,7 @@ def test_worker_profiler_follows_config_env_and_flag(
         raise RuntimeError("no cluster in this test")
 
     monkeypatch.setattr(dask_cluster, "dask_client", no_cluster)
-    result = runner.invoke(app, ["preprocess", "--partitions", "p", "--out", "o", "--quality-report", "q", *flag])
+    result = runner.invoke(app, ["label-series", "--telemetry", "t", "--intervals", "i", "--out", "o", *flag])
     assert result.exit_code != 0 and seen == {"profile": expected}
 
 

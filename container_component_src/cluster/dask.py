@@ -1,5 +1,6 @@
 """The Dask cluster of preprocess and of the table steps that run a task per part: a LocalCluster,
-or a DaskCluster in Kubernetes (dask-kubernetes operator)."""
+or a DaskCluster in Kubernetes (dask-kubernetes operator); and `step_tasks`, which runs a step's
+tasks on threads of this process when one machine is all there is."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,3 +285,41 @@ def _wait_for_workers(client: Any, cluster: DaskClusterHandle, options: ClusterO
                 raise TimeoutError(
                     f"{joined} of {options.n_workers} Dask workers joined within {options.startup_timeout_s:.0f} s"
                 ) from None
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """Where a step's tasks run: any `concurrent.futures.Executor` (its futures work with
+    `concurrent.futures.as_completed`), and how many run at once.
+
+    Attributes:
+        executor: Takes the tasks.
+        threads: Tasks that run at once (what a step sizes its batches by).
+    """
+
+    executor: Executor
+    threads: int
+
+    @classmethod
+    def of_client(cls, client: Any) -> Tasks:
+        """The tasks of a connected `distributed.Client`: every task is a new one (`pure=False`)."""
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        return cls(client.get_executor(pure=False), threads)
+
+
+@contextlib.contextmanager
+def step_tasks(options: ClusterOptions, api_client: Any = None) -> Iterator[Tasks]:
+    """A step's tasks: on "local", `options.n_workers` threads of this process (the tasks release the
+    GIL; a Dask cluster would add its start, its imports and its scheduling to every task, and
+    nothing to share); on "kubernetes", the workers of a Dask cluster of their own."""
+    if options.cluster == DaskCluster.local:
+        if options.n_workers < 1:
+            raise OptionError(f"--n-workers must be >= 1, got {options.n_workers}")
+        pool = ThreadPoolExecutor(options.n_workers, thread_name_prefix=options.name_prefix)
+        try:
+            yield Tasks(pool, options.n_workers)
+        finally:
+            pool.shutdown(cancel_futures=True)
+        return
+    with dask_client(options, api_client) as client:
+        yield Tasks.of_client(client)

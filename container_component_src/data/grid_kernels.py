@@ -1,16 +1,19 @@
-"""The compiled grid kernels of preprocessing: samples -> per-period values on a regular grid
-(mean, min, max, median, first or last), per-channel statistics of a grid, and gap filling.
+"""The grid kernels of preprocessing: samples -> per-period values on a regular grid (mean, min,
+max, median, first or last), per-channel statistics of a grid, and gap filling.
 
-Pure functions on numpy arrays (numba, releasing the GIL); `data.preprocess` runs them in Dask
-tasks. Grids are float32 and channel-major (channels x rows); sums and statistics accumulate in
-float64.
+Pure, vectorised numpy functions (numpy releases the GIL in each of them, so the tasks of
+`data.preprocess` run side by side on threads). Grids are float32 and channel-major (channels x
+rows); sums and statistics accumulate in float64. Numpy rather than a JIT compiler: compiled
+loops were ~2.5x faster per sample, but importing the compiler and loading its cached machine
+code cost 0.3 s in every process, more than the kernels' whole time on the default data.
 """
 
 from __future__ import annotations
 
-import numba
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
-import pandas as pd
 
 
 def resample(
@@ -25,12 +28,12 @@ def resample(
     """Aggregate one partition's samples onto its grid; periods without a value are NaN.
 
     Args:
-        ts: Sample times (ns since epoch), usually sorted (sorted here when not).
+        ts: Sample times (ns since epoch), usually sorted (sorted here, stably, when not).
         columns: Per channel, its samples (None: channel absent); NaN is missing.
         grid_start_ns: Start of the grid (a multiple of `period_ns`).
         bins: Number of grid periods.
         period_ns: Period length.
-        how: One of AGGREGATIONS; NaN samples are ignored.
+        how: One of `AGGREGATE_RUNS`; NaN samples are ignored.
         out: Where to write the grid, shape (channels, bins), NaN-filled; a new float32 array when None.
 
     Returns:
@@ -41,156 +44,152 @@ def resample(
     """
     grid = np.full((len(columns), bins), np.nan, dtype=np.float32) if out is None else out
     valid = np.zeros(len(columns), dtype=np.int64)
-    bounds, run_columns, status = _period_runs(ts, grid_start_ns // period_ns, bins, period_ns)
-    if status == _UNSORTED:
+    if ts.size == 0:
+        return grid, valid
+    order = None
+    if ts.size > 1 and (ts[1:] < ts[:-1]).any():
         order = np.argsort(ts, kind="stable")
         ts = ts[order]
-        columns = [None if c is None else c[order] for c in columns]
-        bounds, run_columns, status = _period_runs(ts, grid_start_ns // period_ns, bins, period_ns)
-    if status == _OUTSIDE:
-        raise ValueError(
-            f"samples outside the grid {pd.Timestamp(grid_start_ns, tz='UTC')} + {bins} x {pd.Timedelta(period_ns)}"
-        )
-    aggregate_runs = _AGGREGATE_RUNS[how]
+    if ts[0] < grid_start_ns or ts[-1] >= grid_start_ns + bins * period_ns:
+        import pandas as pd  # only to say where: pandas costs a quarter of a second to import
+
+        start, period = pd.Timestamp(grid_start_ns, tz="UTC"), pd.Timedelta(period_ns)
+        raise ValueError(f"samples outside the grid {start} + {bins} x {period}")
+    # Sorted samples: each period's first sample by a binary search of the period edges (no
+    # division per sample); the periods with a sample are the runs.
+    edges = np.searchsorted(ts, grid_start_ns + period_ns * np.arange(bins + 1))
+    occupied = np.flatnonzero(edges[1:] > edges[:-1])
+    starts = edges[occupied]
+    runs = Runs(starts, edges[occupied + 1] - starts, occupied)
+    aggregate = AGGREGATE_RUNS[how]
+    # Channels of one type are aggregated together, one call for all of them.
+    by_type: dict[np.dtype, list[int]] = {}
     for j, samples in enumerate(columns):
         if samples is not None:
-            valid[j] = aggregate_runs(bounds, run_columns, samples, grid[j])
+            by_type.setdefault(samples.dtype, []).append(j)
+    for rows in by_type.values():
+        samples = np.stack([columns[j] for j in rows]) if len(rows) > 1 else columns[rows[0]][None, :]
+        if order is not None:
+            samples = samples[:, order]
+        values, counts = aggregate(runs, samples)
+        if rows[-1] - rows[0] == len(rows) - 1:  # consecutive channels (usual): a view, no index grid
+            grid[rows[0] : rows[-1] + 1, runs.columns] = values
+        else:
+            grid[np.ix_(rows, runs.columns)] = values
+        valid[rows] = counts
     return grid, valid
 
 
-_UNSORTED, _OUTSIDE = 1, 2
+@dataclass(frozen=True)
+class Runs:
+    """Consecutive samples that share a grid period.
+
+    Attributes:
+        starts: Each run's first sample.
+        lengths: Each run's samples.
+        columns: Each run's grid column.
+    """
+
+    starts: np.ndarray
+    lengths: np.ndarray
+    columns: np.ndarray
 
 
-@numba.njit(nogil=True, cache=True)
-def _period_runs(ts: np.ndarray, first_bin: int, bins: int, period_ns: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Split sorted sample times into runs that share a grid period, in one pass with a division
-    only per run: the first sample of each run (plus the end), each run's grid column, and a
-    status (0, or _UNSORTED, or _OUTSIDE the grid)."""
-    bounds = np.empty(ts.size + 1, dtype=np.int64)
-    run_columns = np.empty(ts.size, dtype=np.int64)
-    runs = 0
-    period_end = 0
-    for i in range(ts.size):
-        t = ts[i]
-        if i > 0 and t < ts[i - 1]:
-            return bounds[:1], run_columns[:0], 1
-        if i == 0 or t >= period_end:
-            column = t // period_ns - first_bin
-            if column < 0 or column >= bins:
-                return bounds[:1], run_columns[:0], 2
-            bounds[runs] = i
-            run_columns[runs] = column
-            runs += 1
-            period_end = (column + first_bin + 1) * period_ns
-    bounds[runs] = ts.size
-    return bounds[: runs + 1], run_columns[:runs], 0
+Aggregate = Callable[[Runs, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _mean_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
-    """Write each run's mean of its non-NaN samples to its grid column; return how many samples
-    were not NaN. Branch-free (a NaN adds zero), so the loop vectorises and never mispredicts;
-    reassociation lets it, and the NaN test stays exact."""
-    added = 0
-    for r in range(run_columns.size):
-        total, count = 0.0, 0
-        for i in range(bounds[r], bounds[r + 1]):
-            value = samples[i]
-            present = value == value
-            total += value if present else 0.0
-            count += present
-        if count:
-            out[run_columns[r]] = total / count
-        added += count
-    return added
+def _present(samples: np.ndarray) -> np.ndarray | None:
+    """The mask of non-NaN samples, or None when all are (integers, or floats without a gap)."""
+    if samples.dtype.kind != "f":
+        return None
+    missing = np.isnan(samples)
+    return ~missing if missing.any() else None
 
 
-@numba.njit(nogil=True, cache=True)
-def _min_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
-    """Like `_mean_runs`, for the minimum."""
-    added = 0
-    for r in range(run_columns.size):
-        best, count = np.inf, 0
-        for i in range(bounds[r], bounds[r + 1]):
-            if samples[i] == samples[i]:
-                best = min(best, samples[i])
-                count += 1
-        if count:
-            out[run_columns[r]] = best
-        added += count
-    return added
+def _mean_runs(runs: Runs, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's mean of its non-NaN samples (summed in float64), channels x runs, and the
+    non-NaN samples per channel.
+
+    One pass sums every run; only the runs whose sum came out NaN (a missing sample in them) are
+    summed again without their NaN, so a few gaps cost a few runs, not a pass over every sample.
+    """
+    totals = np.add.reduceat(samples, runs.starts, axis=1, dtype=np.float64)
+    counts = np.broadcast_to(runs.lengths, totals.shape)
+    if samples.dtype.kind == "f":
+        channel, run = np.nonzero(np.isnan(totals))
+        if channel.size:
+            # The samples of every gapped run of every channel, gathered once, run after run.
+            sizes = runs.lengths[run]
+            offsets = np.cumsum(sizes) - sizes
+            first = channel * samples.shape[1] + runs.starts[run]
+            picked = samples.ravel()[np.repeat(first - offsets, sizes) + np.arange(offsets[-1] + sizes[-1])]
+            present = ~np.isnan(picked)
+            counts = counts.copy()
+            totals[channel, run] = np.add.reduceat(np.where(present, picked, 0), offsets, dtype=np.float64)
+            counts[channel, run] = np.add.reduceat(present, offsets, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return totals / counts, counts.sum(axis=1)  # 0 / 0: NaN, a period without a value
 
 
-@numba.njit(nogil=True, cache=True)
-def _max_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
-    """Like `_mean_runs`, for the maximum."""
-    added = 0
-    for r in range(run_columns.size):
-        best, count = -np.inf, 0
-        for i in range(bounds[r], bounds[r + 1]):
-            if samples[i] == samples[i]:
-                best = max(best, samples[i])
-                count += 1
-        if count:
-            out[run_columns[r]] = best
-        added += count
-    return added
+def _valid_counts(samples: np.ndarray) -> np.ndarray:
+    present = _present(samples)
+    return np.full(samples.shape[0], samples.shape[1]) if present is None else present.sum(axis=1)
 
 
-@numba.njit(nogil=True, cache=True)
-def _median_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
-    """Like `_mean_runs`, for the median."""
-    added = 0
-    buffer = np.empty(0, dtype=samples.dtype)
-    for r in range(run_columns.size):
-        start, stop = bounds[r], bounds[r + 1]
-        if buffer.size < stop - start:
-            buffer = np.empty(stop - start, dtype=samples.dtype)
-        count = 0
-        for i in range(start, stop):
-            if samples[i] == samples[i]:
-                buffer[count] = samples[i]
-                count += 1
-        if count:
-            out[run_columns[r]] = np.median(buffer[:count])
-        added += count
-    return added
+def _extreme_runs(reduce: np.ufunc) -> Aggregate:
+    """Like `_mean_runs`, for `np.fmin` or `np.fmax`, which skip NaN (all NaN gives NaN)."""
+
+    def aggregate(runs: Runs, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return reduce.reduceat(samples, runs.starts, axis=1), _valid_counts(samples)
+
+    return aggregate
 
 
-@numba.njit(nogil=True, cache=True)
-def _first_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
-    """Like `_mean_runs`, for the first non-NaN sample."""
-    added = 0
-    for r in range(run_columns.size):
-        count = 0
-        for i in range(bounds[r], bounds[r + 1]):
-            if samples[i] == samples[i]:
-                if count == 0:
-                    out[run_columns[r]] = samples[i]
-                count += 1
-        added += count
-    return added
+def _edge_runs(last: bool) -> Aggregate:
+    """Like `_mean_runs`, for the first (or the last) non-NaN sample of each run."""
+
+    def aggregate(runs: Runs, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        present = _present(samples)
+        size = samples.shape[1]
+        if present is None:
+            picks = runs.starts + runs.lengths - 1 if last else runs.starts
+            return samples[:, picks], _valid_counts(samples)
+        positions = np.arange(size)
+        if last:
+            picks = np.maximum.reduceat(np.where(present, positions, -1), runs.starts, axis=1)
+        else:
+            picks = np.minimum.reduceat(np.where(present, positions, size), runs.starts, axis=1)
+        found = (picks >= 0) & (picks < size)
+        values = np.take_along_axis(samples, np.clip(picks, 0, size - 1), axis=1).astype(np.float64)
+        return np.where(found, values, np.nan), present.sum(axis=1)
+
+    return aggregate
 
 
-@numba.njit(nogil=True, cache=True)
-def _last_runs(bounds: np.ndarray, run_columns: np.ndarray, samples: np.ndarray, out: np.ndarray) -> int:
-    """Like `_mean_runs`, for the last non-NaN sample."""
-    added = 0
-    for r in range(run_columns.size):
-        for i in range(bounds[r], bounds[r + 1]):
-            if samples[i] == samples[i]:
-                out[run_columns[r]] = samples[i]
-                added += 1
-    return added
+def _median_runs(runs: Runs, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like `_mean_runs`, for the median: per channel, one sort by (run, value), NaN last in a run."""
+    run = np.repeat(np.arange(runs.starts.size), runs.lengths)
+    medians = np.full((samples.shape[0], runs.starts.size), np.nan)
+    counts = np.zeros(samples.shape[0], dtype=np.int64)
+    for k, channel in enumerate(samples):
+        ordered = channel[np.lexsort((channel, run))].astype(np.float64)
+        present = _present(channel)
+        per_run = runs.lengths if present is None else np.add.reduceat(present, runs.starts, dtype=np.int64)
+        has = per_run > 0
+        low = runs.starts + np.maximum(per_run - 1, 0) // 2
+        high = runs.starts + per_run // 2
+        medians[k, has] = (ordered[low[has]] + ordered[high[has]]) / 2
+        counts[k] = per_run.sum()
+    return medians, counts
 
 
-_AGGREGATE_RUNS = {
+AGGREGATE_RUNS: dict[str, Aggregate] = {
     "mean": _mean_runs,
-    "min": _min_runs,
-    "max": _max_runs,
+    "min": _extreme_runs(np.fmin),
+    "max": _extreme_runs(np.fmax),
     "median": _median_runs,
-    "first": _first_runs,
-    "last": _last_runs,
+    "first": _edge_runs(last=False),
+    "last": _edge_runs(last=True),
 }
 
 
@@ -208,68 +207,34 @@ def grid_statistics(
         raw_valid: Non-NaN raw samples per channel.
         breaks: True at a bin that does not follow the previous one in time (no pair across it).
     """
-    channels = grid.shape[0]
-    stats = {name: np.zeros(channels, dtype=np.int64) for name in ("n", "flat", "pairs")}
-    stats |= {name: np.zeros(channels) for name in ("mean", "m2", "min", "max")}
-    if breaks is None:
-        breaks = np.zeros(grid.shape[1], dtype=np.bool_)
-    observed = _grid_statistics(np.ascontiguousarray(grid), breaks, *(stats[k] for k in STAT_ORDER))
+    channels, bins = grid.shape
+    present = ~np.isnan(grid)
+    n = np.count_nonzero(present, axis=1)
+    zeroed = np.where(present, grid, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, zeroed.sum(axis=1, dtype=np.float64) / n, 0.0)
+    deviations = zeroed - mean[:, None]  # float64
+    np.multiply(deviations, present, out=deviations)
+    m2 = np.einsum("ij,ij->i", deviations, deviations)
+    follows = ~breaks[1:] if breaks is not None else np.ones(max(bins - 1, 0), dtype=np.bool_)
+    pairs = present[:, 1:] & present[:, :-1] & follows
+    extremes = (
+        (np.fmin.reduce(grid, axis=1), np.fmax.reduce(grid, axis=1)) if bins else (np.full(channels, np.nan),) * 2
+    )
     return {
         "raw_rows": np.full(channels, raw_rows),
         "raw_valid": raw_valid,
-        **stats,
+        "n": n.astype(np.int64),
+        "mean": mean,
+        "m2": m2,
+        "min": extremes[0].astype(np.float64),
+        "max": extremes[1].astype(np.float64),
+        # NaN equals nothing, so equal neighbours are both present.
+        "flat": np.count_nonzero((grid[:, 1:] == grid[:, :-1]) & follows, axis=1).astype(np.int64),
+        "pairs": np.count_nonzero(pairs, axis=1).astype(np.int64),
         # Periods where no channel has data (an outage, a pause between recordings) count against none.
-        "grid_bins": np.full(channels, observed),
+        "grid_bins": np.full(channels, int(np.count_nonzero(present.any(axis=0)))),
     }
-
-
-STAT_ORDER = ("n", "mean", "m2", "min", "max", "flat", "pairs")
-
-
-@numba.njit(nogil=True, cache=True)
-def _grid_statistics(
-    grid: np.ndarray,
-    breaks: np.ndarray,
-    n: np.ndarray,
-    mean: np.ndarray,
-    m2: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-    flat: np.ndarray,
-    pairs: np.ndarray,
-) -> int:
-    """Fill the per-channel statistics in one compiled pass per channel; return the bins where
-    any channel has a value."""
-    channels, bins = grid.shape
-    for j in range(channels):
-        count, total, lo, hi = 0, 0.0, np.inf, -np.inf
-        for b in range(bins):
-            value = grid[j, b]
-            if value == value:
-                count += 1
-                total += value
-                lo, hi = min(lo, value), max(hi, value)
-                if b > 0 and not breaks[b]:
-                    previous = grid[j, b - 1]
-                    if previous == previous:
-                        pairs[j] += 1
-                        if previous == value:
-                            flat[j] += 1
-        average = total / count if count else 0.0
-        squares = 0.0
-        for b in range(bins):
-            value = grid[j, b]
-            if value == value:
-                squares += (value - average) ** 2
-        n[j], mean[j], m2[j] = count, average, squares
-        low[j], high[j] = (lo, hi) if count else (np.nan, np.nan)
-    observed = 0
-    for b in range(bins):
-        for j in range(channels):
-            if grid[j, b] == grid[j, b]:
-                observed += 1
-                break
-    return observed
 
 
 def merge_statistics(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -304,30 +269,27 @@ def fill_gaps(
     Returns:
         The number of cells filled outside the context rows.
     """
-    if breaks is None:
-        breaks = np.zeros(values.shape[1], dtype=np.bool_)
-    return _fill_gaps(values, max_gap, breaks, before, values.shape[1] - after)
-
-
-@numba.njit(nogil=True, cache=True)
-def _fill_gaps(values: np.ndarray, max_gap: int, breaks: np.ndarray, counted_from: int, counted_to: int) -> int:
-    """One pass per channel, remembering the last value seen since the last break."""
+    rows = values.shape[1]
+    # Rows in the same stretch of time share a count of breaks so far.
+    stretch = np.cumsum(breaks) if breaks is not None else None
     filled = 0
-    channels, rows = values.shape
-    for j in range(channels):
-        last = -1
-        for i in range(rows):
-            if breaks[i]:
-                last = -1
-            value = values[j, i]
-            if value != value:
-                continue
-            gap = i - last - 1
-            if last >= 0 and 0 < gap <= max_gap:
-                left = values[j, last]
-                for k in range(1, gap + 1):
-                    values[j, last + k] = left + (value - left) * (k / (gap + 1))
-                    if counted_from <= last + k < counted_to:
-                        filled += 1
-            last = i
+    for row in values:
+        known = np.flatnonzero(~np.isnan(row))
+        if known.size < 2:
+            continue
+        left, right = known[:-1], known[1:]
+        gaps = right - left - 1
+        fill = (gaps > 0) & (gaps <= max_gap)
+        if stretch is not None:
+            fill &= stretch[left] == stretch[right]
+        if not fill.any():
+            continue
+        left, right, gaps = left[fill], right[fill], gaps[fill]
+        # Every missing row of the filled gaps: its gap's left neighbour and its step into the gap.
+        owner = np.repeat(np.arange(gaps.size), gaps)
+        step = np.arange(owner.size) - np.repeat(np.cumsum(gaps) - gaps, gaps) + 1
+        at = left[owner] + step
+        low, high = row[left][owner], row[right][owner]
+        row[at] = low + (high - low) * (step / (gaps + 1)[owner])
+        filled += int(((at >= before) & (at < rows - after)).sum())
     return filled

@@ -22,7 +22,8 @@ from container_component_src import storage
 from container_component_src.config import DataSettings
 from container_component_src.data.generate import REPORT_COLUMNS, encode_reports
 from container_component_src.data.labels import to_ns
-from container_component_src.data.timestamps import TimeFormat, parse_span, parse_times
+from container_component_src.data.spans import parse_span
+from container_component_src.data.timestamps import TimeFormat, parse_times
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
 
@@ -450,7 +451,7 @@ def run_import_telemetry(
         if list(frame.columns) != channels:
             raise InputError(f"{url}: channels {list(frame.columns)} differ from {sources[0]}'s {channels}")
     if options.stack:
-        parts = stack_sources(parts, parse_span(options.stack_gap, "--stack-gap"))
+        parts = stack_sources(parts, pd.Timedelta(parse_span(options.stack_gap, "--stack-gap")))
     frame = pd.concat([p[0] for p in parts]).sort_index(kind="stable")
     duplicated = frame.index.duplicated()
     if duplicated.any():

@@ -8,19 +8,22 @@ parquet files in its folder, byte sizes included, for the same timestamp column.
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 
 import fsspec
-import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from container_component_src import storage
 from container_component_src.storage import InputError
 
 PARTITION_METADATA_KEY = b"eclss.partition"
+# What every partition's (and the grid's) time column is.
+TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
 MANIFEST_NAME = "_partitions.json"
 MANIFEST_VERSION = 1
 
@@ -52,12 +55,35 @@ class Partition:
     ts_max_ns: int
 
 
-def partition_range(metadata: dict[bytes, bytes] | None, url: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Read the [start, end) time range that split-archive stored in a partition."""
+_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What `pandas.Timestamp.isoformat` writes (split-archive's range), to the nanosecond.
+_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)?")
+
+
+def _iso_ns(text: str) -> int:
+    """An ISO 8601 time (no zone: UTC) as ns since the epoch, exactly (datetime stops at µs)."""
+    match = _ISO.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an ISO 8601 time")
+    zone = match[3] if match[3] not in (None, "Z") else "+00:00"
+    seconds = (datetime.fromisoformat(match[1] + zone) - _EPOCH) // timedelta(seconds=1)
+    return seconds * 1_000_000_000 + int((match[2] or "").ljust(9, "0"))
+
+
+def iso_utc(ns: int) -> str:
+    """Ns since the epoch as an ISO 8601 UTC time, to the nanosecond when it has them."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{fraction:09d}".rstrip("0").rstrip(".") + "+00:00" if fraction else f"{text}+00:00"
+
+
+def partition_range(metadata: dict[bytes, bytes] | None, url: str) -> tuple[int, int]:
+    """Read the [start, end) time range (ns since the epoch) that split-archive stored in a partition."""
     try:
         meta = json.loads((metadata or {})[PARTITION_METADATA_KEY])
-        return pd.Timestamp(meta["start"]), pd.Timestamp(meta["end"])
-    except (KeyError, ValueError) as exc:
+        return _iso_ns(meta["start"]), _iso_ns(meta["end"])
+    except (KeyError, ValueError, TypeError) as exc:
         raise InputError(f"partition {url} has no time range: was it written by split-archive?") from exc
 
 
@@ -109,9 +135,10 @@ def read_footers(urls: list[str], timestamp_column: str, threads: int = 2) -> li
 def read_footer(url: str, fs: pafs.FileSystem, timestamp_column: str) -> Partition:
     """Describe one partition file from its footer; `fs` is its pyarrow filesystem."""
     path = fsspec.core.strip_protocol(url)
-    fragment = pads.ParquetFileFormat().make_fragment(path, fs)
     try:
-        footer, schema = fragment.metadata, fragment.physical_schema
+        # The footer only (pyarrow.dataset would also import pandas: a quarter of a second).
+        source = pq.ParquetFile(fs.open_input_file(path))
+        footer, schema = source.metadata, source.schema_arrow
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"partition {url} is not readable parquet: {exc}") from exc
     if footer.num_rows == 0:
@@ -127,14 +154,14 @@ def read_footer(url: str, fs: pafs.FileSystem, timestamp_column: str) -> Partiti
     other = tuple(f.name for f in schema if f.name != timestamp_column and f.name not in numeric)
     ts_index = schema.get_field_index(timestamp_column)
     ts_type = schema.field(ts_index).type
-    lows, highs = [start.value], [end.value - 1]
+    lows, highs = [start], [end - 1]
     if pa.types.is_timestamp(ts_type):
-        to_ns = pd.Timedelta(1, unit=ts_type.unit).value
+        to_ns = _UNIT_NS[ts_type.unit]
         groups = [footer.row_group(g).column(ts_index).statistics for g in range(footer.num_row_groups)]
         if all(stats is not None and stats.has_min_max for stats in groups):
             lows = [stats.min_raw * to_ns for stats in groups]
             highs = [stats.max_raw * to_ns for stats in groups]
-    return Partition(url, path, start.value, end.value, footer.num_rows, numeric, other, min(lows), max(highs))
+    return Partition(url, path, start, end, footer.num_rows, numeric, other, min(lows), max(highs))
 
 
 def write_manifest(folder_url: str, timestamp_column: str, threads: int = 2) -> None:

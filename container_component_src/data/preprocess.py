@@ -1,6 +1,7 @@
-"""Dask preprocessing: partitions -> a regular time grid of numeric channels, plus a quality report.
+"""Preprocessing: partitions -> a regular time grid of numeric channels, plus a quality report.
 
-Stage 1 (one Dask task per batch of consecutive partitions) reads the partitions and puts them
+Stage 1 (one task per batch of consecutive partitions, on threads of this process or on the
+workers of a Dask cluster) reads the partitions and puts them
 on the grid with the compiled kernels of `data.grid_kernels`, with per-channel statistics, and
 writes the grid beside the output (memory never holds more than the batches being worked on). The
 driver merges the statistics and drops channels that are mostly missing. Stage 2 reads a grid
@@ -11,11 +12,14 @@ optionally samples, and writes one sorted, time-indexed parquet file per batch.
 from __future__ import annotations
 
 import functools
+import itertools
+import json
+from concurrent.futures import Future, as_completed, wait
 from dataclasses import dataclass
-from typing import Any
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -29,11 +33,13 @@ from container_component_src.data.grid_kernels import (
     merge_statistics,
     resample,
 )
-from container_component_src.data.partitions import Partition, inspect_partitions
-from container_component_src.data.split_archive import TIMESTAMP_TYPE
-from container_component_src.data.timestamps import parse_span
+from container_component_src.data.partitions import TIMESTAMP_TYPE, Partition, inspect_partitions, iso_utc
+from container_component_src.data.spans import describe_span, parse_span
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
+
+if TYPE_CHECKING:
+    from container_component_src.cluster.dask import Tasks
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,8 @@ def plan_grid(partitions: list[Partition], period_ns: int) -> list[tuple[int, in
     for p in partitions:
         if p.start_ns % period_ns or (p.end_ns - p.start_ns) % period_ns:
             raise OptionError(
-                f"--resample-period {pd.Timedelta(period_ns)} does not divide the partitions "
-                f"({pd.Timedelta(p.end_ns - p.start_ns)} from {pd.Timestamp(p.start_ns, tz='UTC')}): pick one that does"
+                f"--resample-period {describe_span(period_ns)} does not divide the partitions "
+                f"({describe_span(p.end_ns - p.start_ns)} from {iso_utc(p.start_ns)}): pick one that does"
             )
     first = min(p.ts_min_ns for p in partitions) // period_ns * period_ns
     last = max(p.ts_max_ns for p in partitions) // period_ns * period_ns + period_ns
@@ -105,22 +111,31 @@ def check_grid_size(grids: list[tuple[int, int]], channels: int, resample_period
         )
 
 
-# Rows of a Dask task at most: a task's memory is a few copies of its grid, so this bounds it
-# whatever the archive (~25 MB a copy at 181 channels); ten years are ~700 tasks.
-BATCH_ROWS = storage.ROW_GROUP_ROWS // 2
+# Grid cells (channels x periods) of a task at most: a task holds a few float32 copies of its grid
+# (stage 2: the grid with its context, the rows kept, the Arrow table) and one partition's raw
+# samples at a time, so this bounds a task's memory whatever the archive: 32 MiB a copy.
+BATCH_GRID_CELLS = 2**23
+# ... and at least 1 MiB of grid, when there is that much: a task's fixed costs (its files, its
+# scheduling) stay small against its work on small data.
+MIN_BATCH_GRID_CELLS = 2**18
 
 
-def plan_batches(partitions: list[Partition], threads: int, max_rows: int = BATCH_ROWS) -> list[list[int]]:
-    """Group consecutive partitions into Dask tasks: about eight per worker thread, at most `max_rows` rows each."""
-    target = min(max_rows, max(1, sum(p.rows for p in partitions) // (8 * max(threads, 1))))
+def plan_batches(
+    grids: list[tuple[int, int]], channels: int, threads: int, max_cells: int = BATCH_GRID_CELLS
+) -> list[list[int]]:
+    """Group consecutive partitions into tasks: about eight per thread (so that threads finish
+    together), each of `MIN_BATCH_GRID_CELLS` to `max_cells` grid cells (a partition larger than
+    that is a task of its own). Fewer, larger tasks also mean fewer output files."""
+    cells = [bins * channels for _, bins in grids]
+    target = min(max_cells, max(MIN_BATCH_GRID_CELLS, sum(cells) // (8 * max(threads, 1))))
     batches: list[list[int]] = [[]]
-    rows = 0
-    for i, partition in enumerate(partitions):
-        if batches[-1] and rows + partition.rows > target:
+    size = 0
+    for i, n in enumerate(cells):
+        if batches[-1] and size + n > target:
             batches.append([])
-            rows = 0
+            size = 0
         batches[-1].append(i)
-        rows += partition.rows
+        size += n
     return batches
 
 
@@ -150,10 +165,20 @@ def _read_partition(
 
 
 def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    """A column as numpy, without a copy when it has one chunk and no null (nulls become NaN)."""
-    if column.num_chunks == 1:
-        return column.chunk(0).to_numpy(zero_copy_only=False)
-    return column.to_numpy()
+    """A numeric or time column as numpy: a view of Arrow's buffer when it has one chunk and no
+    null; nulls become NaN (integers with nulls, float64). Read from the buffer because pyarrow's
+    own `to_numpy` imports pandas, a quarter of a second in every process."""
+    if column.null_count:
+        if not pa.types.is_floating(column.type):
+            column = column.cast(pa.float64())
+        import pyarrow.compute as pc  # 30 ms to import: only for columns with nulls
+
+        column = pc.fill_null(column, pa.scalar(float("nan"), column.type))
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    dtype = np.dtype(np.int64 if pa.types.is_timestamp(array.type) else array.type.to_pandas_dtype())
+    if len(array) == 0:
+        return np.empty(0, dtype)
+    return np.frombuffer(array.buffers()[1], dtype, count=len(array), offset=array.offset * dtype.itemsize)
 
 
 def _to_float(values: np.ndarray) -> np.ndarray:
@@ -236,6 +261,17 @@ def _grid_batch(
     return gridded.edges(period_ns, context_bins), stats
 
 
+def _add_boundary_pairs(stats: dict[str, np.ndarray], edges: list[tuple[Piece, Piece]], period_ns: int) -> None:
+    """Count the pairs of neighbouring values that straddle two batches (each batch counts only
+    its own), so that the flat-line share does not depend on how the partitions were batched."""
+    for (_, (last_start, last)), ((first_start, first), _) in itertools.pairwise(edges):
+        if last.shape[1] and first.shape[1] and last_start + last.shape[1] * period_ns == first_start:
+            before, after = last[:, -1], first[:, 0]
+            both = ~np.isnan(before) & ~np.isnan(after)
+            stats["pairs"] = stats["pairs"] + both
+            stats["flat"] = stats["flat"] + (both & (before == after))
+
+
 def _load_grid(grid_url: str) -> GriddedBatch:
     """Read a grid that stage 1 wrote, and remove it.
 
@@ -305,17 +341,51 @@ def time_indexed_table(times_ns: np.ndarray, values: np.ndarray, columns: list[s
     """Channel-major values and their UTC times as a table that pandas reads back time-indexed,
     built column by column without a row-major copy."""
     schema = _time_indexed_schema(tuple(columns), index_name, values.dtype.str)
-    arrays = [pa.array(row) for row in values] + [pa.array(times_ns, type=TIMESTAMP_TYPE)]
+    columns_and_time = zip([*values, times_ns.astype(np.int64, copy=False)], schema, strict=True)
+    arrays = [_wrap(column, field.type) for column, field in columns_and_time]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _wrap(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A numpy vector as an Arrow array of `kind` sharing its memory (`pa.array` would first check
+    whether it is a pandas Series, importing pandas)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(kind, values.size, [None, pa.py_buffer(values)])
 
 
 @functools.cache
 def _time_indexed_schema(columns: tuple[str, ...], index_name: str, dtype: str) -> pa.Schema:
-    """The schema, pandas metadata included, of a frame of `columns` indexed by UTC times."""
-    empty = pd.DataFrame(
-        {c: np.empty(0, dtype) for c in columns}, index=pd.DatetimeIndex([], tz="UTC", name=index_name)
+    """The schema, pandas metadata included, of a frame of `columns` indexed by UTC times: what
+    `pa.Schema.from_pandas` writes, built without importing pandas (a quarter of a second)."""
+    kind = np.dtype(dtype).name
+    fields = [{"name": c, "field_name": c, "pandas_type": kind, "numpy_type": kind, "metadata": None} for c in columns]
+    index = {
+        "name": index_name,
+        "field_name": index_name,
+        "pandas_type": "datetimetz",
+        "numpy_type": "datetime64[ns]",
+        "metadata": {"timezone": "UTC"},
+    }
+    pandas = {
+        "index_columns": [index_name],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
+        "columns": [*fields, index],
+        "attributes": {},
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": version("pandas"),
+    }
+    schema = pa.schema(
+        [*(pa.field(c, pa.from_numpy_dtype(np.dtype(dtype))) for c in columns), (index_name, TIMESTAMP_TYPE)]
     )
-    return pa.Schema.from_pandas(empty, preserve_index=True)
+    return schema.with_metadata({b"pandas": json.dumps(pandas).encode()})
 
 
 def quality_report(
@@ -356,7 +426,7 @@ def run_preprocess(
     partition_urls: list[str],
     out_url: str,
     quality_report_url: str,
-    client: Any,
+    tasks: Tasks,
     options: PreprocessOptions,
     timestamp_column: str = "normalizedTime",
     scratch_url: str = "",
@@ -367,7 +437,7 @@ def run_preprocess(
         partition_urls: Partition files, or folders of them (outputs of split-archive).
         out_url: Folder for the time-indexed parquet output (one file per batch of partitions).
         quality_report_url: JSON file for the data-quality report.
-        client: A connected `distributed.Client`.
+        tasks: Where the tasks run (`cluster.dask.step_tasks`).
         options: Grid, gap and sampling options.
         timestamp_column: Name of the timestamp column (and of the output index).
         scratch_url: Empty, or an object-storage folder unique to the run where the workers write
@@ -382,9 +452,9 @@ def run_preprocess(
     """
     options.validate()
     if not scratch_url:
-        return _preprocess(partition_urls, out_url, quality_report_url, client, options, timestamp_column)
+        return _preprocess(partition_urls, out_url, quality_report_url, tasks, options, timestamp_column)
     try:
-        summary = _preprocess(partition_urls, scratch_url, quality_report_url, client, options, timestamp_column)
+        summary = _preprocess(partition_urls, scratch_url, quality_report_url, tasks, options, timestamp_column)
         storage.copy_directory(scratch_url, out_url)
         return summary
     finally:
@@ -395,12 +465,12 @@ def _preprocess(
     partition_urls: list[str],
     out_url: str,
     quality_report_url: str,
-    client: Any,
+    tasks: Tasks,
     options: PreprocessOptions,
     timestamp_column: str,
 ) -> dict[str, Any]:
-    period_ns = parse_span(options.resample_period, "--resample-period").value
-    threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    period_ns = parse_span(options.resample_period, "--resample-period")
+    threads = tasks.threads
     partitions = inspect_partitions(partition_urls, timestamp_column, threads)
     channels = list(dict.fromkeys(c for p in partitions for c in p.numeric))
     non_numeric = sorted({c for p in partitions for c in p.other})
@@ -411,13 +481,13 @@ def _preprocess(
         )
     grids = plan_grid(partitions, period_ns)
     check_grid_size(grids, len(channels), options.resample_period)
-    batches = plan_batches(partitions, threads)
+    batches = plan_batches(grids, len(channels), threads)
     counts: dict[str, int] = {}
     storage.remove_stale_temporaries(out_url)  # left by a preprocess that was killed
     with storage.atomic_directory(out_url) as out_dir:
         grid_urls = [storage.join(out_dir, f"_grid-{i:05d}.npz") for i in range(len(batches))]
         stage1 = [
-            client.submit(
+            tasks.executor.submit(
                 _grid_batch,
                 [(partitions[i], *grids[i]) for i in batch],
                 channels,
@@ -426,14 +496,14 @@ def _preprocess(
                 timestamp_column,
                 grid_urls[number],
                 options.max_gap_periods + 1,
-                pure=False,
             )
             for number, batch in enumerate(batches)
         ]
         # Edges and statistics are small: a partition per edge, a few numbers per channel.
-        results = _gather(client, stage1, "grid", len(partitions), batches)
-        stats = functools.reduce(merge_statistics, [s for _, s in results])
+        results = _gather(stage1, "grid", len(partitions), batches)
         edges = [e for e, _ in results]
+        stats = functools.reduce(merge_statistics, [s for _, s in results])
+        _add_boundary_pairs(stats, edges, period_ns)
         report, keep = quality_report(channels, stats, options.max_missing_share)
         if not keep.any():
             raise InputError(
@@ -442,7 +512,7 @@ def _preprocess(
             )
         kept = [c for c, k in zip(channels, keep, strict=True) if k]
         stage2 = [
-            client.submit(
+            tasks.executor.submit(
                 _finish_batch,
                 i,
                 grid_urls[i],
@@ -454,11 +524,10 @@ def _preprocess(
                 kept,
                 timestamp_column,
                 out_dir,
-                pure=False,
             )
             for i in range(len(batches))
         ]
-        for part_counts in _gather(client, stage2, "fill and write", len(partitions), batches):
+        for part_counts in _gather(stage2, "fill and write", len(partitions), batches):
             for key, value in part_counts.items():
                 counts[key] = counts.get(key, 0) + value
         _check_parts_visible(out_dir, len(batches))
@@ -494,15 +563,20 @@ def _check_parts_visible(out_url: str, count: int) -> None:
         )
 
 
-def _gather(client: Any, futures: list[Any], description: str, total: int, batches: list[list[int]]) -> list[Any]:
+def _gather(futures: list[Future], description: str, total: int, batches: list[list[int]]) -> list[Any]:
     """The batches' results in batch order (so that merging them is reproducible), with a
-    progress bar counting partitions as they complete."""
-    from distributed import as_completed
-
-    position = {future.key: i for i, future in enumerate(futures)}
+    progress bar counting partitions as they complete. On the first failure the tasks not yet
+    started are cancelled and the running ones awaited: none writes into an output being removed."""
+    position = {future: i for i, future in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
-    with tqdm(total=total, desc=description, unit="partition") as bar:
-        for future in as_completed(futures):
-            results[position[future.key]] = future.result()
-            bar.update(len(batches[position[future.key]]))
+    try:
+        with tqdm(total=total, desc=description, unit="partition") as bar:
+            for future in as_completed(futures):
+                results[position[future]] = future.result()
+                bar.update(len(batches[position[future]]))
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
     return results

@@ -14,11 +14,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from container_component_src import storage
-from container_component_src.data.partitions import PARTITION_METADATA_KEY, write_manifest
-from container_component_src.data.timestamps import parse_span
+from container_component_src.data.partitions import PARTITION_METADATA_KEY, TIMESTAMP_TYPE, write_manifest
+from container_component_src.data.spans import parse_span
 from container_component_src.storage import InputError
-
-TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
 
 # Partition files open at once. A time-ordered archive needs one or two; an archive out of order
 # sends rows to partitions already closed, which go to a side file merged in at the end.
@@ -83,7 +81,7 @@ def run_split_archive(
     Raises:
         InputError: The archive is missing, has no timestamp column, no rows or bad timestamps.
     """
-    period_ns = parse_span(partition_period, "--partition-period").value
+    period_ns = parse_span(partition_period, "--partition-period")
     storage.require_file(archive_url, "archive")
     storage.remove_stale_temporaries(out_url)  # left by a split that was killed
     fs, path = storage.filesystem(archive_url)

@@ -334,33 +334,3 @@ def _to_utc(times: pd.DatetimeIndex, where: str, timezone: str) -> pd.DatetimeIn
             "give times with a zone, or --timezone UTC"
         ) from None
     return times.tz_convert("UTC").as_unit("ns")
-
-
-_SPAN_UNITS = r"ns|us|µs|ms|s|sec|seconds?|min|minutes?|h|hours?|D|d|days?|W|w|weeks?"
-_SPAN = re.compile(rf"(?:\d+(?:\.\d+)?\s*(?:{_SPAN_UNITS})\s*)+")
-# The longest span an option takes: a century, far beyond any archive.
-LONGEST_SPAN = pd.Timedelta(days=36_525)
-
-
-def parse_span(text: str, option: str) -> pd.Timedelta:
-    """A positive time span an option gives: numbers with fixed-length units (`30s`, `5min`,
-    `1h30min`, `1D`, `2W`), at most a century. Months and years have no fixed length, and pandas
-    reads `1M` as a minute and `1MS` as a millisecond: such text is refused, not read.
-
-    Raises:
-        OptionError: Not such a span, zero, or longer than a century; names `option`.
-    """
-    if not isinstance(text, str) or not _SPAN.fullmatch(text.strip()):
-        raise OptionError(
-            f"{option}: {text!r} is not a time span such as 30s, 5min, 2h or 1D "
-            "(units ns, us, ms, s, min, h, D, W: months and years have no fixed length)"
-        )
-    try:
-        value = pd.Timedelta(text.strip())
-    except (OverflowError, ValueError):  # beyond what 64-bit nanoseconds hold
-        raise OptionError(f"{option}: {text!r} is longer than a century") from None
-    if value <= pd.Timedelta(0):
-        raise OptionError(f"{option}: {text!r} must be longer than 0")
-    if value > LONGEST_SPAN:
-        raise OptionError(f"{option}: {text!r} is longer than a century")
-    return value

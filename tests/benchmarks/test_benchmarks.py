@@ -24,14 +24,32 @@ def test_label_join_benchmark_runs() -> None:
 
 
 def test_preprocess_benchmark_runs(tmp_path: Path) -> None:
-    rows = bench_preprocess.run(tmp_path, size="tiny", n_workers=1, repeats=1)
+    rows = bench_preprocess.run(tmp_path, sizes=("tiny",), n_workers=1, repeats=1)
     assert [r["benchmark"] for r in rows] == [
         "split archives",
         "pyarrow scan (baseline)",
-        "preprocess (Dask, 1min grid)",
-        "preprocess, no manifest",
+        "preprocess (project CLI)",
+        "Polars (group_by_dynamic)",
+        "DuckDB (time_bucket)",
+        "preprocess against Polars",
     ]
-    assert rows[2]["ratio"] > 0 and rows[3]["ratio"] > 0
+    assert all(r["peak_memory_mb"] > 0 for r in rows[1:5]) and isinstance(rows[5]["met"], bool)
+    # The contenders compute the same grid: the same rows, values within float32 rounding.
+    for row in rows[3:5]:
+        assert row["agreement"].startswith("same "), row["agreement"]
+
+
+def test_output_agreement_sees_every_difference(tmp_path: Path) -> None:
+    import pandas as pd
+
+    index = pd.date_range("2021-01-01", periods=4, freq="1min", tz="UTC", name="t")
+    pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}, index=index).to_parquet(tmp_path / "a.parquet")
+    pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.5]}, index=index).to_parquet(tmp_path / "b.parquet")
+    pd.DataFrame({"x": [1.0, 2.0, 3.0]}, index=index[:3]).to_parquet(tmp_path / "c.parquet")
+    assert bench_preprocess.agreement(tmp_path / "a.parquet", tmp_path / "a.parquet")["cells_differing"] == 0
+    different = bench_preprocess.agreement(tmp_path / "a.parquet", tmp_path / "b.parquet")
+    assert different["cells_differing"] == 1 and different["max_rel_difference"] == pytest.approx(0.125)
+    assert not bench_preprocess.agreement(tmp_path / "a.parquet", tmp_path / "c.parquet")["same_rows"]
 
 
 def test_training_benchmark_runs() -> None:

@@ -212,13 +212,15 @@ def test_latin1_empty_reports_and_mixed_zones_name_the_file(tmp_path: Path) -> N
     _fails(_import(tmp_path, mixed), "m.csv", "column 'time' row 3", "with and without a zone")
 
 
-def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_path, dask_test_client) -> None:
+def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(
+    tmp_path, dask_test_client, thread_tasks
+) -> None:
     """Issue 35's cases where they touch the table steps: one-line errors, nothing written."""
     from container_component_src.data.labels import run_label_series
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
     from container_component_src.data.scaling import run_apply_scaler
+    from container_component_src.data.spans import parse_span
     from container_component_src.data.split import SplitOptions
-    from container_component_src.data.timestamps import parse_span
     from container_component_src.errors import OptionError
     from container_component_src.storage import InputError
     from tests.dataset_files import write_dataset
@@ -248,7 +250,10 @@ def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_
     for text, message in (("0s", "must be longer than 0"), ("200000 days", "longer than a century")):
         with pytest.raises(OptionError, match=message):
             parse_span(text, "--partition-period")
-    assert parse_span("1h30min", "x") == pd.Timedelta(minutes=90) and parse_span(" 1D ", "x") == pd.Timedelta(days=1)
+    assert (
+        parse_span("1h30min", "x") == pd.Timedelta(minutes=90).value
+        and parse_span(" 1D ", "x") == pd.Timedelta(days=1).value
+    )
     for bad in ({"test_window_hours": float("nan")}, {"block_hours": float("inf")}, {"block_hours": 1e12}):
         with pytest.raises(OptionError, match="a century"):
             SplitOptions(**bad).validate()
@@ -265,7 +270,7 @@ def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_
             [str(parts)],
             str(tmp_path / "g"),
             str(tmp_path / "q.json"),
-            dask_test_client,
+            thread_tasks,
             PreprocessOptions(resample_period="1ns"),
         )
 

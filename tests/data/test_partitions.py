@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from container_component_src.data import partitions as partitions_module
@@ -71,3 +72,22 @@ def test_a_changed_file_is_read_from_its_footer(split_folder: Path, monkeypatch:
 def test_another_timestamp_column_reads_the_footers(split_folder: Path) -> None:
     with pytest.raises(InputError, match="has no timestamp column 'time'"):
         inspect_partitions([str(split_folder)], "time")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2021-01-01T00:00:00+00:00",
+        "2021-03-28T01:30:00.123456789+00:00",
+        "1999-12-31T23:59:59.5+02:00",
+        "2021-06-01T00:00:00Z",
+        "2021-06-01T00:00:00",
+    ],
+)
+def test_partition_times_are_read_to_the_nanosecond(text: str) -> None:
+    from container_component_src.data.partitions import _iso_ns, iso_utc
+
+    expected = pd.Timestamp(text)
+    expected = (expected if expected.tzinfo else expected.tz_localize("UTC")).value
+    assert _iso_ns(text) == expected
+    assert _iso_ns(iso_utc(expected)) == expected and pd.Timestamp(iso_utc(expected)).value == expected

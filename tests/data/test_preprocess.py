@@ -103,9 +103,9 @@ def test_fill_gaps_matches_pandas_interpolation() -> None:
     assert count == int((np.isnan(grid) & ~np.isnan(expected)).sum())
 
 
-def test_preprocess_generated_data(tiny_partitions: str, dask_test_client: object, tmp_path: Path) -> None:
+def test_preprocess_generated_data(tiny_partitions: str, thread_tasks: object, tmp_path: Path) -> None:
     out, report_path = tmp_path / "telemetry", tmp_path / "quality.json"
-    report = run_preprocess([tiny_partitions], str(out), str(report_path), dask_test_client, PreprocessOptions())
+    report = run_preprocess([tiny_partitions], str(out), str(report_path), thread_tasks, PreprocessOptions())
     frame = pd.read_parquet(out)
     assert frame.index.name == "normalizedTime" and str(frame.index.tz) == "UTC"
     assert frame.index.is_monotonic_increasing and frame.index.is_unique
@@ -143,7 +143,7 @@ def _partition(path: Path, start: str, minutes: list[float], **channels: list) -
     pq.write_table(table.replace_schema_metadata(meta), path)
 
 
-def test_gap_across_partitions_and_channel_drop(tmp_path: Path, dask_test_client: object) -> None:
+def test_gap_across_partitions_and_channel_drop(tmp_path: Path, thread_tasks: object) -> None:
     parts = tmp_path / "parts"
     minutes = [float(m) for m in range(60)]
     x1 = [float(m) for m in range(58)] + [np.nan, np.nan]
@@ -151,7 +151,7 @@ def test_gap_across_partitions_and_channel_drop(tmp_path: Path, dask_test_client
     _partition(parts / "a.parquet", "2021-01-01 00:00", minutes, x=x1, dead=[np.nan] * 60, mode=["a"] * 60)
     _partition(parts / "b.parquet", "2021-01-01 01:00", minutes, x=x2, dead=[np.nan] * 60, mode=["b"] * 60)
     options = PreprocessOptions(max_gap_periods=3)
-    report = run_preprocess([str(parts)], str(tmp_path / "out"), str(tmp_path / "q.json"), dask_test_client, options)
+    report = run_preprocess([str(parts)], str(tmp_path / "out"), str(tmp_path / "q.json"), thread_tasks, options)
     frame = pd.read_parquet(tmp_path / "out")
     assert list(frame.columns) == ["x"]
     np.testing.assert_allclose(frame["x"].to_numpy(), np.arange(120.0))
@@ -160,66 +160,67 @@ def test_gap_across_partitions_and_channel_drop(tmp_path: Path, dask_test_client
     assert report["non_numeric_columns_dropped"] == ["mode"]
 
 
-def test_sample_frac_and_flat_line(tmp_path: Path, dask_test_client: object) -> None:
+def test_sample_frac_and_flat_line(tmp_path: Path, thread_tasks: object) -> None:
     parts = tmp_path / "parts"
     _partition(parts / "a.parquet", "2021-01-01", [float(m) for m in range(60)], x=[1.0] * 60, y=list(np.arange(60.0)))
     options = PreprocessOptions(sample_frac=0.5, seed=1)
-    report = run_preprocess([str(parts)], str(tmp_path / "o"), str(tmp_path / "q.json"), dask_test_client, options)
+    report = run_preprocess([str(parts)], str(tmp_path / "o"), str(tmp_path / "q.json"), thread_tasks, options)
     assert 15 < report["output_rows"] < 45
     assert report["output_rows"] + report["sampled_out_rows"] == 60
     assert report["channels"]["x"]["flat_line_share"] == 1.0 and report["channels"]["y"]["flat_line_share"] == 0.0
 
 
-def test_unusable_data(tmp_path: Path, dask_test_client: object) -> None:
+def test_unusable_data(tmp_path: Path, thread_tasks: object) -> None:
     only_text = tmp_path / "text"
     _partition(only_text / "a.parquet", "2021-01-01", [0.0, 1.0], mode=["a", "b"])
     with pytest.raises(InputError, match=r"no numeric channel in .*a.parquet .*non-numeric columns: mode"):
-        run_preprocess(
-            [str(only_text)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
-        )
+        run_preprocess([str(only_text)], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions())
     all_nan = tmp_path / "nan"
     _partition(all_nan / "a.parquet", "2021-01-01", [0.0, 1.0], x=[np.nan, np.nan])
     with pytest.raises(InputError, match="no usable channel in .*a.parquet"):
-        run_preprocess([str(all_nan)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions())
+        run_preprocess([str(all_nan)], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions())
     assert not (tmp_path / "o").exists() and not (tmp_path / "q").exists()
 
 
-def test_a_run_without_a_complete_row_leaves_the_previous_output(tmp_path: Path, dask_test_client: object) -> None:
+def test_a_run_without_a_complete_row_leaves_the_previous_output(tmp_path: Path, thread_tasks: object) -> None:
     good, apart = tmp_path / "good", tmp_path / "apart"
     _partition(good / "a.parquet", "2021-01-01", [float(m) for m in range(60)], x=[1.0] * 60, y=[2.0] * 60)
     out, report = str(tmp_path / "out"), str(tmp_path / "q.json")
-    run_preprocess([str(good)], out, report, dask_test_client, PreprocessOptions())
+    run_preprocess([str(good)], out, report, thread_tasks, PreprocessOptions())
     # x in the first half hour, y in the second: both kept (half missing each), no row complete.
     halves = [1.0] * 30 + [np.nan] * 30
     _partition(apart / "a.parquet", "2021-01-01", [float(m) for m in range(60)], x=halves, y=halves[::-1])
     with pytest.raises(InputError, match="no complete row left"):
-        run_preprocess([str(apart)], out, report, dask_test_client, PreprocessOptions(max_missing_share=0.6))
+        run_preprocess([str(apart)], out, report, thread_tasks, PreprocessOptions(max_missing_share=0.6))
     assert len(pd.read_parquet(out)) == 60, "the previous good output stays"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["apart", "good", "out", "q.json"]
 
 
-def test_bad_partitions(tmp_path: Path, dask_test_client: object) -> None:
+def test_bad_partitions(tmp_path: Path, thread_tasks: object) -> None:
     empty = tmp_path / "empty"
     _partition(empty / "a.parquet", "2021-01-01", [], x=pa.array([], pa.float64()))
     with pytest.raises(InputError, match=r"partition .*empty/a.parquet holds no rows"):
-        run_preprocess([str(empty)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions())
+        run_preprocess([str(empty)], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions())
     plain = tmp_path / "plain"
     plain.mkdir()
     pq.write_table(
         pa.table({"normalizedTime": pa.array([0], pa.timestamp("ns", tz="UTC")), "x": [1.0]}), plain / "p.parquet"
     )
     with pytest.raises(InputError, match="no time range: was it written by split-archive"):
-        run_preprocess([str(plain)], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions())
+        run_preprocess([str(plain)], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions())
     with pytest.raises(InputError, match="partition input .*missing does not exist"):
         run_preprocess(
-            [str(tmp_path / "missing")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+            [str(tmp_path / "missing")], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions()
         )
 
 
-def test_period_must_divide_partitions(tiny_partitions: str, dask_test_client: object, tmp_path: Path) -> None:
+def test_period_must_divide_partitions(tiny_partitions: str, thread_tasks: object, tmp_path: Path) -> None:
     options = PreprocessOptions(resample_period="7min")
-    with pytest.raises(ValueError, match="--resample-period 0 days 00:07:00 does not divide the partitions"):
-        run_preprocess([tiny_partitions], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, options)
+    with pytest.raises(
+        ValueError,
+        match=r"--resample-period 7min does not divide the partitions \(1D from 2021-01-01T00:00:00\+00:00\)",
+    ):
+        run_preprocess([tiny_partitions], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, options)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +263,7 @@ def test_statistics_count_no_pair_across_a_break_in_time() -> None:
 
 
 def test_partitions_with_integer_channels_nulls_row_groups_and_microseconds(
-    tmp_path: Path, dask_test_client: object
+    tmp_path: Path, thread_tasks: object
 ) -> None:
     base = pd.Timestamp("2021-01-01", tz="UTC")
     times = pa.array([base + pd.Timedelta(seconds=30 * i) for i in range(120)], pa.timestamp("us", tz="UTC"))
@@ -274,7 +275,7 @@ def test_partitions_with_integer_channels_nulls_row_groups_and_microseconds(
     (tmp_path / "parts").mkdir()
     pq.write_table(table.replace_schema_metadata(meta), tmp_path / "parts" / "a.parquet", row_group_size=7)
     report = run_preprocess(
-        [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+        [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions()
     )
     frame = pd.read_parquet(tmp_path / "o")
     assert len(frame) == 60 and report["channels"]["count"]["raw_missing_share"] == pytest.approx(1 / 120)
@@ -282,11 +283,11 @@ def test_partitions_with_integer_channels_nulls_row_groups_and_microseconds(
     np.testing.assert_allclose(frame["level"], np.arange(60) + 0.25)
 
 
-def test_samples_outside_their_partition_are_refused(tmp_path: Path, dask_test_client: object) -> None:
+def test_samples_outside_their_partition_are_refused(tmp_path: Path, thread_tasks: object) -> None:
     _partition(tmp_path / "parts" / "a.parquet", "2021-01-01", [float(m) for m in range(70)], x=[1.0] * 70)
     with pytest.raises(InputError, match=r"partition .*a.parquet: samples outside the grid 2021-01-01 00:00:00\+00:00"):
         run_preprocess(
-            [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+            [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions()
         )
     assert not (tmp_path / "o").exists()
 
@@ -300,23 +301,28 @@ def test_time_indexed_table_is_what_pandas_would_write() -> None:
     pd.testing.assert_frame_equal(table.to_pandas(), expected)
 
 
-def test_s3_partitions_give_the_same_grid(
-    tiny_data: dict[str, str], tiny_partitions: str, s3_bucket: str, dask_test_client: object, tmp_path: Path
+def test_s3_partitions_on_dask_workers_give_the_same_grid(
+    tiny_data: dict[str, str],
+    tiny_partitions: str,
+    s3_bucket: str,
+    thread_tasks: object,
+    dask_tasks: object,
+    tmp_path: Path,
 ) -> None:
+    """The cluster's way (a Dask cluster's workers, object storage) and the local way (threads, a
+    folder) give the same grid and report."""
     run_split_archive(list_archives(tiny_data["archives"])[0], f"{s3_bucket}/partitions/2021")
     local = run_preprocess(
-        [tiny_partitions], str(tmp_path / "l"), str(tmp_path / "l.json"), dask_test_client, PreprocessOptions()
+        [tiny_partitions], str(tmp_path / "l"), str(tmp_path / "l.json"), thread_tasks, PreprocessOptions()
     )
     files = list_files(f"{s3_bucket}/partitions/2021", ".parquet")
     for inputs in ([f"{s3_bucket}/partitions/2021"], files):  # the manifest, then the footers
-        remote = run_preprocess(
-            inputs, f"{s3_bucket}/out", f"{s3_bucket}/q.json", dask_test_client, PreprocessOptions()
-        )
+        remote = run_preprocess(inputs, f"{s3_bucket}/out", f"{s3_bucket}/q.json", dask_tasks, PreprocessOptions())
         assert remote == local
         pd.testing.assert_frame_equal(read_parquet(f"{s3_bucket}/out"), pd.read_parquet(tmp_path / "l"))
 
 
-def test_empty_timestamps_are_refused(tmp_path: Path, dask_test_client: object) -> None:
+def test_empty_timestamps_are_refused(tmp_path: Path, thread_tasks: object) -> None:
     base = pd.Timestamp("2021-01-01", tz="UTC")
     times = pa.array([base, None, base + pd.Timedelta(minutes=2)], pa.timestamp("ns", tz="UTC"))
     meta = {
@@ -327,5 +333,70 @@ def test_empty_timestamps_are_refused(tmp_path: Path, dask_test_client: object) 
     pq.write_table(table, tmp_path / "parts" / "a.parquet")
     with pytest.raises(InputError, match=r"partition .*a.parquet: column 'normalizedTime' has 1 empty timestamps"):
         run_preprocess(
-            [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), dask_test_client, PreprocessOptions()
+            [str(tmp_path / "parts")], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions()
         )
+
+
+def test_the_report_and_the_grid_do_not_depend_on_batching(
+    tiny_partitions: str, thread_tasks: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from container_component_src.data import preprocess
+
+    one = run_preprocess(
+        [tiny_partitions], str(tmp_path / "one"), str(tmp_path / "1.json"), thread_tasks, PreprocessOptions()
+    )
+    monkeypatch.setattr(preprocess, "MIN_BATCH_GRID_CELLS", 1)
+    monkeypatch.setattr(preprocess, "BATCH_GRID_CELLS", 1)  # a partition per batch
+    many = run_preprocess(
+        [tiny_partitions], str(tmp_path / "many"), str(tmp_path / "m.json"), thread_tasks, PreprocessOptions()
+    )
+    assert len(list((tmp_path / "many").glob("*.parquet"))) == 4 > len(list((tmp_path / "one").glob("*.parquet")))
+    for channel, figures in one["channels"].items():
+        for name, value in figures.items():
+            expected = pytest.approx(value, rel=1e-12) if isinstance(value, float) else value
+            assert many["channels"][channel][name] == expected, (channel, name)
+    assert {k: v for k, v in many.items() if k != "channels"} == {k: v for k, v in one.items() if k != "channels"}
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "many"), pd.read_parquet(tmp_path / "one"))
+
+
+def test_batches_are_consecutive_bounded_and_about_eight_per_thread() -> None:
+    from container_component_src.data.preprocess import plan_batches
+
+    days = [(0, 8640)] * 100  # a 10 s grid
+    batches = plan_batches(days, channels=16, threads=2, max_cells=2**30)
+    assert [i for batch in batches for i in batch] == list(range(100))
+    assert 14 <= len(batches) <= 18
+    alone = plan_batches(days, channels=16, threads=2, max_cells=5_000)
+    assert len(alone) == 100  # a partition larger than the bound is a task of its own
+    bounded = plan_batches(days, channels=16, threads=1, max_cells=300_000)
+    assert all(sum(days[i][1] * 16 for i in batch) <= 300_000 for batch in bounded) and len(bounded) == 50
+    hours = [(0, 60)] * 100  # small data: at least MIN_BATCH_GRID_CELLS a task, here one task
+    assert plan_batches(hours, channels=16, threads=2) == [list(range(100))]
+
+
+def test_the_local_step_imports_neither_pandas_nor_dask(tiny_partitions: str, tmp_path: Path) -> None:
+    """Their imports cost a third of a second in a process whose whole work on the default data
+    takes less: the local preprocess runs on numpy and pyarrow, on threads."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class Refuse:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("pandas", "dask", "distributed", "numba"):
+                    raise RuntimeError(f"imported {{name}}")
+
+        sys.meta_path.insert(0, Refuse())
+        sys.argv = ["eclss", "preprocess", "--partitions", {tiny_partitions!r}, "--out", {str(tmp_path / "o")!r},
+                    "--quality-report", {str(tmp_path / "q.json")!r}]
+        from container_component_src.main import cli
+        cli()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(pd.read_parquet(tmp_path / "o")) > 0
