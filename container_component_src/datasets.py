@@ -14,7 +14,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ import pyarrow.parquet as pq
 
 from container_component_src import storage
 from container_component_src.storage import InputError
+
+if TYPE_CHECKING:
+    from container_component_src.cluster.dask import Tasks
 
 MANIFEST_NAME = "_dataset.json"
 MANIFEST_VERSION = 1
@@ -268,7 +271,7 @@ def write_manifest(folder: str, written: list[Part]) -> None:
 
 
 def map_parts(
-    client: Any,
+    tasks: Tasks,
     source_url: str,
     target_urls: list[str],
     task: Callable[..., tuple[list[Part], Any]],
@@ -276,15 +279,16 @@ def map_parts(
     scratch_url: str = "",
     description: str = "",
 ) -> list[Any]:
-    """Write datasets part by part from the parts of another, on Dask: one task per source part.
+    """Write datasets part by part from the parts of another: one task per source part, on threads
+    of this process or on the workers of a Dask cluster.
 
     `task(source_part_url, [target part url, ...], *args)` writes part i of every target from
     part i of the source (with `PartWriter`s) and returns the targets' `Part`s and anything else;
     the targets get their manifests here, and appear only complete locally.
 
     Args:
-        client: A connected `distributed.Client` (a LocalCluster's, or a DaskCluster's).
-        args: Passed to every task (sent to each worker once).
+        tasks: Where the tasks run (`cluster.dask.step_tasks`).
+        args: Passed to every task (sent to each Dask worker once).
         scratch_url: Empty, or an object-storage folder unique to the run where the workers write,
             then copied into the targets and removed: workers in other pods cannot write into
             this pod's folders.
@@ -295,9 +299,6 @@ def map_parts(
     Raises:
         InputError: The workers wrote where this process cannot see (no `scratch_url`).
     """
-    from distributed import as_completed
-    from tqdm.auto import tqdm
-
     listed = parts(source_url)
     with contextlib.ExitStack() as stack:
         if scratch_url:
@@ -306,20 +307,12 @@ def map_parts(
             storage.remove_directory(scratch_url)
         else:
             folders = [stack.enter_context(_output_folder(url)) for url in target_urls]
-        # Unhashed: equal arguments of two calls must not share a key that the first call releases.
-        shared = client.scatter(list(args), broadcast=True, hash=False) if args else []
+        shared = tasks.share(args)
         futures = [
-            client.submit(
-                task, part.url, [storage.join(f, f"part-{i:05d}.parquet") for f in folders], *shared, pure=False
-            )
+            tasks.executor.submit(task, part.url, [storage.join(f, f"part-{i:05d}.parquet") for f in folders], *shared)
             for i, part in enumerate(listed)
         ]
-        position = {future.key: i for i, future in enumerate(futures)}
-        results: list[Any] = [None] * len(futures)
-        with tqdm(total=sum(p.rows for p in listed), desc=description or "parts", unit="row") as bar:
-            for future in as_completed(futures):
-                results[position[future.key]] = future.result()
-                bar.update(listed[position[future.key]].rows)
+        results = tasks.gather(futures, description or "parts", "row", [p.rows for p in listed])
         for number, folder in enumerate(folders):
             written = [result[0][number] for result in results]
             seen = len(storage.list_files(folder, ".parquet")) if storage.exists(folder) else 0

@@ -441,7 +441,7 @@ WorkerImageOption = Annotated[str, typer.Option(help="Image of Kubernetes worker
 NamespaceOption = Annotated[str, typer.Option(help="Kubernetes namespace (empty: current).", rich_help_panel=Cluster)]
 SecretOption = Annotated[str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)]
 ProfileOption = Annotated[
-    bool, typer.Option(help="Run Dask's profiler in the workers (slower; for the dashboard).", rich_help_panel=Cluster)
+    bool, typer.Option(help="Run Dask's profiler in Kubernetes workers (slower; for the dashboard).", rich_help_panel=Cluster)
 ]
 EndpointOption = Annotated[
     str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
@@ -475,11 +475,12 @@ def _cluster_options(ctx: typer.Context, step: str) -> Any:
     )
 
 
-def _dask_client(ctx: typer.Context, step: str) -> Any:
-    """The Dask client of a step, from the cluster options it was given."""
-    from container_component_src.cluster.dask import dask_client
+def _step_tasks(ctx: typer.Context, step: str) -> Any:
+    """Where a step's tasks run, from the cluster options it was given: threads here, or a Dask
+    cluster on Kubernetes."""
+    from container_component_src.cluster.dask import step_tasks
 
-    return dask_client(_cluster_options(ctx, step))
+    return step_tasks(_cluster_options(ctx, step))
 
 
 @app.command()
@@ -512,7 +513,6 @@ def preprocess(
 ) -> None:
     """Resample the partitions onto a regular grid and report data quality (threads here, or a Dask
     cluster on Kubernetes)."""
-    from container_component_src.cluster.dask import step_tasks
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
 
     with _clear_errors():
@@ -525,7 +525,7 @@ def preprocess(
             seed=seed,
         )
         options.validate()
-        with step_tasks(_cluster_options(ctx, "preprocess")) as tasks:
+        with _step_tasks(ctx, "preprocess") as tasks:
             summary = run_preprocess(partitions, out, quality_report, tasks, options, timestamp_column, scratch)
         _report({k: v for k, v in summary.items() if k != "channels"})
 
@@ -566,8 +566,8 @@ def label_series(
     """Label each telemetry row 1 inside any anomaly interval, else 0 (a Dask task per part)."""
     from container_component_src.data.labels import run_label_series
 
-    with _clear_errors(), _dask_client(ctx, "label-series") as client:
-        _report(run_label_series(telemetry, intervals, out, client, label_column, scratch_url=scratch))
+    with _clear_errors(), _step_tasks(ctx, "label-series") as tasks:
+        _report(run_label_series(telemetry, intervals, out, tasks, label_column, scratch_url=scratch))
 
 
 @app.command()
@@ -609,9 +609,9 @@ def split_dataset(
     with _clear_errors():
         options = SplitOptions(test_window_hours, val_share, block_hours, seed, test_periods)
         options.validate()
-        with _dask_client(ctx, "split-dataset") as client:
+        with _step_tasks(ctx, "split-dataset") as tasks:
             counts = run_split_dataset(
-                labelled, intervals, train, val, test, options, client, label_column, scratch_url=scratch
+                labelled, intervals, train, val, test, options, tasks, label_column, scratch_url=scratch
             )
         _report(counts)
 
@@ -667,8 +667,8 @@ def apply_scaler(
 
     with _clear_errors():
         pairs = [(train, train_out), (val, val_out), (test, test_out)]
-        with _dask_client(ctx, "apply-scaler") as client:
-            counts = run_apply_scaler(scaler, pairs, client, scratch_url=scratch)
+        with _step_tasks(ctx, "apply-scaler") as tasks:
+            counts = run_apply_scaler(scaler, pairs, tasks, scratch_url=scratch)
         _report(counts)
 
 

@@ -49,7 +49,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def scaled_sets(
     tiny_data: dict[str, str],
-    dask_test_client: object,
     thread_tasks: object,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
@@ -58,18 +57,18 @@ def scaled_sets(
     run_split_archive(list_archives(tiny_data["archives"])[0], str(d / "parts"))
     run_preprocess([str(d / "parts")], str(d / "telemetry"), str(d / "q.json"), thread_tasks, PreprocessOptions())
     run_parse_reports(tiny_data["reports"], str(d / "intervals.parquet"))
-    run_label_series(str(d / "telemetry"), str(d / "intervals.parquet"), str(d / "labelled.parquet"), dask_test_client)
+    run_label_series(str(d / "telemetry"), str(d / "intervals.parquet"), str(d / "labelled.parquet"), thread_tasks)
     names = ("train", "val", "test")
     run_split_dataset(
         str(d / "labelled.parquet"),
         str(d / "intervals.parquet"),
         *(str(d / f"{n}.parquet") for n in names),
         SplitOptions(test_window_hours=2, block_hours=6),
-        dask_test_client,
+        thread_tasks,
     )
     run_fit_scaler(str(d / "train.parquet"), str(d / "scaler.json"))
     pairs = [(str(d / f"{n}.parquet"), str(d / f"s_{n}.parquet")) for n in names]
-    run_apply_scaler(str(d / "scaler.json"), pairs, dask_test_client)
+    run_apply_scaler(str(d / "scaler.json"), pairs, thread_tasks)
     return {
         "train": str(d / "s_train.parquet"),
         "val": str(d / "s_val.parquet"),

@@ -78,11 +78,11 @@ def _double(part_url: str, targets: list[str], factor: float) -> tuple[list[data
     return [out.close()], out.rows
 
 
-def test_map_parts_writes_part_for_part_and_replaces_the_output_whole(tmp_path: Path, dask_test_client) -> None:
+def test_map_parts_writes_part_for_part_and_replaces_the_output_whole(tmp_path: Path, thread_tasks) -> None:
     frame = _frame(95)
     write_dataset(str(tmp_path / "in"), frame, part_rows=20)
     write_dataset(str(tmp_path / "out"), _frame(500), part_rows=100)  # an earlier output
-    rows = datasets.map_parts(dask_test_client, str(tmp_path / "in"), [str(tmp_path / "out")], _double, (2.0,))
+    rows = datasets.map_parts(thread_tasks, str(tmp_path / "in"), [str(tmp_path / "out")], _double, (2.0,))
     assert rows == [20, 20, 20, 20, 15]
     assert [p.rows for p in datasets.parts(str(tmp_path / "out"))] == rows
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), frame * 2.0, check_freq=False)
@@ -90,16 +90,16 @@ def test_map_parts_writes_part_for_part_and_replaces_the_output_whole(tmp_path: 
     bad = frame.assign(a=-frame["a"])
     write_dataset(str(tmp_path / "bad"), bad, part_rows=20)
     with pytest.raises(InputError, match="holds a negative value"):
-        datasets.map_parts(dask_test_client, str(tmp_path / "bad"), [str(tmp_path / "out")], _double, (2.0,))
+        datasets.map_parts(thread_tasks, str(tmp_path / "bad"), [str(tmp_path / "out")], _double, (2.0,))
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), frame * 2.0, check_freq=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "in", "out"]
 
 
-def test_map_parts_through_a_scratch_folder(tmp_path: Path, dask_test_client) -> None:
+def test_map_parts_through_a_scratch_folder(tmp_path: Path, dask_tasks) -> None:
     frame = _frame(45)
     write_dataset(str(tmp_path / "in"), frame, part_rows=20)
     scratch = str(tmp_path / "scratch")
-    datasets.map_parts(dask_test_client, str(tmp_path / "in"), [str(tmp_path / "out")], _double, (3.0,), scratch)
+    datasets.map_parts(dask_tasks, str(tmp_path / "in"), [str(tmp_path / "out")], _double, (3.0,), scratch)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), frame * 3.0, check_freq=False)
     assert not Path(scratch).exists(), "the scratch folder is removed"
 
@@ -115,11 +115,11 @@ def test_unreadable_inputs_name_the_file(tmp_path: Path) -> None:
         next(datasets.iter_frames(str(tmp_path / "ok.parquet"), ["c"]))
 
 
-def test_datasets_in_object_storage_replace_an_earlier_output_part_for_part(s3_bucket: str, dask_test_client) -> None:
+def test_datasets_in_object_storage_replace_an_earlier_output_part_for_part(s3_bucket: str, dask_tasks) -> None:
     frame = _frame(45)
     write_dataset(f"{s3_bucket}/in", frame, part_rows=20)
     write_dataset(f"{s3_bucket}/out", _frame(90), part_rows=10)  # nine parts: none may linger
-    datasets.map_parts(dask_test_client, f"{s3_bucket}/in", [f"{s3_bucket}/out"], _double, (2.0,))
+    datasets.map_parts(dask_tasks, f"{s3_bucket}/in", [f"{s3_bucket}/out"], _double, (2.0,))
     assert [p.rows for p in datasets.parts(f"{s3_bucket}/out")] == [20, 20, 5]
     back = pd.concat(datasets.iter_frames(f"{s3_bucket}/out"))
     pd.testing.assert_frame_equal(back, frame * 2.0, check_freq=False)

@@ -247,12 +247,13 @@ def test_worker_profiler_follows_config_env_and_flag(
         monkeypatch.setenv("ECLSS_PREPROCESSING__PROFILE_WORKERS", env)
     seen: dict[str, bool] = {}
 
-    def no_cluster(options: dask_cluster.ClusterOptions) -> None:
+    def no_cluster(options: dask_cluster.ClusterOptions, api_client: object = None) -> None:
         seen["profile"] = options.profile_workers
         raise RuntimeError("no cluster in this test")
 
     monkeypatch.setattr(dask_cluster, "dask_client", no_cluster)
-    result = runner.invoke(app, ["label-series", "--telemetry", "t", "--intervals", "i", "--out", "o", *flag])
+    command = ["label-series", "--telemetry", "t", "--intervals", "i", "--out", "o", "--cluster", "kubernetes"]
+    result = runner.invoke(app, [*command, *flag])
     assert result.exit_code != 0 and seen == {"profile": expected}
 
 

@@ -1,6 +1,6 @@
-"""The Dask cluster of preprocess and of the table steps that run a task per part: a LocalCluster,
-or a DaskCluster in Kubernetes (dask-kubernetes operator); and `step_tasks`, which runs a step's
-tasks on threads of this process when one machine is all there is."""
+"""Where preprocess and the table steps (a task per part) run their tasks: `step_tasks` gives
+threads of the step's own process when one machine is all there is, or the workers of a
+DaskCluster on Kubernetes (dask-kubernetes operator)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,30 +209,13 @@ def _raise_if_scheduler_failed(core: Any, name: str, namespace: str, component: 
 
 @contextlib.contextmanager
 def dask_client(options: ClusterOptions, api_client: Any = None) -> Iterator[Any]:
-    """Start the cluster, yield a connected `distributed.Client`, and always shut both down."""
-    import dask
-    from distributed import Client, LocalCluster
-
+    """Start a DaskCluster on Kubernetes, yield a connected `distributed.Client`, and always shut
+    both down."""
     if options.n_workers < 1:
         raise OptionError(f"--n-workers must be >= 1, got {options.n_workers}")
-    if options.cluster == DaskCluster.kubernetes:
-        with kubernetes_cluster(options, api_client) as cluster, _connect(cluster, options) as client:
-            _wait_for_workers(client, cluster, options)
-            yield client
-        return
-    if options.cluster != DaskCluster.local:
-        raise OptionError(f"--cluster must be one of {', '.join(DaskCluster)}, got {options.cluster!r}")
-    # One in-process worker with a thread per requested worker: the heavy work (Parquet
-    # decoding, numpy reductions) releases the GIL, and no data is copied between processes.
-    with dask.config.set({"distributed.worker.profile.enabled": options.profile_workers}):
-        cluster = LocalCluster(
-            processes=False, n_workers=1, threads_per_worker=options.n_workers, dashboard_address=":0"
-        )
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
+    with kubernetes_cluster(options, api_client) as cluster, _connect(cluster, options) as client:
+        _wait_for_workers(client, cluster, options)
+        yield client
 
 
 @contextlib.contextmanager
@@ -295,16 +278,47 @@ class Tasks:
     Attributes:
         executor: Takes the tasks.
         threads: Tasks that run at once (what a step sizes its batches by).
+        client: The `distributed.Client` behind `executor`, if any: arguments every task shares
+            are sent to its workers once (`share`).
     """
 
     executor: Executor
     threads: int
+    client: Any = None
 
     @classmethod
     def of_client(cls, client: Any) -> Tasks:
         """The tasks of a connected `distributed.Client`: every task is a new one (`pure=False`)."""
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-        return cls(client.get_executor(pure=False), threads)
+        return cls(client.get_executor(pure=False), threads, client)
+
+    def share(self, args: tuple[Any, ...]) -> list[Any]:
+        """Arguments every task gets: sent to each Dask worker once, as they are to threads."""
+        if self.client is None or not args:
+            return list(args)
+        # Unhashed: equal arguments of two calls must not share a key that the first call releases.
+        return self.client.scatter(list(args), broadcast=True, hash=False)
+
+    def gather(self, futures: list[Future], description: str, unit: str, sizes: list[int]) -> list[Any]:
+        """The tasks' results in submission order (so that merging them is reproducible), with a
+        progress bar counting each task's `sizes` as it completes. On the first failure the tasks
+        not yet started are cancelled and the running ones awaited: none writes into an output
+        that is being removed."""
+        from tqdm.auto import tqdm
+
+        position = {future: i for i, future in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        try:
+            with tqdm(total=sum(sizes), desc=description, unit=unit) as bar:
+                for future in as_completed(futures):
+                    results[position[future]] = future.result()
+                    bar.update(sizes[position[future]])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
+        return results
 
 
 @contextlib.contextmanager
@@ -312,14 +326,16 @@ def step_tasks(options: ClusterOptions, api_client: Any = None) -> Iterator[Task
     """A step's tasks: on "local", `options.n_workers` threads of this process (the tasks release the
     GIL; a Dask cluster would add its start, its imports and its scheduling to every task, and
     nothing to share); on "kubernetes", the workers of a Dask cluster of their own."""
+    if options.n_workers < 1:
+        raise OptionError(f"--n-workers must be >= 1, got {options.n_workers}")
     if options.cluster == DaskCluster.local:
-        if options.n_workers < 1:
-            raise OptionError(f"--n-workers must be >= 1, got {options.n_workers}")
         pool = ThreadPoolExecutor(options.n_workers, thread_name_prefix=options.name_prefix)
         try:
             yield Tasks(pool, options.n_workers)
         finally:
             pool.shutdown(cancel_futures=True)
         return
+    if options.cluster != DaskCluster.kubernetes:
+        raise OptionError(f"--cluster must be one of {', '.join(DaskCluster)}, got {options.cluster!r}")
     with dask_client(options, api_client) as client:
         yield Tasks.of_client(client)

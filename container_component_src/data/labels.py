@@ -5,13 +5,16 @@ from __future__ import annotations
 import calendar
 import io
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from container_component_src import datasets, storage
 from container_component_src.storage import InputError
+
+if TYPE_CHECKING:
+    from container_component_src.cluster.dask import Tasks
 
 _DOY = re.compile(r"^(\d{4})/(\d{1,3})/(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
 _DURATION = re.compile(r"^(?:(\d+)/)?(\d+):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
@@ -223,7 +226,7 @@ def run_label_series(
     telemetry_url: str,
     intervals_url: str,
     out_url: str,
-    client: Any,
+    tasks: Tasks,
     label_column: str = "label",
     batch_rows: int = 65_536,
     scratch_url: str = "",
@@ -236,7 +239,7 @@ def run_label_series(
     batch per worker thread and the intervals, whatever the number of rows.
 
     Args:
-        client: A connected `distributed.Client`.
+        tasks: Where the tasks run (`cluster.dask.step_tasks`).
         scratch_url: See `datasets.map_parts` (workers in pods of their own).
 
     Raises:
@@ -247,7 +250,7 @@ def run_label_series(
         raise InputError(f"telemetry {telemetry_url} already has a column '{label_column}'")
     period = grid_period_ns(telemetry_url)
     args = (to_ns(intervals["start"]), to_ns(intervals["end"]), period, label_column, batch_rows, telemetry_url)
-    counts = datasets.map_parts(client, telemetry_url, [out_url], _label_part, args, scratch_url, "label")
+    counts = datasets.map_parts(tasks, telemetry_url, [out_url], _label_part, args, scratch_url, "label")
     return {
         "rows": sum(rows for rows, _ in counts),
         "anomalous_rows": sum(anomalous for _, anomalous in counts),

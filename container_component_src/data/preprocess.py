@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from concurrent.futures import Future, as_completed, wait
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from container_component_src import storage
 from container_component_src.choices import Aggregation, choice
@@ -500,7 +498,7 @@ def _preprocess(
             for number, batch in enumerate(batches)
         ]
         # Edges and statistics are small: a partition per edge, a few numbers per channel.
-        results = _gather(stage1, "grid", len(partitions), batches)
+        results = tasks.gather(stage1, "grid", "partition", [len(b) for b in batches])
         edges = [e for e, _ in results]
         stats = functools.reduce(merge_statistics, [s for _, s in results])
         _add_boundary_pairs(stats, edges, period_ns)
@@ -527,7 +525,7 @@ def _preprocess(
             )
             for i in range(len(batches))
         ]
-        for part_counts in _gather(stage2, "fill and write", len(partitions), batches):
+        for part_counts in tasks.gather(stage2, "fill and write", "partition", [len(b) for b in batches]):
             for key, value in part_counts.items():
                 counts[key] = counts.get(key, 0) + value
         _check_parts_visible(out_dir, len(batches))
@@ -561,22 +559,3 @@ def _check_parts_visible(out_url: str, count: int) -> None:
             f"the Dask workers wrote {count} part(s) that this process finds {seen} of in {out_url}: workers in "
             "other pods cannot write into this pod's folders; give --scratch, an object-storage folder"
         )
-
-
-def _gather(futures: list[Future], description: str, total: int, batches: list[list[int]]) -> list[Any]:
-    """The batches' results in batch order (so that merging them is reproducible), with a
-    progress bar counting partitions as they complete. On the first failure the tasks not yet
-    started are cancelled and the running ones awaited: none writes into an output being removed."""
-    position = {future: i for i, future in enumerate(futures)}
-    results: list[Any] = [None] * len(futures)
-    try:
-        with tqdm(total=total, desc=description, unit="partition") as bar:
-            for future in as_completed(futures):
-                results[position[future]] = future.result()
-                bar.update(len(batches[position[future]]))
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        wait(futures)
-        raise
-    return results

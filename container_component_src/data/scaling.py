@@ -11,7 +11,7 @@ reference with each request (see `serving.inference`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ from container_component_src.choices import ScalerKind
 from container_component_src.data.segments import SegmentNumbering, median_step_ns, segment_starts
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
+
+if TYPE_CHECKING:
+    from container_component_src.cluster.dask import Tasks
 
 # A channel with at most this many distinct values in training is a mode (command, state) channel.
 MAX_MODE_LEVELS = 5
@@ -538,7 +541,7 @@ def read_scaler(url: str) -> dict[str, Any]:
 
 
 def run_apply_scaler(
-    scaler_url: str, pairs: list[tuple[str, str]], client: Any, scratch_url: str = ""
+    scaler_url: str, pairs: list[tuple[str, str]], tasks: Tasks, scratch_url: str = ""
 ) -> dict[str, int]:
     """Scale each (input, output) dataset pair with the fitted scaler; return rows per output.
 
@@ -547,7 +550,7 @@ def run_apply_scaler(
     task the references and where the segment numbering stands at its part's start.
 
     Args:
-        client: A connected `distributed.Client`.
+        tasks: Where the tasks run (`cluster.dask.step_tasks`).
         scratch_url: See `datasets.map_parts` (workers in pods of their own).
     """
     scaler = read_scaler(scaler_url)
@@ -566,7 +569,7 @@ def run_apply_scaler(
         scratch = storage.join(scratch_url, str(number)) if scratch_url else ""
         args = (scaler, step, references, states)
         name = f"scale {source.rstrip('/').rsplit('/', 1)[-1]}"
-        rows = datasets.map_parts(client, source, [target], _scale_part, args, scratch, name)
+        rows = datasets.map_parts(tasks, source, [target], _scale_part, args, scratch, name)
         counts[target] = sum(rows)
     return counts
 

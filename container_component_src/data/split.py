@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from container_component_src.data.labels import label_rows, read_intervals, to_n
 from container_component_src.data.timestamps import parse_timestamp
 from container_component_src.errors import OptionError
 from container_component_src.storage import InputError
+
+if TYPE_CHECKING:
+    from container_component_src.cluster.dask import Tasks
 
 # Hours an option may span at most: a century (comparisons with NaN fail, so NaN is refused too).
 MAX_HOURS = 876_600
@@ -132,7 +135,7 @@ def run_split_dataset(
     val_url: str,
     test_url: str,
     options: SplitOptions,
-    client: Any,
+    tasks: Tasks,
     label_column: str = "label",
     scratch_url: str = "",
 ) -> dict[str, int]:
@@ -143,7 +146,7 @@ def run_split_dataset(
     the three sets. Memory holds a batch per worker thread and a count per block, whatever the rows.
 
     Args:
-        client: A connected `distributed.Client`.
+        tasks: Where the tasks run (`cluster.dask.step_tasks`).
         scratch_url: See `datasets.map_parts` (workers in pods of their own).
 
     Raises:
@@ -194,7 +197,7 @@ def run_split_dataset(
         del counts["left_out"]
     args = (starts, ends, options, first or 0, val_blocks, labelled_url, label_column)
     datasets.map_parts(
-        client, labelled_url, [train_url, val_url, test_url], _split_part, args, scratch_url, "split: write"
+        tasks, labelled_url, [train_url, val_url, test_url], _split_part, args, scratch_url, "split: write"
     )
     return {name: counts[name] for name in ("train", "val", "test", "left_out") if name in counts}
 

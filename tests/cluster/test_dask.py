@@ -1,4 +1,6 @@
 import json
+import threading
+import time
 
 import pytest
 
@@ -7,6 +9,7 @@ from container_component_src.cluster.dask import (
     ClusterOptions,
     build_cluster_spec,
     dask_client,
+    step_tasks,
     unique_cluster_name,
 )
 
@@ -53,23 +56,40 @@ def test_names_are_unique() -> None:
     assert len(names) == 100 and all(n.startswith("preprocess-") for n in names)
 
 
-def test_local_cluster_starts_and_always_stops() -> None:
-    with pytest.raises(RuntimeError), dask_client(ClusterOptions(n_workers=1)) as client:
-        assert client.submit(sum, [1, 2]).result() == 3
-        cluster = client.cluster
-        raise RuntimeError("task failed")
-    assert cluster.status.name == "closed"
+def test_local_tasks_run_on_threads_of_this_process_and_stop() -> None:
+    with step_tasks(ClusterOptions(n_workers=2)) as tasks:
+        assert tasks.threads == 2 and tasks.client is None
+        assert tasks.executor.submit(threading.current_thread).result() is not threading.current_thread()
+        assert tasks.gather([tasks.executor.submit(sum, [1, n]) for n in range(3)], "t", "task", [1, 1, 1]) == [1, 2, 3]
+    with pytest.raises(RuntimeError):
+        tasks.executor.submit(sum, [1])
 
 
-@pytest.mark.parametrize("profile", [False, True])
-def test_worker_profiler_only_when_asked(profile: bool) -> None:
-    with dask_client(ClusterOptions(n_workers=1, profile_workers=profile)) as client:
-        (worker,) = client.cluster.workers.values()
-        assert ("profile" in worker.periodic_callbacks) is profile
+def test_a_failed_task_cancels_the_queued_ones_and_awaits_the_running() -> None:
+    ran: list[int] = []
+    gate = threading.Event()
+
+    def work(n: int) -> None:
+        if n == 0:
+            gate.wait(5)
+            raise ValueError("task 0 failed")
+        gate.set()
+        time.sleep(0.2)
+        ran.append(n)
+
+    with step_tasks(ClusterOptions(n_workers=2)) as tasks:
+        futures = [tasks.executor.submit(work, n) for n in range(20)]
+        with pytest.raises(ValueError, match="task 0 failed"):
+            tasks.gather(futures, "t", "task", [1] * 20)
+        finished = list(ran)
+        assert all(f.done() for f in futures)  # nothing still running once the error is raised
+    assert 1 <= len(finished) < 19 and sum(f.cancelled() for f in futures) >= 1
 
 
 def test_bad_cluster_options() -> None:
-    with pytest.raises(ValueError, match="--cluster must be"), dask_client(ClusterOptions(cluster="yarn")):  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--cluster must be"), step_tasks(ClusterOptions(cluster="yarn")):  # type: ignore[arg-type]
         pass
-    with pytest.raises(ValueError, match="--n-workers"), dask_client(ClusterOptions(n_workers=0)):
+    with pytest.raises(ValueError, match="--n-workers"), step_tasks(ClusterOptions(n_workers=0)):
+        pass
+    with pytest.raises(ValueError, match="--n-workers"), dask_client(ClusterOptions(cluster="kubernetes", n_workers=0)):
         pass

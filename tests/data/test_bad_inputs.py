@@ -212,9 +212,7 @@ def test_latin1_empty_reports_and_mixed_zones_name_the_file(tmp_path: Path) -> N
     _fails(_import(tmp_path, mixed), "m.csv", "column 'time' row 3", "with and without a zone")
 
 
-def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(
-    tmp_path, dask_test_client, thread_tasks
-) -> None:
+def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(tmp_path, thread_tasks) -> None:
     """Issue 35's cases where they touch the table steps: one-line errors, nothing written."""
     from container_component_src.data.labels import run_label_series
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
@@ -231,18 +229,18 @@ def test_table_step_inputs_that_used_to_end_in_a_traceback_or_a_wrong_label(
     # An interval without a start would label every row before its end.
     pd.DataFrame({"start": pd.to_datetime([None], utc=True), "end": index[[5]]}).to_parquet(tmp_path / "i.parquet")
     with pytest.raises(InputError, match=r"i.parquet: row 0 has no start"):
-        run_label_series(*outs, dask_test_client)
+        run_label_series(*outs, thread_tasks)
     pd.DataFrame({"begin": index[[1]], "end": index[[5]]}).to_parquet(tmp_path / "i.parquet")
     with pytest.raises(InputError, match=r"i.parquet lack column.s. start: write them with parse-reports"):
-        run_label_series(*outs, dask_test_client)
+        run_label_series(*outs, thread_tasks)
     assert not (tmp_path / "l").exists()
     # A scaler that is not JSON, or not a scaler.
     (tmp_path / "s.json").write_text("{not json")
     with pytest.raises(InputError, match=r"s.json is not JSON"):
-        run_apply_scaler(str(tmp_path / "s.json"), [(outs[0], str(tmp_path / "o"))], dask_test_client)
+        run_apply_scaler(str(tmp_path / "s.json"), [(outs[0], str(tmp_path / "o"))], thread_tasks)
     (tmp_path / "s.json").write_text('{"channels": ["x"], "center": [0.0]}')
     with pytest.raises(InputError, match=r"s.json is not a scaler written by fit-scaler"):
-        run_apply_scaler(str(tmp_path / "s.json"), [(outs[0], str(tmp_path / "o"))], dask_test_client)
+        run_apply_scaler(str(tmp_path / "s.json"), [(outs[0], str(tmp_path / "o"))], thread_tasks)
     # Periods and hours that are not numbers, or beyond any archive.
     for text in ("nan", "NaT", "", "1MS", "1M", "1Y", "1T", "-1h", "1 fortnight"):
         with pytest.raises(OptionError, match="--partition-period: .* is not a time span such as 30s"):

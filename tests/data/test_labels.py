@@ -112,19 +112,19 @@ def test_label_rows_edges_and_nesting() -> None:
     assert label_rows(times, np.array([], dtype=np.int64), np.array([], dtype=np.int64)).sum() == 0
 
 
-def test_run_label_series(tmp_path: Path, dask_test_client: object) -> None:
+def test_run_label_series(tmp_path: Path, dask_tasks: object) -> None:
     index = pd.date_range("2021-01-01", periods=10, freq="1h", tz="UTC", name="normalizedTime")
     pd.DataFrame({"x": np.arange(10.0)}, index=index).to_parquet(tmp_path / "t.parquet")
     _reports(("A", "2021/001/02:00:00", "02:00:00")).to_csv(tmp_path / "r.csv", index=False)
     assert run_parse_reports(str(tmp_path / "r.csv"), str(tmp_path / "i.parquet")) == 1
     paths = [str(tmp_path / name) for name in ("t.parquet", "i.parquet", "l.parquet")]
-    counts = run_label_series(*paths, dask_test_client)
+    counts = run_label_series(*paths, dask_tasks)
     labelled = pd.read_parquet(tmp_path / "l.parquet")
     assert list(labelled["label"]) == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0], "02:00 - 04:00 meets the hours from 02 to 04"
     assert counts == {"rows": 10, "anomalous_rows": 3, "intervals": 1, "period_s": 3600.0}
 
 
-def test_a_grid_row_whose_period_holds_an_event_is_anomalous(tmp_path: Path, dask_test_client: object) -> None:
+def test_a_grid_row_whose_period_holds_an_event_is_anomalous(tmp_path: Path, thread_tasks: object) -> None:
     """The row at 05:00 aggregates 05:00 - 05:59: an event from 05:30 to 05:40 lies inside it, and
     one starting at 07:45 begins in the row at 07:00 (the onset row)."""
     index = pd.date_range("2021-01-01", periods=10, freq="1h", tz="UTC", name="normalizedTime")
@@ -134,12 +134,12 @@ def test_a_grid_row_whose_period_holds_an_event_is_anomalous(tmp_path: Path, das
     )
     run_parse_reports(str(tmp_path / "r.csv"), str(tmp_path / "i.parquet"))
     paths = [str(tmp_path / name) for name in ("t.parquet", "i.parquet", "l.parquet")]
-    run_label_series(*paths, dask_test_client)
+    run_label_series(*paths, thread_tasks)
     assert list(pd.read_parquet(tmp_path / "l.parquet")["label"]) == [0, 0, 0, 0, 0, 1, 0, 1, 1, 0]
 
 
 def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(
-    tmp_path: Path, dask_test_client: object
+    tmp_path: Path, thread_tasks: object
 ) -> None:
     """Labels per batch across part boundaries equal the labels of the whole table at once; the
     result reads back as the same frame with its time index."""
@@ -153,7 +153,7 @@ def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(
     )
     intervals.to_parquet(tmp_path / "i.parquet")
     paths = [str(tmp_path / name) for name in ("parts", "i.parquet", "l.parquet")]
-    counts = run_label_series(*paths, dask_test_client, batch_rows=64)
+    counts = run_label_series(*paths, thread_tasks, batch_rows=64)
     minute = 60 * 10**9
     labels = label_rows(to_ns(index), to_ns(intervals["start"]), to_ns(intervals["end"]), minute)
     expected = frame.assign(label=labels)
@@ -162,12 +162,12 @@ def test_label_series_streams_batches_and_parts_into_the_same_file_as_in_memory(
     assert labels[295] == 1 and labels[294] == 0, "the row of 04:54 holds [04:54, 04:55): it ends as the event starts"
 
 
-def test_label_series_refuses_telemetry_without_a_time_index(tmp_path: Path, dask_test_client: object) -> None:
+def test_label_series_refuses_telemetry_without_a_time_index(tmp_path: Path, thread_tasks: object) -> None:
     frame = pd.DataFrame({"time": pd.date_range("2021-01-01", periods=3, tz="UTC"), "x": 1.0})
     frame.to_parquet(tmp_path / "t.parquet")
     pd.DataFrame({"start": pd.to_datetime([], utc=True), "end": pd.to_datetime([], utc=True)}).to_parquet(
         tmp_path / "i.parquet"
     )
     with pytest.raises(InputError, match="t.parquet is not indexed by time"):
-        run_label_series(*(str(tmp_path / n) for n in ("t.parquet", "i.parquet", "l.parquet")), dask_test_client)
+        run_label_series(*(str(tmp_path / n) for n in ("t.parquet", "i.parquet", "l.parquet")), thread_tasks)
     assert not (tmp_path / "l.parquet").exists(), "nothing written"

@@ -72,7 +72,7 @@ def test_scale_floored_at_the_resolution_and_channels_listed_by_kind() -> None:
     assert mode_channels_of(values[:, :0]) == ()
 
 
-def test_fitted_on_train_only_labels_untouched(tmp_path: Path, dask_test_client: object) -> None:
+def test_fitted_on_train_only_labels_untouched(tmp_path: Path, dask_tasks: object) -> None:
     train = _frame({"a": [0.0, 2.0], "label": [0, 0]})
     test = _frame({"a": [100.0, 2.0], "label": [1, 0]})
     train.to_parquet(tmp_path / "train.parquet")
@@ -80,7 +80,7 @@ def test_fitted_on_train_only_labels_untouched(tmp_path: Path, dask_test_client:
     scaler = run_fit_scaler(str(tmp_path / "train.parquet"), str(tmp_path / "s.json"))
     assert scaler["channels"] == ["a"] and scaler["center"] == [1.0]
     pairs = [(str(tmp_path / "test.parquet"), str(tmp_path / "out.parquet"))]
-    run_apply_scaler(str(tmp_path / "s.json"), pairs, dask_test_client)
+    run_apply_scaler(str(tmp_path / "s.json"), pairs, dask_tasks)
     out = pd.read_parquet(tmp_path / "out.parquet")
     np.testing.assert_allclose(out["a"], [99.0, 1.0])
     assert list(out["label"]) == [1, 0]
@@ -192,7 +192,7 @@ def _gapped(rows: int = 1500) -> pd.DataFrame:
 @pytest.mark.parametrize("kind", ["standard", "robust", "minmax"])
 @pytest.mark.parametrize("reference_rows", [0, 25])
 def test_streamed_over_many_parts_the_scaler_is_the_one_of_all_rows_at_once(
-    tmp_path: Path, kind: str, reference_rows: int, dask_test_client: object
+    tmp_path: Path, kind: str, reference_rows: int, thread_tasks: object
 ) -> None:
     from container_component_src import datasets
 
@@ -210,7 +210,7 @@ def test_streamed_over_many_parts_the_scaler_is_the_one_of_all_rows_at_once(
         low, median, high = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
         assert streamed["center"][:2] == median[:2].tolist()
         assert streamed["scale"][:2] == ((high - low) / 1.349)[:2].tolist()
-    run_apply_scaler(str(tmp_path / "s.json"), [(str(tmp_path / "train"), str(tmp_path / "out"))], dask_test_client)
+    run_apply_scaler(str(tmp_path / "s.json"), [(str(tmp_path / "train"), str(tmp_path / "out"))], thread_tasks)
     scaled = pd.read_parquet(tmp_path / "out")
     assert len(datasets.parts(str(tmp_path / "out"))) == len(datasets.parts(str(tmp_path / "train")))  # part by part
     pd.testing.assert_frame_equal(scaled, apply_scaler(frame, streamed, "f"), check_freq=False, rtol=1e-6)
@@ -228,7 +228,7 @@ def test_exact_quantiles_of_float64_and_of_negative_and_repeated_values() -> Non
 
 
 def test_a_value_that_scales_beyond_float32_is_refused_not_written_as_infinity(
-    tmp_path: Path, dask_test_client: object
+    tmp_path: Path, thread_tasks: object
 ) -> None:
     train = _frame({"a": [1.0, 1.0 + 1e-6, 1.0], "label": [0, 0, 0]})
     train["a"] = train["a"].astype(np.float32)
@@ -240,6 +240,6 @@ def test_a_value_that_scales_beyond_float32_is_refused_not_written_as_infinity(
     test.to_parquet(tmp_path / "test.parquet")
     with pytest.raises(InputError, match=r"test.parquet: channel 'a' value 3e\+38 scales beyond float32 \(1 value"):
         run_apply_scaler(
-            str(tmp_path / "s.json"), [(str(tmp_path / "test.parquet"), str(tmp_path / "out"))], dask_test_client
+            str(tmp_path / "s.json"), [(str(tmp_path / "test.parquet"), str(tmp_path / "out"))], thread_tasks
         )
     assert not (tmp_path / "out").exists()

@@ -65,11 +65,11 @@ def _inputs(tmp_path: Path, hours: int, anomaly: tuple[str, str] | None) -> tupl
     return str(tmp_path / "l.parquet"), str(tmp_path / "i.parquet")
 
 
-def test_run_split_dataset(tmp_path: Path, dask_test_client: object) -> None:
+def test_run_split_dataset(tmp_path: Path, dask_tasks: object) -> None:
     labelled, intervals = _inputs(tmp_path, 24 * 8, ("2021-01-04 10:00", "2021-01-04 12:00"))
     outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
     counts = run_split_dataset(
-        labelled, intervals, *outs, SplitOptions(test_window_hours=2, block_hours=24, val_share=0.25), dask_test_client
+        labelled, intervals, *outs, SplitOptions(test_window_hours=2, block_hours=24, val_share=0.25), dask_tasks
     )
     train, val, test = (pd.read_parquet(o) for o in outs)
     assert counts == {"train": len(train), "val": len(val), "test": len(test)}
@@ -78,7 +78,7 @@ def test_run_split_dataset(tmp_path: Path, dask_test_client: object) -> None:
     assert not set(train.index) & set(val.index)
 
 
-def test_named_test_periods_take_every_row_in_them(tmp_path: Path, dask_test_client: object) -> None:
+def test_named_test_periods_take_every_row_in_them(tmp_path: Path, thread_tasks: object) -> None:
     labelled, intervals = _inputs(tmp_path, 24 * 8, ("2021-01-02 10:00", "2021-01-02 12:00"))
     frame = pd.read_parquet(labelled)
     frame.loc["2021-01-06 05:00":"2021-01-06 06:00", "label"] = 1  # a labelled fault in a test recording
@@ -86,7 +86,7 @@ def test_named_test_periods_take_every_row_in_them(tmp_path: Path, dask_test_cli
     outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
     periods = "2021-01-06T00:00:00/2021-01-07T23:00:00, 2021-01-08 00:00+00:00/2021-01-08 23:00+00:00"
     counts = run_split_dataset(
-        labelled, intervals, *outs, SplitOptions(block_hours=24, test_periods=periods), dask_test_client
+        labelled, intervals, *outs, SplitOptions(block_hours=24, test_periods=periods), thread_tasks
     )
     train, val, test = (pd.read_parquet(o) for o in outs)
     assert len(test) == 24 * 3 and test.index.min() == pd.Timestamp("2021-01-06", tz="UTC")
@@ -117,24 +117,24 @@ def test_test_periods_read_zones_as_the_sources_do() -> None:
     assert pd.Timestamp(ends[0], tz="UTC") == pd.Timestamp("2021-06-30 23:00", tz="UTC")
 
 
-def test_errors_name_the_problem(tmp_path: Path, dask_test_client: object) -> None:
+def test_errors_name_the_problem(tmp_path: Path, thread_tasks: object) -> None:
     outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
     labelled, intervals = _inputs(tmp_path, 48, None)
     with pytest.raises(InputError, match="test set would be empty"):
-        run_split_dataset(labelled, intervals, *outs, SplitOptions(), dask_test_client)
+        run_split_dataset(labelled, intervals, *outs, SplitOptions(), thread_tasks)
     labelled, intervals = _inputs(tmp_path, 24, ("2021-01-01 10:00", "2021-01-01 11:00"))
     with pytest.raises(InputError, match="lower --test-window-hours or --block-hours"):
-        run_split_dataset(labelled, intervals, *outs, SplitOptions(test_window_hours=48), dask_test_client)
+        run_split_dataset(labelled, intervals, *outs, SplitOptions(test_window_hours=48), thread_tasks)
     pd.read_parquet(labelled).drop(columns="label").to_parquet(tmp_path / "unlabelled.parquet")
     with pytest.raises(InputError, match="has no label column 'label': run label-series first"):
-        run_split_dataset(str(tmp_path / "unlabelled.parquet"), intervals, *outs, SplitOptions(), dask_test_client)
+        run_split_dataset(str(tmp_path / "unlabelled.parquet"), intervals, *outs, SplitOptions(), thread_tasks)
     with pytest.raises(ValueError, match="--val-share"):
         SplitOptions(val_share=1.0).validate()
     assert not any(Path(o).exists() for o in outs)
 
 
 def test_streamed_over_many_parts_each_row_goes_where_the_whole_table_sends_it(
-    tmp_path: Path, dask_test_client: object
+    tmp_path: Path, thread_tasks: object
 ) -> None:
     from container_component_src.data.labels import to_ns
 
@@ -143,7 +143,7 @@ def test_streamed_over_many_parts_each_row_goes_where_the_whole_table_sends_it(
     write_dataset(str(tmp_path / "parts"), frame, part_rows=50)
     outs = [str(tmp_path / n) for n in ("train", "val", "test")]
     options = SplitOptions(test_window_hours=2, block_hours=12, val_share=0.3, seed=5)
-    counts = run_split_dataset(str(tmp_path / "parts"), intervals, *outs, options, dask_test_client)
+    counts = run_split_dataset(str(tmp_path / "parts"), intervals, *outs, options, thread_tasks)
     spans = pd.read_parquet(intervals)
     expected = assign_splits(
         to_ns(frame.index), frame["label"].to_numpy(), to_ns(spans["start"]), to_ns(spans["end"]), options

@@ -194,7 +194,7 @@ def _assert_a_fault_outscores_a_mode_switch(model: Any, val: torch.Tensor, comma
 LONG_ENOUGH = TrainOptions(max_epochs=4, min_steps=3000, patience=2, accelerator="cpu", progress=False)
 
 
-def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: Path, dask_test_client: object) -> None:
+def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: Path, thread_tasks: object) -> None:
     from container_component_src.data.scaling import run_apply_scaler, run_fit_scaler
 
     frame = _measured_channels_and_a_command()
@@ -203,7 +203,7 @@ def test_a_mode_switch_does_not_outscore_a_fault_in_a_measured_value(tmp_path: P
     scaler = run_fit_scaler(str(tmp_path / "train.parquet"), str(tmp_path / "scaler.json"))
     assert scaler["channel_kinds"]["valve_command"] == "constant"
     pairs = [(str(tmp_path / f"{n}.parquet"), str(tmp_path / f"s_{n}.parquet")) for n in ("train", "val")]
-    run_apply_scaler(str(tmp_path / "scaler.json"), pairs, dask_test_client)
+    run_apply_scaler(str(tmp_path / "scaler.json"), pairs, thread_tasks)
     urls = [str(tmp_path / f"s_{n}.parquet") for n in ("train", "val")]
     run_train(*urls, str(tmp_path / "scaler.json"), str(tmp_path / "m"), ModelParams(batch_size=128), LONG_ENOUGH)
     model, _ = load_scripted(str(tmp_path / "m"))
