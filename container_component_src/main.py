@@ -441,7 +441,10 @@ WorkerImageOption = Annotated[str, typer.Option(help="Image of Kubernetes worker
 NamespaceOption = Annotated[str, typer.Option(help="Kubernetes namespace (empty: current).", rich_help_panel=Cluster)]
 SecretOption = Annotated[str, typer.Option(help="Secret with AWS_* keys for the workers.", rich_help_panel=Cluster)]
 ProfileOption = Annotated[
-    bool, typer.Option(help="Run Dask's profiler in Kubernetes workers (slower; for the dashboard).", rich_help_panel=Cluster)
+    bool,
+    typer.Option(
+        help="Run Dask's profiler in Kubernetes workers (slower; for the dashboard).", rich_help_panel=Cluster
+    ),
 ]
 EndpointOption = Annotated[
     str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint for the workers.", rich_help_panel=Cluster)
