@@ -44,11 +44,13 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
-def arrow_filesystem(url: str) -> tuple[pafs.FileSystem, str]:
-    """Return a pyarrow filesystem and path for `url`: pyarrow's own for local files (fastest)."""
+def arrow_filesystem(url: str, memory_map: bool = True) -> tuple[pafs.FileSystem, str]:
+    """Return a pyarrow filesystem and path for `url`: pyarrow's own for local files (fastest),
+    memory-mapping them unless `memory_map` is False (a reader that reads a whole file and then
+    works on it with the GIL held would take its page faults with the GIL held)."""
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
-        return pafs.LocalFileSystem(use_mmap=True), path
+        return pafs.LocalFileSystem(use_mmap=memory_map), path
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
@@ -263,16 +265,63 @@ def iter_batches(source: pq.ParquetFile, batch_rows: int, columns: list[str] | N
             yield group.slice(offset, batch_rows)
 
 
+class ChecksummedFile:
+    """A binary file being written, with the CRC-32C (Castagnoli; hardware-computed, ~12 GB/s) of
+    every byte written so far: a digest of a whole file taken while it is written, so that checking
+    it later costs one fast pass instead of verifying every page while decoding (or another
+    download of the file to digest it afterwards).
+
+    Attributes:
+        crc32c: CRC-32C of the bytes written so far.
+    """
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._position = 0
+        self.crc32c = 0
+
+    def write(self, data: bytes) -> int:
+        import google_crc32c
+
+        self.crc32c = google_crc32c.extend(self.crc32c, bytes(data) if isinstance(data, memoryview) else data)
+        self._position += len(data)
+        return self._handle.write(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def crc32c(data: pa.Buffer | bytes) -> int:
+    """The CRC-32C of `data`, as `ChecksummedFile` computes it."""
+    import google_crc32c
+
+    return google_crc32c.value(data)
+
+
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     """Writer options per column. Floats and timestamps rarely repeat: trying a dictionary for
     them only costs write time (3x for floats, 2x for a time index). Snappy saves ~1 % of noisy
     floats for twice the write time, so floats get LZ4 (as cheap as none, and still shrinks
-    repeats); the other columns get dictionaries and Snappy."""
+    repeats). Timestamps are stored as deltas, uncompressed: a time index steps nearly regularly,
+    so its deltas pack into few bits (8 bytes a row -> 4 for the archives' jittered 10 s index,
+    under 0.4 for a regular grid), and decode in under a third of Snappy's time. The other
+    columns get dictionaries and Snappy."""
     floats = {f.name for f in schema if pa.types.is_floating(f.type)}
-    unique = floats | {f.name for f in schema if pa.types.is_timestamp(f.type)}
+    times = {f.name for f in schema if pa.types.is_timestamp(f.type)}
     return {
-        "use_dictionary": [f.name for f in schema if f.name not in unique],
-        "compression": {f.name: "lz4" if f.name in floats else "snappy" for f in schema},
+        "use_dictionary": [f.name for f in schema if f.name not in floats | times],
+        "column_encoding": dict.fromkeys(times, "DELTA_BINARY_PACKED"),
+        "compression": {f.name: "lz4" if f.name in floats else "none" if f.name in times else "snappy" for f in schema},
         # Every reader verifies them: a corrupted page is an error naming the file, not wrong data.
         "write_page_checksum": True,
     }

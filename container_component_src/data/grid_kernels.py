@@ -18,33 +18,40 @@ import numpy as np
 
 def resample(
     ts: np.ndarray,
-    columns: list[np.ndarray | None],
+    samples: np.ndarray,
     grid_start_ns: int,
     bins: int,
     period_ns: int,
     how: str,
     out: np.ndarray | None = None,
+    rows: list[int] | None = None,
+    work: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Aggregate one partition's samples onto its grid; periods without a value are NaN.
 
     Args:
         ts: Sample times (ns since epoch), usually sorted (sorted here, stably, when not).
-        columns: Per channel, its samples (None: channel absent); NaN is missing.
+        samples: Channels x samples, any numeric type; NaN is missing.
         grid_start_ns: Start of the grid (a multiple of `period_ns`).
         bins: Number of grid periods.
         period_ns: Period length.
         how: One of `AGGREGATE_RUNS`; NaN samples are ignored.
-        out: Where to write the grid, shape (channels, bins), NaN-filled; a new float32 array when None.
+        out: Where to write the grid, shape (grid rows, bins), NaN-filled; a new float32 array of
+            one row per channel when None.
+        rows: The grid row of each channel, ascending (default: the first rows, in order).
+        work: A float64 buffer of at least channels x samples to reuse for the samples (a new
+            array of a few MB per call costs as much in page faults as the aggregation itself).
 
     Returns:
-        The grid, shape (channels, bins), and the count of non-NaN samples per channel.
+        The grid, and the count of non-NaN samples per grid row.
 
     Raises:
         ValueError: A sample lies outside the grid.
     """
-    grid = np.full((len(columns), bins), np.nan, dtype=np.float32) if out is None else out
-    valid = np.zeros(len(columns), dtype=np.int64)
-    if ts.size == 0:
+    grid = np.full((samples.shape[0], bins), np.nan, dtype=np.float32) if out is None else out
+    rows = list(range(samples.shape[0])) if rows is None else rows
+    valid = np.zeros(grid.shape[0], dtype=np.int64)
+    if ts.size == 0 or not rows:
         return grid, valid
     order = None
     if ts.size > 1 and (ts[1:] < ts[:-1]).any():
@@ -61,22 +68,21 @@ def resample(
     occupied = np.flatnonzero(edges[1:] > edges[:-1])
     starts = edges[occupied]
     runs = Runs(starts, edges[occupied + 1] - starts, occupied)
-    aggregate = AGGREGATE_RUNS[how]
-    # Channels of one type are aggregated together, one call for all of them.
-    by_type: dict[np.dtype, list[int]] = {}
-    for j, samples in enumerate(columns):
-        if samples is not None:
-            by_type.setdefault(samples.dtype, []).append(j)
-    for rows in by_type.values():
-        samples = np.stack([columns[j] for j in rows]) if len(rows) > 1 else columns[rows[0]][None, :]
-        if order is not None:
-            samples = samples[:, order]
-        values, counts = aggregate(runs, samples)
-        if rows[-1] - rows[0] == len(rows) - 1:  # consecutive channels (usual): a view, no index grid
-            grid[rows[0] : rows[-1] + 1, runs.columns] = values
-        else:
-            grid[np.ix_(rows, runs.columns)] = values
-        valid[rows] = counts
+    # The samples in float64: the reductions then run without casting (numpy buffers a casting
+    # reduction run by run: 2.3x slower), and float64 is what the sums need anyway.
+    size = samples.size
+    as_float = (work[:size] if work is not None and work.size >= size else np.empty(size)).reshape(samples.shape)
+    np.copyto(as_float, samples if order is None else samples[:, order])
+    values, counts = AGGREGATE_RUNS[how](runs, as_float)
+    # Consecutive rows and every period occupied (the usual): slices, no index grid to build.
+    target = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] == len(rows) - 1 else rows
+    if runs.columns.size == bins:
+        grid[target] = values
+    elif isinstance(target, slice):
+        grid[target, runs.columns] = values
+    else:
+        grid[np.ix_(rows, runs.columns)] = values
+    valid[rows] = counts
     return grid, valid
 
 
@@ -95,38 +101,45 @@ class Runs:
     columns: np.ndarray
 
 
+# (runs, samples: channels x samples, float64, NaN missing) -> (channels x runs, non-NaN per channel)
 Aggregate = Callable[[Runs, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+def _reduce_runs(ufunc: np.ufunc, samples: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """`ufunc.reduceat` of each channel's runs, channels x runs: channel by channel and without
+    `out`, as numpy 2.4 releases the GIL only in such a call (a 2-D one, or one given `out`,
+    holds it throughout: the tasks' threads queued for it). Same work either way."""
+    out = np.empty((samples.shape[0], starts.size), dtype=samples.dtype)
+    for k, row in enumerate(samples):
+        out[k] = ufunc.reduceat(row, starts)
+    return out
+
+
 def _present(samples: np.ndarray) -> np.ndarray | None:
-    """The mask of non-NaN samples, or None when all are (integers, or floats without a gap)."""
-    if samples.dtype.kind != "f":
-        return None
+    """The mask of non-NaN samples, or None when all are."""
     missing = np.isnan(samples)
     return ~missing if missing.any() else None
 
 
 def _mean_runs(runs: Runs, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's mean of its non-NaN samples (summed in float64), channels x runs, and the
-    non-NaN samples per channel.
+    """Each run's mean of its non-NaN samples, channels x runs, and the non-NaN samples per channel.
 
     One pass sums every run; only the runs whose sum came out NaN (a missing sample in them) are
     summed again without their NaN, so a few gaps cost a few runs, not a pass over every sample.
     """
-    totals = np.add.reduceat(samples, runs.starts, axis=1, dtype=np.float64)
+    totals = _reduce_runs(np.add, samples, runs.starts)
     counts = np.broadcast_to(runs.lengths, totals.shape)
-    if samples.dtype.kind == "f":
-        channel, run = np.nonzero(np.isnan(totals))
-        if channel.size:
-            # The samples of every gapped run of every channel, gathered once, run after run.
-            sizes = runs.lengths[run]
-            offsets = np.cumsum(sizes) - sizes
-            first = channel * samples.shape[1] + runs.starts[run]
-            picked = samples.ravel()[np.repeat(first - offsets, sizes) + np.arange(offsets[-1] + sizes[-1])]
-            present = ~np.isnan(picked)
-            counts = counts.copy()
-            totals[channel, run] = np.add.reduceat(np.where(present, picked, 0), offsets, dtype=np.float64)
-            counts[channel, run] = np.add.reduceat(present, offsets, dtype=np.int64)
+    channel, run = np.nonzero(np.isnan(totals))
+    if channel.size:
+        # The samples of every gapped run of every channel, gathered once, run after run.
+        sizes = runs.lengths[run]
+        offsets = np.cumsum(sizes) - sizes
+        first = channel * samples.shape[1] + runs.starts[run]
+        picked = samples.ravel()[np.repeat(first - offsets, sizes) + np.arange(offsets[-1] + sizes[-1])]
+        present = ~np.isnan(picked)
+        counts = counts.copy()
+        totals[channel, run] = np.add.reduceat(np.where(present, picked, 0), offsets)
+        counts[channel, run] = np.add.reduceat(present, offsets, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return totals / counts, counts.sum(axis=1)  # 0 / 0: NaN, a period without a value
 
@@ -140,7 +153,7 @@ def _extreme_runs(reduce: np.ufunc) -> Aggregate:
     """Like `_mean_runs`, for `np.fmin` or `np.fmax`, which skip NaN (all NaN gives NaN)."""
 
     def aggregate(runs: Runs, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return reduce.reduceat(samples, runs.starts, axis=1), _valid_counts(samples)
+        return _reduce_runs(reduce, samples, runs.starts), _valid_counts(samples)
 
     return aggregate
 
@@ -156,11 +169,11 @@ def _edge_runs(last: bool) -> Aggregate:
             return samples[:, picks], _valid_counts(samples)
         positions = np.arange(size)
         if last:
-            picks = np.maximum.reduceat(np.where(present, positions, -1), runs.starts, axis=1)
+            picks = _reduce_runs(np.maximum, np.where(present, positions, -1), runs.starts)
         else:
-            picks = np.minimum.reduceat(np.where(present, positions, size), runs.starts, axis=1)
+            picks = _reduce_runs(np.minimum, np.where(present, positions, size), runs.starts)
         found = (picks >= 0) & (picks < size)
-        values = np.take_along_axis(samples, np.clip(picks, 0, size - 1), axis=1).astype(np.float64)
+        values = np.take_along_axis(samples, np.clip(picks, 0, size - 1), axis=1)
         return np.where(found, values, np.nan), present.sum(axis=1)
 
     return aggregate
@@ -172,7 +185,7 @@ def _median_runs(runs: Runs, samples: np.ndarray) -> tuple[np.ndarray, np.ndarra
     medians = np.full((samples.shape[0], runs.starts.size), np.nan)
     counts = np.zeros(samples.shape[0], dtype=np.int64)
     for k, channel in enumerate(samples):
-        ordered = channel[np.lexsort((channel, run))].astype(np.float64)
+        ordered = channel[np.lexsort((channel, run))]
         present = _present(channel)
         per_run = runs.lengths if present is None else np.add.reduceat(present, runs.starts, dtype=np.int64)
         has = per_run > 0

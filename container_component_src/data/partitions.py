@@ -42,6 +42,8 @@ class Partition:
         other: Non-numeric columns.
         ts_min_ns: Earliest timestamp (the range start when the footer has no statistics).
         ts_max_ns: Latest timestamp (the range end when the footer has no statistics).
+        crc32c: CRC-32C of the whole file, as split-archive wrote it (from the manifest; None when
+            described by its footer): readers check it instead of every page's checksum.
     """
 
     url: str
@@ -53,6 +55,7 @@ class Partition:
     other: tuple[str, ...]
     ts_min_ns: int
     ts_max_ns: int
+    crc32c: int | None = None
 
 
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
@@ -164,12 +167,21 @@ def read_footer(url: str, fs: pafs.FileSystem, timestamp_column: str) -> Partiti
     return Partition(url, path, start, end, footer.num_rows, numeric, other, min(lows), max(highs))
 
 
-def write_manifest(folder_url: str, timestamp_column: str, threads: int = 2) -> None:
+def write_manifest(
+    folder_url: str, timestamp_column: str, threads: int = 2, checksums: dict[str, int] | None = None
+) -> None:
     """Describe every partition file of a folder in its manifest, written last (its presence
-    means the folder is complete)."""
+    means the folder is complete).
+
+    Args:
+        folder_url: The folder of partition files.
+        timestamp_column: Their timestamp column.
+        threads: Footers read at once.
+        checksums: CRC-32C of each file, by file name, taken as it was written.
+    """
     sizes = storage.file_sizes(folder_url, ".parquet")
     entries = [
-        {**asdict(p), "file": _name(p.url), "size": sizes[p.url]}
+        {**asdict(p), "file": file_name(p.url), "size": sizes[p.url], "crc32c": (checksums or {}).get(file_name(p.url))}
         for p in read_footers(list(sizes), timestamp_column, threads)
     ]
     for entry in entries:
@@ -191,7 +203,7 @@ def read_manifest(folder_url: str, sizes: dict[str, int], timestamp_column: str)
         entries = {entry["file"]: entry for entry in manifest["partitions"]}
     except (ValueError, KeyError, TypeError):
         return None
-    files = {_name(u): (u, size) for u, size in sizes.items()}
+    files = {file_name(u): (u, size) for u, size in sizes.items()}
     if {name: e.get("size") for name, e in entries.items()} != {name: size for name, (_, size) in files.items()}:
         return None
     fields = ("start_ns", "end_ns", "rows", "numeric", "other", "ts_min_ns", "ts_max_ns")
@@ -201,6 +213,7 @@ def read_manifest(folder_url: str, sizes: dict[str, int], timestamp_column: str)
                 url=files[name][0],
                 path=fsspec.core.strip_protocol(files[name][0]),
                 **{key: tuple(e[key]) if key in ("numeric", "other") else int(e[key]) for key in fields},
+                crc32c=None if e.get("crc32c") is None else int(e["crc32c"]),
             )
             for name, e in entries.items()
         ]
@@ -208,5 +221,5 @@ def read_manifest(folder_url: str, sizes: dict[str, int], timestamp_column: str)
         return None
 
 
-def _name(url: str) -> str:
+def file_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from container_component_src import storage
-from container_component_src.data.partitions import PARTITION_METADATA_KEY, TIMESTAMP_TYPE, write_manifest
+from container_component_src.data.partitions import PARTITION_METADATA_KEY, TIMESTAMP_TYPE, file_name, write_manifest
 from container_component_src.data.spans import parse_span
 from container_component_src.storage import InputError
 
@@ -115,7 +115,7 @@ def run_split_archive(
                 raise InputError(f"archive {archive_url} is corrupt: {exc}") from None
             finally:
                 writers.abort()
-            write_manifest(out_dir, timestamp_column)
+            write_manifest(out_dir, timestamp_column, checksums=writers.checksums)
     return {"rows": rows, "partitions": writers.partitions}
 
 
@@ -131,9 +131,11 @@ class PartitionWriters:
     def __init__(self, out_dir: str, period_ns: int, timestamp_column: str, url: str, max_open: int) -> None:
         self.out_dir, self.period_ns, self.column, self.url = out_dir, period_ns, timestamp_column, url
         self.max_open = max(1, max_open)
-        self.open: OrderedDict[int, tuple[pq.ParquetWriter, list[np.ndarray]]] = OrderedDict()
+        self.open: OrderedDict[int, tuple[_Writer, list[np.ndarray]]] = OrderedDict()
         self.closed: set[int] = set()
         self.side_files: dict[int, int] = {}
+        # CRC-32C of each finished partition file, by file name: the manifest records them.
+        self.checksums: dict[str, int] = {}
 
     @property
     def partitions(self) -> int:
@@ -147,9 +149,9 @@ class PartitionWriters:
         meta = {"start": start.isoformat(), "end": (start + pd.Timedelta(self.period_ns)).isoformat()}
         return schema.with_metadata({**(schema.metadata or {}), PARTITION_METADATA_KEY: json.dumps(meta).encode()})
 
-    def _writer(self, name: str, schema: pa.Schema) -> pq.ParquetWriter:
+    def _writer(self, name: str, schema: pa.Schema) -> _Writer:
         fs, path = storage.filesystem(name)
-        return pq.ParquetWriter(path, schema, filesystem=fs, **storage.parquet_options(schema))
+        return _Writer(name, schema, storage.ChecksummedFile(fs.open(path, "wb")))
 
     def write(self, table: pa.Table) -> int:
         """Write the rows of `table` to their partitions; return how many."""
@@ -170,13 +172,13 @@ class PartitionWriters:
                 self.open[pid] = (self._writer(self._name(pid), self._schema(table.schema, pid)), [])
             self.open.move_to_end(pid)
             writer, seen = self.open[pid]
-            writer.write_table(rows.replace_schema_metadata(writer.schema.metadata))
+            writer.write(rows)
             seen.append(ts[lo:hi])
         return table.num_rows
 
     def _close(self, pid: int) -> None:
         writer, seen = self.open.pop(pid)
-        writer.close()
+        self.checksums[writer.file_name] = writer.close()
         _check_unique(np.concatenate(seen), self.column, self.url)
         self.closed.add(pid)
 
@@ -184,8 +186,9 @@ class PartitionWriters:
         number = self.side_files.get(pid, 0)
         self.side_files[pid] = number + 1
         schema = self._schema(rows.schema, pid)
-        with self._writer(f"{self._name(pid)}.side-{number}", schema) as writer:
-            writer.write_table(rows.replace_schema_metadata(schema.metadata))
+        writer = self._writer(f"{self._name(pid)}.side-{number}", schema)
+        writer.write(rows)
+        writer.close()
 
     def finish(self) -> None:
         """Close every partition, and merge each one's side files into it (one partition in memory)."""
@@ -198,8 +201,9 @@ class PartitionWriters:
             merged = pa.concat_tables(pieces, promote_options="none")
             merged = merged.sort_by(self.column)
             _check_unique(merged.column(self.column).to_numpy().astype("int64"), self.column, self.url)
-            with self._writer(f"{name}.merged", pieces[0].schema) as writer:
-                writer.write_table(merged)
+            writer = self._writer(f"{name}.merged", pieces[0].schema)
+            writer.write(merged)
+            self.checksums[file_name(name)] = writer.close()
             fs.mv(f"{path}.merged", path)
             for n in range(count):
                 fs.rm(f"{path}.side-{n}")
@@ -209,6 +213,23 @@ class PartitionWriters:
         for writer, _ in self.open.values():
             writer.close()
         self.open.clear()
+
+
+class _Writer:
+    """One partition file being written, and the CRC-32C of its bytes."""
+
+    def __init__(self, url: str, schema: pa.Schema, sink: storage.ChecksummedFile) -> None:
+        self.file_name, self._sink = file_name(url), sink
+        self._parquet = pq.ParquetWriter(sink, schema, **storage.parquet_options(schema))
+
+    def write(self, rows: pa.Table) -> None:
+        self._parquet.write_table(rows.replace_schema_metadata(self._parquet.schema.metadata))
+
+    def close(self) -> int:
+        """Finish the file; return its CRC-32C."""
+        self._parquet.close()
+        self._sink.close()
+        return self._sink.crc32c
 
 
 def archive_year(path: str) -> int | None:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -7,7 +8,7 @@ import pytest
 from container_component_src.data import partitions as partitions_module
 from container_component_src.data.partitions import MANIFEST_NAME, inspect_partitions, read_footers
 from container_component_src.data.split_archive import list_archives, run_split_archive
-from container_component_src.storage import InputError, list_files
+from container_component_src.storage import InputError, crc32c, list_files
 
 
 @pytest.fixture
@@ -28,7 +29,9 @@ def test_the_manifest_describes_what_the_footers_say(split_folder: Path, monkeyp
     _footers_unread(monkeypatch)
     from_manifest = inspect_partitions([str(split_folder)], "normalizedTime")
     assert len(from_manifest) == 4
-    assert sorted(from_manifest, key=str) == from_footers
+    # ... and what no footer says: each file's CRC-32C, taken while split-archive wrote it.
+    assert [p.crc32c for p in from_manifest] == [crc32c(Path(p.path).read_bytes()) for p in from_manifest]
+    assert sorted((replace(p, crc32c=None) for p in from_manifest), key=str) == from_footers
     assert [p.start_ns for p in from_manifest] == sorted(p.start_ns for p in from_manifest)
 
 

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from container_component_src.data.labels import to_ns
+from container_component_src.data.partitions import MANIFEST_NAME
 from container_component_src.data.preprocess import (
     PreprocessOptions,
     fill_gaps,
@@ -28,11 +30,15 @@ def tiny_partitions(tiny_data: dict[str, str], tmp_path_factory: pytest.TempPath
     return str(out)
 
 
+@pytest.mark.parametrize("empty_period", [False, True])
+@pytest.mark.parametrize("rows", [[0, 1, 2], [0, 2, 3]])
 @pytest.mark.parametrize("shuffled", [False, True])
 @pytest.mark.parametrize("how", ["mean", "min", "max", "median", "first", "last"])
-def test_resample_matches_pandas(how: str, shuffled: bool) -> None:
+def test_resample_matches_pandas(how: str, shuffled: bool, rows: list[int], empty_period: bool) -> None:
     rng = np.random.default_rng(0)
     ts = np.sort(rng.integers(0, 50 * MIN, 2_000))
+    if empty_period:
+        ts = ts[(ts < 20 * MIN) | (ts >= 21 * MIN)]
     values = rng.normal(size=(ts.size, 3)).astype(np.float32)
     values[rng.random(values.shape) < 0.2] = np.nan
     values[(ts > 10 * MIN) & (ts < 12 * MIN), 1] = np.nan
@@ -43,21 +49,22 @@ def test_resample_matches_pandas(how: str, shuffled: bool) -> None:
     if shuffled:  # sorted stably first, so "first" and "last" keep their meaning
         order = rng.permutation(ts.size)
         ts, values = ts[order], values[order]
-    got, valid = resample(ts, [*values.T, None], 0, 50, MIN, how)
-    assert list(valid) == [*(~np.isnan(values)).sum(axis=0), 0]
-    assert np.isnan(got[3]).all()
-    np.testing.assert_allclose(got[:3].T, expected.to_numpy(), equal_nan=True, rtol=1e-5, atol=1e-6)
+    got, valid = resample(ts, values.T, 0, 50, MIN, how, out=np.full((4, 50), np.nan, np.float32), rows=rows)
+    absent = ({0, 1, 2, 3} - set(rows)).pop()
+    assert list(valid[rows]) == list((~np.isnan(values)).sum(axis=0)) and valid[absent] == 0
+    assert np.isnan(got[absent]).all()
+    np.testing.assert_allclose(got[rows].T, expected.to_numpy(), equal_nan=True, rtol=1e-5, atol=1e-6)
 
 
 def test_resample_writes_into_a_given_grid_and_refuses_samples_outside_it() -> None:
     ts = np.array([30, 31, 31, 34]) * MIN
     values = np.array([1.0, 3.0, 5.0, 7.0], dtype=np.float32)
     batch = np.full((1, 12), np.nan)
-    resample(ts, [values], 30 * MIN, 5, MIN, "mean", out=batch[:, 7:])
+    resample(ts, values[None, :], 30 * MIN, 5, MIN, "mean", out=batch[:, 7:])
     np.testing.assert_allclose(batch[0], [np.nan] * 7 + [1, 4, np.nan, np.nan, 7])
     for start, bins in ((31 * MIN, 5), (30 * MIN, 4)):
         with pytest.raises(ValueError, match="samples outside the grid"):
-            resample(ts, [values], start, bins, MIN, "mean")
+            resample(ts, values[None, :], start, bins, MIN, "mean")
 
 
 def _filled(values: np.ndarray, max_gap: int, **kwargs: object) -> tuple[np.ndarray, int]:
@@ -320,6 +327,26 @@ def test_s3_partitions_on_dask_workers_give_the_same_grid(
         remote = run_preprocess(inputs, f"{s3_bucket}/out", f"{s3_bucket}/q.json", dask_tasks, PreprocessOptions())
         assert remote == local
         pd.testing.assert_frame_equal(read_parquet(f"{s3_bucket}/out"), pd.read_parquet(tmp_path / "l"))
+
+
+@pytest.mark.parametrize("manifest", [True, False])
+def test_a_partition_changed_after_the_split_is_an_error_naming_it(
+    tiny_partitions: str, thread_tasks: object, tmp_path: Path, manifest: bool
+) -> None:
+    """With the manifest, the file's CRC-32C is checked; without it, every page's checksum."""
+    folder = tmp_path / "parts"
+    shutil.copytree(tiny_partitions, folder)
+    if not manifest:
+        (folder / MANIFEST_NAME).unlink()
+    victim = sorted(folder.glob("*.parquet"))[1]
+    data = bytearray(victim.read_bytes())
+    middle = len(data) // 2  # in a data page; the size stays, so the manifest still describes the folder
+    data[middle : middle + 200] = bytes(reversed(data[middle : middle + 200]))
+    victim.write_bytes(bytes(data))
+    problem = "does not match the CRC-32C split-archive recorded" if manifest else "is not readable"
+    with pytest.raises(InputError, match=rf"partition \S*{victim.name} {problem}"):
+        run_preprocess([str(folder)], str(tmp_path / "o"), str(tmp_path / "q"), thread_tasks, PreprocessOptions())
+    assert not (tmp_path / "o").exists()
 
 
 def test_empty_timestamps_are_refused(tmp_path: Path, thread_tasks: object) -> None:
