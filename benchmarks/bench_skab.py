@@ -102,28 +102,48 @@ def run_protocol_a(
 
 def protocol_a_rows(summary: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
     chosen, best, base = summary["label_free"], summary["best_fc1"], summary["baselines"]
-    return [
-        {
-            "benchmark": "SKAB protocol A (pipeline)",
-            "case": f"{threshold} threshold",
-            "seconds": round(seconds, 1),
-            "rows": summary["counts"]["test_rows"],
-            "fc1": round(values["fc1"], 3),
-            "f1": round(values["f1"], 3),
-            "pr_auc": round(summary["pr_auc"], 3),
-            "baseline": (
-                f"all-positive Fc1 {base['all_positive_fc1']:.3f}, random {base['random_fc1']:.3f}, "
-                f"raw signal {base[raw_key]:.3f}"
-                + (f", PCA {base[raw_key.replace('raw_signal', 'pca')]:.3f}" if "pca_fc1" in base else "")
-            ),
-            "published": PUBLISHED_A,
-        }
-        for threshold, values, raw_key in (
-            (f"label-free ({summary['threshold_method']})", chosen, "raw_signal_fc1"),
-            ("top-k (test labels)", summary["top_k"], "raw_signal_top_k_fc1"),
-            ("best-Fc1 (test labels)", best, "raw_signal_best_fc1"),
-        )
-    ] + calibration_rows("SKAB protocol A (pipeline)", summary["calibration"])
+    return (
+        [
+            {
+                "benchmark": "SKAB protocol A (pipeline)",
+                "case": f"{threshold} threshold",
+                "seconds": round(seconds, 1),
+                "rows": summary["counts"]["test_rows"],
+                "fc1": round(values["fc1"], 3),
+                "f1": round(values["f1"], 3),
+                "pr_auc": round(summary["pr_auc"], 3),
+                "baseline": (
+                    f"all-positive Fc1 {base['all_positive_fc1']:.3f}, random {base['random_fc1']:.3f}, "
+                    f"raw signal {base[raw_key]:.3f}"
+                    + (f", PCA {base[raw_key.replace('raw_signal', 'pca')]:.3f}" if "pca_fc1" in base else "")
+                ),
+                "published": PUBLISHED_A,
+            }
+            for threshold, values, raw_key in (
+                (f"label-free ({summary['threshold_method']})", chosen, "raw_signal_fc1"),
+                ("top-k (test labels)", summary["top_k"], "raw_signal_top_k_fc1"),
+                ("best-Fc1 (test labels)", best, "raw_signal_best_fc1"),
+            )
+        ]
+        + [_deployed_row(summary, seconds)]
+        + calibration_rows("SKAB protocol A (pipeline)", summary["calibration"])
+    )
+
+
+def _deployed_row(summary: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the deploy gate serves: the detector with the highest label-free Fc1, and by how much."""
+    deploy = summary["deploy"]
+    return {
+        "benchmark": "SKAB protocol A (pipeline)",
+        "case": f"served by the deploy gate: {deploy.get('detector', 'model')}, label-free threshold",
+        "seconds": round(seconds, 1),
+        "rows": summary["counts"]["test_rows"],
+        "fc1": round(deploy["fc1"], 3),
+        "far": round(deploy["false_alarm_rate"], 3),
+        "baseline": f"{deploy['choice']}; false alarms {deploy['false_alarm_rate']:.1%} of normal rows against "
+        f"{deploy['promised_false_alarm_rate']:.1%} promised",
+        "published": PUBLISHED_A,
+    }
 
 
 def _point_rates(flags: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -154,16 +174,25 @@ PROTOCOL_B_REBASE_ROWS = 60
 def _flags(
     vae: Any, rows: np.ndarray, segments: np.ndarray, weights: list[float], smoothing_window: int, threshold: Any
 ) -> dict[str, list[np.ndarray]]:
-    """By label-free threshold method: the flags of scaled rows by the model, the raw signal and
-    the raw signal with the model's channel weights, each above its threshold of the fitted rows'
+    """By label-free threshold method: the flags of scaled rows by the model, the raw signal, the
+    raw signal with the model's channel weights and PCA (of the fitted rows, with those weights;
+    the pipeline's second classical detector), each above its threshold of the fitted rows'
     smoothed scores."""
     from container_component_src.evaluation.evaluate import label_free_thresholds
     from container_component_src.evaluation.scoring import score_rows, smooth_scores
+    from container_component_src.model.residual import ResidualDetector
 
     squares = np.square(rows, dtype=np.float64)
+    fitted = np.asarray(rows[:PROTOCOL_B_FIT_ROWS], dtype=np.float64)
+    pca = ResidualDetector.principal(len(fitted), fitted.sum(axis=0), fitted.T @ fitted, np.asarray(weights))
     scores = [
         smooth_scores(score, smoothing_window, segments)
-        for score in (score_rows(vae, rows, segments), squares.sum(axis=1), squares @ np.asarray(weights))
+        for score in (
+            score_rows(vae, rows, segments),
+            squares.sum(axis=1),
+            squares @ np.asarray(weights),
+            pca.scores(rows),
+        )
     ]
     by_method = [label_free_thresholds(s[:PROTOCOL_B_FIT_ROWS], threshold) for s in scores]
     return {
@@ -210,16 +239,10 @@ def run_protocol_b(
     # Each detector at the deployed threshold (`threshold`), the model and the raw signals at the
     # other label-free one, and the diagnostic's model and raw signal.
     other = next(str(m) for m in ThresholdMethod if m != threshold)
+    detectors = ("model", "raw_signal", "raw_signal_weighted", "pca")
     per_file: dict[str, list[np.ndarray]] = {
         name: []
-        for name in (
-            "model",
-            "raw_signal",
-            "raw_signal_weighted",
-            *(f"{name} ({other})" for name in ("model", "raw_signal", "raw_signal_weighted")),
-            "model_rebased",
-            "raw_signal_rebased",
-        )
+        for name in (*detectors, *(f"{name} ({other})" for name in detectors), "model_rebased", "raw_signal_rebased")
     }
     drifting: dict[str, int] = {}
     all_labels = []
@@ -313,7 +336,8 @@ def protocol_b_rows(result: dict[str, Any], seconds: float) -> list[dict[str, An
     for counting, method, suffix in [*cases, ("whole files", result["other"], f" ({result['other']})")]:
         part = result[counting]
         weighted = rates("raw signal with the model's channel weights", part["raw_signal_weighted" + suffix])
-        baseline = f"{rates('raw signal', part['raw_signal' + suffix])}; {weighted}"
+        pca = rates("PCA", part["pca" + suffix])
+        baseline = f"{rates('raw signal', part['raw_signal' + suffix])}; {weighted}; {pca}"
         if not suffix:
             baseline += f"; all-positive F1 {part['all_positive']['f1']:.3f}; random F1 {part['random_f1']:.3f}"
         case = (

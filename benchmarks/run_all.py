@@ -28,6 +28,7 @@ NAMES = (
     "serving",
     "pipeline",
     "skab",
+    "thresholds",
 )
 FIGURES = Path(__file__).resolve().parent / "figures"
 
@@ -44,6 +45,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         bench_skab,
         bench_step_sizing,
         bench_threshold_sweep,
+        bench_thresholds,
         bench_training,
     )
 
@@ -58,6 +60,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         "serving": bench_serving.run,
         "pipeline": bench_pipeline.run,
         "skab": bench_skab.run,
+        "thresholds": bench_thresholds.run,
     }
     return benchmarks
 
@@ -86,7 +89,8 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, tuple[tuple[str, ...], list[
                     f"{row['nominal_far']:.2%}",
                     f"{row['observed_far']:.2%}",
                     f"{row['far_ratio']:.3g}",
-                    "yes" if row["better_calibrated"] else "",
+                    f"{row['fc1']:.3f}" if "fc1" in row else "",
+                    row["verdict"] if "verdict" in row else "better calibrated" if row["better_calibrated"] else "",
                 )
             )
         elif any(key in row for key in QUALITY_KEYS):
@@ -118,7 +122,7 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, tuple[tuple[str, ...], list[
             quality,
         ),
         "Calibration of the label-free thresholds on normal rows": (
-            ("benchmark", "threshold", "promised FAR", "observed FAR", "observed / promised", "better"),
+            ("benchmark", "threshold", "promised FAR", "observed FAR", "observed / promised", "Fc1", "verdict"),
             calibration,
         ),
     }

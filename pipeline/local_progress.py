@@ -70,7 +70,11 @@ def key_figure(task: str, report: Any) -> str:
         objective = next(iter(report))
         return f"{objective} {report[objective]:.4g} (best epoch {report['best_epoch'] + 1} of {report.get('epochs')})"
     if task == "evaluate" and "fc1" in report.get("metrics", {}):
-        return f"Fc1 {report['metrics']['fc1']:.3f} at the label-free threshold"
+        figure = f"Fc1 {report['metrics']['fc1']:.3f} at the label-free threshold"
+        served = report.get("deploy", {})
+        if served.get("detector", "model") != "model":
+            figure += f"; serves {served['detector']} (Fc1 {served['fc1']:.3f})"
+        return figure
     if task == "deploy" and "smoke" in report:
         return f"smoke-tested (V1, V2); published to {Path(str(report.get('model_dir'))).name}/"
     # Some reports are keyed by output path: name the file, not the path.

@@ -10,7 +10,7 @@ top-k threshold (k = the number of anomalous test rows).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,11 @@ from container_component_src.choices import ThresholdMethod, choice
 from container_component_src.data.scaling import describe_channels
 from container_component_src.data.segments import SegmentNumbering, median_step_ns, segment_ids
 from container_component_src.evaluation import metrics, report, scoring
-from container_component_src.evaluation.decision import DeployDecision
+from container_component_src.evaluation.decision import MODEL, PCA, RAW_SIGNAL, DeployDecision
 from container_component_src.storage import InputError
+
+if TYPE_CHECKING:
+    from container_component_src.model.residual import ResidualDetector
 
 CONFUSION_CATEGORIES = ["normal", "anomaly"]
 ROC_POINTS = 200
@@ -82,45 +85,20 @@ def channel_weights(model: Any, count: int) -> np.ndarray:
     return weight.detach().cpu().numpy().astype(np.float64)
 
 
-@dataclass(frozen=True)
-class PcaDetector:
-    """A classical detector beside the model: the squared reconstruction error of a row from the
-    principal components of the validation rows, each channel weighted as the model weighs it.
+def fit_pca(url: str, channels: list[str], weights: np.ndarray, explained: float = 0.9) -> ResidualDetector:
+    """A classical detector beside the model: the weighted squared reconstruction error of a row
+    from the principal components of a split's rows, streamed a batch at a time (memory:
+    channels^2): the fewest that explain `explained` of the variance, at most channels - 1 (so
+    that a row always has an error to show)."""
+    from container_component_src.model.residual import ResidualDetector
 
-    Attributes:
-        mean: Each channel's validation mean.
-        components: The kept principal directions, shape (channels, k).
-        weights: Each channel's weight in the error.
-    """
-
-    mean: np.ndarray
-    components: np.ndarray
-    weights: np.ndarray
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        centred = np.asarray(values, dtype=np.float64) - self.mean
-        residual = centred - (centred @ self.components) @ self.components.T
-        return np.square(residual) @ self.weights
-
-
-def fit_pca(url: str, channels: list[str], weights: np.ndarray, explained: float = 0.9) -> PcaDetector:
-    """Principal components of a split's rows, streamed a batch at a time (memory: channels^2):
-    the fewest that explain `explained` of the variance, at most channels - 1 (so that a row
-    always has an error to show)."""
     count, total, products = 0, np.zeros(len(channels)), np.zeros((len(channels), len(channels)))
     for frame in datasets.iter_frames(url, channels):
         values = scoring.channel_matrix(frame, channels, url).astype(np.float64)
         count += len(values)
         total += values.sum(axis=0)
         products += values.T @ values
-    mean = total / max(count, 1)
-    covariance = (products - count * np.outer(mean, mean)) / max(count - 1, 1)
-    variances, directions = np.linalg.eigh(covariance)
-    order = np.argsort(variances)[::-1]
-    variances, directions = np.clip(variances[order], 0, None), directions[:, order]
-    share = np.cumsum(variances) / variances.sum() if variances.sum() > 0 else np.ones(len(variances))
-    kept = min(int(np.searchsorted(share, explained) + 1), len(channels) - 1)
-    return PcaDetector(mean, directions[:, :kept], weights)
+    return ResidualDetector.principal(count, total, products, weights, explained)
 
 
 def score_split(
@@ -130,15 +108,15 @@ def score_split(
     window: int,
     label_column: str,
     progress: bool = True,
-    pca: PcaDetector | None = None,
+    detectors: dict[str, ResidualDetector] | None = None,
 ) -> pd.DataFrame:
     """Raw and smoothed scores of one split (a dataset, streamed a batch at a time), with its time
-    segments, raw-signal baseline and (when it has one) label, indexed by time.
+    segments, the classical detectors' scores and (when it has one) label, indexed by time.
 
-    The raw-signal baseline is the sum of squared scaled values, each channel weighted as the
-    model weighs it in its score (`channel_weight`: a few-valued channel lighter, a drifting one
-    left out): the plain signal given the model's channel handling, so the comparison is fair.
-    With `pca`, its reconstruction error is a second baseline (`pca`), smoothed the same way.
+    Each of `detectors` (by name: the raw signal, PCA; see `model.residual`) scores the rows
+    beside the model, per row (`<name>_row`) and smoothed the same way (`<name>`). They weigh each
+    channel as the model weighs it in its score (`channel_weight`: a few-valued channel lighter, a
+    drifting one left out), so the comparison is fair.
 
     Memory holds a batch of channels and ~40 bytes of scores per row: the windows and the smoothing
     carry the rows they need across batch edges, so every score is the one of the whole series.
@@ -160,8 +138,8 @@ def score_split(
     )
     columns = [*channels, *([label_column] if label_column in datasets.schema(url).names else [])]
     scorer, keep = scoring.ChunkScorer(model), max(window - 1, 0)
-    weights = channel_weights(model, len(channels))
-    tail = {"score": np.empty(0), "raw_signal": np.empty(0), "pca": np.empty(0), "segment": np.empty(0, np.int64)}
+    detectors = detectors or {}
+    tail = {"score": np.empty(0), "segment": np.empty(0, np.int64), **{name: np.empty(0) for name in detectors}}
     pieces = []
     with tqdm(
         total=rows, desc=f"scoring {url.rstrip('/').rsplit('/', 1)[-1]}", unit="row", disable=not progress
@@ -169,31 +147,23 @@ def score_split(
         for frame in datasets.iter_frames(url, columns, dataset_parts=listed):
             values = scoring.channel_matrix(frame, channels, url)
             segments = numbering(datasets.time_index_ns(frame, url))
-            raw = scorer(values, segments)
-            # The raw-signal baseline: how far a row is from the training mean, in training standard deviations.
-            signal = np.square(values, dtype=np.float64) @ weights
+            per_row = {"score": scorer(values, segments), **{name: d.scores(values) for name, d in detectors.items()}}
             # Smoothing restarts per segment: the last `window - 1` rows before are all it looks back at.
-            scored = {
-                "score": np.concatenate([tail["score"], raw]),
-                "raw_signal": np.concatenate([tail["raw_signal"], signal]),
-                "pca": np.concatenate([tail["pca"], pca(values) if pca else np.zeros(len(values))]),
-                "segment": np.concatenate([tail["segment"], segments]),
+            scored = {name: np.concatenate([tail[name], new]) for name, new in {**per_row, "segment": segments}.items()}
+            smoothed = {
+                name: scoring.smooth_scores(scored[name], window, scored["segment"])[len(tail["score"]) :]
+                for name in per_row
             }
-            smoothed = scoring.smooth_scores(scored["score"], window, scored["segment"])[len(tail["score"]) :]
-            smoothed_signal, smoothed_pca = (
-                scoring.smooth_scores(scored[name], window, scored["segment"])[len(tail["score"]) :]
-                for name in ("raw_signal", "pca")
-            )
             tail = {
                 name: column[max(len(column) - keep, 0) :] if keep else column[:0] for name, column in scored.items()
             }
             piece = pd.DataFrame(
                 {
-                    "score": raw,
-                    "smoothed_score": smoothed,
+                    "score": per_row["score"],
+                    "smoothed_score": smoothed["score"],
                     "segment": segments,
-                    "raw_signal": smoothed_signal,
-                    **({"pca": smoothed_pca} if pca else {}),
+                    **{name: smoothed[name] for name in detectors},
+                    **{f"{name}_row": per_row[name] for name in detectors},
                 },
                 index=frame.index,
             )
@@ -364,7 +334,8 @@ def detector_baseline(
     name: str, val_signal: np.ndarray, test_signal: np.ndarray, labels: np.ndarray, options: EvaluateOptions
 ) -> dict[str, float]:
     """The model's thresholds and metrics for another detector's scores (the raw signal, PCA),
-    keyed `<name>_fc1`, `<name>_f1`, `<name>_best_fc1`, `<name>_top_k_fc1`, `<name>_pr_auc`."""
+    keyed `<name>_fc1`, `<name>_f1`, `<name>_false_alarm_rate` (at the label-free threshold),
+    `<name>_best_fc1`, `<name>_top_k_fc1`, `<name>_pr_auc`."""
     threshold = label_free_thresholds(val_signal, options)[options.threshold_method]
     label_free = metrics.metrics_at(test_signal, labels, threshold)
     grid = metrics.threshold_grid(test_signal, options.n_thresholds, options.low_quantile, options.high_quantile)
@@ -373,10 +344,43 @@ def detector_baseline(
     return {
         f"{name}_fc1": label_free["fc1"],
         f"{name}_f1": label_free["f1"],
+        f"{name}_false_alarm_rate": label_free["false_alarm_rate"],
         f"{name}_best_fc1": float(best),
         f"{name}_top_k_fc1": metrics.metrics_at(test_signal, labels, top_k)["fc1"],
         f"{name}_pr_auc": metrics.average_precision(test_signal, labels),
     }
+
+
+def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: EvaluateOptions) -> DeployDecision:
+    """The detector the gate judges and the deploy step serves: of the model and the classical
+    detectors, the one with the highest Fc1 at the label-free threshold (the gate's measure); the
+    model when level. Its served threshold is the same method's on per-row validation scores
+    (served rows are not smoothed).
+
+    Args:
+        summary: `evaluate_scores`' summary, with the detectors' `baselines`.
+        val_scored: `score_split` of the validation rows, with every detector's columns.
+        options: The threshold rule.
+    """
+    fc1 = {MODEL: summary["label_free"]["fc1"]}
+    baselines = summary["baselines"]
+    fc1 |= {name: baselines[f"{name}_fc1"] for name in (RAW_SIGNAL, PCA) if f"{name}_fc1" in baselines}
+    chosen = max(fc1, key=lambda name: (fc1[name], name == MODEL))
+    far = summary["label_free"]["false_alarm_rate"] if chosen == MODEL else baselines[f"{chosen}_false_alarm_rate"]
+    row_scores = val_scored["score" if chosen == MODEL else f"{chosen}_row"].to_numpy()
+    evaluated = val_scored["smoothed_score" if chosen == MODEL else chosen].to_numpy()
+    return DeployDecision(
+        fc1=fc1[chosen],
+        threshold=label_free_thresholds(row_scores, options)[options.threshold_method],
+        evaluated_threshold=label_free_thresholds(evaluated, options)[options.threshold_method],
+        smoothing_window=options.smoothing_window,
+        val_quantile=options.val_quantile,
+        threshold_method=options.threshold_method,
+        detector=chosen,
+        model_fc1=fc1[MODEL],
+        false_alarm_rate=far,
+        promised_false_alarm_rate=nominal_false_alarm_rates(len(val_scored), options)[options.threshold_method],
+    )
 
 
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
@@ -400,8 +404,8 @@ def run_evaluate(
     options: EvaluateOptions,
 ) -> dict[str, Any]:
     """Score the scaled validation and test sets with the Model artifact and write the results
-    parquet (timestamp, split, score, smoothed score, label, prediction), the JSON summary and
-    the HTML report.
+    parquet (timestamp, split, score, smoothed score, label, prediction, and each classical
+    detector's smoothed score), the JSON summary and the HTML report.
 
     Returns:
         The summary: metrics at both thresholds, PR-AUC, baselines, confusion matrix, ROC
@@ -411,16 +415,23 @@ def run_evaluate(
         InputError: A set is empty, lacks a channel or the label, or holds NaN.
     """
     from container_component_src.model.io import load_scripted
+    from container_component_src.model.residual import ResidualDetector
 
     model, scaler = load_scripted(model_dir)
     channels = scaler["channels"]
     if options.label_column not in datasets.schema(test_url).names:
         raise InputError(f"test set {test_url} has no label column '{options.label_column}'")
+    weights = channel_weights(model, len(channels))
     # PCA is fitted on the validation rows it also takes its threshold from (as the quantile of
     # the model's validation scores is): k << rows, so the in-sample error is barely smaller.
-    pca = fit_pca(val_url, channels, channel_weights(model, len(channels))) if len(channels) > 1 else None
-    val_scored = score_split(model, val_url, channels, options.smoothing_window, options.label_column, pca=pca)
-    test_scored = score_split(model, test_url, channels, options.smoothing_window, options.label_column, pca=pca)
+    detectors = {RAW_SIGNAL: ResidualDetector.raw_signal(weights)}
+    if len(channels) > 1:
+        detectors[PCA] = fit_pca(val_url, channels, weights)
+    scored = [
+        score_split(model, url, channels, options.smoothing_window, options.label_column, detectors=detectors)
+        for url in (val_url, test_url)
+    ]
+    val_scored, test_scored = scored
     labels = test_scored["label"].to_numpy()
     if not np.isin(labels, (0, 1)).all():
         raise InputError(f"label column '{options.label_column}' of {test_url} holds values other than 0 and 1")
@@ -428,14 +439,15 @@ def run_evaluate(
     summary, sweep = evaluate_scores(
         val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options
     )
-    for detector in ("raw_signal", "pca")[: 1 + (pca is not None)]:
+    for name in detectors:
         summary["baselines"] |= detector_baseline(
-            detector, val_scored[detector].to_numpy(), test_scored[detector].to_numpy(), labels, options
+            name, val_scored[name].to_numpy(), test_scored[name].to_numpy(), labels, options
         )
-    if pca is not None:
-        summary["baselines"]["pca_components"] = int(pca.components.shape[1])
+    if PCA in detectors:
+        summary["baselines"]["pca_components"] = int(detectors[PCA].components.shape[1])
     events = event_table(labels, test_scored.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]
+    decision = choose_detector(summary, val_scored, options)
     summary |= {
         "model": model_dir,
         "options": asdict(options),
@@ -446,15 +458,9 @@ def run_evaluate(
             "test_events": len(events),
             "anomaly_share": float(labels.mean()),
         },
-        # Served rows are not smoothed: their threshold is the same method's on raw scores.
-        "deploy": DeployDecision(
-            fc1=summary["label_free"]["fc1"],
-            threshold=label_free_thresholds(val_scored["score"].to_numpy(), options)[options.threshold_method],
-            evaluated_threshold=threshold,
-            smoothing_window=options.smoothing_window,
-            val_quantile=options.val_quantile,
-            threshold_method=options.threshold_method,
-        ).to_dict(),
+        "deploy": decision.to_dict(),
+        # What the deploy step serves in the model's place when a classical detector wins.
+        **({"served_detector": detectors[decision.detector].to_dict()} if decision.detector != MODEL else {}),
     }
     summary["metrics"] = flat_metrics(summary)
 
@@ -463,7 +469,17 @@ def run_evaluate(
     results["label"] = results["label"].astype(np.int8)
     results["prediction"] = (results["smoothed_score"] > threshold).astype(np.int8)
     test_rows = results[results["split"] == "test"]
-    summary["operations"] = report.operations(test_rows, report.event_outcomes(events, test_rows, threshold))
+    # What an operator lives with: the alarms of the detector that is served.
+    if decision.detector == MODEL:
+        served_rows, served_events, served_threshold = test_rows, events, threshold
+    else:
+        served_scores, served_threshold = test_scored[decision.detector].to_numpy(), decision.evaluated_threshold
+        served_rows = test_rows.assign(
+            smoothed_score=served_scores, prediction=(served_scores > served_threshold).astype(np.int8)
+        )
+        served_events = event_table(labels, test_scored.index, served_scores)
+    outcomes = report.event_outcomes(served_events, served_rows, served_threshold)
+    summary["operations"] = report.operations(served_rows, outcomes)
     summary["decision"] = {
         "gate": options.deploy_threshold,
         "deploy": bool(summary["deploy"]["fc1"] > options.deploy_threshold),
@@ -471,7 +487,8 @@ def run_evaluate(
     views = event_views(model, test_url, channels, events, threshold, options.worst_events)
     page = report.render_report(results, sweep, summary, events, views, options.dataset)
 
-    storage.write_parquet(results[["split", "score", "smoothed_score", "label", "prediction"]], results_url)
+    # The classical detectors' (smoothed) scores beside the model's, row by row.
+    storage.write_parquet(results[["split", "score", "smoothed_score", "label", "prediction", *detectors]], results_url)
     storage.write_json(summary, summary_url)
     with storage.atomic_write(report_url, "w") as handle:
         handle.write(page)

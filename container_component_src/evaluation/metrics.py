@@ -240,13 +240,22 @@ def pot_threshold(scores: np.ndarray, risk: float, level: float = 0.98, min_exce
     if len(scores) == 0:
         raise ValueError("no validation score to take the threshold from")
     initial = float(np.quantile(scores, level))
-    excesses = scores[scores > initial] - initial
+    threshold = tail_threshold(initial, scores[scores > initial] - initial, len(scores), risk, min_excesses)
+    return float(np.quantile(scores, 1.0 - risk)) if threshold is None else threshold
+
+
+def tail_threshold(
+    initial: float, excesses: np.ndarray, n_scores: int, risk: float, min_excesses: int = 10
+) -> float | None:
+    """The score exceeded with probability `risk`, from a generalised Pareto tail fitted to the
+    `excesses` over `initial` of `n_scores` scores; None with fewer than `min_excesses` excesses
+    or a fit that is not a proper tail."""
     if excesses.size < min_excesses or not np.isfinite(excesses).all() or np.ptp(excesses) == 0:
-        return float(np.quantile(scores, 1.0 - risk))
+        return None
     xi, sigma = _gpd_moments(excesses)
-    ratio = risk * len(scores) / excesses.size
+    ratio = risk * n_scores / excesses.size
     if not np.isfinite(sigma) or sigma <= 0 or not np.isfinite(xi):
-        return float(np.quantile(scores, 1.0 - risk))
+        return None
     if abs(xi) < 1e-9:
         return initial - sigma * float(np.log(ratio))
-    return initial + sigma / xi * (ratio ** (-xi) - 1.0)
+    return float(initial + sigma / xi * (ratio ** (-xi) - 1.0))

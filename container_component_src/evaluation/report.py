@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from container_component_src.evaluation.decision import DETECTOR_LABELS, MODEL, PCA, RAW_SIGNAL
+
 MAX_POINTS = 20_000
 SPLIT_COLOURS = {"val": "#7f8c8d", "test": "#1f77b4"}
 THRESHOLD_COLOURS = {"label-free": "#d62728", "best Fc1 (test labels)": "#2ca02c"}
@@ -418,6 +420,11 @@ def lead(summary: dict[str, Any], dataset: str) -> str:
         )
     else:
         verdict = f"{deploy['fc1_name']} {deploy['fc1']:.3f} at the deployed threshold."
+    if deploy.get("detector", MODEL) != MODEL:
+        verdict += (
+            f" <b>Served: {html.escape(deploy['choice'])}</b>. The alarms counted next are the served "
+            "detector's; the charts and tables after this paragraph are the model's."
+        )
     return (
         f"<p class='lead'>{verdict} On {counts['test_rows']:,} test rows of {html.escape(dataset)} "
         f"({duration(ops['test_days'] * 86_400)} of data) the deployed threshold "
@@ -584,9 +591,6 @@ def _metrics_table(summary: dict[str, Any]) -> str:
     )
 
 
-DETECTORS = {"raw_signal": "raw signal", "pca": "PCA reconstruction error"}
-
-
 def detectors_table(summary: dict[str, Any]) -> str:
     """The model beside the classical detectors, each at the same thresholds, and one sentence on
     which wins at the deployed one and by how much."""
@@ -600,7 +604,8 @@ def detectors_table(summary: dict[str, Any]) -> str:
             summary["pr_auc"],
         )
     ]
-    for key, name in DETECTORS.items():
+    for key in (RAW_SIGNAL, PCA):
+        name = DETECTOR_LABELS[key]
         if f"{key}_fc1" in base:
             label = (
                 f"{name} ({base['pca_components']} components)" if key == "pca" and "pca_components" in base else name
@@ -629,6 +634,9 @@ def detectors_table(summary: dict[str, Any]) -> str:
         else f"At the deployed threshold rule the model is <b>not ahead</b> of {html.escape(best[0])} "
         f"({-margin:.3f} Fc1 behind or level): a classical detector does as well on these data."
     )
+    served = summary.get("deploy", {}).get("detector", MODEL)
+    if served != MODEL:
+        verdict += f" The deploy step serves {html.escape(DETECTOR_LABELS[served])} in the model's place."
     method = summary.get("threshold_method", "quantile")
     return (
         f"<h2>Detectors at the same thresholds</h2><table><tr><th></th><th>Fc1, label-free ({method})</th>"

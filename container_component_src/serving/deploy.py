@@ -24,9 +24,10 @@ import numpy as np
 from container_component_src import storage
 from container_component_src.choices import ServingBackend
 from container_component_src.cli_args import MODULE_COMMAND, to_argv
-from container_component_src.evaluation.decision import DeployDecision
-from container_component_src.model.files import SCALER, TYPICAL_ROWS
+from container_component_src.evaluation.decision import MODEL, DeployDecision
+from container_component_src.model.files import SCALER, TORCHSCRIPT, TYPICAL_ROWS, WEIGHTS
 from container_component_src.serving.inference import SERVING_FILE, v1_request, v2_request
+from container_component_src.storage import InputError
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,46 @@ class DeployOptions:
 
 
 def serving_config(summary: dict[str, Any], source: str = "the evaluation summary") -> dict[str, Any]:
-    """What the server needs from the evaluation: the flag threshold, and its Fc1 for the record."""
+    """What the server needs from the evaluation: the flag threshold, and for the record its Fc1
+    and which detector is served (the model, or a classical detector the gate found ahead)."""
     decision = DeployDecision.from_summary(summary, source)
     return {
         "threshold": decision.threshold,
         "fc1": decision.fc1,
         "fc1_name": decision.fc1_name,
         "val_quantile": decision.val_quantile,
+        "detector": decision.detector,
+        "model_fc1": decision.model_fc1,
+        "choice": decision.choice,
     }
+
+
+def write_served_detector(summary: dict[str, Any], folder: Path, source: str = "the evaluation summary") -> None:
+    """When the gate chose a classical detector, put it in the model's place in a staged model
+    folder: its TorchScript (same serving interface, same scaler, so the same protocols and
+    threshold rule) instead of the model's, and the model's weights removed.
+
+    Raises:
+        InputError: The summary chose a classical detector but does not describe it.
+    """
+    decision = DeployDecision.from_summary(summary, source)
+    if decision.detector == MODEL:
+        return
+    if "served_detector" not in summary:
+        raise InputError(
+            f"{source} chose {decision.detector} but has no 'served_detector': was it written by evaluate?"
+        )
+    import warnings
+
+    import torch
+
+    from container_component_src.model.residual import ResidualDetector
+
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still what serving loads.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+        scripted = torch.jit.script(ResidualDetector.from_dict(summary["served_detector"]))
+    scripted.save(str(folder / TORCHSCRIPT))
+    (folder / WEIGHTS).unlink(missing_ok=True)
 
 
 def publish_target(options: DeployOptions, artifact_uri: str, run_id: str) -> str:
@@ -97,6 +130,7 @@ def publish_model(model_dir: str, summary: dict[str, Any], target: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         staged = Path(folder) / "model"
         storage.copy_directory(model_dir, str(staged))
+        write_served_detector(summary, staged)
         storage.write_json(serving_config(summary), str(staged / SERVING_FILE))
         typical = staged / TYPICAL_ROWS
         scaler = storage.read_json(str(staged / SCALER))
@@ -196,7 +230,11 @@ def serve_locally_once(model_dir: str, options: DeployOptions) -> dict[str, Any]
             center = dict(zip(scaler["channels"], scaler["center"], strict=True))
             reference = center if scaler.get("reference_rows", 0) else None
             rows = smoke_rows(scaler, typical)
-            return smoke_test(base_url, options.name, rows, check_typical=typical is not None, reference=reference)
+            # The typical rows are typical for the model (train chose them by its scores), so only
+            # a served model is held to not flagging them; any detector must flag the outlier.
+            served = storage.read_json(storage.join(model_dir, SERVING_FILE)).get("detector", MODEL)
+            check_typical = typical is not None and served == MODEL
+            return smoke_test(base_url, options.name, rows, check_typical=check_typical, reference=reference)
         finally:
             process.terminate()
             try:
@@ -218,7 +256,7 @@ def publish(
     target = publish_target(options, artifact_uri or model_dir, run_id or time.strftime("%Y%m%d-%H%M%S"))
     config = serving_config(summary, summary_url)
     publish_model(model_dir, summary, target)
-    print(f"Published the model to {target}", flush=True)
+    print(f"Published to {target}: {config['choice']}", flush=True)
     return target, config
 
 

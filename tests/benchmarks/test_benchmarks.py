@@ -129,6 +129,7 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     part = result["after the fitted rows"]
     assert part["rows"] == 550 and part["raw_signal"]["far"] > 0.5 > 0.2 > part["model"]["far"]
     assert part["model"]["mar"] < 0.3 and part["raw_signal_weighted"]["far"] < 0.2
+    assert {"pca", "pca (pot)"} <= set(part) and part["pca"]["mar"] < 0.3, "PCA finds the jump as well"
     # Calibration is judged on the rows after the fitted ones, against each threshold's promise.
     promised = result["calibration"]["methods"]["quantile"]
     assert promised["false_alarm_rate"] == part["model"]["far"]
@@ -138,7 +139,7 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     assert quantile["better_calibrated"] != pot["better_calibrated"] and pot["nominal_far"] == 0.001
     assert ["quantile threshold" in r["case"] for r in rows] == [True, True, False, False]
     assert "pot threshold, counted over whole files" in rows[2]["case"] and rows[3]["case"].startswith("diagnostic")
-    assert "drifting channels (weight 0): Temperature in 2" in rows[0]["case"]
+    assert "drifting channels (weight 0): Temperature in 2" in rows[0]["case"] and "; PCA F1 " in rows[0]["baseline"]
 
 
 def test_step_sizing_measures_the_peak_of_the_whole_process_tree(tmp_path: Path) -> None:
@@ -189,3 +190,41 @@ def test_each_benchmark_writes_the_figures_the_docs_show(tmp_path: Path) -> None
     assert (
         "Detection quality" not in join and "| SKAB A | label-free | 0.719 | 0.596 | 0.664 |" in written[1].read_text()
     )
+
+
+def test_threshold_candidates_judge_each_row_by_the_rows_before_it() -> None:
+    import numpy as np
+
+    from benchmarks.threshold_candidates import newest_quantile, spot_replay
+
+    rng = np.random.default_rng(3)
+    val, test = rng.exponential(size=20_000), rng.exponential(size=20_000)
+    assert newest_quantile(np.r_[np.zeros(300), np.arange(100.0)], 0.5, 0.25) == 49.5, "only the newest quarter"
+    flags = spot_replay(val, test, risk=0.01)
+    assert 0.005 < flags.mean() < 0.02, "like validation: about the promised 1 %"
+    assert (spot_replay(val, test[:5_000], risk=0.01) == flags[:5_000]).all(), "causal: later rows change nothing"
+    # A slow drift after validation: SPOT flags more and more of it, DSPOT follows the moving level.
+    drifting = test + np.linspace(0.0, 10.0, test.size)
+    assert spot_replay(val, drifting, risk=0.01).mean() > 0.5
+    assert spot_replay(val, drifting, risk=0.01, depth=10).mean() < 0.02
+
+
+def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.bench_thresholds import measure
+
+    rng = np.random.default_rng(4)
+    label = np.r_[np.zeros(4_000, np.int8), (rng.random(2_000) < 0.1).astype(np.int8)]
+    scores = rng.exponential(size=6_000) + 8.0 * label
+    results = pd.DataFrame(
+        {"split": ["val"] * 4_000 + ["test"] * 2_000, "label": label, "smoothed_score": scores, "pca": scores * 2}
+    )
+    rows = measure(results, "synthetic")
+    assert len(rows) == 8, "the model and PCA (no raw-signal column here), four rules each"
+    deployed = rows[0]
+    assert deployed["case"] == "model: quantile of all validation rows (deployed today)"
+    normal = results[(results["split"] == "test") & (results["label"] == 0)]
+    assert deployed["observed_far"] == (normal["smoothed_score"] > np.quantile(scores[:4_000], 0.99)).mean()
+    assert deployed["verdict"] == ("within 2x" if deployed["far_ratio"] <= 2 else "") and deployed["fc1"] > 0.8

@@ -50,7 +50,7 @@ def test_the_model_finds_the_injected_anomalies_better_than_trivial_detectors(ev
 def test_results_hold_every_row_with_its_prediction(evaluated: dict[str, Any], scaled_sets: dict[str, str]) -> None:
     results = pd.read_parquet(evaluated["results.parquet"])
     val, test = pd.read_parquet(scaled_sets["val"]), pd.read_parquet(scaled_sets["test"])
-    assert list(results.columns) == ["split", "score", "smoothed_score", "label", "prediction"]
+    assert list(results.columns) == ["split", "score", "smoothed_score", "label", "prediction", "raw_signal", "pca"]
     assert (results["split"] == "val").sum() == len(val) and (results["split"] == "test").sum() == len(test)
     assert isinstance(results.index, pd.DatetimeIndex)
     threshold = evaluated["summary"]["label_free"]["threshold"]
@@ -64,6 +64,10 @@ def test_results_hold_every_row_with_its_prediction(evaluated: dict[str, Any], s
 
 def test_summary_carries_the_deploy_inputs_and_kfp_metrics(evaluated: dict[str, Any]) -> None:
     summary = evaluated["summary"]
+    # The model is ahead of the classical detectors on these data: it is what the gate judges.
+    fc1 = {name: summary["baselines"][f"{name}_fc1"] for name in ("raw_signal", "pca")}
+    assert summary["deploy"]["detector"] == "model" and summary["label_free"]["fc1"] > max(fc1.values()), fc1
+    assert "served_detector" not in summary
     assert summary["deploy"]["fc1"] == summary["label_free"]["fc1"] == summary["metrics"]["fc1"]
     assert evaluated["returned"]["deploy"] == summary["deploy"]
     assert all(isinstance(v, float) and np.isfinite(v) for v in summary["metrics"].values())
@@ -166,7 +170,18 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
     frame = pd.DataFrame(rng.normal(size=(len(times), 3)).astype(np.float32), columns=["a", "b", "c"], index=times)
     frame["label"] = np.int8(0)
     write_dataset(str(tmp_path / "split"), frame, part_rows=37)  # part edges inside windows
-    scored = score_split(model, str(tmp_path / "split"), ["a", "b", "c"], 5, "label", progress=False)
+    from container_component_src.model.residual import ResidualDetector
+
+    raw_signal = ResidualDetector.raw_signal(np.array([1.0, 0.1, 0.0]))
+    scored = score_split(
+        model,
+        str(tmp_path / "split"),
+        ["a", "b", "c"],
+        5,
+        "label",
+        progress=False,
+        detectors={"raw_signal": raw_signal},
+    )
     segments = segment_ids(frame.index)
     raw = scoring.score_rows(model, frame[["a", "b", "c"]].to_numpy(), segments)
     np.testing.assert_allclose(scored["score"], raw, rtol=1e-6)
@@ -174,9 +189,9 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
     np.testing.assert_array_equal(scored["segment"], segments)
     assert scored.index.equals(frame.index) and (scored["label"] == 0).all()
     # The raw signal weighs each channel as the model does.
-    squares = np.square(frame[["a", "b", "c"]].to_numpy(np.float64))
-    weighted = scoring.smooth_scores(squares @ np.array([1.0, 0.1, 0.0]), 5, segments)
-    np.testing.assert_allclose(scored["raw_signal"], weighted, rtol=1e-6)
+    squares = np.square(frame[["a", "b", "c"]].to_numpy(np.float64)) @ np.array([1.0, 0.1, 0.0])
+    np.testing.assert_allclose(scored["raw_signal_row"], squares, rtol=1e-12)
+    np.testing.assert_allclose(scored["raw_signal"], scoring.smooth_scores(squares, 5, segments), rtol=1e-12)
 
 
 def test_pca_finds_rows_off_the_plane_of_the_validation_rows(tmp_path: Path) -> None:
@@ -189,10 +204,10 @@ def test_pca_finds_rows_off_the_plane_of_the_validation_rows(tmp_path: Path) -> 
     write_dataset(str(tmp_path / "val"), frame, part_rows=300)  # streamed in parts
     pca = fit_pca(str(tmp_path / "val"), ["a", "b", "c"], np.ones(3))
     assert pca.components.shape == (3, 2), "two directions explain the plane"
-    on, off = pca(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, -3.0]]))
+    on, off = pca.scores(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, -3.0]]))
     assert on < 1e-3 and off > 10
     lighter = fit_pca(str(tmp_path / "val"), ["a", "b", "c"], np.array([0.0, 0.0, 0.0]))
-    assert lighter(np.array([[1.0, 2.0, -3.0]]))[0] == 0, "weights apply to the error"
+    assert lighter.scores(np.array([[1.0, 2.0, -3.0]]))[0] == 0, "weights apply to the error"
 
 
 def test_the_report_says_when_a_classical_detector_does_as_well() -> None:

@@ -83,6 +83,11 @@ def test_last_json_report() -> None:
         ("train", {"val_nll": -25.28, "best_epoch": 27, "epochs": 30}, "val_nll -25.28 (best epoch 28 of 30)"),
         ("evaluate", {"metrics": {"fc1": 0.9615}}, "Fc1 0.962 at the label-free threshold"),
         (
+            "evaluate",
+            {"metrics": {"fc1": 0.719}, "deploy": {"detector": "pca", "fc1": 0.82}},
+            "Fc1 0.719 at the label-free threshold; serves pca (Fc1 0.820)",
+        ),
+        (
             "apply-scaler",
             {"/r/apply-scaler/scaled_train": 10, "/r/apply-scaler/scaled_val": 2},
             "10 scaled train, 2 scaled val",

@@ -26,13 +26,16 @@ def test_skab_protocol_a_end_to_end(tmp_path: Path, project_root: Path, monkeypa
     # the all-positive baseline); even this short training stays well above the 0.60.
     assert summary["channel_notes"][0].startswith("all channels: each run relative to the mean of its first 60 rows")
     assert summary["label_free"]["fc1"] >= 0.60
-    *rows, quantile, pot = protocol_a_rows(summary, 1.0)
+    *rows, served, quantile, pot = protocol_a_rows(summary, 1.0)
     assert [r["case"] for r in rows] == [
         "label-free (quantile) threshold",
         "top-k (test labels) threshold",
         "best-Fc1 (test labels) threshold",
     ]
     assert all("raw signal" in r["baseline"] and "Garg" in r["published"] for r in rows)
+    # The gate serves the detector with the highest label-free Fc1 (on SKAB A, PCA so far).
+    best = max(summary["label_free"]["fc1"], baselines["raw_signal_fc1"], baselines["pca_fc1"])
+    assert served["case"].startswith("served by the deploy gate: ") and served["fc1"] == round(best, 3)
     # Calibration rows: the quantile's observed false-alarm rate is the label-free one's.
     assert quantile["case"] == "quantile threshold" and pot["case"] == "pot threshold"
     assert quantile["observed_far"] == summary["label_free"]["false_alarm_rate"]
