@@ -12,6 +12,7 @@ from container_component_src.serving.deploy import (
     DeployOptions,
     publish_model,
     publish_target,
+    serve_locally_once,
     wait_for_server,
 )
 from container_component_src.storage import InputError
@@ -92,7 +93,8 @@ def test_a_baseline_winning_data_set_deploys_the_baseline(tmp_path: Path) -> Non
     sets = _plane_sets(tmp_path)
     torch.manual_seed(0)
     scaler = {"channels": ["a", "b", "c"], "center": [0.0, 0.0, 0.0], "scale": [1.0, 1.0, 1.0]}
-    write_model_artifact(str(tmp_path / "model"), VAE(3, [8], 2), scaler, {}, {})  # untrained
+    typical = [{"a": 0.1, "b": 0.2, "c": 0.3}]  # on the plane
+    write_model_artifact(str(tmp_path / "model"), VAE(3, [8], 2), scaler, {}, {}, typical)  # untrained
     paths = [str(tmp_path / name) for name in ("results.parquet", "summary.json", "report.html")]
     options = EvaluateOptions(n_thresholds=100, worst_events=1)
     run_evaluate(str(tmp_path / "model"), sets["val"], sets["test"], *paths, options)
@@ -131,6 +133,9 @@ def test_a_baseline_winning_data_set_deploys_the_baseline(tmp_path: Path) -> Non
     np.testing.assert_allclose(scores, expected, rtol=1e-9)
     assert served.threshold == deploy["threshold"]
     assert (flags == (expected > deploy["threshold"])).all() and flags[test["label"] == 1].mean() > 0.9
+    # The real server, both protocols: PCA scores every row (no window), the outlier is flagged.
+    smoke = serve_locally_once(str(tmp_path / "served"), DeployOptions(name="plane"))
+    assert smoke["anomaly"] == [False, True] and len(smoke["v2_scores"]) == 2
 
 
 def test_a_summary_choosing_a_baseline_must_describe_it(tmp_path: Path) -> None:
