@@ -29,6 +29,7 @@ NAMES = (
     "pipeline",
     "skab",
     "thresholds",
+    "budgets",
 )
 FIGURES = Path(__file__).resolve().parent / "figures"
 
@@ -36,6 +37,7 @@ FIGURES = Path(__file__).resolve().parent / "figures"
 def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], list[dict[str, Any]]]]:
     """Each benchmark by name, in the order they run."""
     from benchmarks import (
+        bench_budgets,
         bench_gpu,
         bench_label_join,
         bench_pipeline,
@@ -61,6 +63,7 @@ def suite(size: str, data_dir: Path, workers: int) -> dict[str, Callable[[], lis
         "pipeline": bench_pipeline.run,
         "skab": bench_skab.run,
         "thresholds": bench_thresholds.run,
+        "budgets": bench_budgets.run,
     }
     return benchmarks
 

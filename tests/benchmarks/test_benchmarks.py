@@ -228,3 +228,18 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
     normal = results[(results["split"] == "test") & (results["label"] == 0)]
     assert deployed["observed_far"] == (normal["smoothed_score"] > np.quantile(scores[:4_000], 0.99)).mean()
     assert deployed["verdict"] == ("within 2x" if deployed["far_ratio"] <= 2 else "") and deployed["fc1"] > 0.8
+
+
+def test_budget_benchmark_trains_on_the_newest_rows(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.bench_budgets import _newest_rows
+    from container_component_src import storage
+    from tests.dataset_files import write_dataset
+
+    times = pd.date_range("2021-01-01", periods=500, freq="1min", tz="UTC", name="normalizedTime")
+    frame = pd.DataFrame({"a": np.arange(500, dtype=np.float32)}, index=times)
+    write_dataset(str(tmp_path / "train"), frame, part_rows=120)
+    newest = storage.read_parquet(_newest_rows(str(tmp_path / "train"), 50, str(tmp_path / "newest")))
+    pd.testing.assert_frame_equal(newest, frame.iloc[-50:], check_freq=False)
