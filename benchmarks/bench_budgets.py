@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-PROJECT = Path(__file__).resolve().parents[1]
+from benchmarks.common import default_data_settings
+
 TRAIN_ROWS = (2_000, 8_000, None)  # None: the whole training set
 BUDGETS = {
     "default budget (min_steps 500, patience 4 epochs, at most 30 epochs)": {},
@@ -30,17 +31,13 @@ def _scaled_sets(folder: Path) -> dict[str, str]:
     from concurrent.futures import ThreadPoolExecutor
 
     from container_component_src.cluster.dask import Tasks
-    from container_component_src.config import load_settings
     from container_component_src.data.labels import run_label_series, run_parse_reports
     from container_component_src.data.preprocess import PreprocessOptions, run_preprocess
     from container_component_src.data.scaling import run_apply_scaler, run_fit_scaler
     from container_component_src.data.split import SplitOptions, run_split_dataset
     from container_component_src.data.split_archive import list_archives, run_split_archive
-    from pipeline.compile_and_run_pipeline import ensure_local_data
 
-    settings = load_settings(PROJECT / "config.toml", environ={})
-    settings = dataclasses.replace(settings, data=dataclasses.replace(settings.data, root=str(folder / "data")))
-    ensure_local_data(settings)
+    settings = default_data_settings(str(folder))
     parts = [str(folder / "parts" / Path(a).stem) for a in list_archives(settings.data.archives_url)]
     for archive, out in zip(list_archives(settings.data.archives_url), parts, strict=True):
         run_split_archive(archive, out)

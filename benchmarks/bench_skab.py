@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import calibration_rows
+from benchmarks.common import calibration_rows, threshold_rows
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 CHANNELS = [
@@ -101,33 +101,9 @@ def run_protocol_a(
 
 
 def protocol_a_rows(summary: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
-    chosen, best, base = summary["label_free"], summary["best_fc1"], summary["baselines"]
-    return (
-        [
-            {
-                "benchmark": "SKAB protocol A (pipeline)",
-                "case": f"{threshold} threshold",
-                "seconds": round(seconds, 1),
-                "rows": summary["counts"]["test_rows"],
-                "fc1": round(values["fc1"], 3),
-                "f1": round(values["f1"], 3),
-                "pr_auc": round(summary["pr_auc"], 3),
-                "baseline": (
-                    f"all-positive Fc1 {base['all_positive_fc1']:.3f}, random {base['random_fc1']:.3f}, "
-                    f"raw signal {base[raw_key]:.3f}"
-                    + (f", PCA {base[raw_key.replace('raw_signal', 'pca')]:.3f}" if "pca_fc1" in base else "")
-                ),
-                "published": PUBLISHED_A,
-            }
-            for threshold, values, raw_key in (
-                (f"label-free ({summary['threshold_method']})", chosen, "raw_signal_fc1"),
-                ("top-k (test labels)", summary["top_k"], "raw_signal_top_k_fc1"),
-                ("best-Fc1 (test labels)", best, "raw_signal_best_fc1"),
-            )
-        ]
-        + [_deployed_row(summary, seconds)]
-        + calibration_rows("SKAB protocol A (pipeline)", summary["calibration"])
-    )
+    benchmark = "SKAB protocol A (pipeline)"
+    rows = threshold_rows(benchmark, summary, seconds, PUBLISHED_A)
+    return [*rows, _deployed_row(summary, seconds), *calibration_rows(benchmark, summary["calibration"])]
 
 
 def _deployed_row(summary: dict[str, Any], seconds: float) -> dict[str, Any]:

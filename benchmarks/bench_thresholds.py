@@ -8,7 +8,6 @@ ratio, and Fc1 at that rule. The issue's target: observed within 2x of promised.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import threshold_candidates as candidates
+from benchmarks.common import default_data_settings
 
-PROJECT = Path(__file__).resolve().parents[1]
 QUANTILE, RISK = 0.99, 0.01  # both rules promise 1 % of normal rows
 DETECTORS = {"smoothed_score": "model", "raw_signal": "raw signal", "pca": "PCA"}
 
@@ -61,17 +60,9 @@ def measure(results: pd.DataFrame, data: str) -> list[dict[str, Any]]:
 
 
 def _generated_results(folder: Path) -> pd.DataFrame:
-    from container_component_src.config import load_settings
-    from pipeline.compile_and_run_pipeline import ensure_local_data, run_local
+    from pipeline.compile_and_run_pipeline import run_local
 
-    settings = load_settings(PROJECT / "config.toml", environ={})
-    settings = dataclasses.replace(
-        settings,
-        data=dataclasses.replace(settings.data, root=f"{folder}/data", local_pipeline_root=f"{folder}/runs"),
-        serving=dataclasses.replace(settings.serving, local_model_dir=f"{folder}/served"),
-    )
-    ensure_local_data(settings)
-    return pd.read_parquet(run_local(settings, {}, caching=False).outputs["results"])
+    return pd.read_parquet(run_local(default_data_settings(str(folder)), {}, caching=False).outputs["results"])
 
 
 def run() -> list[dict[str, Any]]:

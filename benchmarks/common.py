@@ -22,6 +22,56 @@ DEFAULT = GeneratorOptions(seed=7)
 SIZES = {"full": FULL, "small": SMALL, "default": DEFAULT, "tiny": TINY}
 
 
+def default_data_settings(folder: str) -> Any:
+    """The project's settings with the default data, the local runs and the served model all
+    under `folder`, the data generated there when absent (the real environment is not read, so
+    that the figures do not depend on the shell)."""
+    import dataclasses
+
+    from container_component_src.config import load_settings
+    from pipeline.compile_and_run_pipeline import ensure_local_data
+
+    settings = load_settings(Path(__file__).resolve().parents[1] / "config.toml", environ={})
+    settings = dataclasses.replace(
+        settings,
+        data=dataclasses.replace(settings.data, root=f"{folder}/data", local_pipeline_root=f"{folder}/runs"),
+        serving=dataclasses.replace(settings.serving, local_model_dir=f"{folder}/served"),
+    )
+    ensure_local_data(settings)
+    return settings
+
+
+def threshold_rows(
+    benchmark: str, summary: dict[str, Any], seconds: float, published: str = ""
+) -> list[dict[str, Any]]:
+    """One detection-quality row per threshold of an evaluation summary (label-free, top-k,
+    best Fc1), each with the baselines of the same run at that threshold."""
+    base = summary["baselines"]
+    cases = (
+        (f"label-free ({summary['threshold_method']})", summary["label_free"], "raw_signal_fc1"),
+        ("top-k (test labels)", summary["top_k"], "raw_signal_top_k_fc1"),
+        ("best-Fc1 (test labels)", summary["best_fc1"], "raw_signal_best_fc1"),
+    )
+    return [
+        {
+            "benchmark": benchmark,
+            "case": f"{threshold} threshold",
+            "seconds": round(seconds, 1),
+            "rows": summary["counts"]["test_rows"],
+            "fc1": round(values["fc1"], 3),
+            "f1": round(values["f1"], 3),
+            "pr_auc": round(summary["pr_auc"], 3),
+            "baseline": (
+                f"all-positive Fc1 {base['all_positive_fc1']:.3f}, random {base['random_fc1']:.3f}, "
+                f"raw signal {base[raw_key]:.3f}"
+                + (f", PCA {base[raw_key.replace('raw_signal', 'pca')]:.3f}" if "pca_fc1" in base else "")
+            ),
+            **({"published": published} if published else {}),
+        }
+        for threshold, values, raw_key in cases
+    ]
+
+
 def best_of(repeats: int, func: Callable[[], Any]) -> tuple[float, Any]:
     """Run `func` `repeats` times; return the fastest wall time and the last result."""
     best, result = float("inf"), None
