@@ -147,21 +147,19 @@ PROTOCOL_B_SMOOTHING = 30
 PROTOCOL_B_REBASE_ROWS = 60
 
 
-def _flags(
-    vae: Any, rows: np.ndarray, segments: np.ndarray, weights: list[float], smoothing_window: int, threshold: Any
-) -> dict[str, list[np.ndarray]]:
-    """By label-free threshold method: the flags of scaled rows by the model, the raw signal, the
-    raw signal with the model's channel weights and PCA (of the fitted rows, with those weights;
-    the pipeline's second classical detector), each above its threshold of the fitted rows'
-    smoothed scores."""
-    from container_component_src.evaluation.evaluate import label_free_thresholds
+def _scores(
+    vae: Any, rows: np.ndarray, segments: np.ndarray, weights: list[float], smoothing_window: int
+) -> list[np.ndarray]:
+    """The smoothed scores of scaled rows by the model, the raw signal, the raw signal with the
+    model's channel weights and PCA (of the fitted rows, with those weights; the pipeline's second
+    classical detector)."""
     from container_component_src.evaluation.scoring import score_rows, smooth_scores
     from container_component_src.model.residual import ResidualDetector
 
     squares = np.square(rows, dtype=np.float64)
     fitted = np.asarray(rows[:PROTOCOL_B_FIT_ROWS], dtype=np.float64)
     pca = ResidualDetector.principal(len(fitted), fitted.sum(axis=0), fitted.T @ fitted, np.asarray(weights))
-    scores = [
+    return [
         smooth_scores(score, smoothing_window, segments)
         for score in (
             score_rows(vae, rows, segments),
@@ -170,6 +168,13 @@ def _flags(
             pca.scores(rows),
         )
     ]
+
+
+def _flags(scores: list[np.ndarray], threshold: Any) -> dict[str, list[np.ndarray]]:
+    """By label-free threshold method: each detector's flags, above its threshold of the fitted
+    rows' scores."""
+    from container_component_src.evaluation.evaluate import label_free_thresholds
+
     by_method = [label_free_thresholds(s[:PROTOCOL_B_FIT_ROWS], threshold) for s in scores]
     return {
         str(method): [s > limits[method] for s, limits in zip(scores, by_method, strict=True)]
@@ -220,6 +225,7 @@ def run_protocol_b(
         name: []
         for name in (*detectors, *(f"{name} ({other})" for name in detectors), "model_rebased", "raw_signal_rebased")
     }
+    per_file_scores: dict[str, list[np.ndarray]] = {name: [] for name in detectors}
     drifting: dict[str, int] = {}
     all_labels = []
     for path in tqdm(experiment_files(root), desc="protocol B", unit="file"):
@@ -246,10 +252,11 @@ def run_protocol_b(
         calibrate(best.vae, MemoryRows(val), weights)
         for channel in scaler["drifting_channels"]:
             drifting[channel] = drifting.get(channel, 0) + 1
-        flag_rows = functools.partial(
-            _flags, best.vae, weights=weights, smoothing_window=smoothing_window, threshold=thresholds
-        )
-        flags = flag_rows(scaled, np.zeros(len(scaled), np.int64))
+        score = functools.partial(_scores, best.vae, weights=weights, smoothing_window=smoothing_window)
+        scores = score(scaled, np.zeros(len(scaled), np.int64))
+        for name, series in zip(detectors, scores, strict=True):
+            per_file_scores[name].append(series)
+        flags = _flags(scores, thresholds)
         # The diagnostic: each labelled anomaly's end starts a new segment scaled relative to its
         # next rows, which are not flagged while they are measured.
         ends = find_events(labels)[1]
@@ -257,14 +264,23 @@ def run_protocol_b(
         rebased = scaled.copy()
         for end in ends:
             rebased[end:] = scale_values(values[end:], scaler, values[end : end + PROTOCOL_B_REBASE_ROWS].mean(axis=0))
-        rebased_flags = flag_rows(rebased, np.searchsorted(ends, np.arange(len(labels)), side="right"))[threshold][:2]
+        rebased_scores = score(rebased, np.searchsorted(ends, np.arange(len(labels)), side="right"))
+        rebased_flags = _flags(rebased_scores, thresholds)[threshold][:2]
         for end in ends:
             for f in rebased_flags:
                 f[end : end + PROTOCOL_B_REBASE_ROWS] = False
         for store, f in zip(per_file.values(), (*flags[threshold], *flags[other], *rebased_flags), strict=True):
             store.append(f)
         all_labels.append(labels)
-    result: dict[str, Any] = {"files": len(all_labels), "drifting": drifting, "threshold": threshold, "other": other}
+    result: dict[str, Any] = {
+        "files": len(all_labels),
+        "drifting": drifting,
+        "threshold": threshold,
+        "other": other,
+        # Each file's smoothed scores by detector, and its labels: other threshold rules replay them.
+        "scores": per_file_scores,
+        "labels": all_labels,
+    }
     for counting, start in (("whole files", 0), ("after the fitted rows", fit_rows)):
         labels = np.concatenate([y[start:] for y in all_labels])
         stacked = {name: np.concatenate([f[start:] for f in store]) for name, store in per_file.items()}

@@ -10,6 +10,14 @@ Candidates, each a rule an operator could run without labels:
   validation scores and then replayed causally over the test rows in time order: each row is
   judged by the threshold of the rows before it, and normal rows above the initial level refit the
   tail, so the threshold follows the score distribution as rows arrive.
+- `block_conformal`: conformal over time blocks instead of rows. Rows next to each other are not
+  exchangeable; contiguous blocks of them more nearly are, so the calibration unit is a block:
+  each validation block's own quantile, and the rule the order statistic of those that a new
+  block's quantile stays under with the stated confidence.
+- `weighted_conformal`: conformal p-values with weights that halve every `half_life` rows into the
+  past (Barber, Candes, Ramdas and Tibshirani, "Conformal prediction beyond exchangeability",
+  2023): the newest validation rows count most, and the coverage gap is bounded by how far the
+  weighted rows are from the new ones.
 """
 
 from __future__ import annotations
@@ -62,3 +70,39 @@ def spot_replay(
         if recent is not None:
             recent.append(score)
     return flags
+
+
+def block_conformal(val_scores: np.ndarray, quantile: float, blocks: int = 10, confidence: float = 0.9) -> float:
+    """The threshold a new time block's `quantile` stays under with probability `confidence`,
+    when the blocks, not the rows, are exchangeable.
+
+    The validation scores (in time order) are cut into `blocks` contiguous blocks; with K blocks'
+    quantiles, a new block's quantile is at most the ceil((K + 1) x confidence)-th smallest of them
+    with that probability (the largest when that rank passes K): so at most `1 - quantile` of its
+    normal rows are flagged, in `confidence` of the blocks to come.
+    """
+    parts = np.array_split(np.asarray(val_scores, dtype=np.float64), blocks)
+    per_block = np.sort([np.quantile(part, quantile) for part in parts if part.size])
+    rank = min(int(np.ceil((per_block.size + 1) * confidence)), per_block.size)
+    return float(per_block[rank - 1])
+
+
+def weighted_conformal(val_scores: np.ndarray, risk: float, half_life: float) -> float:
+    """The threshold of the weighted conformal p-value: a new score s is flagged when
+    (sum of weights of validation scores >= s, plus 1 for s itself) / (all weights plus 1) <= `risk`,
+    the newest validation score weighing 1 and each older one half as much every `half_life` rows.
+
+    Returns:
+        The score above which rows are flagged (infinite when the weights are too few for any
+        p-value to reach `risk`).
+    """
+    scores = np.asarray(val_scores, dtype=np.float64)
+    weights = 0.5 ** (np.arange(scores.size)[::-1] / half_life)
+    budget = risk * (weights.sum() + 1.0) - 1.0
+    if budget < 0:
+        return float("inf")
+    order = np.argsort(scores)[::-1]
+    # The most validation scores, from the top, whose weights fit the budget; the next one down is
+    # the threshold (a score equal to it counts itself, so is not flagged).
+    within = int(np.searchsorted(np.cumsum(weights[order]), budget, side="right"))
+    return float(scores[order[within]]) if within < scores.size else float("-inf")

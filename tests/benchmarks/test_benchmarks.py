@@ -140,6 +140,19 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     assert ["quantile threshold" in r["case"] for r in rows] == [True, True, False, False]
     assert "pot threshold, counted over whole files" in rows[2]["case"] and rows[3]["case"].startswith("diagnostic")
     assert "drifting channels (weight 0): Temperature in 2" in rows[0]["case"] and "; PCA F1 " in rows[0]["baseline"]
+    # The threshold candidates replay each file's scores: its fitted rows calibrate, the rest are judged.
+    from benchmarks.bench_thresholds import judge, protocol_b_streams
+
+    streams = protocol_b_streams(result)
+    assert [len(labels) for *_, labels in streams] == [250, 300] and set(streams[0][0]) == {
+        "smoothed_score",
+        "raw_signal",
+        "pca",
+    }
+    judged = judge(streams, "B")
+    deployed = judged[0]
+    assert len(judged) == 18 and deployed["case"] == "model: quantile of all validation rows (deployed today)"
+    assert deployed["observed_far"] == pytest.approx(part["model"]["far"])
 
 
 def test_step_sizing_measures_the_peak_of_the_whole_process_tree(tmp_path: Path) -> None:
@@ -209,6 +222,29 @@ def test_threshold_candidates_judge_each_row_by_the_rows_before_it() -> None:
     assert spot_replay(val, drifting, risk=0.01, depth=10).mean() < 0.02
 
 
+def test_conformal_candidates_calibrate_on_blocks_and_on_the_newest_rows() -> None:
+    import numpy as np
+
+    from benchmarks.threshold_candidates import block_conformal, weighted_conformal
+
+    rng = np.random.default_rng(5)
+    val = rng.exponential(size=10_000)
+    # One block of ten runs hot: 9 times in 10 a new block is no hotter than the hottest seen.
+    hot = val.copy()
+    hot[3_000:4_000] += 5.0
+    assert block_conformal(hot, 0.99, blocks=10, confidence=0.9) == np.quantile(hot[3_000:4_000], 0.99)
+    assert block_conformal(hot, 0.99, blocks=10, confidence=0.5) < np.quantile(hot, 0.99), "the median block"
+    # Equal weights: the ordinary conformal p-value, flagged at most 1 % of the time: above the
+    # 10th largest of 999 (1 + 9 scores at or above it, of 1,000).
+    scores = rng.permutation(999).astype(float)
+    assert weighted_conformal(scores, 0.01, half_life=np.inf) == 989.0
+    assert weighted_conformal(scores, 0.01, half_life=10.0) == np.inf, "too few rows weigh enough"
+    # Weights halving every 500 rows follow the newest rows' level, not the old ones'.
+    shifted = np.r_[rng.exponential(size=5_000), 10.0 + rng.exponential(size=5_000)]
+    assert np.quantile(shifted[5_000:], 0.98) < weighted_conformal(shifted, 0.01, half_life=500.0) < 20.0
+    assert weighted_conformal(shifted, 0.01, half_life=np.inf) < np.quantile(shifted, 0.995)
+
+
 def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
     import numpy as np
     import pandas as pd
@@ -222,7 +258,7 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
         {"split": ["val"] * 4_000 + ["test"] * 2_000, "label": label, "smoothed_score": scores, "pca": scores * 2}
     )
     rows = measure(results, "synthetic")
-    assert len(rows) == 8, "the model and PCA (no raw-signal column here), four rules each"
+    assert len(rows) == 12, "the model and PCA (no raw-signal column here), six rules each"
     deployed = rows[0]
     assert deployed["case"] == "model: quantile of all validation rows (deployed today)"
     normal = results[(results["split"] == "test") & (results["label"] == 0)]
