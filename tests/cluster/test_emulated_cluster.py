@@ -394,6 +394,21 @@ def test_deploy_with_kserve_serves_what_the_local_server_serves(
     assert outputs["score"] == pytest.approx(list(expected["score"]), rel=1e-5)
 
 
+def test_an_inference_service_is_ready_only_once_its_route_answers(
+    emulator: Emulator, trained_model: dict[str, Any], s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod's readiness reaches its Service a moment later (kube-proxy's, Knative's ingress's
+    programming); KServe says Ready only when the route answers, so the URL deploy reports takes
+    requests at once."""
+    from tests.emulator import network
+
+    monkeypatch.setattr(network, "ENDPOINT_POLL_S", 3.0)  # a slow proxy makes the gap wide
+    _cli(*_deploy_args(trained_model["model"], s3_bucket, tmp_path))
+    url = json.loads((tmp_path / "endpoint.json").read_text())["url"]
+    host, _, port = url.removeprefix("http://").partition(":")
+    socket.create_connection((host, int(port or 80)), timeout=5).close()
+
+
 def test_pods_of_a_private_registry_need_the_pull_secret(
     emulator: Emulator, s3_sets: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -289,6 +289,16 @@ def _probe_once(probe: dict[str, Any], ip: str, container: dict[str, Any]) -> bo
     raise ValueError(f"readinessProbe {sorted(probe)}: only httpGet and tcpSocket are emulated")
 
 
+def _accepts(address: str) -> bool:
+    """Whether `host` or `host:port` (port 80 without one) takes a TCP connection."""
+    host, _, port = address.partition(":")
+    try:
+        socket.create_connection((host, int(port or 80)), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def _waiting(reason: str, message: str) -> dict[str, Any]:
     """A pod status whose container waits (cannot start), as the kubelet reports it."""
     state = {"waiting": {"reason": reason, "message": message}}
@@ -777,7 +787,7 @@ class KServeController(Controller):
     component's service account (`default` when none is named); a Service per component (port 80
     to the container's port) and the arguments KServe appends to a transformer; Ready once the
     kubelet finds both pods ready (their readinessProbe, else a TCP probe of the container's port,
-    as Knative's queue-proxy makes)."""
+    as Knative's queue-proxy makes) and the route answers (Knative probes its ingress first)."""
 
     plural = "inferenceservices"
     mount = "/mnt/models"
@@ -878,7 +888,9 @@ class KServeController(Controller):
                 text = "\n".join(p.text()[-1500:] for _, p, _ in started if p is not None)
                 isvc["status"] = _isvc_failed(generation, "ModelLoadFailed", text)
                 return
-            if all(pod is not None and _is_ready(pod) for pod in pods):
+            # Ready once the route answers, as Knative probes its ingress before it says so: a
+            # pod's readiness reaches the Service's proxy a poll later.
+            if all(pod is not None and _is_ready(pod) for pod in pods) and _accepts(started[-1][2]):
                 url = started[-1][2]
                 isvc["status"] = {
                     "observedGeneration": generation,
