@@ -14,10 +14,12 @@ pod's memory). A rank's peak is modelled as a + b x days / ranks and projected t
     poetry run python -m benchmarks.run_all --only step-sizing          # 91 and 365 days (long)
     poetry run python -m benchmarks.bench_step_sizing --days 7 --days 28 # a quick look
     poetry run python -m benchmarks.bench_step_sizing --model-only --data /tmp/sizing  # reuse data
+    poetry run python -m benchmarks.bench_step_sizing --days 365 --days 1460 --lean     # years, on less disk
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,17 +134,28 @@ SCALE_OUT = (
 )
 
 
-def run_steps(folder: Path, days: int, epochs: int = 1, model_only: bool = False) -> tuple[int, list[StepRun]]:
+# With `lean`, what each step leaves no later step reading, deleted once it has run: a length of
+# years then needs about two copies of the data on disk instead of seven.
+SPENT = {
+    "preprocess": ("archives", "parts"),
+    "label-series": ("telemetry",),
+    "split-dataset": ("labelled",),
+    "apply-scaler": ("train", "val", "test"),
+}
+
+
+def run_steps(
+    folder: Path, days: int, epochs: int = 1, model_only: bool = False, lean: bool = False
+) -> tuple[int, list[StepRun]]:
     """Generate `days` of data in `folder` and run every step on it; the grid rows and the runs.
     With `model_only`, only training and tuning run, on the data a run left in `folder` (made
-    first when it is not there)."""
-    import pyarrow.parquet as pq
+    first when it is not there); with `lean`, each step's inputs go once no later step reads them."""
 
     f = {name: folder / name for name in ("archives", "parts", "telemetry", "intervals", "labelled", "model")}
     f |= {name: folder / f"{name}.parquet" for name in ("train", "val", "test", "strain", "sval", "stest", "results")}
     if model_only and f["sval"].exists():
         runs = _model_steps(folder, f, days, epochs)
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in f["telemetry"].rglob("*.parquet")), runs
+        return _grid_rows(f), runs
     generate = _cli(
         "generate-data",
         archives=str(f["archives"]),
@@ -196,7 +209,13 @@ def run_steps(folder: Path, days: int, epochs: int = 1, model_only: bool = False
             ["strain", "sval", "stest"],
         ),
     ]
-    runs = [_run(step, options, [f[o] for o in outputs], days) for step, options, outputs in steps]
+    runs, rows = [], 0
+    for step, options, outputs in steps:
+        runs.append(_run(step, options, [f[o] for o in outputs], days))
+        if step == "apply-scaler":
+            rows = _grid_rows(f)
+        for spent in SPENT.get(step, ()) if lean else ():
+            shutil.rmtree(f[spent]) if f[spent].is_dir() else f[spent].unlink()
     runs += _model_steps(folder, f, days, epochs)
     if not model_only:
         evaluate = {
@@ -208,8 +227,15 @@ def run_steps(folder: Path, days: int, epochs: int = 1, model_only: bool = False
             "report": str(folder / "report.html"),
         }
         runs.append(_run("evaluate", evaluate, [f["results"]], days))
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in f["telemetry"].rglob("*.parquet"))
     return rows, runs
+
+
+def _grid_rows(f: dict[str, Path]) -> int:
+    """The grid's rows: those of the three scaled sets (every grid row is in one of them)."""
+    import pyarrow.parquet as pq
+
+    sets = [f[name] for name in ("strain", "sval", "stest")]
+    return sum(pq.ParquetFile(p).metadata.num_rows for s in sets for p in s.rglob("*.parquet"))
 
 
 def _run(step: str, options: dict[str, Any], outputs: list[Path], days: int, name: str | None = None) -> StepRun:
@@ -342,15 +368,20 @@ def scale_out_rows(
     ]
 
 
-def run(days: tuple[int, ...] = (91, 365), model_only: bool = False, data: Path | None = None) -> list[dict[str, Any]]:
-    """Measure at each length; `data` keeps (and reuses) the generated data in `data/<days>d`."""
+def run(
+    days: tuple[int, ...] = (91, 365), model_only: bool = False, data: Path | None = None, lean: bool = False
+) -> list[dict[str, Any]]:
+    """Measure at each length; `data` keeps (and reuses) the generated data in `data/<days>d`;
+    `lean` deletes what no later step reads (and a length's data once it is measured)."""
     sizes = []
     with tempfile.TemporaryDirectory(prefix="step-sizing-") as tmp:
         for length in days:
             folder = (data or Path(tmp)) / f"{length}d"
             folder.mkdir(parents=True, exist_ok=True)
-            rows, runs = run_steps(folder, length, model_only=model_only)
+            rows, runs = run_steps(folder, length, model_only=model_only, lean=lean)
             sizes.append((length, rows, runs))
+            if lean and data is None:
+                shutil.rmtree(folder)
     return table(sizes)
 
 
@@ -358,8 +389,9 @@ def main(
     days: Annotated[list[int], typer.Option("--days", help="Lengths to measure (two).")] = [91, 365],  # noqa: B006
     model_only: Annotated[bool, typer.Option(help="Only training and tuning, on data kept in --data.")] = False,
     data: Annotated[Path | None, typer.Option(help="Keep the generated data here, and reuse it.")] = None,
+    lean: Annotated[bool, typer.Option(help="Delete each step's inputs once no later step reads them.")] = False,
 ) -> None:
-    for row in run(tuple(days), model_only, data):
+    for row in run(tuple(days), model_only, data, lean):
         print(f"{'met ' if row['met'] else 'MISS'}  {row['case']}")
 
 

@@ -178,8 +178,12 @@ def test_step_sizing_projects_the_growth_to_ten_years() -> None:
 
 
 def test_step_sizing_runs_every_step_through_the_cli(tmp_path: Path) -> None:
-    rows, runs = bench_step_sizing.run_steps(tmp_path, days=1)
+    rows, runs = bench_step_sizing.run_steps(tmp_path, days=1, lean=True)
     assert rows > 0 and runs[0].step == "split-archive" and runs[-1].step == "evaluate"
+    # Lean: the inputs no later step reads are gone; the scaled sets and the model stay.
+    left = {p.name for p in tmp_path.iterdir()}
+    assert not left & {"archives", "parts", "telemetry", "labelled", "train.parquet", "val.parquet", "test.parquet"}
+    assert {"strain.parquet", "sval.parquet", "stest.parquet", "model", "results.parquet"} <= left
     assert all(r.peak_bytes > 0 for r in runs) and len(runs) == 12
     ranks = next(r for r in runs if r.step == "train, 2 ranks")
     assert 0 < ranks.child_peak_bytes < ranks.peak_bytes, "a rank is one process of the tree"
