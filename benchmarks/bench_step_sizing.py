@@ -156,25 +156,32 @@ def run_steps(
     if model_only and f["sval"].exists():
         runs = _model_steps(folder, f, days, epochs)
         return _grid_rows(f), runs
+    # Beyond a year, whole years (one archive each, as the mission's are) of equal length.
+    years = list(range(2021, 2021 + -(-days // 365)))
     generate = _cli(
         "generate-data",
         archives=str(f["archives"]),
         reports=str(folder / "reports.xlsx"),
         ground_truth=str(folder / "truth.parquet"),
-        years=[2021],
-        days_per_year=days,
+        years=years,
+        days_per_year=-(-days // len(years)),
         sampling_period_s=PERIOD_S,
         n_channels=CHANNELS,
         seed=7,
         timestamp_column="normalizedTime",
     )
     measure(generate, [], "generate-data")
+    # Each yearly archive is split by a task of its own: the step's figures are its largest task's.
+    parts = [f["parts"] / str(year) for year in years]
+    split = [
+        _run("split-archive", {"archive": str(f["archives"] / f"eclss_{year}.parquet"), "out": str(out)}, [out], days)
+        for year, out in zip(years, parts, strict=True)
+    ]
     steps: list[tuple[str, dict[str, Any], list[str]]] = [
-        ("split-archive", {"archive": str(f["archives"] / "eclss_2021.parquet"), "out": str(f["parts"])}, ["parts"]),
         (
             "preprocess",
             {
-                "partitions": [str(f["parts"])],
+                "partitions": [str(out) for out in parts],
                 "out": str(f["telemetry"]),
                 "quality_report": str(folder / "quality.json"),
                 "resample_period": f"{PERIOD_S:.0f}s",
@@ -209,7 +216,7 @@ def run_steps(
             ["strain", "sval", "stest"],
         ),
     ]
-    runs, rows = [], 0
+    runs, rows = [_largest(split)], 0
     for step, options, outputs in steps:
         runs.append(_run(step, options, [f[o] for o in outputs], days))
         if step == "apply-scaler":
@@ -228,6 +235,19 @@ def run_steps(
         }
         runs.append(_run("evaluate", evaluate, [f["results"]], days))
     return rows, runs
+
+
+def _largest(runs: list[StepRun]) -> StepRun:
+    """Tasks of one step as one run: the largest task's memory, all tasks' time and output."""
+    return StepRun(
+        runs[0].step,
+        sum(r.wall_s for r in runs),
+        sum(r.cpu_s for r in runs),
+        max(r.peak_bytes for r in runs),
+        sum(r.output_bytes for r in runs),
+        max(r.pss_bytes for r in runs),
+        max(r.child_peak_bytes for r in runs),
+    )
 
 
 def _grid_rows(f: dict[str, Path]) -> int:
