@@ -109,14 +109,16 @@ def score_split(
     label_column: str,
     progress: bool = True,
     detectors: dict[str, ResidualDetector] | None = None,
+    per_row: bool = True,
 ) -> pd.DataFrame:
     """Raw and smoothed scores of one split (a dataset, streamed a batch at a time), with its time
     segments, the classical detectors' scores and (when it has one) label, indexed by time.
 
     Each of `detectors` (by name: the raw signal, PCA; see `model.residual`) scores the rows
-    beside the model, per row (`<name>_row`) and smoothed the same way (`<name>`). They weigh each
-    channel as the model weighs it in its score (`channel_weight`: a few-valued channel lighter, a
-    drifting one left out), so the comparison is fair.
+    beside the model, smoothed the same way (`<name>`) and, with `per_row`, per row too
+    (`<name>_row`: a served detector's threshold is fitted on them). They weigh each channel as
+    the model weighs it in its score (`channel_weight`: a few-valued channel lighter, a drifting
+    one left out), so the comparison is fair.
 
     Memory holds a batch of channels and ~40 bytes of scores per row: the windows and the smoothing
     carry the rows they need across batch edges, so every score is the one of the whole series.
@@ -147,23 +149,23 @@ def score_split(
         for frame in datasets.iter_frames(url, columns, dataset_parts=listed):
             values = scoring.channel_matrix(frame, channels, url)
             segments = numbering(datasets.time_index_ns(frame, url))
-            per_row = {"score": scorer(values, segments), **{name: d.scores(values) for name, d in detectors.items()}}
+            scores = {"score": scorer(values, segments), **{name: d.scores(values) for name, d in detectors.items()}}
             # Smoothing restarts per segment: the last `window - 1` rows before are all it looks back at.
-            scored = {name: np.concatenate([tail[name], new]) for name, new in {**per_row, "segment": segments}.items()}
+            scored = {name: np.concatenate([tail[name], new]) for name, new in {**scores, "segment": segments}.items()}
             smoothed = {
                 name: scoring.smooth_scores(scored[name], window, scored["segment"])[len(tail["score"]) :]
-                for name in per_row
+                for name in scores
             }
             tail = {
                 name: column[max(len(column) - keep, 0) :] if keep else column[:0] for name, column in scored.items()
             }
             piece = pd.DataFrame(
                 {
-                    "score": per_row["score"],
+                    "score": scores["score"],
                     "smoothed_score": smoothed["score"],
                     "segment": segments,
                     **{name: smoothed[name] for name in detectors},
-                    **{f"{name}_row": per_row[name] for name in detectors},
+                    **({f"{name}_row": scores[name] for name in detectors} if per_row else {}),
                 },
                 index=frame.index,
             )
@@ -383,6 +385,21 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
     )
 
 
+def results_table(val_scored: pd.DataFrame, test_scored: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The validation rows then the test rows, as the results parquet holds them: `split`, the
+    scores (not the per-row `<name>_row` ones), `label` (0 where a set has none) and `prediction`
+    at `threshold`. Built in one copy of the rows (the test set always has labels)."""
+    parts = [
+        scored.drop(columns=[c for c in scored.columns if c.endswith("_row")]) for scored in (val_scored, test_scored)
+    ]
+    results = pd.concat(parts)
+    del parts
+    results["split"] = np.repeat(np.array(["val", "test"], dtype=object), [len(val_scored), len(test_scored)])
+    results["label"] = results["label"].fillna(0).astype(np.int8)  # a validation set may have none
+    results["prediction"] = (results["smoothed_score"].to_numpy() > threshold).astype(np.int8)
+    return results
+
+
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The headline numbers as one flat name -> number map (for KFP Metrics and run comparison)."""
     flat = {name: summary["label_free"][name] for name in SUMMARY_METRICS}
@@ -427,11 +444,10 @@ def run_evaluate(
     detectors = {RAW_SIGNAL: ResidualDetector.raw_signal(weights)}
     if len(channels) > 1:
         detectors[PCA] = fit_pca(val_url, channels, weights)
-    scored = [
-        score_split(model, url, channels, options.smoothing_window, options.label_column, detectors=detectors)
-        for url in (val_url, test_url)
-    ]
-    val_scored, test_scored = scored
+    common = (channels, options.smoothing_window, options.label_column)
+    val_scored = score_split(model, val_url, *common, detectors=detectors)
+    # Per-row scores are for a served detector's threshold, fitted on validation: not kept for test.
+    test_scored = score_split(model, test_url, *common, detectors=detectors, per_row=False)
     labels = test_scored["label"].to_numpy()
     if not np.isin(labels, (0, 1)).all():
         raise InputError(f"label column '{options.label_column}' of {test_url} holds values other than 0 and 1")
@@ -448,13 +464,14 @@ def run_evaluate(
     events = event_table(labels, test_scored.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]
     decision = choose_detector(summary, val_scored, options)
+    n_val = len(val_scored)
     summary |= {
         "model": model_dir,
         "options": asdict(options),
         "channel_notes": describe_channels(scaler),
         "counts": {
-            "val_rows": len(val_scored),
-            "test_rows": len(test_scored),
+            "val_rows": n_val,
+            "test_rows": len(labels),
             "test_events": len(events),
             "anomaly_share": float(labels.mean()),
         },
@@ -464,20 +481,18 @@ def run_evaluate(
     }
     summary["metrics"] = flat_metrics(summary)
 
-    results = pd.concat([val_scored.assign(split="val"), test_scored.assign(split="test")])
-    results["label"] = results["label"].fillna(0) if "label" in results.columns else 0
-    results["label"] = results["label"].astype(np.int8)
-    results["prediction"] = (results["smoothed_score"] > threshold).astype(np.int8)
-    test_rows = results[results["split"] == "test"]
+    results = results_table(val_scored, test_scored, threshold)
+    del val_scored, test_scored  # every row is in `results` once; memory grows with the rows
+    test_rows = results.iloc[n_val:]
     # What an operator lives with: the alarms of the detector that is served.
     if decision.detector == MODEL:
         served_rows, served_events, served_threshold = test_rows, events, threshold
     else:
-        served_scores, served_threshold = test_scored[decision.detector].to_numpy(), decision.evaluated_threshold
+        served_scores, served_threshold = test_rows[decision.detector].to_numpy(), decision.evaluated_threshold
         served_rows = test_rows.assign(
             smoothed_score=served_scores, prediction=(served_scores > served_threshold).astype(np.int8)
         )
-        served_events = event_table(labels, test_scored.index, served_scores)
+        served_events = event_table(labels, test_rows.index, served_scores)
     outcomes = report.event_outcomes(served_events, served_rows, served_threshold)
     summary["operations"] = report.operations(served_rows, outcomes)
     summary["decision"] = {

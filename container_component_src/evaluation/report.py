@@ -267,10 +267,14 @@ def score_figure(
         found = events["peak_score"] > label_free
         _shade(figure, events[found], "rgba(255,127,14,0.3)", "labelled event, found")
         _shade(figure, events[~found], "rgba(214,39,40,0.35)", "labelled event, missed")
-    for split, part in results.groupby("split", sort=False):
-        flagged = part["prediction"].to_numpy() == 1 if "prediction" in part.columns else None
-        kept = part.iloc[decimate(part["smoothed_score"].to_numpy(), keep=flagged)]
-        xs, ys = _with_gaps(kept.index, kept["smoothed_score"].to_numpy(), kept["segment"].to_numpy())
+    # Positions of each split's rows, not a copy of its rows: the table can hold years of them.
+    splits, scores, segments = (results[c].to_numpy() for c in ("split", "smoothed_score", "segment"))
+    predictions = results["prediction"].to_numpy() if "prediction" in results.columns else None
+    for split in pd.unique(splits):
+        rows = np.flatnonzero(splits == split)
+        flagged = predictions[rows] == 1 if predictions is not None else None
+        kept = rows[decimate(scores[rows], keep=flagged)]
+        xs, ys = _with_gaps(results.index[kept], scores[kept], segments[kept])
         figure.add_trace(
             go.Scatter(
                 x=xs,
@@ -683,7 +687,7 @@ def render_report(
     """The whole report as one HTML string.
 
     Args:
-        results: Rows with `split`, `segment`, `smoothed_score`, indexed by time.
+        results: Rows with `split`, `segment`, `smoothed_score`, `prediction` and `label`, indexed by time.
         sweep: Output of `sweep_thresholds` on the test set.
         summary: The evaluation summary (see `evaluate.run_evaluate`).
         events: Labelled events of the test set (`start`, `end` timestamps).
@@ -696,7 +700,8 @@ def render_report(
         "label-free": summary["label_free"]["threshold"],
         "best Fc1 (test labels)": summary["best_fc1"]["threshold"],
     }
-    test = results[results["split"] == "test"]
+    # The columns the alarm and event tables read, of the test rows only.
+    test = results.loc[results["split"].to_numpy() == "test", ["smoothed_score", "prediction", "label", "segment"]]
     alarms = false_alarms(test)
     figures = [
         score_figure(results, thresholds, events, alarms),

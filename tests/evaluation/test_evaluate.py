@@ -192,6 +192,26 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
     squares = np.square(frame[["a", "b", "c"]].to_numpy(np.float64)) @ np.array([1.0, 0.1, 0.0])
     np.testing.assert_allclose(scored["raw_signal_row"], squares, rtol=1e-12)
     np.testing.assert_allclose(scored["raw_signal"], scoring.smooth_scores(squares, 5, segments), rtol=1e-12)
+    # Without per-row scores (the test split's): the same columns less `<name>_row`.
+    lean = score_split(
+        model, str(tmp_path / "split"), ["a", "b", "c"], 5, "label", progress=False,
+        detectors={"raw_signal": raw_signal}, per_row=False,
+    )  # fmt: skip
+    assert list(lean.columns) == [c for c in scored.columns if c != "raw_signal_row"]
+    pd.testing.assert_frame_equal(lean, scored.drop(columns="raw_signal_row"))
+
+
+def test_the_results_table_holds_validation_then_test_rows_once() -> None:
+    from container_component_src.evaluation.evaluate import results_table
+
+    times = pd.date_range("2021-01-01", periods=6, freq="10s", tz="UTC")
+    val = pd.DataFrame({"smoothed_score": [1.0, 5.0], "pca": [0.1, 0.2], "pca_row": [0.3, 0.4]}, index=times[:2])
+    test = pd.DataFrame({"smoothed_score": [2.0, 6.0, 3.0, 7.0], "pca": 0.5, "label": [0, 1, 0, 1]}, index=times[2:])
+    results = results_table(val, test, threshold=4.0)
+    assert results.index.equals(times) and "pca_row" not in results.columns
+    assert results["split"].tolist() == ["val"] * 2 + ["test"] * 4
+    assert results["label"].tolist() == [0, 0, 0, 1, 0, 1] and results["label"].dtype == np.int8, "none in val: 0"
+    assert results["prediction"].tolist() == [0, 1, 0, 1, 0, 1]
 
 
 def test_pca_finds_rows_off_the_plane_of_the_validation_rows(tmp_path: Path) -> None:
