@@ -47,12 +47,14 @@ class EventView:
 
 def decimate(values: np.ndarray, max_points: int = MAX_POINTS, keep: np.ndarray | None = None) -> np.ndarray:
     """Indices of at most `max_points` rows that keep each bucket's minimum and maximum (so every
-    peak), and every row where `keep` is true (the flagged rows) besides."""
+    peak), and besides the first and last row of each run where `keep` is true (the flagged rows:
+    every alarm shows, however long, and the points grow with the alarms, not with their rows)."""
     n = len(values)
     if n <= max_points:
         return np.arange(n)
     if keep is not None:
-        return np.union1d(decimate(values, max_points), np.flatnonzero(keep))
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], keep, [False])).astype(np.int8)))
+        return np.union1d(decimate(values, max_points), np.concatenate((edges[::2], edges[1::2] - 1)))
     bucket = -(-n // (max_points // 2))
     padded = np.full(-(-n // bucket) * bucket, np.nan)
     padded[:n] = values

@@ -26,6 +26,10 @@ def test_decimate_keeps_every_flagged_row_of_twenty_million() -> None:
     values[123_456] = 9.0
     kept = report.decimate(values, 2000, keep=flagged)
     assert {7, 7_000_001, 19_999_999, 123_456} <= set(kept.tolist()) and len(kept) <= 2003
+    # A long alarm keeps its first and last row, not each of its million rows.
+    flagged[1_000_000:2_000_000] = True
+    kept = report.decimate(values, 2000, keep=flagged)
+    assert {7, 1_000_000, 1_999_999, 7_000_001, 19_999_999} <= set(kept.tolist()) and len(kept) <= 2005
 
 
 def test_symlog_keeps_sign_and_order() -> None:
