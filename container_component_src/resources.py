@@ -55,9 +55,9 @@ class Footprint:
 FOOTPRINTS = {
     # float64 moments with their temporaries, and the kind sample (at most 200 k rows).
     "fit-scaler": Footprint(base_gib=0.35, batch_cell_bytes=40.0),
-    # The models, a batch of channels, and ~240 bytes per validation and test row: each detector's
-    # scores (the model, the raw signal, PCA; smoothed and per row), the results table, the sweeps.
-    "evaluate": Footprint(base_gib=0.8, batch_cell_bytes=24.0, row_bytes=256.0),
+    # The models, a batch of channels, and ~95 bytes per validation and test row at the peak: each
+    # detector's scores in the results table (once), the report's and the sweeps' working arrays.
+    "evaluate": Footprint(base_gib=1.0, batch_cell_bytes=24.0, row_bytes=128.0),
     # A rank's shard of the training and validation sets as float32 (4 bytes a cell, read straight
     # into place), a chunk of validation rows being calibrated, and a score per validation row.
     "train": Footprint(base_gib=1.0, cell_bytes=4.5, row_bytes=16.0),

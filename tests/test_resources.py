@@ -38,10 +38,10 @@ def test_a_step_that_will_not_fit_says_which_setting_to_raise() -> None:
     # Streaming steps need the same memory for a year as for ten: only their batch counts.
     for rows in (3_150_000, ten_years):
         check_fits("fit-scaler", rows, 181, "x", 65_536, limit=2 * GIB)
-    # Evaluate keeps scores per validation and test row: ten years' (~11 M) fit its shipped 4 Gi, not 3.
+    # Evaluate keeps scores per validation and test row: ten years' (~11 M) fit its shipped 4 Gi, not 2.
     check_fits("evaluate", 11_200_000, 181, "x", 65_536, limit=4 * GIB)
     with pytest.raises(ConfigError, match="evaluate: 11,200,000 rows"):
-        check_fits("evaluate", 11_200_000, 181, "x", 65_536, limit=3 * GIB)
+        check_fits("evaluate", 11_200_000, 181, "x", 65_536, limit=2 * GIB)
     with pytest.raises(ConfigError, match="tune: .* raise .tuning. trial_memory"):
         check_fits("tune", 3_000_000, 181, "[tuning] trial_memory", 65_536, processes=2, limit=4 * GIB)
 
