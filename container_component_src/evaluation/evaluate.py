@@ -189,6 +189,113 @@ def rows_at(url: str, ranges: list[tuple[int, int]], columns: list[str]) -> list
     return [pd.concat(parts) if parts else pd.DataFrame(columns=columns) for parts in found]
 
 
+# Rows sampled of each kind to explain the false alarms: the explanation's cost stays flat as the rows grow.
+EXPLAIN_ROWS = 2000
+EXPLAIN_CHANNELS = 8
+
+
+def spread_positions(mask: np.ndarray, count: int) -> np.ndarray:
+    """At most `count` of the positions where `mask` holds, spread evenly over them."""
+    positions = np.flatnonzero(mask)
+    if len(positions) <= count:
+        return positions
+    return positions[np.linspace(0, len(positions) - 1, count).round().astype(int)]
+
+
+def mean_channel_scores(
+    detector: Any, url: str, channels: list[str], segments: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    """Each channel's mean share of `detector`'s score over the rows at `positions` (sorted) of the
+    split at `url`, each scored as in the whole series: the `context` rows before it are read too,
+    in one streaming pass, and `segments` (the split's, row by row) restart windows at gaps."""
+    context = int(detector.context)
+    ranges: list[list[int]] = []
+    for position in positions.tolist():
+        start = max(0, position - context)
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1][1] = position + 1
+        else:
+            ranges.append([start, position + 1])
+    total = np.zeros(len(channels))
+    for (start, end), rows in zip(ranges, rows_at(url, [(a, b) for a, b in ranges], channels), strict=True):
+        values = scoring.channel_matrix(rows, channels, url)
+        shares = scoring.score_rows(detector, values, segments[start:end], method="channel_scores")
+        total += shares[positions[(positions >= start) & (positions < end)] - start].sum(axis=0)
+    return total / max(len(positions), 1)
+
+
+def false_alarm_channels(
+    false_means: np.ndarray, normal_means: np.ndarray, channels: list[str], weights: np.ndarray, scaler: dict[str, Any]
+) -> dict[str, Any]:
+    """The channels behind the false alarms: each one's share of the score the false-alarm rows
+    carry above the rows the threshold was fitted on (channels that carry less there count 0).
+
+    Returns:
+        `channels`: the `EXPLAIN_CHANNELS` largest shares, most first, each with its means, weight
+        in the score, kind and drift share (see `data.scaling`); `drifting_share`: the share of
+        all channels that drift in training and still weigh in the score.
+    """
+    excess = np.maximum(np.asarray(false_means) - np.asarray(normal_means), 0.0)
+    total = float(excess.sum())
+    kinds, drifting = scaler.get("channel_kinds", {}), scaler.get("drifting_channels", {})
+    # As `model.train.channel_weights`: when every continuous channel drifts, none can be left out.
+    continuous = [c for c in channels if kinds.get(c, "continuous") == "continuous"]
+    leavable = {} if all(c in drifting for c in continuous) else drifting
+    weighed_drifting = np.array([c in leavable and w > 0 for c, w in zip(channels, weights, strict=True)])
+    return {
+        "channels": [
+            {
+                "channel": channels[i],
+                "share": float(excess[i]) / total,
+                "false_alarm_mean": float(false_means[i]),
+                "validation_mean": float(normal_means[i]),
+                "weight": float(weights[i]),
+                "kind": kinds.get(channels[i], "continuous"),
+                "drift_share": drifting.get(channels[i]),
+            }
+            for i in np.argsort(-excess, kind="stable")[:EXPLAIN_CHANNELS]
+            if excess[i] > 0
+        ],
+        "drifting_share": float(excess[weighed_drifting].sum()) / total if total > 0 else 0.0,
+    }
+
+
+def explain_false_alarms(
+    detector: Any,
+    urls: tuple[str, str],
+    channels: list[str],
+    segments: tuple[np.ndarray, np.ndarray],
+    false_alarm: np.ndarray,
+    scaler: dict[str, Any],
+) -> dict[str, Any]:
+    """Where the served detector's false alarms come from, channel by channel: its per-channel
+    scores on (at most `EXPLAIN_ROWS` of) the test rows it flags outside every labelled event,
+    against the same on the validation rows its threshold was fitted on.
+
+    Args:
+        detector: The served detector (the model or a classical one: both give `channel_scores`).
+        urls: The validation and test splits.
+        segments: Their rows' segments.
+        false_alarm: Per test row, whether it is a false alarm.
+        scaler: The scaler (channel kinds, drifting channels).
+
+    Returns:
+        `rows` (false-alarm rows), `sampled` (how many were scored again), and `channels` and
+        `drifting_share` (`false_alarm_channels`; none and 0 without false alarms).
+    """
+    rows = int(np.count_nonzero(false_alarm))
+    if rows == 0:
+        return {"rows": 0, "sampled": 0, "channels": [], "drifting_share": 0.0}
+    picked = spread_positions(false_alarm, EXPLAIN_ROWS)
+    normal = spread_positions(np.ones(len(segments[0]), dtype=bool), EXPLAIN_ROWS)
+    false_means = mean_channel_scores(detector, urls[1], channels, segments[1], picked)
+    normal_means = mean_channel_scores(detector, urls[0], channels, segments[0], normal)
+    weights = channel_weights(detector, len(channels))
+    return {"rows": rows, "sampled": len(picked)} | false_alarm_channels(
+        false_means, normal_means, channels, weights, scaler
+    )
+
+
 def event_table(labels: np.ndarray, times: pd.DatetimeIndex, scores: np.ndarray) -> pd.DataFrame:
     """One row per labelled event: first and last row, timestamps and peak score."""
     starts, ends = metrics.find_events(labels)
@@ -495,6 +602,14 @@ def run_evaluate(
         served_events = event_table(labels, test_rows.index, served_scores)
     outcomes = report.event_outcomes(served_events, served_rows, served_threshold)
     summary["operations"] = report.operations(served_rows, outcomes)
+    summary["false_alarms"] = {"detector": decision.detector} | explain_false_alarms(
+        model if decision.detector == MODEL else detectors[decision.detector],
+        (val_url, test_url),
+        channels,
+        (results["segment"].to_numpy()[:n_val], test_rows["segment"].to_numpy()),
+        (served_rows["prediction"].to_numpy() == 1) & (labels == 0),
+        scaler,
+    )
     summary["decision"] = {
         "gate": options.deploy_threshold,
         "deploy": bool(summary["deploy"]["fc1"] > options.deploy_threshold),

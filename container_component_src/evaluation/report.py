@@ -373,9 +373,48 @@ def _csv_link(frame: pd.DataFrame, name: str) -> str:
     return f"<a download='{name}' href='data:text/csv;base64,{encoded}'>download as CSV ({name})</a>"
 
 
-def outcome_tables(outcomes: pd.DataFrame, alarms: pd.DataFrame) -> str:
+def _channel_note(channel: dict[str, Any]) -> str:
+    if channel["drift_share"] is not None:
+        return f"drifts in training ({channel['drift_share']:.0%} of its variance between blocks in time)"
+    if channel["kind"] != "continuous":
+        return f"{html.escape(channel['kind'])} channel"
+    return ""
+
+
+def false_alarm_sources(explained: dict[str, Any] | None) -> str:
+    """HTML: the channels behind the false alarms (see `evaluate.explain_false_alarms`), and what
+    to do when channels that drift in training carry most of them."""
+    if not explained or not explained["channels"]:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(c['channel'])}</td><td>{c['share']:.0%}</td><td>{c['false_alarm_mean']:.3g}</td>"
+        f"<td>{c['validation_mean']:.3g}</td><td>{c['weight']:.3g}</td><td>{_channel_note(c)}</td></tr>"
+        for c in explained["channels"]
+    )
+    drifting = [c for c in explained["channels"] if c["drift_share"] is not None and c["weight"] > 0]
+    advice = ""
+    if explained["drifting_share"] >= 0.5 and drifting:
+        names = ", ".join(html.escape(c["channel"]) for c in drifting[:3])
+        advice = (
+            f" Channels that drift in training carry <b>{explained['drifting_share']:.0%}</b> of it ({names}"
+            f"{', ...' if len(drifting) > 3 else ''}): the test rows reach levels their training never settled "
+            "on. If that is their nature rather than a fault, <code>drift_weight</code> 0 (now "
+            f"{drifting[0]['weight']:.3g}) leaves their level out of the score; the other channels still score."
+        )
+    sampled = "" if explained["sampled"] == explained["rows"] else f" ({explained['sampled']:,} of them scored again)"
+    return (
+        f"<h3 id='false-alarm-channels'>Where they come from</h3><p>Each channel's share of the score that the "
+        f"{explained['rows']:,} false-alarm rows{sampled} of the served detector "
+        f"({html.escape(DETECTOR_LABELS[explained['detector']])}) carry above the validation rows its threshold "
+        f"was fitted on.{advice}</p><table><tr><th>channel</th><th>share</th><th>mean score, false alarms</th>"
+        f"<th>mean score, validation</th><th>weight in the score</th><th></th></tr>{rows}</table>"
+    )
+
+
+def outcome_tables(outcomes: pd.DataFrame, alarms: pd.DataFrame, explained: dict[str, Any] | None = None) -> str:
     """HTML tables of every labelled event (found or missed at the deployed threshold, time to
-    detection, peak score) and of every false alarm, highest peak first, also as CSV."""
+    detection, peak score) and of every false alarm, highest peak first, also as CSV, with the
+    channels behind the false alarms (`explained`, see `evaluate.explain_false_alarms`)."""
     rows = []
     for number, event in outcomes.sort_values("start").reset_index(drop=True).iterrows():
         found = bool(event["found"])
@@ -410,6 +449,7 @@ def outcome_tables(outcomes: pd.DataFrame, alarms: pd.DataFrame) -> str:
             if len(alarms)
             else "<p>None at the deployed threshold.</p>"
         )
+        + false_alarm_sources(explained)
     )
 
 
@@ -730,5 +770,6 @@ def render_report(
         "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
         "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"
         f"{_metrics_table(summary)}{detectors_table(summary)}{divs}"
-        f"{outcome_tables(event_outcomes(events, test, thresholds['label-free']), alarms)}</body></html>"
+        f"{outcome_tables(event_outcomes(events, test, thresholds['label-free']), alarms, summary.get('false_alarms'))}"
+        "</body></html>"
     )

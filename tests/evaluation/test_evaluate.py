@@ -245,3 +245,74 @@ def test_the_report_says_when_a_classical_detector_does_as_well() -> None:
     assert "the model is <b>not ahead</b> of raw signal (0.020 Fc1 behind or level)" in detectors_table(summary)
     summary["label_free"]["fc1"] = 0.80
     assert "ahead of the best classical detector (raw signal) by 0.060 Fc1" in detectors_table(summary)
+
+
+def test_the_channels_behind_false_alarms_are_those_that_carry_more_there_than_on_validation() -> None:
+    from container_component_src.evaluation.evaluate import false_alarm_channels
+
+    scaler = {"channel_kinds": {"mode": "mode"}, "drifting_channels": {"flow": 0.77}}
+    channels = ["flow", "temp", "mode", "calm"]
+    explained = false_alarm_channels(
+        np.array([9.0, 3.0, 1.5, -0.5]), np.array([1.0, 1.0, 0.5, 0.0]), channels, np.ones(4), scaler
+    )
+    assert [c["channel"] for c in explained["channels"]] == ["flow", "temp", "mode"], "less than on validation: 0"
+    assert [c["share"] for c in explained["channels"]] == pytest.approx([8 / 11, 2 / 11, 1 / 11])
+    assert explained["channels"][0]["drift_share"] == 0.77 and explained["channels"][2]["kind"] == "mode"
+    assert explained["drifting_share"] == pytest.approx(8 / 11)
+    # Left out already (weight 0), or every continuous channel drifting: drift_weight has nothing to leave out.
+    left_out = false_alarm_channels(np.array([9.0, 3.0]), np.zeros(2), ["flow", "temp"], np.array([0.0, 1.0]), scaler)
+    assert left_out["drifting_share"] == 0.0
+    scaler["drifting_channels"] |= {"temp": 0.6, "calm": 0.5}
+    everything_drifts = false_alarm_channels(np.array([9.0, 3.0, 1.0, 0.0]), np.zeros(4), channels, np.ones(4), scaler)
+    assert everything_drifts["drifting_share"] == 0.0
+
+
+def test_channel_scores_at_sampled_rows_are_those_of_the_whole_series(tmp_path: Path) -> None:
+    import torch
+
+    from container_component_src.data.segments import segment_ids
+    from container_component_src.evaluation import scoring
+    from container_component_src.evaluation.evaluate import mean_channel_scores, spread_positions
+    from container_component_src.model.vae import WindowVAE
+
+    torch.manual_seed(0)
+    model = torch.jit.script(WindowVAE(3, [8], 2, window=6).eval())
+    times = pd.date_range("2021-01-01", periods=400, freq="10s", tz="UTC", name="normalizedTime").delete(
+        range(150, 170)
+    )
+    frame = pd.DataFrame(np.random.default_rng(3).normal(size=(len(times), 3)), columns=["a", "b", "c"], index=times)
+    write_dataset(str(tmp_path / "split"), frame.astype(np.float32), part_rows=37)
+    segments = segment_ids(times)
+    whole = scoring.score_rows(model, frame.to_numpy(np.float32), segments, method="channel_scores")
+    mask = np.zeros(len(times), dtype=bool)
+    mask[[0, 3, 40, 41, 42, 148, 150, 151, 300, 379]] = True  # series start, runs, the rows around the gap
+    for count in (100, 4):
+        picked = spread_positions(mask, count)
+        assert len(picked) == min(count, 10) and set(picked) <= set(np.flatnonzero(mask))
+        means = mean_channel_scores(model, str(tmp_path / "split"), ["a", "b", "c"], segments, picked)
+        np.testing.assert_allclose(means, whole[picked].mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_channel_that_leaves_its_level_in_normal_test_rows_is_named_behind_the_false_alarms(
+    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
+) -> None:
+    test = pd.read_parquet(scaled_sets["test"])
+    channels = [c for c in test.columns if c != "label"]
+    normal = np.flatnonzero(test["label"].to_numpy() == 0)
+    stretch = test.index[normal[len(normal) // 3 : len(normal) // 3 + 200]]
+    shifted = channels[1]
+    test.loc[stretch, shifted] += 12.0  # a normal stretch where one channel sits far from its training level
+    write_dataset(str(tmp_path / "test"), test, part_rows=500)
+    paths = [str(tmp_path / n) for n in ("r.parquet", "s.json", "r.html")]
+    run_evaluate(
+        trained_model["model"], scaled_sets["val"], str(tmp_path / "test"), *paths,
+        EvaluateOptions(n_thresholds=50, worst_events=0),
+    )  # fmt: skip
+    explained = json.loads(Path(paths[1]).read_text())["false_alarms"]
+    assert explained["detector"] == "model" and explained["rows"] >= 100, explained
+    assert explained["sampled"] == min(explained["rows"], 2000)
+    top = explained["channels"][0]
+    assert top["channel"] == shifted and top["share"] > 0.8, explained
+    assert top["false_alarm_mean"] > 10 * max(top["validation_mean"], 0.1)
+    page = Path(paths[2]).read_text()
+    assert "<h3 id='false-alarm-channels'>Where they come from</h3>" in page and f"<td>{shifted}</td>" in page

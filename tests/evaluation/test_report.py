@@ -2,6 +2,7 @@ import base64
 import io
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -189,3 +190,28 @@ def test_the_report_renders_in_a_headless_browser(tmp_path: Path) -> None:
     # The lead paragraph's red bar on its left (#d62728) is drawn near the top.
     red = (pixels[:400, :200, 0] > 0.75) & (pixels[:400, :200, 1] < 0.3) & (pixels[:400, :200, 2] < 0.3)
     assert red.sum() > 100
+
+
+def test_the_false_alarms_section_says_when_drifting_channels_carry_them() -> None:
+    from container_component_src.evaluation.report import false_alarm_sources
+
+    def channel(name: str, share: float, drift: float | None, weight: float = 1.0) -> dict[str, Any]:
+        return {
+            "channel": name, "share": share, "false_alarm_mean": 9.0, "validation_mean": 0.1,
+            "weight": weight, "kind": "continuous", "drift_share": drift,
+        }  # fmt: skip
+
+    explained = {
+        "detector": "pca",
+        "rows": 3850,
+        "sampled": 2000,
+        "channels": [channel("Flow <RMS>", 0.6, 0.77), channel("Current", 0.4, None)],
+        "drifting_share": 0.6,
+    }
+    html = false_alarm_sources(explained)
+    assert "3,850 false-alarm rows (2,000 of them scored again) of the served detector (PCA" in html
+    assert "<td>Flow &lt;RMS&gt;</td><td>60%</td>" in html and "drifts in training (77% of its variance" in html
+    assert "carry <b>60%</b> of it (Flow &lt;RMS&gt;)" in html and "<code>drift_weight</code> 0 (now 1)" in html
+    explained |= {"drifting_share": 0.3}
+    assert "drift_weight" not in false_alarm_sources(explained), "a minority: not the advice"
+    assert false_alarm_sources({**explained, "channels": []}) == "" and false_alarm_sources(None) == ""
