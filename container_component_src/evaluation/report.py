@@ -381,6 +381,16 @@ def _channel_note(channel: dict[str, Any]) -> str:
     return ""
 
 
+# From this share of the false alarms' excess score on drifting channels, the report names `drift_weight`.
+DRIFTING_MAJORITY = 0.5
+
+
+def drifting_behind(explained: dict[str, Any] | None) -> bool:
+    """Whether channels that drift in training carry most of the false alarms' excess score
+    (`explained`: the summary's `false_alarms`)."""
+    return bool(explained) and explained.get("drifting_share", 0.0) >= DRIFTING_MAJORITY
+
+
 def false_alarm_sources(explained: dict[str, Any] | None) -> str:
     """HTML: the channels behind the false alarms (see `evaluate.explain_false_alarms`), and what
     to do when channels that drift in training carry most of them."""
@@ -393,7 +403,7 @@ def false_alarm_sources(explained: dict[str, Any] | None) -> str:
     )
     drifting = [c for c in explained["channels"] if c["drift_share"] is not None and c["weight"] > 0]
     advice = ""
-    if explained["drifting_share"] >= 0.5 and drifting:
+    if drifting_behind(explained) and drifting:
         names = ", ".join(html.escape(c["channel"]) for c in drifting[:3])
         advice = (
             f" Channels that drift in training carry <b>{explained['drifting_share']:.0%}</b> of it ({names}"
@@ -471,6 +481,13 @@ def lead(summary: dict[str, Any], dataset: str) -> str:
             f" <b>Served: {html.escape(deploy['choice'])}</b>. The alarms counted next are the served "
             "detector's; the charts and tables after this paragraph are the model's."
         )
+    explained = summary.get("false_alarms")
+    drifting = (
+        f" Channels that drift in training carry {explained['drifting_share']:.0%} of the false alarms' excess "
+        "score: <a href='#false-alarm-channels'>where they come from</a>."
+        if drifting_behind(explained)
+        else ""
+    )
     return (
         f"<p class='lead'>{verdict} On {counts['test_rows']:,} test rows of {html.escape(dataset)} "
         f"({duration(ops['test_days'] * 86_400)} of data) the deployed threshold "
@@ -480,7 +497,7 @@ def lead(summary: dict[str, Any], dataset: str) -> str:
         f"<b>{ops['false_alarm_episodes']} false alarm(s)</b> in {duration(ops['normal_days'] * 86_400)} of "
         f"normal operation: expect about <b>{ops['false_alarms_per_day']:.3g} false alarms per day</b> "
         f"({ops['alarm_episodes_per_day']:.3g} alarms a day in all; an alarm lasts a median "
-        f"{duration(ops['median_episode_s'])}, at most {duration(ops['longest_episode_s'])}).</p>"
+        f"{duration(ops['median_episode_s'])}, at most {duration(ops['longest_episode_s'])}).{drifting}</p>"
     )
 
 

@@ -215,3 +215,15 @@ def test_the_false_alarms_section_says_when_drifting_channels_carry_them() -> No
     explained |= {"drifting_share": 0.3}
     assert "drift_weight" not in false_alarm_sources(explained), "a minority: not the advice"
     assert false_alarm_sources({**explained, "channels": []}) == "" and false_alarm_sources(None) == ""
+
+
+def test_the_lead_points_to_the_drifting_channels_behind_the_false_alarms() -> None:
+    _, summary, _ = _report()
+    assert "false-alarm-channels" not in report.lead(summary, "x"), "nothing explained: nothing said"
+    summary["false_alarms"] = {"detector": "model", "rows": 9, "sampled": 9, "channels": [], "drifting_share": 0.9}
+    assert (
+        "Channels that drift in training carry 90% of the false alarms' excess score: "
+        "<a href='#false-alarm-channels'>where they come from</a>."
+    ) in report.lead(summary, "x")
+    summary["false_alarms"]["drifting_share"] = 0.4
+    assert "false-alarm-channels" not in report.lead(summary, "x")

@@ -150,3 +150,25 @@ def test_the_script_runs_by_path_and_its_help_lists_the_parameters(project_root:
     assert result.returncode == 0, result.stderr
     assert "max_trials = 6: Tuning trials." in result.stdout
     assert "deploy_threshold = 0.5" in result.stdout and "<bool>" not in result.stdout
+
+
+def test_the_local_summary_says_when_drifting_channels_carry_the_false_alarms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = {
+        "label_free": {"fc1": 0.72, "f1": 0.6},
+        "best_fc1": {"fc1": 0.75},
+        "pr_auc": 0.66,
+        "false_alarms": {"drifting_share": 0.998},
+    }
+    (tmp_path / "summary").write_text(json.dumps(summary))
+    run = compile_and_run_pipeline.LocalRun(tmp_path, {"evaluation_summary": str(tmp_path / "summary")}, [])
+    compile_and_run_pipeline.print_summary(run, 1.0)
+    said = capsys.readouterr().out
+    assert "Evaluation: Fc1 0.720" in said
+    assert "Channels that drift in training carry 100% of the false alarms' excess score" in said
+    assert "drift_weight" in said
+    summary["false_alarms"]["drifting_share"] = 0.1
+    (tmp_path / "summary").write_text(json.dumps(summary))
+    compile_and_run_pipeline.print_summary(run, 1.0)
+    assert "drift" not in capsys.readouterr().out
