@@ -1,11 +1,11 @@
 """Do label-free thresholds keep their promise on new data? Each candidate of
 `benchmarks.threshold_candidates` beside the pipeline's quantile, on the scores of two whole
-local runs, the default generated data and SKAB protocol A, and of SKAB protocol B (real sensor
-data, both SKAB protocols when the data set is beside the project; in B each of the 34 files is a
-stream of its own: the rules calibrate on its first 400 rows and judge the rest). For every
-detector (the model, the raw signal, PCA) and every candidate: the false-alarm rate promised, the
-rate observed on the normal rows judged, their ratio, and Fc1 at that rule. The issue's target:
-observed within 2x of promised.
+local runs, the default generated data and SKAB protocol A (with the default `drift_weight` 1
+and with 0), and of SKAB protocol B (real sensor data, both SKAB protocols when the data set is
+beside the project; in B each of the 34 files is a stream of its own: the rules calibrate on its
+first 400 rows and judge the rest). For every detector (the model, the raw signal, PCA) and every
+candidate: the false-alarm rate promised, the rate observed on the normal rows judged, their
+ratio, and Fc1 at that rule. The issue's target: observed within 2x of promised.
 """
 
 from __future__ import annotations
@@ -114,9 +114,13 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as folder:
         rows = measure(_generated_results(Path(folder) / "generated"), "generated data")
         if (SKAB / "anomaly-free" / "anomaly-free.csv").is_file():
-            skab = Path(folder) / "skab"
-            run_protocol_a(SKAB, skab)
-            results = next((skab / "runs").glob("*/evaluate/results"))
-            rows += measure(pd.read_parquet(results), "SKAB protocol A")
+            for weight in ("1", "0"):
+                # The default, then the drifting channels' level left out of the score: where the
+                # broken promise comes from on SKAB A (its report names them behind the false alarms).
+                skab = Path(folder) / f"skab_drift_weight_{weight}"
+                run_protocol_a(SKAB, skab, environ={"ECLSS_TRAINING__DRIFT_WEIGHT": weight})
+                results = next((skab / "runs").glob("*/evaluate/results"))
+                data = "SKAB protocol A" + ("" if weight == "1" else ", drift_weight 0")
+                rows += measure(pd.read_parquet(results), data)
             rows += judge(protocol_b_streams(run_protocol_b(SKAB)), "SKAB protocol B, rows after the fitted 400")
     return rows

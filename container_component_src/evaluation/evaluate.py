@@ -9,7 +9,7 @@ top-k threshold (k = the number of anomalous test rows).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -101,6 +101,27 @@ def fit_pca(url: str, channels: list[str], weights: np.ndarray, explained: float
     return ResidualDetector.principal(count, total, products, weights, explained)
 
 
+@dataclass
+class ChannelSums:
+    """Each detector's channel shares of its score (`channel_scores`) summed over the rows of a
+    split, as `score_split` streams them: the reference the false alarms are set against, with
+    no second read of the split."""
+
+    rows: int = 0
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def scores(self, name: str, shares: Any) -> np.ndarray:
+        """Each row's score from its channel shares (shape (rows, channels)), the shares added
+        to `name`'s sums (the rows are counted by the caller, once for all detectors)."""
+        row_scores, sums = scoring.split_shares(shares)
+        self.sums[name] = self.sums[name] + sums if name in self.sums else sums
+        return row_scores
+
+    def means(self, name: str) -> np.ndarray:
+        """The mean share of each channel in `name`'s score (MODEL, or a classical detector's name)."""
+        return self.sums[name] / max(self.rows, 1)
+
+
 def score_split(
     model: Any,
     url: str,
@@ -110,6 +131,7 @@ def score_split(
     progress: bool = True,
     detectors: dict[str, ResidualDetector] | None = None,
     per_row: bool = True,
+    channel_sums: ChannelSums | None = None,
 ) -> pd.DataFrame:
     """Raw and smoothed scores of one split (a dataset, streamed a batch at a time), with its time
     segments, the classical detectors' scores and (when it has one) label, indexed by time.
@@ -122,6 +144,8 @@ def score_split(
 
     Memory holds a batch of channels and ~40 bytes of scores per row: the windows and the smoothing
     carry the rows they need across batch edges, so every score is the one of the whole series.
+    Every detector scores a row as the sum of its channel shares, and `channel_sums` (when given)
+    adds up those shares per channel (the model's under MODEL).
 
     Raises:
         InputError: The split holds no row, is not indexed by time, lacks a channel or holds NaN.
@@ -139,7 +163,10 @@ def score_split(
         median_step_ns(datasets.time_index_ns(f, url) for f in datasets.iter_frames(url, [], dataset_parts=listed))
     )
     columns = [*channels, *([label_column] if label_column in datasets.schema(url).names else [])]
-    scorer, keep = scoring.ChunkScorer(model), max(window - 1, 0)
+    import torch
+
+    scorer, keep = scoring.ChunkScorer(model, "channel_scores", np.float32), max(window - 1, 0)
+    channel_sums = channel_sums if channel_sums is not None else ChannelSums()
     detectors = detectors or {}
     tail = {"score": np.empty(0), "segment": np.empty(0, np.int64), **{name: np.empty(0) for name in detectors}}
     pieces = []
@@ -149,7 +176,12 @@ def score_split(
         for frame in datasets.iter_frames(url, columns, dataset_parts=listed):
             values = scoring.channel_matrix(frame, channels, url)
             segments = numbering(datasets.time_index_ns(frame, url))
-            scores = {"score": scorer(values, segments), **{name: d.scores(values) for name, d in detectors.items()}}
+            # One detector's (rows, channels) shares at a time, dropped once summed.
+            scores = {"score": channel_sums.scores(MODEL, scorer(values, segments))}
+            with torch.inference_mode():
+                for name, detector in detectors.items():
+                    scores[name] = channel_sums.scores(name, detector.channel_scores(torch.from_numpy(values)))
+            channel_sums.rows += len(values)
             # Smoothing restarts per segment: the last `window - 1` rows before are all it looks back at.
             scored = {name: np.concatenate([tail[name], new]) for name, new in {**scores, "segment": segments}.items()}
             smoothed = {
@@ -189,7 +221,7 @@ def rows_at(url: str, ranges: list[tuple[int, int]], columns: list[str]) -> list
     return [pd.concat(parts) if parts else pd.DataFrame(columns=columns) for parts in found]
 
 
-# Rows sampled of each kind to explain the false alarms: the explanation's cost stays flat as the rows grow.
+# False-alarm rows scored again to explain them: the cost stays flat as the rows grow.
 EXPLAIN_ROWS = 2000
 EXPLAIN_CHANNELS = 8
 
@@ -202,13 +234,9 @@ def spread_positions(mask: np.ndarray, count: int) -> np.ndarray:
     return positions[np.linspace(0, len(positions) - 1, count).round().astype(int)]
 
 
-def mean_channel_scores(
-    detector: Any, url: str, channels: list[str], segments: np.ndarray, positions: np.ndarray
-) -> np.ndarray:
-    """Each channel's mean share of `detector`'s score over the rows at `positions` (sorted) of the
-    split at `url`, each scored as in the whole series: the `context` rows before it are read too,
-    in one streaming pass, and `segments` (the split's, row by row) restart windows at gaps."""
-    context = int(detector.context)
+def window_ranges(positions: np.ndarray, context: int) -> list[tuple[int, int]]:
+    """The row ranges [start, end) that hold each of `positions` (sorted) with the `context` rows
+    its window reads before it, overlapping ranges merged."""
     ranges: list[list[int]] = []
     for position in positions.tolist():
         start = max(0, position - context)
@@ -216,9 +244,45 @@ def mean_channel_scores(
             ranges[-1][1] = position + 1
         else:
             ranges.append([start, position + 1])
+    return [(start, end) for start, end in ranges]
+
+
+@dataclass(frozen=True)
+class FalseAlarmSample:
+    """The false-alarm rows scored again: at most `EXPLAIN_ROWS` of them, spread evenly.
+
+    Attributes:
+        rows: All false-alarm rows.
+        positions: The sampled ones' positions in the test split, in order.
+        ranges: The test rows to read for them (`window_ranges`).
+    """
+
+    rows: int
+    positions: np.ndarray
+    ranges: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, false_alarm: np.ndarray, context: int) -> FalseAlarmSample:
+        """The sample of the rows where `false_alarm` holds, for a detector reading `context` rows back."""
+        positions = spread_positions(false_alarm, EXPLAIN_ROWS)
+        return cls(int(np.count_nonzero(false_alarm)), positions, window_ranges(positions, context))
+
+
+def mean_channel_scores(
+    detector: Any,
+    sample: FalseAlarmSample,
+    pieces: list[pd.DataFrame],
+    channels: list[str],
+    segments: np.ndarray,
+    source: str = "test set",
+) -> np.ndarray:
+    """Each channel's mean share of `detector`'s score over the sampled rows, each scored as in
+    the whole series (from the rows of its range, `pieces`; the split's `segments`, row by row,
+    restart windows at gaps)."""
     total = np.zeros(len(channels))
-    for (start, end), rows in zip(ranges, rows_at(url, [(a, b) for a, b in ranges], channels), strict=True):
-        values = scoring.channel_matrix(rows, channels, url)
+    positions = sample.positions
+    for (start, end), rows in zip(sample.ranges, pieces, strict=True):
+        values = scoring.channel_matrix(rows, channels, source)
         shares = scoring.score_rows(detector, values, segments[start:end], method="channel_scores")
         total += shares[positions[(positions >= start) & (positions < end)] - start].sum(axis=0)
     return total / max(len(positions), 1)
@@ -262,37 +326,33 @@ def false_alarm_channels(
 
 def explain_false_alarms(
     detector: Any,
-    urls: tuple[str, str],
     channels: list[str],
-    segments: tuple[np.ndarray, np.ndarray],
-    false_alarm: np.ndarray,
+    sample: FalseAlarmSample,
+    pieces: list[pd.DataFrame],
+    segments: np.ndarray,
+    reference: np.ndarray,
     scaler: dict[str, Any],
 ) -> dict[str, Any]:
-    """Where the served detector's false alarms come from, channel by channel: its per-channel
-    scores on (at most `EXPLAIN_ROWS` of) the test rows it flags outside every labelled event,
-    against the same on the validation rows its threshold was fitted on.
+    """Where the served detector's false alarms come from, channel by channel: its channel shares
+    on the sampled false-alarm rows against their means on the validation rows its threshold was
+    fitted on (`reference`, from `ChannelSums`).
 
     Args:
         detector: The served detector (the model or a classical one: both give `channel_scores`).
-        urls: The validation and test splits.
-        segments: Their rows' segments.
-        false_alarm: Per test row, whether it is a false alarm.
+        sample: The sampled false-alarm rows, and `pieces`, the test rows of its ranges.
+        segments: The test rows' segments.
         scaler: The scaler (channel kinds, drifting channels).
 
     Returns:
         `rows` (false-alarm rows), `sampled` (how many were scored again), and `channels` and
         `drifting_share` (`false_alarm_channels`; none and 0 without false alarms).
     """
-    rows = int(np.count_nonzero(false_alarm))
-    if rows == 0:
+    if sample.rows == 0:
         return {"rows": 0, "sampled": 0, "channels": [], "drifting_share": 0.0}
-    picked = spread_positions(false_alarm, EXPLAIN_ROWS)
-    normal = spread_positions(np.ones(len(segments[0]), dtype=bool), EXPLAIN_ROWS)
-    false_means = mean_channel_scores(detector, urls[1], channels, segments[1], picked)
-    normal_means = mean_channel_scores(detector, urls[0], channels, segments[0], normal)
+    means = mean_channel_scores(detector, sample, pieces, channels, segments)
     weights = channel_weights(detector, len(channels))
-    return {"rows": rows, "sampled": len(picked)} | false_alarm_channels(
-        false_means, normal_means, channels, weights, scaler
+    return {"rows": sample.rows, "sampled": len(sample.positions)} | false_alarm_channels(
+        means, reference, channels, weights, scaler
     )
 
 
@@ -311,18 +371,23 @@ def event_table(labels: np.ndarray, times: pd.DatetimeIndex, scores: np.ndarray)
     )
 
 
-def event_views(
-    model: Any, test_url: str, channels: list[str], events: pd.DataFrame, threshold: float, count: int
-) -> list[report.EventView]:
-    """Per-channel views of the `count` events with the highest peak score, with context rows
-    (read from the test set in one pass: only those rows)."""
+def worst_events(events: pd.DataFrame, count: int) -> tuple[pd.DataFrame, list[tuple[int, int]]]:
+    """The `count` events with the highest peak score, and the test rows to read for each: the
+    event with as many rows (at least 30) on either side."""
     worst = events.nlargest(count, "peak_score")
     ranges = []
     for _, event in worst.iterrows():
         margin = max(30, int(event["last_row"] - event["first_row"] + 1))
         ranges.append((max(0, int(event["first_row"]) - margin), int(event["last_row"]) + margin + 1))
+    return worst, ranges
+
+
+def event_views(
+    model: Any, channels: list[str], worst: pd.DataFrame, pieces: list[pd.DataFrame], threshold: float
+) -> list[report.EventView]:
+    """Per-channel views of the `worst_events`, from their rows (`pieces`)."""
     views = []
-    for (number, event), rows in zip(worst.iterrows(), rows_at(test_url, ranges, channels), strict=True):
+    for (number, event), rows in zip(worst.iterrows(), pieces, strict=True):
         length = int(event["last_row"] - event["first_row"] + 1)
         values = scoring.channel_matrix(rows, channels, "test set")
         found = "found" if event["peak_score"] > threshold else "missed"
@@ -552,7 +617,8 @@ def run_evaluate(
     if len(channels) > 1:
         detectors[PCA] = fit_pca(val_url, channels, weights)
     common = (channels, options.smoothing_window, options.label_column)
-    val_scored = score_split(model, val_url, *common, detectors=detectors)
+    val_sums = ChannelSums()
+    val_scored = score_split(model, val_url, *common, detectors=detectors, channel_sums=val_sums)
     # Per-row scores are for a served detector's threshold, fitted on validation: not kept for test.
     test_scored = score_split(model, test_url, *common, detectors=detectors, per_row=False)
     labels = test_scored["label"].to_numpy()
@@ -602,19 +668,26 @@ def run_evaluate(
         served_events = event_table(labels, test_rows.index, served_scores)
     outcomes = report.event_outcomes(served_events, served_rows, served_threshold)
     summary["operations"] = report.operations(served_rows, outcomes)
+    served = model if decision.detector == MODEL else detectors[decision.detector]
+    sample = FalseAlarmSample.of((served_rows["prediction"].to_numpy() == 1) & (labels == 0), int(served.context))
+    worst, view_ranges = worst_events(events, options.worst_events)
+    # One more pass over the test rows reads both the worst events' rows and the false alarms'.
+    pieces = rows_at(test_url, [*view_ranges, *sample.ranges], channels)
+    views = event_views(model, channels, worst, pieces[: len(view_ranges)], threshold)
     summary["false_alarms"] = {"detector": decision.detector} | explain_false_alarms(
-        model if decision.detector == MODEL else detectors[decision.detector],
-        (val_url, test_url),
+        served,
         channels,
-        (results["segment"].to_numpy()[:n_val], test_rows["segment"].to_numpy()),
-        (served_rows["prediction"].to_numpy() == 1) & (labels == 0),
+        sample,
+        pieces[len(view_ranges) :],
+        test_rows["segment"].to_numpy(),
+        val_sums.means(decision.detector),
         scaler,
     )
+    del pieces
     summary["decision"] = {
         "gate": options.deploy_threshold,
         "deploy": bool(summary["deploy"]["fc1"] > options.deploy_threshold),
     }
-    views = event_views(model, test_url, channels, events, threshold, options.worst_events)
     page = report.render_report(results, sweep, summary, events, views, options.dataset)
 
     # The classical detectors' (smoothed) scores beside the model's, row by row.

@@ -61,6 +61,7 @@ def score_rows(
     method: str = "score",
     progress: bool = False,
     device: str = "cpu",
+    dtype: type = np.float64,
 ) -> np.ndarray:
     """Anomaly scores of scaled rows in time order, in batches, one per row.
 
@@ -76,9 +77,10 @@ def score_rows(
             "raw_channel_nll" (each channel's NLL before calibration).
         progress: Show a progress bar.
         device: Where the model runs ("cpu" or "cuda").
+        dtype: np.float64, or np.float32 for the model's own float32 values in half the memory.
 
     Returns:
-        float64 scores, shape (rows,) or (rows, channels).
+        Scores, shape (rows,) or (rows, channels).
     """
     import torch
     from tqdm.auto import tqdm
@@ -87,14 +89,15 @@ def score_rows(
     index, real = extended_index(np.zeros(len(values), np.int64) if segments is None else segments, context)
     tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     function = getattr(model, method)
+    out = torch.float32 if dtype == np.float32 else torch.float64
     starts = range(context, len(index), SCORE_BATCH_ROWS)
     with torch.inference_mode():
         parts = [
-            function(tensor[index[start - context : start + SCORE_BATCH_ROWS]].to(device)).double().cpu().numpy()
+            function(tensor[index[start - context : start + SCORE_BATCH_ROWS]].to(device)).to(out).cpu().numpy()
             for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(starts) < 2)
         ]
     if not parts:
-        return np.empty((0, values.shape[1]) if method != "score" else 0)
+        return np.empty((0, values.shape[1]) if method != "score" else 0, dtype=dtype)
     # The extended series' first `context` positions are padding: part 0 starts at position `context`.
     return np.concatenate(parts)[real - context]
 
@@ -107,10 +110,11 @@ class ChunkScorer:
     Args:
         model: As `score_rows`.
         method: As `score_rows`.
+        dtype: As `score_rows`.
     """
 
-    def __init__(self, model: torch.jit.ScriptModule, method: str = "score") -> None:
-        self.model, self.method, self.context = model, method, int(model.context)
+    def __init__(self, model: torch.jit.ScriptModule, method: str = "score", dtype: type = np.float64) -> None:
+        self.model, self.method, self.context, self.dtype = model, method, int(model.context), dtype
         self.values: np.ndarray | None = None
         self.segments = np.empty(0, np.int64)
 
@@ -119,10 +123,24 @@ class ChunkScorer:
         carried = 0 if self.values is None else len(self.values)
         if carried:
             values, segments = np.concatenate([self.values, values]), np.concatenate([self.segments, segments])
-        scores = score_rows(self.model, values, segments, method=self.method)[carried:]
+        scores = score_rows(self.model, values, segments, method=self.method, dtype=self.dtype)[carried:]
         cut = max(len(values) - self.context, 0)
         self.values, self.segments = values[cut:], segments[cut:]
         return scores
+
+
+def split_shares(shares: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Rows' channel shares (a detector's `channel_scores`, shape (rows, channels)) as each row's
+    score, summed as the detectors' `score` sums them (the same values to the bit), and each
+    channel's sum over the rows.
+
+    Returns:
+        float64 scores, shape (rows,), and float64 channel sums, shape (channels,).
+    """
+    import torch
+
+    tensor = torch.as_tensor(shares)
+    return tensor.sum(dim=1).double().numpy(), tensor.sum(dim=0, dtype=torch.float64).numpy()
 
 
 def smooth_scores(scores: np.ndarray, window: int, segments: np.ndarray) -> np.ndarray:

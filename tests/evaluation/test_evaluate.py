@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from container_component_src.evaluation.evaluate import (
+    ChannelSums,
     EvaluateOptions,
     calibration,
     evaluate_scores,
@@ -173,6 +174,7 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
     from container_component_src.model.residual import ResidualDetector
 
     raw_signal = ResidualDetector.raw_signal(np.array([1.0, 0.1, 0.0]))
+    sums = ChannelSums()
     scored = score_split(
         model,
         str(tmp_path / "split"),
@@ -181,16 +183,23 @@ def test_a_split_streamed_in_many_parts_scores_as_the_whole_series(tmp_path: Pat
         "label",
         progress=False,
         detectors={"raw_signal": raw_signal},
+        channel_sums=sums,
     )
     segments = segment_ids(frame.index)
     raw = scoring.score_rows(model, frame[["a", "b", "c"]].to_numpy(), segments)
-    np.testing.assert_allclose(scored["score"], raw, rtol=1e-6)
+    np.testing.assert_array_equal(scored["score"], raw)  # the sum of the channel shares is `score`, to the bit
+    shares = scoring.score_rows(model, frame[["a", "b", "c"]].to_numpy(), segments, method="channel_scores")
+    assert sums.rows == len(frame)
+    np.testing.assert_allclose(sums.means("model"), shares.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(scored["smoothed_score"], scoring.smooth_scores(raw, 5, segments), rtol=1e-6)
     np.testing.assert_array_equal(scored["segment"], segments)
     assert scored.index.equals(frame.index) and (scored["label"] == 0).all()
     # The raw signal weighs each channel as the model does.
     squares = np.square(frame[["a", "b", "c"]].to_numpy(np.float64)) @ np.array([1.0, 0.1, 0.0])
     np.testing.assert_allclose(scored["raw_signal_row"], squares, rtol=1e-12)
+    np.testing.assert_allclose(
+        sums.means("raw_signal"), np.square(frame[["a", "b", "c"]].to_numpy(np.float64)).mean(axis=0) * [1, 0.1, 0]
+    )
     np.testing.assert_allclose(scored["raw_signal"], scoring.smooth_scores(squares, 5, segments), rtol=1e-12)
     # Without per-row scores (the test split's): the same columns less `<name>_row`.
     lean = score_split(
@@ -267,12 +276,13 @@ def test_the_channels_behind_false_alarms_are_those_that_carry_more_there_than_o
     assert everything_drifts["drifting_share"] == 0.0
 
 
-def test_channel_scores_at_sampled_rows_are_those_of_the_whole_series(tmp_path: Path) -> None:
+def test_channel_scores_at_sampled_rows_are_those_of_the_whole_series(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     from container_component_src.data.segments import segment_ids
-    from container_component_src.evaluation import scoring
-    from container_component_src.evaluation.evaluate import mean_channel_scores, spread_positions
+    from container_component_src.evaluation import evaluate, scoring
     from container_component_src.model.vae import WindowVAE
 
     torch.manual_seed(0)
@@ -285,12 +295,16 @@ def test_channel_scores_at_sampled_rows_are_those_of_the_whole_series(tmp_path: 
     segments = segment_ids(times)
     whole = scoring.score_rows(model, frame.to_numpy(np.float32), segments, method="channel_scores")
     mask = np.zeros(len(times), dtype=bool)
-    mask[[0, 3, 40, 41, 42, 148, 150, 151, 300, 379]] = True  # series start, runs, the rows around the gap
+    mask[[0, 3, 40, 41, 42, 148, 150, 151, 300, 379]] = True  # series start, a run, the rows around the gap
     for count in (100, 4):
-        picked = spread_positions(mask, count)
-        assert len(picked) == min(count, 10) and set(picked) <= set(np.flatnonzero(mask))
-        means = mean_channel_scores(model, str(tmp_path / "split"), ["a", "b", "c"], segments, picked)
-        np.testing.assert_allclose(means, whole[picked].mean(axis=0), rtol=1e-5, atol=1e-6)
+        monkeypatch.setattr(evaluate, "EXPLAIN_ROWS", count)
+        sample = evaluate.FalseAlarmSample.of(mask, int(model.context))
+        assert sample.rows == 10 and len(sample.positions) == min(count, 10)
+        assert set(sample.positions) <= set(np.flatnonzero(mask))
+        pieces = evaluate.rows_at(str(tmp_path / "split"), sample.ranges, ["a", "b", "c"])
+        means = evaluate.mean_channel_scores(model, sample, pieces, ["a", "b", "c"], segments)
+        np.testing.assert_allclose(means, whole[sample.positions].mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert evaluate.window_ranges(np.array([0, 3, 20, 40, 41]), 5) == [(0, 4), (15, 21), (35, 42)]
 
 
 def test_a_channel_that_leaves_its_level_in_normal_test_rows_is_named_behind_the_false_alarms(
