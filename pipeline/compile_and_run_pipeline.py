@@ -287,11 +287,11 @@ def print_summary(run: LocalRun, seconds: float) -> None:
             f"Evaluation: Fc1 {label_free['fc1']:.3f} at the label-free threshold (point F1 {label_free['f1']:.3f}, "
             f"PR-AUC {summary['pr_auc']:.3f}); best Fc1 on the test labels {best['fc1']:.3f}."
         )
-        from container_component_src.evaluation.report import drifting_behind
+        from container_component_src.evaluation.report import drifting_behind, percent
 
         if drifting_behind(explained := summary.get("false_alarms")):
             console.print(
-                f"Channels that drift in training carry {explained['drifting_share']:.0%} of the false alarms' "
+                f"Channels that drift in training carry {percent(explained['drifting_share'])} of the false alarms' "
                 "excess score: see the report's 'Where they come from', and drift_weight."
             )
     endpoint = run.folder / "deploy" / "endpoint"

@@ -385,6 +385,11 @@ def _channel_note(channel: dict[str, Any]) -> str:
 DRIFTING_MAJORITY = 0.5
 
 
+def percent(share: float) -> str:
+    """A share in percent, to one decimal where whole percents would round a part up to all of it."""
+    return f"{share:.1%}" if 0.99 < share < 1 else f"{share:.0%}"
+
+
 def drifting_behind(explained: dict[str, Any] | None) -> bool:
     """Whether channels that drift in training carry most of the false alarms' excess score
     (`explained`: the summary's `false_alarms`)."""
@@ -397,8 +402,9 @@ def false_alarm_sources(explained: dict[str, Any] | None) -> str:
     if not explained or not explained["channels"]:
         return ""
     rows = "".join(
-        f"<tr><td>{html.escape(c['channel'])}</td><td>{c['share']:.0%}</td><td>{c['false_alarm_mean']:.3g}</td>"
-        f"<td>{c['validation_mean']:.3g}</td><td>{c['weight']:.3g}</td><td>{_channel_note(c)}</td></tr>"
+        f"<tr><td class='text'>{html.escape(c['channel'])}</td><td>{c['share']:.0%}</td>"
+        f"<td>{c['false_alarm_mean']:.3g}</td><td>{c['validation_mean']:.3g}</td><td>{c['weight']:.3g}</td>"
+        f"<td class='text'>{_channel_note(c)}</td></tr>"
         for c in explained["channels"]
     )
     drifting = [c for c in explained["channels"] if c["drift_share"] is not None and c["weight"] > 0]
@@ -406,7 +412,7 @@ def false_alarm_sources(explained: dict[str, Any] | None) -> str:
     if drifting_behind(explained) and drifting:
         names = ", ".join(html.escape(c["channel"]) for c in drifting[:3])
         advice = (
-            f" Channels that drift in training carry <b>{explained['drifting_share']:.0%}</b> of it ({names}"
+            f" Channels that drift in training carry <b>{percent(explained['drifting_share'])}</b> of it ({names}"
             f"{', ...' if len(drifting) > 3 else ''}): the test rows reach levels their training never settled "
             "on. If that is their nature rather than a fault, <code>drift_weight</code> 0 (now "
             f"{drifting[0]['weight']:.3g}) leaves their level out of the score; the other channels still score."
@@ -483,7 +489,7 @@ def lead(summary: dict[str, Any], dataset: str) -> str:
         )
     explained = summary.get("false_alarms")
     drifting = (
-        f" Channels that drift in training carry {explained['drifting_share']:.0%} of the false alarms' excess "
+        f" Channels that drift in training carry {percent(explained['drifting_share'])} of the false alarms' excess "
         "score: <a href='#false-alarm-channels'>where they come from</a>."
         if drifting_behind(explained)
         else ""
@@ -729,7 +735,7 @@ def _calibration_note(calibrated: dict[str, Any]) -> str:
 PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
-    "th:first-child{text-align:left}.note{color:#555;font-size:0.9em}tr.missed td{background:#fde0e0}"
+    "th:first-child,td.text{text-align:left}.note{color:#555;font-size:0.9em}tr.missed td{background:#fde0e0}"
     ".lead{font-size:1.15em;line-height:1.5;background:#f4f6f8;border-left:4px solid #d62728;padding:0.8em 1em}"
     ".scroll{max-height:420px;overflow-y:auto;display:inline-block}"
 )

@@ -210,7 +210,8 @@ def test_the_false_alarms_section_says_when_drifting_channels_carry_them() -> No
     }
     html = false_alarm_sources(explained)
     assert "3,850 false-alarm rows (2,000 of them scored again) of the served detector (PCA" in html
-    assert "<td>Flow &lt;RMS&gt;</td><td>60%</td>" in html and "drifts in training (77% of its variance" in html
+    assert "<td class='text'>Flow &lt;RMS&gt;</td><td>60%</td>" in html
+    assert "drifts in training (77% of its variance" in html
     assert "carry <b>60%</b> of it (Flow &lt;RMS&gt;)" in html and "<code>drift_weight</code> 0 (now 1)" in html
     explained |= {"drifting_share": 0.3}
     assert "drift_weight" not in false_alarm_sources(explained), "a minority: not the advice"
