@@ -684,6 +684,8 @@ def run_evaluate(
         scaler,
     )
     del pieces
+    # Beside the other run-comparison figures: how much of the false alarms drifting channels carry.
+    summary["metrics"]["false_alarm_drifting_share"] = summary["false_alarms"]["drifting_share"]
     summary["decision"] = {
         "gate": options.deploy_threshold,
         "deploy": bool(summary["deploy"]["fc1"] > options.deploy_threshold),

@@ -322,7 +322,9 @@ def test_a_channel_that_leaves_its_level_in_normal_test_rows_is_named_behind_the
         trained_model["model"], scaled_sets["val"], str(tmp_path / "test"), *paths,
         EvaluateOptions(n_thresholds=50, worst_events=0),
     )  # fmt: skip
-    explained = json.loads(Path(paths[1]).read_text())["false_alarms"]
+    summary = json.loads(Path(paths[1]).read_text())
+    explained = summary["false_alarms"]
+    assert summary["metrics"]["false_alarm_drifting_share"] == explained["drifting_share"] < 0.5
     assert explained["detector"] == "model" and explained["rows"] >= 100, explained
     assert explained["sampled"] == min(explained["rows"], 2000)
     top = explained["channels"][0]
