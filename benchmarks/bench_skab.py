@@ -205,6 +205,7 @@ def run_protocol_b(
     from container_component_src.model.train import (
         ModelParams,
         TrainOptions,
+        bound_left_out_inputs,
         calibrate,
         channel_weights,
         fit,
@@ -249,6 +250,7 @@ def run_protocol_b(
         # As `train` does: the scaler's mode channels (Pressure sits at a few levels in some
         # files' first 400 rows) weigh `mode_weight`, its drifting ones `drift_weight`.
         weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
+        bound_left_out_inputs(best.vae, scaler, weights)
         calibrate(best.vae, MemoryRows(val), weights)
         for channel in scaler["drifting_channels"]:
             drifting[channel] = drifting.get(channel, 0) + 1

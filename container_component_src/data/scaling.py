@@ -361,12 +361,19 @@ def fit_scaler_batches(
     constant = levels <= 1
     floored = ~constant & (scale < resolution)
     scale = np.where(constant, 1.0, np.maximum(scale, resolution))
+    # Each channel's range as the model sees it (scaled): `model.train` bounds the inputs of the
+    # channels left out of the score to it.
+    scaled_low, scaled_high = (low - center) / scale, (high - center) / scale
     if by_segment:
         scaler = {"reference_rows": reference_rows, "center": center, "scale": scale}
+        scaled_low, scaled_high = np.full(len(channels), np.inf), np.full(len(channels), -np.inf)
         row = 0
         for _, values in _scaled(batches, channels, rows, scaler, dtype, progress):
+            wide = values.astype(np.float64)
             for blocks in drift:
-                blocks.add(values.astype(np.float64), row)
+                blocks.add(wide, row)
+            scaled_low = np.minimum(scaled_low, wide.min(axis=0, initial=np.inf))
+            scaled_high = np.maximum(scaled_high, wide.max(axis=0, initial=-np.inf))
             row += len(values)
     shares = np.minimum(drift[0].shares(), drift[1].shares())
     drifting = (kinds == "continuous") & (shares >= DRIFT_SHARE)
@@ -381,6 +388,7 @@ def fit_scaler_batches(
         "floored_channels": [c for c, k in zip(channels, floored, strict=True) if k],
         "drifting_channels": {c: round(float(v), 3) for c, v, d in zip(channels, shares, drifting, strict=True) if d},
         "reference_rows": int(reference_rows),
+        "scaled_range": {"low": scaled_low.tolist(), "high": scaled_high.tolist()},
     }
 
 

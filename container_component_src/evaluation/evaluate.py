@@ -85,20 +85,37 @@ def channel_weights(model: Any, count: int) -> np.ndarray:
     return weight.detach().cpu().numpy().astype(np.float64)
 
 
-def fit_pca(url: str, channels: list[str], weights: np.ndarray, explained: float = 0.9) -> ResidualDetector:
+def input_bounds(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each channel's input bounds in the model (`input_low`, `input_high`: the channels left out
+    of its score are clamped to their training range); None when it bounds none."""
+    if not getattr(model, "bounded_inputs", False):
+        return None
+    low, high = (getattr(model, name).detach().cpu().numpy().astype(np.float64) for name in ("input_low", "input_high"))
+    return low, high
+
+
+def fit_pca(
+    url: str,
+    channels: list[str],
+    weights: np.ndarray,
+    explained: float = 0.9,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ResidualDetector:
     """A classical detector beside the model: the weighted squared reconstruction error of a row
     from the principal components of a split's rows, streamed a batch at a time (memory:
     channels^2): the fewest that explain `explained` of the variance, at most channels - 1 (so
-    that a row always has an error to show)."""
+    that a row always has an error to show). Inputs within `bounds`, as the model's."""
     from container_component_src.model.residual import ResidualDetector
 
     count, total, products = 0, np.zeros(len(channels)), np.zeros((len(channels), len(channels)))
     for frame in datasets.iter_frames(url, channels):
         values = scoring.channel_matrix(frame, channels, url).astype(np.float64)
+        if bounds is not None:
+            values = np.clip(values, *bounds)
         count += len(values)
         total += values.sum(axis=0)
         products += values.T @ values
-    return ResidualDetector.principal(count, total, products, weights, explained)
+    return ResidualDetector.principal(count, total, products, weights, explained, bounds)
 
 
 @dataclass
@@ -613,9 +630,11 @@ def run_evaluate(
     weights = channel_weights(model, len(channels))
     # PCA is fitted on the validation rows it also takes its threshold from (as the quantile of
     # the model's validation scores is): k << rows, so the in-sample error is barely smaller.
-    detectors = {RAW_SIGNAL: ResidualDetector.raw_signal(weights)}
+    # The model's channel handling: its weights, and its bounds on the channels left out.
+    bounds = input_bounds(model)
+    detectors = {RAW_SIGNAL: ResidualDetector.raw_signal(weights, bounds)}
     if len(channels) > 1:
-        detectors[PCA] = fit_pca(val_url, channels, weights)
+        detectors[PCA] = fit_pca(val_url, channels, weights, bounds=bounds)
     common = (channels, options.smoothing_window, options.label_column)
     val_sums = ChannelSums()
     val_scored = score_split(model, val_url, *common, detectors=detectors, channel_sums=val_sums)

@@ -23,9 +23,18 @@ class ResidualDetector(torch.nn.Module):
         mean: Each channel's center (zeros for the raw signal: scaled rows are centered already).
         components: Orthonormal directions, shape (channels, k); k = 0 for the raw signal.
         weights: Each channel's weight in the score (the VAE's `channel_weight`).
+        bounds: Each channel's lowest and highest input (the VAE's `input_low` and `input_high`:
+            a channel left out of the score is clamped to its training range before the
+            projection, so that it cannot raise the other channels' errors); None: unbounded.
     """
 
-    def __init__(self, mean: np.ndarray, components: np.ndarray, weights: np.ndarray) -> None:
+    def __init__(
+        self,
+        mean: np.ndarray,
+        components: np.ndarray,
+        weights: np.ndarray,
+        bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         super().__init__()
         channels = len(mean)
         self.context = 0  # a point detector: it scores every row on its own
@@ -34,11 +43,18 @@ class ResidualDetector(torch.nn.Module):
             "components", torch.as_tensor(np.asarray(components, dtype=np.float64).reshape(channels, -1))
         )
         self.register_buffer("channel_weight", torch.as_tensor(np.asarray(weights, dtype=np.float64)))
+        low, high = bounds if bounds is not None else (np.full(channels, -np.inf), np.full(channels, np.inf))
+        self.register_buffer("input_low", torch.as_tensor(np.asarray(low, dtype=np.float64)))
+        self.register_buffer("input_high", torch.as_tensor(np.asarray(high, dtype=np.float64)))
+        self.bounded_inputs = bool(np.isfinite(low).any() or np.isfinite(high).any())
 
     @torch.jit.export
     def channel_scores(self, series: Tensor) -> Tensor:
         """Each channel's share of the score, shape (rows, channels); rows sum to `score`."""
-        centred = series.double() - self.mean
+        series = series.double()
+        if self.bounded_inputs:
+            series = torch.maximum(torch.minimum(series, self.input_high), self.input_low)
+        centred = series - self.mean
         residual = centred - (centred @ self.components) @ self.components.T
         return residual.square() * self.channel_weight
 
@@ -58,25 +74,46 @@ class ResidualDetector(torch.nn.Module):
 
     @torch.jit.ignore
     def to_dict(self) -> dict[str, Any]:
-        """The parameters, as JSON (what evaluation hands the deploy step)."""
+        """The parameters, as JSON (what evaluation hands the deploy step; an unbounded input is null)."""
+
+        def finite(values: Tensor) -> list[float | None]:
+            return [value if np.isfinite(value) else None for value in values.tolist()]
+
         return {
             "mean": self.mean.tolist(),
             "components": self.components.tolist(),
             "weights": self.channel_weight.tolist(),
+            "input_low": finite(self.input_low),
+            "input_high": finite(self.input_high),
         }
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> ResidualDetector:
-        """The detector `to_dict` described."""
-        return cls(np.asarray(params["mean"]), np.asarray(params["components"]), np.asarray(params["weights"]))
+        """The detector `to_dict` described (one written before inputs had bounds: unbounded)."""
+        channels = len(params["mean"])
+        low = [-np.inf if v is None else v for v in params.get("input_low", [None] * channels)]
+        high = [np.inf if v is None else v for v in params.get("input_high", [None] * channels)]
+        return cls(
+            np.asarray(params["mean"]),
+            np.asarray(params["components"]),
+            np.asarray(params["weights"]),
+            (np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)),
+        )
 
     @classmethod
     def principal(
-        cls, count: int, total: np.ndarray, products: np.ndarray, weights: np.ndarray, explained: float = 0.9
+        cls,
+        count: int,
+        total: np.ndarray,
+        products: np.ndarray,
+        weights: np.ndarray,
+        explained: float = 0.9,
+        bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ResidualDetector:
         """PCA of `count` rows given by their sum (`total`) and the sum of their outer products
         (`products`), so that rows can be streamed: the fewest principal directions that explain
-        `explained` of the variance, at most channels - 1 (so that a row always has an error)."""
+        `explained` of the variance, at most channels - 1 (so that a row always has an error).
+        `bounds` as the constructor's (the rows summed within them)."""
         channels = len(total)
         mean = total / max(count, 1)
         covariance = (products - count * np.outer(mean, mean)) / max(count - 1, 1)
@@ -85,10 +122,10 @@ class ResidualDetector(torch.nn.Module):
         variances, directions = np.clip(variances[order], 0, None), directions[:, order]
         share = np.cumsum(variances) / variances.sum() if variances.sum() > 0 else np.ones(channels)
         kept = min(int(np.searchsorted(share, explained) + 1), channels - 1)
-        return cls(mean, directions[:, :kept], weights)
+        return cls(mean, directions[:, :kept], weights, bounds)
 
     @classmethod
-    def raw_signal(cls, weights: np.ndarray) -> ResidualDetector:
+    def raw_signal(cls, weights: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> ResidualDetector:
         """The raw signal given the model's channel handling: the weighted sum of squared scaled values."""
         weights = np.asarray(weights, dtype=np.float64)
-        return cls(np.zeros(len(weights)), np.zeros((len(weights), 0)), weights)
+        return cls(np.zeros(len(weights)), np.zeros((len(weights), 0)), weights, bounds)

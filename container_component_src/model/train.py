@@ -329,6 +329,23 @@ class Calibration:
     whole: Any
 
 
+def bound_left_out_inputs(vae: Any, scaler: dict[str, Any], weights: list[float]) -> None:
+    """The channels left out of the score (weight 0) enter the encoder within their range in
+    training (the scaler's `scaled_range`) when rows are scored: a level training never saw in
+    one of them must not raise the other channels' scores through the latent. Before `calibrate`,
+    so that validation is standardised as rows are scored."""
+    import numpy as np
+    import torch
+
+    bounds = scaler.get("scaled_range")
+    if not bounds:  # a scaler from before the ranges were kept
+        return
+    left_out = np.asarray(weights) == 0
+    low = np.where(left_out, bounds["low"], -np.inf)
+    high = np.where(left_out, bounds["high"], np.inf)
+    vae.bound_inputs(torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32))
+
+
 def calibrate(
     vae: Any,
     val: Any,
@@ -411,6 +428,7 @@ def run_train(
         ]
     seconds = time.perf_counter() - start
     weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
+    bound_left_out_inputs(best.vae, scaler, weights)
     calibration = calibrate(best.vae, datamodule.val, weights)
     epochs = trainer.current_epoch or best_epoch + 1
     n_inputs = datamodule.train.index.window_count(params.context)

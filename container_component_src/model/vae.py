@@ -53,6 +53,11 @@ class _ScoredVAE(nn.Module):
         self.register_buffer("nll_center", torch.zeros(n_features))
         self.register_buffer("nll_scale", torch.ones(n_features))
         self.register_buffer("channel_weight", torch.ones(n_features))
+        # Where each channel enters the encoder when a series is scored (`bound_inputs`); unbounded
+        # until training sets them.
+        self.register_buffer("input_low", torch.full((n_features,), -math.inf))
+        self.register_buffer("input_high", torch.full((n_features,), math.inf))
+        self.bounded_inputs = False
 
     def log_var(self) -> Tensor:
         return torch.maximum(self.log_var_x, self.log_var_floor).clamp(max=self.max_log_var)
@@ -78,11 +83,29 @@ class _ScoredVAE(nn.Module):
         mean, logvar = self.encode(x)
         return self.decode(mean), mean, logvar
 
+    def bound_inputs(self, low: Tensor, high: Tensor) -> None:
+        """Clamp each channel's input to [low, high] where a series is scored (infinite bounds:
+        none): a channel left out of the score that leaves its training range then cannot move
+        the latent, and with it the other channels' reconstruction, past what training showed."""
+        self.input_low.copy_(low)
+        self.input_high.copy_(high)
+        self.bounded_inputs = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
+
+    def bounded(self, x: Tensor) -> Tensor:
+        """`x` (inputs, channels) or (inputs, channels, rows) with each channel within its bounds."""
+        if not self.bounded_inputs:
+            return x
+        low, high = self.input_low, self.input_high
+        if x.dim() == 3:
+            low, high = low.unsqueeze(-1), high.unsqueeze(-1)
+        return torch.maximum(torch.minimum(x, high), low)
+
     @torch.jit.export
     def raw_channel_nll(self, series: Tensor) -> Tensor:
-        """Each channel's NLL of the newest row of every window of `series`, shape (rows - context, channels)."""
+        """Each channel's NLL of the newest row of every window of `series`, shape (rows - context,
+        channels); the encoder sees the inputs within their bounds (`bound_inputs`)."""
         x = self.windows(series)
-        x_mean, _, _ = self.forward(x)
+        x_mean, _, _ = self.forward(self.bounded(x))
         return self.channel_nll(self.newest(x), self.newest(x_mean))
 
     @torch.jit.export

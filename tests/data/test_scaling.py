@@ -243,3 +243,12 @@ def test_a_value_that_scales_beyond_float32_is_refused_not_written_as_infinity(
             str(tmp_path / "s.json"), [(str(tmp_path / "test.parquet"), str(tmp_path / "out"))], thread_tasks
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_the_scaler_keeps_each_channels_range_as_the_model_sees_it() -> None:
+    frame = _two_runs()
+    for reference_rows in (0, 4):
+        scaler = fit_scaler(frame, ["a", "b"], "standard", reference_rows=reference_rows)
+        scaled = apply_scaler(frame, scaler, "f").to_numpy(np.float64)
+        np.testing.assert_allclose(scaler["scaled_range"]["low"], scaled.min(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(scaler["scaled_range"]["high"], scaled.max(axis=0), rtol=1e-6)

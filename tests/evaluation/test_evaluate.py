@@ -333,3 +333,30 @@ def test_a_channel_that_leaves_its_level_in_normal_test_rows_is_named_behind_the
     page = Path(paths[2]).read_text()
     assert "<h3 id='false-alarm-channels'>Where they come from</h3>" in page
     assert f"<td class='text'>{shifted}</td>" in page
+
+
+def test_the_classical_detectors_bound_the_inputs_the_model_bounds(tmp_path: Path) -> None:
+    import torch
+
+    from container_component_src.evaluation.evaluate import fit_pca, input_bounds
+    from container_component_src.model.residual import ResidualDetector
+    from container_component_src.model.vae import VAE
+
+    vae = VAE(3, [8], 2)
+    assert input_bounds(vae) is None
+    vae.bound_inputs(torch.tensor([-np.inf, -1.0, -np.inf]), torch.tensor([np.inf, 1.0, np.inf]))
+    bounds = input_bounds(vae)
+    assert bounds is not None and bounds[0].tolist() == [-np.inf, -1.0, -np.inf]
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=1000)
+    times = pd.date_range("2021-01-01", periods=1000, freq="1min", tz="UTC", name="normalizedTime")
+    frame = pd.DataFrame({"a": a, "b": a + rng.normal(0, 0.1, 1000), "c": rng.normal(size=1000)}, index=times)
+    write_dataset(str(tmp_path / "val"), frame.astype(np.float32), part_rows=300)
+    pca = fit_pca(str(tmp_path / "val"), ["a", "b", "c"], np.array([1.0, 0.0, 1.0]), bounds=bounds)
+    rows = np.array([[0.5, 1.0, 0.0], [0.5, 40.0, 0.0]])
+    on_edge, far = pca.scores(rows)
+    assert far == on_edge, "b beyond its bound moves no other channel's error"
+    served = ResidualDetector.from_dict(pca.to_dict())
+    assert served.to_dict()["input_low"] == [None, -1.0, None] and served.scores(rows).tolist() == [on_edge, far]
+    old = {k: v for k, v in pca.to_dict().items() if not k.startswith("input_")}  # written before bounds
+    assert not ResidualDetector.from_dict(old).bounded_inputs

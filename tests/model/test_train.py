@@ -372,3 +372,19 @@ def test_calibration_streams_the_validation_set_in_chunks_with_the_whole_set_res
     scale = np.maximum(raw.std(axis=0), 0.25)
     np.testing.assert_allclose(best.vae.nll_center.numpy(), raw.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(best.vae.nll_scale.numpy(), scale, rtol=1e-6)
+
+
+def test_only_the_channels_left_out_of_the_score_are_bounded() -> None:
+    from container_component_src.model.train import bound_left_out_inputs
+    from container_component_src.model.vae import VAE
+
+    vae = VAE(3, [8], 2)
+    scaler = {"scaled_range": {"low": [-2.0, -3.0, -4.0], "high": [2.0, 3.0, 4.0]}}
+    bound_left_out_inputs(vae, scaler, [1.0, 0.0, 0.1])
+    assert vae.bounded_inputs
+    assert vae.input_low.tolist() == [float("-inf"), -3.0, float("-inf")]
+    assert vae.input_high.tolist() == [float("inf"), 3.0, float("inf")]
+    untouched = VAE(3, [8], 2)
+    bound_left_out_inputs(untouched, {}, [1.0, 0.0, 1.0])  # a scaler from before the ranges were kept
+    bound_left_out_inputs(untouched, scaler, [1.0, 1.0, 0.1])  # nothing left out
+    assert not untouched.bounded_inputs and untouched.input_low.isinf().all()

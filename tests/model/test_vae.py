@@ -88,3 +88,24 @@ def test_build_vae_picks_the_model() -> None:
     assert isinstance(build_vae("point", 4, [8], 2, window=16), VAE)
     windowed = build_vae("window", 4, [8], 2, window=16)
     assert isinstance(windowed, WindowVAE) and windowed.context == 15
+
+
+@pytest.mark.parametrize("window", [0, 4], ids=["point", "window"])
+def test_a_bounded_channel_beyond_its_bounds_scores_as_at_them(window: int) -> None:
+    torch.manual_seed(0)
+    vae = build_vae("window" if window else "point", 3, [8], 2, window).eval()
+    assert not vae.bounded_inputs, "unbounded until training bounds it"
+    x = torch.randn(12, 3).clamp(-1, 1)
+    with torch.no_grad():
+        before = torch.jit.script(vae).score(x)
+        inf = float("inf")
+        vae.bound_inputs(torch.tensor([-inf, -1.0, -inf]), torch.tensor([inf, 1.0, inf]))
+        scripted = torch.jit.script(vae)
+        torch.testing.assert_close(scripted.score(x), before, msg="rows within the bounds score as before")
+        far, edge = x.clone(), x.clone()
+        far[:, 1], edge[:, 1] = 50.0, 1.0
+        # The encoder sees the bounded channel at its bound however far it is: the other channels'
+        # likelihoods do not move; its own NLL does (weighted 0 when it is left out of the score).
+        far_nll, edge_nll = scripted.raw_channel_nll(far), scripted.raw_channel_nll(edge)
+        torch.testing.assert_close(far_nll[:, [0, 2]], edge_nll[:, [0, 2]])
+        assert (far_nll[:, 1] > edge_nll[:, 1]).all()
