@@ -167,6 +167,7 @@ def score_split(
     Raises:
         InputError: The split holds no row, is not indexed by time, lacks a channel or holds NaN.
     """
+    import torch
     from tqdm.auto import tqdm
 
     listed = datasets.parts(url)
@@ -180,8 +181,6 @@ def score_split(
         median_step_ns(datasets.time_index_ns(f, url) for f in datasets.iter_frames(url, [], dataset_parts=listed))
     )
     columns = [*channels, *([label_column] if label_column in datasets.schema(url).names else [])]
-    import torch
-
     scorer, keep = scoring.ChunkScorer(model, "channel_scores", np.float32), max(window - 1, 0)
     channel_sums = channel_sums if channel_sums is not None else ChannelSums()
     detectors = detectors or {}
@@ -314,7 +313,8 @@ def false_alarm_channels(
     Returns:
         `channels`: the `EXPLAIN_CHANNELS` largest shares, most first, each with its means, weight
         in the score, kind and drift share (see `data.scaling`); `drifting_share`: the share of
-        all channels that drift in training and still weigh in the score.
+        the channels that drift in training, still weigh in the score and `drift_weight` could
+        leave out (not when every continuous channel drifts: see `model.train.channel_weights`).
     """
     excess = np.maximum(np.asarray(false_means) - np.asarray(normal_means), 0.0)
     total = float(excess.sum())
