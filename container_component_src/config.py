@@ -196,6 +196,7 @@ class EvaluationSettings:
     high_quantile: float
     worst_events: int
     deploy_threshold: float
+    promise_tolerance: float
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,8 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "tune": {
             **{k: v for k, v in _training_defaults(settings).items() if k != "max_epochs"},
+            "mode_weight": settings.training.mode_weight,
+            "drift_weight": settings.training.drift_weight,
             "algorithm": settings.tuning.algorithm,
             "max_trials": settings.tuning.max_trials,
             "max_failed_trials": settings.tuning.max_failed_trials,
@@ -163,6 +165,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "label_column": c.label,
             "dataset": settings.data.dataset,
             "deploy_threshold": settings.evaluation.deploy_threshold,
+            "promise_tolerance": settings.evaluation.promise_tolerance,
         },
         "serve": {
             "name": settings.serving.name,
@@ -735,6 +738,13 @@ CompileOption = Annotated[
 Deterministic = Annotated[
     bool, typer.Option(help="Deterministic on the GPU too (slower; the CPU always is).", rich_help_panel=Run)
 ]
+ModeWeight = Annotated[
+    float, typer.Option(help="Weight in the score of channels constant or of few values in training.")
+]
+# A weight of 0 leaves a channel out of the score: tuning and training then clamp its inputs alike.
+DriftWeight = Annotated[
+    float, typer.Option(parser=finite_float, help="Weight in the score of channels drifting in training.")
+]
 
 
 @app.command()
@@ -764,12 +774,8 @@ def train(
     deterministic: Deterministic,
     precision: PrecisionOption,
     compile: CompileOption,
-    mode_weight: Annotated[
-        float, typer.Option(help="Weight in the score of channels constant or of few values in training.")
-    ],
-    drift_weight: Annotated[
-        float, typer.Option(parser=finite_float, help="Weight in the score of channels drifting in training.")
-    ],
+    mode_weight: ModeWeight,
+    drift_weight: DriftWeight,
     backend: Annotated[TrainBackend, typer.Option(help="local: train here; pytorchjob: a PyTorchJob on the cluster.")],
     replicas: Annotated[int, typer.Option(help="PyTorchJob replicas (1 master + workers).", rich_help_panel=Job)],
     replica_memory: Annotated[str, typer.Option(help="Memory request and limit per replica.", rich_help_panel=Job)],
@@ -882,6 +888,8 @@ def tune(
     deterministic: Deterministic,
     precision: PrecisionOption,
     compile: CompileOption,
+    mode_weight: ModeWeight,
+    drift_weight: DriftWeight,
     backend: Annotated[TuneBackend, typer.Option(help="local: optuna here; katib: a Katib Experiment.")],
     namespace: Annotated[str, typer.Option(help="Katib namespace (empty: this pod's).", rich_help_panel=Katib)],
     image: Annotated[str, typer.Option(help="Image the Katib trials run.", rich_help_panel=Katib)],
@@ -931,6 +939,8 @@ def tune(
             deterministic=deterministic,
             precision=precision,
             compile=compile,
+            mode_weight=mode_weight,
+            drift_weight=drift_weight,
         )
         katib = None
         if backend == TuneBackend.katib:
@@ -999,6 +1009,13 @@ def evaluate(
     deploy_threshold: Annotated[
         float, typer.Option(parser=finite_float, help="Deploy gate: Fc1 above this deploys (the report says so).")
     ],
+    promise_tolerance: Annotated[
+        float,
+        typer.Option(
+            parser=finite_float,
+            help="The gate prefers detectors whose false alarms stay within this many times their promise (0: off).",
+        ),
+    ],
 ) -> None:
     """Score validation and test rows, sweep thresholds, write metrics (point F1, Fc1,
     point-adjusted F1, PR-AUC), the results parquet and the HTML report."""
@@ -1019,6 +1036,7 @@ def evaluate(
             label_column,
             dataset=dataset,
             deploy_threshold=deploy_threshold,
+            promise_tolerance=promise_tolerance,
         )
         check_step_fits("evaluate", [val, test])
         _report(run_evaluate(model, val, test, results, summary, report, options))

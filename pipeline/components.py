@@ -230,6 +230,7 @@ def tune(
     backend: str,
     parallel_trials: int,
     keep_experiment: bool,
+    drift_weight: float,
     best_params: Output[Artifact],
 ):
     """Runs `tune`."""
@@ -255,6 +256,7 @@ def tune(
         backend=backend,
         parallel_trials=parallel_trials,
         keep_experiment=keep_experiment,
+        drift_weight=drift_weight,
     )
 
 

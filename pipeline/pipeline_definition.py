@@ -355,6 +355,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 backend=tune_backend,
                 parallel_trials=parallel_trials,
                 keep_experiment=keep_experiment,
+                drift_weight=drift_weight,
             ),
             "tune",
         )

@@ -105,6 +105,8 @@ def tune_step(
         "deterministic": options.deterministic,
         "precision": options.precision,
         "compile": options.compile,
+        "mode_weight": options.mode_weight,
+        "drift_weight": options.drift_weight,
     }
     return run_katib_tune(data, out, search_space, base, run, katib, algorithm, max_trials, max_failed_trials, settings)
 

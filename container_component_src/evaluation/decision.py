@@ -3,7 +3,7 @@ model server flags with, read from the evaluation summary in one typed place."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from container_component_src.storage import InputError
@@ -13,6 +13,37 @@ from container_component_src.storage import InputError
 # handling, and the PCA reconstruction error.
 MODEL, RAW_SIGNAL, PCA = "model", "raw_signal", "pca"
 DETECTOR_LABELS = {MODEL: "the model", RAW_SIGNAL: "raw signal", PCA: "PCA reconstruction error"}
+
+
+def keeps_promise(false_alarm_rate: float, promised: float, tolerance: float) -> bool:
+    """Whether a detector's observed false-alarm rate on the test's normal rows is within
+    `tolerance` times what its label-free threshold promised (never with `tolerance` 0)."""
+    return tolerance > 0 and false_alarm_rate <= tolerance * promised
+
+
+def gate_choice(
+    detectors: dict[str, dict[str, float]], promised: float, tolerance: float, deploy_threshold: float
+) -> str:
+    """The detector the deploy gate judges and serves.
+
+    Of the detectors whose false alarms keep their threshold's promise within `tolerance` and
+    whose Fc1 passes `deploy_threshold`, the one with the highest Fc1; when none does, the highest
+    Fc1 of all. The model wins a tie. An operator has no labels: a threshold that raises ten times
+    the alarms it promised is one they learn to ignore, so a trusted detector goes before a
+    slightly better-scoring one, but never before deploying nothing.
+
+    Args:
+        detectors: Name -> {"fc1", "false_alarm_rate"} at the label-free threshold.
+        promised: The false-alarm rate the threshold rule promises (the same for every detector).
+        tolerance: How many times the promise a detector may raise (0: Fc1 alone decides).
+        deploy_threshold: The Fc1 the gate requires.
+    """
+    trusted = [
+        name
+        for name, found in detectors.items()
+        if keeps_promise(found["false_alarm_rate"], promised, tolerance) and found["fc1"] > deploy_threshold
+    ]
+    return max(trusted or detectors, key=lambda name: (detectors[name]["fc1"], name == MODEL))
 
 
 @dataclass(frozen=True)
@@ -35,6 +66,9 @@ class DeployDecision:
             detector flags at its label-free threshold ...
         promised_false_alarm_rate: ... and the share that threshold promises on normal rows like
             the validation rows.
+        promise_tolerance: How many times its promise a detector may raise and still be preferred
+            (see `gate_choice`; 0: Fc1 alone decided).
+        detectors: Every detector compared: name -> {"fc1", "false_alarm_rate"}.
     """
 
     fc1: float
@@ -47,6 +81,8 @@ class DeployDecision:
     model_fc1: float | None = None
     false_alarm_rate: float | None = None
     promised_false_alarm_rate: float | None = None
+    promise_tolerance: float = 0.0
+    detectors: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def fc1_name(self) -> str:
@@ -58,12 +94,35 @@ class DeployDecision:
     @property
     def choice(self) -> str:
         """Which detector is served and why, in one sentence."""
+        label = DETECTOR_LABELS.get(self.detector, self.detector)
+        best = max(self.detectors, key=lambda name: (self.detectors[name]["fc1"], name == MODEL), default=None)
+        if best not in (None, self.detector):
+            other = self.detectors[best]
+            return (
+                f"{label}{'' if self.detector == MODEL else ', not the model'}: its false alarms keep their "
+                f"promise ({self.false_alarm_rate:.1%} of normal rows against {self.promised_false_alarm_rate:.1%} "
+                f"promised, within {self.promise_tolerance:g}x) where {DETECTOR_LABELS.get(best, best)}'s higher "
+                f"Fc1, {other['fc1']:.3f} against {self.fc1:.3f}, comes with {other['false_alarm_rate']:.1%}"
+            )
         if self.detector == MODEL or self.model_fc1 is None:
-            return "the model: no classical detector scores a higher Fc1 at the same threshold rule"
-        return (
-            f"{DETECTOR_LABELS.get(self.detector, self.detector)}, not the model: Fc1 {self.fc1:.3f} against the "
-            f"model's {self.model_fc1:.3f} at the same threshold rule ({self.fc1 - self.model_fc1:+.3f})"
-        )
+            sentence = "the model: no classical detector scores a higher Fc1 at the same threshold rule"
+        else:
+            sentence = (
+                f"{label}, not the model: Fc1 {self.fc1:.3f} against the model's {self.model_fc1:.3f} at the same "
+                f"threshold rule ({self.fc1 - self.model_fc1:+.3f})"
+            )
+        if self.promise_tolerance > 0 and self.false_alarm_rate is not None and not self.promise_kept:
+            sentence += (
+                f"; no detector that keeps its false-alarm promise within {self.promise_tolerance:g}x passes the gate"
+            )
+        return sentence
+
+    @property
+    def promise_kept(self) -> bool:
+        """Whether the chosen detector's false alarms are within `promise_tolerance` of its promise."""
+        if self.false_alarm_rate is None or self.promised_false_alarm_rate is None:
+            return False
+        return keeps_promise(self.false_alarm_rate, self.promised_false_alarm_rate, self.promise_tolerance)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fc1_name": self.fc1_name, "choice": self.choice}
@@ -88,6 +147,11 @@ class DeployDecision:
                 model_fc1=_optional_float(block, "model_fc1"),
                 false_alarm_rate=_optional_float(block, "false_alarm_rate"),
                 promised_false_alarm_rate=_optional_float(block, "promised_false_alarm_rate"),
+                promise_tolerance=float(block.get("promise_tolerance", 0.0)),
+                detectors={
+                    str(name): {"fc1": float(found["fc1"]), "false_alarm_rate": float(found["false_alarm_rate"])}
+                    for name, found in block.get("detectors", {}).items()
+                },
             )
         except (TypeError, KeyError, ValueError) as exc:
             raise InputError(

@@ -19,8 +19,9 @@ from container_component_src import datasets, storage
 from container_component_src.choices import ThresholdMethod, choice
 from container_component_src.data.scaling import describe_channels
 from container_component_src.data.segments import SegmentNumbering, median_step_ns, segment_ids
+from container_component_src.errors import OptionError
 from container_component_src.evaluation import metrics, report, scoring
-from container_component_src.evaluation.decision import MODEL, PCA, RAW_SIGNAL, DeployDecision
+from container_component_src.evaluation.decision import MODEL, PCA, RAW_SIGNAL, DeployDecision, gate_choice
 from container_component_src.storage import InputError
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class EvaluateOptions:
         dataset: The data set's name, in the report's title.
         deploy_threshold: The deploy gate: the model is deployed when its Fc1 at the label-free
             threshold is above this (stated in the report).
+        promise_tolerance: The gate prefers detectors whose false alarms on the test's normal rows
+            are within this many times their threshold's promise (0: Fc1 alone decides).
     """
 
     smoothing_window: int = 1
@@ -75,6 +78,11 @@ class EvaluateOptions:
     seed: int = 0
     dataset: str = "ECLSS"
     deploy_threshold: float = 0.5
+    promise_tolerance: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.promise_tolerance >= 0:
+            raise OptionError(f"--promise-tolerance must be 0 (off) or more, got {self.promise_tolerance}")
 
 
 def channel_weights(model: Any, count: int) -> np.ndarray:
@@ -543,34 +551,40 @@ def detector_baseline(
 
 
 def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: EvaluateOptions) -> DeployDecision:
-    """The detector the gate judges and the deploy step serves: of the model and the classical
-    detectors, the one with the highest Fc1 at the label-free threshold (the gate's measure); the
-    model when level. Its served threshold is the same method's on per-row validation scores
-    (served rows are not smoothed).
+    """The detector the gate judges and the deploy step serves, of the model and the classical
+    detectors (`decision.gate_choice`: the highest Fc1 at the label-free threshold among those whose
+    false alarms keep the threshold's promise within `promise_tolerance`, else of all). Its served
+    threshold is the same method's on per-row validation scores (served rows are not smoothed).
 
     Args:
         summary: `evaluate_scores`' summary, with the detectors' `baselines`.
         val_scored: `score_split` of the validation rows, with every detector's columns.
-        options: The threshold rule.
+        options: The threshold rule and the gate.
     """
-    fc1 = {MODEL: summary["label_free"]["fc1"]}
-    baselines = summary["baselines"]
-    fc1 |= {name: baselines[f"{name}_fc1"] for name in (RAW_SIGNAL, PCA) if f"{name}_fc1" in baselines}
-    chosen = max(fc1, key=lambda name: (fc1[name], name == MODEL))
-    far = summary["label_free"]["false_alarm_rate"] if chosen == MODEL else baselines[f"{chosen}_false_alarm_rate"]
+    label_free, baselines = summary["label_free"], summary["baselines"]
+    detectors = {MODEL: {"fc1": label_free["fc1"], "false_alarm_rate": label_free["false_alarm_rate"]}}
+    detectors |= {
+        name: {"fc1": baselines[f"{name}_fc1"], "false_alarm_rate": baselines[f"{name}_false_alarm_rate"]}
+        for name in (RAW_SIGNAL, PCA)
+        if f"{name}_fc1" in baselines
+    }
+    promised = nominal_false_alarm_rates(len(val_scored), options)[options.threshold_method]
+    chosen = gate_choice(detectors, promised, options.promise_tolerance, options.deploy_threshold)
     row_scores = val_scored["score" if chosen == MODEL else f"{chosen}_row"].to_numpy()
     evaluated = val_scored["smoothed_score" if chosen == MODEL else chosen].to_numpy()
     return DeployDecision(
-        fc1=fc1[chosen],
+        fc1=detectors[chosen]["fc1"],
         threshold=label_free_thresholds(row_scores, options)[options.threshold_method],
         evaluated_threshold=label_free_thresholds(evaluated, options)[options.threshold_method],
         smoothing_window=options.smoothing_window,
         val_quantile=options.val_quantile,
         threshold_method=options.threshold_method,
         detector=chosen,
-        model_fc1=fc1[MODEL],
-        false_alarm_rate=far,
-        promised_false_alarm_rate=nominal_false_alarm_rates(len(val_scored), options)[options.threshold_method],
+        model_fc1=detectors[MODEL]["fc1"],
+        false_alarm_rate=detectors[chosen]["false_alarm_rate"],
+        promised_false_alarm_rate=promised,
+        promise_tolerance=options.promise_tolerance,
+        detectors=detectors,
     )
 
 

@@ -668,6 +668,7 @@ def detectors_table(summary: dict[str, Any]) -> str:
         (
             "the model",
             summary["label_free"]["fc1"],
+            summary["label_free"].get("false_alarm_rate"),
             summary.get("top_k", {}).get("fc1"),
             summary["best_fc1"]["fc1"],
             summary["pr_auc"],
@@ -683,6 +684,7 @@ def detectors_table(summary: dict[str, Any]) -> str:
                 (
                     label,
                     base[f"{key}_fc1"],
+                    base.get(f"{key}_false_alarm_rate"),
                     base.get(f"{key}_top_k_fc1"),
                     base[f"{key}_best_fc1"],
                     base[f"{key}_pr_auc"],
@@ -692,7 +694,10 @@ def detectors_table(summary: dict[str, Any]) -> str:
         return ""
     cell = lambda value: "" if value is None else f"{value:.4f}"  # noqa: E731 - one use, here
     body = "".join(
-        f"<tr><th>{html.escape(r[0])}</th>" + "".join(f"<td>{cell(v)}</td>" for v in r[1:]) + "</tr>" for r in rows
+        f"<tr><th>{html.escape(r[0])}</th><td>{cell(r[1])}</td><td>{'' if r[2] is None else f'{r[2]:.2%}'}</td>"
+        + "".join(f"<td>{cell(v)}</td>" for v in r[3:])
+        + "</tr>"
+        for r in rows
     )
     best = max(rows[1:], key=lambda r: r[1])
     margin = rows[0][1] - best[1]
@@ -703,13 +708,14 @@ def detectors_table(summary: dict[str, Any]) -> str:
         else f"At the deployed threshold rule the model is <b>not ahead</b> of {html.escape(best[0])} "
         f"({-margin:.3f} Fc1 behind or level): a classical detector does as well on these data."
     )
-    served = summary.get("deploy", {}).get("detector", MODEL)
-    if served != MODEL:
-        verdict += f" The deploy step serves {html.escape(DETECTOR_LABELS[served])} in the model's place."
+    deploy = summary.get("deploy", {})
+    if deploy.get("detector", MODEL) != MODEL or (margin <= 0 and "choice" in deploy):
+        verdict += f" The deploy step serves {html.escape(deploy['choice'])}."
     method = summary.get("threshold_method", "quantile")
     return (
         f"<h2>Detectors at the same thresholds</h2><table><tr><th></th><th>Fc1, label-free ({method})</th>"
-        f"<th>Fc1, top-k</th><th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table><p>{verdict}</p>"
+        f"<th>false alarms, label-free</th><th>Fc1, top-k</th><th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table>"
+        f"<p>{verdict}</p>"
     )
 
 

@@ -138,7 +138,8 @@ class VAESystem(pl.LightningModule):
         return self._eager_loss(x, sample)
 
     def _eager_loss(self, x: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
-        mean, logvar = self.vae.encode(x)
+        # The encoder sees the inputs within their bounds, as when rows are scored (`bound_inputs`).
+        mean, logvar = self.vae.encode(self.vae.bounded(x))
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
         x_mean = self.vae.decode(z)
         nll = self.vae.nll(x, x_mean)

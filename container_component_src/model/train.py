@@ -3,6 +3,7 @@ trial, or as a replica of a PyTorchJob (Lightning reads the rank and world size 
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -22,6 +23,8 @@ REFERENCE_BATCH = 512
 MIN_BATCHES_PER_EPOCH = 8
 # Floor of a channel's NLL standard deviation on validation (nats) when standardising it in the score.
 NLL_SCALE_FLOOR = 0.25
+# Each channel's lowest and highest input to the encoder (see `left_out_bounds`).
+InputBounds = tuple[list[float], list[float]]
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ def fit(
     options: TrainOptions,
     checkpoint_dir: str,
     mode_channels: tuple[int, ...] | None = None,
+    input_bounds: InputBounds | None = None,
 ) -> tuple[Any, Any]:
     """Train one model on a data module; return the Lightning trainer and the system restored
     from its best checkpoint (None on a rank other than 0 of a multi-process run). Each process
@@ -218,6 +222,9 @@ def fit(
     `mode_channels` are the indices of the channels `mode_channel_indices` names; without them
     (rows trained without a scaler) the same rule finds them in the training rows (read whole),
     so that no caller trains a constant or command channel into a vanishing variance by omission.
+    `input_bounds` (`left_out_bounds`) clamp the encoder's inputs from the first step on: the
+    per-epoch objective (early stopping, the best checkpoint, Katib's metric) is then the one
+    the rows are scored with.
 
     Raises:
         InputError: The training or validation set holds fewer complete windows than processes.
@@ -258,6 +265,7 @@ def fit(
         window=params.window,
         mode_channels=tuple(mode_channels),
     )
+    _bound(system.vae, input_bounds)
     if options.compile != CompileMode.none:
         system.compile_loss(str(choice(CompileMode, options.compile, "--compile")))
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=OBJECTIVE, mode="min", save_top_k=1)
@@ -288,7 +296,15 @@ def fit(
         # The checkpoint is rank 0's file, in rank 0's pod: other ranks have nothing to read.
         return trainer, None
     best = VAESystem.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
+    _bound(best.vae, input_bounds)  # the buffers load; whether to apply them is set again
     return trainer, best
+
+
+def _bound(vae: Any, bounds: InputBounds | None) -> None:
+    import torch
+
+    if bounds is not None:
+        vae.bound_inputs(*(torch.tensor(side, dtype=torch.float32) for side in bounds))
 
 
 def mode_channel_indices(scaler: dict[str, Any]) -> tuple[int, ...]:
@@ -329,21 +345,19 @@ class Calibration:
     whole: Any
 
 
-def bound_left_out_inputs(vae: Any, scaler: dict[str, Any], weights: list[float]) -> None:
-    """The channels left out of the score (weight 0) enter the encoder within their range in
-    training (the scaler's `scaled_range`) when rows are scored: a level training never saw in
-    one of them must not raise the other channels' scores through the latent. Before `calibrate`,
-    so that validation is standardised as rows are scored."""
-    import numpy as np
-    import torch
-
+def left_out_bounds(scaler: dict[str, Any], weights: list[float]) -> InputBounds | None:
+    """Where each channel enters the encoder (see `fit`): the channels left out of the score
+    (weight 0) within their range in training (the scaler's `scaled_range`), so that a level
+    training never saw in one of them cannot raise the other channels' scores through the latent;
+    the others unbounded. None when no channel is left out, or the scaler is from before the
+    ranges were kept."""
     bounds = scaler.get("scaled_range")
-    if not bounds:  # a scaler from before the ranges were kept
-        return
-    left_out = np.asarray(weights) == 0
-    low = np.where(left_out, bounds["low"], -np.inf)
-    high = np.where(left_out, bounds["high"], np.inf)
-    vae.bound_inputs(torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32))
+    left_out = [weight == 0 for weight in weights]
+    if not bounds or not any(left_out):
+        return None
+    low = [lo if out else -math.inf for lo, out in zip(bounds["low"], left_out, strict=True)]
+    high = [hi if out else math.inf for hi, out in zip(bounds["high"], left_out, strict=True)]
+    return low, high
 
 
 def calibrate(
@@ -417,9 +431,18 @@ def run_train(
     scaler = storage.read_json(scaler_url)
     channels = scaler["channels"]
     datamodule = TelemetryDataModule.from_urls(train_url, val_url, channels, params.batch_size, options.seed)
+    weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:
-        trainer, best = fit(datamodule, len(channels), params, options, checkpoints, mode_channel_indices(scaler))
+        trainer, best = fit(
+            datamodule,
+            len(channels),
+            params,
+            options,
+            checkpoints,
+            mode_channel_indices(scaler),
+            left_out_bounds(scaler, weights),
+        )
         if best is None:  # a worker replica: rank 0 measures and writes the model
             return {"rank": trainer.global_rank, "epochs": int(trainer.current_epoch)}
         # Read from the checkpoint: with spawned DDP processes the trainer here saw no epoch.
@@ -427,8 +450,6 @@ def run_train(
             "epoch"
         ]
     seconds = time.perf_counter() - start
-    weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
-    bound_left_out_inputs(best.vae, scaler, weights)
     calibration = calibrate(best.vae, datamodule.val, weights)
     epochs = trainer.current_epoch or best_epoch + 1
     n_inputs = datamodule.train.index.window_count(params.context)

@@ -16,7 +16,15 @@ from typing import Any
 
 from container_component_src import storage
 from container_component_src.errors import OptionError
-from container_component_src.model.train import OBJECTIVE, ModelParams, TrainOptions, mode_channel_indices
+from container_component_src.model.train import (
+    OBJECTIVE,
+    InputBounds,
+    ModelParams,
+    TrainOptions,
+    channel_weights,
+    left_out_bounds,
+    mode_channel_indices,
+)
 from container_component_src.resources import check_step_fits
 
 ALGORITHMS = ("random", "tpe", "grid", "bayesianoptimization")
@@ -258,6 +266,7 @@ class _TrialData:
     batch_size: int
     seed: int
     mode_channels: tuple[int, ...]
+    input_bounds: InputBounds | None
     datamodule: Any = None
 
     @classmethod
@@ -276,6 +285,7 @@ class _TrialData:
             batch_size,
             options.seed,
             mode_channel_indices(scaler),
+            left_out_bounds(scaler, channel_weights(scaler, options.mode_weight, options.drift_weight)),
         )
 
     def objective(self, params: ModelParams, options: TrainOptions) -> tuple[float | None, str | None, int]:
@@ -292,7 +302,15 @@ class _TrialData:
             self.datamodule = TelemetryDataModule(self.train, self.val, self.batch_size, self.seed)
         with tempfile.TemporaryDirectory() as checkpoints:
             try:
-                trainer, _ = fit(self.datamodule, self.n_channels, params, options, checkpoints, self.mode_channels)
+                trainer, _ = fit(
+                    self.datamodule,
+                    self.n_channels,
+                    params,
+                    options,
+                    checkpoints,
+                    self.mode_channels,
+                    self.input_bounds,
+                )
             except NonFiniteLossError as exc:
                 return None, str(exc), os.getpid()
             return float(trainer.checkpoint_callback.best_model_score), None, os.getpid()

@@ -228,3 +228,36 @@ def test_the_lead_points_to_the_drifting_channels_behind_the_false_alarms() -> N
     ) in report.lead(summary, "x")
     summary["false_alarms"]["drifting_share"] = 0.4
     assert "false-alarm-channels" not in report.lead(summary, "x")
+
+
+def test_the_detectors_table_shows_each_false_alarm_rate_and_why_the_served_one_was_chosen() -> None:
+    from container_component_src.evaluation.decision import DeployDecision
+    from container_component_src.evaluation.report import detectors_table
+
+    decision = DeployDecision(
+        fc1=0.649,
+        threshold=3.0,
+        evaluated_threshold=3.0,
+        smoothing_window=1,
+        val_quantile=0.99,
+        model_fc1=0.649,
+        false_alarm_rate=0.0115,
+        promised_false_alarm_rate=0.01,
+        promise_tolerance=2.0,
+        detectors={
+            "model": {"fc1": 0.649, "false_alarm_rate": 0.0115},
+            "pca": {"fc1": 0.833, "false_alarm_rate": 0.106},
+        },
+    )
+    summary = {
+        "label_free": {"fc1": 0.649, "false_alarm_rate": 0.0115},
+        "best_fc1": {"fc1": 0.7},
+        "pr_auc": 0.37,
+        "baselines": {"pca_fc1": 0.833, "pca_false_alarm_rate": 0.106, "pca_best_fc1": 0.85, "pca_pr_auc": 0.5},
+        "deploy": decision.to_dict(),
+    }
+    table = detectors_table(summary)
+    assert "<th>false alarms, label-free</th>" in table
+    assert "<th>the model</th><td>0.6490</td><td>1.15%</td>" in table
+    assert "<th>PCA reconstruction error</th><td>0.8330</td><td>10.60%</td>" in table
+    assert "The deploy step serves the model: its false alarms keep their promise (1.1% of normal rows" in table

@@ -375,16 +375,35 @@ def test_calibration_streams_the_validation_set_in_chunks_with_the_whole_set_res
 
 
 def test_only_the_channels_left_out_of_the_score_are_bounded() -> None:
-    from container_component_src.model.train import bound_left_out_inputs
-    from container_component_src.model.vae import VAE
+    from container_component_src.model.train import left_out_bounds
 
-    vae = VAE(3, [8], 2)
     scaler = {"scaled_range": {"low": [-2.0, -3.0, -4.0], "high": [2.0, 3.0, 4.0]}}
-    bound_left_out_inputs(vae, scaler, [1.0, 0.0, 0.1])
-    assert vae.bounded_inputs
-    assert vae.input_low.tolist() == [float("-inf"), -3.0, float("-inf")]
-    assert vae.input_high.tolist() == [float("inf"), 3.0, float("inf")]
-    untouched = VAE(3, [8], 2)
-    bound_left_out_inputs(untouched, {}, [1.0, 0.0, 1.0])  # a scaler from before the ranges were kept
-    bound_left_out_inputs(untouched, scaler, [1.0, 1.0, 0.1])  # nothing left out
-    assert not untouched.bounded_inputs and untouched.input_low.isinf().all()
+    inf = float("inf")
+    assert left_out_bounds(scaler, [1.0, 0.0, 0.1]) == ([-inf, -3.0, -inf], [inf, 3.0, inf])
+    assert left_out_bounds({}, [1.0, 0.0, 1.0]) is None, "a scaler from before the ranges were kept"
+    assert left_out_bounds(scaler, [1.0, 1.0, 0.1]) is None, "nothing left out"
+
+
+def test_the_epoch_objective_is_the_scored_one_when_a_left_out_channel_leaves_its_range(tmp_path: Path) -> None:
+    """Early stopping, the best checkpoint and Katib's metric read the validation step's objective:
+    it sees a left-out channel bounded, as the calibrated scores and train's `val_nll` do."""
+    from container_component_src.model.train import left_out_bounds
+
+    rng = np.random.default_rng(3)
+    shared = lambda rows: rng.normal(size=(rows, 1)) + rng.normal(0, 0.1, (rows, 3))  # noqa: E731 - one factor
+    train, val = (torch.from_numpy(shared(rows).astype("float32")) for rows in (800, 200))
+    val[:, 1] += 8.0  # the left-out channel sits far above anything training saw
+    weights = [1.0, 0.0, 1.0]
+    ranges = {"low": train.min(dim=0).values.tolist(), "high": train.max(dim=0).values.tolist()}
+    bounds = left_out_bounds({"scaled_range": ranges}, weights)
+    params = ModelParams(batch_size=64, hidden_size=8, latent_dim=2)
+    options = TrainOptions(max_epochs=30, min_steps=0, patience=30, accelerator="cpu", progress=False)
+    module = TelemetryDataModule.from_rows(train, val, params.batch_size)
+    trainer, best = fit(module, 3, params, options, str(tmp_path), input_bounds=bounds)
+    assert best.vae.bounded_inputs, "the restored best model is bounded too"
+    scored = calibrate(best.vae, MemoryRows(val), weights).val_nll
+    assert float(trainer.checkpoint_callback.best_model_score) == pytest.approx(scored, rel=1e-4)
+    best.vae.bounded_inputs = False
+    unbounded = calibrate(best.vae, MemoryRows(val), weights).val_nll
+    assert unbounded != pytest.approx(scored, rel=1e-3), "unbounded, the objective would differ here"
+

@@ -33,9 +33,19 @@ def test_skab_protocol_a_end_to_end(tmp_path: Path, project_root: Path, monkeypa
         "best-Fc1 (test labels) threshold",
     ]
     assert all("raw signal" in r["baseline"] and "Garg" in r["published"] for r in rows)
-    # The gate serves the detector with the highest label-free Fc1 (on SKAB A, PCA so far).
-    best = max(summary["label_free"]["fc1"], baselines["raw_signal_fc1"], baselines["pca_fc1"])
-    assert served["case"].startswith("served by the deploy gate: ") and served["fc1"] == round(best, 3)
+    # The gate serves the highest label-free Fc1 among the detectors whose false alarms stay within
+    # twice their promise and that pass the gate (0.5), else of all (on SKAB A by default, PCA).
+    deploy = summary["deploy"]
+    found = deploy["detectors"]
+    assert found["pca"]["fc1"] == baselines["pca_fc1"] and found["model"]["fc1"] == summary["label_free"]["fc1"]
+    trusted = [
+        name
+        for name, d in found.items()
+        if d["false_alarm_rate"] <= 2 * deploy["promised_false_alarm_rate"] and d["fc1"] > 0.5
+    ]
+    assert deploy["fc1"] == max(found[name]["fc1"] for name in trusted or found)
+    assert served["case"].startswith("served by the deploy gate: ") and served["fc1"] == round(deploy["fc1"], 3)
+    assert summary["decision"] == {"gate": 0.5, "deploy": True}  # deployed: the real server smoke-tested it
     # Calibration rows: the quantile's observed false-alarm rate is the label-free one's.
     assert quantile["case"] == "quantile threshold" and pot["case"] == "pot threshold"
     assert quantile["observed_far"] == summary["label_free"]["false_alarm_rate"]
