@@ -280,6 +280,7 @@ def print_summary(run: LocalRun, seconds: float) -> None:
         size = sum(f.stat().st_size for f in files)
         table.add_row(name, str(output.relative_to(run.folder)), f"{size / 1e6:.2f} MB")
     console.print(table)
+    summary = None
     if "evaluation_summary" in run.outputs:
         summary = json.loads(Path(run.outputs["evaluation_summary"]).read_text())
         label_free, best = summary["label_free"], summary["best_fc1"]
@@ -296,8 +297,14 @@ def print_summary(run: LocalRun, seconds: float) -> None:
             )
     endpoint = run.folder / "deploy" / "endpoint"
     if endpoint.is_file():
+        from container_component_src.evaluation.decision import DETECTOR_LABELS, MODEL, DeployDecision
+
         served = json.loads(endpoint.read_text())
-        console.print(f"Deployed: the model is published to {served.get('model_dir')}; serve it with:")
+        decision = DeployDecision.from_summary(summary or {}, "the evaluation summary")
+        if decision.detector != MODEL or decision.passed_over:
+            console.print(f"Served: {decision.choice}.")
+        label = DETECTOR_LABELS.get(decision.detector, decision.detector)
+        console.print(f"Deployed: {label} is published to {served.get('model_dir')}; serve it with:")
         console.print(f"  {served.get('command')}", soft_wrap=True)
         if served.get("v2_url"):
             example = Path(served["model_dir"]) / "example_v2.json"

@@ -95,8 +95,7 @@ class DeployDecision:
     def choice(self) -> str:
         """Which detector is served and why, in one sentence."""
         label = DETECTOR_LABELS.get(self.detector, self.detector)
-        best = max(self.detectors, key=lambda name: (self.detectors[name]["fc1"], name == MODEL), default=None)
-        if best not in (None, self.detector):
+        if (best := self.passed_over) is not None:
             other = self.detectors[best]
             return (
                 f"{label}{'' if self.detector == MODEL else ', not the model'}: its false alarms keep their "
@@ -116,6 +115,12 @@ class DeployDecision:
                 f"; no detector that keeps its false-alarm promise within {self.promise_tolerance:g}x passes the gate"
             )
         return sentence
+
+    @property
+    def passed_over(self) -> str | None:
+        """The detector of highest Fc1 when the gate served another for keeping its promise."""
+        best = max(self.detectors, key=lambda name: (self.detectors[name]["fc1"], name == MODEL), default=None)
+        return None if best == self.detector else best
 
     @property
     def promise_kept(self) -> bool:

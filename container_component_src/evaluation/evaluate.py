@@ -611,6 +611,8 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     for method, values in summary["label_free_by_method"].items():
         flat |= {f"{method}_fc1": values["fc1"], f"{method}_false_alarm_rate": values["false_alarm_rate"]}
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": float(v) for k, v in summary["baselines"].items()}}
+    # The served detector's (the model's or a classical one's, see `choose_detector`).
+    flat |= {"served_fc1": summary["deploy"]["fc1"], "served_false_alarm_rate": summary["deploy"]["false_alarm_rate"]}
     return flat | {name: float(value) for name, value in summary["counts"].items()}
 
 

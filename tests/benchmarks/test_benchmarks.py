@@ -270,7 +270,6 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
     assert deployed["verdict"] == ("within 2x" if deployed["far_ratio"] <= 2 else "") and deployed["fc1"] > 0.8
 
 
-
 def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise() -> None:
     from benchmarks.bench_thresholds import served
 
@@ -280,6 +279,7 @@ def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise(
     assert row["far_ratio"] == pytest.approx(10.6) and row["fc1"] == 0.833 and row["verdict"] == ""
     kept = served({"deploy": {**deploy, "false_alarm_rate": 0.0115, "promised_false_alarm_rate": 0.01}}, "x")
     assert kept["verdict"] == "within 2x"
+
 
 def test_budget_benchmark_trains_on_the_newest_rows(tmp_path: Path) -> None:
     import numpy as np

@@ -73,6 +73,13 @@ def test_summary_carries_the_deploy_inputs_and_kfp_metrics(evaluated: dict[str, 
     assert evaluated["returned"]["deploy"] == summary["deploy"]
     assert all(isinstance(v, float) and np.isfinite(v) for v in summary["metrics"].values())
     assert {"quantile_false_alarm_rate", "pot_false_alarm_rate"} <= summary["metrics"].keys()
+    deploy = summary["deploy"]
+    assert summary["metrics"]["served_fc1"] == deploy["fc1"]
+    assert (
+        summary["metrics"]["served_false_alarm_rate"]
+        == deploy["false_alarm_rate"]
+        <= 2 * deploy["promised_false_alarm_rate"]
+    ), "the generated data's model keeps its promise"
     assert summary["calibration"]["better_calibrated"] in {"quantile", "pot"}
     roc = summary["roc"]
     assert len(roc["fpr"]) == len(roc["tpr"]) == len(roc["thresholds"]) <= 200

@@ -406,4 +406,3 @@ def test_the_epoch_objective_is_the_scored_one_when_a_left_out_channel_leaves_it
     best.vae.bounded_inputs = False
     unbounded = calibrate(best.vae, MemoryRows(val), weights).val_nll
     assert unbounded != pytest.approx(scored, rel=1e-3), "unbounded, the objective would differ here"
-

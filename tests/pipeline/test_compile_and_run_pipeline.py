@@ -172,3 +172,33 @@ def test_the_local_summary_says_when_drifting_channels_carry_the_false_alarms(
     (tmp_path / "summary").write_text(json.dumps(summary))
     compile_and_run_pipeline.print_summary(run, 1.0)
     assert "drift" not in capsys.readouterr().out
+
+
+def test_the_local_summary_says_what_is_served_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from container_component_src.evaluation.decision import DeployDecision
+
+    decision = DeployDecision(
+        fc1=0.649,
+        threshold=3.0,
+        evaluated_threshold=3.0,
+        smoothing_window=1,
+        val_quantile=0.99,
+        model_fc1=0.649,
+        false_alarm_rate=0.0115,
+        promised_false_alarm_rate=0.01,
+        promise_tolerance=2.0,
+        detectors={
+            "model": {"fc1": 0.649, "false_alarm_rate": 0.0115},
+            "pca": {"fc1": 0.833, "false_alarm_rate": 0.106},
+        },
+    )
+    summary = {"label_free": {"fc1": 0.649, "f1": 0.5}, "best_fc1": {"fc1": 0.7}, "pr_auc": 0.37}
+    summary["deploy"] = decision.to_dict()
+    (tmp_path / "summary").write_text(json.dumps(summary))
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "endpoint").write_text(json.dumps({"model_dir": "served", "command": "serve it"}))
+    run = compile_and_run_pipeline.LocalRun(tmp_path, {"evaluation_summary": str(tmp_path / "summary")}, [])
+    compile_and_run_pipeline.print_summary(run, 1.0)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "Served: the model: its false alarms keep their promise (1.1% of normal rows against 1.0%" in said
+    assert "Deployed: the model is published to served; serve it with: serve it" in said
