@@ -712,10 +712,12 @@ def detectors_table(summary: dict[str, Any]) -> str:
     if deploy.get("detector", MODEL) != MODEL or (margin <= 0 and "choice" in deploy):
         verdict += f" The deploy step serves {html.escape(deploy['choice'])}."
     method = summary.get("threshold_method", "quantile")
+    promised = deploy.get("promised_false_alarm_rate")
+    promise = "" if promised is None else f" ({promised:.2%} promised)"
     return (
         f"<h2>Detectors at the same thresholds</h2><table><tr><th></th><th>Fc1, label-free ({method})</th>"
-        f"<th>false alarms, label-free</th><th>Fc1, top-k</th><th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table>"
-        f"<p>{verdict}</p>"
+        f"<th>false alarms, label-free{promise}</th><th>Fc1, top-k</th><th>Fc1, best</th><th>PR-AUC</th></tr>"
+        f"{body}</table><p>{verdict}</p>"
     )
 
 

@@ -257,7 +257,7 @@ def test_the_detectors_table_shows_each_false_alarm_rate_and_why_the_served_one_
         "deploy": decision.to_dict(),
     }
     table = detectors_table(summary)
-    assert "<th>false alarms, label-free</th>" in table
+    assert "<th>false alarms, label-free (1.00% promised)</th>" in table
     assert "<th>the model</th><td>0.6490</td><td>1.15%</td>" in table
     assert "<th>PCA reconstruction error</th><td>0.8330</td><td>10.60%</td>" in table
     assert "The deploy step serves the model: its false alarms keep their promise (1.1% of normal rows" in table
