@@ -188,11 +188,13 @@ def run_protocol_b(
     smoothing_window: int = PROTOCOL_B_SMOOTHING,
     threshold: str = "quantile",
     max_epochs: int = 200,
+    named_weights: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Per file: fit the scaler and the model on the first 400 rows (the last fifth of them
     validates), score every row, flag above the label-free threshold of the first 400 rows'
     scores. Rates are counted over whole files, as SKAB's leaderboard does (its notebooks score
-    and count the fitted rows too), and over the rows after the first 400 only."""
+    and count the fitted rows too), and over the rows after the first 400 only. `named_weights`:
+    as `train`'s, in every file."""
     import torch
     from tqdm.auto import tqdm
 
@@ -214,7 +216,12 @@ def run_protocol_b(
 
     model_params = ModelParams(**{**PROTOCOL_B_PARAMS, **(params or {})})
     options = TrainOptions(
-        max_epochs=max_epochs, patience=20, accelerator="cpu", progress=False, drift_weight=PROTOCOL_B_DRIFT_WEIGHT
+        max_epochs=max_epochs,
+        patience=20,
+        accelerator="cpu",
+        progress=False,
+        drift_weight=PROTOCOL_B_DRIFT_WEIGHT,
+        named_weights=named_weights or {},
     )
     thresholds = EvaluateOptions(threshold_method=threshold)
     fit_rows, n_val = PROTOCOL_B_FIT_ROWS, PROTOCOL_B_FIT_ROWS // 5
@@ -239,7 +246,7 @@ def run_protocol_b(
         val = torch.from_numpy(scaled[fit_rows - n_val : fit_rows])
         # As `train` does: the scaler's mode channels (Pressure sits at a few levels in some
         # files' first 400 rows) weigh `mode_weight`, its drifting ones `drift_weight`.
-        weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
+        weights = channel_weights(scaler, options.mode_weight, options.drift_weight, options.named_weights)
         # The per-epoch objective lines are for Katib: keep them out of the benchmark's output.
         with tempfile.TemporaryDirectory() as checkpoints, contextlib.redirect_stdout(io.StringIO()):
             _, best = fit(

@@ -8,9 +8,12 @@ subcommand's real options.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
+
+from container_component_src.errors import OptionError
 
 MODULE_COMMAND = ("python", "-m", "container_component_src.main")
 
@@ -49,3 +52,29 @@ def to_argv(subcommand: str, options: Mapping[str, Any], settings: str | None = 
 
 def _text(value: Any) -> str:
     return str(value.value) if isinstance(value, Enum) else str(value)
+
+
+def weight_pairs(weights: Mapping[str, float]) -> list[str]:
+    """`{"Temperature": 0.0}` as `["Temperature=0.0"]`: a map of weights as a repeatable option."""
+    return [f"{name}={weight!r}" for name, weight in weights.items()]
+
+
+def parse_weight_pairs(pairs: list[str], option: str) -> dict[str, float]:
+    """`weight_pairs`' output read back; a name may hold "=" (the weight follows the last one).
+
+    Raises:
+        OptionError: A pair is not NAME=WEIGHT, or names one thing twice.
+    """
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        name, _, text = pair.rpartition("=")
+        try:
+            weight = float(text)
+        except ValueError:
+            weight = math.nan
+        if not name or math.isnan(weight):
+            raise OptionError(f"{option} expects NAME=WEIGHT, got {pair!r}")
+        if name in weights:
+            raise OptionError(f"{option} names {name!r} twice")
+        weights[name] = weight
+    return weights

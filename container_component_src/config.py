@@ -167,6 +167,7 @@ class TrainingSettings:
     lr_scaling: LrScaling
     mode_weight: float
     drift_weight: float
+    named_weights: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -382,6 +383,9 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{where}: expected one of {', '.join(hint)}, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typing.get_origin(hint) is dict and typing.get_args(hint)[1] is float and isinstance(value, dict):
+        # {"x" = 0} in TOML is an int: a map of floats takes it as one, as a float setting does.
+        value = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
     if _matches(value, hint):
         return value
     raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")

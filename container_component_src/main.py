@@ -54,6 +54,8 @@ Run = "Training run"
 
 def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
     """Option defaults per subcommand, taken from the settings."""
+    from container_component_src.cli_args import weight_pairs
+
     c, g, p, s = settings.columns, settings.generator, settings.preprocessing, settings.split
     # The Dask backend of preprocess and of the table steps that run a task per part.
     dask = {
@@ -124,6 +126,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "min_steps": settings.training.min_steps,
             "mode_weight": settings.training.mode_weight,
             "drift_weight": settings.training.drift_weight,
+            "named_weights": weight_pairs(settings.training.named_weights),
             "backend": settings.training.backend,
             "replicas": settings.training.replicas,
             "replica_memory": settings.training.replica_memory,
@@ -137,6 +140,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             **{k: v for k, v in _training_defaults(settings).items() if k != "max_epochs"},
             "mode_weight": settings.training.mode_weight,
             "drift_weight": settings.training.drift_weight,
+            "named_weights": weight_pairs(settings.training.named_weights),
             "algorithm": settings.tuning.algorithm,
             "max_trials": settings.tuning.max_trials,
             "max_failed_trials": settings.tuning.max_failed_trials,
@@ -745,6 +749,10 @@ ModeWeight = Annotated[
 DriftWeight = Annotated[
     float, typer.Option(parser=finite_float, help="Weight in the score of channels drifting in training.")
 ]
+NamedWeights = Annotated[
+    list[str] | None,
+    typer.Option(help="CHANNEL=WEIGHT: a channel's weight in the score, over the rules (repeatable)."),
+]
 
 
 @app.command()
@@ -789,6 +797,7 @@ def train(
     params: Annotated[
         str | None, typer.Option(help="Best-parameters JSON from tune; its values replace the options above.")
     ] = None,
+    named_weights: NamedWeights = None,
     scratch: Annotated[
         str, typer.Option(help="Object-storage folder, unique to the run, for the master's model.", rich_help_panel=Job)
     ] = "",
@@ -797,6 +806,7 @@ def train(
     ] = "",
 ) -> None:
     """Train the VAE (Lightning, CPU or GPU, DDP) here or as a PyTorchJob; write the Model artifact."""
+    from container_component_src.cli_args import parse_weight_pairs
     from container_component_src.cluster.backends import train_step
     from container_component_src.config import settings_to_json
     from container_component_src.model.train import ModelParams, TrainOptions
@@ -829,6 +839,7 @@ def train(
             seed,
             mode_weight=mode_weight,
             drift_weight=drift_weight,
+            named_weights=parse_weight_pairs(named_weights or [], "--named-weights"),
             deterministic=deterministic,
             precision=precision,
             compile=compile,
@@ -905,11 +916,13 @@ def tune(
     keep_experiment: Annotated[
         bool, typer.Option(help="Keep the Experiment after it ends.", rich_help_panel=Katib)
     ] = False,
+    named_weights: NamedWeights = None,
     s3_endpoint: Annotated[
         str, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3 endpoint of the trials.", rich_help_panel=Katib)
     ] = "",
 ) -> None:
     """Search hyperparameters: locally with optuna, or as a Katib Experiment; write the best."""
+    from container_component_src.cli_args import parse_weight_pairs
     from container_component_src.cluster.backends import tune_step
     from container_component_src.config import settings_to_json
     from container_component_src.model.train import TrainOptions
@@ -941,6 +954,7 @@ def tune(
             compile=compile,
             mode_weight=mode_weight,
             drift_weight=drift_weight,
+            named_weights=parse_weight_pairs(named_weights or [], "--named-weights"),
         )
         katib = None
         if backend == TuneBackend.katib:

@@ -222,3 +222,18 @@ def test_no_float_option_takes_nan_or_inf(tmp_path: Path) -> None:
         assert result.exit_code == 2 and f"'{value}' is not a finite number" in result.output, result.output
     result = CliRunner().invoke(app, [*args, "--block-hours", "NaN"])
     assert result.exit_code == 2 and "--block-hours" in result.output
+
+
+def test_a_map_of_weights_travels_as_a_repeated_option_and_comes_back_whole() -> None:
+    from container_component_src.cli_args import parse_weight_pairs, weight_pairs
+    from container_component_src.errors import OptionError
+
+    weights = {"Volume Flow RateRMS": 0.0, "a=b": 0.25, "c": 1e-9}
+    pairs = weight_pairs(weights)
+    assert to_argv("train", {"named_weights": pairs})[1:3] == ["--named-weights", "Volume Flow RateRMS=0.0"]
+    assert parse_weight_pairs(pairs, "--named-weights") == weights
+    for bad, why in (("x", "expects NAME=WEIGHT"), ("=1", "expects NAME=WEIGHT"), ("x=one", "expects NAME=WEIGHT")):
+        with pytest.raises(OptionError, match=f"--named-weights {why}, got '{bad}'"):
+            parse_weight_pairs([bad], "--named-weights")
+    with pytest.raises(OptionError, match="names 'x' twice"):
+        parse_weight_pairs(["x=0", "x=1"], "--named-weights")

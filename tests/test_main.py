@@ -158,7 +158,15 @@ def test_data_steps_through_the_cli(tmp_path: Path) -> None:
         "--search-space",
         '{"beta": {"type": "double", "min": 0.5, "max": 1.0}}',
     ]
-    result = runner.invoke(app, tune)
+    # An operator's rule: the first channel left out of the score, in tuning and training alike.
+    first = json.loads((Path(d) / "scaler.json").read_text())["channels"][0]
+    result = runner.invoke(app, [*tune, "--named-weights", f"{first[:-1]}=0"])
+    assert (
+        result.exit_code == 1
+        and "--named-weights names" in result.output
+        and f"did you mean {first!r}" in result.output
+    )
+    result = runner.invoke(app, [*tune, "--named-weights", f"{first}=0"])
     assert result.exit_code == 0, result.output
     train = [
         "train",
@@ -177,8 +185,13 @@ def test_data_steps_through_the_cli(tmp_path: Path) -> None:
         "--accelerator",
         "cpu",
     ]
-    result = runner.invoke(app, train)
+    result = runner.invoke(app, [*train, "--named-weights", f"{first}=0"])
     assert result.exit_code == 0, result.output
+    from container_component_src.model.io import load_scripted
+
+    model, _ = load_scripted(f"{d}/model")
+    assert model.channel_weight[0] == 0 and (model.channel_weight[1:] > 0).all()
+    assert model.input_high[0] < float("inf") and model.input_high[1:].isinf().all(), "only the left-out one is bounded"
     assert (
         json.loads((Path(d) / "model" / "hparams.json").read_text())["beta"]
         == json.loads((Path(d) / "best.json").read_text())["parameters"]["beta"]

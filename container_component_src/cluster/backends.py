@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from container_component_src.choices import ServingBackend, TrainBackend, TuneBackend
+from container_component_src.cli_args import weight_pairs
 from container_component_src.errors import OptionError
 
 
@@ -48,6 +49,7 @@ def train_step(
         "seed": options.seed,
         "mode_weight": options.mode_weight,
         "drift_weight": options.drift_weight,
+        "named_weights": weight_pairs(options.named_weights),
         "deterministic": options.deterministic,
         "precision": options.precision,
         "compile": options.compile,
@@ -107,6 +109,7 @@ def tune_step(
         "compile": options.compile,
         "mode_weight": options.mode_weight,
         "drift_weight": options.drift_weight,
+        "named_weights": weight_pairs(options.named_weights),
     }
     return run_katib_tune(data, out, search_space, base, run, katib, algorithm, max_trials, max_failed_trials, settings)
 

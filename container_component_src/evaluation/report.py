@@ -415,7 +415,8 @@ def false_alarm_sources(explained: dict[str, Any] | None) -> str:
             f" Channels that drift in training carry <b>{percent(explained['drifting_share'])}</b> of it ({names}"
             f"{', ...' if len(drifting) > 3 else ''}): the test rows reach levels their training never settled "
             "on. If that is their nature rather than a fault, <code>drift_weight</code> 0 (now "
-            f"{drifting[0]['weight']:.3g}) leaves their level out of the score; the other channels still score."
+            f"{drifting[0]['weight']:.3g}) leaves their level out of the score, <code>named_weights</code> the "
+            "level of the channels you name; the other channels still score."
         )
     sampled = "" if explained["sampled"] == explained["rows"] else f" ({explained['sampled']:,} of them scored again)"
     return (

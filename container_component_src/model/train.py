@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from container_component_src import storage
@@ -95,6 +95,8 @@ class TrainOptions:
             distinct values (see `channel_weights`).
         drift_weight: Weight in the score of the continuous channels the scaler found drifting
             in training (see `scaling.DRIFT_SHARE`).
+        named_weights: Weight in the score of named channels, over the two rules above: what an
+            operator knows of a channel that the training rows cannot show.
         deterministic: Deterministic algorithms on the GPU too; the CPU always uses them.
         precision: Lightning's precision: "32-true", or mixed "bf16-mixed" / "16-mixed".
         compile: torch.compile mode of the training step's loss (forward and backward), or
@@ -112,6 +114,7 @@ class TrainOptions:
     progress: bool = True
     mode_weight: float = 0.1
     drift_weight: float = 1.0
+    named_weights: dict[str, float] = field(default_factory=dict)
     deterministic: bool = False
     precision: str = "32-true"
     compile: str = "none"
@@ -314,20 +317,45 @@ def mode_channel_indices(scaler: dict[str, Any]) -> tuple[int, ...]:
 
 
 def channel_weights(
-    scaler: dict[str, Any], mode_weight: float, drift_weight: float = TrainOptions.drift_weight
+    scaler: dict[str, Any],
+    mode_weight: float,
+    drift_weight: float = TrainOptions.drift_weight,
+    named_weights: dict[str, float] | None = None,
 ) -> list[float]:
     """Weight of each channel in the score: `mode_weight` for a channel that the scaler found
     constant or of few distinct values in training (a mode or command channel), `drift_weight`
     for a continuous one it found drifting, 1 for the others. When every continuous channel
-    drifts, none is weighed down: the score would be left with nothing to measure."""
+    drifts, none is weighed down: the score would be left with nothing to measure. A channel in
+    `named_weights` weighs what it says there, whatever the rules found.
+
+    Raises:
+        OptionError: `named_weights` names a channel the scaler does not have, or gives a weight
+            that is negative or not finite.
+    """
+    channels = scaler["channels"]
+    named = named_weights or {}
+    for name, weight in named.items():
+        if name not in channels:
+            import difflib
+
+            near = difflib.get_close_matches(name, channels, n=1)
+            hint = f": did you mean {near[0]!r}?" if near else ""
+            raise OptionError(f"--named-weights names {name!r}, not one of the data's {len(channels)} channels{hint}")
+        if not 0 <= weight < math.inf:
+            raise OptionError(f"--named-weights gives {name!r} the weight {weight}: a weight is 0 or more")
     kinds, drifting = scaler.get("channel_kinds", {}), scaler.get("drifting_channels", {})
-    continuous = [c for c in scaler["channels"] if kinds.get(c, "continuous") == "continuous"]
+    continuous = [c for c in channels if kinds.get(c, "continuous") == "continuous"]
     if all(c in drifting for c in continuous):
         drifting = {}
-    return [
-        mode_weight if kinds.get(c, "continuous") != "continuous" else drift_weight if c in drifting else 1.0
-        for c in scaler["channels"]
-    ]
+
+    def weight(channel: str) -> float:
+        if channel in named:
+            return named[channel]
+        if kinds.get(channel, "continuous") != "continuous":
+            return mode_weight
+        return drift_weight if channel in drifting else 1.0
+
+    return [weight(channel) for channel in channels]
 
 
 @dataclass(frozen=True)
@@ -431,7 +459,7 @@ def run_train(
     scaler = storage.read_json(scaler_url)
     channels = scaler["channels"]
     datamodule = TelemetryDataModule.from_urls(train_url, val_url, channels, params.batch_size, options.seed)
-    weights = channel_weights(scaler, options.mode_weight, options.drift_weight)
+    weights = channel_weights(scaler, options.mode_weight, options.drift_weight, options.named_weights)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer, best = fit(

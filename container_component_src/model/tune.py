@@ -285,7 +285,9 @@ class _TrialData:
             batch_size,
             options.seed,
             mode_channel_indices(scaler),
-            left_out_bounds(scaler, channel_weights(scaler, options.mode_weight, options.drift_weight)),
+            left_out_bounds(
+                scaler, channel_weights(scaler, options.mode_weight, options.drift_weight, options.named_weights)
+            ),
         )
 
     def objective(self, params: ModelParams, options: TrainOptions) -> tuple[float | None, str | None, int]:

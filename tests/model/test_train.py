@@ -323,6 +323,24 @@ def test_drifting_channels_weigh_drift_weight_unless_every_continuous_channel_dr
     assert channel_weights({"channels": ["a"]}, 0.1, 0.0) == [1.0], "a scaler from before channel kinds"
 
 
+def test_named_weights_go_over_the_rules_and_must_name_a_channel() -> None:
+    from container_component_src.model.train import channel_weights
+
+    scaler = {
+        "channels": ["cabin temp", "b", "c"],
+        "channel_kinds": {"c": "mode"},
+        "drifting_channels": {"b": 0.8},
+    }
+    assert channel_weights(scaler, 0.1, 0.0, {"cabin temp": 0.0, "b": 2.0, "c": 1.0}) == [0.0, 2.0, 1.0]
+    assert channel_weights(scaler, 0.1, 0.0, {}) == [1.0, 0.0, 0.1]
+    with pytest.raises(
+        OptionError, match=r"names 'cabin tmp', not one of the data's 3 channels: did you mean 'cabin temp'\?"
+    ):
+        channel_weights(scaler, 0.1, 0.0, {"cabin tmp": 0.0})
+    with pytest.raises(OptionError, match="gives 'b' the weight -1.0: a weight is 0 or more"):
+        channel_weights(scaler, 0.1, 0.0, {"b": -1.0})
+
+
 def test_a_temperature_warming_past_its_training_range_alarms_only_while_it_weighs(tmp_path: Path) -> None:
     from container_component_src.data.scaling import fit_scaler, scale_values
     from container_component_src.model.train import channel_weights
