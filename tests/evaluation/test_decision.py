@@ -5,27 +5,20 @@ from __future__ import annotations
 import pytest
 
 from container_component_src.evaluation.decision import DeployDecision, gate_choice, keeps_promise
-
-# SKAB protocol A with drift_weight 0, measured 2026-12-07: PCA scores the higher Fc1 but flags
-# ten times the alarms its threshold promises; the model keeps its promise.
-SKAB_A = {
-    "model": {"fc1": 0.649, "false_alarm_rate": 0.0115},
-    "raw_signal": {"fc1": 0.70, "false_alarm_rate": 0.05},
-    "pca": {"fc1": 0.833, "false_alarm_rate": 0.106},
-}
+from tests.decisions import SKAB_A_DETECTORS, skab_a_decision
 
 
 def test_a_detector_keeping_its_promise_goes_before_a_higher_fc1() -> None:
-    assert gate_choice(SKAB_A, promised=0.01, tolerance=2.0, deploy_threshold=0.5) == "model"
+    assert gate_choice(SKAB_A_DETECTORS, promised=0.01, tolerance=2.0, deploy_threshold=0.5) == "model"
     # Looser tolerance: the raw signal (5x) keeps it too, and its Fc1 is higher than the model's.
-    assert gate_choice(SKAB_A, promised=0.01, tolerance=5.0, deploy_threshold=0.5) == "raw_signal"
+    assert gate_choice(SKAB_A_DETECTORS, promised=0.01, tolerance=5.0, deploy_threshold=0.5) == "raw_signal"
 
 
 def test_fc1_decides_when_no_trusted_detector_passes_the_gate() -> None:
-    assert gate_choice(SKAB_A, promised=0.01, tolerance=0.0, deploy_threshold=0.5) == "pca"  # off
-    assert gate_choice(SKAB_A, promised=0.001, tolerance=2.0, deploy_threshold=0.5) == "pca"  # none keeps it
+    assert gate_choice(SKAB_A_DETECTORS, promised=0.01, tolerance=0.0, deploy_threshold=0.5) == "pca"  # off
+    assert gate_choice(SKAB_A_DETECTORS, promised=0.001, tolerance=2.0, deploy_threshold=0.5) == "pca"  # none keeps it
     # The model keeps its promise but would not be deployed: PCA, which would, is served.
-    assert gate_choice(SKAB_A, promised=0.01, tolerance=2.0, deploy_threshold=0.7) == "pca"
+    assert gate_choice(SKAB_A_DETECTORS, promised=0.01, tolerance=2.0, deploy_threshold=0.7) == "pca"
 
 
 def test_the_model_wins_a_tie() -> None:
@@ -40,41 +33,25 @@ def test_the_promise_is_kept_within_the_tolerance_and_never_when_off() -> None:
     assert not keeps_promise(float("nan"), 0.01, 2.0)  # a test set without normal rows
 
 
-def _decision(detector: str, tolerance: float = 2.0) -> DeployDecision:
-    return DeployDecision(
-        fc1=SKAB_A[detector]["fc1"],
-        threshold=3.0,
-        evaluated_threshold=3.0,
-        smoothing_window=1,
-        val_quantile=0.99,
-        detector=detector,
-        model_fc1=SKAB_A["model"]["fc1"],
-        false_alarm_rate=SKAB_A[detector]["false_alarm_rate"],
-        promised_false_alarm_rate=0.01,
-        promise_tolerance=tolerance,
-        detectors=SKAB_A,
-    )
-
-
 def test_the_choice_says_why_a_lower_fc1_is_served() -> None:
-    choice = _decision("model").choice
+    choice = skab_a_decision("model").choice
     assert choice == (
         "the model: its false alarms keep their promise (1.1% of normal rows against 1.0% promised, within 2x) "
         "where PCA reconstruction error's higher Fc1, 0.833 against 0.649, comes with 10.6%"
     )
-    assert _decision("model").promise_kept and not _decision("pca").promise_kept
+    assert skab_a_decision("model").promise_kept and not skab_a_decision("pca").promise_kept
 
 
 def test_the_choice_says_when_no_trusted_detector_passes() -> None:
-    assert _decision("pca").choice == (
+    assert skab_a_decision("pca").choice == (
         "PCA reconstruction error, not the model: Fc1 0.833 against the model's 0.649 at the same threshold rule "
         "(+0.184); no detector that keeps its false-alarm promise within 2x passes the gate"
     )
-    assert _decision("pca", tolerance=0.0).choice.endswith("(+0.184)")
+    assert skab_a_decision("pca", tolerance=0.0).choice.endswith("(+0.184)")
 
 
 def test_the_decision_survives_the_summary_round_trip() -> None:
-    decision = _decision("model")
+    decision = skab_a_decision("model")
     assert DeployDecision.from_summary({"deploy": decision.to_dict()}) == decision
     # A summary written before the gate weighed promises reads as Fc1 alone.
     old = {k: v for k, v in decision.to_dict().items() if k not in ("promise_tolerance", "detectors")}

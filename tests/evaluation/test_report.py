@@ -231,30 +231,15 @@ def test_the_lead_points_to_the_drifting_channels_behind_the_false_alarms() -> N
 
 
 def test_the_detectors_table_shows_each_false_alarm_rate_and_why_the_served_one_was_chosen() -> None:
-    from container_component_src.evaluation.decision import DeployDecision
     from container_component_src.evaluation.report import detectors_table
+    from tests.decisions import skab_a_decision
 
-    decision = DeployDecision(
-        fc1=0.649,
-        threshold=3.0,
-        evaluated_threshold=3.0,
-        smoothing_window=1,
-        val_quantile=0.99,
-        model_fc1=0.649,
-        false_alarm_rate=0.0115,
-        promised_false_alarm_rate=0.01,
-        promise_tolerance=2.0,
-        detectors={
-            "model": {"fc1": 0.649, "false_alarm_rate": 0.0115},
-            "pca": {"fc1": 0.833, "false_alarm_rate": 0.106},
-        },
-    )
     summary = {
         "label_free": {"fc1": 0.649, "false_alarm_rate": 0.0115},
         "best_fc1": {"fc1": 0.7},
         "pr_auc": 0.37,
         "baselines": {"pca_fc1": 0.833, "pca_false_alarm_rate": 0.106, "pca_best_fc1": 0.85, "pca_pr_auc": 0.5},
-        "deploy": decision.to_dict(),
+        "deploy": skab_a_decision().to_dict(),
     }
     table = detectors_table(summary)
     assert "<th>false alarms, label-free (1.00% promised)</th>" in table

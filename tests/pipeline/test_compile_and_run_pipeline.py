@@ -175,25 +175,10 @@ def test_the_local_summary_says_when_drifting_channels_carry_the_false_alarms(
 
 
 def test_the_local_summary_says_what_is_served_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from container_component_src.evaluation.decision import DeployDecision
+    from tests.decisions import skab_a_decision
 
-    decision = DeployDecision(
-        fc1=0.649,
-        threshold=3.0,
-        evaluated_threshold=3.0,
-        smoothing_window=1,
-        val_quantile=0.99,
-        model_fc1=0.649,
-        false_alarm_rate=0.0115,
-        promised_false_alarm_rate=0.01,
-        promise_tolerance=2.0,
-        detectors={
-            "model": {"fc1": 0.649, "false_alarm_rate": 0.0115},
-            "pca": {"fc1": 0.833, "false_alarm_rate": 0.106},
-        },
-    )
     summary = {"label_free": {"fc1": 0.649, "f1": 0.5}, "best_fc1": {"fc1": 0.7}, "pr_auc": 0.37}
-    summary["deploy"] = decision.to_dict()
+    summary["deploy"] = skab_a_decision().to_dict()
     (tmp_path / "summary").write_text(json.dumps(summary))
     (tmp_path / "deploy").mkdir()
     (tmp_path / "deploy" / "endpoint").write_text(json.dumps({"model_dir": "served", "command": "serve it"}))
