@@ -318,6 +318,7 @@ def evaluate(
     high_quantile: float,
     worst_events: int,
     deploy_threshold: float,
+    promise_tolerance: float,
     results: Output[Dataset],
     summary: Output[Artifact],
     report: Output[HTML],
@@ -347,6 +348,7 @@ def evaluate(
         high_quantile=high_quantile,
         worst_events=worst_events,
         deploy_threshold=deploy_threshold,
+        promise_tolerance=promise_tolerance,
     )
     with open(summary.path) as handle:
         content = json.load(handle)

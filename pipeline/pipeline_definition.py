@@ -204,6 +204,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         high_quantile: float = evaluation.high_quantile,
         worst_events: int = evaluation.worst_events,
         deploy_threshold: float = evaluation.deploy_threshold,
+        promise_tolerance: float = evaluation.promise_tolerance,
         serving_backend: str = serving.backend,
         serving_gpus: int = serving.gpus,
     ) -> PipelineOutputs:
@@ -261,6 +262,8 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             high_quantile: Highest swept threshold, as a quantile of test scores.
             worst_events: Highest-scoring events shown channel by channel in the report.
             deploy_threshold: Deploy only when Fc1 at the label-free threshold is above this.
+            promise_tolerance: The gate prefers the detectors whose false alarms stay within this
+                many times what their threshold promises (0: Fc1 alone decides).
             serving_backend: "local" (publish to a folder and smoke-test the KServe server in the task)
                 or "kserve" (an InferenceService).
             serving_gpus: GPUs of the InferenceService predictor.
@@ -391,6 +394,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 high_quantile=high_quantile,
                 worst_events=worst_events,
                 deploy_threshold=deploy_threshold,
+                promise_tolerance=promise_tolerance,
             ),
             "evaluate",
         )
