@@ -99,9 +99,9 @@ class DeployDecision:
             other = self.detectors[best]
             return (
                 f"{label}{'' if self.detector == MODEL else ', not the model'}: its false alarms keep their "
-                f"promise ({self.false_alarm_rate:.1%} of normal rows against {self.promised_false_alarm_rate:.1%} "
+                f"promise ({self.false_alarm_rate:.2%} of normal rows against {self.promised_false_alarm_rate:.2%} "
                 f"promised, within {self.promise_tolerance:g}x) where {DETECTOR_LABELS.get(best, best)}'s higher "
-                f"Fc1, {other['fc1']:.3f} against {self.fc1:.3f}, comes with {other['false_alarm_rate']:.1%}"
+                f"Fc1, {other['fc1']:.3f} against {self.fc1:.3f}, comes with {other['false_alarm_rate']:.2%}"
             )
         if self.detector == MODEL or self.model_fc1 is None:
             sentence = "the model: no classical detector scores a higher Fc1 at the same threshold rule"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from container_component_src.evaluation.decision import DETECTOR_LABELS, MODEL, PCA, RAW_SIGNAL
+from container_component_src.evaluation.decision import DETECTOR_LABELS, MODEL, PCA, RAW_SIGNAL, DeployDecision
 
 MAX_POINTS = 20_000
 SPLIT_COLOURS = {"val": "#7f8c8d", "test": "#1f77b4"}
@@ -488,6 +488,8 @@ def lead(summary: dict[str, Any], dataset: str) -> str:
             f" <b>Served: {html.escape(deploy['choice'])}</b>. The alarms counted next are the served "
             "detector's; the charts and tables after this paragraph are the model's."
         )
+    elif deploy.get("detectors") and DeployDecision.from_summary(summary).passed_over:
+        verdict += f" <b>Served: {html.escape(deploy['choice'])}</b>."
     explained = summary.get("false_alarms")
     drifting = (
         f" Channels that drift in training carry {percent(explained['drifting_share'])} of the false alarms' excess "

@@ -36,8 +36,8 @@ def test_the_promise_is_kept_within_the_tolerance_and_never_when_off() -> None:
 def test_the_choice_says_why_a_lower_fc1_is_served() -> None:
     choice = skab_a_decision("model").choice
     assert choice == (
-        "the model: its false alarms keep their promise (1.1% of normal rows against 1.0% promised, within 2x) "
-        "where PCA reconstruction error's higher Fc1, 0.833 against 0.649, comes with 10.6%"
+        "the model: its false alarms keep their promise (1.15% of normal rows against 1.00% promised, within 2x) "
+        "where PCA reconstruction error's higher Fc1, 0.833 against 0.649, comes with 10.60%"
     )
     assert skab_a_decision("model").promise_kept and not skab_a_decision("pca").promise_kept
 

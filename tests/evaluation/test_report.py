@@ -245,4 +245,14 @@ def test_the_detectors_table_shows_each_false_alarm_rate_and_why_the_served_one_
     assert "<th>false alarms, label-free (1.00% promised)</th>" in table
     assert "<th>the model</th><td>0.6490</td><td>1.15%</td>" in table
     assert "<th>PCA reconstruction error</th><td>0.8330</td><td>10.60%</td>" in table
-    assert "The deploy step serves the model: its false alarms keep their promise (1.1% of normal rows" in table
+    assert "The deploy step serves the model: its false alarms keep their promise (1.15% of normal rows" in table
+
+
+def test_the_lead_says_why_the_model_is_served_over_a_higher_fc1() -> None:
+    from tests.decisions import skab_a_decision
+
+    _, summary, _ = _report()
+    assert "Served:" not in report.lead(summary, "x"), "the model, and no detector ahead of it: nothing to say"
+    summary["deploy"] = skab_a_decision("model").to_dict()
+    served = "<b>Served: the model: its false alarms keep their promise (1.15% of normal rows"
+    assert served in report.lead(summary, "x")

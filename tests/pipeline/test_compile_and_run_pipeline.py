@@ -185,5 +185,5 @@ def test_the_local_summary_says_what_is_served_and_why(tmp_path: Path, capsys: p
     run = compile_and_run_pipeline.LocalRun(tmp_path, {"evaluation_summary": str(tmp_path / "summary")}, [])
     compile_and_run_pipeline.print_summary(run, 1.0)
     said = " ".join(capsys.readouterr().out.split())
-    assert "Served: the model: its false alarms keep their promise (1.1% of normal rows against 1.0%" in said
+    assert "Served: the model: its false alarms keep their promise (1.15% of normal rows against 1.00%" in said
     assert "Deployed: the model is published to served; serve it with: serve it" in said
