@@ -1,11 +1,12 @@
 """Do label-free thresholds keep their promise on new data? Each candidate of
-`benchmarks.threshold_candidates` beside the pipeline's quantile, on the scores of two whole
-local runs, the default generated data and SKAB protocol A (with the default `drift_weight` 1
-and with 0), and of SKAB protocol B (real sensor data, both SKAB protocols when the data set is
-beside the project; in B each of the 34 files is a stream of its own: the rules calibrate on its
-first 400 rows and judge the rest). For every detector (the model, the raw signal, PCA) and every
-candidate: the false-alarm rate promised, the rate observed on the normal rows judged, their
-ratio, and Fc1 at that rule. The issue's target: observed within 2x of promised.
+`benchmarks.threshold_candidates` beside the pipeline's quantile, on the scores of whole local
+runs, the default generated data and SKAB protocol A (with the default `drift_weight` 1, with 0,
+and with the temperatures left out by name), and of SKAB protocol B (real sensor data, both SKAB
+protocols when the data set is beside the project; in B each of the 34 files is a stream of its
+own: the rules calibrate on its first 400 rows and judge the rest). For every detector (the
+model, the raw signal, PCA) and every candidate: the false-alarm rate promised, the rate observed
+on the normal rows judged, their ratio, and Fc1 at that rule, and what the deploy gate serves.
+The issue's target: observed within 2x of promised.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ from container_component_src.evaluation.decision import DETECTOR_LABELS
 QUANTILE, RISK = 0.99, 0.01  # both rules promise 1 % of normal rows
 DETECTORS = {"smoothed_score": "model", "raw_signal": "raw signal", "pca": "PCA"}
 BLOCKS, CONFIDENCE = 10, 0.9  # conformal over time blocks: a new block keeps the promise 9 times in 10
+# SKAB protocol A's runs, by settings: the default; the drifting channels' level left out of the
+# score (its report names them behind the false alarms); and an operator's rule, the two
+# temperatures left out by name while vibration and flow, which drift too, keep weighing.
+SKAB_A_CASES = {
+    "SKAB protocol A": {},
+    "SKAB protocol A, drift_weight 0": {"ECLSS_TRAINING__DRIFT_WEIGHT": "0"},
+    "SKAB protocol A, temperatures left out by name": {
+        "ECLSS_TRAINING__NAMED_WEIGHTS": "{Temperature = 0, Thermocouple = 0}"
+    },
+}
 
 
 def rules(val: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,13 +145,10 @@ def run() -> list[dict[str, Any]]:
         results, summary = _generated_run(Path(folder) / "generated")
         rows = [*measure(results, "generated data"), served(summary, "generated data")]
         if (SKAB / "anomaly-free" / "anomaly-free.csv").is_file():
-            for weight in ("1", "0"):
-                # The default, then the drifting channels' level left out of the score: where the
-                # broken promise comes from on SKAB A (its report names them behind the false alarms).
-                skab = Path(folder) / f"skab_drift_weight_{weight}"
-                summary = run_protocol_a(SKAB, skab, environ={"ECLSS_TRAINING__DRIFT_WEIGHT": weight})
+            for number, (data, environ) in enumerate(SKAB_A_CASES.items()):
+                skab = Path(folder) / f"skab_a_{number}"
+                summary = run_protocol_a(SKAB, skab, environ=environ)
                 results = next((skab / "runs").glob("*/evaluate/results"))
-                data = "SKAB protocol A" + ("" if weight == "1" else ", drift_weight 0")
                 rows += [*measure(pd.read_parquet(results), data), served(summary, data)]
             rows += judge(protocol_b_streams(run_protocol_b(SKAB)), "SKAB protocol B, rows after the fitted 400")
     return rows
