@@ -158,7 +158,7 @@ class DeployDecision:
                     for name, found in block.get("detectors", {}).items()
                 },
             )
-        except (TypeError, KeyError, ValueError) as exc:
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise InputError(
                 f"{source} has no complete 'deploy' block ({exc!r}): was it written by evaluate?"
             ) from None

@@ -67,3 +67,12 @@ def test_a_negative_tolerance_is_refused(tolerance: float) -> None:
 
     with pytest.raises(OptionError, match="--promise-tolerance must be 0"):
         EvaluateOptions(promise_tolerance=tolerance)
+
+
+@pytest.mark.parametrize("detectors", [["model"], {"model": 0.5}, {"model": {"fc1": 0.5}}])
+def test_a_malformed_detectors_block_is_one_clear_error(detectors: object) -> None:
+    from container_component_src.storage import InputError
+
+    block = {**skab_a_decision().to_dict(), "detectors": detectors}
+    with pytest.raises(InputError, match="s.json has no complete 'deploy' block"):
+        DeployDecision.from_summary({"deploy": block}, "s.json")
