@@ -751,7 +751,9 @@ DriftWeight = Annotated[
 ]
 NamedWeights = Annotated[
     list[str] | None,
-    typer.Option(help="CHANNEL=WEIGHT: a channel's weight in the score, over the rules (repeatable)."),
+    typer.Option(
+        metavar="<channel=weight>", help="A channel's weight in the score, over the rules above (repeatable)."
+    ),
 ]
 
 
