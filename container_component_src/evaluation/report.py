@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -411,12 +412,15 @@ def false_alarm_sources(explained: dict[str, Any] | None) -> str:
     advice = ""
     if drifting_behind(explained) and drifting:
         names = ", ".join(html.escape(c["channel"]) for c in drifting[:3])
+        # A TOML inline table, as config.toml or ECLSS_TRAINING__NAMED_WEIGHTS takes it.
+        example = f"{{{json.dumps(drifting[0]['channel'])} = 0}}"
         advice = (
             f" Channels that drift in training carry <b>{percent(explained['drifting_share'])}</b> of it ({names}"
             f"{', ...' if len(drifting) > 3 else ''}): the test rows reach levels their training never settled "
             "on. If that is their nature rather than a fault, <code>drift_weight</code> 0 (now "
-            f"{drifting[0]['weight']:.3g}) leaves their level out of the score, <code>named_weights</code> the "
-            "level of the channels you name; the other channels still score."
+            f"{drifting[0]['weight']:.3g}) leaves their level out of the score; to leave out only the ones you "
+            "know to wander by nature (not those where faults show), name them in <code>[training] "
+            f"named_weights</code>, e.g. <code>{html.escape(example)}</code>. The other channels still score."
         )
     sampled = "" if explained["sampled"] == explained["rows"] else f" ({explained['sampled']:,} of them scored again)"
     return (

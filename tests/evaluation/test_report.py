@@ -213,6 +213,12 @@ def test_the_false_alarms_section_says_when_drifting_channels_carry_them() -> No
     assert "<td class='text'>Flow &lt;RMS&gt;</td><td>60%</td>" in html
     assert "drifts in training (77% of its variance" in html
     assert "carry <b>60%</b> of it (Flow &lt;RMS&gt;)" in html and "<code>drift_weight</code> 0 (now 1)" in html
+    # The setting that leaves out only the named ones, as config.toml takes it.
+    import tomllib
+    from html import unescape
+
+    setting = unescape(html.split("<code>[training] named_weights</code>, e.g. <code>")[1].split("</code>")[0])
+    assert tomllib.loads(f"named_weights = {setting}")["named_weights"] == {"Flow <RMS>": 0}
     explained |= {"drifting_share": 0.3}
     assert "drift_weight" not in false_alarm_sources(explained), "a minority: not the advice"
     assert false_alarm_sources({**explained, "channels": []}) == "" and false_alarm_sources(None) == ""
