@@ -293,7 +293,7 @@ def print_summary(run: LocalRun, seconds: float) -> None:
         if drifting_behind(explained := summary.get("false_alarms")):
             console.print(
                 f"Channels that drift in training carry {percent(explained['drifting_share'])} of the false alarms' "
-                "excess score: see the report's 'Where they come from', and drift_weight."
+                "excess score: see the report's 'Where they come from', drift_weight and named_weights."
             )
     endpoint = run.folder / "deploy" / "endpoint"
     if endpoint.is_file():
