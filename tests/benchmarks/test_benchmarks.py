@@ -140,6 +140,9 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     assert ["quantile threshold" in r["case"] for r in rows] == [True, True, False, False]
     assert "pot threshold, counted over whole files" in rows[2]["case"] and rows[3]["case"].startswith("diagnostic")
     assert "drifting channels (weight 0): Temperature in 2" in rows[0]["case"] and "; PCA F1 " in rows[0]["baseline"]
+    # An operator who names the flow as wandering by nature leaves the fault's channel out: missed.
+    named = run_protocol_b(tmp_path, max_epochs=1, named_weights={"Volume Flow RateRMS": 0.0})
+    assert named["after the fitted rows"]["model"]["mar"] > 0.7 > part["model"]["mar"]
     # The threshold candidates replay each file's scores: its fitted rows calibrate, the rest are judged.
     from benchmarks.bench_thresholds import judge, protocol_b_streams
 
