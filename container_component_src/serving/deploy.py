@@ -57,8 +57,10 @@ class DeployOptions:
 
 
 def serving_config(summary: dict[str, Any], source: str = "the evaluation summary") -> dict[str, Any]:
-    """What the server needs from the evaluation: the flag threshold, and for the record its Fc1
-    and which detector is served (the model, or a classical detector the gate found ahead)."""
+    """What the server needs from the evaluation: the flag threshold and what it promises (the
+    share of normal rows it should flag, which the server watches), and for the record its Fc1,
+    the false alarms evaluation saw and which detector is served (the model, or a classical
+    detector the gate found ahead)."""
     decision = DeployDecision.from_summary(summary, source)
     return {
         "threshold": decision.threshold,
@@ -68,6 +70,9 @@ def serving_config(summary: dict[str, Any], source: str = "the evaluation summar
         "detector": decision.detector,
         "model_fc1": decision.model_fc1,
         "choice": decision.choice,
+        "promised_false_alarm_rate": decision.promised_false_alarm_rate,
+        "false_alarm_rate": decision.false_alarm_rate,
+        "promise_tolerance": decision.promise_tolerance,
     }
 
 

@@ -51,15 +51,23 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """What a served model needs besides its weights: the threshold of its anomaly flag.
+    """What a served model needs besides its weights: the threshold of its anomaly flag, and
+    what that threshold promises (see `metrics.PromiseWatch`).
 
     Attributes:
         threshold: Rows scoring above it are flagged as anomalous.
         fc1: Fc1 of the model at that threshold on the test set (for the record).
+        promised_false_alarm_rate: The share of normal rows the threshold promises to flag.
+        false_alarm_rate: The share of the test's normal rows it flagged in evaluation.
+        promise_tolerance: How many times its promise the threshold may flag before the
+            evaluation, and the server's watch, call the promise broken (0: not judged).
     """
 
     threshold: float
     fc1: float | None = None
+    promised_false_alarm_rate: float | None = None
+    false_alarm_rate: float | None = None
+    promise_tolerance: float = 0.0
 
     @classmethod
     def read(cls, model_dir: str) -> ServingConfig:
@@ -72,7 +80,14 @@ class ServingConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: publish the model with deploy, or pass --threshold")
         content = json.loads(path.read_text())
-        return cls(threshold=float(content["threshold"]), fc1=content.get("fc1"))
+        # Folders published before the promise was recorded have none: nothing to watch.
+        return cls(
+            threshold=float(content["threshold"]),
+            fc1=content.get("fc1"),
+            promised_false_alarm_rate=content.get("promised_false_alarm_rate"),
+            false_alarm_rate=content.get("false_alarm_rate"),
+            promise_tolerance=float(content.get("promise_tolerance", 0.0)),
+        )
 
 
 def _check_rows(count: int, max_rows: int) -> None:
@@ -232,12 +247,14 @@ def scaled_tensor_to_matrix(tensor: np.ndarray, n_channels: int, max_rows: int) 
 
 @dataclass
 class AnomalyScorer:
-    """The model, scaler and threshold of a published model folder, ready to score requests."""
+    """The model, scaler and threshold of a published model folder, ready to score requests
+    (`config`: the folder's serving.json, None when the threshold was given instead)."""
 
     model: Any
     scaler: dict[str, Any]
     threshold: float
     device: str = "cpu"
+    config: ServingConfig | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -254,9 +271,14 @@ class AnomalyScorer:
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, scaler = load_scripted(model_dir)
-        if threshold is None:
-            threshold = ServingConfig.read(model_dir).threshold
-        return cls(model=model.to(device), scaler=scaler, threshold=threshold, device=device)
+        config = ServingConfig.read(model_dir) if threshold is None else None
+        return cls(
+            model=model.to(device),
+            scaler=scaler,
+            threshold=threshold if config is None else config.threshold,
+            device=device,
+            config=config,
+        )
 
     def scale(self, values: np.ndarray, reference: Any = None) -> np.ndarray:
         """Raw rows in channel order, scaled as in training (see `scale_for_serving`)."""

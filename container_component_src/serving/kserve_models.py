@@ -21,7 +21,7 @@ from kserve.errors import InvalidInput, ModelNotReady
 
 from container_component_src.serving import inference
 from container_component_src.serving.inference import RequestError
-from container_component_src.serving.metrics import ROWS_FLAGGED, ROWS_SCORED
+from container_component_src.serving.metrics import ROWS_FLAGGED, ROWS_SCORED, PromiseWatch
 
 
 def _flat(data: Any) -> list[Any]:
@@ -170,9 +170,16 @@ class AnomalyPredictor(Model):
         self.model_dir, self.threshold = model_dir, threshold
         self.scaled_input, self.max_batch_rows = scaled_input, max_batch_rows
         self.scorer: inference.AnomalyScorer | None = None
+        self.watch: PromiseWatch | None = None
 
     def load(self) -> bool:
         self.scorer = inference.AnomalyScorer.load(self.model_dir, self.threshold)
+        config = self.scorer.config
+        # A threshold given by hand promises nothing known; an older folder recorded no promise.
+        if config is not None and config.promised_false_alarm_rate:
+            self.watch = PromiseWatch(
+                config.promised_false_alarm_rate, config.promise_tolerance, config.false_alarm_rate
+            )
         self.ready = True
         return self.ready
 
@@ -198,8 +205,11 @@ class AnomalyPredictor(Model):
             scores, flags = self.scorer.score(self._matrix(payload))
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
+        flagged = int(flags.sum())
         ROWS_SCORED.inc(len(scores))
-        ROWS_FLAGGED.inc(int(flags.sum()))
+        ROWS_FLAGGED.inc(flagged)
+        if self.watch is not None:
+            self.watch.saw(len(scores), flagged)
         if isinstance(payload, InferRequest):
             return _response(payload.id or str(uuid.uuid4()), self.name, scores, flags, *requested)
         return {

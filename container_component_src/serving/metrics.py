@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,83 @@ REQUESTS = Counter("eclss_requests", "HTTP requests answered, by status code", [
 GRPC_REQUESTS = Counter("eclss_grpc_requests", "gRPC calls answered, by status code", ["code"])
 ROWS_SCORED = Counter("eclss_rows_scored", "Rows scored by the model")
 ROWS_FLAGGED = Counter("eclss_rows_flagged", "Rows flagged as anomalous")
+PROMISED_RATE = Gauge(
+    "eclss_promised_false_alarm_rate", "Share of normal rows the served threshold promises to flag (evaluation)"
+)
+BLOCK_FLAGGED_SHARE = Gauge(
+    "eclss_block_flagged_share", "Share of the rows flagged in this server's latest complete watch block"
+)
+
+# A watch block holds enough rows that a threshold keeping its promise flags about this many of
+# them: the count's chance spread is then ~10 %, so a block at twice the promise is no accident.
+ALARMS_PER_BLOCK = 100
+
+
+@dataclass
+class PromiseWatch:
+    """A label-free check of the served threshold's promise, as rows are scored: the share of
+    rows it flags, block by block, against the share of normal rows it promised to flag.
+
+    An operator has no labels, and a threshold fitted on validation rows unlike the rows that come
+    later flags many times what it promised (the evaluation measures it on the test; this watches
+    it on the rows served). A share above `tolerance` times the promise is an anomaly under way or
+    normal operation the threshold was not fitted on: logged once as it starts and once as it ends.
+    The state is this process's (each replica watches the rows it scores, and a restart begins a
+    new block); the fleet's share is `eclss_rows_flagged_total` over `eclss_rows_scored_total`.
+
+    Attributes:
+        promised: The share of normal rows the threshold promises to flag.
+        tolerance: How many times the promise a block may flag (0: not judged, the gauges only).
+        observed: The share of the test's normal rows it flagged in evaluation, for the log.
+    """
+
+    promised: float
+    tolerance: float
+    observed: float | None = None
+    rows: int = 0
+    flagged: int = 0
+    broken: bool = False
+
+    def __post_init__(self) -> None:
+        PROMISED_RATE.set(self.promised)
+        if self.tolerance > 0 and self.observed is not None and self.observed > self.tolerance * self.promised:
+            logger.warning(
+                "the served threshold flagged %.2f%% of the test's normal rows in evaluation, %.0fx the %.2f%% it "
+                "promises: expect more false alarms than promised (the evaluation report says which channels)",
+                100 * self.observed,
+                self.observed / self.promised,
+                100 * self.promised,
+            )
+
+    @property
+    def block_rows(self) -> int:
+        """Rows in a block (at least; a request is never split): `ALARMS_PER_BLOCK` over the promise."""
+        return math.ceil(ALARMS_PER_BLOCK / self.promised)
+
+    def saw(self, rows: int, flagged: int) -> None:
+        """Count a request's scored and flagged rows; judge the block when it is complete."""
+        self.rows += rows
+        self.flagged += flagged
+        if self.rows < self.block_rows:
+            return
+        share = self.flagged / self.rows
+        BLOCK_FLAGGED_SHARE.set(share)
+        broken = self.tolerance > 0 and share > self.tolerance * self.promised
+        if broken and not self.broken:
+            logger.warning(
+                "flagged %.2f%% of the last %s rows scored, %.0fx the %.2f%% of normal rows its threshold promises: "
+                "an anomaly under way, or normal operation unlike the rows the threshold was fitted on (retrain on "
+                "recent data if it lasts)",
+                100 * share,
+                f"{self.rows:,}",
+                share / self.promised,
+                100 * self.promised,
+            )
+        elif self.broken and not broken:
+            logger.info(
+                "flagged %.2f%% of the last %s rows scored: within the promise again", 100 * share, f"{self.rows:,}"
+            )
+        self.broken, self.rows, self.flagged = broken, 0, 0
 
 
 @functools.cache

@@ -59,6 +59,9 @@ def test_publish_replaces_the_folder_with_model_and_threshold(tmp_path: Path) ->
         "detector": "model",
         "model_fc1": None,
         "choice": "the model: no classical detector scores a higher Fc1 at the same threshold rule",
+        "promised_false_alarm_rate": None,
+        "false_alarm_rate": None,
+        "promise_tolerance": 0.0,
     }
 
 
@@ -123,7 +126,14 @@ def test_a_baseline_winning_data_set_deploys_the_baseline(tmp_path: Path) -> Non
 
     publish_model(str(tmp_path / "model"), summary, str(tmp_path / "served"))
     served = AnomalyScorer.load(str(tmp_path / "served"))
-    assert json.loads((tmp_path / "served" / "serving.json").read_text())["detector"] == "pca"
+    serving = json.loads((tmp_path / "served" / "serving.json").read_text())
+    assert serving["detector"] == "pca"
+    # What the served threshold promises travels with it: the server watches it (`metrics.PromiseWatch`).
+    assert (serving["promised_false_alarm_rate"], serving["false_alarm_rate"], serving["promise_tolerance"]) == (
+        deploy["promised_false_alarm_rate"],
+        deploy["false_alarm_rate"],
+        2.0,
+    )
     assert not (tmp_path / "served" / "model.pt").exists(), "the VAE's weights are not what is served"
     test = pd.read_parquet(sets["test"])
     scores, flags = served.score(served.scale(test[["a", "b", "c"]].to_numpy(np.float64)))

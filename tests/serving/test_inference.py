@@ -87,7 +87,10 @@ def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="serving.json does not exist"):
         ServingConfig.read(str(tmp_path))
     (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "fc1": 0.8}))
-    assert ServingConfig.read(str(tmp_path)) == ServingConfig(2.5, 0.8)
+    assert ServingConfig.read(str(tmp_path)) == ServingConfig(2.5, 0.8), "published before promises were recorded"
+    promise = {"promised_false_alarm_rate": 0.01, "false_alarm_rate": 0.03, "promise_tolerance": 2.0}
+    (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "fc1": 0.8} | promise))
+    assert ServingConfig.read(str(tmp_path)) == ServingConfig(2.5, 0.8, 0.01, 0.03, 2.0)
 
 
 def test_v2_request_has_one_fp32_tensor_per_channel() -> None:

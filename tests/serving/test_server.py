@@ -1,6 +1,7 @@
 """The real KServe model server, started as `serve` subprocesses on free ports and queried over HTTP:
 one process in the combined role, and a transformer in front of a predictor as KServe runs them."""
 
+import logging
 import re
 import subprocess
 import sys
@@ -33,6 +34,9 @@ def published(trained_model: dict[str, Any], tmp_path_factory: pytest.TempPathFa
             "evaluated_threshold": 5.0,
             "smoothing_window": 1,
             "val_quantile": 0.99,
+            "false_alarm_rate": 0.012,
+            "promised_false_alarm_rate": 0.01,
+            "promise_tolerance": 2.0,
         }
     }
     target = str(tmp_path_factory.mktemp("published") / "model")
@@ -358,6 +362,29 @@ def test_metrics_count_requests_rows_and_flags(servers: dict[str, str], rows: pd
     assert float(counters['eclss_requests_total{status="200"}']) >= 1
     assert float(counters['eclss_requests_total{status="400"}']) >= 1
     assert float(counters["eclss_rows_scored_total"]) >= 3 and "eclss_rows_flagged_total" in counters
+    assert float(counters["eclss_promised_false_alarm_rate"]) == 0.01, "from serving.json, watched"
+
+
+def test_the_predictor_watches_its_promise(
+    trained_model: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows flagged far beyond the served threshold's promise are one warning, label-free; a
+    threshold given by hand promises nothing known and is not watched."""
+    from container_component_src.serving.server import ServeOptions, build_model
+
+    summary = {"deploy": {"threshold": 5.0, "fc1": 0.9, "evaluated_threshold": 5.0, "smoothing_window": 1}}
+    summary["deploy"] |= {"val_quantile": 0.75, "promised_false_alarm_rate": 0.25, "promise_tolerance": 2.0}
+    publish_model(trained_model["model"], summary, str(tmp_path / "model"))
+    predictor = build_model(str(tmp_path / "model"), ServeOptions(name=NAME))
+    assert predictor.watch is not None and predictor.watch.block_rows == 400
+    scaler = predictor.scorer.scaler
+    outliers = [smoke_rows(scaler)[1]] * 400  # far out on every channel: all flagged
+    caplog.set_level(logging.INFO, logger="container_component_src.serving.metrics")
+    predictions = predictor.predict({"instances": outliers})["predictions"]
+    assert all(p["anomaly"] for p in predictions)
+    logged = [r.getMessage()[:40] for r in caplog.records if r.name.endswith("serving.metrics")]
+    assert logged == ["flagged 100.00% of the last 400 rows sco"]
+    assert build_model(str(tmp_path / "model"), ServeOptions(name=NAME, threshold=5.0)).watch is None
 
 
 def test_a_clients_mistake_logs_no_error(servers: dict[str, str]) -> None:
