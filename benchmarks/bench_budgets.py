@@ -26,7 +26,12 @@ BUDGETS = {
 PARAMS = {"learning_rate": 0.0082, "batch_size": 256, "beta": 0.82, "hidden_size": 64, "latent_dim": 6}
 
 
-def _scaled_sets(folder: Path) -> dict[str, str]:
+def scaled_set_urls(folder: Path) -> dict[str, str]:
+    """Where `scaled_sets` puts the scaled sets and the scaler."""
+    return {n: str(folder / f"s_{n}") for n in ("train", "val", "test")} | {"scaler": str(folder / "scaler.json")}
+
+
+def scaled_sets(folder: Path) -> dict[str, str]:
     """The default data through split-archive ... apply-scaler, in `folder`."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -56,7 +61,7 @@ def _scaled_sets(folder: Path) -> dict[str, str]:
         )
         run_fit_scaler(str(folder / "train"), str(folder / "scaler.json"))
         run_apply_scaler(str(folder / "scaler.json"), [(str(folder / n), str(folder / f"s_{n}")) for n in names], tasks)
-    return {n: str(folder / f"s_{n}") for n in names} | {"scaler": str(folder / "scaler.json")}
+    return scaled_set_urls(folder)
 
 
 def _newest_rows(url: str, rows: int, out: str) -> str:
@@ -77,7 +82,7 @@ def run() -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        sets = _scaled_sets(folder)
+        sets = scaled_sets(folder)
         for size in TRAIN_ROWS:
             train = sets["train"] if size is None else _newest_rows(sets["train"], size, str(folder / f"train_{size}"))
             for budget, changes in BUDGETS.items():

@@ -11,10 +11,13 @@ check that the script works, not the figure the target is about.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import torch
+import typer
 
 from benchmarks.common import best_of
 
@@ -109,3 +112,130 @@ def run(n_rows: int = 2_000_000, n_features: int = 16, batch_sizes: tuple[int, .
                 }
             )
     return results
+
+
+def default_data(
+    sets: dict[str, str],
+    accelerator: str,
+    compile_modes: tuple[str, ...] = ("none",),
+    budget: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """The pipeline's training on the default data (30 epochs at the hyperparameters tuning found,
+    `bench_budgets.PARAMS`) on `accelerator`, then evaluated: seconds of training, val_nll and Fc1
+    at the label-free threshold, one row per compile mode. The target (a GPU machine): training
+    faster on its GPU than on its CPU cores, val_nll and Fc1 no worse (`compare_default_data`).
+
+    Args:
+        sets: The scaled sets (`prepare_default_data`): "train", "val", "test" and "scaler".
+        budget: `TrainOptions` fields in place of the pipeline's budget (a dry run's).
+    """
+    import tempfile
+
+    from benchmarks.bench_budgets import PARAMS
+    from container_component_src.evaluation.evaluate import EvaluateOptions, run_evaluate
+    from container_component_src.model.train import ModelParams, TrainOptions, run_train
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for mode in compile_modes:
+            model = f"{scratch}/model_{mode}"
+            options = TrainOptions(accelerator=accelerator, progress=False, compile=mode, **(budget or {}))
+            metrics = run_train(sets["train"], sets["val"], sets["scaler"], model, ModelParams(**PARAMS), options)
+            out = [f"{scratch}/{name}_{mode}" for name in ("results", "summary.json", "report.html")]
+            summary = run_evaluate(model, sets["val"], sets["test"], *out, EvaluateOptions(worst_events=1))
+            rows.append(
+                {
+                    "benchmark": "training on the default data",
+                    "case": f"{accelerator.upper()}, compile {mode}, {metrics['epochs']} epochs of batch "
+                    f"{metrics['batch_size']}",
+                    "accelerator": accelerator,
+                    "compile": mode,
+                    "seconds": metrics["seconds"],
+                    "val_nll": round(metrics["val_nll"], 3),
+                    "fc1": round(summary["metrics"]["fc1"], 3),
+                    "threads": torch.get_num_threads(),
+                }
+            )
+    return rows
+
+
+# "No worse" than the CPU, allowing for the two devices' different arithmetic and order of sums.
+VAL_NLL_SLACK, FC1_SLACK = 0.5, 0.01
+
+
+def compare_default_data(gpu: list[dict[str, Any]], cpu: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each GPU run of `default_data` against the CPU's (uncompiled) run on the same machine."""
+    base = next(row for row in cpu if row["compile"] == "none")
+    return [
+        {
+            "benchmark": "training on the default data: GPU against the machine's CPU cores",
+            "case": f"compile {row['compile']}",
+            "seconds": row["seconds"],
+            "baseline": f"CPU ({base['threads']} threads) {base['seconds']} s, val_nll {base['val_nll']}, Fc1 "
+            f"{base['fc1']}; GPU val_nll {row['val_nll']}, Fc1 {row['fc1']}",
+            "ratio": round(base["seconds"] / row["seconds"], 2),
+            "ratio_meaning": "CPU seconds over GPU seconds",
+            "target": f"> 1, val_nll at most {VAL_NLL_SLACK} above the CPU's, Fc1 at most {FC1_SLACK} below",
+            "met": base["seconds"] > row["seconds"]
+            and row["val_nll"] <= base["val_nll"] + VAL_NLL_SLACK
+            and row["fc1"] >= base["fc1"] - FC1_SLACK,
+        }
+        for row in gpu
+    ]
+
+
+def prepare_default_data(folder: Path) -> dict[str, str]:
+    """The default data's scaled sets and scaler in `folder`, once: made on this machine, which has
+    the data steps' packages, and carried to the GPU machine (the steps' other outputs are left
+    behind: a carried folder is counted against the device's 64 MiB)."""
+    import shutil
+    import tempfile
+
+    from benchmarks.bench_budgets import scaled_set_urls, scaled_sets
+
+    urls = scaled_set_urls(folder)
+    if not all(Path(url).exists() for url in urls.values()):
+        with tempfile.TemporaryDirectory() as scratch:
+            made = scaled_sets(Path(scratch))
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, url in made.items():
+                (shutil.copytree if Path(url).is_dir() else shutil.copy)(url, urls[name])
+    return urls
+
+
+app = typer.Typer(add_completion=False, help="The GPU checks' steps (see gpu_check.sh).")
+
+
+@app.command()
+def prepare(folder: Path) -> None:
+    """Put the default data's scaled sets in FOLDER (here, before the GPU machine's run)."""
+    print(json.dumps(prepare_default_data(folder)))
+
+
+@app.command("default-data")
+def default_data_command(
+    folder: Path,
+    out: Annotated[Path, typer.Option(help="JSON file of the rows.")],
+    accelerator: Annotated[str, typer.Option(help="gpu or cpu.")] = "gpu",
+    compile_modes: Annotated[list[str], typer.Option("--compile", help="Compile modes, one run each.")] = ["none"],  # noqa: B006
+    dry_run: Annotated[bool, typer.Option(help="One epoch, no step floor: a check that it runs.")] = False,
+) -> None:
+    """Train and evaluate on the scaled sets in FOLDER (written by `prepare`)."""
+    from benchmarks.bench_budgets import scaled_set_urls
+
+    budget = {"max_epochs": 1, "min_steps": 0} if dry_run else {}
+    rows = default_data(scaled_set_urls(folder), accelerator, tuple(compile_modes), budget)
+    out.write_text(json.dumps(rows, indent=1))
+    print(json.dumps(rows, indent=1))
+
+
+@app.command()
+def compare(gpu: Path, cpu: Path, out: Annotated[Path, typer.Option(help="JSON file of the comparison.")]) -> None:
+    """Compare the GPU's rows of `default-data` with the CPU's."""
+    rows = compare_default_data(json.loads(gpu.read_text()), json.loads(cpu.read_text()))
+    out.write_text(json.dumps(rows, indent=1))
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    app()

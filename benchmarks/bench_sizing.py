@@ -36,7 +36,8 @@ def run(n_rows: int = ROWS_PER_YEAR, n_channels: int = ARCHIVE_CHANNELS, batch_s
     torch.manual_seed(0)
     rows = generated_rows(n_rows, n_channels)
     results = []
-    accelerators = ["cpu", *(["gpu"] if torch.cuda.is_available() else [])]
+    # The GPU first: hiding the GPUs for the CPU run must not come before CUDA has started.
+    accelerators = [*(["gpu"] if torch.cuda.is_available() else []), "cpu"]
     for accelerator in accelerators:
         if accelerator == "cpu":
             hide_unused_gpus("cpu")

@@ -104,6 +104,47 @@ def test_gpu_benchmark_compares_the_project_with_the_plain_loop_at_each_batch_si
     assert torch.cuda.is_available() or all(r["met"] is None and r["target"] == "" for r in rows)
 
 
+def test_the_gpu_check_runs_here_as_it_would_there(tmp_path: Path) -> None:
+    """`gpu_check.sh --dry-run`: every step of the GPU machine's one command, small, on the CPU,
+    with the packages that machine lacks unimportable unless carried, so that its one run there
+    does not fail on an import or a missing file."""
+    import json
+    import os
+    import subprocess
+
+    bench_gpu.prepare_default_data(tmp_path / "data")
+    env = os.environ | {
+        "GPU_CHECK_DATA": str(tmp_path / "data"),
+        "OUT": str(tmp_path / "out"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=root, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    back = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(back) <= 8, "the device tool brings back 8 files"
+    (compared,) = json.loads((tmp_path / "out" / "default.json").read_text())
+    assert compared["ratio"] > 0 and isinstance(compared["met"], bool)
+    assert {r["benchmark"].split(":")[0] for r in json.loads((tmp_path / "out" / "results.json").read_text())} == {
+        "training throughput (CPU)",
+        "sizing",
+    }
+    # What the dry run makes unimportable, unless carried.
+    simulated = os.environ | {"PYTHONPATH": str(root / "benchmarks" / "device_sim")}
+    for carried, fails in (("", True), ("plotly", False)):
+        imported = subprocess.run(
+            [sys.executable, "-c", "import plotly, torch"],
+            env=simulated | {"GPU_CHECK_CARRIED": carried},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (imported.returncode != 0) == fails, imported.stderr[-2000:]
+        assert not fails or "No module named 'plotly' (not on the GPU machine, not carried)" in imported.stderr
+
+
 def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp_path: Path) -> None:
     import numpy as np
     import pandas as pd
