@@ -75,18 +75,32 @@ class ServingConfig:
 
         Raises:
             FileNotFoundError: The folder was not published by `deploy` (give --threshold).
+            InputError: A field is not what `deploy` writes (named, with the file).
         """
+        from container_component_src.storage import InputError
+
         path = Path(model_dir) / SERVING_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: publish the model with deploy, or pass --threshold")
         content = json.loads(path.read_text())
+        if "threshold" not in content:
+            raise InputError(f"{path} has no threshold: publish the model with deploy, or pass --threshold")
+
+        def number(key: str, low: float = -math.inf, high: float = math.inf, default: Any = None) -> Any:
+            value = content.get(key, default)
+            if value is None:
+                return None
+            if _bad_value(value) or not low <= value <= high:
+                raise InputError(f"{path}: {key} is {json.dumps(value)[:40]}, not a number in [{low}, {high}]")
+            return float(value)
+
         # Folders published before the promise was recorded have none: nothing to watch.
         return cls(
-            threshold=float(content["threshold"]),
-            fc1=content.get("fc1"),
-            promised_false_alarm_rate=content.get("promised_false_alarm_rate"),
-            false_alarm_rate=content.get("false_alarm_rate"),
-            promise_tolerance=float(content.get("promise_tolerance", 0.0)),
+            threshold=number("threshold"),
+            fc1=number("fc1"),
+            promised_false_alarm_rate=number("promised_false_alarm_rate", 0.0, 1.0),
+            false_alarm_rate=number("false_alarm_rate", 0.0, 1.0),
+            promise_tolerance=number("promise_tolerance", 0.0, default=0.0),
         )
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from container_component_src.serving.inference import (
     tensors_to_matrix,
     v2_request,
 )
+from container_component_src.storage import InputError
 
 CHANNELS = ["a", "b", "c"]
 
@@ -91,6 +93,15 @@ def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
     promise = {"promised_false_alarm_rate": 0.01, "false_alarm_rate": 0.03, "promise_tolerance": 2.0}
     (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "fc1": 0.8} | promise))
     assert ServingConfig.read(str(tmp_path)) == ServingConfig(2.5, 0.8, 0.01, 0.03, 2.0)
+    for content, problem in (
+        ({"fc1": 0.8}, "has no threshold"),
+        ({"threshold": "2.5"}, 'threshold is "2.5", not a number'),
+        ({"threshold": 2.5, "promised_false_alarm_rate": 1.5}, "promised_false_alarm_rate is 1.5, not a number in"),
+        ({"threshold": 2.5, "promise_tolerance": -1}, "promise_tolerance is -1, not a number in [0.0, inf]"),
+    ):
+        (tmp_path / "serving.json").write_text(json.dumps(content))
+        with pytest.raises(InputError, match=re.escape(problem)):
+            ServingConfig.read(str(tmp_path))
 
 
 def test_v2_request_has_one_fp32_tensor_per_channel() -> None:
