@@ -3,6 +3,7 @@ model server flags with, read from the evaluation summary in one typed place."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,18 @@ def keeps_promise(false_alarm_rate: float, promised: float, tolerance: float) ->
     """Whether a detector's observed false-alarm rate on the test's normal rows is within
     `tolerance` times what its label-free threshold promised (never with `tolerance` 0)."""
     return tolerance > 0 and false_alarm_rate <= tolerance * promised
+
+
+# A block of the server's watch on its threshold's promise (`serving.metrics.PromiseWatch`) holds
+# enough rows that a threshold keeping its promise flags about this many of them: the count's
+# chance spread is then ~10 %, so a block at twice the promise is no accident.
+ALARMS_PER_BLOCK = 100
+
+
+def watch_block_rows(promised: float) -> int:
+    """Rows in a block of the server's watch on a threshold that promises to flag `promised` of
+    normal rows (evaluation replays the same blocks over the test rows)."""
+    return math.ceil(ALARMS_PER_BLOCK / promised)
 
 
 def gate_choice(

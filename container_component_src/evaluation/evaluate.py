@@ -21,7 +21,15 @@ from container_component_src.data.scaling import describe_channels
 from container_component_src.data.segments import SegmentNumbering, median_step_ns, segment_ids
 from container_component_src.errors import OptionError
 from container_component_src.evaluation import metrics, report, scoring
-from container_component_src.evaluation.decision import MODEL, PCA, RAW_SIGNAL, DeployDecision, gate_choice
+from container_component_src.evaluation.decision import (
+    MODEL,
+    PCA,
+    RAW_SIGNAL,
+    DeployDecision,
+    gate_choice,
+    keeps_promise,
+    watch_block_rows,
+)
 from container_component_src.storage import InputError
 
 if TYPE_CHECKING:
@@ -588,6 +596,30 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
     )
 
 
+def replay_watch(flags: np.ndarray, promised: float, tolerance: float) -> dict[str, Any]:
+    """The server's watch on its threshold's promise (`serving.metrics.PromiseWatch`, the same
+    blocks and rule) replayed over the served detector's flags on the test rows in time order,
+    anomalies included, as the server would meet them: what an operator should expect of it.
+
+    Returns:
+        `block_rows`; `blocks` judged (a last, partial block is not); `broken_blocks`, those
+        flagging more than `tolerance` times the promise; `warnings`, the lines the server would
+        have logged (one as each run of broken blocks starts); `largest_share` flagged in a block
+        (None without a whole block).
+    """
+    block = watch_block_rows(promised)
+    count = len(flags) // block
+    shares = np.asarray(flags[: count * block], dtype=np.float64).reshape(count, block).mean(axis=1)
+    broken = np.array([tolerance > 0 and not keeps_promise(float(s), promised, tolerance) for s in shares], dtype=int)
+    return {
+        "block_rows": block,
+        "blocks": count,
+        "broken_blocks": int(broken.sum()),
+        "warnings": int((np.diff(broken, prepend=0) == 1).sum()),
+        "largest_share": float(shares.max()) if count else None,
+    }
+
+
 def results_table(val_scored: pd.DataFrame, test_scored: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """The validation rows then the test rows, as the results parquet holds them: `split`, the
     scores (not the per-row `<name>_row` ones), `label` (0 where a set has none) and `prediction`
@@ -703,6 +735,10 @@ def run_evaluate(
         served_events = event_table(labels, test_rows.index, served_scores)
     outcomes = report.event_outcomes(served_events, served_rows, served_threshold)
     summary["operations"] = report.operations(served_rows, outcomes)
+    summary["watch"] = replay_watch(
+        served_rows["prediction"].to_numpy(), decision.promised_false_alarm_rate, options.promise_tolerance
+    )
+    summary["metrics"]["watch_warnings"] = float(summary["watch"]["warnings"])
     served = model if decision.detector == MODEL else detectors[decision.detector]
     sample = FalseAlarmSample.of((served_rows["prediction"].to_numpy() == 1) & (labels == 0), int(served.context))
     worst, view_ranges = worst_events(events, options.worst_events)

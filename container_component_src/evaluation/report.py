@@ -657,6 +657,7 @@ def _metrics_table(summary: dict[str, Any]) -> str:
         f"<p>{counts['test_rows']:,} test rows, {counts['test_events']} labelled events "
         f"({counts['anomaly_share']:.1%} of rows), {counts['val_rows']:,} validation rows.</p>"
         + _calibration_note(calibrated)
+        + _watch_note(summary.get("watch"), summary.get("deploy", {}))
         + (
             "<p>Channels that are not plainly continuous:</p><ul>"
             + "".join(f"<li>{html.escape(line)}</li>" for line in notes)
@@ -745,6 +746,27 @@ def _calibration_note(calibrated: dict[str, Any]) -> str:
         else " No normal test row to judge them on."
     )
     return f"<p>Calibration of the label-free thresholds on the test's normal rows: {promises}.{verdict}</p>"
+
+
+def _watch_note(watch: dict[str, Any] | None, deploy: dict[str, Any]) -> str:
+    """One sentence: what the server's watch on its threshold's promise would have said over the
+    test rows (`evaluate.replay_watch`)."""
+    if not watch:
+        return ""
+    rows, promised = watch["block_rows"], deploy.get("promised_false_alarm_rate", 0.0)
+    lead = (
+        f"<p>Served, the model server watches the share of rows it flags against the {promised:.2%} promised, "
+        f"label-free, in blocks of {rows:,} rows (<code>serving</code>): "
+    )
+    if not deploy.get("promise_tolerance"):
+        return f"{lead}with <code>promise_tolerance</code> 0 it judges nothing.</p>"
+    if not watch["blocks"]:
+        return f"{lead}the test's rows are fewer than one block.</p>"
+    return (
+        f"{lead}over these test rows, anomalies included, it would have warned <b>{watch['warnings']}</b> time(s): "
+        f"{watch['broken_blocks']} of {watch['blocks']} block(s) flagged more than "
+        f"{deploy['promise_tolerance']:g}x the promise (at most {watch['largest_share']:.2%}).</p>"
+    )
 
 
 PAGE_STYLE = (

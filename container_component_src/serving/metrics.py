@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
+
+from container_component_src.evaluation.decision import keeps_promise, watch_block_rows
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,6 @@ PROMISED_RATE = Gauge(
 BLOCK_FLAGGED_SHARE = Gauge(
     "eclss_block_flagged_share", "Share of the rows flagged in this server's latest complete watch block"
 )
-
-# A watch block holds enough rows that a threshold keeping its promise flags about this many of
-# them: the count's chance spread is then ~10 %, so a block at twice the promise is no accident.
-ALARMS_PER_BLOCK = 100
 
 
 @dataclass
@@ -61,7 +58,11 @@ class PromiseWatch:
 
     def __post_init__(self) -> None:
         PROMISED_RATE.set(self.promised)
-        if self.tolerance > 0 and self.observed is not None and self.observed > self.tolerance * self.promised:
+        if (
+            self.tolerance > 0
+            and self.observed is not None
+            and not keeps_promise(self.observed, self.promised, self.tolerance)
+        ):
             logger.warning(
                 "the served threshold flagged %.2f%% of the test's normal rows in evaluation, %.0fx the %.2f%% it "
                 "promises: expect more false alarms than promised (the evaluation report says which channels)",
@@ -72,8 +73,8 @@ class PromiseWatch:
 
     @property
     def block_rows(self) -> int:
-        """Rows in a block (at least; a request is never split): `ALARMS_PER_BLOCK` over the promise."""
-        return math.ceil(ALARMS_PER_BLOCK / self.promised)
+        """Rows in a block (at least: a request is never split; see `decision.watch_block_rows`)."""
+        return watch_block_rows(self.promised)
 
     def saw(self, rows: int, flagged: int) -> None:
         """Count a request's scored and flagged rows; judge the block when it is complete."""
@@ -83,7 +84,7 @@ class PromiseWatch:
             return
         share = self.flagged / self.rows
         BLOCK_FLAGGED_SHARE.set(share)
-        broken = self.tolerance > 0 and share > self.tolerance * self.promised
+        broken = self.tolerance > 0 and not keeps_promise(share, self.promised, self.tolerance)
         if broken and not self.broken:
             logger.warning(
                 "flagged %.2f%% of the last %s rows scored, %.0fx the %.2f%% of normal rows its threshold promises: "

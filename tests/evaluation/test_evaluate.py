@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from container_component_src.evaluation import report
 from container_component_src.evaluation.evaluate import (
     ChannelSums,
     EvaluateOptions,
     calibration,
     evaluate_scores,
     nominal_false_alarm_rates,
+    replay_watch,
     run_evaluate,
 )
 from container_component_src.storage import InputError
@@ -81,10 +83,37 @@ def test_summary_carries_the_deploy_inputs_and_kfp_metrics(evaluated: dict[str, 
         <= 2 * deploy["promised_false_alarm_rate"]
     ), "the generated data's model keeps its promise"
     assert summary["calibration"]["better_calibrated"] in {"quantile", "pot"}
+    # The server's watch replayed over the served flags: what the report tells an operator of it.
+    watch, flags = (
+        summary["watch"],
+        pd.read_parquet(evaluated["results.parquet"]).query("split == 'test'")["prediction"],
+    )
+    assert watch == replay_watch(flags.to_numpy(), deploy["promised_false_alarm_rate"], 2.0)
+    assert summary["metrics"]["watch_warnings"] == watch["warnings"]
+    assert report._watch_note(watch, deploy) in Path(evaluated["report.html"]).read_text()
     roc = summary["roc"]
     assert len(roc["fpr"]) == len(roc["tpr"]) == len(roc["thresholds"]) <= 200
     page = Path(evaluated["report.html"]).read_text()
     assert "<script src" not in page and "Plotly.newPlot" in page
+
+
+def test_the_watch_replays_the_servers_blocks_and_warnings() -> None:
+    flags = np.zeros(2_500, bool)  # promise 10 %: blocks of 1,000 rows, broken above 20 % flagged
+    flags[:300] = True  # block 1: 30 %, broken (a warning)
+    flags[1_000:1_100] = True  # block 2: 10 %, kept
+    flags[2_000:2_500] = True  # the last, partial block is not judged
+    watch = replay_watch(flags, 0.1, 2.0)
+    assert watch == {"block_rows": 1_000, "blocks": 2, "broken_blocks": 1, "warnings": 1, "largest_share": 0.3}
+    flags[1_000:1_250] = True  # block 2: 25 %: the same run of broken blocks, no second warning
+    assert replay_watch(flags, 0.1, 2.0) == watch | {"broken_blocks": 2}
+    assert replay_watch(flags, 0.1, 0.0)["warnings"] == 0, "tolerance 0 judges nothing"
+    assert replay_watch(flags[:999], 0.1, 2.0) == {
+        "block_rows": 1_000,
+        "blocks": 0,
+        "broken_blocks": 0,
+        "warnings": 0,
+        "largest_share": None,
+    }
 
 
 def test_calibration_names_the_threshold_that_keeps_its_promise() -> None:

@@ -262,3 +262,15 @@ def test_the_lead_says_why_the_model_is_served_over_a_higher_fc1() -> None:
     summary["deploy"] = skab_a_decision("model").to_dict()
     served = "<b>Served: the model: its false alarms keep their promise (1.15% of normal rows"
     assert served in report.lead(summary, "x")
+
+
+def test_the_watch_note_says_what_the_server_would_have_said() -> None:
+    deploy = {"promised_false_alarm_rate": 0.01, "promise_tolerance": 2.0}
+    watch = {"block_rows": 10_000, "blocks": 3, "broken_blocks": 2, "warnings": 1, "largest_share": 0.2077}
+    note = report._watch_note(watch, deploy)
+    assert "blocks of 10,000 rows" in note and "against the 1.00% promised" in note
+    assert "it would have warned <b>1</b> time(s): 2 of 3 block(s) flagged more than 2x the promise" in note
+    assert "(at most 20.77%)" in note
+    assert "fewer than one block" in report._watch_note(watch | {"blocks": 0, "largest_share": None}, deploy)
+    assert "judges nothing" in report._watch_note(watch, deploy | {"promise_tolerance": 0.0})
+    assert report._watch_note(None, deploy) == "", "summaries from before the watch"

@@ -5,7 +5,8 @@ import logging
 import pytest
 from prometheus_client import REGISTRY
 
-from container_component_src.serving.metrics import ALARMS_PER_BLOCK, PromiseWatch
+from container_component_src.evaluation.decision import ALARMS_PER_BLOCK
+from container_component_src.serving.metrics import PromiseWatch
 
 
 def _gauge(name: str) -> float | None:
