@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import calibration_rows, threshold_rows
+from benchmarks.common import calibration_rows, threshold_rows, watch_sentence
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 CHANNELS = [
@@ -117,7 +117,8 @@ def _deployed_row(summary: dict[str, Any], seconds: float) -> dict[str, Any]:
         "fc1": round(deploy["fc1"], 3),
         "far": round(deploy["false_alarm_rate"], 3),
         "baseline": f"{deploy['choice']}; false alarms {deploy['false_alarm_rate']:.1%} of normal rows against "
-        f"{deploy['promised_false_alarm_rate']:.1%} promised",
+        f"{deploy['promised_false_alarm_rate']:.1%} promised"
+        + (f"; the server's watch {watch_sentence(summary['watch'])}" if "watch" in summary else ""),
         "published": PUBLISHED_A,
     }
 

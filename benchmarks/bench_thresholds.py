@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import threshold_candidates as candidates
-from benchmarks.common import default_data_settings
+from benchmarks.common import default_data_settings, watch_sentence
 from container_component_src.evaluation.decision import DETECTOR_LABELS
 
 QUANTILE, RISK = 0.99, 0.01  # both rules promise 1 % of normal rows
@@ -112,6 +112,8 @@ def served(summary: dict[str, Any], data: str) -> dict[str, Any]:
         "far_ratio": observed / promised,
         "fc1": round(deploy["fc1"], 3),
         "verdict": "within 2x" if observed <= 2 * promised else "",
+        # What the server's watch on that promise would have said over the test rows.
+        **({"watch": watch_sentence(summary["watch"])} if "watch" in summary else {}),
     }
 
 

@@ -123,3 +123,13 @@ def save(name: str, rows: list[dict[str, Any]]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), "results": rows}, indent=2))
     return path
+
+
+def watch_sentence(watch: dict[str, Any]) -> str:
+    """The replayed watch (`evaluate.replay_watch`) in a few words."""
+    if not watch["blocks"]:
+        return f"fewer test rows than a block of {watch['block_rows']:,}"
+    return (
+        f"would have warned {watch['warnings']} time(s): {watch['broken_blocks']} of {watch['blocks']} block(s) of "
+        f"{watch['block_rows']:,} rows broken, at most {watch['largest_share']:.1%} flagged"
+    )

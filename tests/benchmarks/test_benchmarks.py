@@ -322,7 +322,12 @@ def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise(
     assert row["case"] == "served by the deploy gate: PCA reconstruction error (quantile)"
     assert row["far_ratio"] == pytest.approx(10.6) and row["fc1"] == 0.833 and row["verdict"] == ""
     kept = served({"deploy": {**deploy, "false_alarm_rate": 0.0115, "promised_false_alarm_rate": 0.01}}, "x")
-    assert kept["verdict"] == "within 2x"
+    assert kept["verdict"] == "within 2x" and "watch" not in kept, "a summary from before the watch"
+    watch = {"block_rows": 10_000, "blocks": 2, "broken_blocks": 2, "warnings": 1, "largest_share": 0.237}
+    watched = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01}, "watch": watch}, "x")
+    assert (
+        watched["watch"] == "would have warned 1 time(s): 2 of 2 block(s) of 10,000 rows broken, at most 23.7% flagged"
+    )
 
 
 def test_budget_benchmark_trains_on_the_newest_rows(tmp_path: Path) -> None:
