@@ -349,9 +349,17 @@ def remove_directory(url: str) -> None:
         fs.rm(path, recursive=True)
 
 
-def write_parquet(frame: pd.DataFrame, url: str) -> None:
-    """Write a frame (its index included) to one parquet file, atomically."""
-    write_table(pa.Table.from_pandas(frame, preserve_index=True), url)
+def write_parquet(frame: pd.DataFrame, url: str, columns: list[str] | None = None) -> None:
+    """Write a frame (its index included; of its columns, `columns` when given) to one parquet
+    file, atomically, in row groups of `ROW_GROUP_ROWS`, each converted to Arrow and written in
+    turn: memory holds one row group's copy, not the whole table's, and not the encoded file."""
+    first = pa.Table.from_pandas(frame.iloc[:ROW_GROUP_ROWS], columns=columns, preserve_index=True)
+    with atomic_write(url) as handle, pq.ParquetWriter(handle, first.schema, **parquet_options(first.schema)) as writer:
+        writer.write_table(first, row_group_size=ROW_GROUP_ROWS)
+        for start in range(ROW_GROUP_ROWS, len(frame), ROW_GROUP_ROWS):
+            # The first row group's schema (its columns, types and pandas metadata) for every one.
+            rows = frame.iloc[start : start + ROW_GROUP_ROWS]
+            writer.write_table(pa.Table.from_pandas(rows, schema=first.schema, preserve_index=True))
 
 
 def write_table(table: pa.Table, url: str) -> None:

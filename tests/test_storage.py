@@ -40,6 +40,33 @@ def test_parquet_round_trip_and_listing(tmp_path: Path) -> None:
     assert storage.list_files(str(tmp_path), ".parquet") == [str(tmp_path / "a.parquet")]
 
 
+def test_a_frame_is_written_a_row_group_at_a_time_as_one_table(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    rows = 2 * storage.ROW_GROUP_ROWS + 5
+    times = pd.date_range("2021-01-01", periods=rows, freq="10s", tz="UTC", name="normalizedTime")
+    frame = pd.DataFrame(
+        {"split": np.repeat(np.array(["val", "test"], dtype=object), [7, rows - 7]), "score": np.arange(rows) / 3},
+        index=times,
+    )
+    frame["left_out"] = 1
+    one_go = tmp_path / "whole.parquet"
+    pq.write_table(pa.Table.from_pandas(frame[["split", "score"]], preserve_index=True), one_go)
+    storage.write_parquet(frame, str(tmp_path / "a.parquet"), ["split", "score"])
+    written = pq.ParquetFile(tmp_path / "a.parquet")
+    assert [written.metadata.row_group(i).num_rows for i in range(written.num_row_groups)] == [
+        storage.ROW_GROUP_ROWS,
+        storage.ROW_GROUP_ROWS,
+        5,
+    ]
+    assert written.schema_arrow.equals(pq.read_schema(one_go), check_metadata=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), frame[["split", "score"]], check_freq=False)
+    empty = frame.iloc[:0]
+    storage.write_parquet(empty, str(tmp_path / "empty.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "empty.parquet"), empty, check_freq=False)
+
+
 def test_parquet_encodings_per_column_type(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {"x": [1.5, 2.5] * 50, "mode": ["a", "b"] * 50},

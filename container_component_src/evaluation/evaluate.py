@@ -175,10 +175,11 @@ def score_split(
     the model weighs it in its score (`channel_weight`: a few-valued channel lighter, a drifting
     one left out), so the comparison is fair.
 
-    Memory holds a batch of channels and ~40 bytes of scores per row: the windows and the smoothing
-    carry the rows they need across batch edges, so every score is the one of the whole series.
-    Every detector scores a row as the sum of its channel shares, and `channel_sums` (when given)
-    adds up those shares per channel (the model's under MODEL).
+    Memory holds a batch of channels and the scores of every row, once (each column is filled in
+    place, never concatenated): the windows and the smoothing carry the rows they need across batch
+    edges, so every score is the one of the whole series. Every detector scores a row as the sum of
+    its channel shares, and `channel_sums` (when given) adds up those shares per channel (the
+    model's under MODEL).
 
     Raises:
         InputError: The split holds no row, is not indexed by time, lacks a channel or holds NaN.
@@ -201,7 +202,15 @@ def score_split(
     channel_sums = channel_sums if channel_sums is not None else ChannelSums()
     detectors = detectors or {}
     tail = {"score": np.empty(0), "segment": np.empty(0, np.int64), **{name: np.empty(0) for name in detectors}}
-    pieces = []
+    # The columns, in their order, each filled in place a batch at a time.
+    filled: dict[str, np.ndarray] = {
+        "score": np.empty(rows),
+        "smoothed_score": np.empty(rows),
+        "segment": np.empty(rows, np.int64),
+        **{name: np.empty(rows) for name in detectors},
+        **({f"{name}_row": np.empty(rows) for name in detectors} if per_row else {}),
+    }
+    indexes, done = [], 0
     with tqdm(
         total=rows, desc=f"scoring {url.rstrip('/').rsplit('/', 1)[-1]}", unit="row", disable=not progress
     ) as bar:
@@ -223,21 +232,23 @@ def score_split(
             tail = {
                 name: column[max(len(column) - keep, 0) :] if keep else column[:0] for name, column in scored.items()
             }
-            piece = pd.DataFrame(
-                {
-                    "score": scores["score"],
-                    "smoothed_score": smoothed["score"],
-                    "segment": segments,
-                    **{name: smoothed[name] for name in detectors},
-                    **({f"{name}_row": scores[name] for name in detectors} if per_row else {}),
-                },
-                index=frame.index,
-            )
+            here = slice(done, done + len(frame))
+            filled["score"][here], filled["smoothed_score"][here] = scores["score"], smoothed["score"]
+            filled["segment"][here] = segments
+            for name in detectors:
+                filled[name][here] = smoothed[name]
+                if per_row:
+                    filled[f"{name}_row"][here] = scores[name]
             if label_column in frame.columns:
-                piece["label"] = frame[label_column].to_numpy()
-            pieces.append(piece)
+                label = frame[label_column].to_numpy()
+                filled.setdefault("label", np.empty(rows, label.dtype))[here] = label
+            indexes.append(frame.index)
+            done += len(frame)
             bar.update(len(frame))
-    return pd.concat(pieces)
+    if done != rows:
+        raise InputError(f"{url} holds {done:,} rows where its manifest says {rows:,}")
+    # No copy of the columns (a frame built with copy=False keeps each array as it is).
+    return pd.DataFrame(filled, index=indexes[0].append(indexes[1:]), copy=False)
 
 
 def rows_at(url: str, ranges: list[tuple[int, int]], columns: list[str]) -> list[pd.DataFrame]:
@@ -248,7 +259,9 @@ def rows_at(url: str, ranges: list[tuple[int, int]], columns: list[str]) -> list
         for number, (start, end) in enumerate(ranges):
             low, high = max(start - offset, 0), min(end - offset, len(frame))
             if low < high:
-                found[number].append(frame.iloc[low:high])
+                # A copy: a slice would keep its whole batch (every channel of up to a batch of
+                # rows) alive, and samples spread over the split would keep all of them.
+                found[number].append(frame.iloc[low:high].copy())
         offset += len(frame)
     return [pd.concat(parts) if parts else pd.DataFrame(columns=columns) for parts in found]
 
@@ -623,16 +636,27 @@ def replay_watch(flags: np.ndarray, promised: float, tolerance: float) -> dict[s
 def results_table(val_scored: pd.DataFrame, test_scored: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """The validation rows then the test rows, as the results parquet holds them: `split`, the
     scores (not the per-row `<name>_row` ones), `label` (0 where a set has none) and `prediction`
-    at `threshold`. Built in one copy of the rows (the test set always has labels)."""
-    parts = [
-        scored.drop(columns=[c for c in scored.columns if c.endswith("_row")]) for scored in (val_scored, test_scored)
-    ]
-    results = pd.concat(parts)
-    del parts
-    results["split"] = np.repeat(np.array(["val", "test"], dtype=object), [len(val_scored), len(test_scored)])
-    results["label"] = results["label"].fillna(0).astype(np.int8)  # a validation set may have none
-    results["prediction"] = (results["smoothed_score"].to_numpy() > threshold).astype(np.int8)
-    return results
+    at `threshold`.
+
+    Built a column at a time, each column taken out of both splits' frames as it is joined (they
+    are left empty), so that the rows are held once plus one column, never twice.
+    """
+    n_val, n_test = len(val_scored), len(test_scored)
+    index = val_scored.index.append(test_scored.index)
+    # A Series of strings, typed: a bare object array would be inferred, through temporary arrays
+    # of ~40 bytes a row.
+    split = pd.Series(np.repeat(np.array(["val", "test"], dtype=object), [n_val, n_test]), index, object, copy=False)
+    columns: dict[str, Any] = {"split": split}
+    for name in [c for c in test_scored.columns if not c.endswith("_row")]:
+        # A validation set may have no labels: 0 there (the test set always has them).
+        val = val_scored.pop(name).to_numpy() if name in val_scored else np.zeros(n_val)
+        test = test_scored.pop(name).to_numpy()
+        columns[name] = np.concatenate([val, test]).astype(np.int8 if name == "label" else test.dtype, copy=False)
+    for name in list(val_scored.columns):
+        del val_scored[name]
+    columns["prediction"] = (columns["smoothed_score"] > threshold).astype(np.int8)
+    order = ["split", *[c for c in columns if c not in ("split", "label", "prediction")], "label", "prediction"]
+    return pd.DataFrame({name: columns[name] for name in order}, index=index, copy=False)
 
 
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
@@ -729,8 +753,16 @@ def run_evaluate(
         served_rows, served_events, served_threshold = test_rows, events, threshold
     else:
         served_scores, served_threshold = test_rows[decision.detector].to_numpy(), decision.evaluated_threshold
-        served_rows = test_rows.assign(
-            smoothed_score=served_scores, prediction=(served_scores > served_threshold).astype(np.int8)
+        # The columns the alarm counts read, the served detector's in the model's place (no copy of the rest).
+        served_rows = pd.DataFrame(
+            {
+                "smoothed_score": served_scores,
+                "prediction": (served_scores > served_threshold).astype(np.int8),
+                "label": test_rows["label"].to_numpy(),
+                "segment": test_rows["segment"].to_numpy(),
+            },
+            index=test_rows.index,
+            copy=False,
         )
         served_events = event_table(labels, test_rows.index, served_scores)
     outcomes = report.event_outcomes(served_events, served_rows, served_threshold)
@@ -764,7 +796,7 @@ def run_evaluate(
     page = report.render_report(results, sweep, summary, events, views, options.dataset)
 
     # The classical detectors' (smoothed) scores beside the model's, row by row.
-    storage.write_parquet(results[["split", "score", "smoothed_score", "label", "prediction", *detectors]], results_url)
+    storage.write_parquet(results, results_url, ["split", "score", "smoothed_score", "label", "prediction", *detectors])
     storage.write_json(summary, summary_url)
     with storage.atomic_write(report_url, "w") as handle:
         handle.write(page)

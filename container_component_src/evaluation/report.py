@@ -802,8 +802,11 @@ def render_report(
         "label-free": summary["label_free"]["threshold"],
         "best Fc1 (test labels)": summary["best_fc1"]["threshold"],
     }
-    # The columns the alarm and event tables read, of the test rows only.
-    test = results.loc[results["split"].to_numpy() == "test", ["smoothed_score", "prediction", "label", "segment"]]
+    # The test rows: a view of them where they come last, as evaluation writes them (not a copy).
+    is_test = results["split"].to_numpy() == "test"
+    first = int(np.argmax(is_test))
+    test = results.iloc[first:] if is_test[first:].all() else results.loc[is_test]
+    del is_test
     alarms = false_alarms(test)
     figures = [
         score_figure(results, thresholds, events, alarms),

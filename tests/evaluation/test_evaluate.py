@@ -396,3 +396,32 @@ def test_the_classical_detectors_bound_the_inputs_the_model_bounds(tmp_path: Pat
     assert served.to_dict()["input_low"] == [None, -1.0, None] and served.scores(rows).tolist() == [on_edge, far]
     old = {k: v for k, v in pca.to_dict().items() if not k.startswith("input_")}  # written before bounds
     assert not ResidualDetector.from_dict(old).bounded_inputs
+
+
+def test_rows_read_for_the_report_hold_only_themselves(tmp_path: Path) -> None:
+    """A few rows from each of many batches (false alarms spread over the test split) are copies:
+    a slice would keep its whole batch, every channel, alive, and the split with it."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from container_component_src import storage
+    from container_component_src.evaluation.evaluate import rows_at
+
+    rows, channels = 8 * storage.ROW_GROUP_ROWS, [f"c{i}" for i in range(8)]
+    times = pd.date_range("2021-01-01", periods=rows, freq="10s", tz="UTC", name="normalizedTime")
+    frame = pd.DataFrame(np.ones((rows, len(channels)), np.float32), columns=channels, index=times)
+    write_dataset(str(tmp_path / "split"), frame, part_rows=rows)
+    del frame
+    ranges = [(start, start + 10) for start in range(0, rows, storage.ROW_GROUP_ROWS)]
+    rows_at(str(tmp_path / "split"), ranges[:1], channels)  # what a first read sets up, once
+    # Python's allocations and Arrow's (frames read from parquet may keep Arrow's buffers).
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes()
+        pieces = rows_at(str(tmp_path / "split"), ranges, channels)
+        held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - before
+    finally:
+        tracemalloc.stop()
+    assert [len(piece) for piece in pieces] == [10] * 8
+    assert held < rows * len(channels) * 4 / 8, f"{held:,} bytes held for 80 rows: a batch's worth or more"
