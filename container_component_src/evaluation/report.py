@@ -756,7 +756,7 @@ def _watch_note(watch: dict[str, Any] | None, deploy: dict[str, Any]) -> str:
     rows, promised = watch["block_rows"], deploy.get("promised_false_alarm_rate", 0.0)
     lead = (
         f"<p>Served, the model server watches the share of rows it flags against the {promised:.2%} promised, "
-        f"label-free, in blocks of {rows:,} rows (<code>serving</code>): "
+        f"label-free, in blocks of {rows:,} rows (see the docs' serving page): "
     )
     if not deploy.get("promise_tolerance"):
         return f"{lead}with <code>promise_tolerance</code> 0 it judges nothing.</p>"
