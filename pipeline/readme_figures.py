@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from container_component_src.config import load_settings
+from container_component_src.evaluation.report import rate
 from container_component_src.model.files import TYPICAL_ROWS
 from pipeline.compile_and_run_pipeline import RUN_RECORD
 
@@ -87,7 +88,7 @@ def run_output(record: dict[str, Any], summary: dict[str, Any]) -> str:
     ]
     if ops:
         lines.append(
-            f"Found {ops['events_found']} of {ops['events']} events; {ops['false_alarms_per_day']:.3g} false alarms "
+            f"Found {ops['events_found']} of {ops['events']} events; {rate(ops['false_alarms_per_day'])} false alarms "
             "per day of normal operation."
         )
     return "```text\n" + "\n".join(lines) + "\n```"

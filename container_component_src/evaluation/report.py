@@ -358,6 +358,13 @@ def score_figure(
     return figure
 
 
+def rate(value: float) -> str:
+    """A count per day the way a person says it: `8.04`, `57.3`, `3,230` (never `3.23e+03`)."""
+    if not np.isfinite(value):
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def duration(seconds: float) -> str:
     """A duration the way a person says it: `40 s`, `12 min`, `3.5 h`, `2.1 d`."""
     if not np.isfinite(seconds):
@@ -508,8 +515,8 @@ def lead(summary: dict[str, Any], dataset: str) -> str:
         f"<b>{ops['events_found']} of {ops['events']}</b> labelled events, a median "
         f"{duration(ops['median_time_to_detection_s'])} after they started, and raised "
         f"<b>{ops['false_alarm_episodes']} false alarm(s)</b> in {duration(ops['normal_days'] * 86_400)} of "
-        f"normal operation: expect about <b>{ops['false_alarms_per_day']:.3g} false alarms per day</b> "
-        f"({ops['alarm_episodes_per_day']:.3g} alarms a day in all; an alarm lasts a median "
+        f"normal operation: expect about <b>{rate(ops['false_alarms_per_day'])} false alarms per day</b> "
+        f"({rate(ops['alarm_episodes_per_day'])} alarms a day in all; an alarm lasts a median "
         f"{duration(ops['median_episode_s'])}, at most {duration(ops['longest_episode_s'])}).{drifting}</p>"
     )
 

@@ -150,6 +150,8 @@ def test_event_outcomes_time_to_detection_and_operations() -> None:
     assert ops["normal_days"] == 1 / 24 and ops["false_alarms_per_day"] == 48.0
     assert ops["events_found"] == 1 and ops["median_time_to_detection_s"] == 1800.0
     assert ops["median_episode_s"] == 600.0 and report.duration(1800.0) == "30 min"
+    # Rates a person reads: never in scientific notation.
+    assert [report.rate(v) for v in (8.041, 57.34, 3230.4, float("nan"))] == ["8.04", "57.3", "3,230", "-"]
 
 
 def test_every_false_alarm_is_listed_and_downloadable() -> None:
