@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import calibration_rows, threshold_rows, watch_sentence
+from benchmarks.common import at_promise_sentence, calibration_rows, threshold_rows, watch_sentence
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 CHANNELS = [
@@ -118,7 +118,8 @@ def _deployed_row(summary: dict[str, Any], seconds: float) -> dict[str, Any]:
         "far": round(deploy["false_alarm_rate"], 3),
         "baseline": f"{deploy['choice']}; false alarms {deploy['false_alarm_rate']:.1%} of normal rows against "
         f"{deploy['promised_false_alarm_rate']:.1%} promised"
-        + (f"; the server's watch {watch_sentence(summary['watch'])}" if "watch" in summary else ""),
+        + (f"; the server's watch {watch_sentence(summary['watch'])}" if "watch" in summary else "")
+        + (f"; {sentence}" if (sentence := at_promise_sentence(deploy)) else ""),
         "published": PUBLISHED_A,
     }
 

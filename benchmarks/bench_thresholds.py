@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import threshold_candidates as candidates
-from benchmarks.common import default_data_settings, watch_sentence
+from benchmarks.common import at_promise_sentence, default_data_settings, watch_sentence
 from container_component_src.evaluation.decision import DETECTOR_LABELS
 
 QUANTILE, RISK = 0.99, 0.01  # both rules promise 1 % of normal rows
@@ -114,6 +114,7 @@ def served(summary: dict[str, Any], data: str) -> dict[str, Any]:
         "verdict": "within 2x" if observed <= 2 * promised else "",
         # What the server's watch on that promise would have said over the test rows.
         **({"watch": watch_sentence(summary["watch"])} if "watch" in summary else {}),
+        **({"at_promise": sentence} if (sentence := at_promise_sentence(deploy)) else {}),
     }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from container_component_src.data.generate import GeneratorOptions, run_generate_data
+from container_component_src.evaluation.decision import DETECTOR_LABELS
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # Tens of millions of rows: three years at a 3 s nominal period, 16 channels (~30 M rows).
@@ -133,3 +134,13 @@ def watch_sentence(watch: dict[str, Any]) -> str:
         f"would have warned {watch['warnings']} time(s): {watch['broken_blocks']} of {watch['blocks']} block(s) of "
         f"{watch['block_rows']:,} rows broken, at most {watch['largest_share']:.1%} flagged"
     )
+
+
+def at_promise_sentence(deploy: dict[str, Any]) -> str:
+    """Each detector's Fc1 held to the promised false-alarm rate (`evaluate`'s `fc1_at_promise`:
+    thresholds read off the test labels), in a few words; empty for a summary without it."""
+    found = {name: d["fc1_at_promise"] for name, d in deploy.get("detectors", {}).items() if "fc1_at_promise" in d}
+    if not found:
+        return ""
+    figures = ", ".join(f"{DETECTOR_LABELS.get(name, name)} {value:.3f}" for name, value in found.items())
+    return f"Fc1 held to {deploy['promised_false_alarm_rate']:.1%} false alarms (test labels): {figures}"

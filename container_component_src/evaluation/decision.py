@@ -81,7 +81,9 @@ class DeployDecision:
             the validation rows.
         promise_tolerance: How many times its promise a detector may raise and still be preferred
             (see `gate_choice`; 0: Fc1 alone decided).
-        detectors: Every detector compared: name -> {"fc1", "false_alarm_rate"}.
+        detectors: Every detector compared: name -> {"fc1", "false_alarm_rate"}, and "fc1_at_promise"
+            (Fc1 where it would flag the promised share of the test's normal rows, read off their
+            labels; absent from summaries written before it).
     """
 
     fc1: float
@@ -168,6 +170,7 @@ class DeployDecision:
                 promise_tolerance=float(block.get("promise_tolerance", 0.0)),
                 detectors={
                     str(name): {"fc1": float(found["fc1"]), "false_alarm_rate": float(found["false_alarm_rate"])}
+                    | ({"fc1_at_promise": float(found["fc1_at_promise"])} if "fc1_at_promise" in found else {})
                     for name, found in block.get("detectors", {}).items()
                 },
             )

@@ -526,6 +526,7 @@ def evaluate_scores(
     sweep = metrics.sweep_thresholds(test_scores, labels, np.union1d(grid, [*thresholds.values(), top_k]))
     by_method = {str(name): metrics.metrics_at(test_scores, labels, value) for name, value in thresholds.items()}
     label_free = by_method[method]
+    promised = nominal_false_alarm_rates(len(val_scores), options)[method]
     best = {name: float(value) for name, value in sweep.loc[sweep["fc1"].idxmax()].items()}
     summary = {
         "label_free": label_free,
@@ -536,6 +537,9 @@ def evaluate_scores(
         ),
         "best_fc1": best,
         "top_k": metrics.metrics_at(test_scores, labels, top_k),
+        # What keeping the promise on these rows would take and cost (read off the test labels).
+        "at_promise": metrics.metrics_at(test_scores, labels, metrics.rate_threshold(test_scores, labels, promised))
+        | {"promised_false_alarm_rate": promised},
         "pr_auc": metrics.average_precision(test_scores, labels),
         "baselines": metrics.baselines(labels, label_free["flagged_share"], options.seed),
         "confusion_matrix": {
@@ -555,9 +559,12 @@ def detector_baseline(
 ) -> dict[str, float]:
     """The model's thresholds and metrics for another detector's scores (the raw signal, PCA),
     keyed `<name>_fc1`, `<name>_f1`, `<name>_false_alarm_rate` (at the label-free threshold),
-    `<name>_best_fc1`, `<name>_top_k_fc1`, `<name>_pr_auc`."""
+    `<name>_best_fc1`, `<name>_top_k_fc1`, `<name>_pr_auc`, and `<name>_fc1_at_promise` (at the
+    threshold that flags the promised share of the test's normal rows: `evaluate_scores`' `at_promise`)."""
     threshold = label_free_thresholds(val_signal, options)[options.threshold_method]
     label_free = metrics.metrics_at(test_signal, labels, threshold)
+    promised = nominal_false_alarm_rates(len(val_signal), options)[options.threshold_method]
+    at_promise = metrics.metrics_at(test_signal, labels, metrics.rate_threshold(test_signal, labels, promised))
     grid = metrics.threshold_grid(test_signal, options.n_thresholds, options.low_quantile, options.high_quantile)
     best = metrics.sweep_thresholds(test_signal, labels, grid)["fc1"].max()
     top_k = metrics.top_k_threshold(test_signal, int(np.asarray(labels).sum()))
@@ -568,6 +575,7 @@ def detector_baseline(
         f"{name}_best_fc1": float(best),
         f"{name}_top_k_fc1": metrics.metrics_at(test_signal, labels, top_k)["fc1"],
         f"{name}_pr_auc": metrics.average_precision(test_signal, labels),
+        f"{name}_fc1_at_promise": at_promise["fc1"],
     }
 
 
@@ -583,9 +591,21 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
         options: The threshold rule and the gate.
     """
     label_free, baselines = summary["label_free"], summary["baselines"]
-    detectors = {MODEL: {"fc1": label_free["fc1"], "false_alarm_rate": label_free["false_alarm_rate"]}}
+    # Each detector's Fc1 at the threshold rule the gate judges, its false alarms there, and its Fc1 at
+    # the promised false-alarm rate (read off the test labels: the like-for-like comparison).
+    detectors = {
+        MODEL: {
+            "fc1": label_free["fc1"],
+            "false_alarm_rate": label_free["false_alarm_rate"],
+            "fc1_at_promise": summary["at_promise"]["fc1"],
+        }
+    }
     detectors |= {
-        name: {"fc1": baselines[f"{name}_fc1"], "false_alarm_rate": baselines[f"{name}_false_alarm_rate"]}
+        name: {
+            "fc1": baselines[f"{name}_fc1"],
+            "false_alarm_rate": baselines[f"{name}_false_alarm_rate"],
+            "fc1_at_promise": baselines[f"{name}_fc1_at_promise"],
+        }
         for name in (RAW_SIGNAL, PCA)
         if f"{name}_fc1" in baselines
     }
@@ -664,6 +684,7 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat = {name: summary["label_free"][name] for name in SUMMARY_METRICS}
     flat |= {f"best_{name}": summary["best_fc1"][name] for name in SUMMARY_METRICS}
     flat |= {"top_k_fc1": summary["top_k"]["fc1"], "top_k_f1": summary["top_k"]["f1"]}
+    flat |= {"fc1_at_promise": summary["at_promise"]["fc1"]}
     for method, values in summary["label_free_by_method"].items():
         flat |= {f"{method}_fc1": values["fc1"], f"{method}_false_alarm_rate": values["false_alarm_rate"]}
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": float(v) for k, v in summary["baselines"].items()}}

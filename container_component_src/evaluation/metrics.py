@@ -208,6 +208,19 @@ def top_k_threshold(scores: np.ndarray, k: int) -> float:
     return float(ranked[-min(k, len(ranked))])
 
 
+def rate_threshold(scores: np.ndarray, labels: np.ndarray, rate: float) -> float:
+    """The lowest threshold that flags at most `rate` of the normal rows (label 0): what keeping a
+    false-alarm promise on these rows would take, read off their labels (a diagnostic, not a
+    rule an operator can apply). Ties at the threshold are not flagged; with no normal row, the
+    largest score (nothing is promised about rows that are not there)."""
+    scores, labels = _check(scores, labels)
+    normal = np.sort(scores[labels == 0])
+    if normal.size == 0:
+        return float(scores.max()) if scores.size else float(np.inf)
+    allowed = int(np.floor(max(rate, 0.0) * normal.size + 1e-9))
+    return float(normal[normal.size - 1 - min(allowed, normal.size - 1)])
+
+
 def _gpd_moments(excesses: np.ndarray) -> tuple[float, float]:
     """Shape and scale of a generalised Pareto distribution fitted to `excesses` (> 0) by
     probability-weighted moments (Hosking and Wallis 1987): closed form, no optimiser to fail."""

@@ -328,6 +328,12 @@ def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise(
     assert (
         watched["watch"] == "would have warned 1 time(s): 2 of 2 block(s) of 10,000 rows broken, at most 23.7% flagged"
     )
+    assert "at_promise" not in watched, "a summary from before the comparison at the promise"
+    detectors = {"model": {"fc1_at_promise": 0.3334}, "pca": {"fc1_at_promise": 0.4302}}
+    held = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01, "detectors": detectors}}, "x")
+    assert held["at_promise"] == (
+        "Fc1 held to 1.0% false alarms (test labels): the model 0.333, PCA reconstruction error 0.430"
+    )
 
 
 def test_budget_benchmark_trains_on_the_newest_rows(tmp_path: Path) -> None:

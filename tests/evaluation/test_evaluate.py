@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 
 from container_component_src.evaluation import report
+from container_component_src.evaluation.decision import DeployDecision
 from container_component_src.evaluation.evaluate import (
     ChannelSums,
     EvaluateOptions,
     calibration,
+    detector_baseline,
     evaluate_scores,
     nominal_false_alarm_rates,
     replay_watch,
@@ -46,6 +48,10 @@ def test_the_model_finds_the_injected_anomalies_better_than_trivial_detectors(ev
     assert {"baseline_pca_fc1", "baseline_pca_top_k_fc1", "baseline_pca_best_fc1", "baseline_pca_pr_auc"} <= set(m)
     assert 1 <= evaluated["summary"]["baselines"]["pca_components"] < 16
     assert "<h2>Detectors at the same thresholds</h2>" in Path(evaluated["report.html"]).read_text()
+    detectors = evaluated["summary"]["deploy"]["detectors"]
+    assert detectors["model"]["fc1_at_promise"] == m["fc1_at_promise"]
+    assert detectors["pca"]["fc1_at_promise"] == m["baseline_pca_fc1_at_promise"]
+    assert DeployDecision.from_summary(evaluated["summary"]).detectors == detectors
     assert m["pr_auc"] > m["anomaly_share"] + 0.2, m
     assert m["best_fc1"] >= m["fc1"] - 1e-9
 
@@ -157,6 +163,23 @@ def test_on_normal_rows_like_validation_the_quantile_keeps_its_promise() -> None
     assert quantile["nominal_false_alarm_rate"] == pytest.approx(0.01)
     assert quantile["false_alarm_rate"] == pytest.approx(0.01, rel=0.1)
     assert quantile["false_alarm_rate"] == summary["label_free_by_method"]["quantile"]["false_alarm_rate"]
+
+
+def test_at_the_promise_each_detector_flags_the_promised_share_of_normal_rows() -> None:
+    # Validation like the test's normal rows, but the test's normal operation has shifted up:
+    # the label-free threshold breaks its promise, the one read off the test labels keeps it.
+    rng = np.random.default_rng(1)
+    labels = np.zeros(20_000, dtype=int)
+    labels[5000:5300] = 1
+    test = rng.normal(size=labels.size) + 1.0 + 5 * labels
+    summary, _ = evaluate_scores(rng.normal(size=5_000), test, labels, EvaluateOptions())
+    at_promise = summary["at_promise"]
+    assert summary["label_free"]["false_alarm_rate"] > 0.05
+    assert at_promise["promised_false_alarm_rate"] == pytest.approx(0.01)
+    assert 0.0099 < at_promise["false_alarm_rate"] <= 0.01
+    assert at_promise["threshold"] > summary["label_free"]["threshold"]
+    raw = detector_baseline("raw_signal", rng.normal(size=5_000), test, labels, EvaluateOptions())
+    assert 0 < raw["raw_signal_fc1_at_promise"] <= 1
 
 
 def test_smoothing_changes_scores_but_not_the_row_count(

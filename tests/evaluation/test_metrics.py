@@ -199,6 +199,30 @@ def test_top_k_flags_rows_strictly_above_the_kth_largest_score() -> None:
     assert (scores > metrics.top_k_threshold(scores, 3)).sum() == 2
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rate", [0.0, 0.01, 0.1, 0.5])
+def test_rate_threshold_is_the_lowest_that_keeps_the_rate(seed: int, rate: float) -> None:
+    rng = np.random.default_rng(seed)
+    # Rounded, so that many scores tie; a fifth of the rows anomalous and higher.
+    labels = (rng.random(997) < 0.2).astype(int)
+    scores = np.round(rng.normal(size=labels.size) + 2 * labels, 1)
+    threshold = metrics.rate_threshold(scores, labels, rate)
+    normal = scores[labels == 0]
+    assert (normal > threshold).mean() <= rate
+    lower = normal[normal < threshold]
+    if lower.size:  # any lower threshold breaks it
+        assert (normal > lower.max()).mean() > rate
+    assert metrics_at(scores, labels, threshold)["false_alarm_rate"] == (normal > threshold).mean()
+
+
+def test_rate_threshold_at_the_edges() -> None:
+    scores = np.array([0.3, 0.9])
+    assert metrics.rate_threshold(scores, np.array([1, 1]), 0.01) == 0.9
+    # Two normal rows: half of them may be flagged at 0.5, none below it.
+    assert metrics.rate_threshold(np.array([0.2, 0.5, 0.9]), np.array([0, 0, 1]), 0.5) == 0.2
+    assert metrics.rate_threshold(np.array([0.2, 0.5, 0.9]), np.array([0, 0, 1]), 0.4) == 0.5
+
+
 @pytest.mark.parametrize(
     ("sample", "exact"),
     [

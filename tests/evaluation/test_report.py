@@ -246,13 +246,26 @@ def test_the_detectors_table_shows_each_false_alarm_rate_and_why_the_served_one_
         "label_free": {"fc1": 0.649, "false_alarm_rate": 0.0115},
         "best_fc1": {"fc1": 0.7},
         "pr_auc": 0.37,
-        "baselines": {"pca_fc1": 0.833, "pca_false_alarm_rate": 0.106, "pca_best_fc1": 0.85, "pca_pr_auc": 0.5},
+        "at_promise": {"fc1": 0.62},
+        "baselines": {
+            "pca_fc1": 0.833,
+            "pca_false_alarm_rate": 0.106,
+            "pca_fc1_at_promise": 0.41,
+            "pca_best_fc1": 0.85,
+            "pca_pr_auc": 0.5,
+        },
         "deploy": skab_a_decision().to_dict(),
     }
     table = detectors_table(summary)
     assert "<th>false alarms, label-free (1.00% promised)</th>" in table
-    assert "<th>the model</th><td>0.6490</td><td>1.15%</td>" in table
-    assert "<th>PCA reconstruction error</th><td>0.8330</td><td>10.60%</td>" in table
+    assert "<th>Fc1 at 1.00% false alarms (test labels)</th>" in table
+    assert "<th>the model</th><td>0.6490</td><td>1.15%</td><td>0.6200</td>" in table
+    assert "<th>PCA reconstruction error</th><td>0.8330</td><td>10.60%</td><td>0.4100</td>" in table
+    assert "Held to the same false-alarm rate, the 1.00% promised" in table
+    assert "the model detects most: Fc1 0.620 (PCA reconstruction error 0.410)" in table
+    del summary["at_promise"], summary["baselines"]["pca_fc1_at_promise"]  # a summary from before
+    before = detectors_table(summary)
+    assert "Held to" not in before and "<th>the model</th><td>0.6490</td><td>1.15%</td><td></td>" in before
     assert "The deploy step serves the model: its false alarms keep their promise (1.15% of normal rows" in table
 
 
