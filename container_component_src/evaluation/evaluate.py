@@ -431,9 +431,14 @@ def worst_events(events: pd.DataFrame, count: int) -> tuple[pd.DataFrame, list[t
 def event_views(
     model: Any, channels: list[str], worst: pd.DataFrame, pieces: list[pd.DataFrame], threshold: float
 ) -> list[report.EventView]:
-    """Per-channel views of the `worst_events`, from their rows (`pieces`)."""
+    """Per-channel views of the `worst_events`, from their rows (`pieces`): each cut to the runs
+    of rows (segments) the event touches, since rows across a gap belong to another run and would
+    be drawn joined to it."""
     views = []
-    for (number, event), rows in zip(worst.iterrows(), pieces, strict=True):
+    for (number, event), piece in zip(worst.iterrows(), pieces, strict=True):
+        segments = segment_ids(piece.index)
+        first, last = segments[piece.index.searchsorted([event["start"], event["end"]])]
+        rows = piece[(segments >= first) & (segments <= last)]
         length = int(event["last_row"] - event["first_row"] + 1)
         values = scoring.channel_matrix(rows, channels, "test set")
         found = "found" if event["peak_score"] > threshold else "missed"

@@ -448,3 +448,27 @@ def test_rows_read_for_the_report_hold_only_themselves(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert [len(piece) for piece in pieces] == [10] * 8
     assert held < rows * len(channels) * 4 / 8, f"{held:,} bytes held for 80 rows: a batch's worth or more"
+
+
+def test_an_event_view_stays_within_the_runs_of_rows_the_event_touches() -> None:
+    """Rows across a gap are another run (SKAB's stacked recordings): drawn beside the event they
+    would be joined to it by a line over the gap."""
+    from container_component_src.evaluation.evaluate import event_table, event_views
+    from container_component_src.model.residual import ResidualDetector
+
+    first = pd.date_range("2021-01-01 00:00", periods=60, freq="1min", tz="UTC")
+    second = pd.date_range("2021-01-01 02:00", periods=60, freq="1min", tz="UTC")
+    times = first.append(second)
+    labels = np.zeros(120, dtype=int)
+    labels[70:80] = 1
+    rows = pd.DataFrame({"a": np.where(labels == 1, 5.0, 0.1), "b": 0.0}, index=times)
+    events = event_table(labels, times, rows["a"].to_numpy())
+    (view,) = event_views(ResidualDetector.raw_signal(np.ones(2)), ["a", "b"], events, [rows], threshold=1.0)
+    assert view.times[0] == second[0] and view.times[-1] == second[-1]
+    assert view.values.shape == (2, 60) and view.contributions.shape == (2, 60)
+    # An event across the gap keeps both runs.
+    labels[55:65] = 1
+    labels[70:80] = 0
+    events = event_table(labels, times, rows["a"].to_numpy())
+    (view,) = event_views(ResidualDetector.raw_signal(np.ones(2)), ["a", "b"], events, [rows], threshold=1.0)
+    assert len(view.times) == 120
