@@ -38,8 +38,10 @@ SKAB_A_CASES = {
 }
 
 
-def rules(val: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
-    """Each candidate's flags on the test scores, from the validation scores (both in time order)."""
+def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each candidate's flags on the test scores, from the validation scores (both in time order;
+    `segments` numbers the test's runs of rows, each a stream of its own where a rule keeps state
+    per stream; None: one stream)."""
     return {
         "quantile of all validation rows (deployed today)": test > np.quantile(val, QUANTILE),
         "quantile of the newest quarter of validation": test > candidates.newest_quantile(val, QUANTILE, 0.25),
@@ -51,20 +53,23 @@ def rules(val: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
         "weighted conformal (weights halve every quarter of validation)": (
             test > candidates.weighted_conformal(val, RISK, half_life=len(val) / 4)
         ),
+        "quantile following the stream's median score": candidates.median_follow(val, test, QUANTILE, segments),
     }
 
 
-Stream = tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]
+# A stream's validation and test scores by detector column, its test labels, and its test rows'
+# segments (runs of rows without a gap; None: one run).
+Stream = tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray | None]
 
 
 def measure(results: pd.DataFrame, data: str) -> list[dict[str, Any]]:
     """Rows of the figures for one run's results parquet (split, label, each detector's scores)."""
+    from container_component_src.data.segments import segment_ids
+
     val, test = results[results["split"] == "val"], results[results["split"] == "test"]
     columns = [c for c in DETECTORS if c in results.columns]
-    return judge(
-        [({c: val[c].to_numpy() for c in columns}, {c: test[c].to_numpy() for c in columns}, test["label"].to_numpy())],
-        data,
-    )
+    scores = ({c: val[c].to_numpy() for c in columns}, {c: test[c].to_numpy() for c in columns})
+    return judge([(*scores, test["label"].to_numpy(), segment_ids(test.index))], data)
 
 
 def judge(streams: list[Stream], data: str) -> list[dict[str, Any]]:
@@ -73,15 +78,15 @@ def judge(streams: list[Stream], data: str) -> list[dict[str, Any]]:
     state is the stream's), and the rates count the streams' test rows together."""
     from container_component_src.evaluation.metrics import metrics_at
 
-    labels = np.concatenate([stream_labels for *_, stream_labels in streams])
+    labels = np.concatenate([stream_labels for _, _, stream_labels, _ in streams])
     normal = labels == 0
     # Fc1's events must not run from one stream into the next: a normal, unflagged row between them.
-    gaps = np.cumsum([len(stream_labels) for *_, stream_labels in streams])[:-1]
+    gaps = np.cumsum([len(stream_labels) for _, _, stream_labels, _ in streams])[:-1]
     rows = []
     for column, detector in DETECTORS.items():
         if column not in streams[0][0]:
             continue
-        judged = [rules(val[column], test[column]) for val, test, _ in streams]
+        judged = [rules(val[column], test[column], segments) for val, test, _, segments in streams]
         for rule in judged[0]:
             flags = np.concatenate([by_rule[rule] for by_rule in judged])
             observed = float(flags[normal].mean())
@@ -136,6 +141,7 @@ def protocol_b_streams(result: dict[str, Any]) -> list[Stream]:
             {column: result["scores"][name][i][:FIT] for column, name in names.items()},
             {column: result["scores"][name][i][FIT:] for column, name in names.items()},
             labels[FIT:],
+            None,
         )
         for i, labels in enumerate(result["labels"])
     ]

@@ -270,6 +270,30 @@ def test_threshold_candidates_judge_each_row_by_the_rows_before_it() -> None:
     assert spot_replay(val, drifting, risk=0.01, depth=10).mean() < 0.02
 
 
+def test_the_median_following_threshold_scales_with_each_streams_level() -> None:
+    import numpy as np
+
+    from benchmarks.threshold_candidates import median_follow
+
+    rng = np.random.default_rng(6)
+    val, test = rng.exponential(size=20_000), rng.exponential(size=20_000)
+    like = median_follow(val, test, 0.99)
+    assert 0.005 < like.mean() < 0.015, "like validation: the quantile's promise"
+    assert (median_follow(val, test[:5_000], 0.99) == like[:5_000]).all(), "causal: later rows change nothing"
+    # A run whose normal operation sits higher, with a short anomaly in it: the fixed quantile flags
+    # all of it, the following one the anomaly and the first rows, before the median has moved.
+    shifted = 3.0 * test + 5.0
+    shifted[10_000:10_100] += 60.0
+    flags = median_follow(val, shifted, 0.99)
+    assert (shifted > np.quantile(val, 0.99)).mean() > 0.9
+    assert flags[10_000:10_100].all() and flags[:200].any() and flags[200:10_000].mean() < 0.01
+    # Each segment is a stream of its own: the second starts again from the validation median.
+    segments = np.r_[np.zeros(12_000, np.int64), np.ones(8_000, np.int64)]
+    split = median_follow(val, shifted, 0.99, segments)
+    assert (split[:12_000] == flags[:12_000]).all()
+    assert split[12_000] and not flags[12_000:12_010].any()
+
+
 def test_conformal_candidates_calibrate_on_blocks_and_on_the_newest_rows() -> None:
     import numpy as np
 
@@ -303,10 +327,11 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
     label = np.r_[np.zeros(4_000, np.int8), (rng.random(2_000) < 0.1).astype(np.int8)]
     scores = rng.exponential(size=6_000) + 8.0 * label
     results = pd.DataFrame(
-        {"split": ["val"] * 4_000 + ["test"] * 2_000, "label": label, "smoothed_score": scores, "pca": scores * 2}
+        {"split": ["val"] * 4_000 + ["test"] * 2_000, "label": label, "smoothed_score": scores, "pca": scores * 2},
+        index=pd.date_range("2021-01-01", periods=6_000, freq="1min", tz="UTC"),
     )
     rows = measure(results, "synthetic")
-    assert len(rows) == 12, "the model and PCA (no raw-signal column here), six rules each"
+    assert len(rows) == 14, "the model and PCA (no raw-signal column here), seven rules each"
     deployed = rows[0]
     assert deployed["case"] == "model: quantile of all validation rows (deployed today)"
     normal = results[(results["split"] == "test") & (results["label"] == 0)]
