@@ -188,14 +188,14 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     from benchmarks.bench_thresholds import judge, protocol_b_streams
 
     streams = protocol_b_streams(result)
-    assert [len(labels) for *_, labels in streams] == [250, 300] and set(streams[0][0]) == {
+    assert [len(labels) for _, _, labels, _ in streams] == [250, 300] and set(streams[0][0]) == {
         "smoothed_score",
         "raw_signal",
         "pca",
     }
     judged = judge(streams, "B")
     deployed = judged[0]
-    assert len(judged) == 18 and deployed["case"] == "model: quantile of all validation rows (deployed today)"
+    assert len(judged) == 21 and deployed["case"] == "model: quantile of all validation rows (deployed today)"
     assert deployed["observed_far"] == pytest.approx(part["model"]["far"])
 
 
