@@ -76,6 +76,14 @@ class ThresholdMethod(StrEnum):
     pot = "pot"
 
 
+class ThresholdFollow(StrEnum):
+    """Whether the label-free threshold follows each run's median score (`evaluation.follow`) or
+    stays as validation set it."""
+
+    none = "none"
+    median = "median"
+
+
 class TuneBackend(StrEnum):
     local = "local"
     katib = "katib"

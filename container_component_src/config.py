@@ -27,6 +27,7 @@ from container_component_src.choices import (
     Precision,
     ScalerKind,
     ServingBackend,
+    ThresholdFollow,
     ThresholdMethod,
     TrainBackend,
     TuneAlgorithm,
@@ -198,6 +199,7 @@ class EvaluationSettings:
     worst_events: int
     deploy_threshold: float
     promise_tolerance: float
+    threshold_follow: ThresholdFollow
 
 
 @dataclass(frozen=True)

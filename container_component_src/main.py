@@ -29,6 +29,7 @@ from container_component_src.choices import (
     ScalerKind,
     ServeRole,
     ServingBackend,
+    ThresholdFollow,
     ThresholdMethod,
     TrainBackend,
     TuneAlgorithm,
@@ -170,6 +171,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "dataset": settings.data.dataset,
             "deploy_threshold": settings.evaluation.deploy_threshold,
             "promise_tolerance": settings.evaluation.promise_tolerance,
+            "threshold_follow": settings.evaluation.threshold_follow,
         },
         "serve": {
             "name": settings.serving.name,
@@ -1032,6 +1034,12 @@ def evaluate(
             help="The gate prefers detectors whose false alarms stay within this many times their promise (0: off).",
         ),
     ],
+    threshold_follow: Annotated[
+        ThresholdFollow,
+        typer.Option(
+            help="median: the label-free threshold follows each run's median score (served too); none: fixed."
+        ),
+    ],
 ) -> None:
     """Score validation and test rows, sweep thresholds, write metrics (point F1, Fc1,
     point-adjusted F1, PR-AUC), the results parquet and the HTML report."""
@@ -1053,6 +1061,7 @@ def evaluate(
             dataset=dataset,
             deploy_threshold=deploy_threshold,
             promise_tolerance=promise_tolerance,
+            threshold_follow=threshold_follow,
         )
         check_step_fits("evaluate", [val, test])
         _report(run_evaluate(model, val, test, results, summary, report, options))

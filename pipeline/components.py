@@ -319,6 +319,7 @@ def evaluate(
     worst_events: int,
     deploy_threshold: float,
     promise_tolerance: float,
+    threshold_follow: str,
     results: Output[Dataset],
     summary: Output[Artifact],
     report: Output[HTML],
@@ -349,6 +350,7 @@ def evaluate(
         worst_events=worst_events,
         deploy_threshold=deploy_threshold,
         promise_tolerance=promise_tolerance,
+        threshold_follow=threshold_follow,
     )
     with open(summary.path) as handle:
         content = json.load(handle)

@@ -205,6 +205,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         worst_events: int = evaluation.worst_events,
         deploy_threshold: float = evaluation.deploy_threshold,
         promise_tolerance: float = evaluation.promise_tolerance,
+        threshold_follow: str = evaluation.threshold_follow,
         serving_backend: str = serving.backend,
         serving_gpus: int = serving.gpus,
     ) -> PipelineOutputs:
@@ -264,6 +265,8 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             deploy_threshold: Deploy only when Fc1 at the label-free threshold is above this.
             promise_tolerance: The gate prefers the detectors whose false alarms stay within this
                 many times what their threshold promises (0: Fc1 alone decides).
+            threshold_follow: "median": the label-free threshold follows each run's median score, in
+                evaluation and in the served model; "none": it stays as validation set it.
             serving_backend: "local" (publish to a folder and smoke-test the KServe server in the task)
                 or "kserve" (an InferenceService).
             serving_gpus: GPUs of the InferenceService predictor.
@@ -395,6 +398,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 worst_events=worst_events,
                 deploy_threshold=deploy_threshold,
                 promise_tolerance=promise_tolerance,
+                threshold_follow=threshold_follow,
             ),
             "evaluate",
         )

@@ -84,6 +84,8 @@ class DeployDecision:
         detectors: Every detector compared: name -> {"fc1", "false_alarm_rate"}, and "fc1_at_promise"
             (Fc1 where it would flag the promised share of the test's normal rows, read off their
             labels; absent from summaries written before it).
+        follow: The validation `level` and `spread` the served threshold follows each stream's
+            median score by (`evaluation.follow`); None: it stays as set.
     """
 
     fc1: float
@@ -98,6 +100,7 @@ class DeployDecision:
     promised_false_alarm_rate: float | None = None
     promise_tolerance: float = 0.0
     detectors: dict[str, dict[str, float]] = field(default_factory=dict)
+    follow: dict[str, float] | None = None
 
     @property
     def fc1_name(self) -> str:
@@ -173,6 +176,9 @@ class DeployDecision:
                     | ({"fc1_at_promise": float(found["fc1_at_promise"])} if "fc1_at_promise" in found else {})
                     for name, found in block.get("detectors", {}).items()
                 },
+                follow=None
+                if block.get("follow") is None
+                else {"level": float(block["follow"]["level"]), "spread": float(block["follow"]["spread"])},
             )
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise InputError(

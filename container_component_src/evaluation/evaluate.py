@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from container_component_src import datasets, storage
-from container_component_src.choices import ThresholdMethod, choice
+from container_component_src.choices import ThresholdFollow, ThresholdMethod, choice
 from container_component_src.data.scaling import describe_channels
 from container_component_src.data.segments import SegmentNumbering, median_step_ns, segment_ids
 from container_component_src.errors import OptionError
@@ -30,6 +30,7 @@ from container_component_src.evaluation.decision import (
     keeps_promise,
     watch_block_rows,
 )
+from container_component_src.evaluation.follow import MedianFollow
 from container_component_src.storage import InputError
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class EvaluateOptions:
             threshold is above this (stated in the report).
         promise_tolerance: The gate prefers detectors whose false alarms on the test's normal rows
             are within this many times their threshold's promise (0: Fc1 alone decides).
+        threshold_follow: "median": each label-free threshold follows its run's median score
+            (`evaluation.follow`), in evaluation and in the server; "none": it stays as set.
     """
 
     smoothing_window: int = 1
@@ -87,10 +90,16 @@ class EvaluateOptions:
     dataset: str = "ECLSS"
     deploy_threshold: float = 0.5
     promise_tolerance: float = 2.0
+    threshold_follow: str = "median"
 
     def __post_init__(self) -> None:
         if not self.promise_tolerance >= 0:
             raise OptionError(f"--promise-tolerance must be 0 (off) or more, got {self.promise_tolerance}")
+        choice(ThresholdFollow, self.threshold_follow, "--threshold-follow")
+
+    @property
+    def follows(self) -> bool:
+        return self.threshold_follow == ThresholdFollow.median
 
 
 def channel_weights(model: Any, count: int) -> np.ndarray:
@@ -429,11 +438,11 @@ def worst_events(events: pd.DataFrame, count: int) -> tuple[pd.DataFrame, list[t
 
 
 def event_views(
-    model: Any, channels: list[str], worst: pd.DataFrame, pieces: list[pd.DataFrame], threshold: float
+    model: Any, channels: list[str], worst: pd.DataFrame, pieces: list[pd.DataFrame], flags: np.ndarray
 ) -> list[report.EventView]:
     """Per-channel views of the `worst_events`, from their rows (`pieces`): each cut to the runs
     of rows (segments) the event touches, since rows across a gap belong to another run and would
-    be drawn joined to it."""
+    be drawn joined to it. `flags`: the test rows the label-free threshold flags (found or missed)."""
     views = []
     for (number, event), piece in zip(worst.iterrows(), pieces, strict=True):
         segments = segment_ids(piece.index)
@@ -441,7 +450,7 @@ def event_views(
         rows = piece[(segments >= first) & (segments <= last)]
         length = int(event["last_row"] - event["first_row"] + 1)
         values = scoring.channel_matrix(rows, channels, "test set")
-        found = "found" if event["peak_score"] > threshold else "missed"
+        found = "found" if flags[int(event["first_row"]) : int(event["last_row"]) + 1].any() else "missed"
         views.append(
             report.EventView(
                 title=f"Event {number + 1}: {event['start']:%Y-%m-%d %H:%M} to {event['end']:%H:%M} UTC, "
@@ -483,6 +492,26 @@ def nominal_false_alarm_rates(n_val: int, options: EvaluateOptions) -> dict[str,
     }
 
 
+def label_free_flags(
+    val_scores: np.ndarray,
+    test_scores: np.ndarray,
+    threshold: float,
+    options: EvaluateOptions,
+    runs: np.ndarray | None = None,
+) -> np.ndarray:
+    """The test rows a label-free threshold from `val_scores` flags, in time order: those above it,
+    or (`threshold_follow` "median") above it as it follows each run's median score, the rule the
+    server applies (`evaluation.follow`; `runs` numbers each test row's run, None: one run)."""
+    if not options.follows:
+        return np.asarray(test_scores) > threshold
+    return MedianFollow.of(val_scores, threshold).replay(test_scores, threshold, runs)
+
+
+def flag_metrics(flags: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """`metrics.metrics_at` of flagged rows (`threshold`: the label-free threshold they came from)."""
+    return metrics.metrics_at(np.asarray(flags, dtype=np.float64), labels, 0.5) | {"threshold": float(threshold)}
+
+
 def calibration(by_method: dict[str, dict[str, float]], nominal: dict[str, float], n_normal: int) -> dict[str, Any]:
     """How well each label-free threshold keeps its promise on the test's normal rows.
 
@@ -516,12 +545,20 @@ def calibration(by_method: dict[str, dict[str, float]], nominal: dict[str, float
 
 
 def evaluate_scores(
-    val_scores: np.ndarray, test_scores: np.ndarray, labels: np.ndarray, options: EvaluateOptions
-) -> tuple[dict[str, Any], pd.DataFrame]:
+    val_scores: np.ndarray,
+    test_scores: np.ndarray,
+    labels: np.ndarray,
+    options: EvaluateOptions,
+    runs: np.ndarray | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
     """Thresholds, metrics and baselines from (smoothed) scores; no I/O.
 
+    Args:
+        runs: Each test row's run, for a threshold that follows each run's median (None: one run).
+
     Returns:
-        The summary (see `run_evaluate`) without model and counts, and the test sweep.
+        The summary (see `run_evaluate`) without model and counts, the test sweep, and the test
+        rows the deployed label-free threshold flags.
     """
     method = choice(ThresholdMethod, options.threshold_method, "--threshold-method")
     thresholds = label_free_thresholds(val_scores, options)
@@ -529,7 +566,10 @@ def evaluate_scores(
     top_k = metrics.top_k_threshold(test_scores, n_positive)
     grid = metrics.threshold_grid(test_scores, options.n_thresholds, options.low_quantile, options.high_quantile)
     sweep = metrics.sweep_thresholds(test_scores, labels, np.union1d(grid, [*thresholds.values(), top_k]))
-    by_method = {str(name): metrics.metrics_at(test_scores, labels, value) for name, value in thresholds.items()}
+    flags = {
+        str(name): label_free_flags(val_scores, test_scores, value, options, runs) for name, value in thresholds.items()
+    }
+    by_method = {name: flag_metrics(flags[name], labels, thresholds[name]) for name in flags}
     label_free = by_method[method]
     promised = nominal_false_alarm_rates(len(val_scores), options)[method]
     best = {name: float(value) for name, value in sweep.loc[sweep["fc1"].idxmax()].items()}
@@ -555,19 +595,25 @@ def evaluate_scores(
             ],
         },
         "roc": _roc(sweep, len(labels) - n_positive),
+        "threshold_follow": str(choice(ThresholdFollow, options.threshold_follow, "--threshold-follow")),
     }
-    return summary, sweep
+    return summary, sweep, flags[method]
 
 
 def detector_baseline(
-    name: str, val_signal: np.ndarray, test_signal: np.ndarray, labels: np.ndarray, options: EvaluateOptions
+    name: str,
+    val_signal: np.ndarray,
+    test_signal: np.ndarray,
+    labels: np.ndarray,
+    options: EvaluateOptions,
+    runs: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The model's thresholds and metrics for another detector's scores (the raw signal, PCA),
     keyed `<name>_fc1`, `<name>_f1`, `<name>_false_alarm_rate` (at the label-free threshold),
     `<name>_best_fc1`, `<name>_top_k_fc1`, `<name>_pr_auc`, and `<name>_fc1_at_promise` (at the
     threshold that flags the promised share of the test's normal rows: `evaluate_scores`' `at_promise`)."""
     threshold = label_free_thresholds(val_signal, options)[options.threshold_method]
-    label_free = metrics.metrics_at(test_signal, labels, threshold)
+    label_free = flag_metrics(label_free_flags(val_signal, test_signal, threshold, options, runs), labels, threshold)
     promised = nominal_false_alarm_rates(len(val_signal), options)[options.threshold_method]
     at_promise = metrics.metrics_at(test_signal, labels, metrics.rate_threshold(test_signal, labels, promised))
     grid = metrics.threshold_grid(test_signal, options.n_thresholds, options.low_quantile, options.high_quantile)
@@ -618,9 +664,10 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
     chosen = gate_choice(detectors, promised, options.promise_tolerance, options.deploy_threshold)
     row_scores = val_scored["score" if chosen == MODEL else f"{chosen}_row"].to_numpy()
     evaluated = val_scored["smoothed_score" if chosen == MODEL else chosen].to_numpy()
+    threshold = label_free_thresholds(row_scores, options)[options.threshold_method]
     return DeployDecision(
         fc1=detectors[chosen]["fc1"],
-        threshold=label_free_thresholds(row_scores, options)[options.threshold_method],
+        threshold=threshold,
         evaluated_threshold=label_free_thresholds(evaluated, options)[options.threshold_method],
         smoothing_window=options.smoothing_window,
         val_quantile=options.val_quantile,
@@ -631,6 +678,8 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
         promised_false_alarm_rate=promised,
         promise_tolerance=options.promise_tolerance,
         detectors=detectors,
+        # What the server follows each stream's median score by (its per-row validation scores').
+        follow=MedianFollow.of(row_scores, threshold).to_dict() if options.follows else None,
     )
 
 
@@ -658,10 +707,12 @@ def replay_watch(flags: np.ndarray, promised: float, tolerance: float) -> dict[s
     }
 
 
-def results_table(val_scored: pd.DataFrame, test_scored: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def results_table(
+    val_scored: pd.DataFrame, test_scored: pd.DataFrame, threshold: float, test_flags: np.ndarray
+) -> pd.DataFrame:
     """The validation rows then the test rows, as the results parquet holds them: `split`, the
-    scores (not the per-row `<name>_row` ones), `label` (0 where a set has none) and `prediction`
-    at `threshold`.
+    scores (not the per-row `<name>_row` ones), `label` (0 where a set has none) and `prediction`:
+    on validation, above `threshold`; on test, `test_flags` (the deployed label-free rule's).
 
     Built a column at a time, each column taken out of both splits' frames as it is joined (they
     are left empty), so that the rows are held once plus one column, never twice.
@@ -680,6 +731,7 @@ def results_table(val_scored: pd.DataFrame, test_scored: pd.DataFrame, threshold
     for name in list(val_scored.columns):
         del val_scored[name]
     columns["prediction"] = (columns["smoothed_score"] > threshold).astype(np.int8)
+    columns["prediction"][n_val:] = test_flags
     order = ["split", *[c for c in columns if c not in ("split", "label", "prediction")], "label", "prediction"]
     return pd.DataFrame({name: columns[name] for name in order}, index=index, copy=False)
 
@@ -742,12 +794,15 @@ def run_evaluate(
     if not np.isin(labels, (0, 1)).all():
         raise InputError(f"label column '{options.label_column}' of {test_url} holds values other than 0 and 1")
 
-    summary, sweep = evaluate_scores(
-        val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options
+    # The runs a following threshold follows: each segment for a model scaled per run (the server
+    # tells them apart by their reference), else the test rows as one run (as one server process).
+    runs = test_scored["segment"].to_numpy() if scaler.get("reference_rows") else None
+    summary, sweep, flags = evaluate_scores(
+        val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options, runs
     )
     for name in detectors:
         summary["baselines"] |= detector_baseline(
-            name, val_scored[name].to_numpy(), test_scored[name].to_numpy(), labels, options
+            name, val_scored[name].to_numpy(), test_scored[name].to_numpy(), labels, options, runs
         )
     if PCA in detectors:
         summary["baselines"]["pca_components"] = int(detectors[PCA].components.shape[1])
@@ -771,19 +826,22 @@ def run_evaluate(
     }
     summary["metrics"] = flat_metrics(summary)
 
-    results = results_table(val_scored, test_scored, threshold)
+    # The served detector's validation scores, for its flags below when it is not the model.
+    served_val = None if decision.detector == MODEL else val_scored[decision.detector].to_numpy()
+    results = results_table(val_scored, test_scored, threshold, flags)
     del val_scored, test_scored  # every row is in `results` once; memory grows with the rows
     test_rows = results.iloc[n_val:]
     # What an operator lives with: the alarms of the detector that is served.
     if decision.detector == MODEL:
-        served_rows, served_events, served_threshold = test_rows, events, threshold
+        served_rows, served_events = test_rows, events
     else:
-        served_scores, served_threshold = test_rows[decision.detector].to_numpy(), decision.evaluated_threshold
+        served_scores = test_rows[decision.detector].to_numpy()
+        served_flags = label_free_flags(served_val, served_scores, decision.evaluated_threshold, options, runs)
         # The columns the alarm counts read, the served detector's in the model's place (no copy of the rest).
         served_rows = pd.DataFrame(
             {
                 "smoothed_score": served_scores,
-                "prediction": (served_scores > served_threshold).astype(np.int8),
+                "prediction": served_flags.astype(np.int8),
                 "label": test_rows["label"].to_numpy(),
                 "segment": test_rows["segment"].to_numpy(),
             },
@@ -791,7 +849,7 @@ def run_evaluate(
             copy=False,
         )
         served_events = event_table(labels, test_rows.index, served_scores)
-    outcomes = report.event_outcomes(served_events, served_rows, served_threshold)
+    outcomes = report.event_outcomes(served_events, served_rows)
     summary["operations"] = report.operations(served_rows, outcomes)
     summary["watch"] = replay_watch(
         served_rows["prediction"].to_numpy(), decision.promised_false_alarm_rate, options.promise_tolerance
@@ -802,7 +860,7 @@ def run_evaluate(
     worst, view_ranges = worst_events(events, options.worst_events)
     # One more pass over the test rows reads both the worst events' rows and the false alarms'.
     pieces = rows_at(test_url, [*view_ranges, *sample.ranges], channels)
-    views = event_views(model, channels, worst, pieces[: len(view_ranges)], threshold)
+    views = event_views(model, channels, worst, pieces[: len(view_ranges)], flags)
     summary["false_alarms"] = {"detector": decision.detector} | explain_false_alarms(
         served,
         channels,

@@ -164,23 +164,22 @@ def grid_step(times: pd.DatetimeIndex) -> pd.Timedelta:
     return pd.Timedelta(int(np.median(np.diff(times.asi8))), "ns")
 
 
-def event_outcomes(events: pd.DataFrame, test: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def event_outcomes(events: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """Each labelled event at the deployed threshold: found or missed, its first flagged row and
     the time from the event's start to it (the time to detection), and its peak score.
 
     Args:
         events: `first_row`, `last_row`, `start`, `end`, `peak_score` per event (row positions in `test`).
-        test: Test rows with `smoothed_score`, indexed by time.
-        threshold: The deployed (label-free) threshold.
+        test: Test rows with `prediction` (the deployed label-free rule's flags), indexed by time.
     """
-    flagged = test["smoothed_score"].to_numpy() > threshold
+    flagged = test["prediction"].to_numpy() == 1
     detected, delays = [], []
     for first, last, start in zip(events["first_row"], events["last_row"], events["start"], strict=True):
         hits = np.flatnonzero(flagged[first : last + 1])
         detected.append(test.index[first + hits[0]] if len(hits) else pd.NaT)
         delays.append(test.index[first + hits[0]] - start if len(hits) else pd.NaT)
     return events.assign(
-        found=events["peak_score"].to_numpy() > threshold,
+        found=pd.notna(detected) if len(events) else np.zeros(0, dtype=bool),
         detected=pd.DatetimeIndex(detected, tz=test.index.tz) if len(events) else pd.DatetimeIndex([]),
         time_to_detection=pd.TimedeltaIndex(delays) if len(events) else pd.TimedeltaIndex([]),
     )
@@ -261,13 +260,13 @@ def score_figure(
     results: pd.DataFrame, thresholds: dict[str, float], events: pd.DataFrame, alarms: pd.DataFrame | None = None
 ) -> Any:
     """Anomaly score over time, zoomed on the decision region: labelled events shaded (found and
-    missed apart), thresholds drawn, false alarms marked."""
+    missed apart: `events` as `event_outcomes` gives them), thresholds drawn, false alarms marked."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
     label_free = thresholds["label-free"]
     if len(events):
-        found = events["peak_score"] > label_free
+        found = events["found"].to_numpy()
         _shade(figure, events[found], "rgba(255,127,14,0.3)", "labelled event, found")
         _shade(figure, events[~found], "rgba(214,39,40,0.35)", "labelled event, missed")
     # Positions of each split's rows, not a copy of its rows: the table can hold years of them.
@@ -833,8 +832,9 @@ def render_report(
     test = results.iloc[first:] if is_test[first:].all() else results.loc[is_test]
     del is_test
     alarms = false_alarms(test)
+    outcomes = event_outcomes(events, test)
     figures = [
-        score_figure(results, thresholds, events, alarms),
+        score_figure(results, thresholds, outcomes, alarms),
         curves_figure(sweep, thresholds),
         pr_figure(sweep, summary["pr_auc"]),
         *[event_figure(view) for view in event_views],
@@ -854,10 +854,18 @@ def render_report(
         f"generalised Pareto tail fitted above their {options.get('pot_level', 0.98)} quantile, risk "
         f"{options.get('pot_risk', 0.001)}); the {summary.get('threshold_method', 'quantile')} one is what the "
         "deployed model uses. The top-k threshold flags the k highest-scoring rows (k = anomalous test rows, "
-        "ties not flagged), as published tables do. A row is flagged when its score is above the threshold. Fc1 is the "
+        "ties not flagged), as published tables do. A row is flagged when its score is above the threshold"
+        + (
+            " (the label-free ones as they follow each run's median score: their margin over the validation "
+            "median grows with how far the median of the run's rows before it has risen above that median, in "
+            "validation upper-quartile spreads, and never shrinks; the drawn line is where they start)"
+            if summary.get("threshold_follow") == "median"
+            else ""
+        )
+        + ". Fc1 is the "
         "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
         "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"
         f"{_metrics_table(summary)}{detectors_table(summary)}{divs}"
-        f"{outcome_tables(event_outcomes(events, test, thresholds['label-free']), alarms, summary.get('false_alarms'))}"
+        f"{outcome_tables(outcomes, alarms, summary.get('false_alarms'))}"
         "</body></html>"
     )

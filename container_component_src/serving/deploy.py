@@ -57,10 +57,11 @@ class DeployOptions:
 
 
 def serving_config(summary: dict[str, Any], source: str = "the evaluation summary") -> dict[str, Any]:
-    """What the server needs from the evaluation: the flag threshold and what it promises (the
-    share of normal rows it should flag, which the server watches), and for the record its Fc1,
-    the false alarms evaluation saw and which detector is served (the model, or a classical
-    detector the gate found ahead)."""
+    """What the server needs from the evaluation: the flag threshold, how it follows each stream's
+    median score (`follow`, None: it does not) and what it promises (the share of normal rows it
+    should flag, which the server watches), and for the record its Fc1, the false alarms
+    evaluation saw and which detector is served (the model, or a classical detector the gate found
+    ahead)."""
     decision = DeployDecision.from_summary(summary, source)
     return {
         "threshold": decision.threshold,
@@ -73,6 +74,7 @@ def serving_config(summary: dict[str, Any], source: str = "the evaluation summar
         "promised_false_alarm_rate": decision.promised_false_alarm_rate,
         "false_alarm_rate": decision.false_alarm_rate,
         "promise_tolerance": decision.promise_tolerance,
+        "follow": decision.follow,
     }
 
 

@@ -36,9 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from container_component_src.evaluation.follow import FollowStreams, MedianFollow
+
 SERVING_FILE = "serving.json"
 SCALED_TENSOR = "scaled"
 REFERENCE = "reference"  # the input (V2) or key (V1) of a stream's reference
+STREAM = "stream"  # the transformer's key (V1) or parameter (V2) naming the stream to the predictor
 ROWS_TENSOR = "rows"  # the name the metadata gives the [rows, channels] layout (any name is taken)
 MAX_SCORE = float(np.finfo(np.float64).max)
 # Scaled values beyond this are sent and scored as this: finite in float32 on every wire.
@@ -61,6 +64,8 @@ class ServingConfig:
         false_alarm_rate: The share of the test's normal rows it flagged in evaluation.
         promise_tolerance: How many times its promise the threshold may flag before the
             evaluation, and the server's watch, call the promise broken (0: not judged).
+        follow: How the threshold follows each stream's median score (`evaluation.follow`);
+            None: it stays as set.
     """
 
     threshold: float
@@ -68,6 +73,7 @@ class ServingConfig:
     promised_false_alarm_rate: float | None = None
     false_alarm_rate: float | None = None
     promise_tolerance: float = 0.0
+    follow: MedianFollow | None = None
 
     @classmethod
     def read(cls, model_dir: str) -> ServingConfig:
@@ -94,6 +100,12 @@ class ServingConfig:
                 raise InputError(f"{path}: {key} is {json.dumps(value)[:40]}, not a number in [{low}, {high}]")
             return float(value)
 
+        follow = content.get("follow")
+        if follow is not None:
+            level, spread = (follow.get(key) if isinstance(follow, dict) else None for key in ("level", "spread"))
+            if _bad_value(level) or _bad_value(spread) or not spread > 0:
+                raise InputError(f"{path}: follow is {json.dumps(follow)[:80]}, not a level and a spread > 0")
+            follow = MedianFollow(level=float(level), spread=float(spread))
         # Folders published before the promise was recorded have none: nothing to watch.
         return cls(
             threshold=number("threshold"),
@@ -101,6 +113,7 @@ class ServingConfig:
             promised_false_alarm_rate=number("promised_false_alarm_rate", 0.0, 1.0),
             false_alarm_rate=number("false_alarm_rate", 0.0, 1.0),
             promise_tolerance=number("promise_tolerance", 0.0, default=0.0),
+            follow=follow,
         )
 
 
@@ -269,6 +282,8 @@ class AnomalyScorer:
     threshold: float
     device: str = "cpu"
     config: ServingConfig | None = None
+    # Each stream's median score, which the threshold follows (None: a fixed threshold).
+    streams: FollowStreams | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -286,12 +301,15 @@ class AnomalyScorer:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, scaler = load_scripted(model_dir)
         config = ServingConfig.read(model_dir) if threshold is None else None
+        # A threshold given by hand stays as given.
+        follow = None if config is None else config.follow
         return cls(
             model=model.to(device),
             scaler=scaler,
             threshold=threshold if config is None else config.threshold,
             device=device,
             config=config,
+            streams=None if follow is None else FollowStreams(follow, config.threshold),
         )
 
     def scale(self, values: np.ndarray, reference: Any = None) -> np.ndarray:
@@ -303,10 +321,12 @@ class AnomalyScorer:
         """Rows a request must carry before the first row it wants scored (0: the point model)."""
         return int(self.model.context)
 
-    def score(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, scaled: np.ndarray, stream: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores and anomaly flags of scaled rows in time order: one per row after the first
         `context` (a windowed model scores each row given the rows before it). A row whose window
-        holds a value that overflows, or whose score does, scores MAX_SCORE and is flagged.
+        holds a value that overflows, or whose score does, scores MAX_SCORE and is flagged. A
+        threshold that follows the median score follows that of `stream` (`stream_key`; None:
+        the one stream of a model without references).
 
         Raises:
             RequestError: The request holds no row beyond the model's context.
@@ -326,6 +346,8 @@ class AnomalyScorer:
         with torch.inference_mode():
             scores = self.model.score(values.to(self.device)).double().cpu().numpy()
         scores = np.where(overflow | ~np.isfinite(scores), MAX_SCORE, scores)
+        if self.streams is not None:
+            return scores, self.streams.judge(scores, stream)
         return scores, scores > self.threshold
 
 
@@ -353,6 +375,13 @@ def reference_vector(reference: Any, channels: list[str]) -> np.ndarray:
         channel = channels[int(np.argmin(np.isfinite(vector)))]
         raise RequestError(f"input {REFERENCE}, channel {channel}: NaN or infinite")
     return vector
+
+
+def stream_key(reference: Any, channels: list[str]) -> str | None:
+    """The stream a request's rows come from, as the server's following threshold tells streams
+    apart: its reference (a new run of a stream has a new one), as the hex of its float64 values;
+    None without one."""
+    return None if reference is None else reference_vector(reference, channels).tobytes().hex()
 
 
 def scale_for_serving(values: np.ndarray, scaler: dict[str, Any], reference: Any = None) -> np.ndarray:

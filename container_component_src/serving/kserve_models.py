@@ -183,26 +183,35 @@ class AnomalyPredictor(Model):
         self.ready = True
         return self.ready
 
-    def _matrix(self, payload: dict[str, Any] | InferRequest) -> np.ndarray:
+    def _matrix(self, payload: dict[str, Any] | InferRequest) -> tuple[np.ndarray, str | None]:
+        """The request's scaled rows, and the stream they come from (`inference.stream_key`: from
+        the client's reference, or as the transformer names it)."""
         scorer = self.scorer
         n_channels, limit = len(scorer.channels), self.max_batch_rows
         if not self.scaled_input:
-            return scorer.scale(*_raw_matrix(payload, scorer.scaler, limit))
+            raw, reference = _raw_matrix(payload, scorer.scaler, limit)
+            return scorer.scale(raw, reference), inference.stream_key(reference, scorer.channels)
         if isinstance(payload, InferRequest):
             tensors = _v2_tensors(payload)
             if set(tensors) != {inference.SCALED_TENSOR}:
                 raise RequestError(f"expected one input named {inference.SCALED_TENSOR!r}, got {sorted(tensors)}")
-            return inference.scaled_tensor_to_matrix(tensors[inference.SCALED_TENSOR], n_channels, limit)
-        if not isinstance(payload, dict) or "instances" not in payload:
-            raise RequestError('a V1 request body must be an object with "instances"')
-        return inference.scaled_rows_to_matrix(payload["instances"], n_channels, limit)
+            stream = (payload.parameters or {}).get(inference.STREAM)
+            matrix = inference.scaled_tensor_to_matrix(tensors[inference.SCALED_TENSOR], n_channels, limit)
+        else:
+            if not isinstance(payload, dict) or "instances" not in payload:
+                raise RequestError('a V1 request body must be an object with "instances"')
+            stream = payload.get(inference.STREAM)
+            matrix = inference.scaled_rows_to_matrix(payload["instances"], n_channels, limit)
+        if stream is not None and not isinstance(stream, str):
+            raise RequestError(f'"{inference.STREAM}" must be a string naming the stream, got {type(stream).__name__}')
+        return matrix, stream
 
     def predict(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
         try:
             requested = _requested(payload) if isinstance(payload, InferRequest) else None
-            scores, flags = self.scorer.score(self._matrix(payload))
+            scores, flags = self.scorer.score(*self._matrix(payload))
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
         flagged = int(flags.sum())
@@ -262,6 +271,8 @@ class TelemetryTransformer(Model):
             requested = _requested(payload) if isinstance(payload, InferRequest) else (None, False)
             raw, reference = _raw_matrix(payload, self.scaler, self.max_batch_rows)
             scaled = inference.scale_for_serving(raw, self.scaler, reference)
+            # The predictor sees scaled rows only: it is told which stream they come from.
+            stream = inference.stream_key(reference, self.scaler["channels"])
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
         if isinstance(payload, InferRequest):
@@ -269,9 +280,10 @@ class TelemetryTransformer(Model):
         else:
             _CLIENT.set(("v1", None, None, False))
         if self.predictor_config.protocol == "v1":
-            return {"instances": scaled.tolist()}
+            return {"instances": scaled.tolist(), **({inference.STREAM: stream} if stream else {})}
         tensor = {"name": inference.SCALED_TENSOR, "shape": list(scaled.shape), "datatype": "FP64"}
-        return {"id": _CLIENT.get()[1], "inputs": [tensor | {"data": scaled.ravel().tolist()}]}
+        request = {"id": _CLIENT.get()[1], "inputs": [tensor | {"data": scaled.ravel().tolist()}]}
+        return request | ({"parameters": {inference.STREAM: stream}} if stream else {})
 
     def postprocess(
         self, response: dict[str, Any], headers: dict[str, str] | None = None

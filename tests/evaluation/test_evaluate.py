@@ -14,6 +14,7 @@ from container_component_src.evaluation.evaluate import (
     calibration,
     detector_baseline,
     evaluate_scores,
+    label_free_flags,
     nominal_false_alarm_rates,
     replay_watch,
     run_evaluate,
@@ -63,7 +64,14 @@ def test_results_hold_every_row_with_its_prediction(evaluated: dict[str, Any], s
     assert (results["split"] == "val").sum() == len(val) and (results["split"] == "test").sum() == len(test)
     assert isinstance(results.index, pd.DatetimeIndex)
     threshold = evaluated["summary"]["label_free"]["threshold"]
-    assert (results["prediction"] == (results["smoothed_score"] > threshold)).all()
+    val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
+    assert (val_rows["prediction"] == (val_rows["smoothed_score"] > threshold)).all()
+    # Test rows: flagged as the threshold follows the median score (one run: no references here).
+    flags = label_free_flags(
+        val_rows["smoothed_score"].to_numpy(), test_rows["smoothed_score"].to_numpy(), threshold, EvaluateOptions()
+    )
+    assert (test_rows["prediction"].to_numpy() == flags).all()
+    assert evaluated["summary"]["label_free"]["flagged_share"] == flags.mean()
     tested = results[results["split"] == "test"]
     assert (tested["label"].to_numpy() == test["label"].to_numpy()).all()
     confusion = np.array(evaluated["summary"]["confusion_matrix"]["matrix"])
@@ -156,7 +164,7 @@ def test_on_normal_rows_like_validation_the_quantile_keeps_its_promise() -> None
     rng = np.random.default_rng(0)
     labels = np.zeros(200_000, dtype=int)
     labels[1000:1100] = 1
-    summary, _ = evaluate_scores(
+    summary, _, _ = evaluate_scores(
         rng.normal(size=50_000), rng.normal(size=200_000) + 6 * labels, labels, EvaluateOptions()
     )
     quantile = summary["calibration"]["methods"]["quantile"]
@@ -172,7 +180,7 @@ def test_at_the_promise_each_detector_flags_the_promised_share_of_normal_rows() 
     labels = np.zeros(20_000, dtype=int)
     labels[5000:5300] = 1
     test = rng.normal(size=labels.size) + 1.0 + 5 * labels
-    summary, _ = evaluate_scores(rng.normal(size=5_000), test, labels, EvaluateOptions())
+    summary, _, _ = evaluate_scores(rng.normal(size=5_000), test, labels, EvaluateOptions(threshold_follow="none"))
     at_promise = summary["at_promise"]
     assert summary["label_free"]["false_alarm_rate"] > 0.05
     assert at_promise["promised_false_alarm_rate"] == pytest.approx(0.01)
@@ -275,11 +283,11 @@ def test_the_results_table_holds_validation_then_test_rows_once() -> None:
     times = pd.date_range("2021-01-01", periods=6, freq="10s", tz="UTC")
     val = pd.DataFrame({"smoothed_score": [1.0, 5.0], "pca": [0.1, 0.2], "pca_row": [0.3, 0.4]}, index=times[:2])
     test = pd.DataFrame({"smoothed_score": [2.0, 6.0, 3.0, 7.0], "pca": 0.5, "label": [0, 1, 0, 1]}, index=times[2:])
-    results = results_table(val, test, threshold=4.0)
+    results = results_table(val, test, threshold=4.0, test_flags=np.array([0, 1, 1, 1]))
     assert results.index.equals(times) and "pca_row" not in results.columns
     assert results["split"].tolist() == ["val"] * 2 + ["test"] * 4
     assert results["label"].tolist() == [0, 0, 0, 1, 0, 1] and results["label"].dtype == np.int8, "none in val: 0"
-    assert results["prediction"].tolist() == [0, 1, 0, 1, 0, 1]
+    assert results["prediction"].tolist() == [0, 1, 0, 1, 1, 1], "validation above the threshold, test as flagged"
 
 
 def test_pca_finds_rows_off_the_plane_of_the_validation_rows(tmp_path: Path) -> None:
@@ -463,12 +471,13 @@ def test_an_event_view_stays_within_the_runs_of_rows_the_event_touches() -> None
     labels[70:80] = 1
     rows = pd.DataFrame({"a": np.where(labels == 1, 5.0, 0.1), "b": 0.0}, index=times)
     events = event_table(labels, times, rows["a"].to_numpy())
-    (view,) = event_views(ResidualDetector.raw_signal(np.ones(2)), ["a", "b"], events, [rows], threshold=1.0)
+    (view,) = event_views(ResidualDetector.raw_signal(np.ones(2)), ["a", "b"], events, [rows], labels == 1)
+    assert "(found at the label-free threshold)" in view.title
     assert view.times[0] == second[0] and view.times[-1] == second[-1]
     assert view.values.shape == (2, 60) and view.contributions.shape == (2, 60)
     # An event across the gap keeps both runs.
     labels[55:65] = 1
     labels[70:80] = 0
     events = event_table(labels, times, rows["a"].to_numpy())
-    (view,) = event_views(ResidualDetector.raw_signal(np.ones(2)), ["a", "b"], events, [rows], threshold=1.0)
-    assert len(view.times) == 120
+    (view,) = event_views(ResidualDetector.raw_signal(np.ones(2)), ["a", "b"], events, [rows], np.zeros(120, bool))
+    assert len(view.times) == 120 and "(missed at the label-free threshold)" in view.title

@@ -47,7 +47,7 @@ def _report() -> tuple[str, dict, pd.DataFrame]:
     labels[200:220] = 1
     test_scores = rng.normal(size=500) + 5 * labels
     val_scores = rng.normal(size=100)
-    summary, sweep = evaluate_scores(val_scores, test_scores, labels, EvaluateOptions(n_thresholds=50))
+    summary, sweep, flags = evaluate_scores(val_scores, test_scores, labels, EvaluateOptions(n_thresholds=50))
     summary |= {
         "model": "m",
         "options": {"smoothing_window": 1, "val_quantile": 0.99},
@@ -60,14 +60,14 @@ def _report() -> tuple[str, dict, pd.DataFrame]:
             "segment": [0] * 100 + [1] * 500,
             "smoothed_score": scores,
             "label": np.concatenate((np.zeros(100, dtype=int), labels)),
-            "prediction": (scores > summary["label_free"]["threshold"]).astype(int),
+            "prediction": np.concatenate((val_scores > summary["label_free"]["threshold"], flags)).astype(int),
         },
         index=times,
     )
     events = event_table(labels, times[100:], test_scores)
     test = results[results["split"] == "test"]
     threshold = summary["label_free"]["threshold"]
-    summary["operations"] = report.operations(test, report.event_outcomes(events, test, threshold))
+    summary["operations"] = report.operations(test, report.event_outcomes(events, test))
     summary["deploy"] = {"fc1": summary["label_free"]["fc1"], "fc1_name": "Fc1", "threshold": threshold}
     summary["decision"] = {"gate": 0.5, "deploy": summary["label_free"]["fc1"] > 0.5}
     view = report.EventView(
@@ -140,7 +140,7 @@ def test_event_outcomes_time_to_detection_and_operations() -> None:
     )
     test["prediction"] = (test["smoothed_score"] > 4).astype(int)
     events = event_table(test["label"].to_numpy(), times, test["smoothed_score"].to_numpy())
-    outcomes = report.event_outcomes(events, test, threshold=4.0)
+    outcomes = report.event_outcomes(events, test)
     assert outcomes["found"].tolist() == [True, False]
     # The first event starts at row 3 and is first flagged at row 6: 30 minutes later.
     assert outcomes["time_to_detection"].iloc[0] == pd.Timedelta("30min") and pd.isna(outcomes["detected"].iloc[1])

@@ -62,6 +62,7 @@ def test_publish_replaces_the_folder_with_model_and_threshold(tmp_path: Path) ->
         "promised_false_alarm_rate": None,
         "false_alarm_rate": None,
         "promise_tolerance": 0.0,
+        "follow": None,
     }
 
 
@@ -113,15 +114,19 @@ def test_a_baseline_winning_data_set_deploys_the_baseline(tmp_path: Path) -> Non
     assert "The deploy step serves PCA reconstruction error" in Path(paths[2]).read_text()
     # The alarms an operator would live with are the served detector's.
     from container_component_src.evaluation import report
-    from container_component_src.evaluation.evaluate import event_table
+    from container_component_src.evaluation.evaluate import EvaluateOptions, event_table, label_free_flags
 
     results = pd.read_parquet(paths[0])
     tested = results[results["split"] == "test"].assign(segment=0)
-    served = tested.assign(
-        smoothed_score=tested["pca"], prediction=(tested["pca"] > deploy["evaluated_threshold"]).astype(np.int8)
+    flags = label_free_flags(
+        results.loc[results["split"] == "val", "pca"].to_numpy(),
+        tested["pca"].to_numpy(),
+        deploy["evaluated_threshold"],
+        EvaluateOptions(),
     )
+    served = tested.assign(smoothed_score=tested["pca"], prediction=flags.astype(np.int8))
     events = event_table(served["label"].to_numpy(), served.index, served["pca"].to_numpy())
-    outcomes = report.event_outcomes(events, served, deploy["evaluated_threshold"])
+    outcomes = report.event_outcomes(events, served)
     assert summary["operations"] == report.operations(served, outcomes)
 
     publish_model(str(tmp_path / "model"), summary, str(tmp_path / "served"))

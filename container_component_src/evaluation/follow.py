@@ -1,0 +1,140 @@
+"""A label-free threshold that follows each run's median score: the rule evaluation replays over
+the test rows and the model server applies as rows arrive, with the same flags row for row.
+
+A fixed threshold from validation scores over-alarms on a run whose normal operation sits higher
+than the validation rows (another set-up of the test bed, a new operating point after a fault):
+it flags all of it. Here the threshold's margin over the validation median (`level`) is scaled
+by how far the median of the run's own scores before each row (every row, flagged or not) has
+risen above `level`, in validation upper-quartile spreads (`spread`), never below the margin:
+
+    threshold = level + (base - level) x max(1, (run median - level) / spread)
+
+A median barely moves for anomalies that are a minority of a run's rows, and follows a run's new
+normal level, which a threshold that learns only from the rows it does not flag (DSPOT) cannot
+once it flags them all. The factor is rounded down to 1 %-wide bins (`EDGES`), so that the
+server's state is a fixed array of bin counts per stream (memory that does not grow with the
+rows), while evaluation, which has the run in hand, takes the exact running median: the bin of the
+exact lower median is the lower median of the bins, so both reach the same factor.
+
+A run is what the model's reference marks: for a model scaled per run (`reference_rows`), each
+segment of rows in evaluation and each distinct `reference` a request carries in the server;
+without references, all of a split's rows in time order, and all the rows one server process
+scores.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Bin edges of the rise in spreads: 1 %-wide from 1 to about 1e6 (a rise below one spread leaves
+# the threshold as it is; above the last edge, the last edge).
+EDGES = 1.01 ** np.arange(1389)
+_EDGE_LIST = EDGES.tolist()
+# Streams one server process follows at once (the least recently seen is forgotten first).
+MAX_STREAMS = 1024
+
+
+@dataclass(frozen=True)
+class MedianFollow:
+    """The validation scores' median (`level`) and upper-quartile spread (`spread`, > 0) a
+    threshold follows a run's median score by."""
+
+    level: float
+    spread: float
+
+    @classmethod
+    def of(cls, val_scores: np.ndarray, base: float) -> MedianFollow:
+        """From the validation scores the threshold `base` came from. With no quartile spread
+        (a quarter of the scores or more tied at the median), the margin itself is the unit."""
+        scores = np.asarray(val_scores, dtype=np.float64)
+        level = float(np.median(scores))
+        spread = float(np.quantile(scores, 0.75)) - level
+        if not spread > 0:
+            spread = base - level if base > level else 1.0
+        return cls(level=level, spread=spread)
+
+    def bins(self, scores: np.ndarray) -> np.ndarray:
+        """Each score's bin: 0 for a rise under one spread, k for EDGES[k - 1] <= rise < EDGES[k]."""
+        rise = (np.asarray(scores, dtype=np.float64) - self.level) / self.spread
+        return np.searchsorted(EDGES, rise, side="right")
+
+    def thresholds(self, base: float, median_bins: np.ndarray) -> np.ndarray:
+        """The threshold `base` scaled for runs whose medians lie in `median_bins`."""
+        bins = np.asarray(median_bins)
+        factor = np.where(bins == 0, 1.0, EDGES[np.maximum(bins - 1, 0)])
+        return self.level + (base - self.level) * factor
+
+    def replay(self, scores: np.ndarray, base: float, runs: np.ndarray | None = None) -> np.ndarray:
+        """The flags of `scores` in time order, each row judged by the lower median of its run's rows
+        before it (a run's first row by the margin itself). `runs` numbers each row's run (None: one)."""
+        import pandas as pd  # here: the server imports this module for `FollowStreams` alone
+
+        series = pd.Series(np.asarray(scores, dtype=np.float64))
+        groups = np.zeros(len(series), dtype=np.int64) if runs is None else np.asarray(runs)
+        before = series.groupby(groups).transform(
+            lambda run: run.expanding().quantile(0.5, interpolation="lower").shift(1)
+        )
+        bins = np.where(before.isna(), 0, self.bins(before.fillna(self.level).to_numpy()))
+        return series.to_numpy() > self.thresholds(base, bins)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"level": self.level, "spread": self.spread}
+
+
+class FollowState:
+    """One stream's running median, as counts of its scores' bins (fixed memory), and the flags of
+    rows judged by it in order; see `MedianFollow.replay`, whose flags these equal."""
+
+    def __init__(self, follow: MedianFollow) -> None:
+        self.follow = follow
+        self.counts = np.zeros(len(EDGES) + 1, dtype=np.int64)
+        self.rows = 0
+        self.median_bin = 0  # the bin of the lower median of the rows so far
+        self.below = 0  # rows in bins under `median_bin`
+
+    def judge(self, scores: np.ndarray, base: float) -> np.ndarray:
+        """Flag each score by the rows before it, then count it."""
+        scores = np.asarray(scores, dtype=np.float64)
+        level, margin = self.follow.level, base - self.follow.level
+        flags = np.empty(len(scores), dtype=bool)
+        for row, (score, bin_) in enumerate(zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True)):
+            # As `MedianFollow.thresholds`, in the same float operations, for one row.
+            factor = _EDGE_LIST[self.median_bin - 1] if self.median_bin else 1.0
+            flags[row] = score > level + margin * factor
+            self._count(bin_)
+        return flags
+
+    def _count(self, bin_: int) -> None:
+        self.counts[bin_] += 1
+        self.rows += 1
+        if bin_ < self.median_bin:
+            self.below += 1
+        rank = (self.rows - 1) // 2 + 1  # the lower median's rank, from 1
+        while self.below + self.counts[self.median_bin] < rank:
+            self.below += int(self.counts[self.median_bin])
+            self.median_bin += 1
+        while self.below >= rank:
+            self.median_bin -= 1
+            self.below -= int(self.counts[self.median_bin])
+
+
+class FollowStreams:
+    """The `FollowState` of each stream a server process scores (at most `MAX_STREAMS`, the least
+    recently seen forgotten first: a forgotten stream starts again at the margin itself)."""
+
+    def __init__(self, follow: MedianFollow, base: float) -> None:
+        self.follow, self.base = follow, base
+        self.states: OrderedDict[Any, FollowState] = OrderedDict()
+
+    def judge(self, scores: np.ndarray, stream: Any = None) -> np.ndarray:
+        """Flags of a request's scores in time order, by the state of `stream` (None: the one
+        stream of a model without references)."""
+        state = self.states.pop(stream, None) or FollowState(self.follow)
+        self.states[stream] = state
+        if len(self.states) > MAX_STREAMS:
+            self.states.popitem(last=False)
+        return state.judge(scores, self.base)

@@ -1,0 +1,98 @@
+"""The threshold that follows each run's median score: evaluation's replay and the server's state
+flag the same rows."""
+
+import numpy as np
+import pytest
+
+from container_component_src.evaluation import follow as follow_module
+from container_component_src.evaluation.follow import FollowState, FollowStreams, MedianFollow
+
+
+def _brute_force(follow: MedianFollow, scores: np.ndarray, base: float) -> np.ndarray:
+    """Each row against the exact lower median of the rows before it, the slow way."""
+    flags = []
+    for row, score in enumerate(scores):
+        if row == 0:
+            threshold = base
+        else:
+            median = np.sort(scores[:row])[(row - 1) // 2]
+            threshold = follow.thresholds(base, follow.bins(np.array([median])))[0]
+        flags.append(score > threshold)
+    return np.array(flags)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_servers_state_flags_what_evaluations_replay_flags(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    val = rng.exponential(size=5_000)
+    base = float(np.quantile(val, 0.99))
+    follow = MedianFollow.of(val, base)
+    # Three runs: like validation, higher (a new operating point), much higher with an anomaly;
+    # rounded so that many scores tie, some exactly on a bin edge.
+    runs = [
+        rng.exponential(size=700),
+        3.0 * rng.exponential(size=900) + 4.0,
+        np.r_[20.0 * rng.exponential(size=300), 500.0 + rng.exponential(size=50), 20.0 * rng.exponential(size=400)],
+    ]
+    runs = [np.round(run, 1) for run in runs]
+    runs[1][:40] = follow.level + follow.spread * follow_module.EDGES[7]
+    scores, ids = np.concatenate(runs), np.repeat(np.arange(3), [len(r) for r in runs])
+    replayed = follow.replay(scores, base, ids)
+    # The server meets each run as a stream of its own, in requests of any size.
+    streams = FollowStreams(follow, base)
+    served = []
+    for number, run in enumerate(runs):
+        cuts = np.sort(rng.choice(np.arange(1, len(run)), size=12, replace=False))
+        served += [streams.judge(request, stream=f"run {number}") for request in np.split(run, cuts)]
+    assert (np.concatenate(served) == replayed).all()
+    assert (replayed[ids == 1][:100] == _brute_force(follow, runs[1], base)[:100]).all()
+    assert (follow.replay(runs[2], base) == _brute_force(follow, runs[2], base)).all()
+
+
+def test_a_run_at_a_higher_level_is_followed_and_its_anomaly_still_flagged() -> None:
+    rng = np.random.default_rng(3)
+    val = rng.exponential(size=20_000)
+    base = float(np.quantile(val, 0.99))
+    follow = MedianFollow.of(val, base)
+    like = follow.replay(rng.exponential(size=20_000), base)
+    assert 0.005 < like.mean() < 0.015, "rows like validation: the quantile's promise"
+    higher = 3.0 * rng.exponential(size=10_000) + 5.0
+    higher[6_000:6_100] += 80.0
+    flags = follow.replay(higher, base)
+    assert (higher > base).mean() > 0.9, "the fixed threshold flags the whole run"
+    assert flags[6_000:6_100].all() and flags[200:6_000].mean() < 0.02
+    assert flags[0], "a run's first row is judged by the margin itself"
+
+
+def test_without_a_quartile_spread_the_margin_is_the_unit() -> None:
+    val = np.r_[np.zeros(900), np.linspace(1.0, 10.0, 100)]
+    follow = MedianFollow.of(val, base=9.0)
+    assert follow.level == 0.0 and follow.spread == 9.0
+    assert MedianFollow.of(np.zeros(100), base=0.0).spread == 1.0
+    assert follow.to_dict() == {"level": 0.0, "spread": 9.0}
+
+
+def test_a_rise_past_the_last_bin_keeps_the_last_factor() -> None:
+    follow = MedianFollow(level=0.0, spread=1.0)
+    assert follow.bins(np.array([-5.0, 0.99, 1.0, 1.0e9])).tolist() == [0, 0, 1, len(follow_module.EDGES)]
+    assert follow.thresholds(2.0, np.array([0, 1, len(follow_module.EDGES)])).tolist() == [
+        2.0,
+        2.0,
+        2.0 * follow_module.EDGES[-1],
+    ]
+    state = FollowState(follow)
+    state.judge(np.full(5, 1.0e12), base=2.0)
+    assert state.median_bin == len(follow_module.EDGES)
+
+
+def test_streams_beyond_the_limit_forget_the_least_recently_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(follow_module, "MAX_STREAMS", 2)
+    streams = FollowStreams(MedianFollow(level=0.0, spread=1.0), base=2.0)
+    high = np.full(9, 50.0)
+    assert streams.judge(high, "a").tolist() == [True] + [False] * 8, "a's median rose with its rows"
+    streams.judge(high, "b")
+    streams.judge(high[:1], "a")  # a seen again: b is now the oldest
+    streams.judge(high[:1], "c")
+    assert list(streams.states) == ["a", "c"]
+    assert streams.judge(high[:1], "b").tolist() == [True], "b starts again at the margin"
+    assert list(streams.states) == ["c", "b"] and not streams.judge(high[:1], "c")[0], "c remembers its level"
