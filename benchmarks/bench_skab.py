@@ -175,14 +175,20 @@ def _scores(
     ]
 
 
-def _flags(scores: list[np.ndarray], threshold: Any) -> dict[str, list[np.ndarray]]:
-    """By label-free threshold method: each detector's flags, above its threshold of the fitted
-    rows' scores."""
-    from container_component_src.evaluation.evaluate import label_free_thresholds
+def _flags(scores: list[np.ndarray], options: Any) -> dict[str, list[np.ndarray]]:
+    """By label-free threshold method: each detector's flags by the product's rule
+    (`evaluate.label_free_flags`), its threshold from the fitted rows' scores. The rows after them
+    are the stream a served model would meet (one run: a threshold that follows the median score
+    follows theirs); the fitted rows, in-sample like validation, are judged by the threshold as set."""
+    from container_component_src.evaluation.evaluate import label_free_flags, label_free_thresholds
 
-    by_method = [label_free_thresholds(s[:PROTOCOL_B_FIT_ROWS], threshold) for s in scores]
+    fit = PROTOCOL_B_FIT_ROWS
+    by_method = [label_free_thresholds(s[:fit], options) for s in scores]
     return {
-        str(method): [s > limits[method] for s, limits in zip(scores, by_method, strict=True)]
+        str(method): [
+            np.concatenate([s[:fit] > limits[method], label_free_flags(s[:fit], s[fit:], limits[method], options)])
+            for s, limits in zip(scores, by_method, strict=True)
+        ]
         for method in by_method[0]
     }
 
@@ -194,12 +200,14 @@ def run_protocol_b(
     threshold: str = "quantile",
     max_epochs: int = 200,
     named_weights: dict[str, float] | None = None,
+    threshold_follow: str = "median",
 ) -> dict[str, Any]:
     """Per file: fit the scaler and the model on the first 400 rows (the last fifth of them
-    validates), score every row, flag above the label-free threshold of the first 400 rows'
-    scores. Rates are counted over whole files, as SKAB's leaderboard does (its notebooks score
-    and count the fitted rows too), and over the rows after the first 400 only. `named_weights`:
-    as `train`'s, in every file."""
+    validates), score every row, flag by the label-free threshold of the first 400 rows' scores
+    (following the median score of the rows after them unless `threshold_follow` is "none").
+    Rates are counted over whole files, as SKAB's leaderboard does (its notebooks score and count
+    the fitted rows too), and over the rows after the first 400 only. `named_weights`: as
+    `train`'s, in every file."""
     import torch
     from tqdm.auto import tqdm
 
@@ -228,7 +236,7 @@ def run_protocol_b(
         drift_weight=PROTOCOL_B_DRIFT_WEIGHT,
         named_weights=named_weights or {},
     )
-    thresholds = EvaluateOptions(threshold_method=threshold)
+    thresholds = EvaluateOptions(threshold_method=threshold, threshold_follow=threshold_follow)
     fit_rows, n_val = PROTOCOL_B_FIT_ROWS, PROTOCOL_B_FIT_ROWS // 5
     # Each detector at the deployed threshold (`threshold`), the model and the raw signals at the
     # other label-free one, and the diagnostic's model and raw signal.

@@ -18,11 +18,6 @@ Candidates, each a rule an operator could run without labels:
   past (Barber, Candes, Ramdas and Tibshirani, "Conformal prediction beyond exchangeability",
   2023): the newest validation rows count most, and the coverage gap is bounded by how far the
   weighted rows are from the new ones.
-- `median_follow`: the quantile's margin over the validation median, scaled by how far the
-  stream's own median score (all its rows so far, flagged or not) has risen above it, in
-  validation's upper quartile spreads. A median moves little for anomalies that are a minority of
-  the rows, and follows a shift of normal operation that the thresholds learned only from
-  unflagged rows (DSPOT) cannot follow once they flag it in full.
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import pandas as pd
 
 from container_component_src.evaluation.metrics import tail_threshold
 
@@ -112,26 +106,3 @@ def weighted_conformal(val_scores: np.ndarray, risk: float, half_life: float) ->
     # the threshold (a score equal to it counts itself, so is not flagged).
     within = int(np.searchsorted(np.cumsum(weights[order]), budget, side="right"))
     return float(scores[order[within]]) if within < scores.size else float("-inf")
-
-
-def median_follow(
-    val_scores: np.ndarray, test_scores: np.ndarray, quantile: float, segments: np.ndarray | None = None
-) -> np.ndarray:
-    """The rows flagged by the `quantile` threshold of the validation scores, its margin over their
-    median scaled by max(1, rise / spread): rise, the median of the stream's scores before the row
-    (each segment, a run of rows without a gap, is a stream of its own, starting at the
-    validation median) less the validation median; spread, the validation's upper quartile less
-    its median.
-
-    Returns:
-        The flag of each test row, each judged by the rows before it in its segment.
-    """
-    val = np.asarray(val_scores, dtype=np.float64)
-    level, base = float(np.median(val)), float(np.quantile(val, quantile))
-    spread = max(float(np.quantile(val, 0.75)) - level, np.finfo(float).tiny)
-    scores = pd.Series(np.asarray(test_scores, dtype=np.float64))
-    groups = np.zeros(len(scores), dtype=np.int64) if segments is None else np.asarray(segments)
-    before = scores.groupby(groups).transform(lambda run: run.expanding().median().shift(1)).to_numpy()
-    rise = np.maximum(np.nan_to_num(before, nan=level) - level, 0.0)
-    threshold = level + (base - level) * np.maximum(1.0, rise / spread)
-    return scores.to_numpy() > threshold
