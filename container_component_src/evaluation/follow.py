@@ -11,10 +11,10 @@ risen above `level`, in validation upper-quartile spreads (`spread`), never belo
 
 A median barely moves for anomalies that are a minority of a run's rows, and follows a run's new
 normal level, which a threshold that learns only from the rows it does not flag (DSPOT) cannot
-once it flags them all. The factor is rounded down to 1 %-wide bins (`EDGES`), so that the
-server's state is a fixed array of bin counts per stream (memory that does not grow with the
-rows), while evaluation, which has the run in hand, takes the exact running median: the bin of the
-exact lower median is the lower median of the bins, so both reach the same factor.
+once it flags them all. The factor is rounded down to 1 %-wide bins (`EDGES`), so that a
+stream's state is a fixed array of bin counts (memory that does not grow with the rows): the
+lower median of the bins is the bin of the exact lower median. Evaluation replays each run
+through the same state the server keeps, so both flag the same rows.
 
 A run is what the model's reference marks: for a model scaled per run (`reference_rows`), each
 segment of rows in evaluation and each distinct `reference` a request carries in the server;
@@ -70,16 +70,20 @@ class MedianFollow:
 
     def replay(self, scores: np.ndarray, base: float, runs: np.ndarray | None = None) -> np.ndarray:
         """The flags of `scores` in time order, each row judged by the lower median of its run's rows
-        before it (a run's first row by the margin itself). `runs` numbers each row's run (None: one)."""
-        import pandas as pd  # here: the server imports this module for `FollowStreams` alone
-
-        series = pd.Series(np.asarray(scores, dtype=np.float64))
-        groups = np.zeros(len(series), dtype=np.int64) if runs is None else np.asarray(runs)
-        before = series.groupby(groups).transform(
-            lambda run: run.expanding().quantile(0.5, interpolation="lower").shift(1)
-        )
-        bins = np.where(before.isna(), 0, self.bins(before.fillna(self.level).to_numpy()))
-        return series.to_numpy() > self.thresholds(base, bins)
+        before it (a run's first row by the margin itself), as the server judges them: the same
+        `FollowState`, one per run. `runs` numbers each row's run (None: one run)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if runs is None:
+            return FollowState(self).judge(scores, base)
+        runs = np.asarray(runs)
+        states: dict[Any, FollowState] = {}
+        flags = np.empty(len(scores), dtype=bool)
+        # Contiguous blocks of one run at a time (a run may come back after another: its state waits).
+        edges = np.flatnonzero(np.diff(runs)) + 1
+        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(runs)], strict=True):
+            state = states.setdefault(runs[start].item(), FollowState(self))
+            flags[start:stop] = state.judge(scores[start:stop], base)
+        return flags
 
     def to_dict(self) -> dict[str, float]:
         return {"level": self.level, "spread": self.spread}

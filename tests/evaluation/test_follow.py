@@ -1,5 +1,6 @@
-"""The threshold that follows each run's median score: evaluation's replay and the server's state
-flag the same rows."""
+"""The threshold that follows each run's median score: the server's state, which evaluation's
+replay runs through, flags each row by the exact lower median of the rows before it, in requests
+of any size."""
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_the_servers_state_flags_what_evaluations_replay_flags(seed: int) -> Non
         cuts = np.sort(rng.choice(np.arange(1, len(run)), size=12, replace=False))
         served += [streams.judge(request, stream=f"run {number}") for request in np.split(run, cuts)]
     assert (np.concatenate(served) == replayed).all()
-    assert (replayed[ids == 1][:100] == _brute_force(follow, runs[1], base)[:100]).all()
+    assert (replayed[ids == 1] == _brute_force(follow, runs[1], base)).all()
     assert (follow.replay(runs[2], base) == _brute_force(follow, runs[2], base)).all()
 
 
