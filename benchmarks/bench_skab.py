@@ -200,11 +200,11 @@ def run_protocol_b(
     threshold: str = "quantile",
     max_epochs: int = 200,
     named_weights: dict[str, float] | None = None,
-    threshold_follow: str = "median",
+    threshold_follow: str = "none",
 ) -> dict[str, Any]:
     """Per file: fit the scaler and the model on the first 400 rows (the last fifth of them
     validates), score every row, flag by the label-free threshold of the first 400 rows' scores
-    (following the median score of the rows after them unless `threshold_follow` is "none").
+    (following the median score of the rows after them with `threshold_follow` "median").
     Rates are counted over whole files, as SKAB's leaderboard does (its notebooks score and count
     the fitted rows too), and over the rows after the first 400 only. `named_weights`: as
     `train`'s, in every file."""

@@ -46,7 +46,7 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
 
     base = float(np.quantile(val, QUANTILE))
     return {
-        "quantile of all validation rows, fixed (deployed before the sixth session)": test > base,
+        "quantile of all validation rows (deployed: threshold_follow none, the default)": test > base,
         "quantile of the newest quarter of validation": test > candidates.newest_quantile(val, QUANTILE, 0.25),
         "SPOT replayed over the test rows": candidates.spot_replay(val, test, RISK),
         "DSPOT (moving mean of 10 rows) replayed": candidates.spot_replay(val, test, RISK, depth=10),
@@ -56,7 +56,7 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
         "weighted conformal (weights halve every quarter of validation)": (
             test > candidates.weighted_conformal(val, RISK, half_life=len(val) / 4)
         ),
-        "quantile following each run's median score (deployed)": MedianFollow.of(val, base).replay(
+        "quantile following each run's median score (threshold_follow median)": MedianFollow.of(val, base).replay(
             test, base, segments
         ),
     }

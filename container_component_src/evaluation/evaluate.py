@@ -90,7 +90,7 @@ class EvaluateOptions:
     dataset: str = "ECLSS"
     deploy_threshold: float = 0.5
     promise_tolerance: float = 2.0
-    threshold_follow: str = "median"
+    threshold_follow: str = "none"
 
     def __post_init__(self) -> None:
         if not self.promise_tolerance >= 0:

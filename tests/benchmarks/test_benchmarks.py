@@ -163,15 +163,15 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
         frame["anomaly"], frame["changepoint"] = labels, 0
         (tmp_path / folder).mkdir()
         frame.to_csv(tmp_path / folder / "0.csv", sep=";", index=False)
-    result = run_protocol_b(tmp_path, max_epochs=1, threshold_follow="none")
+    result = run_protocol_b(tmp_path, max_epochs=1)
     assert result["files"] == 2 and result["drifting"] == {"Temperature": 2}
     assert result["whole files"]["rows"] == 1350 and result["whole files"]["all_positive"]["far"] == 1.0
     # After the fitted rows the warming temperature alarms the raw signal at a fixed threshold; the
     # model leaves it out.
     part = result["after the fitted rows"]
     assert part["rows"] == 550 and part["raw_signal"]["far"] > 0.5 > 0.2 > part["model"]["far"]
-    # A threshold that follows each file's median score (the default) follows the warming too.
-    followed = run_protocol_b(tmp_path, max_epochs=1)["after the fitted rows"]
+    # A threshold that follows each file's median score follows the warming too.
+    followed = run_protocol_b(tmp_path, max_epochs=1, threshold_follow="median")["after the fitted rows"]
     assert followed["raw_signal"]["far"] < part["raw_signal"]["far"] / 3
     assert followed["model"]["mar"] < 0.3, "the fault, a minority of the rows, is still found"
     assert part["model"]["mar"] < 0.3 and part["raw_signal_weighted"]["far"] < 0.2
@@ -200,7 +200,7 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     }
     judged = judge(streams, "B")
     deployed = judged[0]
-    assert len(judged) == 21 and deployed["case"].startswith("model: quantile of all validation rows, fixed")
+    assert len(judged) == 21 and deployed["case"].startswith("model: quantile of all validation rows (deployed")
     assert deployed["observed_far"] == pytest.approx(part["model"]["far"])
 
 
@@ -314,7 +314,7 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
     rows = measure(results, "synthetic", by_segment=False)
     assert len(rows) == 14, "the model and PCA (no raw-signal column here), seven rules each"
     deployed = rows[0]
-    assert deployed["case"] == "model: quantile of all validation rows, fixed (deployed before the sixth session)"
+    assert deployed["case"] == "model: quantile of all validation rows (deployed: threshold_follow none, the default)"
     normal = results[(results["split"] == "test") & (results["label"] == 0)]
     assert deployed["observed_far"] == (normal["smoothed_score"] > np.quantile(scores[:4_000], 0.99)).mean()
     assert deployed["verdict"] == ("within 2x" if deployed["far_ratio"] <= 2 else "") and deployed["fc1"] > 0.8

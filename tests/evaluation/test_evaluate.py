@@ -481,3 +481,37 @@ def test_an_event_view_stays_within_the_runs_of_rows_the_event_touches() -> None
     events = event_table(labels, times, rows["a"].to_numpy())
     (view,) = event_views(ResidualDetector.raw_signal(np.ones(2)), ["a", "b"], events, [rows], np.zeros(120, bool))
     assert len(view.times) == 120 and "(missed at the label-free threshold)" in view.title
+
+
+def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_it(
+    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
+) -> None:
+    from container_component_src.evaluation.follow import MedianFollow
+    from container_component_src.serving.deploy import publish_model
+    from container_component_src.serving.inference import AnomalyScorer
+
+    paths = [str(tmp_path / name) for name in ("r.parquet", "s.json", "r.html")]
+    run_evaluate(
+        trained_model["model"],
+        scaled_sets["val"],
+        scaled_sets["test"],
+        *paths,
+        EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow="median"),
+    )
+    summary = json.loads(Path(paths[1]).read_text())
+    results = pd.read_parquet(paths[0])
+    val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
+    threshold = summary["label_free"]["threshold"]
+    # No references: the test rows are one run, as one server process's rows.
+    follow = MedianFollow.of(val_rows["smoothed_score"].to_numpy(), threshold)
+    flags = follow.replay(test_rows["smoothed_score"].to_numpy(), threshold)
+    assert (test_rows["prediction"].to_numpy() == flags).all()
+    assert summary["threshold_follow"] == "median" and summary["label_free"]["flagged_share"] == flags.mean()
+    assert "as they follow each run's median score" in Path(paths[2]).read_text()
+    # What is served follows the per-row validation scores' median, as evaluation computed it.
+    deploy = summary["deploy"]
+    assert deploy["follow"] == MedianFollow.of(val_rows["score"].to_numpy(), deploy["threshold"]).to_dict()
+    publish_model(trained_model["model"], summary, str(tmp_path / "served"))
+    scorer = AnomalyScorer.load(str(tmp_path / "served"))
+    assert scorer.streams is not None and scorer.streams.follow == MedianFollow(**deploy["follow"])
+    assert AnomalyScorer.load(str(tmp_path / "served"), threshold=5.0).streams is None, "a hand-set threshold is fixed"
