@@ -62,10 +62,9 @@ class MedianFollow:
         rise = (np.asarray(scores, dtype=np.float64) - self.level) / self.spread
         return np.searchsorted(EDGES, rise, side="right")
 
-    def thresholds(self, base: float, median_bins: np.ndarray) -> np.ndarray:
-        """The threshold `base` scaled for runs whose medians lie in `median_bins`."""
-        bins = np.asarray(median_bins)
-        factor = np.where(bins == 0, 1.0, EDGES[np.maximum(bins - 1, 0)])
+    def threshold(self, base: float, median_bin: int) -> float:
+        """The threshold `base` scaled for a run whose median lies in bin `median_bin`."""
+        factor = _EDGE_LIST[median_bin - 1] if median_bin else 1.0
         return self.level + (base - self.level) * factor
 
     def replay(self, scores: np.ndarray, base: float, runs: np.ndarray | None = None) -> np.ndarray:
@@ -91,7 +90,7 @@ class MedianFollow:
 
 class FollowState:
     """One stream's running median, as counts of its scores' bins (fixed memory), and the flags of
-    rows judged by it in order; see `MedianFollow.replay`, whose flags these equal."""
+    rows judged by it in order: what the server keeps per stream and evaluation per run."""
 
     def __init__(self, follow: MedianFollow) -> None:
         self.follow = follow
@@ -103,12 +102,9 @@ class FollowState:
     def judge(self, scores: np.ndarray, base: float) -> np.ndarray:
         """Flag each score by the rows before it, then count it."""
         scores = np.asarray(scores, dtype=np.float64)
-        level, margin = self.follow.level, base - self.follow.level
         flags = np.empty(len(scores), dtype=bool)
         for row, (score, bin_) in enumerate(zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True)):
-            # As `MedianFollow.thresholds`, in the same float operations, for one row.
-            factor = _EDGE_LIST[self.median_bin - 1] if self.median_bin else 1.0
-            flags[row] = score > level + margin * factor
+            flags[row] = score > self.follow.threshold(base, self.median_bin)
             self._count(bin_)
         return flags
 

@@ -17,7 +17,7 @@ def _brute_force(follow: MedianFollow, scores: np.ndarray, base: float) -> np.nd
             threshold = base
         else:
             median = np.sort(scores[:row])[(row - 1) // 2]
-            threshold = follow.thresholds(base, follow.bins(np.array([median])))[0]
+            threshold = follow.threshold(base, int(follow.bins(np.array([median]))[0]))
         flags.append(score > threshold)
     return np.array(flags)
 
@@ -76,9 +76,10 @@ def test_without_a_quartile_spread_the_margin_is_the_unit() -> None:
 def test_a_rise_past_the_last_bin_keeps_the_last_factor() -> None:
     follow = MedianFollow(level=0.0, spread=1.0)
     assert follow.bins(np.array([-5.0, 0.99, 1.0, 1.0e9])).tolist() == [0, 0, 1, len(follow_module.EDGES)]
-    assert follow.thresholds(2.0, np.array([0, 1, len(follow_module.EDGES)])).tolist() == [
+    assert [follow.threshold(2.0, b) for b in (0, 1, 2, len(follow_module.EDGES))] == [
         2.0,
         2.0,
+        2.0 * 1.01,
         2.0 * follow_module.EDGES[-1],
     ]
     state = FollowState(follow)
