@@ -59,6 +59,12 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
         "quantile following each run's median score (threshold_follow median)": MedianFollow.of(val, base).replay(
             test, base, segments
         ),
+        "following each run's median and upper-quartile spread": candidates.spread_follow(
+            val, test, QUANTILE, segments
+        ),
+        "following each run's median and lower-quartile spread": candidates.spread_follow(
+            val, test, QUANTILE, segments, lower=True
+        ),
     }
 
 
