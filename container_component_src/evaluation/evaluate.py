@@ -9,7 +9,7 @@ top-k threshold (k = the number of anomalous test rows).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -683,6 +683,38 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
     )
 
 
+def other_follow(
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
+    labels: np.ndarray,
+    options: EvaluateOptions,
+    runs: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """What the other `threshold_follow` rule would have given on the same scores, so that a user
+    chooses it on their own data: each detector's Fc1, point F1 and false alarms at its label-free
+    threshold under that rule, and the detector the gate would then serve (`decision.gate_choice`).
+
+    Args:
+        scores: Detector name -> its (validation, test) evaluated scores, in time order.
+        labels: The test labels.
+        options: The run's options; the other rule is the `threshold_follow` they do not name.
+        runs: Each test row's run (None: one run), as for `label_free_flags`.
+
+    Returns:
+        `threshold_follow` (the other rule), `detectors` (name -> {"fc1", "f1", "false_alarm_rate"})
+        and `served`.
+    """
+    rule = ThresholdFollow.none if options.follows else ThresholdFollow.median
+    other = replace(options, threshold_follow=str(rule))
+    detectors = {}
+    for name, (val, test) in scores.items():
+        threshold = label_free_thresholds(val, other)[other.threshold_method]
+        found = flag_metrics(label_free_flags(val, test, threshold, other, runs), labels, threshold)
+        detectors[name] = {key: found[key] for key in ("fc1", "f1", "false_alarm_rate")}
+    promised = nominal_false_alarm_rates(len(scores[MODEL][0]), other)[other.threshold_method]
+    served = gate_choice(detectors, promised, other.promise_tolerance, other.deploy_threshold)
+    return {"threshold_follow": str(rule), "detectors": detectors, "served": served}
+
+
 def replay_watch(flags: np.ndarray, promised: float, tolerance: float) -> dict[str, Any]:
     """The server's watch on its threshold's promise (`serving.metrics.PromiseWatch`, the same
     blocks and rule) replayed over the served detector's flags on the test rows in time order,
@@ -747,6 +779,14 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": float(v) for k, v in summary["baselines"].items()}}
     # The served detector's (the model's or a classical one's, see `choose_detector`).
     flat |= {"served_fc1": summary["deploy"]["fc1"], "served_false_alarm_rate": summary["deploy"]["false_alarm_rate"]}
+    if "other_follow" in summary:
+        # The same under the other threshold rule (named, so that runs of either setting compare).
+        other = summary["other_follow"]
+        served = other["detectors"][other["served"]]
+        flat |= {
+            f"follow_{other['threshold_follow']}_served_fc1": served["fc1"],
+            f"follow_{other['threshold_follow']}_served_false_alarm_rate": served["false_alarm_rate"],
+        }
     return flat | {name: float(value) for name, value in summary["counts"].items()}
 
 
@@ -806,6 +846,15 @@ def run_evaluate(
         )
     if PCA in detectors:
         summary["baselines"]["pca_components"] = int(detectors[PCA].components.shape[1])
+    summary["other_follow"] = other_follow(
+        {
+            name: (val_scored[column].to_numpy(), test_scored[column].to_numpy())
+            for name, column in {MODEL: "smoothed_score", **{name: name for name in detectors}}.items()
+        },
+        labels,
+        options,
+        runs,
+    )
     events = event_table(labels, test_scored.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]
     decision = choose_detector(summary, val_scored, options)

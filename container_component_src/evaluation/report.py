@@ -689,6 +689,35 @@ def _at_promise_note(rows: list[tuple[Any, ...]], promised: float | None) -> str
     )
 
 
+def _other_follow_note(summary: dict[str, Any]) -> str:
+    """One sentence: what the other `threshold_follow` rule would have served and flagged on these
+    rows, against what is served now (absent from summaries written before it)."""
+    other, deploy = summary.get("other_follow"), summary.get("deploy", {})
+    if not other or deploy.get("false_alarm_rate") is None:
+        return ""
+    served = deploy.get("detector", MODEL)
+    now_f1 = summary["label_free"]["f1"] if served == MODEL else summary["baselines"].get(f"{served}_f1")
+    then = other["detectors"][other["served"]]
+    rule = (
+        'following each run\'s median score (<code>threshold_follow = "median"</code>)'
+        if other["threshold_follow"] == "median"
+        else 'a fixed threshold (<code>threshold_follow = "none"</code>)'
+    )
+    f1 = "" if now_f1 is None else f", point F1 {then['f1']:.3f} against {now_f1:.3f}"
+    price = (
+        " A lower point F1 there means alarms that clear while a fault goes on: a fault as long as the normal "
+        "rows before it in its run becomes the run's level."
+        if other["threshold_follow"] == "median" and now_f1 is not None and then["f1"] < now_f1
+        else ""
+    )
+    label = html.escape(DETECTOR_LABELS.get(other["served"], other["served"]))
+    return (
+        f" With {rule} instead, the gate would serve {label}: "
+        f"{then['false_alarm_rate']:.2%} false alarms against {deploy['false_alarm_rate']:.2%} now, Fc1 "
+        f"{then['fc1']:.3f} against {deploy['fc1']:.3f}{f1}.{price}"
+    )
+
+
 def detectors_table(summary: dict[str, Any]) -> str:
     """The model beside the classical detectors, each at the same thresholds, and one sentence on
     which wins at the deployed one and by how much."""
@@ -749,7 +778,8 @@ def detectors_table(summary: dict[str, Any]) -> str:
     return (
         f"<h2>Detectors at the same thresholds</h2><table><tr><th></th><th>Fc1, label-free ({method})</th>"
         f"<th>false alarms, label-free{promise}</th><th>Fc1 {at_rate} (test labels)</th><th>Fc1, top-k</th>"
-        f"<th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table><p>{verdict}{_at_promise_note(rows, promised)}</p>"
+        f"<th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table><p>{verdict}{_at_promise_note(rows, promised)}"
+        f"{_other_follow_note(summary)}</p>"
     )
 
 

@@ -200,7 +200,7 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     }
     judged = judge(streams, "B")
     deployed = judged[0]
-    assert len(judged) == 21 and deployed["case"].startswith("model: quantile of all validation rows (deployed")
+    assert len(judged) == 27 and deployed["case"].startswith("model: quantile of all validation rows (deployed")
     assert deployed["observed_far"] == pytest.approx(part["model"]["far"])
 
 
@@ -339,7 +339,7 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
         index=pd.date_range("2021-01-01", periods=6_000, freq="1min", tz="UTC"),
     )
     rows = measure(results, "synthetic", by_segment=False)
-    assert len(rows) == 14, "the model and PCA (no raw-signal column here), seven rules each"
+    assert len(rows) == 18, "the model and PCA (no raw-signal column here), nine rules each"
     deployed = rows[0]
     assert deployed["case"] == "model: quantile of all validation rows (deployed: threshold_follow none, the default)"
     normal = results[(results["split"] == "test") & (results["label"] == 0)]
@@ -351,22 +351,39 @@ def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise(
     from benchmarks.bench_thresholds import served
 
     deploy = {"detector": "pca", "threshold_method": "quantile", "fc1": 0.8334, "false_alarm_rate": 0.106}
-    row = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01}}, "SKAB protocol A")
-    assert row["case"] == "served by the deploy gate: PCA reconstruction error (quantile)"
+    (row,) = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01}}, "SKAB protocol A")
+    assert row["case"] == "served by the deploy gate: PCA reconstruction error (quantile, threshold_follow none)"
     assert row["far_ratio"] == pytest.approx(10.6) and row["fc1"] == 0.833 and row["verdict"] == ""
-    kept = served({"deploy": {**deploy, "false_alarm_rate": 0.0115, "promised_false_alarm_rate": 0.01}}, "x")
+    (kept,) = served({"deploy": {**deploy, "false_alarm_rate": 0.0115, "promised_false_alarm_rate": 0.01}}, "x")
     assert kept["verdict"] == "within 2x" and "watch" not in kept, "a summary from before the watch"
     watch = {"block_rows": 10_000, "blocks": 2, "broken_blocks": 2, "warnings": 1, "largest_share": 0.237}
-    watched = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01}, "watch": watch}, "x")
+    (watched,) = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01}, "watch": watch}, "x")
     assert (
         watched["watch"] == "would have warned 1 time(s): 2 of 2 block(s) of 10,000 rows broken, at most 23.7% flagged"
     )
     assert "at_promise" not in watched, "a summary from before the comparison at the promise"
     detectors = {"model": {"fc1_at_promise": 0.3334}, "pca": {"fc1_at_promise": 0.4302}}
-    held = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01, "detectors": detectors}}, "x")
+    (held,) = served({"deploy": {**deploy, "promised_false_alarm_rate": 0.01, "detectors": detectors}}, "x")
     assert held["at_promise"] == (
         "Fc1 held to 1.0% false alarms (test labels): the model 0.333, PCA reconstruction error 0.430"
     )
+    # The rule the run was not given, as evaluation replayed it: a row of its own.
+    other = {
+        "threshold_follow": "median",
+        "served": "pca",
+        "detectors": {"pca": {"fc1": 0.8839, "false_alarm_rate": 0.0471}},
+    }
+    summary = {
+        "deploy": {**deploy, "promised_false_alarm_rate": 0.01},
+        "threshold_follow": "none",
+        "other_follow": other,
+    }
+    fixed, following = served(summary, "x")
+    assert fixed["case"] == row["case"]
+    assert (
+        following["case"] == "served by the deploy gate: PCA reconstruction error (quantile, threshold_follow median)"
+    )
+    assert following["far_ratio"] == pytest.approx(4.71) and following["fc1"] == 0.884 and following["verdict"] == ""
 
 
 def test_budget_benchmark_trains_on_the_newest_rows(tmp_path: Path) -> None:

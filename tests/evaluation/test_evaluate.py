@@ -484,7 +484,7 @@ def test_an_event_view_stays_within_the_runs_of_rows_the_event_touches() -> None
 
 
 def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_it(
-    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
+    trained_model: dict[str, Any], scaled_sets: dict[str, str], evaluated: dict[str, Any], tmp_path: Path
 ) -> None:
     from container_component_src.evaluation.follow import MedianFollow
     from container_component_src.serving.deploy import publish_model
@@ -515,3 +515,41 @@ def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_
     scorer = AnomalyScorer.load(str(tmp_path / "served"))
     assert scorer.streams is not None and scorer.streams.follow == MedianFollow(**deploy["follow"])
     assert AnomalyScorer.load(str(tmp_path / "served"), threshold=5.0).streams is None, "a hand-set threshold is fixed"
+    # Each run says what the other rule would have given: exactly what the run with that rule found.
+    fixed = evaluated["summary"]
+    for run, other in ((summary, fixed), (fixed, summary)):
+        by_rule = run["other_follow"]
+        assert by_rule["threshold_follow"] == other["threshold_follow"] != run["threshold_follow"]
+        assert by_rule["detectors"]["model"] == {k: other["label_free"][k] for k in ("fc1", "f1", "false_alarm_rate")}
+        for name in ("raw_signal", "pca"):
+            found = {k: other["baselines"][f"{name}_{k}"] for k in ("fc1", "f1", "false_alarm_rate")}
+            assert by_rule["detectors"][name] == found
+        assert by_rule["served"] == other["deploy"]["detector"]
+        rule = by_rule["threshold_follow"]
+        assert run["metrics"][f"follow_{rule}_served_fc1"] == other["metrics"]["served_fc1"]
+        assert run["metrics"][f"follow_{rule}_served_false_alarm_rate"] == other["metrics"]["served_false_alarm_rate"]
+    assert 'With following each run\'s median score (<code>threshold_follow = "median"</code>) instead' in (
+        Path(evaluated["report.html"]).read_text()
+    )
+    assert 'With a fixed threshold (<code>threshold_follow = "none"</code>) instead' in Path(paths[2]).read_text()
+
+
+def test_the_other_follow_rule_is_judged_by_the_same_gate() -> None:
+    from container_component_src.evaluation.evaluate import other_follow
+
+    rng = np.random.default_rng(8)
+    val = rng.exponential(size=4_000)
+    # The test run's normal level sits higher than validation's: the model's fixed threshold
+    # flags most of it, a following one little; the raw signal is unchanged and keeps its promise.
+    labels = np.zeros(6_000, dtype=int)
+    labels[3_000:3_050] = 1
+    model_test = rng.exponential(size=6_000) + 6.0 + 60.0 * labels
+    raw_test = rng.exponential(size=6_000) + 4.0 * labels
+    scores = {"model": (val, model_test), "raw_signal": (val, raw_test)}
+    following = other_follow(scores, labels, EvaluateOptions())
+    assert following["threshold_follow"] == "median" and following["served"] == "model"
+    assert following["detectors"]["model"]["false_alarm_rate"] < 0.02 and following["detectors"]["model"]["fc1"] > 0.9
+    fixed = other_follow(scores, labels, EvaluateOptions(threshold_follow="median"))
+    assert fixed["threshold_follow"] == "none" and fixed["served"] == "raw_signal", "the model breaks its promise"
+    threshold = float(np.quantile(val, 0.99))
+    assert fixed["detectors"]["model"]["false_alarm_rate"] == (model_test[labels == 0] > threshold).mean() > 0.9

@@ -269,6 +269,42 @@ def test_the_detectors_table_shows_each_false_alarm_rate_and_why_the_served_one_
     assert "The deploy step serves the model: its false alarms keep their promise (1.15% of normal rows" in table
 
 
+def test_the_detectors_table_says_what_the_other_threshold_rule_would_serve() -> None:
+    from container_component_src.evaluation.report import detectors_table
+    from tests.decisions import skab_a_decision
+
+    summary = {
+        "label_free": {"fc1": 0.649, "f1": 0.52, "false_alarm_rate": 0.0115},
+        "best_fc1": {"fc1": 0.7},
+        "pr_auc": 0.37,
+        "baselines": {
+            "pca_fc1": 0.833,
+            "pca_f1": 0.66,
+            "pca_false_alarm_rate": 0.106,
+            "pca_best_fc1": 0.85,
+            "pca_pr_auc": 0.5,
+        },
+        "deploy": skab_a_decision("model").to_dict(),
+        "other_follow": {
+            "threshold_follow": "median",
+            "detectors": {"pca": {"fc1": 0.884, "f1": 0.41, "false_alarm_rate": 0.0471}},
+            "served": "pca",
+        },
+    }
+    note = (
+        'With following each run\'s median score (<code>threshold_follow = "median"</code>) instead, the gate '
+        "would serve PCA reconstruction error: 4.71% false alarms against 1.15% now, Fc1 0.884 against 0.649, "
+        "point F1 0.410 against 0.520. A lower point F1 there means alarms that clear while a fault goes on"
+    )
+    assert note in detectors_table(summary)
+    summary["other_follow"] |= {"threshold_follow": "none"}
+    fixed = detectors_table(summary)
+    assert 'With a fixed threshold (<code>threshold_follow = "none"</code>) instead' in fixed
+    assert "clear while" not in fixed, "the price is the following rule's"
+    del summary["other_follow"]  # a summary from before
+    assert "instead, the gate" not in detectors_table(summary)
+
+
 def test_the_lead_says_why_the_model_is_served_over_a_higher_fc1() -> None:
     from tests.decisions import skab_a_decision
 
