@@ -1037,7 +1037,8 @@ def evaluate(
     threshold_follow: Annotated[
         ThresholdFollow,
         typer.Option(
-            help="median: the label-free threshold follows each run's median score (served too); none: fixed."
+            help="median: the label-free threshold follows each run's median score (served too); none: fixed. "
+            "The report also says what the other rule would have served."
         ),
     ],
 ) -> None:
