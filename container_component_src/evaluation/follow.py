@@ -36,6 +36,8 @@ EDGES = 1.01 ** np.arange(1389)
 _EDGE_LIST = EDGES.tolist()
 # Streams one server process follows at once (the least recently seen is forgotten first).
 MAX_STREAMS = 1024
+# Rows judged in one pass of the loop (their Python floats and bins, ~5 MB).
+_PART_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -94,32 +96,46 @@ class FollowState:
 
     def __init__(self, follow: MedianFollow) -> None:
         self.follow = follow
-        self.counts = np.zeros(len(EDGES) + 1, dtype=np.int64)
+        # Python ints, not an array: the loop below reads and writes one at a time.
+        self.counts = [0] * (len(EDGES) + 1)
         self.rows = 0
         self.median_bin = 0  # the bin of the lower median of the rows so far
         self.below = 0  # rows in bins under `median_bin`
 
     def judge(self, scores: np.ndarray, base: float) -> np.ndarray:
-        """Flag each score by the rows before it, then count it."""
+        """Flag each score by the rows before it, then count it. Evaluation replays every test row
+        of each detector through here: a part at a time, so that the Python objects the loop reads
+        stay a few MB whatever the rows."""
         scores = np.asarray(scores, dtype=np.float64)
         flags = np.empty(len(scores), dtype=bool)
-        for row, (score, bin_) in enumerate(zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True)):
-            flags[row] = score > self.follow.threshold(base, self.median_bin)
-            self._count(bin_)
+        for start in range(0, len(scores), _PART_ROWS):
+            part = scores[start : start + _PART_ROWS]
+            flags[start : start + len(part)] = self._judge_part(part, base)
         return flags
 
-    def _count(self, bin_: int) -> None:
-        self.counts[bin_] += 1
-        self.rows += 1
-        if bin_ < self.median_bin:
-            self.below += 1
-        rank = (self.rows - 1) // 2 + 1  # the lower median's rank, from 1
-        while self.below + self.counts[self.median_bin] < rank:
-            self.below += int(self.counts[self.median_bin])
-            self.median_bin += 1
-        while self.below >= rank:
-            self.median_bin -= 1
-            self.below -= int(self.counts[self.median_bin])
+    def _judge_part(self, scores: np.ndarray, base: float) -> list[bool]:
+        # The state lives in locals while the loop runs (attribute reads cost more than the work).
+        flagged = []
+        counts, rows, median_bin, below = self.counts, self.rows, self.median_bin, self.below
+        threshold = self.follow.threshold(base, median_bin)
+        for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
+            flagged.append(score > threshold)
+            counts[bin_] += 1
+            rows += 1
+            if bin_ < median_bin:
+                below += 1
+            rank = (rows - 1) // 2 + 1  # the lower median's rank, from 1
+            moved = median_bin
+            while below + counts[median_bin] < rank:
+                below += counts[median_bin]
+                median_bin += 1
+            while below >= rank:
+                median_bin -= 1
+                below -= counts[median_bin]
+            if median_bin != moved:
+                threshold = self.follow.threshold(base, median_bin)
+        self.rows, self.median_bin, self.below = rows, median_bin, below
+        return flagged
 
 
 class FollowStreams:
