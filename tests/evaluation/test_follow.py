@@ -50,6 +50,16 @@ def test_the_servers_state_flags_what_evaluations_replay_flags(seed: int) -> Non
     assert (follow.replay(runs[2], base) == _brute_force(follow, runs[2], base)).all()
 
 
+def test_a_long_run_is_judged_in_parts_as_if_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    val = rng.exponential(size=2_000)
+    base = float(np.quantile(val, 0.99))
+    follow = MedianFollow.of(val, base)
+    run = np.round(np.r_[rng.exponential(size=300), 4.0 * rng.exponential(size=500) + 6.0], 1)
+    monkeypatch.setattr(follow_module, "_PART_ROWS", 7)  # parts end anywhere, mid-move of the median
+    assert (follow.replay(run, base) == _brute_force(follow, run, base)).all()
+
+
 def test_a_run_at_a_higher_level_is_followed_and_its_anomaly_still_flagged() -> None:
     rng = np.random.default_rng(3)
     val = rng.exponential(size=20_000)
