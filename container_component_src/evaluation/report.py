@@ -778,8 +778,13 @@ def detectors_table(summary: dict[str, Any]) -> str:
     return (
         f"<h2>Detectors at the same thresholds</h2><table><tr><th></th><th>Fc1, label-free ({method})</th>"
         f"<th>false alarms, label-free{promise}</th><th>Fc1 {at_rate} (test labels)</th><th>Fc1, top-k</th>"
-        f"<th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table><p>{verdict}{_at_promise_note(rows, promised)}"
-        f"{_other_follow_note(summary)}</p>"
+        f"<th>Fc1, best</th><th>PR-AUC</th></tr>{body}</table>"
+        # The verdict, then each other way of comparing them, a paragraph each.
+        + "".join(
+            f"<p>{text.strip()}</p>"
+            for text in (verdict, _at_promise_note(rows, promised), _other_follow_note(summary))
+            if text
+        )
     )
 
 
