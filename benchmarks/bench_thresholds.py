@@ -42,7 +42,7 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
     """Each candidate's flags on the test scores, from the validation scores (both in time order;
     `segments` numbers the test's runs of rows, each a stream of its own where a rule keeps state
     per stream; None: one stream)."""
-    from container_component_src.evaluation.follow import MedianFollow
+    from container_component_src.evaluation.follow import MedianFollow, SpreadFollow
 
     base = float(np.quantile(val, QUANTILE))
     return {
@@ -62,9 +62,9 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
         "following each run's median and upper-quartile spread": candidates.spread_follow(
             val, test, QUANTILE, segments
         ),
-        "following each run's median and lower-quartile spread": candidates.spread_follow(
-            val, test, QUANTILE, segments, lower=True
-        ),
+        "quantile following each run's median and lower-quartile spread (threshold_follow spread)": SpreadFollow.of(
+            val, base
+        ).replay(test, base, segments),
     }
 
 
@@ -119,8 +119,8 @@ def judge(streams: list[Stream], data: str) -> list[dict[str, Any]]:
 
 
 def served(summary: dict[str, Any], data: str) -> list[dict[str, Any]]:
-    """The rows of what the run's deploy gate serves, and would serve under the other
-    `threshold_follow` rule (evaluation replays it): the promise its threshold makes and keeps."""
+    """The rows of what the run's deploy gate serves, and would serve under each other
+    `threshold_follow` rule (evaluation replays them): the promise its threshold makes and keeps."""
     deploy = summary["deploy"]
     observed, promised = deploy["false_alarm_rate"], deploy["promised_false_alarm_rate"]
     # A summary from before the following rule was fixed.
@@ -143,7 +143,7 @@ def served(summary: dict[str, Any], data: str) -> list[dict[str, Any]]:
         | ({"watch": watch_sentence(summary["watch"])} if "watch" in summary else {})
         | ({"at_promise": sentence} if (sentence := at_promise_sentence(deploy)) else {})
     ]
-    if other := summary.get("other_follow"):
+    for other in summary.get("other_follows", []):
         found = other["detectors"][other["served"]]
         rows.append(row(other["served"], other["threshold_follow"], found["false_alarm_rate"], found["fc1"]))
     return rows

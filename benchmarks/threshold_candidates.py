@@ -18,10 +18,10 @@ Candidates, each a rule an operator could run without labels:
   past (Barber, Candes, Ramdas and Tibshirani, "Conformal prediction beyond exchangeability",
   2023): the newest validation rows count most, and the coverage gap is bounded by how far the
   weighted rows are from the new ones.
-- `spread_follow`: each run's scores standardised by the run's own median and one quartile's
+- `spread_follow`: each run's scores standardised by the run's own median and upper-quartile
   spread (rows so far, replayed causally), the threshold the validation's in those units and
-  never below it: the product's median following (`evaluation.follow`) with the run's spread
-  followed too.
+  never below it: the product's spread rule (`evaluation.follow.SpreadFollow`, on the lower
+  quartile) with the quartile that follows a run's spread best, and anomalies too.
 """
 
 from __future__ import annotations
@@ -118,19 +118,18 @@ def spread_follow(
     test_scores: np.ndarray,
     quantile: float,
     runs: np.ndarray | None = None,
-    lower: bool = False,
 ) -> np.ndarray:
     """Flags of the test scores (in time order), each row judged by the rows of its run before it:
-    above max(q, m + k x |c - m|), with q the validation's `quantile`, m and c the median and upper
-    (`lower`: lower) quartile of the run's rows so far (a run's first row: q), and k the
-    validation's own (q - median) / |quartile - median|, so that a run like the validation keeps
-    q. The upper quartile follows a run's spread best and moves once anomalies are a quarter of
-    its rows; the lower one, which high scores cannot widen, only once they are half. `runs`
+    above max(q, m + k x (c - m)), with q the validation's `quantile`, m and c the median and upper
+    quartile of the run's rows so far (a run's first row: q), and k the validation's own
+    (q - median) / (quartile - median), so that a run like the validation keeps q. The upper
+    quartile follows a run's spread best and moves once anomalies are a quarter of its rows (the
+    product's lower quartile, which high scores cannot widen, only once they are half). `runs`
     numbers each test row's run (None: one run)."""
     val = np.asarray(val_scores, dtype=np.float64)
     base, middle = float(np.quantile(val, quantile)), float(np.median(val))
-    share = 0.25 if lower else 0.75
-    spread = abs(float(np.quantile(val, share)) - middle)
+    share = 0.75
+    spread = float(np.quantile(val, share)) - middle
     scores = np.asarray(test_scores, dtype=np.float64)
     if not spread > 0:  # nothing to measure a run's spread in: the quantile as it is
         return scores > base
@@ -145,7 +144,7 @@ def spread_follow(
         if before:
             # The lower quantiles of the rows so far, by rank (sorted as they come: causal).
             m, c = (before[int(p * (len(before) - 1))] for p in (0.5, share))
-            threshold = max(base, m + k * abs(c - m))
+            threshold = max(base, m + k * (c - m))
         flags[row] = score > threshold
         bisect.insort(before, score)
     return flags

@@ -77,11 +77,12 @@ class ThresholdMethod(StrEnum):
 
 
 class ThresholdFollow(StrEnum):
-    """Whether the label-free threshold follows each run's median score (`evaluation.follow`) or
-    stays as validation set it."""
+    """Whether the label-free threshold follows each run's median score, or its median and
+    lower-quartile spread (`evaluation.follow`), or stays as validation set it."""
 
     none = "none"
     median = "median"
+    spread = "spread"
 
 
 class TuneBackend(StrEnum):

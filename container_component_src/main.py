@@ -1037,8 +1037,9 @@ def evaluate(
     threshold_follow: Annotated[
         ThresholdFollow,
         typer.Option(
-            help="median: the label-free threshold follows each run's median score (served too); none: fixed. "
-            "The report also says what the other rule would have served."
+            help="median: the label-free threshold follows each run's median score (served too); spread: its "
+            "median and lower-quartile spread; none: fixed. The report also says what the other rules would have "
+            "served."
         ),
     ],
 ) -> None:

@@ -265,8 +265,9 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             deploy_threshold: Deploy only when Fc1 at the label-free threshold is above this.
             promise_tolerance: The gate prefers the detectors whose false alarms stay within this
                 many times what their threshold promises (0: Fc1 alone decides).
-            threshold_follow: "median": the label-free threshold follows each run's median score, in
-                evaluation and in the served model; "none": it stays as validation set it.
+            threshold_follow: "median": the label-free threshold follows each run's median score,
+                "spread": its median and lower-quartile spread, in evaluation and in the served
+                model; "none": it stays as validation set it.
             serving_backend: "local" (publish to a folder and smoke-test the KServe server in the task)
                 or "kserve" (an InferenceService).
             serving_gpus: GPUs of the InferenceService predictor.

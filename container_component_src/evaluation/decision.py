@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from container_component_src.evaluation.follow import follow_from_dict
 from container_component_src.storage import InputError
 
 # The detectors evaluation compares: the trained model, and two classical ones served the same way
@@ -84,8 +85,8 @@ class DeployDecision:
         detectors: Every detector compared: name -> {"fc1", "false_alarm_rate"}, and "fc1_at_promise"
             (Fc1 where it would flag the promised share of the test's normal rows, read off their
             labels; absent from summaries written before it).
-        follow: The validation `level` and `spread` the served threshold follows each stream's
-            median score by (`evaluation.follow`); None: it stays as set.
+        follow: The rule and validation figures the served threshold follows each stream's
+            scores by (`evaluation.follow`, its `to_dict`); None: it stays as set.
     """
 
     fc1: float
@@ -100,7 +101,7 @@ class DeployDecision:
     promised_false_alarm_rate: float | None = None
     promise_tolerance: float = 0.0
     detectors: dict[str, dict[str, float]] = field(default_factory=dict)
-    follow: dict[str, float] | None = None
+    follow: dict[str, Any] | None = None
 
     @property
     def fc1_name(self) -> str:
@@ -176,9 +177,7 @@ class DeployDecision:
                     | ({"fc1_at_promise": float(found["fc1_at_promise"])} if "fc1_at_promise" in found else {})
                     for name, found in block.get("detectors", {}).items()
                 },
-                follow=None
-                if block.get("follow") is None
-                else {"level": float(block["follow"]["level"]), "spread": float(block["follow"]["spread"])},
+                follow=None if block.get("follow") is None else follow_from_dict(block["follow"]).to_dict(),
             )
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise InputError(

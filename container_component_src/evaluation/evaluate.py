@@ -30,7 +30,7 @@ from container_component_src.evaluation.decision import (
     keeps_promise,
     watch_block_rows,
 )
-from container_component_src.evaluation.follow import MedianFollow
+from container_component_src.evaluation.follow import follow_of
 from container_component_src.storage import InputError
 
 if TYPE_CHECKING:
@@ -72,8 +72,9 @@ class EvaluateOptions:
             threshold is above this (stated in the report).
         promise_tolerance: The gate prefers detectors whose false alarms on the test's normal rows
             are within this many times their threshold's promise (0: Fc1 alone decides).
-        threshold_follow: "median": each label-free threshold follows its run's median score
-            (`evaluation.follow`), in evaluation and in the server; "none": it stays as set.
+        threshold_follow: "median": each label-free threshold follows its run's median score;
+            "spread": its median and lower-quartile spread (`evaluation.follow`), in evaluation and
+            in the server; "none": it stays as set.
     """
 
     smoothing_window: int = 1
@@ -99,7 +100,7 @@ class EvaluateOptions:
 
     @property
     def follows(self) -> bool:
-        return self.threshold_follow == ThresholdFollow.median
+        return self.threshold_follow != ThresholdFollow.none
 
 
 def channel_weights(model: Any, count: int) -> np.ndarray:
@@ -500,11 +501,11 @@ def label_free_flags(
     runs: np.ndarray | None = None,
 ) -> np.ndarray:
     """The test rows a label-free threshold from `val_scores` flags, in time order: those above it,
-    or (`threshold_follow` "median") above it as it follows each run's median score, the rule the
+    or above it as it follows each run's scores (`threshold_follow` "median" or "spread"), the rule the
     server applies (`evaluation.follow`; `runs` numbers each test row's run, None: one run)."""
     if not options.follows:
         return np.asarray(test_scores) > threshold
-    return MedianFollow.of(val_scores, threshold).replay(test_scores, threshold, runs)
+    return follow_of(options.threshold_follow, val_scores, threshold).replay(test_scores, threshold, runs)
 
 
 def flag_metrics(flags: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -678,41 +679,46 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
         promised_false_alarm_rate=promised,
         promise_tolerance=options.promise_tolerance,
         detectors=detectors,
-        # What the server follows each stream's median score by (its per-row validation scores').
-        follow=MedianFollow.of(row_scores, threshold).to_dict() if options.follows else None,
+        # What the server follows each stream's scores by (its per-row validation scores').
+        follow=follow_of(options.threshold_follow, row_scores, threshold).to_dict() if options.follows else None,
     )
 
 
-def other_follow(
+def other_follows(
     scores: dict[str, tuple[np.ndarray, np.ndarray]],
     labels: np.ndarray,
     options: EvaluateOptions,
     runs: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """What the other `threshold_follow` rule would have given on the same scores, so that a user
-    chooses it on their own data: each detector's Fc1, point F1 and false alarms at its label-free
-    threshold under that rule, and the detector the gate would then serve (`decision.gate_choice`).
+) -> list[dict[str, Any]]:
+    """What each other `threshold_follow` rule would have given on the same scores, so that a user
+    chooses the rule on their own data: each detector's Fc1, point F1 and false alarms at its
+    label-free threshold under that rule, and the detector the gate would then serve
+    (`decision.gate_choice`).
 
     Args:
         scores: Detector name -> its (validation, test) evaluated scores, in time order.
         labels: The test labels.
-        options: The run's options; the other rule is the `threshold_follow` they do not name.
+        options: The run's options; the other rules are the `threshold_follow` values they do not name.
         runs: Each test row's run (None: one run), as for `label_free_flags`.
 
     Returns:
-        `threshold_follow` (the other rule), `detectors` (name -> {"fc1", "f1", "false_alarm_rate"})
-        and `served`.
+        One entry a rule: `threshold_follow` (the rule), `detectors` (name -> {"fc1", "f1",
+        "false_alarm_rate"}) and `served`.
     """
-    rule = ThresholdFollow.none if options.follows else ThresholdFollow.median
-    other = replace(options, threshold_follow=str(rule))
-    detectors = {}
-    for name, (val, test) in scores.items():
-        threshold = label_free_thresholds(val, other)[other.threshold_method]
-        found = flag_metrics(label_free_flags(val, test, threshold, other, runs), labels, threshold)
-        detectors[name] = {key: found[key] for key in ("fc1", "f1", "false_alarm_rate")}
-    promised = nominal_false_alarm_rates(len(scores[MODEL][0]), other)[other.threshold_method]
-    served = gate_choice(detectors, promised, other.promise_tolerance, other.deploy_threshold)
-    return {"threshold_follow": str(rule), "detectors": detectors, "served": served}
+    found_by_rule = []
+    for rule in ThresholdFollow:
+        if rule == options.threshold_follow:
+            continue
+        other = replace(options, threshold_follow=str(rule))
+        detectors = {}
+        for name, (val, test) in scores.items():
+            threshold = label_free_thresholds(val, other)[other.threshold_method]
+            found = flag_metrics(label_free_flags(val, test, threshold, other, runs), labels, threshold)
+            detectors[name] = {key: found[key] for key in ("fc1", "f1", "false_alarm_rate")}
+        promised = nominal_false_alarm_rates(len(scores[MODEL][0]), other)[other.threshold_method]
+        served = gate_choice(detectors, promised, other.promise_tolerance, other.deploy_threshold)
+        found_by_rule.append({"threshold_follow": str(rule), "detectors": detectors, "served": served})
+    return found_by_rule
 
 
 def replay_watch(flags: np.ndarray, promised: float, tolerance: float) -> dict[str, Any]:
@@ -779,9 +785,8 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": float(v) for k, v in summary["baselines"].items()}}
     # The served detector's (the model's or a classical one's, see `choose_detector`).
     flat |= {"served_fc1": summary["deploy"]["fc1"], "served_false_alarm_rate": summary["deploy"]["false_alarm_rate"]}
-    if "other_follow" in summary:
-        # The same under the other threshold rule (named, so that runs of either setting compare).
-        other = summary["other_follow"]
+    for other in summary.get("other_follows", []):
+        # The same under each other threshold rule (named, so that runs of any setting compare).
         served = other["detectors"][other["served"]]
         flat |= {
             f"follow_{other['threshold_follow']}_served_fc1": served["fc1"],
@@ -846,7 +851,7 @@ def run_evaluate(
         )
     if PCA in detectors:
         summary["baselines"]["pca_components"] = int(detectors[PCA].components.shape[1])
-    summary["other_follow"] = other_follow(
+    summary["other_follows"] = other_follows(
         {
             name: (val_scored[column].to_numpy(), test_scored[column].to_numpy())
             for name, column in {MODEL: "smoothed_score", **{name: name for name in detectors}}.items()

@@ -1,20 +1,32 @@
-"""A label-free threshold that follows each run's median score: the rule evaluation replays over
-the test rows and the model server applies as rows arrive, with the same flags row for row.
+"""Label-free thresholds that follow each run's scores: the rules evaluation replays over the test
+rows and the model server applies as rows arrive, with the same flags row for row.
 
 A fixed threshold from validation scores over-alarms on a run whose normal operation sits higher
 than the validation rows (another set-up of the test bed, a new operating point after a fault):
-it flags all of it. Here the threshold's margin over the validation median (`level`) is scaled
-by how far the median of the run's own scores before each row (every row, flagged or not) has
-risen above `level`, in validation upper-quartile spreads (`spread`), never below the margin:
+it flags all of it. Two rules follow a run instead, each from the run's own scores before each
+row (every row, flagged or not), never below the fixed threshold (`base`):
 
-    threshold = level + (base - level) x max(1, (run median - level) / spread)
+- `MedianFollow` (`threshold_follow = "median"`): the threshold's margin over the validation
+  median (`level`) is scaled by how far the run's median has risen above `level`, in validation
+  upper-quartile spreads (`spread`), never below the margin:
 
-A median barely moves for anomalies that are a minority of a run's rows, and follows a run's new
-normal level, which a threshold that learns only from the rows it does not flag (DSPOT) cannot
-once it flags them all. The factor is rounded down to 1 %-wide bins (`EDGES`), so that a
-stream's state is a fixed array of bin counts (memory that does not grow with the rows): the
-lower median of the bins is the bin of the exact lower median. Evaluation replays each run
-through the same state the server keeps, so both flag the same rows.
+      threshold = level + (base - level) x max(1, (run median - level) / spread)
+
+- `SpreadFollow` (`threshold_follow = "spread"`): the run's scores are measured from their own
+  median in their own lower-quartile spread, and the threshold is the validation's in those
+  units, so that a run like the validation keeps `base` and a noisier one widens it:
+
+      threshold = max(base, run median + k x (run median - run lower quartile)),
+      k = (base - level) / (level - validation lower quartile)
+
+A median barely moves for anomalies that are a minority of a run's rows, nor does the lower
+quartile's distance below it (high scores cannot widen it): both rules move once anomalies are
+half a run, and follow a run's new normal level, which a threshold that learns only from the rows
+it does not flag (DSPOT) cannot once it flags them all. A stream's state is a fixed array of
+counts of its scores' bins (memory that does not grow with the rows), and a quantile of the bins
+is the bin of the exact quantile (bins are monotone): the threshold rounds each down to its bin's
+lower edge. Evaluation replays each run through the same state the server keeps, so both flag the
+same rows.
 
 A run is what the model's reference marks: for a model scaled per run (`reference_rows`), each
 segment of rows in evaluation and each distinct `reference` a request carries in the server;
@@ -30,18 +42,47 @@ from typing import Any
 
 import numpy as np
 
-# Bin edges of the rise in spreads: 1 %-wide from 1 to about 1e6 (a rise below one spread leaves
-# the threshold as it is; above the last edge, the last edge).
+# Bin edges of the median rule's rise in spreads: 1 %-wide from 1 to about 1e6 (a rise below one
+# spread leaves the threshold as it is; above the last edge, the last edge).
 EDGES = 1.01 ** np.arange(1389)
 _EDGE_LIST = EDGES.tolist()
+# Bin edges of the spread rule's signed distance from the validation median, in its lower-quartile
+# spreads: 0.01 apart on an asinh scale (0.01 units near the median, 1 % of the distance far from
+# it) from about -1e6 to 1e6; below the first edge, the first edge.
+SIGNED_EDGES = np.sinh(np.arange(-1450, 1451) * 0.01)
+_SIGNED_VALUES = [float(SIGNED_EDGES[0]), *SIGNED_EDGES.tolist()]
 # Streams one server process follows at once (the least recently seen is forgotten first).
 MAX_STREAMS = 1024
 # Rows judged in one pass of the loop (their Python floats and bins, ~5 MB).
 _PART_ROWS = 65_536
 
 
+class _Rule:
+    """What both rules share: replaying runs through their state."""
+
+    def state(self) -> FollowState:
+        raise NotImplementedError
+
+    def replay(self, scores: np.ndarray, base: float, runs: np.ndarray | None = None) -> np.ndarray:
+        """The flags of `scores` in time order, each row judged by its run's rows before it (a run's
+        first row by `base`), as the server judges them: the same state, one per run. `runs`
+        numbers each row's run (None: one run)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if runs is None:
+            return self.state().judge(scores, base)
+        runs = np.asarray(runs)
+        states: dict[Any, FollowState] = {}
+        flags = np.empty(len(scores), dtype=bool)
+        # Contiguous blocks of one run at a time (a run may come back after another: its state waits).
+        edges = np.flatnonzero(np.diff(runs)) + 1
+        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(runs)], strict=True):
+            state = states.setdefault(runs[start].item(), self.state())
+            flags[start:stop] = state.judge(scores[start:stop], base)
+        return flags
+
+
 @dataclass(frozen=True)
-class MedianFollow:
+class MedianFollow(_Rule):
     """The validation scores' median (`level`) and upper-quartile spread (`spread`, > 0) a
     threshold follows a run's median score by."""
 
@@ -69,38 +110,87 @@ class MedianFollow:
         factor = _EDGE_LIST[median_bin - 1] if median_bin else 1.0
         return self.level + (base - self.level) * factor
 
-    def replay(self, scores: np.ndarray, base: float, runs: np.ndarray | None = None) -> np.ndarray:
-        """The flags of `scores` in time order, each row judged by the lower median of its run's rows
-        before it (a run's first row by the margin itself), as the server judges them: the same
-        `FollowState`, one per run. `runs` numbers each row's run (None: one run)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        if runs is None:
-            return FollowState(self).judge(scores, base)
-        runs = np.asarray(runs)
-        states: dict[Any, FollowState] = {}
-        flags = np.empty(len(scores), dtype=bool)
-        # Contiguous blocks of one run at a time (a run may come back after another: its state waits).
-        edges = np.flatnonzero(np.diff(runs)) + 1
-        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(runs)], strict=True):
-            state = states.setdefault(runs[start].item(), FollowState(self))
-            flags[start:stop] = state.judge(scores[start:stop], base)
-        return flags
+    def state(self) -> MedianState:
+        return MedianState(self)
 
-    def to_dict(self) -> dict[str, float]:
-        return {"level": self.level, "spread": self.spread}
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": "median", "level": self.level, "spread": self.spread}
+
+
+@dataclass(frozen=True)
+class SpreadFollow(_Rule):
+    """The validation scores' median (`level`) and lower-quartile spread (`unit`, > 0) a
+    threshold follows a run's median and lower-quartile spread by."""
+
+    level: float
+    unit: float
+
+    @classmethod
+    def of(cls, val_scores: np.ndarray, base: float) -> SpreadFollow:
+        """From the validation scores the threshold `base` came from. With no quartile spread
+        (a quarter of the scores or more tied at the median), the margin itself is the unit."""
+        scores = np.asarray(val_scores, dtype=np.float64)
+        level = float(np.median(scores))
+        unit = level - float(np.quantile(scores, 0.25))
+        if not unit > 0:
+            unit = base - level if base > level else 1.0
+        return cls(level=level, unit=unit)
+
+    def bins(self, scores: np.ndarray) -> np.ndarray:
+        """Each score's bin: k for SIGNED_EDGES[k - 1] <= distance < SIGNED_EDGES[k] (0 below the first)."""
+        distance = (np.asarray(scores, dtype=np.float64) - self.level) / self.unit
+        return np.searchsorted(SIGNED_EDGES, distance, side="right")
+
+    def threshold(self, base: float, median_bin: int, quartile_bin: int) -> float:
+        """The threshold for a run whose median and lower quartile lie in these bins."""
+        median, quartile = _SIGNED_VALUES[median_bin], _SIGNED_VALUES[quartile_bin]
+        margin = (base - self.level) / self.unit  # the validation's: k, its quartile being -1
+        return max(base, self.level + self.unit * (median + margin * (median - quartile)))
+
+    def state(self) -> SpreadState:
+        return SpreadState(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": "spread", "level": self.level, "unit": self.unit}
+
+
+Follow = MedianFollow | SpreadFollow
+RULES: dict[str, type[MedianFollow] | type[SpreadFollow]] = {"median": MedianFollow, "spread": SpreadFollow}
+
+
+def follow_of(rule: str, val_scores: np.ndarray, base: float) -> Follow:
+    """The following rule `rule` ("median" or "spread") for the threshold `base` from `val_scores`."""
+    return RULES[rule].of(val_scores, base)
+
+
+def follow_from_dict(content: Any) -> Follow:
+    """The rule `to_dict` wrote (without "rule": the median rule, as written before the spread rule).
+
+    Raises:
+        ValueError: Not a rule with finite numbers and a unit > 0 (what is wrong, in a sentence).
+    """
+    rule = content.get("rule", "median") if isinstance(content, dict) else None
+    if rule not in RULES:
+        raise ValueError('not a rule ("median" or "spread") with its level and unit')
+    keys = ("level", "spread") if rule == "median" else ("level", "unit")
+    values = [content.get(key) for key in keys]
+    if not all(_finite(value) for value in values) or not values[1] > 0:
+        raise ValueError(f"not a level and a {keys[1]} > 0")
+    return RULES[rule](float(values[0]), float(values[1]))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 class FollowState:
-    """One stream's running median, as counts of its scores' bins (fixed memory), and the flags of
-    rows judged by it in order: what the server keeps per stream and evaluation per run."""
+    """One stream's scores as counts of their bins (fixed memory), and the flags of rows judged by
+    them in order: what the server keeps per stream and evaluation per run."""
 
-    def __init__(self, follow: MedianFollow) -> None:
-        self.follow = follow
-        # Python ints, not an array: the loop below reads and writes one at a time.
-        self.counts = [0] * (len(EDGES) + 1)
+    def __init__(self, bins: int) -> None:
+        # Python ints, not an array: the loop reads and writes one at a time.
+        self.counts = [0] * bins
         self.rows = 0
-        self.median_bin = 0  # the bin of the lower median of the rows so far
-        self.below = 0  # rows in bins under `median_bin`
 
     def judge(self, scores: np.ndarray, base: float) -> np.ndarray:
         """Flag each score by the rows before it, then count it. Evaluation replays every test row
@@ -112,6 +202,19 @@ class FollowState:
             part = scores[start : start + _PART_ROWS]
             flags[start : start + len(part)] = self._judge_part(part, base)
         return flags
+
+    def _judge_part(self, scores: np.ndarray, base: float) -> list[bool]:
+        raise NotImplementedError
+
+
+class MedianState(FollowState):
+    """A stream's lower median, as the bin it lies in (`median_bin`)."""
+
+    def __init__(self, follow: MedianFollow) -> None:
+        super().__init__(len(EDGES) + 1)
+        self.follow = follow
+        self.median_bin = 0  # the bin of the lower median of the rows so far
+        self.below = 0  # rows in bins under `median_bin`
 
     def _judge_part(self, scores: np.ndarray, base: float) -> list[bool]:
         # The state lives in locals while the loop runs (attribute reads cost more than the work).
@@ -138,18 +241,62 @@ class FollowState:
         return flagged
 
 
-class FollowStreams:
-    """The `FollowState` of each stream a server process scores (at most `MAX_STREAMS`, the least
-    recently seen forgotten first: a forgotten stream starts again at the margin itself)."""
+class SpreadState(FollowState):
+    """A stream's lower median and lower quartile, as the bins they lie in."""
 
-    def __init__(self, follow: MedianFollow, base: float) -> None:
+    def __init__(self, follow: SpreadFollow) -> None:
+        super().__init__(len(SIGNED_EDGES) + 1)
+        self.follow = follow
+        # Both start at the bin of the validation median (a run's first row is judged by `base`).
+        self.median_bin = self.quartile_bin = int(follow.bins(np.array([follow.level]))[0])
+        self.median_below = self.quartile_below = 0  # rows in bins under each
+
+    def _judge_part(self, scores: np.ndarray, base: float) -> list[bool]:
+        flagged = []
+        counts, rows = self.counts, self.rows
+        median_bin, median_below = self.median_bin, self.median_below
+        quartile_bin, quartile_below = self.quartile_bin, self.quartile_below
+        threshold = self.follow.threshold(base, median_bin, quartile_bin) if rows else base
+        for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
+            flagged.append(score > threshold)
+            counts[bin_] += 1
+            rows += 1
+            median_below += bin_ < median_bin
+            quartile_below += bin_ < quartile_bin
+            moved = median_bin, quartile_bin
+            rank = (rows - 1) // 2 + 1  # the lower median's rank, from 1
+            while median_below + counts[median_bin] < rank:
+                median_below += counts[median_bin]
+                median_bin += 1
+            while median_below >= rank:
+                median_bin -= 1
+                median_below -= counts[median_bin]
+            rank = (rows - 1) // 4 + 1  # the lower quartile's
+            while quartile_below + counts[quartile_bin] < rank:
+                quartile_below += counts[quartile_bin]
+                quartile_bin += 1
+            while quartile_below >= rank:
+                quartile_bin -= 1
+                quartile_below -= counts[quartile_bin]
+            if rows == 1 or (median_bin, quartile_bin) != moved:
+                threshold = self.follow.threshold(base, median_bin, quartile_bin)
+        self.rows, self.median_bin, self.median_below = rows, median_bin, median_below
+        self.quartile_bin, self.quartile_below = quartile_bin, quartile_below
+        return flagged
+
+
+class FollowStreams:
+    """The state of each stream a server process scores (at most `MAX_STREAMS`, the least
+    recently seen forgotten first: a forgotten stream starts again at the threshold itself)."""
+
+    def __init__(self, follow: Follow, base: float) -> None:
         self.follow, self.base = follow, base
         self.states: OrderedDict[Any, FollowState] = OrderedDict()
 
     def judge(self, scores: np.ndarray, stream: Any = None) -> np.ndarray:
         """Flags of a request's scores in time order, by the state of `stream` (None: the one
         stream of a model without references)."""
-        state = self.states.pop(stream, None) or FollowState(self.follow)
+        state = self.states.pop(stream, None) or self.follow.state()
         self.states[stream] = state
         if len(self.states) > MAX_STREAMS:
             self.states.popitem(last=False)

@@ -689,33 +689,58 @@ def _at_promise_note(rows: list[tuple[Any, ...]], promised: float | None) -> str
     )
 
 
+# How the report names each `threshold_follow` rule.
+_FOLLOW_RULES = {
+    "none": "a fixed threshold",
+    "median": "following each run's median score",
+    "spread": "following each run's median and lower-quartile spread",
+}
+
+
+# How a following rule moves the label-free thresholds, in the report's account of its methods.
+_FOLLOW_DESCRIPTIONS = {
+    "median": (
+        " (the label-free ones as they follow each run's median score: their margin over the validation "
+        "median grows with how far the median of the run's rows before it has risen above that median, in "
+        "validation upper-quartile spreads, and never shrinks; the drawn line is where they start)"
+    ),
+    "spread": (
+        " (the label-free ones as they follow each run's median and lower-quartile spread: the run's rows "
+        "before it measured from their own median in their own median-to-lower-quartile spread, each "
+        "threshold is the validation's in those units, and never below where it starts, the drawn line)"
+    ),
+}
+
+
 def _other_follow_note(summary: dict[str, Any]) -> str:
-    """One sentence: what the other `threshold_follow` rule would have served and flagged on these
-    rows, against what is served now (absent from summaries written before it)."""
-    other, deploy = summary.get("other_follow"), summary.get("deploy", {})
-    if not other or deploy.get("false_alarm_rate") is None:
+    """A sentence a rule: what each other `threshold_follow` rule would have served and flagged on
+    these rows, against what is served now (absent from summaries written before it; one rule in
+    those written before the spread rule)."""
+    others, deploy = summary.get("other_follows") or [], summary.get("deploy", {})
+    if "other_follow" in summary:
+        others = [summary["other_follow"]]
+    if not others or deploy.get("false_alarm_rate") is None:
         return ""
     served = deploy.get("detector", MODEL)
     now_f1 = summary["label_free"]["f1"] if served == MODEL else summary["baselines"].get(f"{served}_f1")
-    then = other["detectors"][other["served"]]
-    rule = (
-        'following each run\'s median score (<code>threshold_follow = "median"</code>)'
-        if other["threshold_follow"] == "median"
-        else 'a fixed threshold (<code>threshold_follow = "none"</code>)'
-    )
-    f1 = "" if now_f1 is None else f", point F1 {then['f1']:.3f} against {now_f1:.3f}"
+    sentences, shorter = [], False
+    for other in others:
+        then, rule = other["detectors"][other["served"]], other["threshold_follow"]
+        f1 = "" if now_f1 is None else f", point F1 {then['f1']:.3f} against {now_f1:.3f}"
+        shorter |= rule != "none" and now_f1 is not None and then["f1"] < now_f1
+        label = html.escape(DETECTOR_LABELS.get(other["served"], other["served"]))
+        sentences.append(
+            f' With {_FOLLOW_RULES.get(rule, rule)} (<code>threshold_follow = "{html.escape(rule)}"</code>) '
+            f"instead, the gate would serve {label}: {then['false_alarm_rate']:.2%} false alarms against "
+            f"{deploy['false_alarm_rate']:.2%} now, Fc1 {then['fc1']:.3f} against {deploy['fc1']:.3f}{f1}."
+        )
     price = (
-        " A lower point F1 there means alarms that clear while a fault goes on: a fault as long as the normal "
-        "rows before it in its run becomes the run's level."
-        if other["threshold_follow"] == "median" and now_f1 is not None and then["f1"] < now_f1
+        " A lower point F1 under a following rule means alarms that clear while a fault goes on: a fault as "
+        "long as the normal rows before it in its run becomes the run's level."
+        if shorter
         else ""
     )
-    label = html.escape(DETECTOR_LABELS.get(other["served"], other["served"]))
-    return (
-        f" With {rule} instead, the gate would serve {label}: "
-        f"{then['false_alarm_rate']:.2%} false alarms against {deploy['false_alarm_rate']:.2%} now, Fc1 "
-        f"{then['fc1']:.3f} against {deploy['fc1']:.3f}{f1}.{price}"
-    )
+    return "".join(sentences) + price
 
 
 def detectors_table(summary: dict[str, Any]) -> str:
@@ -890,13 +915,7 @@ def render_report(
         f"{options.get('pot_risk', 0.001)}); the {summary.get('threshold_method', 'quantile')} one is what the "
         "deployed model uses. The top-k threshold flags the k highest-scoring rows (k = anomalous test rows, "
         "ties not flagged), as published tables do. A row is flagged when its score is above the threshold"
-        + (
-            " (the label-free ones as they follow each run's median score: their margin over the validation "
-            "median grows with how far the median of the run's rows before it has risen above that median, in "
-            "validation upper-quartile spreads, and never shrinks; the drawn line is where they start)"
-            if summary.get("threshold_follow") == "median"
-            else ""
-        )
+        + (_FOLLOW_DESCRIPTIONS.get(summary.get("threshold_follow", "none"), ""))
         + ". Fc1 is the "
         "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
         "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"

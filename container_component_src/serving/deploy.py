@@ -58,7 +58,7 @@ class DeployOptions:
 
 def serving_config(summary: dict[str, Any], source: str = "the evaluation summary") -> dict[str, Any]:
     """What the server needs from the evaluation: the flag threshold, how it follows each stream's
-    median score (`follow`, None: it does not) and what it promises (the share of normal rows it
+    scores (`follow`, None: it does not) and what it promises (the share of normal rows it
     should flag, which the server watches), and for the record its Fc1, the false alarms
     evaluation saw and which detector is served (the model, or a classical detector the gate found
     ahead)."""

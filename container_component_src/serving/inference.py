@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from container_component_src.evaluation.follow import FollowStreams, MedianFollow
+from container_component_src.evaluation.follow import Follow, FollowStreams, follow_from_dict
 
 SERVING_FILE = "serving.json"
 SCALED_TENSOR = "scaled"
@@ -64,8 +64,8 @@ class ServingConfig:
         false_alarm_rate: The share of the test's normal rows it flagged in evaluation.
         promise_tolerance: How many times its promise the threshold may flag before the
             evaluation, and the server's watch, call the promise broken (0: not judged).
-        follow: How the threshold follows each stream's median score (`evaluation.follow`);
-            None: it stays as set.
+        follow: How the threshold follows each stream's scores (`evaluation.follow`, the median
+            or the spread rule); None: it stays as set.
     """
 
     threshold: float
@@ -73,7 +73,7 @@ class ServingConfig:
     promised_false_alarm_rate: float | None = None
     false_alarm_rate: float | None = None
     promise_tolerance: float = 0.0
-    follow: MedianFollow | None = None
+    follow: Follow | None = None
 
     @classmethod
     def read(cls, model_dir: str) -> ServingConfig:
@@ -102,10 +102,10 @@ class ServingConfig:
 
         follow = content.get("follow")
         if follow is not None:
-            level, spread = (follow.get(key) if isinstance(follow, dict) else None for key in ("level", "spread"))
-            if _bad_value(level) or _bad_value(spread) or not spread > 0:
-                raise InputError(f"{path}: follow is {json.dumps(follow)[:80]}, not a level and a spread > 0")
-            follow = MedianFollow(level=float(level), spread=float(spread))
+            try:
+                follow = follow_from_dict(follow)
+            except ValueError as error:
+                raise InputError(f"{path}: follow is {json.dumps(follow)[:80]}, {error}") from None
         # Folders published before the promise was recorded have none: nothing to watch.
         return cls(
             threshold=number("threshold"),
@@ -282,7 +282,7 @@ class AnomalyScorer:
     threshold: float
     device: str = "cpu"
     config: ServingConfig | None = None
-    # Each stream's median score, which the threshold follows (None: a fixed threshold).
+    # Each stream's state, which the threshold follows (None: a fixed threshold).
     streams: FollowStreams | None = None
 
     @property
@@ -325,7 +325,7 @@ class AnomalyScorer:
         """Scores and anomaly flags of scaled rows in time order: one per row after the first
         `context` (a windowed model scores each row given the rows before it). A row whose window
         holds a value that overflows, or whose score does, scores MAX_SCORE and is flagged. A
-        threshold that follows the median score follows that of `stream` (`stream_key`; None:
+        threshold that follows a stream's scores follows those of `stream` (`stream_key`; None:
         the one stream of a model without references).
 
         Raises:

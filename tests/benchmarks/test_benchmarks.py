@@ -279,27 +279,29 @@ def test_spread_follow_standardises_each_run_by_its_own_rows() -> None:
     import numpy as np
 
     from benchmarks.threshold_candidates import spread_follow
+    from container_component_src.evaluation.follow import SpreadFollow
 
     rng = np.random.default_rng(11)
     val, test = rng.exponential(size=20_000), rng.exponential(size=20_000)
-    for lower in (False, True):
-        flags = spread_follow(val, test, 0.99, lower=lower)
-        assert 0.005 < flags.mean() < 0.02, "a run like validation: about the promised 1 %"
-        assert (spread_follow(val, test[:5_000], 0.99, lower=lower) == flags[:5_000]).all(), "causal"
-        # A run twice as wide and shifted up: the fixed quantile flags a third of it, the rule
-        # follows it once it has seen some of its rows.
-        moved = 2.0 * test[:5_000] + 3.0
-        assert (moved > np.quantile(val, 0.99)).mean() > 0.3
-        assert spread_follow(val, moved, 0.99, lower=lower)[1_000:].mean() < 0.02
+    flags = spread_follow(val, test, 0.99)
+    assert 0.005 < flags.mean() < 0.02, "a run like validation: about the promised 1 %"
+    assert (spread_follow(val, test[:5_000], 0.99) == flags[:5_000]).all(), "causal"
+    # A run twice as wide and shifted up: the fixed quantile flags a third of it, the rule
+    # follows it once it has seen some of its rows.
+    moved = 2.0 * test[:5_000] + 3.0
+    assert (moved > np.quantile(val, 0.99)).mean() > 0.3
+    assert spread_follow(val, moved, 0.99)[1_000:].mean() < 0.02
     # Each run starts again from the validation's threshold, whatever the run before it did.
     runs = np.repeat([0, 1], 5_000)
     both = spread_follow(val, np.r_[moved, test[:5_000]], 0.99, runs)
     assert (both[5_000:] == spread_follow(val, test[:5_000], 0.99)).all()
-    # Anomalies in a third of a run widen its upper quartile (they go unflagged), not its lower one.
+    # Anomalies in a third of a run widen its upper quartile (they go unflagged), not the lower one
+    # the product's spread rule follows.
     spikes = rng.random(8_000) < 0.3
     spiked = test[:8_000] + 50.0 * spikes
     assert spread_follow(val, spiked, 0.99)[spikes][500:].mean() < 0.5
-    assert spread_follow(val, spiked, 0.99, lower=True)[spikes][500:].mean() > 0.95
+    base = float(np.quantile(val, 0.99))
+    assert SpreadFollow.of(val, base).replay(spiked, base)[spikes][500:].mean() > 0.95
 
 
 def test_conformal_candidates_calibrate_on_blocks_and_on_the_newest_rows() -> None:
@@ -376,7 +378,7 @@ def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise(
     summary = {
         "deploy": {**deploy, "promised_false_alarm_rate": 0.01},
         "threshold_follow": "none",
-        "other_follow": other,
+        "other_follows": [other],
     }
     fixed, following = served(summary, "x")
     assert fixed["case"] == row["case"]

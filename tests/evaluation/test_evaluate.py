@@ -483,10 +483,19 @@ def test_an_event_view_stays_within_the_runs_of_rows_the_event_touches() -> None
     assert len(view.times) == 120 and "(missed at the label-free threshold)" in view.title
 
 
+@pytest.mark.parametrize(
+    ("rule", "described"),
+    [("median", "as they follow each run's median score"), ("spread", "median and lower-quartile spread")],
+)
 def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_it(
-    trained_model: dict[str, Any], scaled_sets: dict[str, str], evaluated: dict[str, Any], tmp_path: Path
+    rule: str,
+    described: str,
+    trained_model: dict[str, Any],
+    scaled_sets: dict[str, str],
+    evaluated: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
-    from container_component_src.evaluation.follow import MedianFollow
+    from container_component_src.evaluation.follow import follow_from_dict, follow_of
     from container_component_src.serving.deploy import publish_model
     from container_component_src.serving.inference import AnomalyScorer
 
@@ -496,46 +505,46 @@ def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_
         scaled_sets["val"],
         scaled_sets["test"],
         *paths,
-        EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow="median"),
+        EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow=rule),
     )
     summary = json.loads(Path(paths[1]).read_text())
     results = pd.read_parquet(paths[0])
     val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
     threshold = summary["label_free"]["threshold"]
     # No references: the test rows are one run, as one server process's rows.
-    follow = MedianFollow.of(val_rows["smoothed_score"].to_numpy(), threshold)
+    follow = follow_of(rule, val_rows["smoothed_score"].to_numpy(), threshold)
     flags = follow.replay(test_rows["smoothed_score"].to_numpy(), threshold)
     assert (test_rows["prediction"].to_numpy() == flags).all()
-    assert summary["threshold_follow"] == "median" and summary["label_free"]["flagged_share"] == flags.mean()
-    assert "as they follow each run's median score" in Path(paths[2]).read_text()
-    # What is served follows the per-row validation scores' median, as evaluation computed it.
+    assert summary["threshold_follow"] == rule and summary["label_free"]["flagged_share"] == flags.mean()
+    assert described in Path(paths[2]).read_text()
+    # What is served follows the per-row validation scores, as evaluation computed them.
     deploy = summary["deploy"]
-    assert deploy["follow"] == MedianFollow.of(val_rows["score"].to_numpy(), deploy["threshold"]).to_dict()
+    assert deploy["follow"] == follow_of(rule, val_rows["score"].to_numpy(), deploy["threshold"]).to_dict()
+    assert deploy["follow"]["rule"] == rule
     publish_model(trained_model["model"], summary, str(tmp_path / "served"))
     scorer = AnomalyScorer.load(str(tmp_path / "served"))
-    assert scorer.streams is not None and scorer.streams.follow == MedianFollow(**deploy["follow"])
+    assert scorer.streams is not None and scorer.streams.follow == follow_from_dict(deploy["follow"])
     assert AnomalyScorer.load(str(tmp_path / "served"), threshold=5.0).streams is None, "a hand-set threshold is fixed"
-    # Each run says what the other rule would have given: exactly what the run with that rule found.
+    # Each run says what the fixed rule would have given, exactly what the run with it found, and
+    # the fixed run what this rule would have given.
     fixed = evaluated["summary"]
+    assert {other["threshold_follow"] for other in summary["other_follows"]} == {"none", "median", "spread"} - {rule}
     for run, other in ((summary, fixed), (fixed, summary)):
-        by_rule = run["other_follow"]
-        assert by_rule["threshold_follow"] == other["threshold_follow"] != run["threshold_follow"]
+        (by_rule,) = (found for found in run["other_follows"] if found["threshold_follow"] == other["threshold_follow"])
         assert by_rule["detectors"]["model"] == {k: other["label_free"][k] for k in ("fc1", "f1", "false_alarm_rate")}
         for name in ("raw_signal", "pca"):
             found = {k: other["baselines"][f"{name}_{k}"] for k in ("fc1", "f1", "false_alarm_rate")}
             assert by_rule["detectors"][name] == found
         assert by_rule["served"] == other["deploy"]["detector"]
-        rule = by_rule["threshold_follow"]
-        assert run["metrics"][f"follow_{rule}_served_fc1"] == other["metrics"]["served_fc1"]
-        assert run["metrics"][f"follow_{rule}_served_false_alarm_rate"] == other["metrics"]["served_false_alarm_rate"]
-    assert 'With following each run\'s median score (<code>threshold_follow = "median"</code>) instead' in (
-        Path(evaluated["report.html"]).read_text()
-    )
+        named = by_rule["threshold_follow"]
+        assert run["metrics"][f"follow_{named}_served_fc1"] == other["metrics"]["served_fc1"]
+        assert run["metrics"][f"follow_{named}_served_false_alarm_rate"] == other["metrics"]["served_false_alarm_rate"]
+    assert f'(<code>threshold_follow = "{rule}"</code>) instead' in Path(evaluated["report.html"]).read_text()
     assert 'With a fixed threshold (<code>threshold_follow = "none"</code>) instead' in Path(paths[2]).read_text()
 
 
-def test_the_other_follow_rule_is_judged_by_the_same_gate() -> None:
-    from container_component_src.evaluation.evaluate import other_follow
+def test_the_other_follow_rules_are_judged_by_the_same_gate() -> None:
+    from container_component_src.evaluation.evaluate import other_follows
 
     rng = np.random.default_rng(8)
     val = rng.exponential(size=4_000)
@@ -546,10 +555,12 @@ def test_the_other_follow_rule_is_judged_by_the_same_gate() -> None:
     model_test = rng.exponential(size=6_000) + 6.0 + 60.0 * labels
     raw_test = rng.exponential(size=6_000) + 4.0 * labels
     scores = {"model": (val, model_test), "raw_signal": (val, raw_test)}
-    following = other_follow(scores, labels, EvaluateOptions())
-    assert following["threshold_follow"] == "median" and following["served"] == "model"
-    assert following["detectors"]["model"]["false_alarm_rate"] < 0.02 and following["detectors"]["model"]["fc1"] > 0.9
-    fixed = other_follow(scores, labels, EvaluateOptions(threshold_follow="median"))
+    for following, rule in zip(other_follows(scores, labels, EvaluateOptions()), ("median", "spread"), strict=True):
+        assert following["threshold_follow"] == rule and following["served"] == "model"
+        model = following["detectors"]["model"]  # the promise kept, the anomaly found
+        assert model["false_alarm_rate"] < 0.02 and model["fc1"] > 0.6
+    fixed, spread = other_follows(scores, labels, EvaluateOptions(threshold_follow="median"))
     assert fixed["threshold_follow"] == "none" and fixed["served"] == "raw_signal", "the model breaks its promise"
+    assert spread["threshold_follow"] == "spread"
     threshold = float(np.quantile(val, 0.99))
     assert fixed["detectors"]["model"]["false_alarm_rate"] == (model_test[labels == 0] > threshold).mean() > 0.9

@@ -1,12 +1,18 @@
-"""The threshold that follows each run's median score: the server's state, which evaluation's
-replay runs through, flags each row by the exact lower median of the rows before it, in requests
-of any size."""
+"""The thresholds that follow each run's scores: the server's state, which evaluation's replay
+runs through, flags each row by the exact lower median (and, for the spread rule, lower quartile)
+of the rows before it, in requests of any size."""
 
 import numpy as np
 import pytest
 
 from container_component_src.evaluation import follow as follow_module
-from container_component_src.evaluation.follow import FollowState, FollowStreams, MedianFollow
+from container_component_src.evaluation.follow import (
+    FollowStreams,
+    MedianFollow,
+    MedianState,
+    SpreadFollow,
+    follow_from_dict,
+)
 
 
 def _brute_force(follow: MedianFollow, scores: np.ndarray, base: float) -> np.ndarray:
@@ -80,7 +86,7 @@ def test_without_a_quartile_spread_the_margin_is_the_unit() -> None:
     follow = MedianFollow.of(val, base=9.0)
     assert follow.level == 0.0 and follow.spread == 9.0
     assert MedianFollow.of(np.zeros(100), base=0.0).spread == 1.0
-    assert follow.to_dict() == {"level": 0.0, "spread": 9.0}
+    assert follow.to_dict() == {"rule": "median", "level": 0.0, "spread": 9.0}
 
 
 def test_a_rise_past_the_last_bin_keeps_the_last_factor() -> None:
@@ -92,7 +98,7 @@ def test_a_rise_past_the_last_bin_keeps_the_last_factor() -> None:
         2.0 * 1.01,
         2.0 * follow_module.EDGES[-1],
     ]
-    state = FollowState(follow)
+    state = MedianState(follow)
     state.judge(np.full(5, 1.0e12), base=2.0)
     assert state.median_bin == len(follow_module.EDGES)
 
@@ -108,3 +114,75 @@ def test_streams_beyond_the_limit_forget_the_least_recently_seen(monkeypatch: py
     assert list(streams.states) == ["a", "c"]
     assert streams.judge(high[:1], "b").tolist() == [True], "b starts again at the margin"
     assert list(streams.states) == ["c", "b"] and not streams.judge(high[:1], "c")[0], "c remembers its level"
+
+
+def _spread_brute_force(follow: SpreadFollow, scores: np.ndarray, base: float) -> np.ndarray:
+    """Each row against the exact lower median and lower quartile of the rows before it."""
+    flags = []
+    for row, score in enumerate(scores):
+        threshold = base
+        if row:
+            before = np.sort(scores[:row])
+            median, quartile = follow.bins(np.array([before[(row - 1) // 2], before[(row - 1) // 4]])).tolist()
+            threshold = follow.threshold(base, median, quartile)
+        flags.append(score > threshold)
+    return np.array(flags)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_spread_rules_state_flags_by_the_exact_median_and_lower_quartile(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(seed)
+    val = rng.exponential(size=5_000)
+    base = float(np.quantile(val, 0.99))
+    follow = SpreadFollow.of(val, base)
+    # Like validation; higher and wider; far below, then an anomaly. Rounded: many ties.
+    runs = [
+        rng.exponential(size=500),
+        3.0 * rng.exponential(size=600) + 4.0,
+        np.r_[-1.0e7 * np.ones(5), 20.0 * rng.exponential(size=300), 500.0 + rng.exponential(size=50)],
+    ]
+    runs = [np.round(run, 1) for run in runs]
+    scores, ids = np.concatenate(runs), np.repeat(np.arange(3), [len(r) for r in runs])
+    replayed = follow.replay(scores, base, ids)
+    for number, run in enumerate(runs):
+        assert (replayed[ids == number] == _spread_brute_force(follow, run, base)).all()
+    streams = FollowStreams(follow, base)
+    served = []
+    for number, run in enumerate(runs):
+        cuts = np.sort(rng.choice(np.arange(1, len(run)), size=12, replace=False))
+        served += [streams.judge(request, stream=number) for request in np.split(run, cuts)]
+    assert (np.concatenate(served) == replayed).all()
+    monkeypatch.setattr(follow_module, "_PART_ROWS", 7)
+    assert (follow.replay(scores, base, ids) == replayed).all(), "a part's state is carried to the next"
+
+
+def test_the_spread_rule_follows_a_wider_run_and_keeps_flagging_a_third_of_it_anomalous() -> None:
+    rng = np.random.default_rng(5)
+    val = rng.exponential(size=20_000)
+    base = float(np.quantile(val, 0.99))
+    follow = SpreadFollow.of(val, base)
+    like = follow.replay(rng.exponential(size=20_000), base)
+    assert 0.005 < like.mean() < 0.015, "rows like validation: the quantile's promise"
+    moved = 2.0 * rng.exponential(size=5_000) + 3.0
+    assert (moved > base).mean() > 0.3 and follow.replay(moved, base)[500:].mean() < 0.02
+    # A third of a run anomalous: the median moves, its distance to the lower quartile does not
+    # widen, and the anomalies stay flagged (the upper quartile would take them for spread).
+    spikes = rng.random(8_000) < 0.3
+    flags = follow.replay(rng.exponential(size=8_000) + 50.0 * spikes, base)
+    assert flags[spikes][500:].mean() > 0.95 and flags[~spikes].mean() < 0.02
+
+
+def test_the_spread_rule_without_a_quartile_spread_and_at_its_ends() -> None:
+    val = np.r_[np.zeros(900), np.linspace(1.0, 10.0, 100)]
+    follow = SpreadFollow.of(val, base=9.0)
+    assert follow == SpreadFollow(level=0.0, unit=9.0), "the margin is the unit"
+    assert SpreadFollow.of(np.zeros(100), base=0.0).unit == 1.0
+    ends = follow.bins(np.array([-1.0e12, 1.0e12])).tolist()
+    assert ends == [0, len(follow_module.SIGNED_EDGES)]
+    assert follow.threshold(9.0, ends[0], ends[0]) == 9.0, "never below the threshold it starts at"
+    top = follow_module.SIGNED_EDGES[-1]  # beyond the edges, the last ones (k = 1 here)
+    assert follow.threshold(9.0, ends[1], ends[0]) == pytest.approx(9.0 * (top + (top + top)))
+    for rule in (follow, MedianFollow(level=1.0, spread=0.5)):
+        assert follow_from_dict(rule.to_dict()) == rule

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from container_component_src.evaluation.follow import MedianFollow
+from container_component_src.evaluation.follow import MedianFollow, SpreadFollow
 from container_component_src.serving import inference
 from container_component_src.serving.inference import (
     RequestError,
@@ -94,11 +94,17 @@ def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
     promise = {"promised_false_alarm_rate": 0.01, "false_alarm_rate": 0.03, "promise_tolerance": 2.0}
     (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "fc1": 0.8} | promise))
     assert ServingConfig.read(str(tmp_path)) == ServingConfig(2.5, 0.8, 0.01, 0.03, 2.0)
+    # Published before the spread rule: the median rule, unnamed.
     (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "follow": {"level": 1.0, "spread": 0.5}}))
     assert ServingConfig.read(str(tmp_path)).follow == MedianFollow(level=1.0, spread=0.5)
+    spread = {"rule": "spread", "level": 1.0, "unit": 0.25}
+    (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "follow": spread}))
+    assert ServingConfig.read(str(tmp_path)).follow == SpreadFollow(level=1.0, unit=0.25)
     for content, problem in (
         ({"threshold": 2.5, "follow": {"level": 1.0, "spread": 0}}, 'follow is {"level": 1.0, "spread": 0}, not a'),
-        ({"threshold": 2.5, "follow": "median"}, 'follow is "median", not a level and a spread > 0'),
+        ({"threshold": 2.5, "follow": "median"}, 'follow is "median", not a rule ("median" or "spread")'),
+        ({"threshold": 2.5, "follow": spread | {"rule": "mean"}}, '"rule": "mean"'),
+        ({"threshold": 2.5, "follow": spread | {"unit": True}}, "not a level and a unit > 0"),
         ({"fc1": 0.8}, "has no threshold"),
         ({"threshold": "2.5"}, 'threshold is "2.5", not a number'),
         ({"threshold": 2.5, "promised_false_alarm_rate": 1.5}, "promised_false_alarm_rate is 1.5, not a number in"),
