@@ -57,6 +57,29 @@ MAX_STREAMS = 1024
 _PART_ROWS = 65_536
 
 
+def _level_and_unit(val_scores: np.ndarray, base: float, quartile: float) -> tuple[float, float]:
+    """The validation scores' median and its distance to their `quartile` (0.25 or 0.75); with none
+    (a quarter of the scores or more tied at the median), the margin `base` - median, or 1."""
+    scores = np.asarray(val_scores, dtype=np.float64)
+    level = float(np.median(scores))
+    unit = abs(float(np.quantile(scores, quartile)) - level)
+    if not unit > 0:
+        unit = base - level if base > level else 1.0
+    return level, unit
+
+
+def _walk(counts: list[int], bin_: int, below: int, rank: int) -> tuple[int, int]:
+    """The bin holding the `rank`-th smallest count (from 1) and the counts below it, from a bin
+    near it (`bin_`, with `below` counts under it)."""
+    while below + counts[bin_] < rank:
+        below += counts[bin_]
+        bin_ += 1
+    while below >= rank:
+        bin_ -= 1
+        below -= counts[bin_]
+    return bin_, below
+
+
 class _Rule:
     """What both rules share: replaying runs through their state."""
 
@@ -93,12 +116,7 @@ class MedianFollow(_Rule):
     def of(cls, val_scores: np.ndarray, base: float) -> MedianFollow:
         """From the validation scores the threshold `base` came from. With no quartile spread
         (a quarter of the scores or more tied at the median), the margin itself is the unit."""
-        scores = np.asarray(val_scores, dtype=np.float64)
-        level = float(np.median(scores))
-        spread = float(np.quantile(scores, 0.75)) - level
-        if not spread > 0:
-            spread = base - level if base > level else 1.0
-        return cls(level=level, spread=spread)
+        return cls(*_level_and_unit(val_scores, base, 0.75))
 
     def bins(self, scores: np.ndarray) -> np.ndarray:
         """Each score's bin: 0 for a rise under one spread, k for EDGES[k - 1] <= rise < EDGES[k]."""
@@ -129,12 +147,7 @@ class SpreadFollow(_Rule):
     def of(cls, val_scores: np.ndarray, base: float) -> SpreadFollow:
         """From the validation scores the threshold `base` came from. With no quartile spread
         (a quarter of the scores or more tied at the median), the margin itself is the unit."""
-        scores = np.asarray(val_scores, dtype=np.float64)
-        level = float(np.median(scores))
-        unit = level - float(np.quantile(scores, 0.25))
-        if not unit > 0:
-            unit = base - level if base > level else 1.0
-        return cls(level=level, unit=unit)
+        return cls(*_level_and_unit(val_scores, base, 0.25))
 
     def bins(self, scores: np.ndarray) -> np.ndarray:
         """Each score's bin: k for SIGNED_EDGES[k - 1] <= distance < SIGNED_EDGES[k] (0 below the first)."""
@@ -228,14 +241,9 @@ class MedianState(FollowState):
             if bin_ < median_bin:
                 below += 1
             rank = (rows - 1) // 2 + 1  # the lower median's rank, from 1
-            moved = median_bin
-            while below + counts[median_bin] < rank:
-                below += counts[median_bin]
-                median_bin += 1
-            while below >= rank:
-                median_bin -= 1
-                below -= counts[median_bin]
-            if median_bin != moved:
+            # Most rows leave the median in its bin: the walk only when it moves.
+            if below + counts[median_bin] < rank or below >= rank:
+                median_bin, below = _walk(counts, median_bin, below, rank)
                 threshold = self.follow.threshold(base, median_bin)
         self.rows, self.median_bin, self.below = rows, median_bin, below
         return flagged
@@ -263,22 +271,16 @@ class SpreadState(FollowState):
             rows += 1
             median_below += bin_ < median_bin
             quartile_below += bin_ < quartile_bin
-            moved = median_bin, quartile_bin
+            moved = rows == 1
             rank = (rows - 1) // 2 + 1  # the lower median's rank, from 1
-            while median_below + counts[median_bin] < rank:
-                median_below += counts[median_bin]
-                median_bin += 1
-            while median_below >= rank:
-                median_bin -= 1
-                median_below -= counts[median_bin]
+            if median_below + counts[median_bin] < rank or median_below >= rank:
+                median_bin, median_below = _walk(counts, median_bin, median_below, rank)
+                moved = True
             rank = (rows - 1) // 4 + 1  # the lower quartile's
-            while quartile_below + counts[quartile_bin] < rank:
-                quartile_below += counts[quartile_bin]
-                quartile_bin += 1
-            while quartile_below >= rank:
-                quartile_bin -= 1
-                quartile_below -= counts[quartile_bin]
-            if rows == 1 or (median_bin, quartile_bin) != moved:
+            if quartile_below + counts[quartile_bin] < rank or quartile_below >= rank:
+                quartile_bin, quartile_below = _walk(counts, quartile_bin, quartile_below, rank)
+                moved = True
+            if moved:
                 threshold = self.follow.threshold(base, median_bin, quartile_bin)
         self.rows, self.median_bin, self.median_below = rows, median_bin, median_below
         self.quartile_bin, self.quartile_below = quartile_bin, quartile_below
