@@ -204,7 +204,7 @@ def run_protocol_b(
 ) -> dict[str, Any]:
     """Per file: fit the scaler and the model on the first 400 rows (the last fifth of them
     validates), score every row, flag by the label-free threshold of the first 400 rows' scores
-    (following the median score of the rows after them with `threshold_follow` "median").
+    (following the scores of the rows after them with `threshold_follow` "median" or "spread").
     Rates are counted over whole files, as SKAB's leaderboard does (its notebooks score and count
     the fitted rows too), and over the rows after the first 400 only. `named_weights`: as
     `train`'s, in every file."""
