@@ -723,20 +723,26 @@ def _other_follow_note(summary: dict[str, Any]) -> str:
         return ""
     served = deploy.get("detector", MODEL)
     now_f1 = summary["label_free"]["f1"] if served == MODEL else summary["baselines"].get(f"{served}_f1")
-    sentences, shorter = [], False
+    # Point F1 by rule, the run's own included: a following rule below the fixed one has a price to name.
+    f1_by_rule = {summary.get("threshold_follow", "none"): now_f1}
+    sentences = []
     for other in others:
         then, rule = other["detectors"][other["served"]], other["threshold_follow"]
+        f1_by_rule[rule] = then["f1"]
         f1 = "" if now_f1 is None else f", point F1 {then['f1']:.3f} against {now_f1:.3f}"
-        shorter |= rule != "none" and now_f1 is not None and then["f1"] < now_f1
         label = html.escape(DETECTOR_LABELS.get(other["served"], other["served"]))
         sentences.append(
             f' With {_FOLLOW_RULES.get(rule, rule)} (<code>threshold_follow = "{html.escape(rule)}"</code>) '
             f"instead, the gate would serve {label}: {then['false_alarm_rate']:.2%} false alarms against "
             f"{deploy['false_alarm_rate']:.2%} now, Fc1 {then['fc1']:.3f} against {deploy['fc1']:.3f}{f1}."
         )
+    fixed_f1 = f1_by_rule.get("none")
+    shorter = fixed_f1 is not None and any(
+        f1 is not None and f1 < fixed_f1 for rule, f1 in f1_by_rule.items() if rule != "none"
+    )
     price = (
-        " A lower point F1 under a following rule means alarms that clear while a fault goes on: a fault as "
-        "long as the normal rows before it in its run becomes the run's level."
+        " A lower point F1 under a following rule than under the fixed one means alarms that clear while a fault "
+        "goes on: a fault as long as the normal rows before it in its run becomes the run's level."
         if shorter
         else ""
     )

@@ -303,15 +303,20 @@ def test_the_detectors_table_says_what_the_other_threshold_rule_would_serve() ->
         "would serve PCA reconstruction error: 4.71% false alarms against 1.15% now, Fc1 0.884 against 0.649, "
         "point F1 0.410 against 0.520. With following each run's median and lower-quartile spread "
         '(<code>threshold_follow = "spread"</code>) instead, the gate would serve PCA reconstruction error: 2.18% '
-        "false alarms against 1.15% now, Fc1 0.913 against 0.649, point F1 0.580 against 0.520. A lower point F1 "
-        "under a following rule means alarms that clear while a fault goes on"
+        "false alarms against 1.15% now, Fc1 0.913 against 0.649, point F1 0.580 against 0.520."
     )
-    assert note in detectors_table(summary)
-    # A summary from before the spread rule: one other rule, the fixed one.
+    price = "A lower point F1 under a following rule than under the fixed one means alarms that clear while"
+    assert note in detectors_table(summary) and price in detectors_table(summary), "the median rule's 0.410"
+    # Served under the spread rule, the fixed rule's point F1 above it: the price is named too.
+    summary["threshold_follow"] = "spread"
+    summary["other_follows"][1] |= {"threshold_follow": "none"}
+    assert price in detectors_table(summary)
+    # A summary from before the spread rule: one other rule, the fixed one, below the median rule.
+    summary["threshold_follow"] = "median"
     summary["other_follow"] = summary.pop("other_follows")[0] | {"threshold_follow": "none"}
     fixed = detectors_table(summary)
     assert 'With a fixed threshold (<code>threshold_follow = "none"</code>) instead' in fixed
-    assert "clear while" not in fixed, "the price is the following rules'"
+    assert "clear while" not in fixed, "the following rule's point F1 is the higher"
     del summary["other_follow"]  # a summary from before
     assert "instead, the gate" not in detectors_table(summary)
 
