@@ -1,5 +1,7 @@
 """How the KServe classes read a client's request, without a server."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -34,41 +36,44 @@ def test_the_reference_tensor_is_taken_apart_from_the_rows() -> None:
     assert none is None
 
 
-def _following_predictor(scaled_input: bool, reference_rows: int) -> "kserve_models.AnomalyPredictor":
-    """A predictor whose threshold follows each stream's median score, on the raw signal of two
-    channels (a model with the serving interface, no training needed)."""
+def _following_predictor(
+    scaled_input: bool, reference_rows: int, follow: Any = None
+) -> "kserve_models.AnomalyPredictor":
+    """A predictor whose threshold follows each stream's scores (by default, their median), on the
+    raw signal of two channels (a model with the serving interface, no training needed)."""
     from container_component_src.evaluation.follow import FollowStreams, MedianFollow
     from container_component_src.model.residual import ResidualDetector
     from container_component_src.serving.inference import AnomalyScorer
 
     scaler = {"channels": ["a", "b"], "center": [0.0, 0.0], "scale": [1.0, 1.0], "reference_rows": reference_rows}
     predictor = kserve_models.AnomalyPredictor("m", "unused", None, scaled_input, max_batch_rows=1_000)
-    follow = MedianFollow(level=1.0, spread=1.0)
+    follow = follow or MedianFollow(level=1.0, spread=1.0)
     predictor.scorer = AnomalyScorer(
         ResidualDetector.raw_signal(np.ones(2)), scaler, threshold=4.0, streams=FollowStreams(follow, 4.0)
     )
     return predictor
 
 
-def test_the_served_threshold_follows_each_streams_median_as_evaluation_replays_it() -> None:
-    """Each stream's rows are judged as `MedianFollow.replay` judges a run: a stream is what the
+@pytest.mark.parametrize("rule", ["median", "spread"])
+def test_the_served_threshold_follows_each_stream_as_evaluation_replays_it(rule: str) -> None:
+    """Each stream's rows are judged as the rule's `replay` judges a run: a stream is what the
     reference names (a new run, a new reference), across requests and protocols."""
-    from container_component_src.evaluation.follow import MedianFollow
+    from container_component_src.evaluation.follow import MedianFollow, SpreadFollow
 
     rng = np.random.default_rng(0)
     high = rng.normal(3.0, 0.3, size=(60, 2))  # squares sum ~18: all above 4 while the median is low
     low = rng.normal(0.0, 0.5, size=(60, 2))
-    predictor = _following_predictor(scaled_input=False, reference_rows=3)
+    replay = MedianFollow(level=1.0, spread=1.0) if rule == "median" else SpreadFollow(level=1.0, unit=1.0)
+    predictor = _following_predictor(scaled_input=False, reference_rows=3, follow=replay)
     flags: dict[str, list[bool]] = {"high": [], "low": []}
     for start in range(0, 60, 20):  # the two streams' requests interleaved
         for name, rows, reference in (("high", high, {"a": 0.0, "b": 0.0}), ("low", low, {"a": 9.0, "b": 9.0})):
             shifted = rows[start : start + 20] + reference["a"]
             body = {"instances": [{"a": a, "b": b} for a, b in shifted.tolist()], "reference": reference}
             flags[name] += [p["anomaly"] for p in predictor.predict(body)["predictions"]]
-    replay = MedianFollow(level=1.0, spread=1.0)
     assert flags["high"] == replay.replay(np.square(high).sum(axis=1), 4.0).tolist()
     assert flags["low"] == replay.replay(np.square(low).sum(axis=1), 4.0).tolist()
-    assert flags["high"][0] and sum(flags["high"]) < 5, "followed after its first rows"
+    assert flags["high"][0] and sum(flags["high"]) < 10, "followed after its first rows (fixed: all 60)"
 
 
 def test_the_transformer_names_the_stream_to_its_predictor() -> None:
