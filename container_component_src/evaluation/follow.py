@@ -69,8 +69,8 @@ def _level_and_unit(val_scores: np.ndarray, base: float, quartile: float) -> tup
 
 
 def _walk(counts: list[int], bin_: int, below: int, rank: int) -> tuple[int, int]:
-    """The bin holding the `rank`-th smallest count (from 1) and the counts below it, from a bin
-    near it (`bin_`, with `below` counts under it)."""
+    """The bin of the `rank`-th smallest counted score (from 1) and the scores in bins below it,
+    walked from a bin near it (`bin_`, with `below` scores under it)."""
     while below + counts[bin_] < rank:
         below += counts[bin_]
         bin_ += 1
@@ -183,7 +183,7 @@ def follow_from_dict(content: Any) -> Follow:
         ValueError: Not a rule with finite numbers and a unit > 0 (what is wrong, in a sentence).
     """
     rule = content.get("rule", "median") if isinstance(content, dict) else None
-    if rule not in RULES:
+    if not isinstance(rule, str) or rule not in RULES:
         raise ValueError('not a rule ("median" or "spread") with its level and unit')
     keys = ("level", "spread") if rule == "median" else ("level", "unit")
     values = [content.get(key) for key in keys]

@@ -104,6 +104,7 @@ def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
         ({"threshold": 2.5, "follow": {"level": 1.0, "spread": 0}}, 'follow is {"level": 1.0, "spread": 0}, not a'),
         ({"threshold": 2.5, "follow": "median"}, 'follow is "median", not a rule ("median" or "spread")'),
         ({"threshold": 2.5, "follow": spread | {"rule": "mean"}}, '"rule": "mean"'),
+        ({"threshold": 2.5, "follow": spread | {"rule": ["spread"]}}, "not a rule"),
         ({"threshold": 2.5, "follow": spread | {"unit": True}}, "not a level and a unit > 0"),
         ({"fc1": 0.8}, "has no threshold"),
         ({"threshold": "2.5"}, 'threshold is "2.5", not a number'),
