@@ -46,7 +46,7 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
 
     base = float(np.quantile(val, QUANTILE))
     return {
-        "quantile of all validation rows (deployed: threshold_follow none, the default)": test > base,
+        "quantile of all validation rows (threshold_follow none)": test > base,
         "quantile of the newest quarter of validation": test > candidates.newest_quantile(val, QUANTILE, 0.25),
         "SPOT replayed over the test rows": candidates.spot_replay(val, test, RISK),
         "DSPOT (moving mean of 10 rows) replayed": candidates.spot_replay(val, test, RISK, depth=10),
@@ -123,8 +123,9 @@ def served(summary: dict[str, Any], data: str) -> list[dict[str, Any]]:
     `threshold_follow` rule (evaluation replays them): the promise its threshold makes and keeps."""
     deploy = summary["deploy"]
     observed, promised = deploy["false_alarm_rate"], deploy["promised_false_alarm_rate"]
-    # A summary from before the following rule was fixed.
+    # A summary from before the following rule was fixed; "auto" names the rule the gate chose.
     method, rule = deploy["threshold_method"], summary.get("threshold_follow", "none")
+    setting = summary.get("threshold_follow_setting", rule)
 
     def row(detector: str, rule: str, observed: float, fc1: float) -> dict[str, Any]:
         return {
@@ -138,7 +139,7 @@ def served(summary: dict[str, Any], data: str) -> list[dict[str, Any]]:
         }
 
     rows = [
-        row(deploy["detector"], rule, observed, deploy["fc1"])
+        row(deploy["detector"], rule if setting == rule else f"{setting}: {rule}", observed, deploy["fc1"])
         # What the server's watch on that promise would have said over the test rows.
         | ({"watch": watch_sentence(summary["watch"])} if "watch" in summary else {})
         | ({"at_promise": sentence} if (sentence := at_promise_sentence(deploy)) else {})

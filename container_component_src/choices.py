@@ -78,11 +78,18 @@ class ThresholdMethod(StrEnum):
 
 class ThresholdFollow(StrEnum):
     """Whether the label-free threshold follows each run's median score, or its median and
-    lower-quartile spread (`evaluation.follow`), or stays as validation set it."""
+    lower-quartile spread (`evaluation.follow`), or stays as validation set it; or which of these
+    the deploy gate finds best (`auto`, resolved in evaluation to one of the others)."""
 
     none = "none"
     median = "median"
     spread = "spread"
+    auto = "auto"
+
+    @classmethod
+    def rules(cls) -> list[ThresholdFollow]:
+        """The rules a threshold can follow, simplest first (`auto` picks one of them)."""
+        return [cls.none, cls.median, cls.spread]
 
 
 class TuneBackend(StrEnum):

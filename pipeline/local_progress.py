@@ -74,6 +74,8 @@ def key_figure(task: str, report: Any) -> str:
         served = report.get("deploy", {})
         if served.get("detector", "model") != "model":
             figure += f"; serves {served['detector']} (Fc1 {served['fc1']:.3f})"
+        if rule := (served.get("follow") or {}).get("rule"):
+            figure += f"; the threshold follows each run ({rule} rule)"
         return figure
     if task == "deploy" and "smoke" in report:
         return f"smoke-tested (V1, V2); published to {Path(str(report.get('model_dir'))).name}/"

@@ -74,7 +74,8 @@ class EvaluateOptions:
             are within this many times their threshold's promise (0: Fc1 alone decides).
         threshold_follow: "median": each label-free threshold follows its run's median score;
             "spread": its median and lower-quartile spread (`evaluation.follow`), in evaluation and
-            in the server; "none": it stays as set.
+            in the server; "none": it stays as set; "auto": the rule the deploy gate finds best
+            (`gate_follow`; `run_evaluate` resolves it before any flag is computed).
     """
 
     smoothing_window: int = 1
@@ -91,7 +92,7 @@ class EvaluateOptions:
     dataset: str = "ECLSS"
     deploy_threshold: float = 0.5
     promise_tolerance: float = 2.0
-    threshold_follow: str = "none"
+    threshold_follow: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.promise_tolerance >= 0:
@@ -100,6 +101,9 @@ class EvaluateOptions:
 
     @property
     def follows(self) -> bool:
+        """Whether the label-free threshold follows each run (a resolved rule only)."""
+        if self.threshold_follow == ThresholdFollow.auto:
+            raise ValueError('threshold_follow "auto" is for the gate to resolve (gate_follow), not a rule to flag by')
         return self.threshold_follow != ThresholdFollow.none
 
 
@@ -684,31 +688,29 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
     )
 
 
-def other_follows(
+def compare_follows(
     scores: dict[str, tuple[np.ndarray, np.ndarray]],
     labels: np.ndarray,
     options: EvaluateOptions,
     runs: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """What each other `threshold_follow` rule would have given on the same scores, so that a user
-    chooses the rule on their own data: each detector's Fc1, point F1 and false alarms at its
-    label-free threshold under that rule, and the detector the gate would then serve
-    (`decision.gate_choice`).
+    """What each `threshold_follow` rule gives on the same scores, so that the gate can choose the
+    rule (`gate_follow`) and a user sees the others on their own data: each detector's Fc1, point
+    F1 and false alarms at its label-free threshold under that rule, and the detector the gate
+    would then serve (`decision.gate_choice`).
 
     Args:
         scores: Detector name -> its (validation, test) evaluated scores, in time order.
         labels: The test labels.
-        options: The run's options; the other rules are the `threshold_follow` values they do not name.
+        options: The run's options (their `threshold_follow` aside).
         runs: Each test row's run (None: one run), as for `label_free_flags`.
 
     Returns:
-        One entry a rule: `threshold_follow` (the rule), `detectors` (name -> {"fc1", "f1",
-        "false_alarm_rate"}) and `served`.
+        One entry a rule, simplest first: `threshold_follow` (the rule), `detectors` (name ->
+        {"fc1", "f1", "false_alarm_rate"}) and `served`.
     """
     found_by_rule = []
-    for rule in ThresholdFollow:
-        if rule == options.threshold_follow:
-            continue
+    for rule in ThresholdFollow.rules():
         other = replace(options, threshold_follow=str(rule))
         detectors = {}
         for name, (val, test) in scores.items():
@@ -719,6 +721,28 @@ def other_follows(
         served = gate_choice(detectors, promised, other.promise_tolerance, other.deploy_threshold)
         found_by_rule.append({"threshold_follow": str(rule), "detectors": detectors, "served": served})
     return found_by_rule
+
+
+def gate_follow(compared: list[dict[str, Any]], promised: float, options: EvaluateOptions) -> str:
+    """The rule `threshold_follow = "auto"` resolves to: the gate's order (`decision.gate_choice`)
+    over every rule's detectors at once. Of the rules whose served detector keeps its promise within
+    `promise_tolerance` and passes `deploy_threshold`, the one it serves with the highest Fc1; when
+    none does, the highest Fc1 of all; a tie goes to the model, then to the simpler rule (none,
+    median, spread): a rule that keeps state per stream has to earn it.
+
+    Args:
+        compared: `compare_follows`' entries, simplest rule first.
+        promised: The false-alarm rate the threshold method promises.
+        options: The gate's `promise_tolerance` and `deploy_threshold`.
+    """
+
+    def rank(entry: dict[str, Any]) -> tuple[bool, float, bool]:
+        found = entry["detectors"][entry["served"]]
+        trusted = keeps_promise(found["false_alarm_rate"], promised, options.promise_tolerance)
+        return trusted and found["fc1"] > options.deploy_threshold, found["fc1"], entry["served"] == MODEL
+
+    best = max(rank(entry) for entry in compared)
+    return next(entry["threshold_follow"] for entry in compared if rank(entry) == best)
 
 
 def replay_watch(flags: np.ndarray, promised: float, tolerance: float) -> dict[str, Any]:
@@ -842,6 +866,19 @@ def run_evaluate(
     # The runs a following threshold follows: each segment for a model scaled per run (the server
     # tells them apart by their reference), else the test rows as one run (as one server process).
     runs = test_scored["segment"].to_numpy() if scaler.get("reference_rows") else None
+    compared = compare_follows(
+        {
+            name: (val_scored[column].to_numpy(), test_scored[column].to_numpy())
+            for name, column in {MODEL: "smoothed_score", **{name: name for name in detectors}}.items()
+        },
+        labels,
+        options,
+        runs,
+    )
+    setting = choice(ThresholdFollow, options.threshold_follow, "--threshold-follow")
+    if setting == ThresholdFollow.auto:
+        promised = nominal_false_alarm_rates(len(val_scored), options)[options.threshold_method]
+        options = replace(options, threshold_follow=gate_follow(compared, promised, options))
     summary, sweep, flags = evaluate_scores(
         val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options, runs
     )
@@ -851,15 +888,9 @@ def run_evaluate(
         )
     if PCA in detectors:
         summary["baselines"]["pca_components"] = int(detectors[PCA].components.shape[1])
-    summary["other_follows"] = other_follows(
-        {
-            name: (val_scored[column].to_numpy(), test_scored[column].to_numpy())
-            for name, column in {MODEL: "smoothed_score", **{name: name for name in detectors}}.items()
-        },
-        labels,
-        options,
-        runs,
-    )
+    # The setting as given ("auto": the gate chose `threshold_follow`), and what the other rules give.
+    summary["threshold_follow_setting"] = str(setting)
+    summary["other_follows"] = [entry for entry in compared if entry["threshold_follow"] != options.threshold_follow]
     events = event_table(labels, test_scored.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]
     decision = choose_detector(summary, val_scored, options)

@@ -714,8 +714,8 @@ _FOLLOW_DESCRIPTIONS = {
 
 def _other_follow_note(summary: dict[str, Any]) -> str:
     """A sentence a rule: what each other `threshold_follow` rule would have served and flagged on
-    these rows, against what is served now (absent from summaries written before it; one rule in
-    those written before the spread rule)."""
+    these rows, against what is served now, and that the gate chose the rule where it was asked to
+    (absent from summaries written before it; one rule in those written before the spread rule)."""
     others, deploy = summary.get("other_follows") or [], summary.get("deploy", {})
     if "other_follow" in summary:
         others = [summary["other_follow"]]
@@ -746,7 +746,15 @@ def _other_follow_note(summary: dict[str, Any]) -> str:
         if shorter
         else ""
     )
-    return "".join(sentences) + price
+    rule = summary.get("threshold_follow", "none")
+    chosen = (
+        f' The gate chose the threshold rule as it chooses the detector (<code>threshold_follow = "auto"</code>): '
+        f"{_FOLLOW_RULES.get(rule, html.escape(rule))}, of the rules' served detectors the highest Fc1 among those "
+        "that keep their promise (else of all), a tie going to the simpler rule."
+        if summary.get("threshold_follow_setting") == "auto"
+        else ""
+    )
+    return chosen + "".join(sentences) + price
 
 
 def detectors_table(summary: dict[str, Any]) -> str:

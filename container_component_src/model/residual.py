@@ -1,7 +1,10 @@
 """The classical detectors of evaluation as models: a row's weighted squared error from its
 projection on a few principal directions of the validation rows (PCA), or from zero (the raw
-signal, in training standard deviations). One implementation scores them in evaluation and, when
-the deploy gate finds one ahead of the VAE, in the model server: the same rule in both places.
+signal, in training standard deviations). Both live in the weighted space (each channel times the
+square root of its weight), so that a channel of weight 0 has no part in either: not in the
+error, and not in the directions the other channels' errors are measured from. One
+implementation scores them in evaluation and, when the deploy gate finds one ahead of the VAE, in
+the model server: the same rule in both places.
 
 They have the VAE's serving interface (`context`, `score`, `channel_scores`), so a published
 folder holding one is served, smoke-tested and explained exactly like the VAE.
@@ -17,11 +20,12 @@ from torch import Tensor
 
 
 class ResidualDetector(torch.nn.Module):
-    """Weighted squared residual of scaled rows after removing their projection on `components`.
+    """Squared residual of weighted scaled rows after removing their projection on `components`.
 
     Args:
         mean: Each channel's center (zeros for the raw signal: scaled rows are centered already).
-        components: Orthonormal directions, shape (channels, k); k = 0 for the raw signal.
+        components: Orthonormal directions in the weighted space, shape (channels, k); k = 0 for
+            the raw signal.
         weights: Each channel's weight in the score (the VAE's `channel_weight`).
         bounds: Each channel's lowest and highest input (the VAE's `input_low` and `input_high`:
             a channel left out of the score is clamped to its training range before the
@@ -54,9 +58,9 @@ class ResidualDetector(torch.nn.Module):
         series = series.double()
         if self.bounded_inputs:
             series = torch.maximum(torch.minimum(series, self.input_high), self.input_low)
-        centred = series - self.mean
+        centred = (series - self.mean) * self.channel_weight.sqrt()
         residual = centred - (centred @ self.components) @ self.components.T
-        return residual.square() * self.channel_weight
+        return residual.square()
 
     @torch.jit.export
     def score(self, series: Tensor) -> Tensor:
@@ -85,12 +89,21 @@ class ResidualDetector(torch.nn.Module):
             "weights": self.channel_weight.tolist(),
             "input_low": finite(self.input_low),
             "input_high": finite(self.input_high),
+            "space": "weighted",
         }
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> ResidualDetector:
-        """The detector `to_dict` described (one written before inputs had bounds: unbounded)."""
+        """The detector `to_dict` described (one written before inputs had bounds: unbounded).
+
+        Raises:
+            ValueError: Principal directions of unequally weighted channels fitted before they
+                were fitted in the weighted space (they would score differently now).
+        """
         channels = len(params["mean"])
+        unequal = len(set(params["weights"])) > 1
+        if params.get("space") != "weighted" and unequal and np.asarray(params["components"]).size:
+            raise ValueError("its principal directions were fitted before the weighted space: evaluate again")
         low = [-np.inf if v is None else v for v in params.get("input_low", [None] * channels)]
         high = [np.inf if v is None else v for v in params.get("input_high", [None] * channels)]
         return cls(
@@ -111,18 +124,24 @@ class ResidualDetector(torch.nn.Module):
         bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ResidualDetector:
         """PCA of `count` rows given by their sum (`total`) and the sum of their outer products
-        (`products`), so that rows can be streamed: the fewest principal directions that explain
-        `explained` of the variance, at most channels - 1 (so that a row always has an error).
-        `bounds` as the constructor's (the rows summed within them)."""
-        channels = len(total)
+        (`products`), so that rows can be streamed, in the weighted space: the fewest principal
+        directions that explain `explained` of the weighted variance, at most one fewer than the
+        channels of weight > 0 (so that a row always has an error to show). `bounds` as the
+        constructor's (the rows summed within them)."""
+        weights = np.asarray(weights, dtype=np.float64)
         mean = total / max(count, 1)
         covariance = (products - count * np.outer(mean, mean)) / max(count - 1, 1)
-        variances, directions = np.linalg.eigh(covariance)
+        # The weighted channels' block alone: a direction never leans on a channel of weight 0.
+        weighted = np.flatnonzero(weights > 0)
+        root = np.sqrt(weights[weighted])
+        variances, found = np.linalg.eigh(covariance[np.ix_(weighted, weighted)] * np.outer(root, root))
         order = np.argsort(variances)[::-1]
-        variances, directions = np.clip(variances[order], 0, None), directions[:, order]
-        share = np.cumsum(variances) / variances.sum() if variances.sum() > 0 else np.ones(channels)
-        kept = min(int(np.searchsorted(share, explained) + 1), channels - 1)
-        return cls(mean, directions[:, :kept], weights, bounds)
+        variances = np.clip(variances[order], 0, None)
+        share = np.cumsum(variances) / variances.sum() if variances.sum() > 0 else np.ones(len(weighted))
+        kept = max(min(int(np.searchsorted(share, explained) + 1), len(weighted) - 1), 0)
+        directions = np.zeros((len(total), kept))
+        directions[weighted] = found[:, order[:kept]]
+        return cls(mean, directions, weights, bounds)
 
     @classmethod
     def raw_signal(cls, weights: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> ResidualDetector:

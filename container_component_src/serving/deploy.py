@@ -101,7 +101,11 @@ def write_served_detector(summary: dict[str, Any], folder: Path, source: str = "
 
     with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still what serving loads.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
-        scripted = torch.jit.script(ResidualDetector.from_dict(summary["served_detector"]))
+        try:
+            detector = ResidualDetector.from_dict(summary["served_detector"])
+        except ValueError as exc:
+            raise InputError(f"{source}'s served_detector: {exc}") from None
+        scripted = torch.jit.script(detector)
     scripted.save(str(folder / TORCHSCRIPT))
     (folder / WEIGHTS).unlink(missing_ok=True)
 

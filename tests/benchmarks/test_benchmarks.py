@@ -200,7 +200,7 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     }
     judged = judge(streams, "B")
     deployed = judged[0]
-    assert len(judged) == 27 and deployed["case"].startswith("model: quantile of all validation rows (deployed")
+    assert len(judged) == 27 and deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
     assert deployed["observed_far"] == pytest.approx(part["model"]["far"])
 
 
@@ -343,7 +343,7 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
     rows = measure(results, "synthetic", by_segment=False)
     assert len(rows) == 18, "the model and PCA (no raw-signal column here), nine rules each"
     deployed = rows[0]
-    assert deployed["case"] == "model: quantile of all validation rows (deployed: threshold_follow none, the default)"
+    assert deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
     normal = results[(results["split"] == "test") & (results["label"] == 0)]
     assert deployed["observed_far"] == (normal["smoothed_score"] > np.quantile(scores[:4_000], 0.99)).mean()
     assert deployed["verdict"] == ("within 2x" if deployed["far_ratio"] <= 2 else "") and deployed["fc1"] > 0.8
@@ -386,6 +386,11 @@ def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise(
         following["case"] == "served by the deploy gate: PCA reconstruction error (quantile, threshold_follow median)"
     )
     assert following["far_ratio"] == pytest.approx(4.71) and following["fc1"] == 0.884 and following["verdict"] == ""
+    # A gate that chose the rule says so beside the rule it chose.
+    chosen, _ = served(summary | {"threshold_follow_setting": "auto"}, "x")
+    assert (
+        chosen["case"] == "served by the deploy gate: PCA reconstruction error (quantile, threshold_follow auto: none)"
+    )
 
 
 def test_budget_benchmark_trains_on_the_newest_rows(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def evaluated(
         paths["results.parquet"],
         paths["summary.json"],
         paths["report.html"],
-        EvaluateOptions(n_thresholds=200, worst_events=2),
+        EvaluateOptions(n_thresholds=200, worst_events=2, threshold_follow="none"),
     )
     return {"returned": returned, "summary": json.loads(Path(paths["summary.json"]).read_text()), **paths}
 
@@ -66,9 +66,12 @@ def test_results_hold_every_row_with_its_prediction(evaluated: dict[str, Any], s
     threshold = evaluated["summary"]["label_free"]["threshold"]
     val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
     assert (val_rows["prediction"] == (val_rows["smoothed_score"] > threshold)).all()
-    # Test rows: flagged as the threshold follows the median score (one run: no references here).
+    # Test rows: flagged by the run's rule (fixed here; one run: no references).
     flags = label_free_flags(
-        val_rows["smoothed_score"].to_numpy(), test_rows["smoothed_score"].to_numpy(), threshold, EvaluateOptions()
+        val_rows["smoothed_score"].to_numpy(),
+        test_rows["smoothed_score"].to_numpy(),
+        threshold,
+        EvaluateOptions(threshold_follow="none"),
     )
     assert (test_rows["prediction"].to_numpy() == flags).all()
     assert evaluated["summary"]["label_free"]["flagged_share"] == flags.mean()
@@ -165,7 +168,7 @@ def test_on_normal_rows_like_validation_the_quantile_keeps_its_promise() -> None
     labels = np.zeros(200_000, dtype=int)
     labels[1000:1100] = 1
     summary, _, _ = evaluate_scores(
-        rng.normal(size=50_000), rng.normal(size=200_000) + 6 * labels, labels, EvaluateOptions()
+        rng.normal(size=50_000), rng.normal(size=200_000) + 6 * labels, labels, EvaluateOptions(threshold_follow="none")
     )
     quantile = summary["calibration"]["methods"]["quantile"]
     assert quantile["nominal_false_alarm_rate"] == pytest.approx(0.01)
@@ -186,7 +189,9 @@ def test_at_the_promise_each_detector_flags_the_promised_share_of_normal_rows() 
     assert at_promise["promised_false_alarm_rate"] == pytest.approx(0.01)
     assert 0.0099 < at_promise["false_alarm_rate"] <= 0.01
     assert at_promise["threshold"] > summary["label_free"]["threshold"]
-    raw = detector_baseline("raw_signal", rng.normal(size=5_000), test, labels, EvaluateOptions())
+    raw = detector_baseline(
+        "raw_signal", rng.normal(size=5_000), test, labels, EvaluateOptions(threshold_follow="none")
+    )
     assert 0 < raw["raw_signal_fc1_at_promise"] <= 1
 
 
@@ -543,8 +548,8 @@ def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_
     assert 'With a fixed threshold (<code>threshold_follow = "none"</code>) instead' in Path(paths[2]).read_text()
 
 
-def test_the_other_follow_rules_are_judged_by_the_same_gate() -> None:
-    from container_component_src.evaluation.evaluate import other_follows
+def test_every_follow_rule_is_judged_by_the_same_gate() -> None:
+    from container_component_src.evaluation.evaluate import compare_follows
 
     rng = np.random.default_rng(8)
     val = rng.exponential(size=4_000)
@@ -555,12 +560,87 @@ def test_the_other_follow_rules_are_judged_by_the_same_gate() -> None:
     model_test = rng.exponential(size=6_000) + 6.0 + 60.0 * labels
     raw_test = rng.exponential(size=6_000) + 4.0 * labels
     scores = {"model": (val, model_test), "raw_signal": (val, raw_test)}
-    for following, rule in zip(other_follows(scores, labels, EvaluateOptions()), ("median", "spread"), strict=True):
-        assert following["threshold_follow"] == rule and following["served"] == "model"
-        model = following["detectors"]["model"]  # the promise kept, the anomaly found
-        assert model["false_alarm_rate"] < 0.02 and model["fc1"] > 0.6
-    fixed, spread = other_follows(scores, labels, EvaluateOptions(threshold_follow="median"))
+    fixed, *following = compare_follows(scores, labels, EvaluateOptions(threshold_follow="median"))
     assert fixed["threshold_follow"] == "none" and fixed["served"] == "raw_signal", "the model breaks its promise"
-    assert spread["threshold_follow"] == "spread"
     threshold = float(np.quantile(val, 0.99))
     assert fixed["detectors"]["model"]["false_alarm_rate"] == (model_test[labels == 0] > threshold).mean() > 0.9
+    for entry, rule in zip(following, ("median", "spread"), strict=True):
+        assert entry["threshold_follow"] == rule and entry["served"] == "model"
+        model = entry["detectors"]["model"]  # the promise kept, the anomaly found
+        assert model["false_alarm_rate"] < 0.02 and model["fc1"] > 0.6
+
+
+def _entry(rule: str, served: str, fc1: float, false_alarm_rate: float) -> dict[str, Any]:
+    found = {"fc1": fc1, "f1": fc1, "false_alarm_rate": false_alarm_rate}
+    return {"threshold_follow": rule, "detectors": {served: found}, "served": served}
+
+
+@pytest.mark.parametrize(
+    ("entries", "chosen"),
+    [
+        # A rule whose served detector keeps its promise goes before a higher Fc1 that breaks it.
+        ([("none", "pca", 0.9, 0.15), ("median", "pca", 0.8, 0.03), ("spread", "model", 0.7, 0.015)], "spread"),
+        # Of those that keep it, the highest Fc1.
+        ([("none", "model", 0.9, 0.01), ("median", "model", 0.92, 0.01), ("spread", "pca", 0.91, 0.005)], "median"),
+        # None keeps it: the highest Fc1 of all.
+        ([("none", "pca", 0.82, 0.15), ("median", "pca", 0.88, 0.047), ("spread", "pca", 0.91, 0.022)], "spread"),
+        # A promise kept below the deploy threshold does not count as trusted.
+        ([("none", "model", 0.45, 0.01), ("median", "pca", 0.7, 0.05), ("spread", "pca", 0.6, 0.04)], "median"),
+        # A tie goes to the model, then to the simpler rule.
+        ([("none", "pca", 0.9, 0.01), ("median", "model", 0.9, 0.01), ("spread", "model", 0.9, 0.01)], "median"),
+        ([("none", "model", 0.9, 0.01), ("median", "model", 0.9, 0.01), ("spread", "model", 0.9, 0.01)], "none"),
+    ],
+)
+def test_auto_takes_the_rule_whose_served_detector_the_gate_prefers(
+    entries: list[tuple[str, str, float, float]], chosen: str
+) -> None:
+    from container_component_src.evaluation.evaluate import gate_follow
+
+    options = EvaluateOptions(threshold_follow="auto", promise_tolerance=2.0, deploy_threshold=0.5)
+    assert gate_follow([_entry(*entry) for entry in entries], 0.01, options) == chosen
+
+
+def test_auto_is_no_rule_to_flag_by() -> None:
+    with pytest.raises(ValueError, match="auto"):
+        label_free_flags(np.arange(10.0), np.arange(10.0), 5.0, EvaluateOptions(threshold_follow="auto"))
+
+
+def test_auto_serves_and_reports_the_rule_the_gate_chose(
+    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
+) -> None:
+    from container_component_src.evaluation.evaluate import gate_follow
+    from container_component_src.evaluation.follow import follow_of
+
+    paths = [str(tmp_path / name) for name in ("r.parquet", "s.json", "r.html")]
+    options = EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow="auto")
+    run_evaluate(trained_model["model"], scaled_sets["val"], scaled_sets["test"], *paths, options)
+    summary = json.loads(Path(paths[1]).read_text())
+    rule = summary["threshold_follow"]
+    assert summary["threshold_follow_setting"] == "auto" and rule in ("none", "median", "spread")
+    # The gate's choice over all three rules: the run's own figures and the two others'.
+    keys = ("fc1", "f1", "false_alarm_rate")
+    own = {"model": {k: summary["label_free"][k] for k in keys}}
+    own |= {name: {k: summary["baselines"][f"{name}_{k}"] for k in keys} for name in ("raw_signal", "pca")}
+    entries = [
+        *summary["other_follows"],
+        {"threshold_follow": rule, "detectors": own, "served": summary["deploy"]["detector"]},
+    ]
+    order = ["none", "median", "spread"]
+    assert sorted(entry["threshold_follow"] for entry in entries) == sorted(order)
+    entries.sort(key=lambda entry: order.index(entry["threshold_follow"]))
+    assert gate_follow(entries, summary["deploy"]["promised_false_alarm_rate"], options) == rule
+    # What is served and replayed is the chosen rule's.
+    results = pd.read_parquet(paths[0])
+    val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
+    threshold, deploy = summary["label_free"]["threshold"], summary["deploy"]
+    if rule == "none":
+        assert deploy["follow"] is None
+        assert (test_rows["prediction"].to_numpy() == (test_rows["smoothed_score"] > threshold).to_numpy()).all()
+    else:
+        assert deploy["follow"]["rule"] == rule
+        flags = follow_of(rule, val_rows["smoothed_score"].to_numpy(), threshold).replay(
+            test_rows["smoothed_score"].to_numpy(), threshold
+        )
+        assert (test_rows["prediction"].to_numpy() == flags).all()
+    sentence = 'The gate chose the threshold rule as it chooses the detector (<code>threshold_follow = "auto"</code>)'
+    assert sentence in Path(paths[2]).read_text()

@@ -47,7 +47,9 @@ def _report() -> tuple[str, dict, pd.DataFrame]:
     labels[200:220] = 1
     test_scores = rng.normal(size=500) + 5 * labels
     val_scores = rng.normal(size=100)
-    summary, sweep, flags = evaluate_scores(val_scores, test_scores, labels, EvaluateOptions(n_thresholds=50))
+    summary, sweep, flags = evaluate_scores(
+        val_scores, test_scores, labels, EvaluateOptions(n_thresholds=50, threshold_follow="none")
+    )
     summary |= {
         "model": "m",
         "options": {"smoothing_window": 1, "val_quantile": 0.99},

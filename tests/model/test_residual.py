@@ -97,3 +97,39 @@ def test_the_served_program_scores_as_evaluation_did() -> None:
 def test_scores_are_float64_whatever_the_rows(dtype: type) -> None:
     rows = _rows(3).astype(dtype)
     assert _principal(rows.astype(np.float64)).scores(rows).dtype == np.float64
+
+
+def test_a_channel_of_weight_0_has_no_part_in_the_directions_or_the_error() -> None:
+    rows = _rows(4)
+    # The plane lies mostly in channels d and e: unweighted, PCA would spend its directions there.
+    rows[:, 3:] *= 100.0
+    weights = np.array([1.0, 1.0, 1.0, 0.0, 0.0])
+    pca = _principal(rows, weights, explained=1.0)
+    components = pca.components.numpy()
+    assert components.shape == (5, 2), "at most one fewer than the three weighted channels"
+    assert (components[3:] == 0).all()
+    moved = rows[:50].copy()
+    moved[:, 3:] += 1e4
+    np.testing.assert_array_equal(pca.scores(moved), pca.scores(rows[:50]))
+    # What the unweighted fit missed: a row far off on every weighted channel has an error to show.
+    far = rows[:1] + np.array([50.0, 50.0, 50.0, 0.0, 0.0])
+    assert pca.scores(far)[0] > 100 * pca.scores(rows).max()
+    # Only one weighted channel: no direction is left to project on, the error is its square.
+    single = _principal(rows, np.array([0.0, 0.0, 2.0, 0.0, 0.0]))
+    assert single.components.shape == (5, 0)
+    np.testing.assert_allclose(single.scores(rows[:5]), 2.0 * np.square(rows[:5, 2] - rows[:, 2].mean()))
+
+
+def test_directions_fitted_before_the_weighted_space_are_refused() -> None:
+    rows = _rows(5)
+    old = _principal(rows, np.array([1.0, 0.5, 1.0, 1.0, 1.0])).to_dict()
+    del old["space"]
+    with pytest.raises(ValueError, match="evaluate again"):
+        ResidualDetector.from_dict(old)
+    # Equal weights, or no directions (the raw signal), score as they did.
+    equal = _principal(rows).to_dict()
+    del equal["space"]
+    np.testing.assert_allclose(ResidualDetector.from_dict(equal).scores(rows), _principal(rows).scores(rows))
+    raw = ResidualDetector.raw_signal(np.array([1.0, 0.5, 1.0, 1.0, 1.0])).to_dict()
+    del raw["space"]
+    assert ResidualDetector.from_dict(raw).components.shape == (5, 0)

@@ -88,6 +88,12 @@ def test_last_json_report() -> None:
             "Fc1 0.719 at the label-free threshold; serves pca (Fc1 0.820)",
         ),
         (
+            "evaluate",
+            {"metrics": {"fc1": 0.757}, "deploy": {"detector": "pca", "fc1": 0.912, "follow": {"rule": "spread"}}},
+            "Fc1 0.757 at the label-free threshold; serves pca (Fc1 0.912); "
+            "the threshold follows each run (spread rule)",
+        ),
+        (
             "apply-scaler",
             {"/r/apply-scaler/scaled_train": 10, "/r/apply-scaler/scaled_val": 2},
             "10 scaled train, 2 scaled val",

@@ -100,7 +100,8 @@ def test_a_baseline_winning_data_set_deploys_the_baseline(tmp_path: Path) -> Non
     typical = [{"a": 0.1, "b": 0.2, "c": 0.3}]  # on the plane
     write_model_artifact(str(tmp_path / "model"), VAE(3, [8], 2), scaler, {}, {}, typical)  # untrained
     paths = [str(tmp_path / name) for name in ("results.parquet", "summary.json", "report.html")]
-    options = EvaluateOptions(n_thresholds=100, worst_events=1)
+    # A fixed threshold, so that the served flags below are the scores above it.
+    options = EvaluateOptions(n_thresholds=100, worst_events=1, threshold_follow="none")
     run_evaluate(str(tmp_path / "model"), sets["val"], sets["test"], *paths, options)
     summary = json.loads(Path(paths[1]).read_text())
     deploy, baselines = summary["deploy"], summary["baselines"]
@@ -122,7 +123,7 @@ def test_a_baseline_winning_data_set_deploys_the_baseline(tmp_path: Path) -> Non
         results.loc[results["split"] == "val", "pca"].to_numpy(),
         tested["pca"].to_numpy(),
         deploy["evaluated_threshold"],
-        EvaluateOptions(),
+        options,
     )
     served = tested.assign(smoothed_score=tested["pca"], prediction=flags.astype(np.int8))
     events = event_table(served["label"].to_numpy(), served.index, served["pca"].to_numpy())
@@ -160,6 +161,10 @@ def test_a_summary_choosing_a_baseline_must_describe_it(tmp_path: Path) -> None:
     summary = {"deploy": {**SUMMARY["deploy"], "detector": "pca", "model_fc1": 0.5}}
     with pytest.raises(InputError, match="chose pca but has no 'served_detector'"):
         publish_model(str(model), summary, str(tmp_path / "served"))
+    # Principal directions of unequal weights fitted before the weighted space would score otherwise.
+    old = {"mean": [0.0, 0.0], "components": [[1.0], [0.0]], "weights": [1.0, 0.1]}
+    with pytest.raises(InputError, match="served_detector: its principal directions .* evaluate again"):
+        publish_model(str(model), summary | {"served_detector": old}, str(tmp_path / "served"))
 
 
 def test_a_summary_without_a_deploy_block_is_refused(tmp_path: Path) -> None:
