@@ -809,12 +809,16 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": float(v) for k, v in summary["baselines"].items()}}
     # The served detector's (the model's or a classical one's, see `choose_detector`).
     flat |= {"served_fc1": summary["deploy"]["fc1"], "served_false_alarm_rate": summary["deploy"]["false_alarm_rate"]}
-    for other in summary.get("other_follows", []):
-        # The same under each other threshold rule (named, so that runs of any setting compare).
-        served = other["detectors"][other["served"]]
+    # The same under each threshold rule, the run's own included (named, so that runs of any
+    # setting compare, `auto` whichever rule it chose).
+    by_rule = {summary.get("threshold_follow", "none"): summary["deploy"]}
+    by_rule |= {
+        other["threshold_follow"]: other["detectors"][other["served"]] for other in summary.get("other_follows", [])
+    }
+    for rule, served in by_rule.items():
         flat |= {
-            f"follow_{other['threshold_follow']}_served_fc1": served["fc1"],
-            f"follow_{other['threshold_follow']}_served_false_alarm_rate": served["false_alarm_rate"],
+            f"follow_{rule}_served_fc1": served["fc1"],
+            f"follow_{rule}_served_false_alarm_rate": served["false_alarm_rate"],
         }
     return flat | {name: float(value) for name, value in summary["counts"].items()}
 

@@ -629,6 +629,10 @@ def test_auto_serves_and_reports_the_rule_the_gate_chose(
     assert sorted(entry["threshold_follow"] for entry in entries) == sorted(order)
     entries.sort(key=lambda entry: order.index(entry["threshold_follow"]))
     assert gate_follow(entries, summary["deploy"]["promised_false_alarm_rate"], options) == rule
+    # Every rule's served figures are named in the run's metrics, the chosen one's too.
+    metrics = summary["metrics"]
+    assert metrics[f"follow_{rule}_served_fc1"] == metrics["served_fc1"] == summary["deploy"]["fc1"]
+    assert {f"follow_{name}_served_false_alarm_rate" for name in order} <= set(metrics)
     # What is served and replayed is the chosen rule's.
     results = pd.read_parquet(paths[0])
     val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
