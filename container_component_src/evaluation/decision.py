@@ -52,12 +52,16 @@ def gate_choice(
         tolerance: How many times the promise a detector may raise (0: Fc1 alone decides).
         deploy_threshold: The Fc1 the gate requires.
     """
-    trusted = [
-        name
-        for name, found in detectors.items()
-        if keeps_promise(found["false_alarm_rate"], promised, tolerance) and found["fc1"] > deploy_threshold
-    ]
-    return max(trusted or detectors, key=lambda name: (detectors[name]["fc1"], name == MODEL))
+    return max(detectors, key=lambda name: gate_rank(name, detectors[name], promised, tolerance, deploy_threshold))
+
+
+def gate_rank(
+    name: str, found: dict[str, float], promised: float, tolerance: float, deploy_threshold: float
+) -> tuple[bool, float, bool]:
+    """The gate's order of a detector (`gate_choice`; higher first): trusted (keeps its promise
+    and passes `deploy_threshold`), then Fc1, then the model before a classical detector."""
+    trusted = keeps_promise(found["false_alarm_rate"], promised, tolerance) and found["fc1"] > deploy_threshold
+    return trusted, found["fc1"], name == MODEL
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from container_component_src.evaluation.decision import (
     RAW_SIGNAL,
     DeployDecision,
     gate_choice,
+    gate_rank,
     keeps_promise,
     watch_block_rows,
 )
@@ -737,9 +738,9 @@ def gate_follow(compared: list[dict[str, Any]], promised: float, options: Evalua
     """
 
     def rank(entry: dict[str, Any]) -> tuple[bool, float, bool]:
-        found = entry["detectors"][entry["served"]]
-        trusted = keeps_promise(found["false_alarm_rate"], promised, options.promise_tolerance)
-        return trusted and found["fc1"] > options.deploy_threshold, found["fc1"], entry["served"] == MODEL
+        served = entry["served"]
+        found = entry["detectors"][served]
+        return gate_rank(served, found, promised, options.promise_tolerance, options.deploy_threshold)
 
     best = max(rank(entry) for entry in compared)
     return next(entry["threshold_follow"] for entry in compared if rank(entry) == best)
