@@ -48,8 +48,13 @@ def threshold_rows(
     """One detection-quality row per threshold of an evaluation summary (label-free, top-k,
     best Fc1), each with the baselines of the same run at that threshold."""
     base = summary["baselines"]
+    # The threshold rule too, where the run followed one (`auto`: the one the gate chose).
+    rule = summary.get("threshold_follow", "none")
+    setting = summary.get("threshold_follow_setting", rule)
+    named = rule if setting == rule else f"{setting}: {rule}"
+    follow = "" if named == "none" else f", threshold_follow {named}"
     cases = (
-        (f"label-free ({summary['threshold_method']})", summary["label_free"], "raw_signal_fc1"),
+        (f"label-free ({summary['threshold_method']}{follow})", summary["label_free"], "raw_signal_fc1"),
         ("top-k (test labels)", summary["top_k"], "raw_signal_top_k_fc1"),
         ("best-Fc1 (test labels)", summary["best_fc1"], "raw_signal_best_fc1"),
     )

@@ -28,7 +28,7 @@ def test_skab_protocol_a_end_to_end(tmp_path: Path, project_root: Path, monkeypa
     assert summary["label_free"]["fc1"] >= 0.60
     *rows, served, quantile, pot = protocol_a_rows(summary, 1.0)
     assert [r["case"] for r in rows] == [
-        "label-free (quantile) threshold",
+        f"label-free (quantile, threshold_follow auto: {summary['threshold_follow']}) threshold",
         "top-k (test labels) threshold",
         "best-Fc1 (test labels) threshold",
     ]
