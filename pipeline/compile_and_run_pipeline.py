@@ -301,7 +301,7 @@ def print_summary(run: LocalRun, seconds: float) -> None:
 
         served = json.loads(endpoint.read_text())
         decision = DeployDecision.from_summary(summary or {}, "the evaluation summary")
-        if decision.detector != MODEL or decision.passed_over:
+        if decision.detector != MODEL or decision.passed_over or decision.follow:
             console.print(f"Served: {decision.choice}.")
         label = DETECTOR_LABELS.get(decision.detector, decision.detector)
         console.print(f"Deployed: {label} is published to {served.get('model_dir')}; serve it with:")

@@ -116,7 +116,11 @@ class DeployDecision:
 
     @property
     def choice(self) -> str:
-        """Which detector is served and why, in one sentence."""
+        """Which detector is served and why, and how its threshold follows each run, in one sentence."""
+        rule = self.follow and self.follow.get("rule", "median")
+        return self._detector_choice() + (f"; its threshold follows each run ({rule} rule)" if rule else "")
+
+    def _detector_choice(self) -> str:
         label = DETECTOR_LABELS.get(self.detector, self.detector)
         if (best := self.passed_over) is not None:
             other = self.detectors[best]

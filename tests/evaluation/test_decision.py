@@ -50,6 +50,14 @@ def test_the_choice_says_when_no_trusted_detector_passes() -> None:
     assert skab_a_decision("pca", tolerance=0.0).choice.endswith("(+0.184)")
 
 
+def test_the_choice_names_the_rule_the_threshold_follows() -> None:
+    from dataclasses import replace
+
+    following = replace(skab_a_decision("pca"), follow={"rule": "spread", "level": 0.1, "unit": 0.05})
+    assert following.choice.endswith("passes the gate; its threshold follows each run (spread rule)")
+    assert DeployDecision.from_summary({"deploy": following.to_dict()}).choice == following.choice
+
+
 def test_the_decision_survives_the_summary_round_trip() -> None:
     decision = skab_a_decision("model")
     assert DeployDecision.from_summary({"deploy": decision.to_dict()}) == decision

@@ -187,3 +187,13 @@ def test_the_local_summary_says_what_is_served_and_why(tmp_path: Path, capsys: p
     said = " ".join(capsys.readouterr().out.split())
     assert "Served: the model: its false alarms keep their promise (1.15% of normal rows against 1.00%" in said
     assert "Deployed: the model is published to served; serve it with: serve it" in said
+    # The model with nothing passed over is worth a line when its threshold follows each run.
+    summary["deploy"] = skab_a_decision().to_dict() | {
+        "detectors": {},
+        "follow": {"rule": "median", "level": 0.0, "spread": 1.0},
+    }
+    (tmp_path / "summary").write_text(json.dumps(summary))
+    compile_and_run_pipeline.print_summary(run, 1.0)
+    said = " ".join(capsys.readouterr().out.split())
+    served = "Served: the model: no classical detector scores a higher Fc1 at the same threshold rule"
+    assert f"{served}; its threshold follows each run (median rule)." in said
