@@ -42,7 +42,7 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
     """Each candidate's flags on the test scores, from the validation scores (both in time order;
     `segments` numbers the test's runs of rows, each a stream of its own where a rule keeps state
     per stream; None: one stream)."""
-    from container_component_src.evaluation.follow import MedianFollow, SpreadFollow
+    from container_component_src.evaluation.follow import IqrFollow, MedianFollow, SpreadFollow
 
     base = float(np.quantile(val, QUANTILE))
     return {
@@ -63,6 +63,9 @@ def rules(val: np.ndarray, test: np.ndarray, segments: np.ndarray | None = None)
             val, test, QUANTILE, segments
         ),
         "quantile following each run's median and lower-quartile spread (threshold_follow spread)": SpreadFollow.of(
+            val, base
+        ).replay(test, base, segments),
+        "quantile following each run's median and interquartile range (threshold_follow iqr)": IqrFollow.of(
             val, base
         ).replay(test, base, segments),
     }

@@ -78,18 +78,20 @@ class ThresholdMethod(StrEnum):
 
 class ThresholdFollow(StrEnum):
     """Whether the label-free threshold follows each run's median score, or its median and
-    lower-quartile spread (`evaluation.follow`), or stays as validation set it; or which of these
-    the deploy gate finds best (`auto`, resolved in evaluation to one of the others)."""
+    lower-quartile spread, or its median and interquartile range (`evaluation.follow`), or stays
+    as validation set it; or which of these the deploy gate finds best (`auto`, resolved in
+    evaluation to one of the others)."""
 
     none = "none"
     median = "median"
     spread = "spread"
+    iqr = "iqr"
     auto = "auto"
 
     @classmethod
     def rules(cls) -> list[ThresholdFollow]:
         """The rules a threshold can follow, simplest first (`auto` picks one of them)."""
-        return [cls.none, cls.median, cls.spread]
+        return [cls.none, cls.median, cls.spread, cls.iqr]
 
 
 class TuneBackend(StrEnum):

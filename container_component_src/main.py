@@ -1038,8 +1038,8 @@ def evaluate(
         ThresholdFollow,
         typer.Option(
             help="median: the label-free threshold follows each run's median score (served too); spread: its "
-            "median and lower-quartile spread; none: fixed; auto: the rule the deploy gate finds best. The report "
-            "also says what the other rules would have served."
+            "median and lower-quartile spread; iqr: its median and interquartile range; none: fixed; auto: the "
+            "rule the deploy gate finds best. The report also says what the other rules would have served."
         ),
     ],
 ) -> None:

@@ -266,9 +266,9 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
             promise_tolerance: The gate prefers the detectors whose false alarms stay within this
                 many times what their threshold promises (0: Fc1 alone decides).
             threshold_follow: "median": the label-free threshold follows each run's median score,
-                "spread": its median and lower-quartile spread, in evaluation and in the served
-                model; "none": it stays as validation set it; "auto": the rule the deploy gate
-                finds best, as it finds the detector.
+                "spread": its median and lower-quartile spread, "iqr": its median and interquartile
+                range, in evaluation and in the served model; "none": it stays as validation set
+                it; "auto": the rule the deploy gate finds best, as it finds the detector.
             serving_backend: "local" (publish to a folder and smoke-test the KServe server in the task)
                 or "kserve" (an InferenceService).
             serving_gpus: GPUs of the InferenceService predictor.

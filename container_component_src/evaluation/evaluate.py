@@ -74,9 +74,10 @@ class EvaluateOptions:
         promise_tolerance: The gate prefers detectors whose false alarms on the test's normal rows
             are within this many times their threshold's promise (0: Fc1 alone decides).
         threshold_follow: "median": each label-free threshold follows its run's median score;
-            "spread": its median and lower-quartile spread (`evaluation.follow`), in evaluation and
-            in the server; "none": it stays as set; "auto": the rule the deploy gate finds best
-            (`gate_follow`; `run_evaluate` resolves it before any flag is computed).
+            "spread": its median and lower-quartile spread; "iqr": its median and interquartile
+            range (`evaluation.follow`), in evaluation and in the server; "none": it stays as set;
+            "auto": the rule the deploy gate finds best (`gate_follow`; `run_evaluate` resolves it
+            before any flag is computed).
     """
 
     smoothing_window: int = 1
@@ -506,7 +507,7 @@ def label_free_flags(
     runs: np.ndarray | None = None,
 ) -> np.ndarray:
     """The test rows a label-free threshold from `val_scores` flags, in time order: those above it,
-    or above it as it follows each run's scores (`threshold_follow` "median" or "spread"), the rule the
+    or above it as it follows each run's scores (`threshold_follow` "median", "spread" or "iqr"), the rule the
     server applies (`evaluation.follow`; `runs` numbers each test row's run, None: one run)."""
     if not options.follows:
         return np.asarray(test_scores) > threshold

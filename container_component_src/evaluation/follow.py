@@ -3,7 +3,7 @@ rows and the model server applies as rows arrive, with the same flags row for ro
 
 A fixed threshold from validation scores over-alarms on a run whose normal operation sits higher
 than the validation rows (another set-up of the test bed, a new operating point after a fault):
-it flags all of it. Two rules follow a run instead, each from the run's own scores before each
+it flags all of it. Three rules follow a run instead, each from the run's own scores before each
 row (every row, flagged or not), never below the fixed threshold (`base`):
 
 - `MedianFollow` (`threshold_follow = "median"`): the threshold's margin over the validation
@@ -19,14 +19,20 @@ row (every row, flagged or not), never below the fixed threshold (`base`):
       threshold = max(base, run median + k x (run median - run lower quartile)),
       k = (base - level) / (level - validation lower quartile)
 
+- `IqrFollow` (`threshold_follow = "iqr"`): the same in the run's interquartile range (a robust
+  z-score per run), k = (base - level) / validation interquartile range.
+
 A median barely moves for anomalies that are a minority of a run's rows, nor does the lower
-quartile's distance below it (high scores cannot widen it): both rules move once anomalies are
-half a run, and follow a run's new normal level, which a threshold that learns only from the rows
-it does not flag (DSPOT) cannot once it flags them all. A stream's state is a fixed array of
-counts of its scores' bins (memory that does not grow with the rows), and a quantile of the bins
-is the bin of the exact quantile (bins are monotone): the threshold rounds each down to its bin's
-lower edge. Evaluation replays each run through the same state the server keeps, so both flag the
-same rows.
+quartile's distance below it (high scores cannot widen it): the median and spread rules move once
+anomalies are half a run, and follow a run's new normal level, which a threshold that learns only
+from the rows it does not flag (DSPOT) cannot once it flags them all. The upper quartile widens
+once anomalies are a quarter of a run: the iqr rule follows a noisier run best and lets an alarm
+clear during a fault that long (the gate weighs that: Fc1 counts a fault found once).
+
+A stream's state is a fixed array of counts of its scores' bins (memory that does not grow with
+the rows), and a quantile of the bins is the bin of the exact quantile (bins are monotone): the
+threshold rounds each down to its bin's lower edge. Evaluation replays each run through the same
+state the server keeps, so both flag the same rows.
 
 A run is what the model's reference marks: for a model scaled per run (`reference_rows`), each
 segment of rows in evaluation and each distinct `reference` a request carries in the server;
@@ -38,7 +44,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -57,12 +63,12 @@ MAX_STREAMS = 1024
 _PART_ROWS = 65_536
 
 
-def _level_and_unit(val_scores: np.ndarray, base: float, quartile: float) -> tuple[float, float]:
-    """The validation scores' median and its distance to their `quartile` (0.25 or 0.75); with none
-    (a quarter of the scores or more tied at the median), the margin `base` - median, or 1."""
+def _level_and_unit(val_scores: np.ndarray, base: float, low: float, high: float) -> tuple[float, float]:
+    """The validation scores' median and the distance between their `low` and `high` quantiles; with
+    none (a quarter of the scores or more tied at the median), the margin `base` - median, or 1."""
     scores = np.asarray(val_scores, dtype=np.float64)
     level = float(np.median(scores))
-    unit = abs(float(np.quantile(scores, quartile)) - level)
+    unit = float(np.quantile(scores, high) - np.quantile(scores, low))
     if not unit > 0:
         unit = base - level if base > level else 1.0
     return level, unit
@@ -116,7 +122,7 @@ class MedianFollow(_Rule):
     def of(cls, val_scores: np.ndarray, base: float) -> MedianFollow:
         """From the validation scores the threshold `base` came from. With no quartile spread
         (a quarter of the scores or more tied at the median), the margin itself is the unit."""
-        return cls(*_level_and_unit(val_scores, base, 0.75))
+        return cls(*_level_and_unit(val_scores, base, 0.5, 0.75))
 
     def bins(self, scores: np.ndarray) -> np.ndarray:
         """Each score's bin: 0 for a rise under one spread, k for EDGES[k - 1] <= rise < EDGES[k]."""
@@ -136,43 +142,74 @@ class MedianFollow(_Rule):
 
 
 @dataclass(frozen=True)
-class SpreadFollow(_Rule):
-    """The validation scores' median (`level`) and lower-quartile spread (`unit`, > 0) a
-    threshold follows a run's median and lower-quartile spread by."""
+class _QuartileFollow(_Rule):
+    """A rule that measures a run's scores from their own median in a spread between two of their
+    quantiles (`quarters`: the ranks it reads, in quarters of the rows so far, the median's first),
+    in `unit`s of the validation's same spread from its median `level`."""
 
     level: float
     unit: float
+    # The validation quantiles whose distance is the unit, and the rule's name in `to_dict`.
+    low: ClassVar[float]
+    high: ClassVar[float]
+    quarters: ClassVar[tuple[int, ...]]
+    rule: ClassVar[str]
 
     @classmethod
-    def of(cls, val_scores: np.ndarray, base: float) -> SpreadFollow:
-        """From the validation scores the threshold `base` came from. With no quartile spread
-        (a quarter of the scores or more tied at the median), the margin itself is the unit."""
-        return cls(*_level_and_unit(val_scores, base, 0.25))
+    def of(cls, val_scores: np.ndarray, base: float) -> Self:
+        """From the validation scores the threshold `base` came from. With no spread (a quarter of
+        the scores or more tied at the median), the margin itself is the unit."""
+        return cls(*_level_and_unit(val_scores, base, cls.low, cls.high))
 
     def bins(self, scores: np.ndarray) -> np.ndarray:
         """Each score's bin: k for SIGNED_EDGES[k - 1] <= distance < SIGNED_EDGES[k] (0 below the first)."""
         distance = (np.asarray(scores, dtype=np.float64) - self.level) / self.unit
         return np.searchsorted(SIGNED_EDGES, distance, side="right")
 
-    def threshold(self, base: float, median_bin: int, quartile_bin: int) -> float:
+    def threshold(self, base: float, *bins: int) -> float:
+        raise NotImplementedError
+
+    def state(self) -> QuartileState:
+        return QuartileState(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "level": self.level, "unit": self.unit}
+
+
+@dataclass(frozen=True)
+class SpreadFollow(_QuartileFollow):
+    """The validation scores' median (`level`) and lower-quartile spread (`unit`, > 0) a
+    threshold follows a run's median and lower-quartile spread by."""
+
+    low, high, quarters, rule = 0.25, 0.5, (2, 1), "spread"
+
+    def threshold(self, base: float, *bins: int) -> float:
         """The threshold for a run whose median and lower quartile lie in these bins."""
-        median, quartile = _SIGNED_VALUES[median_bin], _SIGNED_VALUES[quartile_bin]
+        median, quartile = (_SIGNED_VALUES[bin_] for bin_ in bins)
         margin = (base - self.level) / self.unit  # the validation's: k, its quartile being -1
         return max(base, self.level + self.unit * (median + margin * (median - quartile)))
 
-    def state(self) -> SpreadState:
-        return SpreadState(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rule": "spread", "level": self.level, "unit": self.unit}
+@dataclass(frozen=True)
+class IqrFollow(_QuartileFollow):
+    """The validation scores' median (`level`) and interquartile range (`unit`, > 0) a threshold
+    follows a run's median and interquartile range by (a robust z-score per run)."""
+
+    low, high, quarters, rule = 0.25, 0.75, (2, 1, 3), "iqr"
+
+    def threshold(self, base: float, *bins: int) -> float:
+        """The threshold for a run whose median, lower and upper quartile lie in these bins."""
+        median, lower, upper = (_SIGNED_VALUES[bin_] for bin_ in bins)
+        margin = (base - self.level) / self.unit  # the validation's: k, its range being 1
+        return max(base, self.level + self.unit * (median + margin * (upper - lower)))
 
 
-Follow = MedianFollow | SpreadFollow
-RULES: dict[str, type[MedianFollow] | type[SpreadFollow]] = {"median": MedianFollow, "spread": SpreadFollow}
+Follow = MedianFollow | SpreadFollow | IqrFollow
+RULES: dict[str, type[Follow]] = {"median": MedianFollow, "spread": SpreadFollow, "iqr": IqrFollow}
 
 
 def follow_of(rule: str, val_scores: np.ndarray, base: float) -> Follow:
-    """The following rule `rule` ("median" or "spread") for the threshold `base` from `val_scores`."""
+    """The following rule `rule` (a key of `RULES`) for the threshold `base` from `val_scores`."""
     return RULES[rule].of(val_scores, base)
 
 
@@ -184,7 +221,7 @@ def follow_from_dict(content: Any) -> Follow:
     """
     rule = content.get("rule", "median") if isinstance(content, dict) else None
     if not isinstance(rule, str) or rule not in RULES:
-        raise ValueError('not a rule ("median" or "spread") with its level and unit')
+        raise ValueError(f"not a rule ({', '.join(map(repr, RULES))}) with its level and unit")
     keys = ("level", "spread") if rule == "median" else ("level", "unit")
     values = [content.get(key) for key in keys]
     if not all(_finite(value) for value in values) or not values[1] > 0:
@@ -249,41 +286,36 @@ class MedianState(FollowState):
         return flagged
 
 
-class SpreadState(FollowState):
-    """A stream's lower median and lower quartile, as the bins they lie in."""
+class QuartileState(FollowState):
+    """A stream's median and quartiles, as the bins they lie in (the ranks its rule's `quarters` name)."""
 
-    def __init__(self, follow: SpreadFollow) -> None:
+    def __init__(self, follow: _QuartileFollow) -> None:
         super().__init__(len(SIGNED_EDGES) + 1)
         self.follow = follow
-        # Both start at the bin of the validation median (a run's first row is judged by `base`).
-        self.median_bin = self.quartile_bin = int(follow.bins(np.array([follow.level]))[0])
-        self.median_below = self.quartile_below = 0  # rows in bins under each
+        # Each starts at the bin of the validation median (a run's first row is judged by `base`).
+        self.at = [int(follow.bins(np.array([follow.level]))[0])] * len(follow.quarters)
+        self.below = [0] * len(follow.quarters)  # rows in bins under each
 
     def _judge_part(self, scores: np.ndarray, base: float) -> list[bool]:
         flagged = []
-        counts, rows = self.counts, self.rows
-        median_bin, median_below = self.median_bin, self.median_below
-        quartile_bin, quartile_below = self.quartile_bin, self.quartile_below
-        threshold = self.follow.threshold(base, median_bin, quartile_bin) if rows else base
+        counts, rows, at, below = self.counts, self.rows, self.at, self.below
+        pointers = list(enumerate(self.follow.quarters))
+        threshold = self.follow.threshold(base, *at) if rows else base
         for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
             flagged.append(score > threshold)
             counts[bin_] += 1
             rows += 1
-            median_below += bin_ < median_bin
-            quartile_below += bin_ < quartile_bin
             moved = rows == 1
-            rank = (rows - 1) // 2 + 1  # the lower median's rank, from 1
-            if median_below + counts[median_bin] < rank or median_below >= rank:
-                median_bin, median_below = _walk(counts, median_bin, median_below, rank)
-                moved = True
-            rank = (rows - 1) // 4 + 1  # the lower quartile's
-            if quartile_below + counts[quartile_bin] < rank or quartile_below >= rank:
-                quartile_bin, quartile_below = _walk(counts, quartile_bin, quartile_below, rank)
-                moved = True
+            for i, quarters in pointers:
+                here, under = at[i], below[i] + (bin_ < at[i])
+                rank = (rows - 1) * quarters // 4 + 1  # the lower quantile's rank, from 1
+                if under + counts[here] < rank or under >= rank:
+                    at[i], under = _walk(counts, here, under, rank)
+                    moved = True
+                below[i] = under
             if moved:
-                threshold = self.follow.threshold(base, median_bin, quartile_bin)
-        self.rows, self.median_bin, self.median_below = rows, median_bin, median_below
-        self.quartile_bin, self.quartile_below = quartile_bin, quartile_below
+                threshold = self.follow.threshold(base, *at)
+        self.rows = rows
         return flagged
 
 

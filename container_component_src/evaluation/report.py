@@ -694,6 +694,7 @@ _FOLLOW_RULES = {
     "none": "a fixed threshold",
     "median": "following each run's median score",
     "spread": "following each run's median and lower-quartile spread",
+    "iqr": "following each run's median and interquartile range",
 }
 
 
@@ -708,6 +709,11 @@ _FOLLOW_DESCRIPTIONS = {
         " (the label-free ones as they follow each run's median and lower-quartile spread: the run's rows "
         "before it measured from their own median in their own median-to-lower-quartile spread, each "
         "threshold is the validation's in those units, and never below where it starts, the drawn line)"
+    ),
+    "iqr": (
+        " (the label-free ones as they follow each run's median and interquartile range: the run's rows "
+        "before it measured from their own median in their own interquartile range, each threshold is the "
+        "validation's in those units, and never below where it starts, the drawn line)"
     ),
 }
 

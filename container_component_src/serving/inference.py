@@ -64,8 +64,8 @@ class ServingConfig:
         false_alarm_rate: The share of the test's normal rows it flagged in evaluation.
         promise_tolerance: How many times its promise the threshold may flag before the
             evaluation, and the server's watch, call the promise broken (0: not judged).
-        follow: How the threshold follows each stream's scores (`evaluation.follow`, the median
-            or the spread rule); None: it stays as set.
+        follow: How the threshold follows each stream's scores (`evaluation.follow`: the median,
+            spread or iqr rule); None: it stays as set.
     """
 
     threshold: float

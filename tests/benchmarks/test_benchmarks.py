@@ -200,7 +200,7 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     }
     judged = judge(streams, "B")
     deployed = judged[0]
-    assert len(judged) == 27 and deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
+    assert len(judged) == 30 and deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
     assert deployed["observed_far"] == pytest.approx(part["model"]["far"])
 
 
@@ -341,7 +341,7 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
         index=pd.date_range("2021-01-01", periods=6_000, freq="1min", tz="UTC"),
     )
     rows = measure(results, "synthetic", by_segment=False)
-    assert len(rows) == 18, "the model and PCA (no raw-signal column here), nine rules each"
+    assert len(rows) == 20, "the model and PCA (no raw-signal column here), ten rules each"
     deployed = rows[0]
     assert deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
     normal = results[(results["split"] == "test") & (results["label"] == 0)]

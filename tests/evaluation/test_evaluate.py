@@ -490,7 +490,11 @@ def test_an_event_view_stays_within_the_runs_of_rows_the_event_touches() -> None
 
 @pytest.mark.parametrize(
     ("rule", "described"),
-    [("median", "as they follow each run's median score"), ("spread", "median and lower-quartile spread")],
+    [
+        ("median", "as they follow each run's median score"),
+        ("spread", "median and lower-quartile spread"),
+        ("iqr", "median and interquartile range"),
+    ],
 )
 def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_it(
     rule: str,
@@ -533,7 +537,8 @@ def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_
     # Each run says what the fixed rule would have given, exactly what the run with it found, and
     # the fixed run what this rule would have given.
     fixed = evaluated["summary"]
-    assert {other["threshold_follow"] for other in summary["other_follows"]} == {"none", "median", "spread"} - {rule}
+    others = {other["threshold_follow"] for other in summary["other_follows"]}
+    assert others == {"none", "median", "spread", "iqr"} - {rule}
     for run, other in ((summary, fixed), (fixed, summary)):
         (by_rule,) = (found for found in run["other_follows"] if found["threshold_follow"] == other["threshold_follow"])
         assert by_rule["detectors"]["model"] == {k: other["label_free"][k] for k in ("fc1", "f1", "false_alarm_rate")}
@@ -564,7 +569,7 @@ def test_every_follow_rule_is_judged_by_the_same_gate() -> None:
     assert fixed["threshold_follow"] == "none" and fixed["served"] == "raw_signal", "the model breaks its promise"
     threshold = float(np.quantile(val, 0.99))
     assert fixed["detectors"]["model"]["false_alarm_rate"] == (model_test[labels == 0] > threshold).mean() > 0.9
-    for entry, rule in zip(following, ("median", "spread"), strict=True):
+    for entry, rule in zip(following, ("median", "spread", "iqr"), strict=True):
         assert entry["threshold_follow"] == rule and entry["served"] == "model"
         model = entry["detectors"]["model"]  # the promise kept, the anomaly found
         assert model["false_alarm_rate"] < 0.02 and model["fc1"] > 0.6
@@ -589,6 +594,16 @@ def _entry(rule: str, served: str, fc1: float, false_alarm_rate: float) -> dict[
         # A tie goes to the model, then to the simpler rule.
         ([("none", "pca", 0.9, 0.01), ("median", "model", 0.9, 0.01), ("spread", "model", 0.9, 0.01)], "median"),
         ([("none", "model", 0.9, 0.01), ("median", "model", 0.9, 0.01), ("spread", "model", 0.9, 0.01)], "none"),
+        # SKAB A's case: the iqr rule alone keeps PCA's promise, at the highest Fc1.
+        (
+            [
+                ("none", "pca", 0.82, 0.15),
+                ("median", "pca", 0.884, 0.047),
+                ("spread", "pca", 0.912, 0.0218),
+                ("iqr", "pca", 0.920, 0.0117),
+            ],
+            "iqr",
+        ),
     ],
 )
 def test_auto_takes_the_rule_whose_served_detector_the_gate_prefers(
@@ -616,8 +631,8 @@ def test_auto_serves_and_reports_the_rule_the_gate_chose(
     run_evaluate(trained_model["model"], scaled_sets["val"], scaled_sets["test"], *paths, options)
     summary = json.loads(Path(paths[1]).read_text())
     rule = summary["threshold_follow"]
-    assert summary["threshold_follow_setting"] == "auto" and rule in ("none", "median", "spread")
-    # The gate's choice over all three rules: the run's own figures and the two others'.
+    assert summary["threshold_follow_setting"] == "auto" and rule in ("none", "median", "spread", "iqr")
+    # The gate's choice over all four rules: the run's own figures and the three others'.
     keys = ("fc1", "f1", "false_alarm_rate")
     own = {"model": {k: summary["label_free"][k] for k in keys}}
     own |= {name: {k: summary["baselines"][f"{name}_{k}"] for k in keys} for name in ("raw_signal", "pca")}
@@ -625,7 +640,7 @@ def test_auto_serves_and_reports_the_rule_the_gate_chose(
         *summary["other_follows"],
         {"threshold_follow": rule, "detectors": own, "served": summary["deploy"]["detector"]},
     ]
-    order = ["none", "median", "spread"]
+    order = ["none", "median", "spread", "iqr"]
     assert sorted(entry["threshold_follow"] for entry in entries) == sorted(order)
     entries.sort(key=lambda entry: order.index(entry["threshold_follow"]))
     assert gate_follow(entries, summary["deploy"]["promised_false_alarm_rate"], options) == rule

@@ -1,6 +1,6 @@
 """The thresholds that follow each run's scores: the server's state, which evaluation's replay
-runs through, flags each row by the exact lower median (and, for the spread rule, lower quartile)
-of the rows before it, in requests of any size."""
+runs through, flags each row by the exact lower median (and, for the spread and iqr rules, the
+lower and upper quartiles they read) of the rows before it, in requests of any size."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ import pytest
 from container_component_src.evaluation import follow as follow_module
 from container_component_src.evaluation.follow import (
     FollowStreams,
+    IqrFollow,
     MedianFollow,
     MedianState,
     SpreadFollow,
@@ -116,27 +117,29 @@ def test_streams_beyond_the_limit_forget_the_least_recently_seen(monkeypatch: py
     assert list(streams.states) == ["c", "b"] and not streams.judge(high[:1], "c")[0], "c remembers its level"
 
 
-def _spread_brute_force(follow: SpreadFollow, scores: np.ndarray, base: float) -> np.ndarray:
-    """Each row against the exact lower median and lower quartile of the rows before it."""
+def _quartile_brute_force(follow: SpreadFollow | IqrFollow, scores: np.ndarray, base: float) -> np.ndarray:
+    """Each row against the exact lower median and quartiles (the spread rule's lower one, the iqr
+    rule's lower and upper ones, by index floor(p x (n - 1))) of the rows before it."""
+    ranks = {SpreadFollow: (0.5, 0.25), IqrFollow: (0.5, 0.25, 0.75)}[type(follow)]
     flags = []
     for row, score in enumerate(scores):
         threshold = base
         if row:
             before = np.sort(scores[:row])
-            median, quartile = follow.bins(np.array([before[(row - 1) // 2], before[(row - 1) // 4]])).tolist()
-            threshold = follow.threshold(base, median, quartile)
+            quantiles = [before[int(np.floor(p * (row - 1) + 1e-9))] for p in ranks]
+            threshold = follow.threshold(base, *follow.bins(np.array(quantiles)).tolist())
         flags.append(score > threshold)
     return np.array(flags)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_the_spread_rules_state_flags_by_the_exact_median_and_lower_quartile(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("rule", "seed"), [(SpreadFollow, 0), (SpreadFollow, 1), (IqrFollow, 0), (IqrFollow, 2)])
+def test_the_quartile_rules_state_flags_by_the_exact_median_and_quartiles(
+    rule: type[SpreadFollow] | type[IqrFollow], seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(seed)
     val = rng.exponential(size=5_000)
     base = float(np.quantile(val, 0.99))
-    follow = SpreadFollow.of(val, base)
+    follow = rule.of(val, base)
     # Like validation; higher and wider; far below, then an anomaly. Rounded: many ties.
     runs = [
         rng.exponential(size=500),
@@ -147,7 +150,7 @@ def test_the_spread_rules_state_flags_by_the_exact_median_and_lower_quartile(
     scores, ids = np.concatenate(runs), np.repeat(np.arange(3), [len(r) for r in runs])
     replayed = follow.replay(scores, base, ids)
     for number, run in enumerate(runs):
-        assert (replayed[ids == number] == _spread_brute_force(follow, run, base)).all()
+        assert (replayed[ids == number] == _quartile_brute_force(follow, run, base)).all()
     streams = FollowStreams(follow, base)
     served = []
     for number, run in enumerate(runs):
@@ -184,5 +187,29 @@ def test_the_spread_rule_without_a_quartile_spread_and_at_its_ends() -> None:
     assert follow.threshold(9.0, ends[0], ends[0]) == 9.0, "never below the threshold it starts at"
     top = follow_module.SIGNED_EDGES[-1]  # beyond the edges, the last ones (k = 1 here)
     assert follow.threshold(9.0, ends[1], ends[0]) == pytest.approx(9.0 * (top + (top + top)))
-    for rule in (follow, MedianFollow(level=1.0, spread=0.5)):
+    for rule in (follow, MedianFollow(level=1.0, spread=0.5), IqrFollow(level=1.0, unit=0.5)):
         assert follow_from_dict(rule.to_dict()) == rule
+
+
+def test_the_iqr_rule_keeps_a_run_like_validation_and_follows_a_wider_one_in_its_range() -> None:
+    rng = np.random.default_rng(7)
+    val = rng.exponential(size=20_000)
+    base = float(np.quantile(val, 0.99))
+    follow = IqrFollow.of(val, base)
+    assert follow.unit == pytest.approx(np.quantile(val, 0.75) - np.quantile(val, 0.25))
+    like = follow.replay(rng.exponential(size=20_000), base)
+    assert 0.005 < like.mean() < 0.015, "rows like validation: the quantile's promise"
+    # Twice as wide and higher: the spread rule reads the lower side alone, the iqr rule both.
+    moved = 2.0 * rng.exponential(size=5_000) + 3.0
+    assert (moved > base).mean() > 0.3 and follow.replay(moved, base)[500:].mean() < 0.02
+    assert follow.threshold(base, *follow.bins(np.quantile(moved, [0.5, 0.25, 0.75])).tolist()) == pytest.approx(
+        np.median(moved) + (base - follow.level) / follow.unit * (np.quantile(moved, 0.75) - np.quantile(moved, 0.25)),
+        rel=0.02,
+    )
+    # A third of a run anomalous widens the upper quartile: the threshold climbs toward the
+    # anomalies, as the rule says (the spread rule keeps flagging them; test above).
+    spikes = rng.random(8_000) < 0.3
+    scores = rng.exponential(size=8_000) + 50.0 * spikes
+    spread = SpreadFollow.of(val, base).replay(scores, base)
+    iqr = follow.replay(scores, base)
+    assert iqr[spikes][500:].mean() < spread[spikes][500:].mean() and iqr[~spikes].mean() <= spread[~spikes].mean()

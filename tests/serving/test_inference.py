@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from container_component_src.evaluation.follow import MedianFollow, SpreadFollow
+from container_component_src.evaluation.follow import IqrFollow, MedianFollow, SpreadFollow
 from container_component_src.serving import inference
 from container_component_src.serving.inference import (
     RequestError,
@@ -100,9 +100,11 @@ def test_serving_config_comes_from_the_published_folder(tmp_path: Path) -> None:
     spread = {"rule": "spread", "level": 1.0, "unit": 0.25}
     (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "follow": spread}))
     assert ServingConfig.read(str(tmp_path)).follow == SpreadFollow(level=1.0, unit=0.25)
+    (tmp_path / "serving.json").write_text(json.dumps({"threshold": 2.5, "follow": spread | {"rule": "iqr"}}))
+    assert ServingConfig.read(str(tmp_path)).follow == IqrFollow(level=1.0, unit=0.25)
     for content, problem in (
         ({"threshold": 2.5, "follow": {"level": 1.0, "spread": 0}}, 'follow is {"level": 1.0, "spread": 0}, not a'),
-        ({"threshold": 2.5, "follow": "median"}, 'follow is "median", not a rule ("median" or "spread")'),
+        ({"threshold": 2.5, "follow": "median"}, """follow is "median", not a rule ('median', 'spread', 'iqr')"""),
         ({"threshold": 2.5, "follow": spread | {"rule": "mean"}}, '"rule": "mean"'),
         ({"threshold": 2.5, "follow": spread | {"rule": ["spread"]}}, "not a rule"),
         ({"threshold": 2.5, "follow": spread | {"unit": True}}, "not a level and a unit > 0"),

@@ -54,16 +54,16 @@ def _following_predictor(
     return predictor
 
 
-@pytest.mark.parametrize("rule", ["median", "spread"])
+@pytest.mark.parametrize("rule", ["median", "spread", "iqr"])
 def test_the_served_threshold_follows_each_stream_as_evaluation_replays_it(rule: str) -> None:
     """Each stream's rows are judged as the rule's `replay` judges a run: a stream is what the
     reference names (a new run, a new reference), across requests and protocols."""
-    from container_component_src.evaluation.follow import MedianFollow, SpreadFollow
+    from container_component_src.evaluation.follow import RULES
 
     rng = np.random.default_rng(0)
     high = rng.normal(3.0, 0.3, size=(60, 2))  # squares sum ~18: all above 4 while the median is low
     low = rng.normal(0.0, 0.5, size=(60, 2))
-    replay = MedianFollow(level=1.0, spread=1.0) if rule == "median" else SpreadFollow(level=1.0, unit=1.0)
+    replay = RULES[rule](level=1.0, **{"spread" if rule == "median" else "unit": 1.0})
     predictor = _following_predictor(scaled_input=False, reference_rows=3, follow=replay)
     flags: dict[str, list[bool]] = {"high": [], "low": []}
     for start in range(0, 60, 20):  # the two streams' requests interleaved
