@@ -309,10 +309,16 @@ def test_the_detectors_table_says_what_the_other_threshold_rule_would_serve() ->
     )
     price = "A lower point F1 under a following rule than under the fixed one means alarms that clear while"
     assert note in detectors_table(summary) and price in detectors_table(summary), "the median rule's 0.410"
+    assert "iqr rule" not in detectors_table(summary), "no iqr figures here"
     # Served under the spread rule, the fixed rule's point F1 above it: the price is named too.
     summary["threshold_follow"] = "spread"
     summary["other_follows"][1] |= {"threshold_follow": "none"}
     assert price in detectors_table(summary)
+    # The iqr rule's point F1 below the fixed one's: its own, shorter, fault length is named.
+    iqr = {"threshold_follow": "iqr", "detectors": {"pca": {"fc1": 0.92, "f1": 0.43, "false_alarm_rate": 0.012}}}
+    summary["other_follows"].append(iqr | {"served": "pca"})
+    assert "under the iqr rule one a third as long widens the run's range." in detectors_table(summary)
+    summary["other_follows"].pop()
     # A summary from before the spread rule: one other rule, the fixed one, below the median rule.
     summary["threshold_follow"] = "median"
     summary["other_follow"] = summary.pop("other_follows")[0] | {"threshold_follow": "none"}
