@@ -299,16 +299,19 @@ class QuartileState(FollowState):
     def _judge_part(self, scores: np.ndarray, base: float) -> list[bool]:
         flagged = []
         counts, rows, at, below = self.counts, self.rows, self.at, self.below
-        pointers = list(enumerate(self.follow.quarters))
+        quarters = self.follow.quarters
+        pointers = range(len(quarters))
         threshold = self.follow.threshold(base, *at) if rows else base
         for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
             flagged.append(score > threshold)
             counts[bin_] += 1
+            moved = not rows
             rows += 1
-            moved = rows == 1
-            for i, quarters in pointers:
-                here, under = at[i], below[i] + (bin_ < at[i])
-                rank = (rows - 1) * quarters // 4 + 1  # the lower quantile's rank, from 1
+            for i in pointers:
+                here, under = at[i], below[i]
+                if bin_ < here:
+                    under += 1
+                rank = (rows - 1) * quarters[i] // 4 + 1  # the lower quantile's rank, from 1
                 if under + counts[here] < rank or under >= rank:
                     at[i], under = _walk(counts, here, under, rank)
                     moved = True
