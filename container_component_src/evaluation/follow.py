@@ -65,7 +65,7 @@ _PART_ROWS = 65_536
 
 def _level_and_unit(val_scores: np.ndarray, base: float, low: float, high: float) -> tuple[float, float]:
     """The validation scores' median and the distance between their `low` and `high` quantiles; with
-    none (a quarter of the scores or more tied at the median), the margin `base` - median, or 1."""
+    none (the scores between them all tied), the margin `base` - median, or 1."""
     scores = np.asarray(val_scores, dtype=np.float64)
     level = float(np.median(scores))
     unit = float(np.quantile(scores, high) - np.quantile(scores, low))
