@@ -87,7 +87,7 @@ def _walk(counts: list[int], bin_: int, below: int, rank: int) -> tuple[int, int
 
 
 class _Rule:
-    """What both rules share: replaying runs through their state."""
+    """What every rule shares: replaying runs through its state."""
 
     def state(self) -> FollowState:
         raise NotImplementedError
