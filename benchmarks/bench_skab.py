@@ -201,10 +201,12 @@ def run_protocol_b(
     max_epochs: int = 200,
     named_weights: dict[str, float] | None = None,
     threshold_follow: str = "none",
+    follow_window: int = 0,
 ) -> dict[str, Any]:
     """Per file: fit the scaler and the model on the first 400 rows (the last fifth of them
     validates), score every row, flag by the label-free threshold of the first 400 rows' scores
-    (following the scores of the rows after them with `threshold_follow` "median" or "spread").
+    (following the scores of the rows after them with `threshold_follow` "median", "spread" or
+    "iqr", over the whole file or its newest `follow_window` rows).
     Rates are counted over whole files, as SKAB's leaderboard does (its notebooks score and count
     the fitted rows too), and over the rows after the first 400 only. `named_weights`: as
     `train`'s, in every file."""
@@ -236,7 +238,9 @@ def run_protocol_b(
         drift_weight=PROTOCOL_B_DRIFT_WEIGHT,
         named_weights=named_weights or {},
     )
-    thresholds = EvaluateOptions(threshold_method=threshold, threshold_follow=threshold_follow)
+    thresholds = EvaluateOptions(
+        threshold_method=threshold, threshold_follow=threshold_follow, follow_window=follow_window
+    )
     fit_rows, n_val = PROTOCOL_B_FIT_ROWS, PROTOCOL_B_FIT_ROWS // 5
     # Each detector at the deployed threshold (`threshold`), the model and the raw signals at the
     # other label-free one, and the diagnostic's model and raw signal.

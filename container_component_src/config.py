@@ -200,6 +200,7 @@ class EvaluationSettings:
     deploy_threshold: float
     promise_tolerance: float
     threshold_follow: ThresholdFollow
+    follow_window: int
 
 
 @dataclass(frozen=True)

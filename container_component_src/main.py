@@ -172,6 +172,7 @@ def cli_defaults(settings: Settings) -> dict[str, dict[str, Any]]:
             "deploy_threshold": settings.evaluation.deploy_threshold,
             "promise_tolerance": settings.evaluation.promise_tolerance,
             "threshold_follow": settings.evaluation.threshold_follow,
+            "follow_window": settings.evaluation.follow_window,
         },
         "serve": {
             "name": settings.serving.name,
@@ -1042,6 +1043,13 @@ def evaluate(
             "rule the deploy gate finds best. The report also says what the other rules would have served."
         ),
     ],
+    follow_window: Annotated[
+        int,
+        typer.Option(
+            help="Rows of each run a following threshold reads, the newest (0: the whole run); a state that lasts "
+            "half of them becomes the run's normal."
+        ),
+    ],
 ) -> None:
     """Score validation and test rows, sweep thresholds, write metrics (point F1, Fc1,
     point-adjusted F1, PR-AUC), the results parquet and the HTML report."""
@@ -1064,6 +1072,7 @@ def evaluate(
             deploy_threshold=deploy_threshold,
             promise_tolerance=promise_tolerance,
             threshold_follow=threshold_follow,
+            follow_window=follow_window,
         )
         check_step_fits("evaluate", [val, test])
         _report(run_evaluate(model, val, test, results, summary, report, options))

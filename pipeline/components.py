@@ -320,6 +320,7 @@ def evaluate(
     deploy_threshold: float,
     promise_tolerance: float,
     threshold_follow: str,
+    follow_window: int,
     results: Output[Dataset],
     summary: Output[Artifact],
     report: Output[HTML],
@@ -351,6 +352,7 @@ def evaluate(
         deploy_threshold=deploy_threshold,
         promise_tolerance=promise_tolerance,
         threshold_follow=threshold_follow,
+        follow_window=follow_window,
     )
     with open(summary.path) as handle:
         content = json.load(handle)

@@ -206,6 +206,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
         deploy_threshold: float = evaluation.deploy_threshold,
         promise_tolerance: float = evaluation.promise_tolerance,
         threshold_follow: str = evaluation.threshold_follow,
+        follow_window: int = evaluation.follow_window,
         serving_backend: str = serving.backend,
         serving_gpus: int = serving.gpus,
     ) -> PipelineOutputs:
@@ -269,6 +270,8 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 "spread": its median and lower-quartile spread, "iqr": its median and interquartile
                 range, in evaluation and in the served model; "none": it stays as validation set
                 it; "auto": the rule the deploy gate finds best, as it finds the detector.
+            follow_window: Rows of each run a following threshold reads, the newest (0: the
+                whole run): a state that lasts half of them becomes the run's normal.
             serving_backend: "local" (publish to a folder and smoke-test the KServe server in the task)
                 or "kserve" (an InferenceService).
             serving_gpus: GPUs of the InferenceService predictor.
@@ -401,6 +404,7 @@ def build_pipeline(settings: Settings, for_kubernetes: bool = True) -> Callable[
                 deploy_threshold=deploy_threshold,
                 promise_tolerance=promise_tolerance,
                 threshold_follow=threshold_follow,
+                follow_window=follow_window,
             ),
             "evaluate",
         )

@@ -78,6 +78,8 @@ class EvaluateOptions:
             range (`evaluation.follow`), in evaluation and in the server; "none": it stays as set;
             "auto": the rule the deploy gate finds best (`gate_follow`; `run_evaluate` resolves it
             before any flag is computed).
+        follow_window: Rows of each run a following rule reads, the newest (0: the whole run);
+            with "auto", the gate weighs each rule over whole runs and over this window.
     """
 
     smoothing_window: int = 1
@@ -95,10 +97,13 @@ class EvaluateOptions:
     deploy_threshold: float = 0.5
     promise_tolerance: float = 2.0
     threshold_follow: str = "auto"
+    follow_window: int = 30
 
     def __post_init__(self) -> None:
         if not self.promise_tolerance >= 0:
             raise OptionError(f"--promise-tolerance must be 0 (off) or more, got {self.promise_tolerance}")
+        if self.follow_window < 0:
+            raise OptionError(f"--follow-window must be 0 (the whole run) or more rows, got {self.follow_window}")
         choice(ThresholdFollow, self.threshold_follow, "--threshold-follow")
 
     @property
@@ -511,7 +516,8 @@ def label_free_flags(
     server applies (`evaluation.follow`; `runs` numbers each test row's run, None: one run)."""
     if not options.follows:
         return np.asarray(test_scores) > threshold
-    return follow_of(options.threshold_follow, val_scores, threshold).replay(test_scores, threshold, runs)
+    follow = follow_of(options.threshold_follow, val_scores, threshold, options.follow_window)
+    return follow.replay(test_scores, threshold, runs)
 
 
 def flag_metrics(flags: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -603,6 +609,7 @@ def evaluate_scores(
         },
         "roc": _roc(sweep, len(labels) - n_positive),
         "threshold_follow": str(choice(ThresholdFollow, options.threshold_follow, "--threshold-follow")),
+        "follow_window": own_follow(options)[1],
     }
     return summary, sweep, flags[method]
 
@@ -686,7 +693,11 @@ def choose_detector(summary: dict[str, Any], val_scored: pd.DataFrame, options: 
         promise_tolerance=options.promise_tolerance,
         detectors=detectors,
         # What the server follows each stream's scores by (its per-row validation scores').
-        follow=follow_of(options.threshold_follow, row_scores, threshold).to_dict() if options.follows else None,
+        follow=(
+            follow_of(options.threshold_follow, row_scores, threshold, options.follow_window).to_dict()
+            if options.follows
+            else None
+        ),
     )
 
 
@@ -696,10 +707,11 @@ def compare_follows(
     options: EvaluateOptions,
     runs: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """What each `threshold_follow` rule gives on the same scores, so that the gate can choose the
-    rule (`gate_follow`) and a user sees the others on their own data: each detector's Fc1, point
-    F1 and false alarms at its label-free threshold under that rule, and the detector the gate
-    would then serve (`decision.gate_choice`).
+    """What each `threshold_follow` rule gives on the same scores, over whole runs and, with a
+    `follow_window`, over each run's newest rows, so that the gate can choose the rule
+    (`gate_follow`) and a user sees the others on their own data: each detector's Fc1, point F1 and
+    false alarms at its label-free threshold under that rule, and the detector the gate would then
+    serve (`decision.gate_choice`).
 
     Args:
         scores: Detector name -> its (validation, test) evaluated scores, in time order.
@@ -708,12 +720,17 @@ def compare_follows(
         runs: Each test row's run (None: one run), as for `label_free_flags`.
 
     Returns:
-        One entry a rule, simplest first: `threshold_follow` (the rule), `detectors` (name ->
-        {"fc1", "f1", "false_alarm_rate"}) and `served`.
+        One entry a rule and window, simplest first (every rule over whole runs, then each
+        following rule over the window): `threshold_follow` (the rule), `follow_window` (0: whole
+        runs), `detectors` (name -> {"fc1", "f1", "false_alarm_rate"}) and `served`.
     """
+    rules = ThresholdFollow.rules()
+    candidates = [(rule, 0) for rule in rules]
+    if options.follow_window:
+        candidates += [(rule, options.follow_window) for rule in rules if rule != ThresholdFollow.none]
     found_by_rule = []
-    for rule in ThresholdFollow.rules():
-        other = replace(options, threshold_follow=str(rule))
+    for rule, window in candidates:
+        other = replace(options, threshold_follow=str(rule), follow_window=window)
         detectors = {}
         for name, (val, test) in scores.items():
             threshold = label_free_thresholds(val, other)[other.threshold_method]
@@ -721,16 +738,19 @@ def compare_follows(
             detectors[name] = {key: found[key] for key in ("fc1", "f1", "false_alarm_rate")}
         promised = nominal_false_alarm_rates(len(scores[MODEL][0]), other)[other.threshold_method]
         served = gate_choice(detectors, promised, other.promise_tolerance, other.deploy_threshold)
-        found_by_rule.append({"threshold_follow": str(rule), "detectors": detectors, "served": served})
+        found_by_rule.append(
+            {"threshold_follow": str(rule), "follow_window": window, "detectors": detectors, "served": served}
+        )
     return found_by_rule
 
 
-def gate_follow(compared: list[dict[str, Any]], promised: float, options: EvaluateOptions) -> str:
-    """The rule `threshold_follow = "auto"` resolves to: the gate's order (`decision.gate_choice`)
-    over every rule's detectors at once. Of the rules whose served detector keeps its promise within
-    `promise_tolerance` and passes `deploy_threshold`, the one it serves with the highest Fc1; when
-    none does, the highest Fc1 of all; a tie goes to the model, then to the simpler rule (none,
-    median, spread): a rule that keeps state per stream has to earn it.
+def gate_follow(compared: list[dict[str, Any]], promised: float, options: EvaluateOptions) -> tuple[str, int]:
+    """The rule and window `threshold_follow = "auto"` resolves to: the gate's order
+    (`decision.gate_choice`) over every rule's detectors at once. Of the rules whose served detector
+    keeps its promise within `promise_tolerance` and passes `deploy_threshold`, the one it serves
+    with the highest Fc1; when none does, the highest Fc1 of all; a tie goes to the model, then to
+    the simpler rule (none, median, spread, iqr, then the same over a window): a rule that keeps
+    state per stream has to earn it, and one that forgets its run's older rows too.
 
     Args:
         compared: `compare_follows`' entries, simplest rule first.
@@ -744,7 +764,12 @@ def gate_follow(compared: list[dict[str, Any]], promised: float, options: Evalua
         return gate_rank(served, found, promised, options.promise_tolerance, options.deploy_threshold)
 
     best = max(rank(entry) for entry in compared)
-    return next(entry["threshold_follow"] for entry in compared if rank(entry) == best)
+    return next((entry["threshold_follow"], entry["follow_window"]) for entry in compared if rank(entry) == best)
+
+
+def own_follow(options: EvaluateOptions) -> tuple[str, int]:
+    """The rule and window a run's (resolved) options flag by, as `compare_follows` names them."""
+    return options.threshold_follow, options.follow_window if options.follows else 0
 
 
 def replay_watch(flags: np.ndarray, promised: float, tolerance: float) -> dict[str, Any]:
@@ -811,12 +836,15 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat |= {"pr_auc": summary["pr_auc"], **{f"baseline_{k}": float(v) for k, v in summary["baselines"].items()}}
     # The served detector's (the model's or a classical one's, see `choose_detector`).
     flat |= {"served_fc1": summary["deploy"]["fc1"], "served_false_alarm_rate": summary["deploy"]["false_alarm_rate"]}
+
     # The same under each threshold rule, the run's own included (named, so that runs of any
     # setting compare, `auto` whichever rule it chose).
-    by_rule = {summary.get("threshold_follow", "none"): summary["deploy"]}
-    by_rule |= {
-        other["threshold_follow"]: other["detectors"][other["served"]] for other in summary.get("other_follows", [])
-    }
+    def named(entry: dict[str, Any]) -> str:  # "iqr", over a window of 30 rows "iqr_30"
+        window = entry.get("follow_window", 0)
+        return entry.get("threshold_follow", "none") + (f"_{window}" if window else "")
+
+    by_rule = {named(summary): summary["deploy"]}
+    by_rule |= {named(other): other["detectors"][other["served"]] for other in summary.get("other_follows", [])}
     for rule, served in by_rule.items():
         flat |= {
             f"follow_{rule}_served_fc1": served["fc1"],
@@ -882,9 +910,11 @@ def run_evaluate(
         runs,
     )
     setting = choice(ThresholdFollow, options.threshold_follow, "--threshold-follow")
+    follow_window = options.follow_window
     if setting == ThresholdFollow.auto:
         promised = nominal_false_alarm_rates(len(val_scored), options)[options.threshold_method]
-        options = replace(options, threshold_follow=gate_follow(compared, promised, options))
+        rule, window = gate_follow(compared, promised, options)
+        options = replace(options, threshold_follow=rule, follow_window=window)
     summary, sweep, flags = evaluate_scores(
         val_scored["smoothed_score"].to_numpy(), test_scored["smoothed_score"].to_numpy(), labels, options, runs
     )
@@ -894,9 +924,11 @@ def run_evaluate(
         )
     if PCA in detectors:
         summary["baselines"]["pca_components"] = int(detectors[PCA].components.shape[1])
-    # The setting as given ("auto": the gate chose `threshold_follow`), and what the other rules give.
-    summary["threshold_follow_setting"] = str(setting)
-    summary["other_follows"] = [entry for entry in compared if entry["threshold_follow"] != options.threshold_follow]
+    # The settings as given ("auto": the gate chose `threshold_follow` and `follow_window`), and
+    # what the other rules give.
+    summary["threshold_follow_setting"], summary["follow_window_setting"] = str(setting), follow_window
+    own = own_follow(options)
+    summary["other_follows"] = [e for e in compared if (e["threshold_follow"], e["follow_window"]) != own]
     events = event_table(labels, test_scored.index, test_scored["smoothed_score"].to_numpy())
     threshold = summary["label_free"]["threshold"]
     decision = choose_detector(summary, val_scored, options)

@@ -22,6 +22,11 @@ row (every row, flagged or not), never below the fixed threshold (`base`):
 - `IqrFollow` (`threshold_follow = "iqr"`): the same in the run's interquartile range (a robust
   z-score per run), k = (base - level) / validation interquartile range.
 
+With a window (`follow_window` rows, 0: the whole run), each rule reads the run's newest
+`window` scores only: a new state of the test bed that lasts half a window becomes the run's
+normal, and so does a fault that long (an alarm then marks a change, not a state; Fc1 counts a
+fault found once, point F1 pays). Without one, a run's median needs half its rows to move.
+
 A median barely moves for anomalies that are a minority of a run's rows, nor does the lower
 quartile's distance below it (high scores cannot widen it): the median and spread rules move once
 anomalies are half a run, and follow a run's new normal level, which a threshold that learns only
@@ -30,9 +35,9 @@ once anomalies are a quarter of a run: the iqr rule follows a noisier run best a
 clear during a fault that long (the gate weighs that: Fc1 counts a fault found once).
 
 A stream's state is a fixed array of counts of its scores' bins (memory that does not grow with
-the rows), and a quantile of the bins is the bin of the exact quantile (bins are monotone): the
-threshold rounds each down to its bin's lower edge. Evaluation replays each run through the same
-state the server keeps, so both flag the same rows.
+the rows; with a window, the window's bins too), and a quantile of the bins is the bin of the
+exact quantile (bins are monotone): the threshold rounds each down to its bin's lower edge.
+Evaluation replays each run through the same state the server keeps, so both flag the same rows.
 
 A run is what the model's reference marks: for a model scaled per run (`reference_rows`), each
 segment of rows in evaluation and each distinct `reference` a request carries in the server;
@@ -42,7 +47,7 @@ scores.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -113,16 +118,17 @@ class _Rule:
 @dataclass(frozen=True)
 class MedianFollow(_Rule):
     """The validation scores' median (`level`) and upper-quartile spread (`spread`, > 0) a
-    threshold follows a run's median score by."""
+    threshold follows a run's median score by, over its newest `window` rows (0: all)."""
 
     level: float
     spread: float
+    window: int = 0
 
     @classmethod
-    def of(cls, val_scores: np.ndarray, base: float) -> MedianFollow:
+    def of(cls, val_scores: np.ndarray, base: float, window: int = 0) -> MedianFollow:
         """From the validation scores the threshold `base` came from. With no quartile spread
         (a quarter of the scores or more tied at the median), the margin itself is the unit."""
-        return cls(*_level_and_unit(val_scores, base, 0.5, 0.75))
+        return cls(*_level_and_unit(val_scores, base, 0.5, 0.75), window)
 
     def bins(self, scores: np.ndarray) -> np.ndarray:
         """Each score's bin: 0 for a rise under one spread, k for EDGES[k - 1] <= rise < EDGES[k]."""
@@ -138,17 +144,18 @@ class MedianFollow(_Rule):
         return MedianState(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": "median", "level": self.level, "spread": self.spread}
+        return {"rule": "median", "level": self.level, "spread": self.spread, "window": self.window}
 
 
 @dataclass(frozen=True)
 class _QuartileFollow(_Rule):
     """A rule that measures a run's scores from their own median in a spread between two of their
     quantiles (`quarters`: the ranks it reads, in quarters of the rows so far, the median's first),
-    in `unit`s of the validation's same spread from its median `level`."""
+    in `unit`s of the validation's same spread from its median `level`, over its newest `window` rows (0: all)."""
 
     level: float
     unit: float
+    window: int = 0
     # The validation quantiles whose distance is the unit, and the rule's name in `to_dict`.
     low: ClassVar[float]
     high: ClassVar[float]
@@ -156,10 +163,10 @@ class _QuartileFollow(_Rule):
     rule: ClassVar[str]
 
     @classmethod
-    def of(cls, val_scores: np.ndarray, base: float) -> Self:
+    def of(cls, val_scores: np.ndarray, base: float, window: int = 0) -> Self:
         """From the validation scores the threshold `base` came from. With no spread (a quarter of
         the scores or more tied at the median), the margin itself is the unit."""
-        return cls(*_level_and_unit(val_scores, base, cls.low, cls.high))
+        return cls(*_level_and_unit(val_scores, base, cls.low, cls.high), window)
 
     def bins(self, scores: np.ndarray) -> np.ndarray:
         """Each score's bin: k for SIGNED_EDGES[k - 1] <= distance < SIGNED_EDGES[k] (0 below the first)."""
@@ -173,7 +180,7 @@ class _QuartileFollow(_Rule):
         return QuartileState(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "level": self.level, "unit": self.unit}
+        return {"rule": self.rule, "level": self.level, "unit": self.unit, "window": self.window}
 
 
 @dataclass(frozen=True)
@@ -208,16 +215,19 @@ Follow = MedianFollow | SpreadFollow | IqrFollow
 RULES: dict[str, type[Follow]] = {"median": MedianFollow, "spread": SpreadFollow, "iqr": IqrFollow}
 
 
-def follow_of(rule: str, val_scores: np.ndarray, base: float) -> Follow:
-    """The following rule `rule` (a key of `RULES`) for the threshold `base` from `val_scores`."""
-    return RULES[rule].of(val_scores, base)
+def follow_of(rule: str, val_scores: np.ndarray, base: float, window: int = 0) -> Follow:
+    """The following rule `rule` (a key of `RULES`) for the threshold `base` from `val_scores`,
+    over each run's newest `window` rows (0: all)."""
+    return RULES[rule].of(val_scores, base, window)
 
 
 def follow_from_dict(content: Any) -> Follow:
-    """The rule `to_dict` wrote (without "rule": the median rule, as written before the spread rule).
+    """The rule `to_dict` wrote (without "rule": the median rule, as written before the spread rule;
+    without "window": the whole run, as written before windows).
 
     Raises:
-        ValueError: Not a rule with finite numbers and a unit > 0 (what is wrong, in a sentence).
+        ValueError: Not a rule with finite numbers, a unit > 0 and a window of 0 rows or more (what
+            is wrong, in a sentence).
     """
     rule = content.get("rule", "median") if isinstance(content, dict) else None
     if not isinstance(rule, str) or rule not in RULES:
@@ -226,7 +236,10 @@ def follow_from_dict(content: Any) -> Follow:
     values = [content.get(key) for key in keys]
     if not all(_finite(value) for value in values) or not values[1] > 0:
         raise ValueError(f"not a level and a {keys[1]} > 0")
-    return RULES[rule](float(values[0]), float(values[1]))
+    window = content.get("window", 0)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise ValueError("its window is not a whole number of rows >= 0")
+    return RULES[rule](float(values[0]), float(values[1]), window)
 
 
 def _finite(value: Any) -> bool:
@@ -237,10 +250,12 @@ class FollowState:
     """One stream's scores as counts of their bins (fixed memory), and the flags of rows judged by
     them in order: what the server keeps per stream and evaluation per run."""
 
-    def __init__(self, bins: int) -> None:
+    def __init__(self, bins: int, window: int) -> None:
         # Python ints, not an array: the loop reads and writes one at a time.
         self.counts = [0] * bins
-        self.rows = 0
+        self.rows = 0  # counted: all of the run's, or its newest `window`
+        self.window = window
+        self.recent: deque[int] = deque()  # the counted rows' bins, oldest first (with a window only)
 
     def judge(self, scores: np.ndarray, base: float) -> np.ndarray:
         """Flag each score by the rows before it, then count it. Evaluation replays every test row
@@ -261,7 +276,7 @@ class MedianState(FollowState):
     """A stream's lower median, as the bin it lies in (`median_bin`)."""
 
     def __init__(self, follow: MedianFollow) -> None:
-        super().__init__(len(EDGES) + 1)
+        super().__init__(len(EDGES) + 1, follow.window)
         self.follow = follow
         self.median_bin = 0  # the bin of the lower median of the rows so far
         self.below = 0  # rows in bins under `median_bin`
@@ -270,6 +285,7 @@ class MedianState(FollowState):
         # The state lives in locals while the loop runs (attribute reads cost more than the work).
         flagged = []
         counts, rows, median_bin, below = self.counts, self.rows, self.median_bin, self.below
+        window, recent = self.window, self.recent
         threshold = self.follow.threshold(base, median_bin)
         for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
             flagged.append(score > threshold)
@@ -277,6 +293,14 @@ class MedianState(FollowState):
             rows += 1
             if bin_ < median_bin:
                 below += 1
+            if window:
+                recent.append(bin_)
+                if rows > window:  # the oldest row leaves the window
+                    old = recent.popleft()
+                    counts[old] -= 1
+                    rows -= 1
+                    if old < median_bin:
+                        below -= 1
             rank = (rows - 1) // 2 + 1  # the lower median's rank, from 1
             # Most rows leave the median in its bin: the walk only when it moves.
             if below + counts[median_bin] < rank or below >= rank:
@@ -290,7 +314,7 @@ class QuartileState(FollowState):
     """A stream's median and quartiles, as the bins they lie in (the ranks its rule's `quarters` name)."""
 
     def __init__(self, follow: _QuartileFollow) -> None:
-        super().__init__(len(SIGNED_EDGES) + 1)
+        super().__init__(len(SIGNED_EDGES) + 1, follow.window)
         self.follow = follow
         # Each starts at the bin of the validation median (a run's first row is judged by `base`).
         self.at = [int(follow.bins(np.array([follow.level]))[0])] * len(follow.quarters)
@@ -299,18 +323,29 @@ class QuartileState(FollowState):
     def _judge_part(self, scores: np.ndarray, base: float) -> list[bool]:
         flagged = []
         counts, rows, at, below = self.counts, self.rows, self.at, self.below
+        window, recent = self.window, self.recent
         quarters = self.follow.quarters
         pointers = range(len(quarters))
         threshold = self.follow.threshold(base, *at) if rows else base
+        gone = len(counts)  # no bin: nothing left the window
         for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
             flagged.append(score > threshold)
             counts[bin_] += 1
             moved = not rows
             rows += 1
+            old = gone
+            if window:
+                recent.append(bin_)
+                if rows > window:  # the oldest row leaves the window
+                    old = recent.popleft()
+                    counts[old] -= 1
+                    rows -= 1
             for i in pointers:
                 here, under = at[i], below[i]
                 if bin_ < here:
                     under += 1
+                if old < here:
+                    under -= 1
                 rank = (rows - 1) * quarters[i] // 4 + 1  # the lower quantile's rank, from 1
                 if under + counts[here] < rank or under >= rank:
                     at[i], under = _walk(counts, here, under, rank)

@@ -718,10 +718,32 @@ _FOLLOW_DESCRIPTIONS = {
 }
 
 
+def _follow_description(rule: str, window: int) -> str:
+    """How the rule `rule` moves the label-free thresholds, over each run's newest `window` rows (0: all)."""
+    description = _FOLLOW_DESCRIPTIONS.get(rule, "")
+    if description and window:
+        description = (
+            f"{description[:-1]}; of each run, its newest {window:,} rows only, so that a state lasting half as "
+            "long becomes the run's normal)"
+        )
+    return description
+
+
+def _follow_name(entry: dict[str, Any]) -> str:
+    """A rule and its window (`threshold_follow`, `follow_window`), in words and as set."""
+    rule, window = entry.get("threshold_follow", "none"), entry.get("follow_window", 0)
+    over = f" over its newest {window:,} rows" if window else ""
+    setting = f'<code>threshold_follow = "{html.escape(rule)}"</code>' + (
+        f", <code>follow_window = {window}</code>" if window else ""
+    )
+    return f"{_FOLLOW_RULES.get(rule, html.escape(rule))}{over} ({setting})"
+
+
 def _other_follow_note(summary: dict[str, Any]) -> str:
-    """A sentence a rule: what each other `threshold_follow` rule would have served and flagged on
-    these rows, against what is served now, and that the gate chose the rule where it was asked to
-    (absent from summaries written before it; one rule in those written before the spread rule)."""
+    """A sentence a rule: what each other `threshold_follow` rule (over whole runs, or over a
+    window) would have served and flagged on these rows, against what is served now, and that the
+    gate chose the rule where it was asked to (absent from summaries written before it; one rule in
+    those written before the spread rule)."""
     others, deploy = summary.get("other_follows") or [], summary.get("deploy", {})
     if "other_follow" in summary:
         others = [summary["other_follow"]]
@@ -729,35 +751,46 @@ def _other_follow_note(summary: dict[str, Any]) -> str:
         return ""
     served = deploy.get("detector", MODEL)
     now_f1 = summary["label_free"]["f1"] if served == MODEL else summary["baselines"].get(f"{served}_f1")
+
+    def key(entry: dict[str, Any]) -> tuple[str, int]:
+        return entry.get("threshold_follow", "none"), entry.get("follow_window", 0)
+
     # Point F1 by rule, the run's own included: a following rule below the fixed one has a price to name.
-    f1_by_rule = {summary.get("threshold_follow", "none"): now_f1}
+    f1_by_rule = {key(summary): now_f1}
     sentences = []
     for other in others:
-        then, rule = other["detectors"][other["served"]], other["threshold_follow"]
-        f1_by_rule[rule] = then["f1"]
+        then = other["detectors"][other["served"]]
+        f1_by_rule[key(other)] = then["f1"]
         f1 = "" if now_f1 is None else f", point F1 {then['f1']:.3f} against {now_f1:.3f}"
         label = html.escape(DETECTOR_LABELS.get(other["served"], other["served"]))
         sentences.append(
-            f' With {_FOLLOW_RULES.get(rule, rule)} (<code>threshold_follow = "{html.escape(rule)}"</code>) '
-            f"instead, the gate would serve {label}: {then['false_alarm_rate']:.2%} false alarms against "
-            f"{deploy['false_alarm_rate']:.2%} now, Fc1 {then['fc1']:.3f} against {deploy['fc1']:.3f}{f1}."
+            f" With {_follow_name(other)} instead, the gate would serve {label}: {then['false_alarm_rate']:.2%} false "
+            f"alarms against {deploy['false_alarm_rate']:.2%} now, Fc1 {then['fc1']:.3f} against "
+            f"{deploy['fc1']:.3f}{f1}."
         )
-    fixed_f1 = f1_by_rule.get("none")
+    fixed_f1 = f1_by_rule.get(("none", 0))
     shorter = [
-        rule for rule, f1 in f1_by_rule.items() if rule != "none" and None not in (f1, fixed_f1) and f1 < fixed_f1
+        (rule, window)
+        for (rule, window), f1 in f1_by_rule.items()
+        if rule != "none" and None not in (f1, fixed_f1) and f1 < fixed_f1
     ]
+    clauses = ["a fault as long as the normal rows before it in its run becomes the run's level"]
+    if ("iqr", 0) in shorter:
+        clauses.append("under the iqr rule one a third as long widens the run's range")
+    if any(window for _, window in shorter):
+        clauses.append("over a window, one half the window long becomes the run's normal")
     price = (
         " A lower point F1 under a following rule than under the fixed one means alarms that clear while a fault "
-        "goes on: a fault as long as the normal rows before it in its run becomes the run's level"
-        + (", and under the iqr rule one a third as long widens the run's range." if "iqr" in shorter else ".")
+        f"goes on: {', and '.join(clauses)}."
         if shorter
         else ""
     )
-    rule = summary.get("threshold_follow", "none")
+    window = summary.get("follow_window_setting", 0)
     chosen = (
-        f' The gate chose the threshold rule as it chooses the detector (<code>threshold_follow = "auto"</code>): '
-        f"{_FOLLOW_RULES.get(rule, html.escape(rule))}, of the rules' served detectors the highest Fc1 among those "
-        "that keep their promise (else of all), a tie going to the simpler rule."
+        ' The gate chose the threshold rule as it chooses the detector (<code>threshold_follow = "auto"</code>'
+        + (f", <code>follow_window = {window}</code>: each rule over whole runs and over the window" if window else "")
+        + f"): {_follow_name(summary)}, of the rules' served detectors the highest Fc1 among those that keep their "
+        "promise (else of all), a tie going to the simpler rule."
         if summary.get("threshold_follow_setting") == "auto"
         else ""
     )
@@ -936,7 +969,7 @@ def render_report(
         f"{options.get('pot_risk', 0.001)}); the {summary.get('threshold_method', 'quantile')} one is what the "
         "deployed model uses. The top-k threshold flags the k highest-scoring rows (k = anomalous test rows, "
         "ties not flagged), as published tables do. A row is flagged when its score is above the threshold"
-        + (_FOLLOW_DESCRIPTIONS.get(summary.get("threshold_follow", "none"), ""))
+        + _follow_description(summary.get("threshold_follow", "none"), options.get("follow_window", 0))
         + ". Fc1 is the "
         "harmonic mean of point-wise precision and event-wise recall (Garg et al. 2021); point-adjusted "
         "figures count a whole event as found when any row of it is flagged, and overstate quality.</p>"

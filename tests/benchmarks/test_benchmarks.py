@@ -200,7 +200,8 @@ def test_protocol_b_fits_each_run_on_its_first_rows_and_leaves_its_drift_out(tmp
     }
     judged = judge(streams, "B")
     deployed = judged[0]
-    assert len(judged) == 30 and deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
+    assert len(judged) == 41, "three detectors, thirteen rules each, and the gate's choice over whole runs and a window"
+    assert deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
     assert deployed["observed_far"] == pytest.approx(part["model"]["far"])
 
 
@@ -331,7 +332,7 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
     import numpy as np
     import pandas as pd
 
-    from benchmarks.bench_thresholds import measure
+    from benchmarks.bench_thresholds import PRODUCT_RULES, measure
 
     rng = np.random.default_rng(4)
     label = np.r_[np.zeros(4_000, np.int8), (rng.random(2_000) < 0.1).astype(np.int8)]
@@ -341,7 +342,13 @@ def test_threshold_benchmark_reports_every_rule_for_every_detector() -> None:
         index=pd.date_range("2021-01-01", periods=6_000, freq="1min", tz="UTC"),
     )
     rows = measure(results, "synthetic", by_segment=False)
-    assert len(rows) == 20, "the model and PCA (no raw-signal column here), ten rules each"
+    assert len(rows) == 28, "the model and PCA (no raw-signal column here), thirteen rules each, and the gate twice"
+    whole, windowed = rows[-2:]
+    assert whole["case"].startswith("the gate over these rules (auto, follow_window 0): the model, threshold_follow")
+    assert windowed["case"].startswith("the gate over these rules (auto, follow_window 30): ")
+    # Its choice is one of the rows above, with that row's figures.
+    (chosen,) = [r for r in rows[:-2] if r["case"] == "model: " + PRODUCT_RULES[whole["case"].split()[-1]]]
+    assert (chosen["observed_far"], chosen["fc1"]) == (whole["observed_far"], whole["fc1"])
     deployed = rows[0]
     assert deployed["case"] == "model: quantile of all validation rows (threshold_follow none)"
     normal = results[(results["split"] == "test") & (results["label"] == 0)]
@@ -390,6 +397,13 @@ def test_threshold_benchmark_says_whether_the_served_detector_keeps_its_promise(
     chosen, _ = served(summary | {"threshold_follow_setting": "auto"}, "x")
     assert (
         chosen["case"] == "served by the deploy gate: PCA reconstruction error (quantile, threshold_follow auto: none)"
+    )
+    # A rule over a window says so, served or replayed.
+    windowed = summary | {"threshold_follow_setting": "auto", "threshold_follow": "median", "follow_window": 30}
+    chosen, _ = served(windowed | {"other_follows": [other | {"follow_window": 30}]}, "x")
+    assert chosen["case"].endswith("(quantile, threshold_follow auto: median over the newest 30 rows)")
+    assert served(summary | {"other_follows": [other | {"follow_window": 30}]}, "x")[1]["case"].endswith(
+        "(quantile, threshold_follow median over the newest 30 rows)"
     )
 
 

@@ -77,6 +77,14 @@ def test_a_negative_tolerance_is_refused(tolerance: float) -> None:
         EvaluateOptions(promise_tolerance=tolerance)
 
 
+def test_a_negative_follow_window_is_refused() -> None:
+    from container_component_src.errors import OptionError
+    from container_component_src.evaluation.evaluate import EvaluateOptions
+
+    with pytest.raises(OptionError, match="--follow-window must be 0 .the whole run. or more rows, got -5"):
+        EvaluateOptions(follow_window=-5)
+
+
 @pytest.mark.parametrize("detectors", [["model"], {"model": 0.5}, {"model": {"fc1": 0.5}}])
 def test_a_malformed_detectors_block_is_one_clear_error(detectors: object) -> None:
     from container_component_src.storage import InputError

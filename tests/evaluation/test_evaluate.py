@@ -392,7 +392,8 @@ def test_a_channel_that_leaves_its_level_in_normal_test_rows_is_named_behind_the
     paths = [str(tmp_path / n) for n in ("r.parquet", "s.json", "r.html")]
     run_evaluate(
         trained_model["model"], scaled_sets["val"], str(tmp_path / "test"), *paths,
-        EvaluateOptions(n_thresholds=50, worst_events=0),
+        # Over whole runs: a window would let the stretch become its run's normal after 15 rows.
+        EvaluateOptions(n_thresholds=50, worst_events=0, follow_window=0),
     )  # fmt: skip
     summary = json.loads(Path(paths[1]).read_text())
     explained = summary["false_alarms"]
@@ -489,15 +490,17 @@ def test_an_event_view_stays_within_the_runs_of_rows_the_event_touches() -> None
 
 
 @pytest.mark.parametrize(
-    ("rule", "described"),
+    ("rule", "window", "described"),
     [
-        ("median", "as they follow each run's median score"),
-        ("spread", "median and lower-quartile spread"),
-        ("iqr", "median and interquartile range"),
+        ("median", 0, "as they follow each run's median score"),
+        ("spread", 0, "median and lower-quartile spread"),
+        ("iqr", 0, "median and interquartile range"),
+        ("iqr", 40, "its newest 40 rows only, so that a state lasting half as long becomes the run's normal"),
     ],
 )
 def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_it(
     rule: str,
+    window: int,
     described: str,
     trained_model: dict[str, Any],
     scaled_sets: dict[str, str],
@@ -514,33 +517,40 @@ def test_a_following_threshold_is_evaluated_and_published_as_the_server_applies_
         scaled_sets["val"],
         scaled_sets["test"],
         *paths,
-        EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow=rule),
+        EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow=rule, follow_window=window),
     )
     summary = json.loads(Path(paths[1]).read_text())
     results = pd.read_parquet(paths[0])
     val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
     threshold = summary["label_free"]["threshold"]
     # No references: the test rows are one run, as one server process's rows.
-    follow = follow_of(rule, val_rows["smoothed_score"].to_numpy(), threshold)
+    follow = follow_of(rule, val_rows["smoothed_score"].to_numpy(), threshold, window)
     flags = follow.replay(test_rows["smoothed_score"].to_numpy(), threshold)
     assert (test_rows["prediction"].to_numpy() == flags).all()
     assert summary["threshold_follow"] == rule and summary["label_free"]["flagged_share"] == flags.mean()
     assert described in Path(paths[2]).read_text()
     # What is served follows the per-row validation scores, as evaluation computed them.
     deploy = summary["deploy"]
-    assert deploy["follow"] == follow_of(rule, val_rows["score"].to_numpy(), deploy["threshold"]).to_dict()
-    assert deploy["follow"]["rule"] == rule
+    assert deploy["follow"] == follow_of(rule, val_rows["score"].to_numpy(), deploy["threshold"], window).to_dict()
+    assert (deploy["follow"]["rule"], deploy["follow"]["window"]) == (rule, window)
     publish_model(trained_model["model"], summary, str(tmp_path / "served"))
     scorer = AnomalyScorer.load(str(tmp_path / "served"))
     assert scorer.streams is not None and scorer.streams.follow == follow_from_dict(deploy["follow"])
     assert AnomalyScorer.load(str(tmp_path / "served"), threshold=5.0).streams is None, "a hand-set threshold is fixed"
     # Each run says what the fixed rule would have given, exactly what the run with it found, and
-    # the fixed run what this rule would have given.
+    # the fixed run what this rule would have given (over whole runs: the fixed run's window).
     fixed = evaluated["summary"]
-    others = {other["threshold_follow"] for other in summary["other_follows"]}
-    assert others == {"none", "median", "spread", "iqr"} - {rule}
-    for run, other in ((summary, fixed), (fixed, summary)):
-        (by_rule,) = (found for found in run["other_follows"] if found["threshold_follow"] == other["threshold_follow"])
+    others = {(other["threshold_follow"], other["follow_window"]) for other in summary["other_follows"]}
+    following = {"median", "spread", "iqr"}
+    candidates = {(name, 0) for name in {"none", *following}} | {(name, window) for name in following if window}
+    assert others == candidates - {(rule, window)}
+    for run, other in ((summary, fixed), (fixed, summary))[: 1 if window else 2]:
+        (by_rule,) = (
+            found
+            for found in run["other_follows"]
+            if (found["threshold_follow"], found["follow_window"])
+            == (other["threshold_follow"], other["follow_window"])
+        )
         assert by_rule["detectors"]["model"] == {k: other["label_free"][k] for k in ("fc1", "f1", "false_alarm_rate")}
         for name in ("raw_signal", "pca"):
             found = {k: other["baselines"][f"{name}_{k}"] for k in ("fc1", "f1", "false_alarm_rate")}
@@ -565,19 +575,24 @@ def test_every_follow_rule_is_judged_by_the_same_gate() -> None:
     model_test = rng.exponential(size=6_000) + 6.0 + 60.0 * labels
     raw_test = rng.exponential(size=6_000) + 4.0 * labels
     scores = {"model": (val, model_test), "raw_signal": (val, raw_test)}
-    fixed, *following = compare_follows(scores, labels, EvaluateOptions(threshold_follow="median"))
+    fixed, *following = compare_follows(scores, labels, EvaluateOptions(threshold_follow="median", follow_window=30))
     assert fixed["threshold_follow"] == "none" and fixed["served"] == "raw_signal", "the model breaks its promise"
     threshold = float(np.quantile(val, 0.99))
     assert fixed["detectors"]["model"]["false_alarm_rate"] == (model_test[labels == 0] > threshold).mean() > 0.9
-    for entry, rule in zip(following, ("median", "spread", "iqr"), strict=True):
-        assert entry["threshold_follow"] == rule and entry["served"] == "model"
+    # Each following rule over whole runs, then over each run's newest 30 rows.
+    rules = [(rule, window) for window in (0, 30) for rule in ("median", "spread", "iqr")]
+    assert [(entry["threshold_follow"], entry["follow_window"]) for entry in following] == rules
+    for entry in following[:4]:
         model = entry["detectors"]["model"]  # the promise kept, the anomaly found
-        assert model["false_alarm_rate"] < 0.02 and model["fc1"] > 0.6
+        assert entry["served"] == "model" and model["false_alarm_rate"] < 0.02 and model["fc1"] > 0.6
+    # 30 rows place a run's quartiles less surely than its median: more false alarms than over the run.
+    for whole, windowed in zip(following[1:3], following[4:], strict=True):
+        assert windowed["detectors"]["model"]["false_alarm_rate"] > 2 * whole["detectors"]["model"]["false_alarm_rate"]
 
 
-def _entry(rule: str, served: str, fc1: float, false_alarm_rate: float) -> dict[str, Any]:
+def _entry(rule: str, served: str, fc1: float, false_alarm_rate: float, window: int = 0) -> dict[str, Any]:
     found = {"fc1": fc1, "f1": fc1, "false_alarm_rate": false_alarm_rate}
-    return {"threshold_follow": rule, "detectors": {served: found}, "served": served}
+    return {"threshold_follow": rule, "follow_window": window, "detectors": {served: found}, "served": served}
 
 
 @pytest.mark.parametrize(
@@ -604,15 +619,29 @@ def _entry(rule: str, served: str, fc1: float, false_alarm_rate: float) -> dict[
             ],
             "iqr",
         ),
+        # SKAB B's case: no rule over whole runs keeps a promise, the median rule over a window does.
+        (
+            [
+                ("none", "model", 0.856, 0.307),
+                ("median", "model", 0.912, 0.0543),
+                ("iqr", "pca", 0.748, 0.0314),
+                ("median", "pca", 0.740, 0.0168, 30),
+                ("iqr", "pca", 0.726, 0.0175, 30),
+            ],
+            ("median", 30),
+        ),
+        # Both ways alike: the whole run, which forgets nothing.
+        ([("none", "pca", 0.8, 0.15), ("iqr", "pca", 0.9, 0.01), ("iqr", "pca", 0.9, 0.01, 30)], "iqr"),
     ],
 )
 def test_auto_takes_the_rule_whose_served_detector_the_gate_prefers(
-    entries: list[tuple[str, str, float, float]], chosen: str
+    entries: list[tuple[Any, ...]], chosen: str | tuple[str, int]
 ) -> None:
     from container_component_src.evaluation.evaluate import gate_follow
 
     options = EvaluateOptions(threshold_follow="auto", promise_tolerance=2.0, deploy_threshold=0.5)
-    assert gate_follow([_entry(*entry) for entry in entries], 0.01, options) == chosen
+    expected = chosen if isinstance(chosen, tuple) else (chosen, 0)
+    assert gate_follow([_entry(*entry) for entry in entries], 0.01, options) == expected
 
 
 def test_auto_is_no_rule_to_flag_by() -> None:
@@ -620,34 +649,45 @@ def test_auto_is_no_rule_to_flag_by() -> None:
         label_free_flags(np.arange(10.0), np.arange(10.0), 5.0, EvaluateOptions(threshold_follow="auto"))
 
 
+@pytest.mark.parametrize("window", [0, 30])
 def test_auto_serves_and_reports_the_rule_the_gate_chose(
-    trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
+    window: int, trained_model: dict[str, Any], scaled_sets: dict[str, str], tmp_path: Path
 ) -> None:
     from container_component_src.evaluation.evaluate import gate_follow
     from container_component_src.evaluation.follow import follow_of
 
     paths = [str(tmp_path / name) for name in ("r.parquet", "s.json", "r.html")]
-    options = EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow="auto")
+    options = EvaluateOptions(n_thresholds=50, worst_events=1, threshold_follow="auto", follow_window=window)
     run_evaluate(trained_model["model"], scaled_sets["val"], scaled_sets["test"], *paths, options)
     summary = json.loads(Path(paths[1]).read_text())
-    rule = summary["threshold_follow"]
+    rule, chosen_window = summary["threshold_follow"], summary["follow_window"]
     assert summary["threshold_follow_setting"] == "auto" and rule in ("none", "median", "spread", "iqr")
-    # The gate's choice over all four rules: the run's own figures and the three others'.
+    assert summary["follow_window_setting"] == window and chosen_window in {0, window}
+    # The gate's choice over all four rules over whole runs, and the three following ones over the
+    # window: the run's own figures and the others'.
     keys = ("fc1", "f1", "false_alarm_rate")
     own = {"model": {k: summary["label_free"][k] for k in keys}}
     own |= {name: {k: summary["baselines"][f"{name}_{k}"] for k in keys} for name in ("raw_signal", "pca")}
     entries = [
         *summary["other_follows"],
-        {"threshold_follow": rule, "detectors": own, "served": summary["deploy"]["detector"]},
+        {
+            "threshold_follow": rule,
+            "follow_window": chosen_window,
+            "detectors": own,
+            "served": summary["deploy"]["detector"],
+        },
     ]
     order = ["none", "median", "spread", "iqr"]
-    assert sorted(entry["threshold_follow"] for entry in entries) == sorted(order)
-    entries.sort(key=lambda entry: order.index(entry["threshold_follow"]))
-    assert gate_follow(entries, summary["deploy"]["promised_false_alarm_rate"], options) == rule
+    candidates = [(name, 0) for name in order] + [(name, window) for name in order[1:] if window]
+    assert sorted((entry["threshold_follow"], entry["follow_window"]) for entry in entries) == sorted(candidates)
+    entries.sort(key=lambda entry: candidates.index((entry["threshold_follow"], entry["follow_window"])))
+    assert gate_follow(entries, summary["deploy"]["promised_false_alarm_rate"], options) == (rule, chosen_window)
     # Every rule's served figures are named in the run's metrics, the chosen one's too.
     metrics = summary["metrics"]
-    assert metrics[f"follow_{rule}_served_fc1"] == metrics["served_fc1"] == summary["deploy"]["fc1"]
-    assert {f"follow_{name}_served_false_alarm_rate" for name in order} <= set(metrics)
+    named = rule + (f"_{chosen_window}" if chosen_window else "")
+    assert metrics[f"follow_{named}_served_fc1"] == metrics["served_fc1"] == summary["deploy"]["fc1"]
+    names = [name + (f"_{size}" if size else "") for name, size in candidates]
+    assert {f"follow_{name}_served_false_alarm_rate" for name in names} <= set(metrics)
     # What is served and replayed is the chosen rule's.
     results = pd.read_parquet(paths[0])
     val_rows, test_rows = results[results["split"] == "val"], results[results["split"] == "test"]
@@ -656,10 +696,13 @@ def test_auto_serves_and_reports_the_rule_the_gate_chose(
         assert deploy["follow"] is None
         assert (test_rows["prediction"].to_numpy() == (test_rows["smoothed_score"] > threshold).to_numpy()).all()
     else:
-        assert deploy["follow"]["rule"] == rule
-        flags = follow_of(rule, val_rows["smoothed_score"].to_numpy(), threshold).replay(
+        assert (deploy["follow"]["rule"], deploy["follow"]["window"]) == (rule, chosen_window)
+        flags = follow_of(rule, val_rows["smoothed_score"].to_numpy(), threshold, chosen_window).replay(
             test_rows["smoothed_score"].to_numpy(), threshold
         )
         assert (test_rows["prediction"].to_numpy() == flags).all()
-    sentence = 'The gate chose the threshold rule as it chooses the detector (<code>threshold_follow = "auto"</code>)'
-    assert sentence in Path(paths[2]).read_text()
+    sentence = 'The gate chose the threshold rule as it chooses the detector (<code>threshold_follow = "auto"</code>'
+    report = Path(paths[2]).read_text()
+    assert (
+        sentence + (f", <code>follow_window = {window}</code>: each rule over whole runs" if window else ")") in report
+    )

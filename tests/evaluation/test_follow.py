@@ -17,13 +17,15 @@ from container_component_src.evaluation.follow import (
 
 
 def _brute_force(follow: MedianFollow, scores: np.ndarray, base: float) -> np.ndarray:
-    """Each row against the exact lower median of the rows before it, the slow way."""
+    """Each row against the exact lower median of the rows before it (the newest `follow.window`
+    of them, if it has one), the slow way."""
     flags = []
     for row, score in enumerate(scores):
         if row == 0:
             threshold = base
         else:
-            median = np.sort(scores[:row])[(row - 1) // 2]
+            before = np.sort(scores[max(0, row - follow.window) if follow.window else 0 : row])
+            median = before[(len(before) - 1) // 2]
             threshold = follow.threshold(base, int(follow.bins(np.array([median]))[0]))
         flags.append(score > threshold)
     return np.array(flags)
@@ -87,7 +89,7 @@ def test_without_a_quartile_spread_the_margin_is_the_unit() -> None:
     follow = MedianFollow.of(val, base=9.0)
     assert follow.level == 0.0 and follow.spread == 9.0
     assert MedianFollow.of(np.zeros(100), base=0.0).spread == 1.0
-    assert follow.to_dict() == {"rule": "median", "level": 0.0, "spread": 9.0}
+    assert follow.to_dict() == {"rule": "median", "level": 0.0, "spread": 9.0, "window": 0}
 
 
 def test_a_rise_past_the_last_bin_keeps_the_last_factor() -> None:
@@ -119,14 +121,15 @@ def test_streams_beyond_the_limit_forget_the_least_recently_seen(monkeypatch: py
 
 def _quartile_brute_force(follow: SpreadFollow | IqrFollow, scores: np.ndarray, base: float) -> np.ndarray:
     """Each row against the exact lower median and quartiles (the spread rule's lower one, the iqr
-    rule's lower and upper ones, by index floor(p x (n - 1))) of the rows before it."""
+    rule's lower and upper ones, by index floor(p x (n - 1))) of the rows before it (the newest
+    `follow.window` of them, if it has one)."""
     ranks = {SpreadFollow: (0.5, 0.25), IqrFollow: (0.5, 0.25, 0.75)}[type(follow)]
     flags = []
     for row, score in enumerate(scores):
         threshold = base
         if row:
-            before = np.sort(scores[:row])
-            quantiles = [before[int(np.floor(p * (row - 1) + 1e-9))] for p in ranks]
+            before = np.sort(scores[max(0, row - follow.window) if follow.window else 0 : row])
+            quantiles = [before[int(np.floor(p * (len(before) - 1) + 1e-9))] for p in ranks]
             threshold = follow.threshold(base, *follow.bins(np.array(quantiles)).tolist())
         flags.append(score > threshold)
     return np.array(flags)
@@ -213,3 +216,48 @@ def test_the_iqr_rule_keeps_a_run_like_validation_and_follows_a_wider_one_in_its
     spread = SpreadFollow.of(val, base).replay(scores, base)
     iqr = follow.replay(scores, base)
     assert iqr[spikes][500:].mean() < spread[spikes][500:].mean() and iqr[~spikes].mean() <= spread[~spikes].mean()
+
+
+@pytest.mark.parametrize(
+    ("rule", "window"), [(MedianFollow, 1), (MedianFollow, 40), (SpreadFollow, 25), (IqrFollow, 64)]
+)
+def test_a_windowed_state_flags_by_the_exact_order_statistics_of_the_newest_rows(
+    rule: type[MedianFollow] | type[SpreadFollow] | type[IqrFollow], window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(window)
+    val = rng.exponential(size=5_000)
+    base = float(np.quantile(val, 0.99))
+    follow = rule.of(val, base, window)
+    # Like validation, then a new level (longer than the window), an anomaly, back down; many ties.
+    moved = 6.0 * rng.exponential(size=200) + 10.0
+    run = np.round(np.r_[rng.exponential(size=150), moved, np.full(30, 900.0), rng.exponential(size=120)], 1)
+    brute = _brute_force if rule is MedianFollow else _quartile_brute_force
+    expected = brute(follow, run, base)
+    assert (follow.replay(run, base) == expected).all()
+    streams = FollowStreams(follow, base)
+    cuts = np.sort(rng.choice(np.arange(1, len(run)), size=15, replace=False))
+    assert (np.concatenate([streams.judge(request) for request in np.split(run, cuts)]) == expected).all()
+    monkeypatch.setattr(follow_module, "_PART_ROWS", 7)
+    assert (follow.replay(run, base) == expected).all(), "a part's window is carried to the next"
+    state = follow.state()
+    state.judge(run, base)
+    assert state.rows == len(state.recent) == min(window, len(run)) and sum(state.counts) == state.rows
+
+
+def test_a_window_lets_a_new_state_become_normal_after_half_of_it() -> None:
+    rng = np.random.default_rng(11)
+    val = rng.exponential(size=20_000)
+    base = float(np.quantile(val, 0.99))
+    # A run that moves to a new, noisier state for good after 2,000 rows, like a test bed after a fault.
+    run = np.r_[rng.exponential(size=2_000), 3.0 * rng.exponential(size=3_000) + 20.0]
+    whole, windowed = IqrFollow.of(val, base).replay(run, base), IqrFollow.of(val, base, 200).replay(run, base)
+    assert whole[2_000:2_500].all(), "the whole run's upper quartile needs a third of the run to move"
+    assert windowed[2_000:2_010].all() and windowed[2_150:].mean() < 0.02, "flagged as it moves, then its normal"
+    like = IqrFollow.of(val, base, 200).replay(rng.exponential(size=20_000), base)
+    assert 0.002 < like.mean() <= 0.015, "rows like validation: never above the promise"
+
+
+@pytest.mark.parametrize("window", [-1, 2.5, True, "30"])
+def test_a_rule_with_a_window_that_is_not_rows_is_refused(window: object) -> None:
+    with pytest.raises(ValueError, match="window is not a whole number of rows >= 0"):
+        follow_from_dict({"rule": "iqr", "level": 0.0, "unit": 1.0, "window": window})

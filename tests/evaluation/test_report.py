@@ -319,6 +319,18 @@ def test_the_detectors_table_says_what_the_other_threshold_rule_would_serve() ->
     summary["other_follows"].append(iqr | {"served": "pca"})
     assert "under the iqr rule one a third as long widens the run's range." in detectors_table(summary)
     summary["other_follows"].pop()
+    # A rule over a window, its point F1 below the fixed one's: the window is named, and its price.
+    windowed = {"threshold_follow": "median", "follow_window": 30, "served": "pca"}
+    summary["other_follows"].append(
+        windowed | {"detectors": {"pca": {"fc1": 0.74, "f1": 0.2, "false_alarm_rate": 0.017}}}
+    )
+    table = detectors_table(summary)
+    assert (
+        'With following each run\'s median score over its newest 30 rows (<code>threshold_follow = "median"</code>, '
+        "<code>follow_window = 30</code>) instead, the gate would serve PCA reconstruction error: 1.70% false alarms"
+    ) in table
+    assert "run's level, and over a window, one half the window long becomes the run's normal." in table
+    summary["other_follows"].pop()
     # A summary from before the spread rule: one other rule, the fixed one, below the median rule.
     summary["threshold_follow"] = "median"
     summary["other_follow"] = summary.pop("other_follows")[0] | {"threshold_follow": "none"}
