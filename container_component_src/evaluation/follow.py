@@ -91,6 +91,18 @@ def _walk(counts: list[int], bin_: int, below: int, rank: int) -> tuple[int, int
     return bin_, below
 
 
+def _count_in_window(counts: list[int], recent: deque[int], window: int, bin_: int) -> int:
+    """Count a row of bin `bin_` in a `window`: keep its bin in `recent` and count the oldest row
+    out once there are more; the bin it leaves, else `len(counts)` (no bin)."""
+    counts[bin_] += 1
+    recent.append(bin_)
+    if len(recent) > window:
+        old = recent.popleft()
+        counts[old] -= 1
+        return old
+    return len(counts)
+
+
 class _Rule:
     """What every rule shares: replaying runs through its state."""
 
@@ -289,18 +301,15 @@ class MedianState(FollowState):
         threshold = self.follow.threshold(base, median_bin)
         for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
             flagged.append(score > threshold)
-            counts[bin_] += 1
-            rows += 1
+            if window:  # a function call a row: only where there is a window to keep
+                old, rows = _count_in_window(counts, recent, window, bin_), len(recent)
+                if old < median_bin:
+                    below -= 1
+            else:
+                counts[bin_] += 1
+                rows += 1
             if bin_ < median_bin:
                 below += 1
-            if window:
-                recent.append(bin_)
-                if rows > window:  # the oldest row leaves the window
-                    old = recent.popleft()
-                    counts[old] -= 1
-                    rows -= 1
-                    if old < median_bin:
-                        below -= 1
             rank = (rows - 1) // 2 + 1  # the lower median's rank, from 1
             # Most rows leave the median in its bin: the walk only when it moves.
             if below + counts[median_bin] < rank or below >= rank:
@@ -330,16 +339,12 @@ class QuartileState(FollowState):
         gone = len(counts)  # no bin: nothing left the window
         for score, bin_ in zip(scores.tolist(), self.follow.bins(scores).tolist(), strict=True):
             flagged.append(score > threshold)
-            counts[bin_] += 1
             moved = not rows
-            rows += 1
-            old = gone
             if window:
-                recent.append(bin_)
-                if rows > window:  # the oldest row leaves the window
-                    old = recent.popleft()
-                    counts[old] -= 1
-                    rows -= 1
+                old, rows = _count_in_window(counts, recent, window, bin_), len(recent)
+            else:
+                counts[bin_] += 1
+                old, rows = gone, rows + 1
             for i in pointers:
                 here, under = at[i], below[i]
                 if bin_ < here:
